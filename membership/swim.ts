@@ -1,0 +1,671 @@
+// SWIM with the Lifeguard refinements, as a pure state machine.
+//
+// The caller feeds it time (`tick`), messages (`receive`) and transport
+// outcomes (`undeliverable`, `hint`), then `drain`s the effects: messages to
+// send and membership events to report. It owns no timer, socket or clock, and
+// draws randomness only from the `random` it is given, so a run is replayable.
+//
+//   probe round:  ping ──(probeTimeoutMs)──▶ ping-req × k ──(rest of interval)──▶ suspect
+//   suspicion:    suspect ──(Lifeguard timeout, shrinking with confirmations)──▶ dead
+//   refutation:   a member that hears it is suspected or dead raises its incarnation
+//   gossip:       updates ride on every message, plus a gossip round every gossipIntervalMs
+//   anti-entropy: push-pull of the full member list with one random member; one
+//                 dead member tried again every reconnectIntervalMs, so partitions heal
+
+import { BroadcastQueue } from './broadcast.ts'
+import {
+  type MembershipConfig, pushPullIntervalMs, retransmitLimit, suspicionMaxMs, suspicionMinMs,
+} from './config.ts'
+import { Suspicion } from './suspicion.ts'
+import type {
+  Effects, Member, MemberMeta, MemberRecord, MemberState, Message, Outbound, SelfInit, Update,
+} from './types.ts'
+
+interface Probe {
+  seq: number
+  target: string
+  /** When the direct probe gives up and indirect probes start. */
+  directDeadlineMs: number
+  /** When the whole probe gives up and the target is suspected. */
+  deadlineMs: number
+  indirect: boolean
+  expectedNacks: number
+  nacks: number
+}
+
+/** A ping this node sends on another member's behalf (ping-req). */
+interface Relay {
+  origin: string
+  originSeq: number
+  deadlineMs: number
+}
+
+export interface SwimInit {
+  self: SelfInit
+  config: MembershipConfig
+  /** Uniform in [0, 1): the only source of randomness. */
+  random: () => number
+  nowMs: number
+  /** Start from this incarnation (a restarted node may know a higher one). */
+  incarnation?: number
+}
+
+export class Swim {
+  readonly config: MembershipConfig
+  readonly id: string
+  private readonly random: () => number
+  private readonly members = new Map<string, Member>()
+  private readonly suspicions = new Map<string, Suspicion>()
+  private readonly broadcasts = new BroadcastQueue()
+  private readonly probes = new Map<number, Probe>()
+  private readonly relays = new Map<number, Relay>()
+  private probeOrder: string[] = []
+  private probeIndex = 0
+  private regularProbe: number | null = null
+  private seq = 0
+  /** Lifeguard local health: 0 is healthy; timeouts are multiplied by awareness + 1. */
+  private awareness = 0
+  private leaving = false
+  private lastTickMs: number
+  private nextProbeMs: number
+  private nextGossipMs: number
+  private nextPushPullMs: number
+  private nextReconnectMs: number
+  private out: Effects = { messages: [], events: [] }
+
+  constructor (init: SwimInit) {
+    this.config = init.config
+    this.id = init.self.id
+    this.random = init.random
+    const now = init.nowMs
+    const self: Member = {
+      id: init.self.id,
+      addrs: [...init.self.addrs],
+      incarnation: init.incarnation ?? 0,
+      state: 'alive',
+      meta: cloneMeta(init.self.meta),
+      stateSinceMs: now,
+      lastHeardMs: now,
+    }
+    this.members.set(self.id, self)
+    this.lastTickMs = now
+    // Spread the first rounds so that nodes started together do not probe in lockstep.
+    this.nextProbeMs = now + Math.floor(this.random() * this.config.probeIntervalMs)
+    this.nextGossipMs = now + Math.floor(this.random() * this.config.gossipIntervalMs)
+    this.nextPushPullMs = now + Math.floor(this.config.pushPullIntervalMs * (0.5 + this.random() / 2))
+    this.nextReconnectMs = now + this.config.reconnectIntervalMs
+  }
+
+  // ---- inputs ---------------------------------------------------------------
+
+  /** Advances time: probes, timeouts, suspicions, gossip and anti-entropy rounds. */
+  tick (nowMs: number): void {
+    this.detectStall(nowMs)
+    this.expireProbes(nowMs)
+    this.expireRelays(nowMs)
+    this.expireSuspicions(nowMs)
+    if (this.leaving) return
+    if (nowMs >= this.nextProbeMs) {
+      this.nextProbeMs = nowMs + this.config.probeIntervalMs
+      if (this.regularProbe === null) this.probeNext(nowMs)
+    }
+    if (nowMs >= this.nextGossipMs) {
+      this.nextGossipMs = nowMs + this.config.gossipIntervalMs
+      this.gossipRound(nowMs)
+    }
+    if (nowMs >= this.nextPushPullMs) {
+      this.nextPushPullMs = nowMs + pushPullIntervalMs(this.config, this.liveCount())
+      const peer = this.pickRandom(this.others((m) => m.state === 'alive'), 1)[0]
+      if (peer !== undefined) this.pushPull(peer, false)
+    }
+    if (nowMs >= this.nextReconnectMs) {
+      this.nextReconnectMs = nowMs + this.config.reconnectIntervalMs
+      const dead = this.pickRandom(this.others((m) => m.state === 'dead'), 1)[0]
+      if (dead !== undefined) this.pushPull(dead, false)
+    }
+    this.reap(nowMs)
+  }
+
+  /** A message from member `from` (as authenticated by the transport). */
+  receive (from: string, message: Message, nowMs: number): void {
+    const sender = this.members.get(from)
+    if (sender !== undefined && from !== this.id) sender.lastHeardMs = nowMs
+    if (message.type === 'push-pull') {
+      this.mergeRecords(from, message.members, nowMs)
+      if (message.reply && !this.leaving) this.send(from, { type: 'push-pull', join: false, reply: false, members: this.records() })
+      return
+    }
+    this.applyUpdates(message.updates, nowMs)
+    switch (message.type) {
+      case 'ping': return this.onPing(from, message.seq)
+      case 'ack': return this.onAck(message.seq, nowMs)
+      case 'nack': return this.onNack(message.seq, nowMs)
+      case 'ping-req': return this.onPingReq(from, message.seq, message.target, message.targetAddrs, nowMs)
+      case 'gossip': return
+    }
+  }
+
+  /** The transport could not deliver `message` to `to` (refused, unreachable, reset). */
+  undeliverable (message: Message, nowMs: number): void {
+    if (message.type === 'ping') {
+      const probe = this.probes.get(message.seq)
+      // Fail fast: a refused connection is a failed direct probe, no need to wait.
+      if (probe !== undefined && !probe.indirect) this.startIndirect(probe, nowMs)
+      const relay = this.relays.get(message.seq)
+      if (relay !== undefined) {
+        this.relays.delete(message.seq)
+        this.send(relay.origin, { type: 'nack', seq: relay.originSeq, updates: this.piggyback() })
+      }
+    } else if (message.type === 'ping-req') {
+      // The helper never got the request, so it cannot nack: do not count that against our own health.
+      const probe = this.probes.get(message.seq)
+      if (probe !== undefined) {
+        probe.expectedNacks = Math.max(0, probe.expectedNacks - 1)
+        this.maybeFinishEarly(probe, nowMs)
+      }
+    }
+  }
+
+  /**
+   * A transport-level hint that `id` may have failed (its last connection closed):
+   * probe it now instead of waiting for its turn.
+   */
+  hint (id: string, nowMs: number): void {
+    const member = this.members.get(id)
+    if (this.leaving || member === undefined || id === this.id || member.state !== 'alive') return
+    if (this.probing(id)) return
+    this.startProbe(id, nowMs)
+  }
+
+  /** Join the cluster through the members at these addresses (ids unknown). */
+  join (seedAddrs: string[]): void {
+    for (const addr of seedAddrs) {
+      this.out.messages.push({ to: null, addrs: [addr], message: { type: 'push-pull', join: true, reply: true, members: this.records() } })
+    }
+  }
+
+  /** Leave gracefully: everyone reachable is told at once, so nobody waits for a timeout. */
+  leave (nowMs: number): void {
+    if (this.leaving) return
+    const self = this.self()
+    this.leaving = true
+    self.incarnation++
+    this.setState(self, 'left', nowMs, self.incarnation - 1)
+    const update: Update = { kind: 'left', id: self.id, incarnation: self.incarnation }
+    this.broadcasts.clear()
+    for (const member of this.others((m) => m.state === 'alive' || m.state === 'suspect')) {
+      this.send(member.id, { type: 'gossip', updates: [update] })
+    }
+    this.probes.clear()
+    this.relays.clear()
+  }
+
+  /** Change what this node offers (capacity, labels, API); spreads as a new incarnation. */
+  updateSelf (change: { meta?: MemberMeta, addrs?: string[] }): void {
+    const self = this.self()
+    const previousIncarnation = self.incarnation
+    if (change.meta !== undefined) self.meta = cloneMeta(change.meta)
+    if (change.addrs !== undefined) self.addrs = [...change.addrs]
+    self.incarnation++
+    this.emit(self, self.state, previousIncarnation)
+    this.broadcasts.enqueue(this.aliveUpdate(self))
+  }
+
+  // ---- outputs --------------------------------------------------------------
+
+  /** The effects accumulated since the last drain: send the messages, then report the events. */
+  drain (): Effects {
+    const out = this.out
+    this.out = { messages: [], events: [] }
+    return out
+  }
+
+  /** Every member this node knows, itself included. Copies: safe to keep. */
+  list (): Member[] {
+    return [...this.members.values()].map(cloneMember)
+  }
+
+  member (id: string): Member | undefined {
+    const member = this.members.get(id)
+    return member === undefined ? undefined : cloneMember(member)
+  }
+
+  /** Lifeguard's local health score: 0 healthy, up to awarenessMax − 1. */
+  get health (): number {
+    return this.awareness
+  }
+
+  get hasLeft (): boolean {
+    return this.leaving
+  }
+
+  // ---- probing --------------------------------------------------------------
+
+  private probeNext (nowMs: number): void {
+    for (let tries = 0; tries <= this.members.size; tries++) {
+      if (this.probeIndex >= this.probeOrder.length) {
+        this.probeOrder = this.shuffle([...this.members.keys()].filter((id) => id !== this.id))
+        this.probeIndex = 0
+        if (this.probeOrder.length === 0) return
+      }
+      const id = this.probeOrder[this.probeIndex++]!
+      const member = this.members.get(id)
+      if (member === undefined || (member.state !== 'alive' && member.state !== 'suspect')) continue
+      if (this.probing(id)) continue
+      this.regularProbe = this.startProbe(id, nowMs)
+      return
+    }
+  }
+
+  private startProbe (target: string, nowMs: number): number {
+    const seq = this.nextSeq()
+    const scale = this.awareness + 1
+    this.probes.set(seq, {
+      seq,
+      target,
+      directDeadlineMs: nowMs + this.config.probeTimeoutMs * scale,
+      deadlineMs: nowMs + this.config.probeIntervalMs * scale,
+      indirect: false,
+      expectedNacks: 0,
+      nacks: 0,
+    })
+    // Lifeguard's buddy system: a suspect hears of its suspicion with the probe itself.
+    const updates = this.piggyback()
+    const member = this.members.get(target)
+    if (member?.state === 'suspect') {
+      updates.unshift({ kind: 'suspect', id: target, incarnation: member.incarnation, from: this.id })
+    }
+    this.send(target, { type: 'ping', seq, updates })
+    return seq
+  }
+
+  private startIndirect (probe: Probe, nowMs: number): void {
+    probe.indirect = true
+    const target = this.members.get(probe.target)
+    const helpers = this.pickRandom(
+      this.others((m) => m.state === 'alive' && m.id !== probe.target),
+      this.config.indirectChecks,
+    )
+    probe.expectedNacks = helpers.length
+    for (const helper of helpers) {
+      this.send(helper.id, {
+        type: 'ping-req', seq: probe.seq, target: probe.target, targetAddrs: target?.addrs ?? [], updates: this.piggyback(),
+      })
+    }
+    this.maybeFinishEarly(probe, nowMs)
+  }
+
+  /** Every helper said it could not reach the target either: all the evidence is in. */
+  private maybeFinishEarly (probe: Probe, nowMs: number): void {
+    if (probe.indirect && probe.expectedNacks > 0 && probe.nacks >= probe.expectedNacks) this.failProbe(probe, nowMs)
+  }
+
+  private failProbe (probe: Probe, nowMs: number): void {
+    this.endProbe(probe)
+    // Lifeguard: helpers that did not even nack suggest the fault is ours; with no
+    // helpers to tell, every failed probe counts against our own health.
+    const missedNacks = probe.expectedNacks > 0 ? probe.expectedNacks - Math.min(probe.nacks, probe.expectedNacks) : 1
+    this.adjustAwareness(missedNacks)
+    const member = this.members.get(probe.target)
+    if (member === undefined || (member.state !== 'alive' && member.state !== 'suspect')) return
+    this.applySuspect({ kind: 'suspect', id: member.id, incarnation: member.incarnation, from: this.id }, nowMs)
+  }
+
+  private endProbe (probe: Probe): void {
+    this.probes.delete(probe.seq)
+    if (this.regularProbe === probe.seq) this.regularProbe = null
+  }
+
+  private probing (target: string): boolean {
+    for (const probe of this.probes.values()) if (probe.target === target) return true
+    return false
+  }
+
+  private expireProbes (nowMs: number): void {
+    for (const probe of [...this.probes.values()]) {
+      if (!probe.indirect && nowMs >= probe.directDeadlineMs) this.startIndirect(probe, nowMs)
+      if (this.probes.has(probe.seq) && nowMs >= probe.deadlineMs) this.failProbe(probe, nowMs)
+    }
+  }
+
+  private expireRelays (nowMs: number): void {
+    for (const [seq, relay] of [...this.relays]) {
+      if (nowMs < relay.deadlineMs) continue
+      this.relays.delete(seq)
+      this.send(relay.origin, { type: 'nack', seq: relay.originSeq, updates: this.piggyback() })
+    }
+  }
+
+  private onPing (from: string, seq: number): void {
+    this.send(from, { type: 'ack', seq, updates: this.piggyback() })
+  }
+
+  private onAck (seq: number, nowMs: number): void {
+    const probe = this.probes.get(seq)
+    if (probe !== undefined) {
+      this.endProbe(probe)
+      this.adjustAwareness(-1)
+      const target = this.members.get(probe.target)
+      if (target !== undefined) target.lastHeardMs = nowMs
+      return
+    }
+    const relay = this.relays.get(seq)
+    if (relay !== undefined) {
+      this.relays.delete(seq)
+      this.send(relay.origin, { type: 'ack', seq: relay.originSeq, updates: this.piggyback() })
+    }
+  }
+
+  private onNack (seq: number, nowMs: number): void {
+    const probe = this.probes.get(seq)
+    if (probe === undefined) return
+    probe.nacks++
+    this.maybeFinishEarly(probe, nowMs)
+  }
+
+  private onPingReq (from: string, originSeq: number, target: string, targetAddrs: string[], nowMs: number): void {
+    if (this.leaving) return
+    const seq = this.nextSeq()
+    this.relays.set(seq, { origin: from, originSeq, deadlineMs: nowMs + this.config.probeTimeoutMs })
+    const known = this.members.get(target)
+    this.out.messages.push({ to: target, addrs: known?.addrs ?? targetAddrs, message: { type: 'ping', seq, updates: this.piggyback() } })
+  }
+
+  // ---- suspicion ------------------------------------------------------------
+
+  private expireSuspicions (nowMs: number): void {
+    for (const [id, suspicion] of [...this.suspicions]) {
+      if (nowMs < suspicion.deadlineMs()) continue
+      this.suspicions.delete(id)
+      const member = this.members.get(id)
+      if (member === undefined || member.state !== 'suspect') continue
+      this.applyDead({ kind: 'dead', id, incarnation: member.incarnation, from: this.id }, nowMs)
+    }
+  }
+
+  private startSuspicion (member: Member, from: string, nowMs: number): void {
+    const n = this.liveCount()
+    // Lifeguard: K = suspicionMult − 2 confirmations bring the timeout to its floor,
+    // fewer in a cluster too small to have that many other witnesses.
+    const expected = Math.min(this.config.suspicionMult - 2, Math.max(0, n - 2))
+    this.suspicions.set(member.id, new Suspicion({
+      from, startMs: nowMs, minMs: suspicionMinMs(this.config, n), maxMs: suspicionMaxMs(this.config, n), expected,
+    }))
+  }
+
+  // ---- applying updates -----------------------------------------------------
+
+  private applyUpdates (updates: Update[], nowMs: number): void {
+    for (const update of updates) this.applyUpdate(update, nowMs)
+  }
+
+  private applyUpdate (update: Update, nowMs: number): void {
+    switch (update.kind) {
+      case 'alive': return this.applyAlive(update, nowMs)
+      case 'suspect': return this.applySuspect(update, nowMs)
+      case 'dead': return this.applyDead(update, nowMs)
+      case 'left': return this.applyLeft(update, nowMs)
+    }
+  }
+
+  private applyAlive (update: Extract<Update, { kind: 'alive' }>, nowMs: number): void {
+    if (update.id === this.id) {
+      const self = this.self()
+      // Someone speaks of us at an incarnation we did not give (a previous life of
+      // this node, or a stale record): outbid it.
+      if (update.incarnation > self.incarnation ||
+        (update.incarnation === self.incarnation && !sameAlive(update, self))) this.refute(update.incarnation)
+      return
+    }
+    const member = this.members.get(update.id)
+    if (member === undefined) {
+      const fresh: Member = {
+        id: update.id,
+        addrs: [...update.addrs],
+        incarnation: update.incarnation,
+        state: 'alive',
+        meta: cloneMeta(update.meta),
+        stateSinceMs: nowMs,
+        lastHeardMs: null,
+      }
+      this.members.set(fresh.id, fresh)
+      // A newcomer goes to a random place in this round, as in memberlist.
+      const at = this.probeIndex + Math.floor(this.random() * (this.probeOrder.length - this.probeIndex + 1))
+      this.probeOrder.splice(at, 0, fresh.id)
+      this.emit(fresh, null, null)
+      this.broadcasts.enqueue(update)
+      return
+    }
+    if (update.incarnation <= member.incarnation) return
+    const previous = member.state
+    const previousIncarnation = member.incarnation
+    member.incarnation = update.incarnation
+    member.addrs = [...update.addrs]
+    member.meta = cloneMeta(update.meta)
+    this.suspicions.delete(member.id)
+    if (previous !== 'alive') member.stateSinceMs = nowMs
+    member.state = 'alive'
+    this.emit(member, previous, previousIncarnation)
+    this.broadcasts.enqueue(update)
+  }
+
+  private applySuspect (update: Extract<Update, { kind: 'suspect' }>, nowMs: number): void {
+    const member = this.members.get(update.id)
+    if (member === undefined || update.incarnation < member.incarnation) return
+    if (member.state === 'dead' || member.state === 'left') return
+    if (update.id === this.id) {
+      this.refute(update.incarnation)
+      return
+    }
+    const suspicion = this.suspicions.get(member.id)
+    if (member.state === 'suspect' && suspicion !== undefined && update.incarnation === member.incarnation) {
+      // An independent confirmation shortens the timeout; pass it on so others count it too.
+      if (suspicion.confirm(update.from)) this.broadcasts.enqueue(update)
+      return
+    }
+    const previousIncarnation = member.incarnation
+    member.incarnation = update.incarnation
+    this.setState(member, 'suspect', nowMs, previousIncarnation)
+    this.startSuspicion(member, update.from, nowMs)
+    this.broadcasts.enqueue(update)
+    // Check for ourselves: our own probe is an independent witness (a confirmation if
+    // it fails too), and its buddy-system ping tells the suspect to refute at once.
+    if (update.from !== this.id && !this.leaving && !this.probing(member.id)) this.startProbe(member.id, nowMs)
+  }
+
+  private applyDead (update: Extract<Update, { kind: 'dead' }>, nowMs: number): void {
+    const member = this.members.get(update.id)
+    if (member === undefined || update.incarnation < member.incarnation) return
+    if (member.state === 'dead' || member.state === 'left') return
+    if (update.id === this.id) {
+      if (!this.leaving) this.refute(update.incarnation)
+      return
+    }
+    const previousIncarnation = member.incarnation
+    member.incarnation = update.incarnation
+    this.suspicions.delete(member.id)
+    this.setState(member, 'dead', nowMs, previousIncarnation)
+    this.broadcasts.enqueue(update)
+  }
+
+  private applyLeft (update: Extract<Update, { kind: 'left' }>, nowMs: number): void {
+    const member = this.members.get(update.id)
+    if (member === undefined || update.incarnation < member.incarnation || member.state === 'left') return
+    if (update.id === this.id) {
+      // A previous life of ours left; this one has not.
+      if (!this.leaving) this.refute(update.incarnation)
+      return
+    }
+    const previousIncarnation = member.incarnation
+    member.incarnation = update.incarnation
+    this.suspicions.delete(member.id)
+    this.setState(member, 'left', nowMs, previousIncarnation)
+    this.broadcasts.enqueue(update)
+  }
+
+  /** Another member's full view: taken as updates, except that its "dead" is only our suspicion. */
+  private mergeRecords (from: string, records: MemberRecord[], nowMs: number): void {
+    for (const record of records) {
+      switch (record.state) {
+        case 'alive':
+          this.applyAlive({ kind: 'alive', id: record.id, incarnation: record.incarnation, addrs: record.addrs, meta: record.meta }, nowMs)
+          break
+        case 'suspect':
+        case 'dead':
+          // Not witnessed by us: only a suspicion here (a live member then gets to refute),
+          // and nothing to learn about members we never knew.
+          if (record.id === this.id) {
+            if (record.incarnation >= this.self().incarnation && !this.leaving) this.refute(record.incarnation)
+          } else {
+            this.applySuspect({ kind: 'suspect', id: record.id, incarnation: record.incarnation, from }, nowMs)
+          }
+          break
+        case 'left':
+          this.applyLeft({ kind: 'left', id: record.id, incarnation: record.incarnation }, nowMs)
+          break
+      }
+    }
+  }
+
+  private refute (incarnation: number): void {
+    const self = this.self()
+    const previousIncarnation = self.incarnation
+    self.incarnation = Math.max(self.incarnation, incarnation) + 1
+    // Being suspected means others could not hear us in time: doubt our own health first.
+    this.adjustAwareness(1)
+    this.emit(self, self.state, previousIncarnation)
+    this.broadcasts.enqueue(this.aliveUpdate(self))
+  }
+
+  // ---- gossip and anti-entropy ----------------------------------------------
+
+  private gossipRound (nowMs: number): void {
+    if (this.broadcasts.size === 0) return
+    // The recently dead get gossip too, so that a member declared dead by mistake hears it and refutes.
+    const targets = this.pickRandom(this.others((m) =>
+      m.state === 'alive' || m.state === 'suspect' ||
+      (m.state === 'dead' && nowMs - m.stateSinceMs < this.config.gossipToTheDeadMs)), this.config.gossipNodes)
+    for (const target of targets) {
+      const updates = this.piggyback()
+      if (updates.length === 0) return
+      this.send(target.id, { type: 'gossip', updates })
+    }
+  }
+
+  private pushPull (member: Member, join: boolean): void {
+    this.send(member.id, { type: 'push-pull', join, reply: true, members: this.records() })
+  }
+
+  private records (): MemberRecord[] {
+    return [...this.members.values()].map((m) => ({
+      id: m.id, addrs: [...m.addrs], incarnation: m.incarnation, state: m.state, meta: cloneMeta(m.meta),
+    }))
+  }
+
+  private piggyback (): Update[] {
+    return this.broadcasts.take(this.config.piggybackUpdatesMax, retransmitLimit(this.config, this.liveCount()))
+  }
+
+  // ---- local health ---------------------------------------------------------
+
+  private adjustAwareness (delta: number): void {
+    this.awareness = Math.min(this.config.awarenessMax - 1, Math.max(0, this.awareness + delta))
+  }
+
+  /**
+   * A long gap between ticks means this process was paused or starved: answers may
+   * be waiting unread in its sockets. Push every deadline back by the gap rather than
+   * accuse others of our own silence, and doubt our own health.
+   */
+  private detectStall (nowMs: number): void {
+    const gap = nowMs - this.lastTickMs
+    this.lastTickMs = nowMs
+    if (gap <= this.config.stallMs) return
+    for (const probe of this.probes.values()) {
+      probe.directDeadlineMs += gap
+      probe.deadlineMs += gap
+    }
+    for (const relay of this.relays.values()) relay.deadlineMs += gap
+    for (const suspicion of this.suspicions.values()) suspicion.postpone(gap)
+    this.adjustAwareness(1)
+  }
+
+  private reap (nowMs: number): void {
+    for (const member of [...this.members.values()]) {
+      if (member.id === this.id || (member.state !== 'dead' && member.state !== 'left')) continue
+      if (nowMs - member.stateSinceMs >= this.config.deadRetentionMs) this.members.delete(member.id)
+    }
+  }
+
+  // ---- helpers --------------------------------------------------------------
+
+  private self (): Member {
+    return this.members.get(this.id)!
+  }
+
+  private aliveUpdate (member: Member): Update {
+    return { kind: 'alive', id: member.id, incarnation: member.incarnation, addrs: [...member.addrs], meta: cloneMeta(member.meta) }
+  }
+
+  /** Members that are neither dead nor gone: the n of every formula. */
+  private liveCount (): number {
+    let n = 0
+    for (const member of this.members.values()) if (member.state === 'alive' || member.state === 'suspect') n++
+    return n
+  }
+
+  private others (keep: (m: Member) => boolean): Member[] {
+    const list: Member[] = []
+    for (const member of this.members.values()) if (member.id !== this.id && keep(member)) list.push(member)
+    return list
+  }
+
+  private send (to: string, message: Message): void {
+    const member = this.members.get(to)
+    const outbound: Outbound = { to, addrs: member?.addrs ?? [], message }
+    this.out.messages.push(outbound)
+  }
+
+  private setState (member: Member, state: MemberState, nowMs: number, previousIncarnation: number): void {
+    const previous = member.state
+    member.state = state
+    member.stateSinceMs = nowMs
+    this.emit(member, previous, previousIncarnation)
+  }
+
+  private emit (member: Member, previous: MemberState | null, previousIncarnation: number | null): void {
+    this.out.events.push({ member: cloneMember(member), previous, previousIncarnation })
+  }
+
+  private nextSeq (): number {
+    this.seq = (this.seq + 1) % Number.MAX_SAFE_INTEGER
+    return this.seq
+  }
+
+  private shuffle<T> (items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = Math.floor(this.random() * (i + 1))
+      const t = items[i]!
+      items[i] = items[j]!
+      items[j] = t
+    }
+    return items
+  }
+
+  private pickRandom<T> (items: T[], count: number): T[] {
+    return this.shuffle(items).slice(0, count)
+  }
+}
+
+function cloneMeta (meta: MemberMeta): MemberMeta {
+  return { ...meta, labels: { ...meta.labels } }
+}
+
+function cloneMember (member: Member): Member {
+  return { ...member, addrs: [...member.addrs], meta: cloneMeta(member.meta) }
+}
+
+function sameAlive (update: Extract<Update, { kind: 'alive' }>, member: Member): boolean {
+  return JSON.stringify(update.addrs) === JSON.stringify(member.addrs) &&
+    JSON.stringify(update.meta) === JSON.stringify(member.meta)
+}
