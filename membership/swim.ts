@@ -29,6 +29,8 @@ interface Probe {
   /** When the whole probe gives up and the target is suspected. */
   deadlineMs: number
   indirect: boolean
+  /** The direct ping could not even be delivered (refused): no late ack can come. */
+  refused: boolean
   expectedNacks: number
   nacks: number
 }
@@ -150,7 +152,10 @@ export class Swim {
     if (message.type === 'ping') {
       const probe = this.probes.get(message.seq)
       // Fail fast: a refused connection is a failed direct probe, no need to wait.
-      if (probe !== undefined && !probe.indirect) this.startIndirect(probe, nowMs)
+      if (probe !== undefined && !probe.indirect) {
+        probe.refused = true
+        this.startIndirect(probe, nowMs)
+      }
       const relay = this.relays.get(message.seq)
       if (relay !== undefined) {
         this.relays.delete(message.seq)
@@ -266,6 +271,7 @@ export class Swim {
       directDeadlineMs: nowMs + this.config.probeTimeoutMs * scale,
       deadlineMs: nowMs + this.config.probeIntervalMs * scale,
       indirect: false,
+      refused: false,
       expectedNacks: 0,
       nacks: 0,
     })
@@ -295,9 +301,13 @@ export class Swim {
     this.maybeFinishEarly(probe, nowMs)
   }
 
-  /** Every helper said it could not reach the target either: all the evidence is in. */
+  /**
+   * Every helper said it could not reach the target either (or, with no helper to
+   * ask, the direct ping was refused): all the evidence is in, no need to wait.
+   */
   private maybeFinishEarly (probe: Probe, nowMs: number): void {
-    if (probe.indirect && probe.expectedNacks > 0 && probe.nacks >= probe.expectedNacks) this.failProbe(probe, nowMs)
+    if (!probe.indirect || probe.nacks < probe.expectedNacks) return
+    if (probe.expectedNacks > 0 || probe.refused) this.failProbe(probe, nowMs)
   }
 
   private failProbe (probe: Probe, nowMs: number): void {

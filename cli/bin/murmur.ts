@@ -1,2 +1,81 @@
 #!/usr/bin/env node
-console.log("hi", process.version)
+// The murmur command. Exit codes: 0 success, 1 the operation failed, 2 the input was wrong.
+
+import { Command, CommanderError, Option } from 'commander'
+import { ApiError, DEFAULT_API, connect } from '../client.ts'
+import { printMembers, watchMembers } from '../members.ts'
+import { registerTestnet } from '../testnet.ts'
+
+const program = new Command('murmur')
+  .description('a data-center operating system without a master')
+  .addOption(new Option('--api <url>', "the node's HTTP API").env('MURMUR_API').default(DEFAULT_API))
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride()
+  .configureOutput({ writeErr: (text) => { process.stderr.write(text) } })
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value]
+
+const node = program.command('node').description('run and manage the node on this machine')
+node.command('start')
+  .description('start a node; join a cluster with --join, or be the first')
+  .option('--data-dir <path>', 'where the node keeps its identity and state (default: ~/.murmur/node)')
+  .option('--join <multiaddr>', 'join through this member (repeatable)', collect, [])
+  .option('--mdns', 'find other nodes on the LAN by multicast DNS')
+  .option('--host <ip>', 'address to listen on for peers (default: 0.0.0.0)')
+  .option('--port <port>', 'TCP port for peers, 0 for any free one (default: 7946)')
+  .option('--api-host <ip>', 'address of the HTTP API (default: 127.0.0.1)')
+  .option('--api-port <port>', 'port of the HTTP API, 0 for any free one (default: 7947)')
+  .option('--cpu <cores>', 'CPU to offer, as cores (2) or millicores (1500m) (default: the machine less 0.1)')
+  .option('--memory <size>', 'memory to offer, e.g. 4G (default: the machine less a reserve)')
+  .option('--label <key=value>', 'a label for placement constraints (repeatable)', collect, [])
+  .option('--profile <name>', 'timing profile: lan, or local for many nodes on one machine', 'lan')
+  .option('--join-timeout <duration>', 'give up joining after this long', '10s')
+  .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+  .option('--pretty', 'human-readable logs instead of JSON')
+  .action(async (opts: Record<string, unknown>) => {
+    // The node runtime (libp2p and all) is loaded only for this command.
+    const { runNode } = await import('../../node/main.ts')
+    process.exitCode = await runNode({ ...opts, join: opts.join as string[], label: opts.label as string[] })
+  })
+node.command('leave')
+  .description('make the node leave the cluster gracefully and stop')
+  .action(async () => {
+    const client = connect(program.opts().api as string)
+    const info = await client.node()
+    await client.leave()
+    process.stdout.write(`node ${info.id} is leaving\n`)
+  })
+
+program.command('members')
+  .description('every member: state, incarnation, address, CPU, memory, labels, last heard')
+  .option('--json', 'print one JSON document')
+  .option('--watch', 'follow changes as they happen (Ctrl-C to stop)')
+  .action(async (opts: { json?: boolean, watch?: boolean }) => {
+    const client = connect(program.opts().api as string)
+    if (opts.watch !== true) return await printMembers(client, opts.json === true)
+    const controller = new AbortController()
+    process.once('SIGINT', () => { controller.abort() })
+    await watchMembers(client, opts.json === true, controller.signal)
+  })
+
+registerTestnet(program)
+
+try {
+  await program.parseAsync(process.argv)
+} catch (err) {
+  process.exitCode = report(err)
+}
+
+/** One line on stderr for the user, and the exit code it deserves. */
+function report (err: unknown): number {
+  if (err instanceof CommanderError) {
+    // Commander already printed its message; help and version are not failures.
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0
+    return 2
+  }
+  const e = err as Error & { exitCode?: number, code?: string }
+  process.stderr.write(`murmur: ${e.message}\n`)
+  if (err instanceof ApiError) return err.status !== null && err.status >= 400 && err.status < 500 ? 2 : 1
+  if (e.exitCode === 2 || e.name === 'InputError') return 2
+  return 1
+}

@@ -1,0 +1,120 @@
+// The TypeScript client of a node's HTTP API (`import { connect } from 'murmur/client'`).
+// The CLI uses it for everything it asks a node. Every call is bounded in time.
+
+import type { MembersResponse, NodeInfo } from '../node/api.ts'
+import type { MemberEvent } from '../membership/types.ts'
+
+export type { MembersResponse, MemberView, NodeInfo } from '../node/api.ts'
+export type { MemberEvent, MemberState } from '../membership/types.ts'
+
+export const DEFAULT_API = 'http://127.0.0.1:7947'
+
+/** The API could not be reached, or it answered with an error. */
+export class ApiError extends Error {
+  override name = 'ApiError'
+  readonly code: string
+  readonly status: number | null
+
+  constructor (code: string, message: string, status: number | null) {
+    super(message)
+    this.code = code
+    this.status = status
+  }
+}
+
+export interface ClientOptions {
+  /** Per-request limit; a node that does not answer by then is reported as down. */
+  timeoutMs?: number
+}
+
+export interface Client {
+  url: string
+  health: () => Promise<{ ok: boolean, id: string }>
+  node: () => Promise<NodeInfo>
+  members: () => Promise<MembersResponse>
+  leave: () => Promise<void>
+  /** Follows the cluster's events until the signal aborts; resolves when the stream ends. */
+  events: (onEvent: (event: { type: 'member', data: MemberEvent }) => void, signal: AbortSignal) => Promise<void>
+}
+
+export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, options: ClientOptions = {}): Client {
+  const base = url.replace(/\/+$/, '')
+  const timeoutMs = options.timeoutMs ?? 5_000
+
+  async function request<T> (method: string, path: string, body?: unknown): Promise<T> {
+    let response: Response
+    try {
+      response = await fetch(`${base}${path}`, {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(timeoutMs),
+      })
+    } catch (err) {
+      throw unreachable(base, err as Error, timeoutMs)
+    }
+    const text = await response.text()
+    let parsed: unknown
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text)
+    } catch {
+      throw new ApiError('BAD_RESPONSE', `${base} answered with something that is not JSON: is it a murmur node?`, response.status)
+    }
+    if (!response.ok) {
+      const error = (parsed as { error?: { code?: string, message?: string } } | undefined)?.error
+      throw new ApiError(error?.code ?? 'HTTP_ERROR', error?.message ?? `${method} ${path} failed with HTTP ${response.status}`, response.status)
+    }
+    return parsed as T
+  }
+
+  return {
+    url: base,
+    health: async () => await request('GET', '/v1/health'),
+    node: async () => await request('GET', '/v1/node'),
+    members: async () => await request('GET', '/v1/members'),
+    leave: async () => { await request('POST', '/v1/node/leave') },
+    events: async (onEvent, signal) => {
+      let response: Response
+      try {
+        response = await fetch(`${base}/v1/events`, { signal })
+      } catch (err) {
+        if (signal.aborted) return
+        throw unreachable(base, err as Error, timeoutMs)
+      }
+      if (!response.ok || response.body === null) throw new ApiError('HTTP_ERROR', `event stream failed with HTTP ${response.status}`, response.status)
+      const decoder = new TextDecoder()
+      let buffer = ''
+      try {
+        for await (const chunk of response.body) {
+          buffer += decoder.decode(chunk as Uint8Array, { stream: true })
+          let end: number
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end)
+            buffer = buffer.slice(end + 2)
+            const event = parseSse(block)
+            if (event?.type === 'member') onEvent({ type: 'member', data: JSON.parse(event.data) as MemberEvent })
+          }
+        }
+      } catch (err) {
+        if (!signal.aborted) throw err
+      }
+    },
+  }
+}
+
+function parseSse (block: string): { type: string, data: string } | null {
+  let type = 'message'
+  const data: string[] = []
+  for (const line of block.split('\n')) {
+    if (line.startsWith('event: ')) type = line.slice(7)
+    else if (line.startsWith('data: ')) data.push(line.slice(6))
+  }
+  return data.length === 0 ? null : { type, data: data.join('\n') }
+}
+
+function unreachable (base: string, err: Error, timeoutMs: number): ApiError {
+  if (err.name === 'TimeoutError') {
+    return new ApiError('API_TIMEOUT', `the murmur node at ${base} did not answer within ${timeoutMs} ms; is it overloaded or paused?`, null)
+  }
+  return new ApiError('API_UNREACHABLE', `no murmur node answers at ${base}; start one with 'murmur node start' or point --api / MURMUR_API at a running node`, null)
+}

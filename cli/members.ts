@@ -1,0 +1,50 @@
+// `murmur members`: every member the node knows, as a table or one JSON document;
+// --watch follows changes as they happen.
+
+import { type Client, type MemberView } from './client.ts'
+import { formatAge, formatBytes, formatCpu } from './format.ts'
+import { table } from './table.ts'
+
+export async function printMembers (client: Client, json: boolean): Promise<void> {
+  const response = await client.members()
+  if (json) {
+    process.stdout.write(JSON.stringify(response, null, 2) + '\n')
+    return
+  }
+  process.stdout.write(renderMembers(response.members) + '\n')
+}
+
+export function renderMembers (members: MemberView[]): string {
+  const rows = members.map((m) => [
+    m.id + (m.self ? ' (self)' : ''),
+    m.state,
+    String(m.incarnation),
+    shortAddr(m.addrs),
+    formatCpu(m.meta.cpuMillis),
+    formatBytes(m.meta.memoryBytes),
+    Object.entries(m.meta.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-',
+    m.self ? '-' : (m.lastHeardAgoMs === null ? 'never' : `${formatAge(m.lastHeardAgoMs)} ago`),
+  ])
+  const counts = ['alive', 'suspect', 'dead', 'left'].map((s) => `${members.filter((m) => m.state === s).length} ${s}`).join(', ')
+  return table(['MEMBER', 'STATE', 'INC', 'ADDRESS', 'CPU', 'MEMORY', 'LABELS', 'LAST HEARD'], rows) + `\n${members.length} members: ${counts}`
+}
+
+/** Prints the table, then one line per change until the signal aborts. */
+export async function watchMembers (client: Client, json: boolean, signal: AbortSignal): Promise<void> {
+  if (!json) await printMembers(client, false)
+  await client.events((event) => {
+    const { member, previous } = event.data
+    if (json) {
+      process.stdout.write(JSON.stringify(event.data) + '\n')
+      return
+    }
+    const change = previous === null ? 'joined' : previous === member.state ? `updated (incarnation ${member.incarnation})` : `${previous} → ${member.state}`
+    process.stdout.write(`${new Date().toISOString()}  ${member.id}  ${change}\n`)
+  }, signal)
+}
+
+function shortAddr (addrs: string[]): string {
+  const first = addrs[0]
+  if (first === undefined) return '-'
+  return first.replace(/\/p2p\/.*$/, '')
+}

@@ -1,0 +1,114 @@
+// The node's HTTP API, versioned under /v1/: JSON in and out, errors as
+// { error: { code, message } }, and a server-sent-events stream of cluster events.
+
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from 'fastify'
+import type { Logger } from 'pino'
+import type { Member, MemberEvent } from '../membership/types.ts'
+import { MurmurError } from './errors.ts'
+
+/** What the API serves; node.ts provides it. */
+export interface ApiBackend {
+  self: () => NodeInfo
+  members: () => Member[]
+  /** Subscribe to member events; returns the unsubscribe function. */
+  onMemberEvent: (listener: (event: MemberEvent) => void) => () => void
+  leave: () => void
+}
+
+export interface NodeInfo {
+  id: string
+  addrs: string[]
+  apiUrl: string
+  profile: string
+  startedAt: string
+  /** Lifeguard local health: 0 healthy, higher means this node doubts itself. */
+  health: number
+  membership: Record<string, unknown>
+}
+
+/** A member as the API shows it: with how long ago it was last heard from. */
+export interface MemberView extends Member {
+  lastHeardAgoMs: number | null
+  stateAgeMs: number
+  self: boolean
+}
+
+export interface MembersResponse {
+  self: string
+  members: MemberView[]
+}
+
+export const API_LIMITS = Object.freeze({
+  /** Requests carry small JSON documents; nothing larger is needed. */
+  bodyBytesMax: 1_048_576,
+  /** Event streams open at once; each holds a socket. */
+  eventStreamsMax: 64,
+  /** An idle event stream gets a comment line this often, so proxies keep it open. */
+  eventKeepAliveMs: 15_000,
+})
+
+export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: log.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: API_LIMITS.bodyBytesMax,
+    // Requests are logged by the handlers that matter; the CLI polls, and would drown the log.
+    logController: new LogController({ disableRequestLogging: true }),
+  })
+  let eventStreams = 0
+
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send(errorBody('NOT_FOUND', `no such endpoint: ${request.method} ${request.url}`))
+  })
+  app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, _request, reply) => {
+    const status = err instanceof MurmurError ? (err.exitCode === 2 ? 400 : 500) : (err.statusCode ?? 500)
+    if (status >= 500) log.error({ err }, 'API request failed')
+    void reply.code(status).send(errorBody(err.code ?? (status >= 500 ? 'INTERNAL' : 'BAD_REQUEST'), err.message))
+  })
+
+  app.get('/v1/health', async () => ({ ok: true, id: backend.self().id }))
+  app.get('/v1/node', async () => backend.self())
+  app.get('/v1/members', async (): Promise<MembersResponse> => {
+    const now = Date.now()
+    const self = backend.self().id
+    const members = backend.members()
+      .map((m) => ({
+        ...m,
+        self: m.id === self,
+        lastHeardAgoMs: m.id === self ? 0 : (m.lastHeardMs === null ? null : now - m.lastHeardMs),
+        stateAgeMs: now - m.stateSinceMs,
+      }))
+      .sort((a, b) => a.id.localeCompare(b.id))
+    return { self, members }
+  })
+  app.post('/v1/node/leave', async (_request, reply) => {
+    backend.leave()
+    return await reply.code(202).send({ leaving: true })
+  })
+  app.get('/v1/events', async (request, reply) => {
+    if (eventStreams >= API_LIMITS.eventStreamsMax) {
+      return await reply.code(503).send(errorBody('TOO_MANY_STREAMS', `at most ${API_LIMITS.eventStreamsMax} event streams at once; close one and retry`))
+    }
+    eventStreams++
+    openEventStream(reply)
+    const unsubscribe = backend.onMemberEvent((event) => {
+      reply.raw.write(`event: member\ndata: ${JSON.stringify(event)}\n\n`)
+    })
+    const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), API_LIMITS.eventKeepAliveMs)
+    request.raw.on('close', () => {
+      eventStreams--
+      clearInterval(keepAlive)
+      unsubscribe()
+    })
+    return reply
+  })
+  return app
+}
+
+function openEventStream (reply: FastifyReply): void {
+  reply.hijack()
+  reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
+  reply.raw.write(': murmur events\n\n')
+}
+
+export function errorBody (code: string, message: string): { error: { code: string, message: string } } {
+  return { error: { code, message } }
+}

@@ -1,0 +1,136 @@
+// A node's configuration: raw strings from flags in, one validated NodeConfig
+// out, or a one-line InputError naming the flag. Defaults are here, with why.
+
+import { cpus, homedir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import { type MembershipConfig, PRESETS, membershipConfig } from '../membership/config.ts'
+import { InputError } from './errors.ts'
+import { parseCpu, parseDuration, parseSize } from './units.ts'
+
+export interface NodeConfig {
+  dataDir: string
+  /** libp2p listen address. */
+  host: string
+  port: number
+  apiHost: string
+  apiPort: number
+  join: string[]
+  mdns: boolean
+  cpuMillis: number
+  memoryBytes: number
+  labels: Record<string, string>
+  profile: 'lan' | 'local'
+  membership: MembershipConfig
+  /** How long `--join` may take before the node gives up. */
+  joinTimeoutMs: number
+  /** How often the membership state machine is ticked: its timing resolution. */
+  tickMs: number
+  /** How long a dial to a peer may take before it counts as failed. */
+  dialTimeoutMs: number
+  /** How long a graceful stop may take before the process exits anyway. */
+  stopTimeoutMs: number
+}
+
+/** What the CLI hands over: strings as typed, nothing interpreted yet. */
+export interface RawNodeOptions {
+  dataDir?: string
+  host?: string
+  port?: string
+  apiHost?: string
+  apiPort?: string
+  join?: string[]
+  mdns?: boolean
+  cpu?: string
+  memory?: string
+  label?: string[]
+  profile?: string
+  joinTimeout?: string
+}
+
+export const DEFAULTS = Object.freeze({
+  dataDir: join(homedir(), '.murmur', 'node'),
+  host: '0.0.0.0',
+  port: 7946, // the port memberlist made familiar for gossip membership
+  apiHost: '127.0.0.1', // the API has no authentication yet: local only unless asked
+  apiPort: 7947,
+  joinTimeoutMs: 10_000, // several dial timeouts: a seed that does not answer by then is down
+  tickMs: 20, // 10 × finer than the fastest probe timeout of any preset
+  dialTimeoutMs: 2_000, // a LAN dial takes milliseconds; a silent host should not hold a probe long
+  stopTimeoutMs: 5_000, // libp2p's stop() has been seen to hang: never wait longer than this
+  /** CPU kept back for the node itself and the OS. */
+  cpuReserveMillis: 100,
+  /** Memory kept back for the node itself and the OS: the larger of 512 MiB and 10 %. */
+  memoryReserveBytes: (total: number) => Math.max(512 * 1024 ** 2, Math.floor(total * 0.1)),
+})
+
+const LABEL_KEY = /^[a-zA-Z0-9]([a-zA-Z0-9._/-]{0,61}[a-zA-Z0-9])?$/
+
+export function nodeConfig (raw: RawNodeOptions): NodeConfig {
+  const profile = raw.profile ?? 'lan'
+  if (profile !== 'lan' && profile !== 'local') throw new InputError('BAD_FLAG', `--profile must be 'lan' or 'local', got '${profile}'`)
+  const machineCpu = cpus().length * 1000
+  const machineMemory = totalmem()
+  const cpuMillis = raw.cpu === undefined
+    ? Math.max(100, machineCpu - DEFAULTS.cpuReserveMillis)
+    : flag('--cpu', () => parseCpu(raw.cpu!))
+  const memoryBytes = raw.memory === undefined
+    ? Math.max(64 * 1024 ** 2, machineMemory - DEFAULTS.memoryReserveBytes(machineMemory))
+    : flag('--memory', () => parseSize(raw.memory!))
+  if (cpuMillis <= 0) throw new InputError('BAD_FLAG', '--cpu must be more than 0')
+  if (memoryBytes <= 0) throw new InputError('BAD_FLAG', '--memory must be more than 0')
+  for (const addr of raw.join ?? []) {
+    flag('--join', () => {
+      const ma = multiaddr(addr)
+      if (!ma.getComponents().some((c) => c.name === 'tcp')) throw new Error(`'${addr}' has no /tcp/ part`)
+    })
+  }
+  return {
+    dataDir: raw.dataDir ?? DEFAULTS.dataDir,
+    host: raw.host ?? DEFAULTS.host,
+    port: port('--port', raw.port, DEFAULTS.port),
+    apiHost: raw.apiHost ?? DEFAULTS.apiHost,
+    apiPort: port('--api-port', raw.apiPort, DEFAULTS.apiPort),
+    join: raw.join ?? [],
+    mdns: raw.mdns ?? false,
+    cpuMillis,
+    memoryBytes,
+    labels: labels(raw.label ?? []),
+    profile,
+    membership: membershipConfig({}, PRESETS[profile]),
+    joinTimeoutMs: raw.joinTimeout === undefined ? DEFAULTS.joinTimeoutMs : flag('--join-timeout', () => parseDuration(raw.joinTimeout!)),
+    tickMs: DEFAULTS.tickMs,
+    dialTimeoutMs: DEFAULTS.dialTimeoutMs,
+    stopTimeoutMs: DEFAULTS.stopTimeoutMs,
+  }
+}
+
+function flag<T> (name: string, parse: () => T): T {
+  try {
+    return parse()
+  } catch (err) {
+    throw new InputError('BAD_FLAG', `${name}: ${(err as Error).message}`)
+  }
+}
+
+function port (name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback
+  const value = Number(text)
+  if (!/^\d+$/.test(text) || value > 65535) throw new InputError('BAD_FLAG', `${name} must be a port number from 0 to 65535, got '${text}'`)
+  return value
+}
+
+function labels (pairs: string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const pair of pairs) {
+    const at = pair.indexOf('=')
+    const key = at < 0 ? pair : pair.slice(0, at)
+    if (at < 0 || !LABEL_KEY.test(key)) {
+      throw new InputError('BAD_FLAG', `--label '${pair}' must be key=value with a key of letters, digits, '.', '_', '-', '/' (at most 63)`)
+    }
+    const value = pair.slice(at + 1)
+    if (value.length > 255) throw new InputError('BAD_FLAG', `--label '${key}': the value is longer than 255 characters`)
+    out[key] = value
+  }
+  return out
+}

@@ -1,0 +1,120 @@
+// A node's data dir: a marker that says the dir is murmur's, the node's identity
+// (an Ed25519 key, so the peer id survives restarts), and a lock so that two
+// processes never share one dir.
+
+import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
+import { z } from 'zod'
+import { InputError, MurmurError } from './errors.ts'
+
+const MARKER = 'murmur.json'
+const KEY = 'identity.key'
+const LOCK = 'node.lock'
+/** Runtime facts of the running node (pid, peer id, addresses, API), for tools such as the testnet. */
+export const RUNTIME = 'node.json'
+const FORMAT_VERSION = 1
+
+const markerSchema = z.object({ format: z.literal('murmur-data-dir'), version: z.number().int(), peerId: z.string() })
+
+export interface DataDir {
+  path: string
+  privateKey: PrivateKey
+  peerId: string
+  /** Removes the lock; call once the node has stopped. */
+  release: () => Promise<void>
+}
+
+export async function openDataDir (path: string, peerIdOf: (key: PrivateKey) => string): Promise<DataDir> {
+  const dir = resolve(path)
+  try {
+    await mkdir(dir, { recursive: true })
+  } catch (err) {
+    throw new InputError('DATA_DIR_UNUSABLE', `cannot create data dir ${dir}: ${(err as Error).message}`)
+  }
+  const entries = await readdir(dir).catch((err: Error) => {
+    throw new InputError('DATA_DIR_UNUSABLE', `cannot read data dir ${dir}: ${err.message}`)
+  })
+  let privateKey: PrivateKey
+  if (entries.includes(MARKER)) {
+    privateKey = await loadIdentity(dir)
+  } else if (entries.filter((e) => !e.startsWith('.')).length > 0) {
+    throw new InputError('DATA_DIR_FOREIGN', `data dir ${dir} is not empty and has no ${MARKER}: it belongs to something else; choose an empty or new dir`)
+  } else {
+    privateKey = await createIdentity(dir, peerIdOf)
+  }
+  const peerId = peerIdOf(privateKey)
+  const release = await lock(dir)
+  return { path: dir, privateKey, peerId, release }
+}
+
+async function loadIdentity (dir: string): Promise<PrivateKey> {
+  const corrupt = (what: string): never => {
+    throw new InputError('DATA_DIR_CORRUPT', `data dir ${dir} is corrupt (${what}); restore it from a backup or start with a new dir`)
+  }
+  let marker: z.infer<typeof markerSchema> | undefined
+  try {
+    const parsed = markerSchema.safeParse(JSON.parse(await readFile(join(dir, MARKER), 'utf8')))
+    if (parsed.success) marker = parsed.data
+  } catch {}
+  if (marker === undefined) return corrupt(`${MARKER} is not a murmur marker`)
+  if (marker.version > FORMAT_VERSION) {
+    throw new InputError('DATA_DIR_NEWER', `data dir ${dir} was written by a newer murmur (format ${marker.version}); upgrade murmur`)
+  }
+  let key: PrivateKey | undefined
+  try {
+    key = privateKeyFromProtobuf(await readFile(join(dir, KEY)))
+  } catch {}
+  if (key === undefined) return corrupt(`${KEY} is missing or unreadable`)
+  return key
+}
+
+async function createIdentity (dir: string, peerIdOf: (key: PrivateKey) => string): Promise<PrivateKey> {
+  const key = await generateKeyPair('Ed25519')
+  await writeFile(join(dir, KEY), privateKeyToProtobuf(key), { mode: 0o600 })
+  // The marker goes last and atomically: a dir with a marker always has its key.
+  const marker = { format: 'murmur-data-dir', version: FORMAT_VERSION, peerId: peerIdOf(key) }
+  await writeFile(join(dir, `${MARKER}.tmp`), JSON.stringify(marker, null, 2) + '\n')
+  await rename(join(dir, `${MARKER}.tmp`), join(dir, MARKER))
+  return key
+}
+
+/** An exclusive lock: a file holding our pid, taken over only from a process that no longer exists. */
+async function lock (dir: string): Promise<() => Promise<void>> {
+  const path = join(dir, LOCK)
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(path, 'wx')
+      await handle.writeFile(String(process.pid))
+      await handle.close()
+      return async () => { await rm(path, { force: true }) }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isRunning(pid)) {
+        throw new MurmurError('DATA_DIR_LOCKED', `data dir ${dir} is in use by another murmur node (pid ${pid}); stop it or choose another --data-dir`)
+      }
+      await rm(path, { force: true })
+    }
+  }
+  throw new MurmurError('DATA_DIR_LOCKED', `could not lock data dir ${dir}`)
+}
+
+function isRunning (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+export async function writeRuntime (dir: string, info: object): Promise<void> {
+  await writeFile(join(dir, `${RUNTIME}.tmp`), JSON.stringify(info, null, 2) + '\n')
+  await rename(join(dir, `${RUNTIME}.tmp`), join(dir, RUNTIME))
+}
+
+export async function removeRuntime (dir: string): Promise<void> {
+  await rm(join(dir, RUNTIME), { force: true })
+}

@@ -1,0 +1,55 @@
+// The libp2p host of one node: TCP, Noise, Yamux, identify and ping, with every
+// limit that matters for a cluster on one host set explicitly (FIELD-NOTES).
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import type { PrivateKey } from '@libp2p/interface'
+import { mdns } from '@libp2p/mdns'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p, type Libp2p } from 'libp2p'
+
+export interface HostInit {
+  privateKey: PrivateKey
+  host: string
+  port: number
+  mdns: boolean
+  dialTimeoutMs: number
+}
+
+export type Host = Libp2p<{ identify: ReturnType<ReturnType<typeof identify>>, ping: ReturnType<ReturnType<typeof ping>> }>
+
+export const HOST_LIMITS = Object.freeze({
+  /** Every member may keep a connection to every other: room for a 1,000-node cluster. */
+  maxConnections: 1_100,
+  /**
+   * libp2p allows 5 inbound connections per second per remote host by default; a
+   * testnet of 20 nodes on one IP exceeds that at start and saw ECONNRESET.
+   */
+  inboundConnectionThreshold: 1_000,
+  maxIncomingPendingConnections: 256,
+})
+
+export async function createHost (init: HostInit): Promise<Host> {
+  const ip = init.host.includes(':') ? 'ip6' : 'ip4'
+  return await createLibp2p({
+    privateKey: init.privateKey,
+    addresses: { listen: [`/${ip}/${init.host}/tcp/${init.port}`] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery: init.mdns ? [mdns({ interval: 5_000 })] : [],
+    connectionManager: {
+      maxConnections: HOST_LIMITS.maxConnections,
+      inboundConnectionThreshold: HOST_LIMITS.inboundConnectionThreshold,
+      maxIncomingPendingConnections: HOST_LIMITS.maxIncomingPendingConnections,
+      dialTimeout: init.dialTimeoutMs,
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+    },
+    start: false,
+  }) as Host
+}

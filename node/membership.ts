@@ -1,0 +1,330 @@
+// Membership over libp2p: drives the pure SWIM state machine with the real clock,
+// carries its messages on a protocol of ours (length-prefixed JSON frames, one
+// long-lived stream per peer and direction), and turns transport facts into
+// inputs: a refused dial is an undeliverable message, a closed connection a hint.
+
+import { EventEmitter } from 'node:events'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from 'pino'
+import { LIMITS, decodeMessage, encodeMessage } from '../membership/codec.ts'
+import type { MembershipConfig } from '../membership/config.ts'
+import { Swim } from '../membership/swim.ts'
+import type { Member, MemberEvent, MemberMeta, Message, Outbound } from '../membership/types.ts'
+import type { Host } from './host.ts'
+
+export const MEMBERSHIP_PROTOCOL = '/murmur/membership/1.0.0'
+
+export const TRANSPORT_LIMITS = Object.freeze({
+  /** Messages waiting for one peer's stream (a dial in progress); older ones are dropped first. */
+  queuedMessagesPerPeerMax: 256,
+  /** Inbound membership streams per connection: one is normal, a few allow for reopening. */
+  inboundStreamsPerConnectionMax: 8,
+})
+
+export interface MembershipStats {
+  sentMessages: number
+  sentBytes: number
+  receivedMessages: number
+  receivedBytes: number
+  /** Peer messages dropped at the boundary, by reason. */
+  rejected: Record<string, number>
+  undeliverable: number
+  droppedQueueFull: number
+}
+
+interface Link {
+  peer: string
+  queue: Array<{ outbound: Outbound, bytes: Uint8Array }>
+  stream: LengthPrefixedStream<Stream> | null
+  raw: Stream | null
+  flushing: boolean
+}
+
+export interface MembershipServiceInit {
+  host: Host
+  config: MembershipConfig
+  meta: MemberMeta
+  tickMs: number
+  dialTimeoutMs: number
+  log: Logger
+}
+
+/** Emits 'event' (MemberEvent) for every change, after the state machine made it. */
+export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
+  readonly swim: Swim
+  readonly stats: MembershipStats = {
+    sentMessages: 0, sentBytes: 0, receivedMessages: 0, receivedBytes: 0, rejected: {}, undeliverable: 0, droppedQueueFull: 0,
+  }
+
+  private readonly host: Host
+  private readonly log: Logger
+  private readonly tickMs: number
+  private readonly dialTimeoutMs: number
+  private readonly links = new Map<string, Link>()
+  private readonly pending = new Set<Promise<void>>()
+  private timer: NodeJS.Timeout | null = null
+  /** Collects the join dials of one join() call. */
+  private joinAttempts: Array<Promise<boolean>> | null = null
+  private stopped = false
+
+  constructor (init: MembershipServiceInit) {
+    super()
+    this.host = init.host
+    this.log = init.log
+    this.tickMs = init.tickMs
+    this.dialTimeoutMs = init.dialTimeoutMs
+    this.swim = new Swim({
+      self: { id: init.host.peerId.toString(), addrs: this.ownAddrs(), meta: init.meta },
+      config: init.config,
+      // Each process draws its own randomness, so that nodes never probe in lockstep.
+      random: Math.random,
+      nowMs: Date.now(),
+    })
+  }
+
+  async start (): Promise<void> {
+    await this.host.handle(MEMBERSHIP_PROTOCOL, (stream, connection) => { this.readLoop(stream, connection) }, {
+      maxInboundStreams: TRANSPORT_LIMITS.inboundStreamsPerConnectionMax,
+    })
+    this.host.addEventListener('peer:disconnect', this.onDisconnect)
+    this.timer = setInterval(() => { this.step((now) => { this.swim.tick(now) }) }, this.tickMs)
+  }
+
+  /** Sends join requests to these addresses; resolves once some member answered, or rejects. */
+  async join (addrs: string[], timeoutMs: number): Promise<void> {
+    if (addrs.length === 0) return
+    const answered = new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (this.swim.list().some((m) => m.id !== this.swim.id)) {
+          this.off('event', check)
+          resolve()
+        }
+      }
+      this.on('event', check)
+    })
+    this.joinAttempts = []
+    this.step(() => { this.swim.join(addrs) })
+    const attempts = this.joinAttempts
+    this.joinAttempts = null
+    const unreachable = Promise.all(attempts).then(async (reached) => {
+      if (reached.some(Boolean)) return await new Promise<never>(() => {})
+      throw new Error(`none of the --join addresses could be reached (${addrs.join(', ')})`)
+    })
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => { reject(new Error(`none of the --join addresses answered within ${timeoutMs} ms`)) }, timeoutMs)
+    })
+    try {
+      await Promise.race([answered, timeout, unreachable])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Leaves gracefully and waits (bounded) until the goodbyes are written. */
+  async leave (timeoutMs: number): Promise<void> {
+    if (this.swim.hasLeft) return
+    this.step((now) => { this.swim.leave(now) })
+    await Promise.race([
+      Promise.allSettled([...this.pending]),
+      new Promise((resolve) => setTimeout(resolve, timeoutMs)),
+    ])
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    if (this.timer !== null) clearInterval(this.timer)
+    this.host.removeEventListener('peer:disconnect', this.onDisconnect)
+    await this.host.unhandle(MEMBERSHIP_PROTOCOL).catch(() => {})
+    for (const link of this.links.values()) link.raw?.abort(new Error('membership stopped'))
+    this.links.clear()
+  }
+
+  members (): Member[] {
+    return this.swim.list()
+  }
+
+  updateMeta (meta: MemberMeta): void {
+    this.step(() => { this.swim.updateSelf({ meta }) })
+  }
+
+  /** Runs one input through the state machine, then performs its effects. */
+  private step (input: (nowMs: number) => void): void {
+    if (this.stopped) return
+    input(Date.now())
+    const effects = this.swim.drain()
+    for (const outbound of effects.messages) this.send(outbound)
+    for (const event of effects.events) this.emit('event', event)
+  }
+
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const peer = evt.detail.toString()
+    const link = this.links.get(peer)
+    if (link !== undefined && link.queue.length === 0 && !link.flushing) this.links.delete(peer)
+    // A crashed process closes its connections at once: probe it now, not in its turn.
+    this.step((now) => { this.swim.hint(peer, now) })
+  }
+
+  // ---- sending ---------------------------------------------------------------
+
+  private send (outbound: Outbound): void {
+    const bytes = encodeMessage(outbound.message)
+    if (outbound.to === null) {
+      const sent = this.sendToAddress(outbound, bytes)
+      this.joinAttempts?.push(sent)
+      this.track(sent.then(() => {}))
+      return
+    }
+    let link = this.links.get(outbound.to)
+    if (link === undefined) {
+      link = { peer: outbound.to, queue: [], stream: null, raw: null, flushing: false }
+      this.links.set(outbound.to, link)
+    }
+    if (link.queue.length >= TRANSPORT_LIMITS.queuedMessagesPerPeerMax) {
+      const dropped = link.queue.shift()!
+      this.stats.droppedQueueFull++
+      this.undeliverable(dropped.outbound)
+    }
+    link.queue.push({ outbound, bytes })
+    if (!link.flushing) this.track(this.flush(link))
+  }
+
+  private async flush (link: Link): Promise<void> {
+    link.flushing = true
+    try {
+      while (link.queue.length > 0 && !this.stopped) {
+        const item = link.queue[0]!
+        const delivered = await this.write(link, item.outbound, item.bytes)
+        link.queue.shift()
+        if (!delivered) {
+          // The peer is unreachable now: fail what waits for it too, rather than dial again per message.
+          for (const rest of link.queue.splice(0)) this.undeliverable(rest.outbound)
+          this.undeliverable(item.outbound)
+        }
+      }
+    } finally {
+      link.flushing = false
+    }
+  }
+
+  /** Writes one frame on the link's stream, opening (or re-opening, once) the stream as needed. */
+  private async write (link: Link, outbound: Outbound, bytes: Uint8Array): Promise<boolean> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        if (link.stream === null) {
+          const raw = await this.host.dialProtocol(this.dialTarget(outbound), MEMBERSHIP_PROTOCOL, {
+            signal: AbortSignal.timeout(this.dialTimeoutMs),
+          })
+          link.raw = raw
+          link.stream = lpStream(raw, { maxDataLength: LIMITS.messageBytesMax })
+        }
+        await link.stream.write(bytes, { signal: AbortSignal.timeout(this.dialTimeoutMs) })
+        this.stats.sentMessages++
+        this.stats.sentBytes += bytes.byteLength
+        return true
+      } catch (err) {
+        link.raw?.abort(err as Error)
+        link.raw = null
+        link.stream = null
+        // A stream that was closed under us (idle timeout, reset) gets one fresh try.
+        if (attempt === 0 && isStreamGone(err)) continue
+        this.log.debug({ peer: link.peer, err: (err as Error).message }, 'membership message undeliverable')
+        return false
+      }
+    }
+    return false
+  }
+
+  /** A join request: dial an address whose peer we do not know yet, send once, close. */
+  private async sendToAddress (outbound: Outbound, bytes: Uint8Array): Promise<boolean> {
+    try {
+      const raw = await this.host.dialProtocol(outbound.addrs.map((a) => multiaddr(a)), MEMBERSHIP_PROTOCOL, {
+        signal: AbortSignal.timeout(this.dialTimeoutMs),
+      })
+      await lpStream(raw, { maxDataLength: LIMITS.messageBytesMax }).write(bytes, { signal: AbortSignal.timeout(this.dialTimeoutMs) })
+      this.stats.sentMessages++
+      this.stats.sentBytes += bytes.byteLength
+      await raw.close().catch(() => {})
+      return true
+    } catch (err) {
+      this.log.warn({ addrs: outbound.addrs, err: (err as Error).message }, 'could not reach join address')
+      this.undeliverable(outbound)
+      return false
+    }
+  }
+
+  private dialTarget (outbound: Outbound): Multiaddr[] | PeerId {
+    const addrs = outbound.addrs.map((a) => multiaddr(a))
+    if (addrs.length > 0) return addrs
+    // No address known (a member that pinged us first): libp2p reuses the open connection.
+    const conn = this.host.getConnections().find((c) => c.remotePeer.toString() === outbound.to)
+    if (conn !== undefined) return conn.remotePeer
+    throw new Error(`no address for ${outbound.to ?? 'unknown peer'}`)
+  }
+
+  private undeliverable (outbound: Outbound): void {
+    this.stats.undeliverable++
+    this.step((now) => { this.swim.undeliverable(outbound.message, now) })
+  }
+
+  private track (promise: Promise<void>): void {
+    this.pending.add(promise)
+    void promise.finally(() => this.pending.delete(promise))
+  }
+
+  // ---- receiving -------------------------------------------------------------
+
+  private readLoop (stream: Stream, connection: Connection): void {
+    const from = connection.remotePeer.toString()
+    const lp = lpStream(stream, { maxDataLength: LIMITS.messageBytesMax })
+    void (async () => {
+      while (!this.stopped) {
+        let frame
+        try {
+          frame = await lp.read()
+        } catch (err) {
+          // End of stream is normal; an oversized frame is a misbehaving peer.
+          if (isOversized(err)) {
+            this.reject('oversized', from, (err as Error).message)
+            stream.abort(err as Error)
+          }
+          return
+        }
+        const bytes = frame.subarray()
+        this.stats.receivedMessages++
+        this.stats.receivedBytes += bytes.byteLength
+        const decoded = decodeMessage(bytes)
+        if (!decoded.ok) {
+          this.reject(decoded.reason, from, decoded.error)
+          continue
+        }
+        this.receive(from, decoded.message)
+      }
+    })()
+  }
+
+  private receive (from: string, message: Message): void {
+    this.step((now) => { this.swim.receive(from, message, now) })
+  }
+
+  private reject (reason: string, from: string, error: string): void {
+    this.stats.rejected[reason] = (this.stats.rejected[reason] ?? 0) + 1
+    this.log.warn({ peer: from, reason, error }, 'dropped a bad membership message')
+  }
+
+  private ownAddrs (): string[] {
+    return this.host.getMultiaddrs().map((a) => a.toString())
+  }
+}
+
+function isStreamGone (err: unknown): boolean {
+  const name = (err as Error)?.name ?? ''
+  return /StreamState|StreamClosed|StreamReset|StreamAborted|StreamStateError/.test(name)
+}
+
+function isOversized (err: unknown): boolean {
+  const name = (err as Error)?.name ?? ''
+  return name === 'InvalidDataLengthError' || name === 'InvalidMessageLengthError'
+}

@@ -1,0 +1,184 @@
+// One murmur node: its data dir, libp2p host, membership and HTTP API,
+// assembled in order and stopped in reverse, every step bounded in time.
+
+import { EventEmitter } from 'node:events'
+import type { PeerInfo } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import type { MemberEvent } from '../membership/types.ts'
+import { type NodeInfo, createApi } from './api.ts'
+import type { NodeConfig } from './config.ts'
+import { type DataDir, openDataDir, removeRuntime, writeRuntime } from './datadir.ts'
+import { MurmurError } from './errors.ts'
+import { type Host, createHost } from './host.ts'
+import { MembershipService } from './membership.ts'
+
+export interface RuntimeInfo {
+  pid: number
+  peerId: string
+  addrs: string[]
+  apiUrl: string
+  startedAt: string
+}
+
+export class MurmurNode extends EventEmitter<{ leave: [] }> {
+  readonly config: NodeConfig
+  readonly log: Logger
+  readonly dataDir: DataDir
+  readonly host: Host
+  readonly membership: MembershipService
+  readonly api: FastifyInstance
+  readonly apiUrl: string
+  readonly startedAt = new Date()
+  private stopping: Promise<void> | null = null
+
+  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, api: FastifyInstance, apiUrl: string }) {
+    super()
+    this.config = init.config
+    this.log = init.log
+    this.dataDir = init.dataDir
+    this.host = init.host
+    this.membership = init.membership
+    this.api = init.api
+    this.apiUrl = init.apiUrl
+  }
+
+  /** Starts a node, joins through config.join, and returns once it is a member. */
+  static async start (config: NodeConfig, rootLog: Logger): Promise<MurmurNode> {
+    const dataDir = await openDataDir(config.dataDir, (key) => peerIdFromPrivateKey(key).toString())
+    const log = rootLog.child({ node: dataDir.peerId.slice(-8) })
+    const cleanup: Array<() => Promise<unknown>> = [dataDir.release]
+    try {
+      const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs })
+      await Promise.resolve(host.start()).catch((err: Error) => { throw portError(err, '--port', config.port) })
+      cleanup.unshift(async () => { await bounded(Promise.resolve(host.stop()), config.stopTimeoutMs) })
+
+      let node: MurmurNode | undefined
+      const events = new EventEmitter<{ event: [MemberEvent] }>()
+      const api = createApi({
+        self: () => node!.info(),
+        members: () => node!.membership.members(),
+        onMemberEvent: (listener) => {
+          events.on('event', listener)
+          return () => events.off('event', listener)
+        },
+        leave: () => { node!.emit('leave') },
+      }, log)
+      await api.listen({ host: config.apiHost, port: config.apiPort }).catch((err: Error) => { throw portError(err, '--api-port', config.apiPort) })
+      cleanup.unshift(async () => { await api.close() })
+      const address = api.server.address()
+      const apiPort = typeof address === 'object' && address !== null ? address.port : config.apiPort
+      const apiUrl = `http://${config.apiHost.includes(':') ? `[${config.apiHost}]` : config.apiHost}:${apiPort}`
+
+      const membership = new MembershipService({
+        host,
+        config: config.membership,
+        meta: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes, labels: config.labels, apiUrl },
+        tickMs: config.tickMs,
+        dialTimeoutMs: config.dialTimeoutMs,
+        log: log.child({ component: 'membership' }),
+      })
+      membership.on('event', (event) => {
+        logMemberEvent(log, event)
+        events.emit('event', event)
+      })
+      await membership.start()
+      cleanup.unshift(async () => { await membership.stop() })
+      node = new MurmurNode({ config, log, dataDir, host, membership, api, apiUrl })
+
+      if (config.mdns) host.addEventListener('peer:discovery', (evt: CustomEvent<PeerInfo>) => { node!.discovered(evt.detail) })
+      if (config.join.length > 0) {
+        log.info({ join: config.join }, 'joining')
+        await membership.join(config.join, config.joinTimeoutMs).catch((err: Error) => {
+          throw new MurmurError('JOIN_FAILED', `could not join the cluster: ${err.message}; check the address and that a node runs there`)
+        })
+      }
+      await writeRuntime(dataDir.path, node.runtime())
+      log.info({ peerId: dataDir.peerId, addrs: node.runtime().addrs, api: apiUrl }, 'node started')
+      return node
+    } catch (err) {
+      for (const step of cleanup) await step().catch(() => {})
+      throw err
+    }
+  }
+
+  info (): NodeInfo {
+    return {
+      id: this.dataDir.peerId,
+      addrs: this.host.getMultiaddrs().map((a) => a.toString()),
+      apiUrl: this.apiUrl,
+      profile: this.config.profile,
+      startedAt: this.startedAt.toISOString(),
+      health: this.membership.swim.health,
+      membership: { ...this.membership.stats, config: this.config.membership },
+    }
+  }
+
+  runtime (): RuntimeInfo {
+    return {
+      pid: process.pid,
+      peerId: this.dataDir.peerId,
+      addrs: this.host.getMultiaddrs().map((a) => a.toString()),
+      apiUrl: this.apiUrl,
+      startedAt: this.startedAt.toISOString(),
+    }
+  }
+
+  /** Leaves the cluster (others mark us left at once), then stops everything. Idempotent. */
+  async stop (): Promise<void> {
+    this.stopping ??= this.shutdown()
+    return await this.stopping
+  }
+
+  private async shutdown (): Promise<void> {
+    const timeout = this.config.stopTimeoutMs
+    this.log.info('leaving the cluster')
+    await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
+    await this.api.close().catch(() => {})
+    await this.membership.stop().catch(() => {})
+    await bounded(Promise.resolve(this.host.stop()), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'libp2p did not stop cleanly') })
+    await removeRuntime(this.dataDir.path).catch(() => {})
+    await this.dataDir.release()
+    this.log.info('node stopped')
+  }
+
+  private discovered (peer: PeerInfo): void {
+    const id = peer.id.toString()
+    if (this.membership.members().some((m) => m.id === id)) return
+    const addrs = peer.multiaddrs.map((a) => a.toString())
+    this.log.info({ peer: id, addrs }, 'found a node by mDNS; joining it')
+    this.membership.join(addrs, this.config.joinTimeoutMs).catch((err: Error) => {
+      this.log.warn({ peer: id, err: err.message }, 'could not join a node found by mDNS')
+    })
+  }
+}
+
+function logMemberEvent (log: Logger, event: MemberEvent): void {
+  const { member, previous } = event
+  if (previous === member.state && event.previousIncarnation === member.incarnation) return
+  const fields = { member: member.id, state: member.state, previous, incarnation: member.incarnation }
+  if (member.state === 'dead' || member.state === 'suspect') log.warn(fields, `member ${member.state}`)
+  else log.info(fields, previous === null ? 'member joined' : `member ${member.state}`)
+}
+
+function portError (err: Error, flag: string, port: number): Error {
+  if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE' || /EADDRINUSE|address already in use/i.test(err.message)) {
+    return new MurmurError('PORT_IN_USE', `port ${port} is already in use; stop what uses it or choose another ${flag}`)
+  }
+  if ((err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL' || /EADDRNOTAVAIL/.test(err.message)) {
+    return new MurmurError('ADDRESS_UNAVAILABLE', `cannot listen for ${flag} ${port}: the address is not on this machine`)
+  }
+  return err
+}
+
+async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([promise, new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => { reject(new Error(`did not finish within ${ms} ms`)) }, ms)
+    })])
+  } finally {
+    clearTimeout(timer)
+  }
+}

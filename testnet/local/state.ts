@@ -1,0 +1,67 @@
+// The testnet's state file: which node processes it started, on which ports,
+// with which data dirs. Written after every change, so that `down` can always
+// clean up, also after the CLI that started them crashed.
+
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { z } from 'zod'
+
+export const DEFAULT_DIR = '.murmur/testnet'
+const FILE = 'testnet.json'
+
+const nodeSchema = z.object({
+  index: z.number().int().nonnegative(),
+  pid: z.number().int().positive().nullable(),
+  port: z.number().int(),
+  apiPort: z.number().int(),
+  dataDir: z.string(),
+  logFile: z.string(),
+  peerId: z.string().nullable(),
+  addrs: z.array(z.string()),
+  apiUrl: z.string(),
+})
+const stateSchema = z.object({
+  version: z.literal(1),
+  dir: z.string(),
+  createdAt: z.string(),
+  nodes: z.array(nodeSchema),
+})
+
+export type TestnetNode = z.infer<typeof nodeSchema>
+export type TestnetState = z.infer<typeof stateSchema>
+
+export function stateFile (dir: string): string {
+  return join(resolve(dir), FILE)
+}
+
+export async function readState (dir: string): Promise<TestnetState | null> {
+  let text: string
+  try {
+    text = await readFile(stateFile(dir), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw err
+  }
+  const parsed = stateSchema.safeParse(JSON.parse(text))
+  if (!parsed.success) throw new Error(`${stateFile(dir)} is not a murmur testnet state file; remove it by hand`)
+  return parsed.data
+}
+
+/** Writes of this process, one after another: a later snapshot never loses to an earlier one. */
+let writes: Promise<void> = Promise.resolve()
+
+export async function writeState (state: TestnetState): Promise<void> {
+  const text = JSON.stringify(state, null, 2) + '\n'
+  const write = writes.then(async () => {
+    await mkdir(state.dir, { recursive: true })
+    const file = stateFile(state.dir)
+    await writeFile(`${file}.tmp`, text)
+    await rename(`${file}.tmp`, file)
+  })
+  writes = write.catch(() => {})
+  await write
+}
+
+export async function removeState (dir: string): Promise<void> {
+  await rm(stateFile(dir), { force: true })
+}
