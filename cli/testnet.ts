@@ -46,6 +46,14 @@ export function registerTestnet (program: Command): void {
       })
     })
 
+  cmd.command('add')
+    .description('start one more node and join it to the testnet')
+    .option(...dirOption)
+    .action(async (opts: DirOption) => {
+      const node = await testnet.add(opts.dir)
+      process.stdout.write(nodeTable([{ ...node, process: 'running' }]) + '\n')
+    })
+
   cmd.command('down')
     .description('stop every node of the testnet and remove its data')
     .option(...dirOption)

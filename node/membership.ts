@@ -326,5 +326,5 @@ function isStreamGone (err: unknown): boolean {
 
 function isOversized (err: unknown): boolean {
   const name = (err as Error)?.name ?? ''
-  return name === 'InvalidDataLengthError' || name === 'InvalidMessageLengthError'
+  return name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError' || name === 'InvalidMessageLengthError'
 }

@@ -250,6 +250,32 @@ export async function restart (dir: string, index: number): Promise<TestnetNode>
   return node
 }
 
+/** Adds one node to a running testnet, joining through up to three running nodes. */
+export async function add (dir: string, extraArgs?: string[]): Promise<TestnetNode> {
+  const state = await readState(resolve(dir))
+  if (state === null) throw new TestnetError(`no testnet in ${resolve(dir)}; start one with 'murmur testnet up'`)
+  if (state.nodes.length >= TESTNET_LIMITS.nodesMax) throw new TestnetError(`the testnet has ${state.nodes.length} nodes, the most it may have`)
+  const seeds = state.nodes.filter((n) => isNodeProcess(n.pid, n.dataDir) && processState(n.pid!) !== 'T')
+  if (seeds.length === 0) throw new TestnetError('no node of the testnet is running to join through; restart one first')
+  const [port, apiPort] = await freePorts(2)
+  const index = state.nodes.length
+  const node: TestnetNode = {
+    index,
+    pid: null,
+    port: port!,
+    apiPort: apiPort!,
+    dataDir: join(state.dir, `node-${index}`),
+    logFile: join(state.dir, `node-${index}.log`),
+    peerId: null,
+    addrs: [],
+    apiUrl: `http://127.0.0.1:${apiPort!}`,
+  }
+  state.nodes.push(node)
+  await writeState(state)
+  await startNode(state, node, seeds.flatMap((n) => n.addrs.slice(0, 1)).slice(0, 3), extraArgs)
+  return node
+}
+
 function lastLine (file: string): string {
   try {
     const lines = readFileSync(file, 'utf8').trim().split('\n')

@@ -1,0 +1,94 @@
+// A 5-node testnet of real processes on loopback: join, crash, hang, leave,
+// restart. Each state change is awaited through the nodes' own HTTP APIs.
+
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connect, type MemberState } from '../../cli/client.ts'
+import * as testnet from '../../testnet/local/testnet.ts'
+import type { TestnetState } from '../../testnet/local/state.ts'
+import { waitUntil } from '../helpers/wait.ts'
+
+const N = 5
+let dir: string
+let state: TestnetState
+
+/** How every running node other than `subject` sees `subject`. */
+async function viewsOf (subject: number, except: number[] = []): Promise<Array<MemberState | 'unknown'>> {
+  const peerId = state.nodes[subject]!.peerId
+  const observers = state.nodes.filter((n) => n.index !== subject && !except.includes(n.index))
+  return await Promise.all(observers.map(async (n) => {
+    const { members } = await connect(n.apiUrl, { timeoutMs: 2_000 }).members()
+    return members.find((m) => m.id === peerId)?.state ?? 'unknown'
+  }))
+}
+
+const all = (state: MemberState) => (views: Array<MemberState | 'unknown'>) => views.every((v) => v === state)
+
+describe('a 5-node testnet on loopback', () => {
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'murmur-e2e-'))
+    state = await testnet.up({ nodes: N, dir })
+  }, 90_000)
+
+  afterAll(async () => {
+    await testnet.down({ dir })
+    await rm(dir, { recursive: true, force: true })
+  }, 60_000)
+
+  it('every node sees all 5 alive, with capacity and labels', async () => {
+    for (const node of state.nodes) {
+      const { members, self } = await connect(node.apiUrl).members()
+      expect(self).toBe(node.peerId)
+      expect(members.map((m) => m.state)).toEqual(Array(N).fill('alive'))
+      expect(new Set(members.map((m) => m.id))).toEqual(new Set(state.nodes.map((n) => n.peerId)))
+      for (const m of members) {
+        expect(m.meta.cpuMillis).toBeGreaterThan(0)
+        expect(m.meta.memoryBytes).toBeGreaterThan(0)
+        expect(m.meta.labels['testnet.index']).toMatch(/^\d$/)
+        expect(m.addrs[0]).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//)
+      }
+    }
+  })
+
+  it('a SIGKILLed node is declared dead by the rest', async () => {
+    await testnet.kill(dir, 4)
+    await waitUntil('node 4 dead everywhere', async () => await viewsOf(4, [4]), all('dead'))
+  })
+
+  it('a SIGSTOPped node is declared dead, and alive again after SIGCONT', async () => {
+    await testnet.pause(dir, 3)
+    await waitUntil('node 3 dead everywhere', async () => await viewsOf(3, [3, 4]), all('dead'))
+    await testnet.resume(dir, 3)
+    await waitUntil('node 3 alive everywhere', async () => await viewsOf(3, [4]), all('alive'))
+    // It came back by refuting: a higher incarnation than the one declared dead.
+    const { members } = await connect(state.nodes[0]!.apiUrl).members()
+    expect(members.find((m) => m.id === state.nodes[3]!.peerId)!.incarnation).toBeGreaterThan(0)
+  })
+
+  it('a SIGTERMed node leaves: the rest mark it left, never dead', async () => {
+    const events: Array<{ id: string, state: string }> = []
+    const controller = new AbortController()
+    const following = connect(state.nodes[0]!.apiUrl).events((e) => { events.push({ id: e.data.member.id, state: e.data.member.state }) }, controller.signal)
+    await waitUntil('event stream open', async () => { await new Promise((r) => setTimeout(r, 200)); return true }, (v) => v)
+    await testnet.stop(dir, 2)
+    await waitUntil('node 2 left everywhere', async () => await viewsOf(2, [2, 4]), all('left'))
+    controller.abort()
+    await following
+    const about2 = events.filter((e) => e.id === state.nodes[2]!.peerId).map((e) => e.state)
+    expect(about2).toEqual(['left'])
+  })
+
+  it('restarted with the same data dir, a node keeps its peer id and is alive again', async () => {
+    for (const index of [2, 4]) {
+      const before = state.nodes[index]!.peerId
+      const node = await testnet.restart(dir, index)
+      expect(node.peerId).toBe(before)
+      state.nodes[index] = node
+    }
+    for (const index of [2, 4]) {
+      await waitUntil(`node ${index} alive everywhere`, async () => await viewsOf(index), all('alive'))
+    }
+  })
+})
