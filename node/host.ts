@@ -5,7 +5,6 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
-import { mdns } from '@libp2p/mdns'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
@@ -39,7 +38,8 @@ export async function createHost (init: HostInit): Promise<Host> {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    peerDiscovery: init.mdns ? [mdns({ interval: 5_000 })] : [],
+    // mDNS is loaded only when asked for.
+    peerDiscovery: init.mdns ? [(await import('@libp2p/mdns')).mdns({ interval: 5_000 })] : [],
     connectionManager: {
       maxConnections: HOST_LIMITS.maxConnections,
       inboundConnectionThreshold: HOST_LIMITS.inboundConnectionThreshold,

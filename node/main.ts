@@ -14,7 +14,8 @@ export interface RunNodeOptions extends RawNodeOptions {
 /** Runs a node until it is told to stop; resolves with the exit code. Throws MurmurError on bad input. */
 export async function runNode (options: RunNodeOptions): Promise<number> {
   const config = nodeConfig(options)
-  const log: Logger = createLogger({ level: options.logLevel, pretty: options.pretty })
+  const pretty = options.pretty === true ? (await import('pino-pretty')).default : undefined
+  const log: Logger = createLogger({ level: options.logLevel, pretty })
   const node = await MurmurNode.start(config, log)
   const info = node.runtime()
   process.stdout.write([
