@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connect, type MemberState } from '../../cli/client.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import type { TestnetState } from '../../testnet/local/state.ts'
+import { murmur } from '../helpers/cli.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const N = 5
@@ -90,5 +91,33 @@ describe('a 5-node testnet on loopback', () => {
     for (const index of [2, 4]) {
       await waitUntil(`node ${index} alive everywhere`, async () => await viewsOf(index), all('alive'))
     }
+  })
+
+  it('the CLI prints members and testnet status as one JSON document each', async () => {
+    const members = await murmur(['members', '--json'], { env: { MURMUR_API: state.nodes[1]!.apiUrl } })
+    expect(members.code, members.stderr).toBe(0)
+    const parsed = JSON.parse(members.stdout) as { self: string, members: Array<{ id: string, state: string }> }
+    expect(parsed.self).toBe(state.nodes[1]!.peerId)
+    expect(parsed.members.filter((m) => m.state === 'alive')).toHaveLength(N)
+
+    const status = await murmur(['testnet', 'status', '--json', '--dir', dir])
+    expect(status.code, status.stderr).toBe(0)
+    const nodes = (JSON.parse(status.stdout) as { nodes: Array<Record<string, unknown>> }).nodes
+    expect(nodes).toHaveLength(N)
+    for (const [i, node] of nodes.entries()) {
+      expect(node).toMatchObject({ index: i, process: 'running', peerId: state.nodes[i]!.peerId, apiUrl: state.nodes[i]!.apiUrl })
+      expect(node.pid).toBeTypeOf('number')
+      expect((node.addrs as string[])[0]).toContain(state.nodes[i]!.peerId)
+      expect(node.dataDir).toBe(state.nodes[i]!.dataDir)
+    }
+  })
+
+  it('murmur node leave makes a node leave and stop', async () => {
+    const leaving = state.nodes[1]!
+    const result = await murmur(['node', 'leave', '--api', leaving.apiUrl])
+    expect(result.code, result.stderr).toBe(0)
+    expect(result.stdout).toContain(`node ${leaving.peerId} is leaving`)
+    await waitUntil('node 1 left everywhere', async () => await viewsOf(1, [1]), all('left'))
+    await waitUntil('node 1 process gone', async () => (await testnet.status(dir))!.nodes[1]!.process, (p) => p === 'exited')
   })
 })

@@ -1,0 +1,38 @@
+// More than 11 nodes on one IP: the size at which libp2p's per-host inbound
+// connection limit and gossip scoring by IP used to break clusters (FIELD-NOTES).
+// An in-memory transport would hide both, so this runs on TCP loopback.
+
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, expect, it } from 'vitest'
+import { connect } from '../../cli/client.ts'
+import * as testnet from '../../testnet/local/testnet.ts'
+import type { TestnetState } from '../../testnet/local/state.ts'
+import { waitUntil } from '../helpers/wait.ts'
+
+const N = 12
+let dir: string
+let state: TestnetState
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'murmur-e2e12-'))
+  state = await testnet.up({ nodes: N, dir, timeoutMs: 120_000 })
+}, 150_000)
+
+afterAll(async () => {
+  await testnet.down({ dir })
+  await rm(dir, { recursive: true, force: true })
+}, 60_000)
+
+it('12 nodes started at once all see each other, and all see a crash', async () => {
+  for (const node of state.nodes) {
+    const { members } = await connect(node.apiUrl).members()
+    expect(members.filter((m) => m.state === 'alive')).toHaveLength(N)
+  }
+  await testnet.kill(dir, 7)
+  const victim = state.nodes[7]!.peerId
+  await waitUntil('node 7 dead on all 11 survivors', async () => await Promise.all(
+    state.nodes.filter((n) => n.index !== 7).map(async (n) => (await connect(n.apiUrl).members()).members.find((m) => m.id === victim)?.state),
+  ), (views) => views.every((v) => v === 'dead'))
+})
