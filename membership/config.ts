@@ -13,6 +13,12 @@ export interface MembershipConfig {
   suspicionMult: number
   /** Suspicion timeout ceiling = suspicionMaxTimeoutMult × floor (Lifeguard). */
   suspicionMaxTimeoutMult: number
+  /**
+   * How many members, in expectation, probe a suspect themselves on hearing of the
+   * suspicion: independent witnesses that bring the timeout to its floor, and buddy
+   * pings that let a live suspect refute at once — without every member probing.
+   */
+  hearsayProbes: number
   /** Local health: timeouts and the probe interval stretch up to this many times. */
   awarenessMax: number
   /** How often pending updates are gossiped without waiting for a probe. */
@@ -51,6 +57,7 @@ export const LAN: Readonly<MembershipConfig> = Object.freeze({
   indirectChecks: 3, // SWIM paper: k = 3 makes a false positive from one bad link unlikely
   suspicionMult: 4, // floor 2 s at ≤ 10 members, 2.6 s at 20, 4 s at 100
   suspicionMaxTimeoutMult: 4, // without confirmations, at most 4 × the floor
+  hearsayProbes: 4, // ≥ suspicionMult − 2 confirmations come quickly, at a cost of ~4 probes a suspicion
   awarenessMax: 8, // as memberlist: a sick node stretches its timeouts at most 8 ×
   gossipIntervalMs: 200, // news spreads in ~log(n) rounds of 200 ms
   gossipNodes: 3, // fan-out 3: infection-style spread in O(log n) rounds

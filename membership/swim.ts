@@ -52,6 +52,9 @@ export interface SwimInit {
   incarnation?: number
 }
 
+/** Forgetting long-dead members is not urgent: once a second is plenty. */
+const REAP_INTERVAL_MS = 1_000
+
 export class Swim {
   readonly config: MembershipConfig
   readonly id: string
@@ -68,11 +71,12 @@ export class Swim {
   /** Lifeguard local health: 0 is healthy; timeouts are multiplied by awareness + 1. */
   private awareness = 0
   private leaving = false
-  private lastTickMs: number
+  private lastInputMs: number
   private nextProbeMs: number
   private nextGossipMs: number
   private nextPushPullMs: number
   private nextReconnectMs: number
+  private nextReapMs: number
   private out: Effects = { messages: [], events: [] }
 
   constructor (init: SwimInit) {
@@ -90,12 +94,13 @@ export class Swim {
       lastHeardMs: now,
     }
     this.members.set(self.id, self)
-    this.lastTickMs = now
+    this.lastInputMs = now
     // Spread the first rounds so that nodes started together do not probe in lockstep.
     this.nextProbeMs = now + Math.floor(this.random() * this.config.probeIntervalMs)
     this.nextGossipMs = now + Math.floor(this.random() * this.config.gossipIntervalMs)
     this.nextPushPullMs = now + Math.floor(this.config.pushPullIntervalMs * (0.5 + this.random() / 2))
-    this.nextReconnectMs = now + this.config.reconnectIntervalMs
+    this.nextReconnectMs = now + this.jitter(this.config.reconnectIntervalMs)
+    this.nextReapMs = now + REAP_INTERVAL_MS
   }
 
   // ---- inputs ---------------------------------------------------------------
@@ -121,15 +126,20 @@ export class Swim {
       if (peer !== undefined) this.pushPull(peer, false)
     }
     if (nowMs >= this.nextReconnectMs) {
-      this.nextReconnectMs = nowMs + this.config.reconnectIntervalMs
+      // Jittered, so that the members of a healed partition do not all retry in step.
+      this.nextReconnectMs = nowMs + this.jitter(this.config.reconnectIntervalMs)
       const dead = this.pickRandom(this.others((m) => m.state === 'dead'), 1)[0]
       if (dead !== undefined) this.pushPull(dead, false)
     }
-    this.reap(nowMs)
+    if (nowMs >= this.nextReapMs) {
+      this.nextReapMs = nowMs + REAP_INTERVAL_MS
+      this.reap(nowMs)
+    }
   }
 
   /** A message from member `from` (as authenticated by the transport). */
   receive (from: string, message: Message, nowMs: number): void {
+    this.detectStall(nowMs)
     const sender = this.members.get(from)
     if (sender !== undefined && from !== this.id) sender.lastHeardMs = nowMs
     if (message.type === 'push-pull') {
@@ -137,7 +147,12 @@ export class Swim {
       if (message.reply && !this.leaving) this.send(from, { type: 'push-pull', join: false, reply: false, members: this.records() })
       return
     }
-    this.applyUpdates(message.updates, nowMs)
+    // A sender we hold dead (or gone) is across a partition from us, or just back
+    // from one: its verdicts were witnessed by nobody we can reach, so its "dead" is
+    // only a suspicion here, as in a push-pull. Taken as deaths, a healed
+    // partition's stale verdicts would kill members their own side sees alive.
+    const doubted = sender !== undefined && (sender.state === 'dead' || sender.state === 'left')
+    this.applyUpdates(message.updates, nowMs, doubted)
     switch (message.type) {
       case 'ping': return this.onPing(from, message.seq)
       case 'ack': return this.onAck(message.seq, nowMs)
@@ -149,6 +164,7 @@ export class Swim {
 
   /** The transport could not deliver `message` to `to` (refused, unreachable, reset). */
   undeliverable (message: Message, nowMs: number): void {
+    this.detectStall(nowMs)
     if (message.type === 'ping') {
       const probe = this.probes.get(message.seq)
       // Fail fast: a refused connection is a failed direct probe, no need to wait.
@@ -176,6 +192,7 @@ export class Swim {
    * probe it now instead of waiting for its turn.
    */
   hint (id: string, nowMs: number): void {
+    this.detectStall(nowMs)
     const member = this.members.get(id)
     if (this.leaving || member === undefined || id === this.id || member.state !== 'alive') return
     if (this.probing(id)) return
@@ -405,8 +422,11 @@ export class Swim {
 
   // ---- applying updates -----------------------------------------------------
 
-  private applyUpdates (updates: Update[], nowMs: number): void {
-    for (const update of updates) this.applyUpdate(update, nowMs)
+  private applyUpdates (updates: Update[], nowMs: number, doubted = false): void {
+    for (const update of updates) {
+      if (doubted && update.kind === 'dead') this.applySuspect({ kind: 'suspect', id: update.id, incarnation: update.incarnation, from: update.from }, nowMs)
+      else this.applyUpdate(update, nowMs)
+    }
   }
 
   private applyUpdate (update: Update, nowMs: number): void {
@@ -460,6 +480,7 @@ export class Swim {
   }
 
   private applySuspect (update: Extract<Update, { kind: 'suspect' }>, nowMs: number): void {
+    if (this.staleAboutSelf(update)) return
     const member = this.members.get(update.id)
     if (member === undefined || update.incarnation < member.incarnation) return
     if (member.state === 'dead' || member.state === 'left') return
@@ -480,10 +501,14 @@ export class Swim {
     this.broadcasts.enqueue(update)
     // Check for ourselves: our own probe is an independent witness (a confirmation if
     // it fails too), and its buddy-system ping tells the suspect to refute at once.
-    if (update.from !== this.id && !this.leaving && !this.probing(member.id)) this.startProbe(member.id, nowMs)
+    // Not everyone: about hearsayProbes members in all, so a suspicion costs O(1)
+    // probes per member, not O(n) — enough witnesses to reach the timeout's floor.
+    if (update.from !== this.id && !this.leaving && !this.probing(member.id) &&
+      this.random() < this.config.hearsayProbes / Math.max(1, this.liveCount() - 2)) this.startProbe(member.id, nowMs)
   }
 
   private applyDead (update: Extract<Update, { kind: 'dead' }>, nowMs: number): void {
+    if (this.staleAboutSelf(update)) return
     const member = this.members.get(update.id)
     if (member === undefined || update.incarnation < member.incarnation) return
     if (member.state === 'dead' || member.state === 'left') return
@@ -537,6 +562,18 @@ export class Swim {
     }
   }
 
+  /**
+   * A suspicion or death of ours at an incarnation we already outbid: whoever sent
+   * it never heard our refutation (every retransmit of it may have been lost, say
+   * while our outbound link was down), and stale news is otherwise ignored. Announce
+   * the incarnation we have again, or we are declared dead while alive and reachable.
+   */
+  private staleAboutSelf (update: Extract<Update, { kind: 'suspect' | 'dead' }>): boolean {
+    if (update.id !== this.id || update.incarnation >= this.self().incarnation) return false
+    if (!this.leaving) this.broadcasts.enqueue(this.aliveUpdate(this.self()))
+    return true
+  }
+
   private refute (incarnation: number): void {
     const self = this.self()
     const previousIncarnation = self.incarnation
@@ -583,13 +620,13 @@ export class Swim {
   }
 
   /**
-   * A long gap between ticks means this process was paused or starved: answers may
+   * A long gap between inputs means this process was paused or starved: answers may
    * be waiting unread in its sockets. Push every deadline back by the gap rather than
    * accuse others of our own silence, and doubt our own health.
    */
   private detectStall (nowMs: number): void {
-    const gap = nowMs - this.lastTickMs
-    this.lastTickMs = nowMs
+    const gap = nowMs - this.lastInputMs
+    this.lastInputMs = nowMs
     if (gap <= this.config.stallMs) return
     for (const probe of this.probes.values()) {
       probe.directDeadlineMs += gap
@@ -662,6 +699,11 @@ export class Swim {
     return items
   }
 
+  /** The interval, ±25 %. */
+  private jitter (ms: number): number {
+    return Math.round(ms * (0.75 + this.random() / 2))
+  }
+
   private pickRandom<T> (items: T[], count: number): T[] {
     return this.shuffle(items).slice(0, count)
   }
@@ -675,7 +717,14 @@ function cloneMember (member: Member): Member {
   return { ...member, addrs: [...member.addrs], meta: cloneMeta(member.meta) }
 }
 
+// Field by field, not as JSON text: the codec rebuilds objects in its schema's key
+// order, so a member's own record echoed back by a peer must still compare equal,
+// or it refutes its own unchanged record over and over.
 function sameAlive (update: Extract<Update, { kind: 'alive' }>, member: Member): boolean {
-  return JSON.stringify(update.addrs) === JSON.stringify(member.addrs) &&
-    JSON.stringify(update.meta) === JSON.stringify(member.meta)
+  const a = update.meta
+  const b = member.meta
+  return update.addrs.length === member.addrs.length && update.addrs.every((addr, i) => addr === member.addrs[i]) &&
+    a.cpuMillis === b.cpuMillis && a.memoryBytes === b.memoryBytes && a.apiUrl === b.apiUrl &&
+    Object.keys(a.labels).length === Object.keys(b.labels).length &&
+    Object.entries(a.labels).every(([key, value]) => Object.hasOwn(b.labels, key) && b.labels[key] === value)
 }

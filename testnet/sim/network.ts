@@ -1,0 +1,253 @@
+// A simulated network on a virtual clock. Every message crosses it as bytes,
+// through the real codec, so the simulator exercises the same wire boundary as
+// the libp2p transport: what the codec cannot carry or rejects, a test sees.
+//
+//   send ─▶ muted? ─▶ lost? ─▶ (duplicated?) ─▶ delay ─▶ arrival: recipient crashed,
+//                                                        paused or cut off? ─▶ refuse | drop
+//                                                        else decode ─▶ deliver
+//
+// Reordering falls out of the random delay. What a sender learns about a message
+// that cannot arrive depends on why, as with TCP: a crashed process on a live host
+// refuses the connection at once (the sender hears "undeliverable" one round trip
+// later); a frozen process keeps its connections open and a cut link loses packets,
+// so the sender hears nothing and has to time out.
+
+import { decodeMessage, encodeMessage } from '../../membership/codec.ts'
+import type { Message, Outbound } from '../../membership/types.ts'
+import type { Rng } from './rng.ts'
+import { TimeQueue } from './time-queue.ts'
+
+/** How a host's process is doing, as the network sees it. */
+export type HostStatus = 'up' | 'crashed' | 'paused'
+
+/** What the sender learns about a message that cannot arrive. */
+export type FailureReport = 'refuse' | 'drop'
+
+export interface NetworkConfig {
+  /** One-way delay of a message, drawn uniformly in [delayMinMs, delayMaxMs]. */
+  delayMinMs: number
+  delayMaxMs: number
+  /** Probability that a message is lost. */
+  lossRate: number
+  /** Probability that a message arrives twice (each copy with its own delay). */
+  duplicateRate: number
+  whenCrashed: FailureReport
+  whenPaused: FailureReport
+  whenPartitioned: FailureReport
+}
+
+/** A LAN on a good day: sub-5 ms delays, nothing lost; a crash is refused, a freeze or a cut is silent. */
+export const NETWORK_DEFAULTS: Readonly<NetworkConfig> = Object.freeze({
+  delayMinMs: 1,
+  delayMaxMs: 5,
+  lossRate: 0,
+  duplicateRate: 0,
+  whenCrashed: 'refuse',
+  whenPaused: 'drop',
+  whenPartitioned: 'drop',
+})
+
+export interface NetworkStats {
+  /** Messages handed to the network. */
+  sent: number
+  bytesSent: number
+  largestBytes: number
+  /** Copies handed to a recipient. */
+  delivered: number
+  lost: number
+  duplicated: number
+  /** Sends reported back to the sender as undeliverable. */
+  refused: number
+  /** Copies dropped without a word: muted sender, frozen recipient, cut link. */
+  dropped: number
+  /** Copies the recipient's codec rejected (never expected between honest members). */
+  rejected: number
+}
+
+/** Where the network hands what arrives. */
+export interface NetworkHost {
+  deliver (to: string, from: string, message: Message, nowMs: number): void
+  undeliverable (from: string, message: Message, nowMs: number): void
+}
+
+/** One send; its copies share it so that a refusal is reported once, as a transport would. */
+interface Send {
+  from: string
+  message: Message
+  reported: boolean
+}
+
+type Packet =
+  | { kind: 'arrive', send: Send, to: string, bytes: Uint8Array }
+  | { kind: 'refused', send: Send }
+
+export class SimNetwork {
+  private config: NetworkConfig
+  private readonly rng: Rng
+  private readonly queue = new TimeQueue<Packet>()
+  private readonly addrToId = new Map<string, string>()
+  private readonly status = new Map<string, HostStatus>()
+  private readonly groupOf = new Map<string, number>()
+  private readonly muted = new Set<string>()
+  readonly stats: NetworkStats = {
+    sent: 0, bytesSent: 0, largestBytes: 0, delivered: 0, lost: 0, duplicated: 0, refused: 0, dropped: 0, rejected: 0,
+  }
+
+  constructor (config: Partial<NetworkConfig>, rng: Rng) {
+    this.config = checkConfig({ ...NETWORK_DEFAULTS, ...config })
+    this.rng = rng
+  }
+
+  /** Changes loss, delay or failure reporting from now on (in-flight messages keep theirs). */
+  configure (change: Partial<NetworkConfig>): void {
+    this.config = checkConfig({ ...this.config, ...change })
+  }
+
+  get settings (): Readonly<NetworkConfig> {
+    return this.config
+  }
+
+  register (id: string, addr: string): void {
+    this.addrToId.set(addr, id)
+    this.status.set(id, 'up')
+  }
+
+  setStatus (id: string, status: HostStatus): void {
+    if (!this.status.has(id)) throw new Error(`unknown host ${id}`)
+    this.status.set(id, status)
+  }
+
+  /** Cuts the network into groups that cannot reach each other; hosts not named form one more group. */
+  partition (groups: readonly (readonly string[])[]): void {
+    this.groupOf.clear()
+    groups.forEach((group, index) => {
+      for (const id of group) {
+        if (this.groupOf.has(id)) throw new Error(`host ${id} is in two groups of the partition`)
+        this.groupOf.set(id, index)
+      }
+    })
+  }
+
+  heal (): void {
+    this.groupOf.clear()
+  }
+
+  /** Everything `id` sends is lost from now on (it still hears others): a one-way fault. */
+  mute (id: string): void {
+    this.muted.add(id)
+  }
+
+  unmute (id: string): void {
+    this.muted.delete(id)
+  }
+
+  reachable (a: string, b: string): boolean {
+    return (this.groupOf.get(a) ?? -1) === (this.groupOf.get(b) ?? -1)
+  }
+
+  send (from: string, outbound: Outbound, nowMs: number): void {
+    this.stats.sent++
+    const send: Send = { from, message: outbound.message, reported: false }
+    const to = this.resolve(outbound)
+    if (to === undefined) {
+      // Nobody listens at that address: the connection is refused.
+      this.refuse(send, nowMs)
+      return
+    }
+    const bytes = encodeMessage(outbound.message)
+    this.stats.bytesSent += bytes.byteLength
+    this.stats.largestBytes = Math.max(this.stats.largestBytes, bytes.byteLength)
+    if (this.muted.has(from)) {
+      this.stats.dropped++
+      return
+    }
+    const copies = this.rng.chance(this.config.duplicateRate) ? 2 : 1
+    if (copies === 2) this.stats.duplicated++
+    for (let i = 0; i < copies; i++) {
+      if (this.rng.chance(this.config.lossRate)) {
+        this.stats.lost++
+        continue
+      }
+      this.queue.push(nowMs + this.delay(), { kind: 'arrive', send, to, bytes })
+    }
+  }
+
+  /** When the next packet is due, or undefined when nothing is in flight. */
+  nextDueMs (): number | undefined {
+    return this.queue.peekMs()
+  }
+
+  get inFlight (): number {
+    return this.queue.size
+  }
+
+  /**
+   * Hands every packet due at or before `untilMs` to `host`, in time order, each at
+   * its own time. Packets sent meanwhile that fall due before `untilMs` go too.
+   */
+  deliverDue (untilMs: number, host: NetworkHost): void {
+    for (let due = this.queue.popDue(untilMs); due !== undefined; due = this.queue.popDue(untilMs)) {
+      const packet = due.value
+      if (packet.kind === 'refused') {
+        if (this.status.get(packet.send.from) === 'up') host.undeliverable(packet.send.from, packet.send.message, due.atMs)
+        continue
+      }
+      this.arrive(packet.send, packet.to, packet.bytes, due.atMs, host)
+    }
+  }
+
+  private arrive (send: Send, to: string, bytes: Uint8Array, nowMs: number, host: NetworkHost): void {
+    const failure = this.failureAt(send.from, to)
+    if (failure === 'refuse') return this.refuse(send, nowMs)
+    if (failure === 'drop') {
+      this.stats.dropped++
+      return
+    }
+    const decoded = decodeMessage(bytes)
+    if (!decoded.ok) {
+      this.stats.rejected++
+      return
+    }
+    this.stats.delivered++
+    host.deliver(to, send.from, decoded.message, nowMs)
+  }
+
+  /** Why a packet from `from` cannot be handed to `to` now, or undefined if it can. */
+  private failureAt (from: string, to: string): FailureReport | undefined {
+    if (!this.reachable(from, to)) return this.config.whenPartitioned
+    const status = this.status.get(to)
+    if (status === 'crashed') return this.config.whenCrashed
+    if (status === 'paused') return this.config.whenPaused
+    return undefined
+  }
+
+  /** The refusal travels back to the sender, once per send however many copies hit it. */
+  private refuse (send: Send, nowMs: number): void {
+    if (send.reported) return
+    send.reported = true
+    this.stats.refused++
+    this.queue.push(nowMs + this.delay(), { kind: 'refused', send })
+  }
+
+  private resolve (outbound: Outbound): string | undefined {
+    if (outbound.to !== null && this.status.has(outbound.to)) return outbound.to
+    for (const addr of outbound.addrs) {
+      const id = this.addrToId.get(addr)
+      if (id !== undefined) return id
+    }
+    return undefined
+  }
+
+  private delay (): number {
+    return this.rng.between(this.config.delayMinMs, this.config.delayMaxMs)
+  }
+}
+
+function checkConfig (config: NetworkConfig): NetworkConfig {
+  const { delayMinMs, delayMaxMs, lossRate, duplicateRate } = config
+  if (!Number.isInteger(delayMinMs) || delayMinMs < 0) throw new Error(`delayMinMs must be a non-negative integer, got ${delayMinMs}`)
+  if (!Number.isInteger(delayMaxMs) || delayMaxMs < delayMinMs) throw new Error(`delayMaxMs must be an integer ≥ delayMinMs, got ${delayMaxMs}`)
+  if (!(lossRate >= 0 && lossRate < 1)) throw new Error(`lossRate must be in [0, 1), got ${lossRate}`)
+  if (!(duplicateRate >= 0 && duplicateRate <= 1)) throw new Error(`duplicateRate must be in [0, 1], got ${duplicateRate}`)
+  return config
+}
