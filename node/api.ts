@@ -24,6 +24,7 @@ export interface NodeInfo {
   /** Lifeguard local health: 0 healthy, higher means this node doubts itself. */
   health: number
   membership: Record<string, unknown>
+  process: { pid: number, rssBytes: number, heapUsedBytes: number, uptimeMs: number }
 }
 
 /** A member as the API shows it: with how long ago it was last heard from. */

@@ -112,6 +112,12 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       startedAt: this.startedAt.toISOString(),
       health: this.membership.swim.health,
       membership: { ...this.membership.stats, config: this.config.membership },
+      process: {
+        pid: process.pid,
+        rssBytes: process.memoryUsage.rss(),
+        heapUsedBytes: process.memoryUsage().heapUsed,
+        uptimeMs: Date.now() - this.startedAt.getTime(),
+      },
     }
   }
 
