@@ -3,14 +3,14 @@
 //   npm run bench:membership -- [--nodes 5,10,20] [--trials 3] [--saturate 30s] [--idle 10s]
 //
 // For each cluster size N it reports, median and max over the trials:
-//   join     a new node is ready (joined) → every node lists all N alive
+//   join     a new node is ready (it has joined) → every node lists all N alive;
+//            also from its spawn, which adds the process's start-up (~1 s of module loading)
 //   crash    SIGKILL → the first / the last survivor marks it dead
 //   hang     SIGSTOP → the first / the last survivor marks it dead
 //   false    suspicions and deaths of live nodes during CPU saturation (busy processes)
 //   idle     RSS and CPU % per node, membership bytes sent per node per second
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util'
 import { connect, type MemberEvent } from '../cli/client.ts'
 import { table } from '../cli/table.ts'
 import { parseDuration } from '../node/units.ts'
+import { cpuTicks, rssBytes } from '../testnet/local/process.ts'
 import * as testnet from '../testnet/local/testnet.ts'
 import type { TestnetNode } from '../testnet/local/state.ts'
 
@@ -31,6 +32,10 @@ const { values } = parseArgs({
 })
 const sizes = values.nodes.split(',').map(Number)
 const trials = Number(values.trials)
+if (sizes.some((n) => !Number.isInteger(n) || n < 3 || n > testnet.TESTNET_LIMITS.nodesMax) || !Number.isInteger(trials) || trials < 1) {
+  process.stderr.write(`bench: --nodes takes sizes from 3 to ${testnet.TESTNET_LIMITS.nodesMax} (e.g. 5,10,20) and --trials a whole number ≥ 1\n`)
+  process.exit(2)
+}
 const saturateMs = parseDuration(values.saturate)
 const idleMs = parseDuration(values.idle)
 
@@ -78,24 +83,7 @@ async function until (what: string, check: () => boolean | Promise<boolean>, tim
 }
 
 async function aliveEverywhere (nodes: TestnetNode[], n: number): Promise<boolean> {
-  const counts = await Promise.all(nodes.map(async (node) => {
-    try {
-      const { members } = await connect(node.apiUrl, { timeoutMs: 2_000 }).members()
-      return members.filter((m) => m.state === 'alive').length
-    } catch { return -1 }
-  }))
-  return counts.every((c) => c === n)
-}
-
-function cpuTicks (pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return Number(fields[11]) + Number(fields[12]) // utime + stime, in clock ticks
-}
-
-function rssBytes (pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return Number(match?.[1] ?? 0) * 1024
+  return (await testnet.aliveCounts(nodes.map((node) => node.apiUrl))).every((c) => c === n)
 }
 
 const median = (xs: number[]): number => {
@@ -109,6 +97,7 @@ const defined = (xs: Array<number | null>): number[] => xs.filter((x): x is numb
 interface Row {
   n: number
   join: number[]
+  joinFromSpawn: number[]
   crashFirst: number[]
   crashLast: number[]
   hangFirst: number[]
@@ -122,7 +111,8 @@ interface Row {
 
 async function benchSize (n: number): Promise<Row> {
   const dir = await mkdtemp(join(tmpdir(), `murmur-bench-${n}-`))
-  const row: Row = { n, join: [], crashFirst: [], crashLast: [], hangFirst: [], hangLast: [], falseSuspicions: 0, falseDeaths: 0, rssMb: [], cpuPct: [], bytesPerSec: [] }
+  current = dir
+  const row: Row = { n, join: [], joinFromSpawn: [], crashFirst: [], crashLast: [], hangFirst: [], hangLast: [], falseSuspicions: 0, falseDeaths: 0, rssMb: [], cpuPct: [], bytesPerSec: [] }
   const watcher = new Watcher()
   try {
     log(`N=${n}: starting ${n - 1} nodes`)
@@ -132,11 +122,13 @@ async function benchSize (n: number): Promise<Row> {
 
     // Join: each trial adds one node; the cluster grows to N, then the added node leaves again.
     for (let t = 0; t < trials; t++) {
+      const spawned = performance.now()
       const node = await testnet.add(dir)
       const ready = performance.now()
       const all = [...nodes, node]
       await until('join convergence', async () => await aliveEverywhere(all, n))
       row.join.push(performance.now() - ready)
+      row.joinFromSpawn.push(performance.now() - spawned)
       if (t < trials - 1) {
         await testnet.stop(dir, node.index)
         await until('leave', async () => await aliveEverywhere(nodes, n - 1))
@@ -207,6 +199,7 @@ async function benchSize (n: number): Promise<Row> {
     watcher.stop()
     await testnet.down({ dir })
     await rm(dir, { recursive: true, force: true })
+    current = null
   }
   return row
 }
@@ -224,15 +217,23 @@ function log (message: string): void {
   process.stderr.write(`bench: ${message}\n`)
 }
 
+/** The testnet of the size being measured, taken down on Ctrl-C. */
+let current: string | null = null
+process.once('SIGINT', () => {
+  log('interrupted; taking the testnet down')
+  void (current === null ? Promise.resolve() : testnet.down({ dir: current })).finally(() => process.exit(130))
+})
+
 const rows: Row[] = []
 for (const n of sizes) rows.push(await benchSize(n))
 
 process.stdout.write('\nmembership on loopback, profile local (' + `${trials} trials; median / max)\n`)
 process.stdout.write(table(
-  ['N', 'JOIN', 'CRASH FIRST', 'CRASH ALL', 'HANG FIRST', 'HANG ALL', 'FALSE SUSP', 'FALSE DEAD', 'RSS MB', 'CPU %', 'BYTES/S'],
+  ['N', 'JOIN', 'JOIN FROM SPAWN', 'CRASH FIRST', 'CRASH ALL', 'HANG FIRST', 'HANG ALL', 'FALSE SUSP', 'FALSE DEAD', 'RSS MB', 'CPU %', 'BYTES/S'],
   rows.map((r) => [
     String(r.n),
     `${ms(median(r.join))} / ${ms(max(r.join))}`,
+    `${ms(median(r.joinFromSpawn))} / ${ms(max(r.joinFromSpawn))}`,
     `${ms(median(r.crashFirst))} / ${ms(max(r.crashFirst))}`,
     `${ms(median(r.crashLast))} / ${ms(max(r.crashLast))}`,
     `${ms(median(r.hangFirst))} / ${ms(max(r.hangFirst))}`,

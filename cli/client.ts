@@ -39,6 +39,9 @@ export interface Client {
 
 export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, options: ClientOptions = {}): Client {
   const base = url.replace(/\/+$/, '')
+  if (!/^https?:\/\/[^/]+$/.test(base) || !URL.canParse(base)) {
+    throw new ApiError('BAD_API_URL', `--api / MURMUR_API must be a URL such as http://127.0.0.1:7947, got '${url}'`, 400)
+  }
   const timeoutMs = options.timeoutMs ?? 5_000
 
   async function request<T> (method: string, path: string, body?: unknown): Promise<T> {
@@ -74,12 +77,21 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
     members: async () => await request('GET', '/v1/members'),
     leave: async () => { await request('POST', '/v1/node/leave') },
     events: async (onEvent, signal) => {
+      // The answer's headers must come within the timeout; the stream itself then runs until aborted.
+      const controller = new AbortController()
+      const abort = (): void => { controller.abort() }
+      signal.addEventListener('abort', abort, { once: true })
+      let timedOut = false
+      const timer = setTimeout(() => { timedOut = true; controller.abort() }, timeoutMs)
       let response: Response
       try {
-        response = await fetch(`${base}/v1/events`, { signal })
+        response = await fetch(`${base}/v1/events`, { signal: controller.signal })
       } catch (err) {
+        signal.removeEventListener('abort', abort)
         if (signal.aborted) return
-        throw unreachable(base, err as Error, timeoutMs)
+        throw unreachable(base, timedOut ? Object.assign(new Error('timeout'), { name: 'TimeoutError' }) : err as Error, timeoutMs)
+      } finally {
+        clearTimeout(timer)
       }
       if (!response.ok || response.body === null) throw new ApiError('HTTP_ERROR', `event stream failed with HTTP ${response.status}`, response.status)
       const decoder = new TextDecoder()

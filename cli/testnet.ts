@@ -38,8 +38,10 @@ export function registerTestnet (program: Command): void {
           progress('taking the testnet down')
           void testnet.down({ dir: opts.dir, onProgress: progress }).then((r) => {
             progress(`stopped ${r.stopped} node(s)${r.killed > 0 ? `, killed ${r.killed} that did not stop in time` : ''}`)
-            resolve()
-          })
+          }, (err: Error) => {
+            progress(`could not take the testnet down: ${err.message}; run 'murmur testnet down --dir ${opts.dir}'`)
+            process.exitCode = 1
+          }).finally(resolve)
         }
         process.on('SIGINT', shutdown)
         process.on('SIGTERM', shutdown)

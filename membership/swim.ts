@@ -54,6 +54,8 @@ export interface SwimInit {
 
 /** Forgetting long-dead members is not urgent: once a second is plenty. */
 const REAP_INTERVAL_MS = 1_000
+/** A helper's nack goes out at this fraction of the probe timeout (Lifeguard, memberlist). */
+const NACK_TIMEOUT_FRACTION = 0.8
 
 export class Swim {
   readonly config: MembershipConfig
@@ -393,7 +395,10 @@ export class Swim {
   private onPingReq (from: string, originSeq: number, target: string, targetAddrs: string[], nowMs: number): void {
     if (this.leaving) return
     const seq = this.nextSeq()
-    this.relays.set(seq, { origin: from, originSeq, deadlineMs: nowMs + this.config.probeTimeoutMs })
+    // Nack at 80 % of the probe timeout (as memberlist): the asker started its indirect
+    // phase one probe timeout before its deadline, so a full timeout here would make
+    // every nack arrive late and count against the asker's own health.
+    this.relays.set(seq, { origin: from, originSeq, deadlineMs: nowMs + Math.floor(this.config.probeTimeoutMs * NACK_TIMEOUT_FRACTION) })
     const known = this.members.get(target)
     this.out.messages.push({ to: target, addrs: known?.addrs ?? targetAddrs, message: { type: 'ping', seq, updates: this.piggyback() } })
   }

@@ -8,6 +8,8 @@ import { MurmurError } from './errors.ts'
 
 /** What the API serves; node.ts provides it. */
 export interface ApiBackend {
+  /** This node's peer id (cheap, for endpoints polled often). */
+  id: string
   self: () => NodeInfo
   members: () => Member[]
   /** Subscribe to member events; returns the unsubscribe function. */
@@ -46,6 +48,8 @@ export const API_LIMITS = Object.freeze({
   eventStreamsMax: 64,
   /** An idle event stream gets a comment line this often, so proxies keep it open. */
   eventKeepAliveMs: 15_000,
+  /** Unsent event bytes one stream may hold before its client is cut off as too slow. */
+  eventBufferBytesMax: 1_048_576,
 })
 
 export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
@@ -54,22 +58,26 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     // Requests are logged by the handlers that matter; the CLI polls, and would drown the log.
     logController: new LogController({ disableRequestLogging: true }),
   })
-  let eventStreams = 0
+  /** Open event streams: ended on close, or fastify's close() would wait for their clients forever. */
+  const eventStreams = new Set<() => void>()
+  app.addHook('preClose', async () => {
+    for (const end of [...eventStreams]) end()
+  })
 
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send(errorBody('NOT_FOUND', `no such endpoint: ${request.method} ${request.url}`))
   })
   app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, _request, reply) => {
-    const status = err instanceof MurmurError ? (err.exitCode === 2 ? 400 : 500) : (err.statusCode ?? 500)
+    const status = err instanceof MurmurError ? err.httpStatus : (err.statusCode ?? 500)
     if (status >= 500) log.error({ err }, 'API request failed')
     void reply.code(status).send(errorBody(err.code ?? (status >= 500 ? 'INTERNAL' : 'BAD_REQUEST'), err.message))
   })
 
-  app.get('/v1/health', async () => ({ ok: true, id: backend.self().id }))
+  app.get('/v1/health', async () => ({ ok: true, id: backend.id }))
   app.get('/v1/node', async () => backend.self())
   app.get('/v1/members', async (): Promise<MembersResponse> => {
     const now = Date.now()
-    const self = backend.self().id
+    const self = backend.id
     const members = backend.members()
       .map((m) => ({
         ...m,
@@ -85,20 +93,24 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     return await reply.code(202).send({ leaving: true })
   })
   app.get('/v1/events', async (request, reply) => {
-    if (eventStreams >= API_LIMITS.eventStreamsMax) {
+    if (eventStreams.size >= API_LIMITS.eventStreamsMax) {
       return await reply.code(503).send(errorBody('TOO_MANY_STREAMS', `at most ${API_LIMITS.eventStreamsMax} event streams at once; close one and retry`))
     }
-    eventStreams++
     openEventStream(reply)
     const unsubscribe = backend.onMemberEvent((event) => {
-      reply.raw.write(`event: member\ndata: ${JSON.stringify(event)}\n\n`)
+      // A client that does not read gets no unbounded buffer: it is cut off.
+      if (reply.raw.writableLength > API_LIMITS.eventBufferBytesMax) end()
+      else reply.raw.write(`event: member\ndata: ${JSON.stringify(event)}\n\n`)
     })
     const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), API_LIMITS.eventKeepAliveMs)
-    request.raw.on('close', () => {
-      eventStreams--
+    const end = (): void => {
+      if (!eventStreams.delete(end)) return
       clearInterval(keepAlive)
       unsubscribe()
-    })
+      reply.raw.end()
+    }
+    eventStreams.add(end)
+    request.raw.on('close', end)
     return reply
   })
   return app

@@ -1,6 +1,7 @@
 // A node's configuration: raw strings from flags in, one validated NodeConfig
 // out, or a one-line InputError naming the flag. Defaults are here, with why.
 
+import { isIP } from 'node:net'
 import { cpus, homedir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -64,6 +65,12 @@ export const DEFAULTS = Object.freeze({
   memoryReserveBytes: (total: number) => Math.max(512 * 1024 ** 2, Math.floor(total * 0.1)),
 })
 
+/** Beyond these, a node's offer is a typo; they also keep every figure a safe integer on the wire. */
+const LIMITS = Object.freeze({
+  cpuMillisMax: 100_000_000, // 100,000 cores
+  memoryBytesMax: 1024 ** 5, // 1 PiB
+})
+
 const LABEL_KEY = /^[a-zA-Z0-9]([a-zA-Z0-9._/-]{0,61}[a-zA-Z0-9])?$/
 
 export function nodeConfig (raw: RawNodeOptions): NodeConfig {
@@ -77,8 +84,11 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
   const memoryBytes = raw.memory === undefined
     ? Math.max(64 * 1024 ** 2, machineMemory - DEFAULTS.memoryReserveBytes(machineMemory))
     : flag('--memory', () => parseSize(raw.memory!))
-  if (cpuMillis <= 0) throw new InputError('BAD_FLAG', '--cpu must be more than 0')
-  if (memoryBytes <= 0) throw new InputError('BAD_FLAG', '--memory must be more than 0')
+  if (cpuMillis <= 0 || cpuMillis > LIMITS.cpuMillisMax) throw new InputError('BAD_FLAG', `--cpu must be more than 0 and at most ${LIMITS.cpuMillisMax / 1000} cores`)
+  if (memoryBytes <= 0 || memoryBytes > LIMITS.memoryBytesMax) throw new InputError('BAD_FLAG', '--memory must be more than 0 and at most 1P')
+  for (const [name, value] of [['--host', raw.host], ['--api-host', raw.apiHost]] as const) {
+    if (value !== undefined && isIP(value) === 0) throw new InputError('BAD_FLAG', `${name} must be an IP address such as 127.0.0.1 or 0.0.0.0, got '${value}'`)
+  }
   for (const addr of raw.join ?? []) {
     flag('--join', () => {
       const ma = multiaddr(addr)

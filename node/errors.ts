@@ -5,11 +5,14 @@ export class MurmurError extends Error {
   override name = 'MurmurError'
   readonly code: string
   readonly exitCode: 1 | 2
+  /** The HTTP status the API answers with: 400 for bad input, 500 otherwise, unless given. */
+  readonly httpStatus: number
 
-  constructor (code: string, message: string, exitCode: 1 | 2 = 1) {
+  constructor (code: string, message: string, exitCode: 1 | 2 = 1, httpStatus?: number) {
     super(message)
     this.code = code
     this.exitCode = exitCode
+    this.httpStatus = httpStatus ?? (exitCode === 2 ? 400 : 500)
   }
 }
 

@@ -3,6 +3,7 @@
 
 import type { Logger } from 'pino'
 import { type RawNodeOptions, nodeConfig } from './config.ts'
+import { InputError } from './errors.ts'
 import { createLogger } from './logger.ts'
 import { MurmurNode } from './node.ts'
 
@@ -11,11 +12,36 @@ export interface RunNodeOptions extends RawNodeOptions {
   pretty?: boolean
 }
 
-/** Runs a node until it is told to stop; resolves with the exit code. Throws MurmurError on bad input. */
+/**
+ * Runs a node until it is told to stop; resolves with the exit code. Throws
+ * MurmurError on bad input or a failed start. The caller should exit the process
+ * with the code: a libp2p that did not stop cleanly may leave sockets open.
+ */
 export async function runNode (options: RunNodeOptions): Promise<number> {
   const config = nodeConfig(options)
   const pretty = options.pretty === true ? (await import('pino-pretty')).default : undefined
-  const log: Logger = createLogger({ level: options.logLevel, pretty })
+  let log: Logger
+  try {
+    log = createLogger({ level: options.logLevel, pretty })
+  } catch (err) {
+    throw new InputError('BAD_FLAG', (err as Error).message)
+  }
+
+  // Signals are handled from the start: one that arrives while the node is still
+  // joining stops it as soon as it is up, with the same clean leave.
+  let requested: string | null = null
+  let onRequest: ((why: string) => void) | null = null
+  const request = (why: string): void => {
+    if (requested !== null) {
+      log.warn('second signal: exiting without a clean stop')
+      process.exit(130)
+    }
+    requested = why
+    onRequest?.(why)
+  }
+  process.on('SIGINT', () => { request('SIGINT') })
+  process.on('SIGTERM', () => { request('SIGTERM') })
+
   const node = await MurmurNode.start(config, log)
   const info = node.runtime()
   process.stdout.write([
@@ -25,22 +51,17 @@ export async function runNode (options: RunNodeOptions): Promise<number> {
     '',
   ].join('\n'))
 
-  return await new Promise<number>((resolve) => {
-    let stopping = false
-    const stop = (why: string): void => {
-      if (stopping) {
-        log.warn('second signal: exiting without a clean stop')
-        process.exit(130)
-      }
-      stopping = true
-      log.info({ why }, 'stopping')
-      void node.stop().then(() => { resolve(0) }, (err: Error) => {
-        log.error({ err: err.message }, 'stop failed')
-        resolve(1)
-      })
-    }
-    process.on('SIGINT', () => { stop('SIGINT') })
-    process.on('SIGTERM', () => { stop('SIGTERM') })
-    node.on('leave', () => { stop('leave requested through the API') })
+  const why = await new Promise<string>((resolve) => {
+    if (requested !== null) resolve(requested)
+    onRequest = resolve
+    node.on('leave', () => { request('leave requested through the API') })
   })
+  log.info({ why }, 'stopping')
+  try {
+    await node.stop()
+    return 0
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'stop failed')
+    return 1
+  }
 }

@@ -23,6 +23,10 @@ export const TRANSPORT_LIMITS = Object.freeze({
   inboundStreamsPerConnectionMax: 8,
 })
 
+/** First retry of an unreachable --join address after 250 ms, doubling up to 2 s. */
+const JOIN_BACKOFF_MS = 250
+const JOIN_BACKOFF_MAX_MS = 2_000
+
 export interface MembershipStats {
   sentMessages: number
   sentBytes: number
@@ -92,33 +96,45 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
     this.timer = setInterval(() => { this.step((now) => { this.swim.tick(now) }) }, this.tickMs)
   }
 
-  /** Sends join requests to these addresses; resolves once some member answered, or rejects. */
+  /**
+   * Sends join requests to these addresses, again with backoff while none can be
+   * reached (a cluster that is itself still starting accepts connections late);
+   * resolves once some member answered, rejects at the deadline.
+   */
   async join (addrs: string[], timeoutMs: number): Promise<void> {
     if (addrs.length === 0) return
-    const answered = new Promise<void>((resolve) => {
-      const check = (): void => {
-        if (this.swim.list().some((m) => m.id !== this.swim.id)) {
-          this.off('event', check)
-          resolve()
-        }
+    const deadline = Date.now() + timeoutMs
+    for (let attempt = 0; !this.stopped; attempt++) {
+      this.joinAttempts = []
+      this.step(() => { this.swim.join(addrs) })
+      const attempts = this.joinAttempts
+      this.joinAttempts = null
+      if ((await Promise.all(attempts)).some(Boolean)) {
+        if (await this.answered(deadline)) return
+        throw new Error(`a --join address was reached but no member answered within ${timeoutMs} ms`)
       }
-      this.on('event', check)
-    })
-    this.joinAttempts = []
-    this.step(() => { this.swim.join(addrs) })
-    const attempts = this.joinAttempts
-    this.joinAttempts = null
-    const unreachable = Promise.all(attempts).then(async (reached) => {
-      if (reached.some(Boolean)) return await new Promise<never>(() => {})
-      throw new Error(`none of the --join addresses could be reached (${addrs.join(', ')})`)
-    })
+      const backoffMs = Math.min(JOIN_BACKOFF_MAX_MS, JOIN_BACKOFF_MS * 2 ** attempt)
+      if (Date.now() + backoffMs >= deadline) break
+      this.log.info({ addrs, attempt: attempt + 1, retryInMs: backoffMs }, 'no --join address reachable yet; retrying')
+      await new Promise((resolve) => setTimeout(resolve, backoffMs))
+    }
+    throw new Error(`none of the --join addresses could be reached within ${timeoutMs} ms (${addrs.join(', ')})`)
+  }
+
+  /** Resolves true once this node knows another member, false at the deadline. */
+  private async answered (deadline: number): Promise<boolean> {
+    const knowsOthers = (): boolean => this.swim.list().some((m) => m.id !== this.swim.id)
+    if (knowsOthers()) return true
+    let check: (() => void) | undefined
     let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => { reject(new Error(`none of the --join addresses answered within ${timeoutMs} ms`)) }, timeoutMs)
-    })
     try {
-      await Promise.race([answered, timeout, unreachable])
+      return await new Promise<boolean>((resolve) => {
+        check = () => { if (knowsOthers()) resolve(true) }
+        this.on('event', check)
+        timer = setTimeout(() => { resolve(false) }, Math.max(0, deadline - Date.now()))
+      })
     } finally {
+      if (check !== undefined) this.off('event', check)
       clearTimeout(timer)
     }
   }
@@ -127,10 +143,12 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
   async leave (timeoutMs: number): Promise<void> {
     if (this.swim.hasLeft) return
     this.step((now) => { this.swim.leave(now) })
+    let timer: NodeJS.Timeout | undefined
     await Promise.race([
       Promise.allSettled([...this.pending]),
-      new Promise((resolve) => setTimeout(resolve, timeoutMs)),
+      new Promise((resolve) => { timer = setTimeout(resolve, timeoutMs) }),
     ])
+    clearTimeout(timer)
   }
 
   async stop (): Promise<void> {
@@ -206,6 +224,9 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
       }
     } finally {
       link.flushing = false
+      // A link with nothing to send and no stream is only a map entry: drop it, so that
+      // peers we never reach (dead members, relay targets named by others) cost nothing.
+      if (link.queue.length === 0 && link.stream === null && this.links.get(link.peer) === link) this.links.delete(link.peer)
     }
   }
 
@@ -264,9 +285,13 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
     throw new Error(`no address for ${outbound.to ?? 'unknown peer'}`)
   }
 
+  /**
+   * Reported on the next microtask, never inside another step: a failure found while
+   * performing one step's effects must not emit its events before that step's own.
+   */
   private undeliverable (outbound: Outbound): void {
     this.stats.undeliverable++
-    this.step((now) => { this.swim.undeliverable(outbound.message, now) })
+    queueMicrotask(() => { this.step((now) => { this.swim.undeliverable(outbound.message, now) }) })
   }
 
   private track (promise: Promise<void>): void {
@@ -285,10 +310,13 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
         try {
           frame = await lp.read()
         } catch (err) {
-          // End of stream is normal; an oversized frame is a misbehaving peer.
+          // End of stream is normal; an oversized frame is a misbehaving peer. Either
+          // way close our side too, or the half-open stream counts against the limit.
           if (isOversized(err)) {
             this.reject('oversized', from, (err as Error).message)
             stream.abort(err as Error)
+          } else {
+            await stream.close().catch(() => { stream.abort(new Error('membership stream closed')) })
           }
           return
         }

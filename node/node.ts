@@ -56,14 +56,20 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
 
       let node: MurmurNode | undefined
       const events = new EventEmitter<{ event: [MemberEvent] }>()
+      // The API listens before the node object exists: until then it answers 503.
+      const ready = (): MurmurNode => {
+        if (node === undefined) throw new MurmurError('STARTING', 'the node is still starting; retry in a moment', 1, 503)
+        return node
+      }
       const api = createApi({
-        self: () => node!.info(),
-        members: () => node!.membership.members(),
+        id: dataDir.peerId,
+        self: () => ready().info(),
+        members: () => ready().membership.members(),
         onMemberEvent: (listener) => {
           events.on('event', listener)
           return () => events.off('event', listener)
         },
-        leave: () => { node!.emit('leave') },
+        leave: () => { ready().emit('leave') },
       }, log)
       await api.listen({ host: config.apiHost, port: config.apiPort }).catch((err: Error) => { throw portError(err, '--api-port', config.apiPort) })
       cleanup.unshift(async () => { await api.close() })
@@ -141,7 +147,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     const timeout = this.config.stopTimeoutMs
     this.log.info('leaving the cluster')
     await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
-    await this.api.close().catch(() => {})
+    await bounded(this.api.close(), timeout).catch(() => {})
     await this.membership.stop().catch(() => {})
     await bounded(Promise.resolve(this.host.stop()), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'libp2p did not stop cleanly') })
     await removeRuntime(this.dataDir.path).catch(() => {})

@@ -37,7 +37,9 @@ node.command('start')
   .action(async (opts: Record<string, unknown>) => {
     // The node runtime (libp2p and all) is loaded only for this command.
     const { runNode } = await import('../../node/main.ts')
-    process.exitCode = await runNode({ ...opts, join: opts.join as string[], label: opts.label as string[] })
+    const code = await runNode({ ...opts, join: opts.join as string[], label: opts.label as string[] })
+    // Exit now: whatever libp2p failed to close within its stop timeout must not keep us alive.
+    process.exit(code)
   })
 node.command('leave')
   .description('make the node leave the cluster gracefully and stop')

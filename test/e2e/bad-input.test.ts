@@ -45,6 +45,9 @@ describe('bad input from users', () => {
     await failsToStart(['--data-dir', join(dir, 'mem'), '--memory', '12 parsecs'], 2, /^murmur: --memory: .* is not a size/)
     await failsToStart(['--data-dir', join(dir, 'label'), '--label', 'novalue'], 2, /^murmur: --label 'novalue' must be key=value/)
     await failsToStart(['--data-dir', join(dir, 'join'), '--join', 'not-a-multiaddr'], 2, /^murmur: --join: /)
+    await failsToStart(['--data-dir', join(dir, 'huge'), '--cpu', '1000000000'], 2, /^murmur: --cpu must be more than 0 and at most 100000 cores/)
+    await failsToStart(['--data-dir', join(dir, 'host'), '--api-host', 'localhost:80'], 2, /^murmur: --api-host must be an IP address/)
+    await failsToStart(['--data-dir', join(dir, 'level'), '--log-level', 'loud'], 2, /^murmur: --log-level must be one of/)
   })
 
   it('a data dir that belongs to something else: exit 2, untouched', async () => {
@@ -83,6 +86,12 @@ describe('bad input from users', () => {
     const result = await murmur(['members', '--api', `http://127.0.0.1:${port}`])
     expect(result.code).toBe(1)
     expect(userLines(result.stderr)).toEqual([`murmur: no murmur node answers at http://127.0.0.1:${port}; start one with 'murmur node start' or point --api / MURMUR_API at a running node`])
+  })
+
+  it('an --api that is not a URL: exit 2', async () => {
+    const result = await murmur(['members', '--api', 'localhost:7947'])
+    expect(result.code).toBe(2)
+    expect(userLines(result.stderr)).toEqual(["murmur: --api / MURMUR_API must be a URL such as http://127.0.0.1:7947, got 'localhost:7947'"])
   })
 
   it('testnet commands on a node that does not exist: one line, non-zero', async () => {

@@ -1,7 +1,7 @@
 // A 5-node testnet of real processes on loopback: join, crash, hang, leave,
 // restart. Each state change is awaited through the nodes' own HTTP APIs.
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -73,10 +73,17 @@ describe('a 5-node testnet on loopback', () => {
     const controller = new AbortController()
     const following = connect(state.nodes[0]!.apiUrl).events((e) => { events.push({ id: e.data.member.id, state: e.data.member.state }) }, controller.signal)
     await waitUntil('event stream open', async () => { await new Promise((r) => setTimeout(r, 200)); return true }, (v) => v)
+    // A client following the leaving node itself must not hold up its stop.
+    const watchingLeaver = new AbortController()
+    const followingLeaver = connect(state.nodes[2]!.apiUrl).events(() => {}, watchingLeaver.signal).catch(() => {})
     await testnet.stop(dir, 2)
     await waitUntil('node 2 left everywhere', async () => await viewsOf(2, [2, 4]), all('left'))
     controller.abort()
+    watchingLeaver.abort()
     await following
+    await followingLeaver
+    // It stopped by itself, cleanly (not by the SIGKILL that follows an unanswered SIGTERM).
+    expect(await readFile(state.nodes[2]!.logFile, 'utf8')).toContain('"msg":"node stopped"')
     const about2 = events.filter((e) => e.id === state.nodes[2]!.peerId).map((e) => e.state)
     expect(about2).toEqual(['left'])
   })

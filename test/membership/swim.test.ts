@@ -201,11 +201,27 @@ describe('probing', () => {
 
     a.receive('b', { type: 'ping-req', seq: 78, target: 'c', targetAddrs: ['sim://c'], updates: [] }, 200)
     a.drain()
-    a.tick(200 + SIM.probeTimeoutMs - 10)
+    // The nack goes out at 80 % of the probe timeout, so that it reaches the asker before its deadline.
+    const nackAtMs = 200 + Math.floor(SIM.probeTimeoutMs * 0.8)
+    a.tick(nackAtMs - 10)
     expect(a.drain().messages.filter((m) => m.message.type === 'nack')).toEqual([])
-    a.tick(200 + SIM.probeTimeoutMs)
+    a.tick(nackAtMs)
     expect(a.drain().messages.filter((m) => m.message.type === 'nack')).toEqual([expect.objectContaining({ to: 'b', message: expect.objectContaining({ seq: 78 }) })])
     expect(b).toBeDefined()
+  })
+
+  it('a prober whose helpers nack in time does not doubt its own health when a member really dies', () => {
+    const list = swims('a', 'b', 'c', 'd', 'e')
+    const live = list.slice(0, 4)
+    const crashed = (sent: { from: string, outbound: Outbound }): boolean => sent.from === 'e' || sent.outbound.to === 'e'
+    let worstHealth = 0
+    for (let t = 10; t <= 60_000; t += 10) {
+      run(live, t - 10, t, crashed)
+      worstHealth = Math.max(worstHealth, ...live.map((s) => s.health))
+      if (live.every((s) => s.member('e')?.state === 'dead')) break
+    }
+    expect(live.map((s) => s.member('e')?.state)).toEqual(['dead', 'dead', 'dead', 'dead'])
+    expect(worstHealth).toBe(0)
   })
 
   it('probes at once on a transport hint, but not twice, and not a dead member', () => {

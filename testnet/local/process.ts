@@ -66,13 +66,34 @@ export function isNodeProcess (pid: number | null, dataDir: string): boolean {
   }
 }
 
-/** The process's state letter from /proc (R, S, T for stopped, Z for zombie), or null. */
-export function processState (pid: number): string | null {
+/** The fields of /proc/<pid>/stat after the command name, or null if it is gone. */
+function statFields (pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   } catch {
     return null
+  }
+}
+
+/** The process's state letter from /proc (R, S, T for stopped, Z for zombie), or null. */
+export function processState (pid: number): string | null {
+  return statFields(pid)?.[0] ?? null
+}
+
+/** CPU time the process has used (user + system), in clock ticks of 10 ms. */
+export function cpuTicks (pid: number): number {
+  const fields = statFields(pid)
+  return fields === null ? 0 : Number(fields[11]) + Number(fields[12])
+}
+
+/** The process's resident memory in bytes. */
+export function rssBytes (pid: number): number {
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return Number(match?.[1] ?? 0) * 1024
+  } catch {
+    return 0
   }
 }
 

@@ -42,8 +42,12 @@ export async function readState (dir: string): Promise<TestnetState | null> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
     throw err
   }
-  const parsed = stateSchema.safeParse(JSON.parse(text))
-  if (!parsed.success) throw new Error(`${stateFile(dir)} is not a murmur testnet state file; remove it by hand`)
+  let raw: unknown
+  try {
+    raw = JSON.parse(text)
+  } catch {}
+  const parsed = stateSchema.safeParse(raw)
+  if (!parsed.success) throw new Error(`${stateFile(dir)} is not a murmur testnet state file; stop its nodes by PID and remove it by hand`)
   return parsed.data
 }
 

@@ -2,8 +2,9 @@
 // faults a tester injects by hand (kill, stop, restart, pause, resume).
 
 import { rm, mkdir } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { isAbsolute, join, relative, resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
+import { connect } from '../../cli/client.ts'
 import { type TestnetNode, type TestnetState, DEFAULT_DIR, readState, removeState, writeState } from './state.ts'
 import { freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
 
@@ -77,11 +78,14 @@ export async function up (options: UpOptions): Promise<TestnetState> {
     await startNode(state, state.nodes[0]!, [], options.extraArgs)
     const seed = state.nodes[0]!.addrs
     progress(`starting nodes 1–${options.nodes - 1}, joining through node 0`)
-    await Promise.all(state.nodes.slice(1).map(async (node) => { await startNode(state, node, seed, options.extraArgs) }))
+    // Settled, not all: every spawn has happened (and is in the state file) before we give up.
+    const results = await Promise.allSettled(state.nodes.slice(1).map(async (node) => { await startNode(state, node, seed, options.extraArgs) }))
+    const failed = results.find((r) => r.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
     await waitForConvergence(state, options.nodes, deadline, progress)
   } catch (err) {
-    progress('start failed; stopping what was started')
-    await down({ dir })
+    progress(`start failed; stopping what was started (logs kept in ${dir})`)
+    await down({ dir, keepData: true })
     throw err
   }
   return state
@@ -122,7 +126,7 @@ async function startNode (state: TestnetState, node: TestnetNode, seeds: string[
 async function waitForConvergence (state: TestnetState, expected: number, deadline: number, progress: (m: string) => void): Promise<void> {
   let last = -1
   while (Date.now() < deadline) {
-    const views = await Promise.all(state.nodes.map(async (n) => await aliveCount(n.apiUrl)))
+    const views = await aliveCounts(state.nodes.map((n) => n.apiUrl))
     const done = views.filter((v) => v === expected).length
     if (done !== last) {
       progress(`${done}/${state.nodes.length} nodes see all ${expected} alive`)
@@ -134,14 +138,16 @@ async function waitForConvergence (state: TestnetState, expected: number, deadli
   throw new TestnetError(`the nodes did not all see each other in time; see the logs in ${state.dir}`)
 }
 
-async function aliveCount (apiUrl: string): Promise<number> {
-  try {
-    const res = await fetch(`${apiUrl}/v1/members`, { signal: AbortSignal.timeout(2_000) })
-    const body = await res.json() as { members: Array<{ state: string }> }
-    return body.members.filter((m) => m.state === 'alive').length
-  } catch {
-    return -1
-  }
+/** How many members each node lists as alive (-1 for a node that does not answer). */
+export async function aliveCounts (apiUrls: string[]): Promise<number[]> {
+  return await Promise.all(apiUrls.map(async (url) => {
+    try {
+      const { members } = await connect(url, { timeoutMs: 2_000 }).members()
+      return members.filter((m) => m.state === 'alive').length
+    } catch {
+      return -1
+    }
+  }))
 }
 
 export interface DownOptions {
@@ -182,6 +188,8 @@ async function terminate (node: TestnetNode): Promise<boolean> {
 
 async function cleanup (state: TestnetState): Promise<void> {
   for (const node of state.nodes) {
+    // Only what the testnet made itself: never a path outside its own dir.
+    if (!isInside(node.dataDir, state.dir) || !isInside(node.logFile, state.dir)) continue
     await rm(node.dataDir, { recursive: true, force: true })
     await rm(node.logFile, { force: true })
   }
@@ -274,6 +282,11 @@ export async function add (dir: string, extraArgs?: string[]): Promise<TestnetNo
   await writeState(state)
   await startNode(state, node, seeds.flatMap((n) => n.addrs.slice(0, 1)).slice(0, 3), extraArgs)
   return node
+}
+
+function isInside (path: string, dir: string): boolean {
+  const rel = relative(resolve(dir), resolve(path))
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)
 }
 
 function lastLine (file: string): string {
