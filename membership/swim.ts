@@ -411,7 +411,7 @@ export class Swim {
       this.suspicions.delete(id)
       const member = this.members.get(id)
       if (member === undefined || member.state !== 'suspect') continue
-      this.applyDead({ kind: 'dead', id, incarnation: member.incarnation, from: this.id }, nowMs)
+      this.applyVerdict({ kind: 'dead', id, incarnation: member.incarnation, from: this.id }, nowMs)
     }
   }
 
@@ -438,8 +438,8 @@ export class Swim {
     switch (update.kind) {
       case 'alive': return this.applyAlive(update, nowMs)
       case 'suspect': return this.applySuspect(update, nowMs)
-      case 'dead': return this.applyDead(update, nowMs)
-      case 'left': return this.applyLeft(update, nowMs)
+      case 'dead':
+      case 'left': return this.applyVerdict(update, nowMs)
     }
   }
 
@@ -512,11 +512,15 @@ export class Swim {
       this.random() < this.config.hearsayProbes / Math.max(1, this.liveCount() - 2)) this.startProbe(member.id, nowMs)
   }
 
-  private applyDead (update: Extract<Update, { kind: 'dead' }>, nowMs: number): void {
-    if (this.staleAboutSelf(update)) return
+  /**
+   * A death or a goodbye. A member already gone stays gone (a leave may still
+   * follow a death); about ourselves, it is a claim to outbid, unless we are leaving.
+   */
+  private applyVerdict (update: Extract<Update, { kind: 'dead' | 'left' }>, nowMs: number): void {
+    if (update.kind === 'dead' && this.staleAboutSelf(update)) return
     const member = this.members.get(update.id)
     if (member === undefined || update.incarnation < member.incarnation) return
-    if (member.state === 'dead' || member.state === 'left') return
+    if (member.state === 'left' || (update.kind === 'dead' && member.state === 'dead')) return
     if (update.id === this.id) {
       if (!this.leaving) this.refute(update.incarnation)
       return
@@ -524,22 +528,7 @@ export class Swim {
     const previousIncarnation = member.incarnation
     member.incarnation = update.incarnation
     this.suspicions.delete(member.id)
-    this.setState(member, 'dead', nowMs, previousIncarnation)
-    this.broadcasts.enqueue(update)
-  }
-
-  private applyLeft (update: Extract<Update, { kind: 'left' }>, nowMs: number): void {
-    const member = this.members.get(update.id)
-    if (member === undefined || update.incarnation < member.incarnation || member.state === 'left') return
-    if (update.id === this.id) {
-      // A previous life of ours left; this one has not.
-      if (!this.leaving) this.refute(update.incarnation)
-      return
-    }
-    const previousIncarnation = member.incarnation
-    member.incarnation = update.incarnation
-    this.suspicions.delete(member.id)
-    this.setState(member, 'left', nowMs, previousIncarnation)
+    this.setState(member, update.kind, nowMs, previousIncarnation)
     this.broadcasts.enqueue(update)
   }
 
@@ -561,7 +550,7 @@ export class Swim {
           }
           break
         case 'left':
-          this.applyLeft({ kind: 'left', id: record.id, incarnation: record.incarnation }, nowMs)
+          this.applyVerdict({ kind: 'left', id: record.id, incarnation: record.incarnation }, nowMs)
           break
       }
     }
