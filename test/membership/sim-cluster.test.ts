@@ -137,42 +137,38 @@ describe(`a ${SIZE}-member cluster through a sequence of faults (seed ${seed}; r
     report('restart', { member, deadAtIncarnation: deadIncarnation, aliveEverywhereMs: took })
   })
 
-  it('a member frozen for less than the suspicion timeout is suspected, refutes, and is never declared dead', () => {
+  /**
+   * Cuts one member off (`begin`), holds until someone suspects it, restores it
+   * (`end`), and checks it refuted and was never declared dead by anyone.
+   */
+  function briefOutage (what: string, begin: (id: string) => void, end: (id: string) => void) {
     expectAgreement('before')
-    const frozen = pickLive()
-    const before = incarnationOf(frozen)
+    const member = pickLive()
+    const before = incarnationOf(member)
     const from = cluster.events.length
-    cluster.pause(frozen)
-    const pauseMs = holdUntilSuspected(frozen, 1_000)
-    cluster.resume(frozen)
-    const took = cluster.runUntil(() => cluster.allAgree(), 30_000)
-    expect(took, why(`${frozen} alive everywhere after the freeze`)).toBeDefined()
+    begin(member)
+    const outageMs = holdUntilSuspected(member, 1_000)
+    end(member)
+    const took = cluster.runUntil(() => cluster.allAgree(), 60_000)
+    expect(took, why(`${member} alive everywhere after the ${what}`)).toBeDefined()
     const events = eventsFrom(cluster, from)
-    const suspectedBy = firstTimes(events, frozen, 'suspect')
-    expect(firstTimes(events, frozen, 'dead').size, why(`observers that declared ${frozen} dead`)).toBe(0)
-    expect(othersDeclaredDead(from, frozen), why('live members declared dead')).toEqual([])
-    expect(incarnationOf(frozen), why('refuted with a higher incarnation')).toBeGreaterThan(before)
-    report('short freeze', { member: frozen, pauseMs, suspectedBy: suspectedBy.size, aliveEverywhereAfterResumeMs: took })
+    expect(firstTimes(events, member, 'dead').size, why(`observers that declared ${member} dead`)).toBe(0)
+    expect(incarnationOf(member), why('refuted with a higher incarnation')).toBeGreaterThan(before)
+    return { member, from, outageMs, took, suspectedBy: firstTimes(events, member, 'suspect').size }
+  }
+
+  it('a member frozen for less than the suspicion timeout is suspected, refutes, and is never declared dead', () => {
+    const r = briefOutage('freeze', (id) => { cluster.pause(id) }, (id) => { cluster.resume(id) })
+    expect(othersDeclaredDead(r.from, r.member), why('live members declared dead')).toEqual([])
+    report('short freeze', { member: r.member, pauseMs: r.outageMs, suspectedBy: r.suspectedBy, aliveEverywhereAfterResumeMs: r.took })
   })
 
   it('a member whose messages are all lost for a while is suspected, refutes once heard, and is never declared dead', () => {
-    expectAgreement('before')
-    const muted = pickLive()
-    const before = incarnationOf(muted)
-    const from = cluster.events.length
-    cluster.mute(muted)
-    const muteMs = holdUntilSuspected(muted, 1_000)
-    cluster.unmute(muted)
-    const took = cluster.runUntil(() => cluster.allAgree(), 60_000)
-    expect(took, why(`${muted} alive everywhere after its outage`)).toBeDefined()
-    const events = eventsFrom(cluster, from)
-    const suspectedBy = firstTimes(events, muted, 'suspect')
-    expect(firstTimes(events, muted, 'dead').size, why(`observers that declared ${muted} dead`)).toBe(0)
-    expect(incarnationOf(muted), why('refuted with a higher incarnation')).toBeGreaterThan(before)
+    const r = briefOutage('outage', (id) => { cluster.mute(id) }, (id) => { cluster.unmute(id) })
     // The muted member also blamed others it could not hear back from; its accusations
     // were lost with the rest of its messages. Counted, not asserted: see the report.
-    const collateral = othersDeclaredDead(from, muted)
-    report('one-way outage', { member: muted, muteMs, suspectedBy: suspectedBy.size, everyoneAgreesMs: took, othersDeclaredDead: collateral.length })
+    const collateral = othersDeclaredDead(r.from, r.member)
+    report('one-way outage', { member: r.member, muteMs: r.outageMs, suspectedBy: r.suspectedBy, everyoneAgreesMs: r.took, othersDeclaredDead: collateral.length })
   })
 
   it('a member frozen beyond the suspicion timeout is declared dead by all, and after resuming refutes and is alive everywhere', () => {
