@@ -29,9 +29,13 @@ export function renderMembers (members: MemberView[]): string {
   return table(['MEMBER', 'STATE', 'INC', 'ADDRESS', 'CPU', 'MEMORY', 'LABELS', 'LAST HEARD'], rows) + `\n${members.length} members: ${counts}`
 }
 
-/** Prints the table, then one line per change until the signal aborts. */
+/**
+ * Prints the table, then one line per change until the signal aborts. With --json,
+ * one JSON document per line: the member list first, then each change.
+ */
 export async function watchMembers (client: Client, json: boolean, signal: AbortSignal): Promise<void> {
-  if (!json) await printMembers(client, false)
+  if (json) process.stdout.write(JSON.stringify(await client.members()) + '\n')
+  else await printMembers(client, false)
   await client.events((event) => {
     const { member, previous } = event.data
     if (json) {
