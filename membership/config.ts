@@ -19,6 +19,11 @@ export interface MembershipConfig {
    * pings that let a live suspect refute at once — without every member probing.
    */
   hearsayProbes: number
+  /**
+   * A member first seen (or back from the dead) less than this long ago is a
+   * newcomer: its suspicion is not shortened by confirmations.
+   */
+  newcomerGraceMs: number
   /** Local health: timeouts and the probe interval stretch up to this many times. */
   awarenessMax: number
   /** How often pending updates are gossiped without waiting for a probe. */
@@ -57,6 +62,7 @@ export const LAN: Readonly<MembershipConfig> = Object.freeze({
   indirectChecks: 3, // SWIM paper: k = 3 makes a false positive from one bad link unlikely
   suspicionMult: 4, // floor 2 s at ≤ 10 members, 2.6 s at 20, 4 s at 100
   suspicionMaxTimeoutMult: 4, // without confirmations, at most 4 × the floor
+  newcomerGraceMs: 10_000, // a node connects to every member within seconds of joining
   hearsayProbes: 4, // ≥ suspicionMult − 2 confirmations come quickly, at a cost of ~4 probes a suspicion
   awarenessMax: 8, // as memberlist: a sick node stretches its timeouts at most 8 ×
   gossipIntervalMs: 200, // news spreads in ~log(n) rounds of 200 ms
@@ -82,6 +88,9 @@ export const LOCAL: Readonly<MembershipConfig> = Object.freeze({
   suspicionMult: 3, // floor 0.6 s at ≤ 10 members, 0.78 s at 20
   suspicionMaxTimeoutMult: 5, // ceiling 3.9 s at 20 members when nobody confirms
   gossipIntervalMs: 100,
+  // Nodes of a testnet boot together: loading a node takes about a CPU-second, so
+  // twenty starting on two cores starve each other for many seconds.
+  newcomerGraceMs: 15_000,
   gossipToTheDeadMs: 30_000,
   pushPullIntervalMs: 10_000,
   reconnectIntervalMs: 2_000, // testnet partitions heal within seconds

@@ -40,8 +40,9 @@ export class Suspicion {
     return Math.max(this.minMs, Math.floor(this.maxMs - frac * (this.maxMs - this.minMs)))
   }
 
-  deadlineMs (): number {
-    return this.startMs + this.shiftMs + this.timeoutMs()
+  /** When the suspicion expires, with the timeout stretched `scale` times (local health). */
+  deadlineMs (scale = 1): number {
+    return this.startMs + this.shiftMs + this.timeoutMs() * scale
   }
 
   /** Pushes the deadline back, when this node itself was stalled. */

@@ -201,6 +201,17 @@ export class Swim {
     this.startProbe(id, nowMs)
   }
 
+  /**
+   * The caller's own measure of how late its event loop ran (the worst delay over
+   * the last probe interval). A node that cannot run its timers on time cannot judge
+   * others' timeliness either: a delay over half the probe timeout counts against
+   * its own health (Lifeguard), which stretches its probe and suspicion timeouts.
+   */
+  localDelay (delayMs: number, nowMs: number): void {
+    this.detectStall(nowMs)
+    if (delayMs > this.config.probeTimeoutMs / 2) this.adjustAwareness(1)
+  }
+
   /** Join the cluster through the members at these addresses (ids unknown). */
   join (seedAddrs: string[]): void {
     for (const addr of seedAddrs) {
@@ -407,7 +418,10 @@ export class Swim {
 
   private expireSuspicions (nowMs: number): void {
     for (const [id, suspicion] of [...this.suspicions]) {
-      if (nowMs < suspicion.deadlineMs()) continue
+      // Lifeguard's local health stretches our own suspicions too: a node that doubts
+      // its own timing (missed nacks, stalls, refutations) waits longer before it
+      // declares anyone dead; a healthy node (score 0) is not slowed at all.
+      if (nowMs < suspicion.deadlineMs(this.awareness + 1)) continue
       this.suspicions.delete(id)
       const member = this.members.get(id)
       if (member === undefined || member.state !== 'suspect') continue
@@ -415,13 +429,19 @@ export class Swim {
     }
   }
 
-  private startSuspicion (member: Member, from: string, nowMs: number): void {
+  /** `aliveSinceMs`: since when this node has known the member alive (first seen, or back from the dead). */
+  private startSuspicion (member: Member, from: string, aliveSinceMs: number, nowMs: number): void {
     const n = this.liveCount()
     // Lifeguard: K = suspicionMult − 2 confirmations bring the timeout to its floor,
     // fewer in a cluster too small to have that many other witnesses.
     const expected = Math.min(this.config.suspicionMult - 2, Math.max(0, n - 2))
+    const maxMs = suspicionMaxMs(this.config, n)
+    // A newcomer is at its busiest in its first seconds (a connection and a handshake
+    // with every member, its code still cold): everyone fails to reach it at once, so
+    // confirmations prove little. Its suspicion runs to the ceiling.
+    const newcomer = nowMs - aliveSinceMs < this.config.newcomerGraceMs
     this.suspicions.set(member.id, new Suspicion({
-      from, startMs: nowMs, minMs: suspicionMinMs(this.config, n), maxMs: suspicionMaxMs(this.config, n), expected,
+      from, startMs: nowMs, minMs: newcomer ? maxMs : suspicionMinMs(this.config, n), maxMs, expected,
     }))
   }
 
@@ -500,9 +520,10 @@ export class Swim {
       return
     }
     const previousIncarnation = member.incarnation
+    const aliveSinceMs = member.stateSinceMs
     member.incarnation = update.incarnation
     this.setState(member, 'suspect', nowMs, previousIncarnation)
-    this.startSuspicion(member, update.from, nowMs)
+    this.startSuspicion(member, update.from, aliveSinceMs, nowMs)
     this.broadcasts.enqueue(update)
     // Check for ourselves: our own probe is an independent witness (a confirmation if
     // it fails too), and its buddy-system ping tells the suspect to refute at once.
@@ -520,6 +541,14 @@ export class Swim {
     if (update.kind === 'dead' && this.staleAboutSelf(update)) return
     const member = this.members.get(update.id)
     if (member === undefined || update.incarnation < member.incarnation) return
+    // Another's "dead" for a member we still see alive is only a suspicion here: we
+    // have no failed probe of our own, and the verdict may be stale (the other side
+    // of a healed partition). A live member then gets its buddy ping and refutes;
+    // a dead one is confirmed by our own probe. Members we already suspect die at once.
+    if (update.kind === 'dead' && member.state === 'alive' && update.id !== this.id) {
+      this.applySuspect({ kind: 'suspect', id: update.id, incarnation: update.incarnation, from: update.from }, nowMs)
+      return
+    }
     if (member.state === 'left' || (update.kind === 'dead' && member.state === 'dead')) return
     if (update.id === this.id) {
       if (!this.leaving) this.refute(update.incarnation)

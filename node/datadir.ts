@@ -2,12 +2,13 @@
 // (an Ed25519 key, so the peer id survives restarts), and a lock so that two
 // processes never share one dir.
 
-import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { z } from 'zod'
 import { InputError, MurmurError } from './errors.ts'
+import { tryLock } from './pidlock.ts'
 
 const MARKER = 'murmur.json'
 const KEY = 'identity.key'
@@ -80,34 +81,13 @@ async function createIdentity (dir: string, peerIdOf: (key: PrivateKey) => strin
   return key
 }
 
-/** An exclusive lock: a file holding our pid, taken over only from a process that no longer exists. */
+/** One process per data dir. */
 async function lock (dir: string): Promise<() => Promise<void>> {
-  const path = join(dir, LOCK)
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(path, 'wx')
-      await handle.writeFile(String(process.pid))
-      await handle.close()
-      return async () => { await rm(path, { force: true }) }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isRunning(pid)) {
-        throw new MurmurError('DATA_DIR_LOCKED', `data dir ${dir} is in use by another murmur node (pid ${pid}); stop it or choose another --data-dir`)
-      }
-      await rm(path, { force: true })
-    }
+  const result = await tryLock(join(dir, LOCK))
+  if ('heldBy' in result) {
+    throw new MurmurError('DATA_DIR_LOCKED', `data dir ${dir} is in use by another murmur node (pid ${result.heldBy}); stop it or choose another --data-dir`)
   }
-  throw new MurmurError('DATA_DIR_LOCKED', `could not lock data dir ${dir}`)
-}
-
-function isRunning (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
+  return result.release
 }
 
 export async function writeRuntime (dir: string, info: object): Promise<void> {

@@ -4,6 +4,7 @@
 // inputs: a refused dial is an undeliverable message, a closed connection a hint.
 
 import { EventEmitter } from 'node:events'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
@@ -69,6 +70,8 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
   private readonly links = new Map<string, Link>()
   private readonly pending = new Set<Promise<void>>()
   private timer: NodeJS.Timeout | null = null
+  private delayTimer: NodeJS.Timeout | null = null
+  private readonly delay = monitorEventLoopDelay({ resolution: 10 })
   /** Collects the join dials of one join() call. */
   private joinAttempts: Array<Promise<boolean>> | null = null
   private stopped = false
@@ -93,7 +96,19 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
       maxInboundStreams: TRANSPORT_LIMITS.inboundStreamsPerConnectionMax,
     })
     this.host.addEventListener('peer:disconnect', this.onDisconnect)
-    this.timer = setInterval(() => { this.step((now) => { this.swim.tick(now) }) }, this.tickMs)
+    // Our own event-loop delay, fed to Lifeguard's local health once per probe interval.
+    this.delay.enable()
+    this.delayTimer = setInterval(() => {
+      const worstMs = this.delay.max / 1e6
+      this.delay.reset()
+      this.step((now) => { this.swim.localDelay(worstMs, now) })
+    }, this.swim.config.probeIntervalMs)
+    // The tick runs in the check phase (setImmediate), after the event loop has polled
+    // for I/O: when this process was starved, an ack that arrived meanwhile is read
+    // before the probe it answers can time out. A timer callback runs before that poll.
+    this.timer = setInterval(() => {
+      setImmediate(() => { this.step((now) => { this.swim.tick(now) }) })
+    }, this.tickMs)
   }
 
   /**
@@ -154,6 +169,8 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
   async stop (): Promise<void> {
     this.stopped = true
     if (this.timer !== null) clearInterval(this.timer)
+    if (this.delayTimer !== null) clearInterval(this.delayTimer)
+    this.delay.disable()
     this.host.removeEventListener('peer:disconnect', this.onDisconnect)
     await this.host.unhandle(MEMBERSHIP_PROTOCOL).catch(() => {})
     for (const link of this.links.values()) link.raw?.abort(new Error('membership stopped'))

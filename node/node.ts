@@ -86,7 +86,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         log: log.child({ component: 'membership' }),
       })
       membership.on('event', (event) => {
-        logMemberEvent(log, event)
+        logMemberEvent(log, event, membership.swim.health)
         events.emit('event', event)
       })
       await membership.start()
@@ -166,10 +166,11 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   }
 }
 
-function logMemberEvent (log: Logger, event: MemberEvent): void {
+/** `health` is this node's own Lifeguard score when it logged the change: 0 is healthy. */
+function logMemberEvent (log: Logger, event: MemberEvent, health: number): void {
   const { member, previous } = event
   if (previous === member.state && event.previousIncarnation === member.incarnation) return
-  const fields = { member: member.id, state: member.state, previous, incarnation: member.incarnation }
+  const fields = { member: member.id, state: member.state, previous, incarnation: member.incarnation, health }
   if (member.state === 'dead' || member.state === 'suspect') log.warn(fields, `member ${member.state}`)
   else log.info(fields, previous === null ? 'member joined' : `member ${member.state}`)
 }

@@ -44,7 +44,8 @@ describe('a 5-node testnet on loopback', () => {
     for (const node of state.nodes) {
       const { members, self } = await connect(node.apiUrl).members()
       expect(self).toBe(node.peerId)
-      expect(members.map((m) => m.state)).toEqual(Array(N).fill('alive'))
+      // A passing suspicion under load is allowed; a death is not.
+      expect(members.filter((m) => m.state === 'dead' || m.state === 'left')).toEqual([])
       expect(new Set(members.map((m) => m.id))).toEqual(new Set(state.nodes.map((n) => n.peerId)))
       for (const m of members) {
         expect(m.meta.cpuMillis).toBeGreaterThan(0)
@@ -60,7 +61,8 @@ describe('a 5-node testnet on loopback', () => {
     expect(members.code, members.stderr).toBe(0)
     const parsed = JSON.parse(members.stdout) as { self: string, members: Array<{ id: string, state: string }> }
     expect(parsed.self).toBe(state.nodes[1]!.peerId)
-    expect(parsed.members.filter((m) => m.state === 'alive')).toHaveLength(N)
+    expect(parsed.members).toHaveLength(N)
+    expect(parsed.members.filter((m) => m.state === 'dead' || m.state === 'left')).toEqual([])
 
     const status = await murmur(['testnet', 'status', '--json', '--dir', dir])
     expect(status.code, status.stderr).toBe(0)

@@ -16,7 +16,8 @@ export function makeSwim (id: string, options: { nowMs?: number, config?: Member
   const rng = new Rng(`unit/${id}`)
   return new Swim({
     self: { id, addrs: [`sim://${id}`], meta: options.meta ?? meta() },
-    config: membershipConfig(options.config ?? {}, SIM),
+    // Unit tests start every member at once; the newcomer grace has its own test.
+    config: membershipConfig({ newcomerGraceMs: 0, ...options.config }, SIM),
     random: () => rng.next(),
     nowMs: options.nowMs ?? 0,
     ...(options.incarnation === undefined ? {} : { incarnation: options.incarnation }),

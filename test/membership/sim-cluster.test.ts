@@ -209,12 +209,13 @@ describe(`a ${SIZE}-member cluster through a sequence of faults (seed ${seed}; r
     const split = cluster.runUntil(() => sees(sideA, sideB, 'dead') && sees(sideB, sideA, 'dead'), 120_000)
     expect(split, why('each side declares the other dead')).toBeDefined()
     expect(sees(sideA, sideA, 'alive') && sees(sideB, sideB, 'alive'), why('each side still sees itself alive')).toBe(true)
+    const healAtMs = cluster.nowMs
     cluster.heal()
     const healed = cluster.runUntil(() => cluster.allAgree(), 120_000)
     expect(healed, why('one view after the heal')).toBeDefined()
     const side = new Map([...sideA.map((id) => [id, 'A'] as const), ...sideB.map((id) => [id, 'B'] as const)])
     const ownSide = eventsFrom(cluster, from, (e) => e.event.member.state === 'dead' && side.get(e.observer) === side.get(e.event.member.id))
-    expect(ownSide.length, why('members declared dead by their own side')).toBe(0)
+    expect(ownSide.map((e) => `${e.atMs} ${e.observer} -> ${e.event.member.id} inc ${e.event.member.incarnation} healAt ${healAtMs}`), why('members declared dead by their own side')).toEqual([])
     report('partition', { sides: `${sideA.length}/${sideB.length}`, eachSideDeadMs: split, everyoneAgreesAfterHealMs: healed })
   })
 

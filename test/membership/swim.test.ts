@@ -296,7 +296,7 @@ describe('leaving', () => {
 describe('verdicts from across a partition', () => {
   it('takes a death reported by a member it holds dead as a suspicion only, and checks for itself', () => {
     const [b] = swims('b', 'a', 'c', 'd')
-    b.receive('d', gossip({ kind: 'dead', id: 'a', incarnation: 0, from: 'd' }), 0)
+    b.receive('d', gossip({ kind: 'suspect', id: 'a', incarnation: 0, from: 'd' }, { kind: 'dead', id: 'a', incarnation: 0, from: 'd' }), 0)
     expect(b.member('a')?.state).toBe('dead')
     b.drain()
     // a is back (a healed partition) and brings its side's stale verdict on c.
@@ -306,10 +306,32 @@ describe('verdicts from across a partition', () => {
     expect(ping?.message.type === 'ping' && ping.message.updates[0]).toMatchObject({ kind: 'suspect', id: 'c' })
   })
 
-  it('takes a death reported by a live member as a death', () => {
+  it('takes a death as a suspicion while it sees the member alive, as a death once it suspects it too', () => {
     const [b] = swims('b', 'a', 'c')
     b.receive('a', gossip({ kind: 'dead', id: 'c', incarnation: 0, from: 'a' }), 10)
+    expect(b.member('c')?.state).toBe('suspect')
+    b.receive('a', gossip({ kind: 'dead', id: 'c', incarnation: 0, from: 'a' }), 20)
     expect(b.member('c')?.state).toBe('dead')
+  })
+
+  it('lets a newcomer\'s suspicion run to the ceiling, confirmations or not', () => {
+    const [b] = swims('b', 'a', 'c', 'd')
+    // awarenessMax 1: its own unanswered probes must not stretch the timeout here.
+    const graced = makeSwim('e', { config: { newcomerGraceMs: 10_000, awarenessMax: 1 } })
+    mesh([graced, b])
+    for (const other of ['a', 'c', 'd']) graced.receive(other, gossip({ kind: 'alive', id: other, incarnation: 0, addrs: [`sim://${other}`], meta: b.member(other)!.meta }), 0)
+    graced.receive('a', gossip({ kind: 'suspect', id: 'b', incarnation: 0, from: 'a' }, { kind: 'suspect', id: 'b', incarnation: 0, from: 'c' }, { kind: 'suspect', id: 'b', incarnation: 0, from: 'd' }), 100)
+    const n = graced.list().filter((m) => m.state === 'alive' || m.state === 'suspect').length
+    let t = 100
+    const tickUntil = (toMs: number): void => {
+      for (t += 10; t <= toMs; t += 10) graced.tick(t)
+      t -= 10
+      graced.drain()
+    }
+    tickUntil(100 + suspicionMinMs(SIM, n) + 10)
+    expect(graced.member('b')?.state).toBe('suspect')
+    tickUntil(100 + suspicionMaxMs(SIM, n) + 10)
+    expect(graced.member('b')?.state).toBe('dead')
   })
 })
 
@@ -327,6 +349,16 @@ describe('coming back', () => {
     expect(b.member('a')).toMatchObject({ state: 'alive' })
     expect(b.member('a')!.incarnation).toBeGreaterThan(deadIncarnation)
     expect(reborn.member('b')?.state).toBe('alive')
+  })
+})
+
+describe('local health from event-loop delay', () => {
+  it('doubts itself when its own event loop ran late by more than half a probe timeout', () => {
+    const [a] = swims('a', 'b')
+    a.localDelay(SIM.probeTimeoutMs / 2, 10)
+    expect(a.health).toBe(0)
+    a.localDelay(SIM.probeTimeoutMs / 2 + 1, 20)
+    expect(a.health).toBe(1)
   })
 })
 

@@ -5,6 +5,7 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
+import { tryLock } from '../../node/pidlock.ts'
 
 export const DEFAULT_DIR = '.murmur/testnet'
 const FILE = 'testnet.json'
@@ -68,4 +69,30 @@ export async function writeState (state: TestnetState): Promise<void> {
 
 export async function removeState (dir: string): Promise<void> {
   await rm(stateFile(dir), { force: true })
+}
+
+const LOCK = 'testnet.lock'
+/** How long a command waits for another one on the same testnet before giving up. */
+const LOCK_WAIT_MS = 90_000
+
+/**
+ * Runs `fn` holding the testnet's lock, so that two commands (say `add` and
+ * `restart` from two terminals) never read, change and write the state file over
+ * each other and lose a PID. A lock left by a process that is gone is taken over.
+ */
+export async function withStateLock<T> (dir: string, fn: () => Promise<T>): Promise<T> {
+  await mkdir(resolve(dir), { recursive: true })
+  const path = join(resolve(dir), LOCK)
+  const deadline = Date.now() + LOCK_WAIT_MS
+  let lock = await tryLock(path)
+  while ('heldBy' in lock) {
+    if (Date.now() > deadline) throw new Error(`another murmur command (pid ${lock.heldBy}) is changing the testnet in ${resolve(dir)}; wait for it to finish`)
+    await new Promise((r) => setTimeout(r, 50))
+    lock = await tryLock(path)
+  }
+  try {
+    return await fn()
+  } finally {
+    await lock.release()
+  }
 }
