@@ -24,6 +24,8 @@ export interface MembershipConfig {
    * newcomer: its suspicion is not shortened by confirmations.
    */
   newcomerGraceMs: number
+  /** At most this many members are known; beyond it, newcomers are ignored (a hostile push-pull cannot grow the table without bound). */
+  membersMax: number
   /** Local health: timeouts and the probe interval stretch up to this many times. */
   awarenessMax: number
   /** How often pending updates are gossiped without waiting for a probe. */
@@ -63,6 +65,7 @@ export const LAN: Readonly<MembershipConfig> = Object.freeze({
   suspicionMult: 4, // floor 2 s at ≤ 10 members, 2.6 s at 20, 4 s at 100
   suspicionMaxTimeoutMult: 4, // without confirmations, at most 4 × the floor
   newcomerGraceMs: 10_000, // a node connects to every member within seconds of joining
+  membersMax: 10_000, // ten times the largest cluster we plan for; one push-pull carries at most this many
   hearsayProbes: 4, // ≥ suspicionMult − 2 confirmations come quickly, at a cost of ~4 probes a suspicion
   awarenessMax: 8, // as memberlist: a sick node stretches its timeouts at most 8 ×
   gossipIntervalMs: 200, // news spreads in ~log(n) rounds of 200 ms

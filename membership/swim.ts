@@ -474,6 +474,7 @@ export class Swim {
     }
     const member = this.members.get(update.id)
     if (member === undefined) {
+      if (this.members.size >= this.config.membersMax) return
       const fresh: Member = {
         id: update.id,
         addrs: [...update.addrs],

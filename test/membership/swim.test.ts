@@ -352,6 +352,15 @@ describe('coming back', () => {
   })
 })
 
+describe('limits', () => {
+  it('knows at most membersMax members, however many a peer announces', () => {
+    const a = makeSwim('a', { config: { membersMax: 3 } })
+    const others = ['b', 'c', 'd', 'e'].map((id) => ({ kind: 'alive' as const, id, incarnation: 0, addrs: [`sim://${id}`], meta: a.member('a')!.meta }))
+    a.receive('b', gossip(...others), 10)
+    expect(a.list().map((m) => m.id)).toEqual(['a', 'b', 'c'])
+  })
+})
+
 describe('local health from event-loop delay', () => {
   it('doubts itself when its own event loop ran late by more than half a probe timeout', () => {
     const [a] = swims('a', 'b')
