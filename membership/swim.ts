@@ -72,6 +72,8 @@ export class Swim {
   private seq = 0
   /** Lifeguard local health: 0 is healthy; timeouts are multiplied by awareness + 1. */
   private awareness = 0
+  /** Members neither dead nor gone, counted once per change: piggyback() needs it on every message. */
+  private liveCached: number | null = null
   private leaving = false
   private lastInputMs: number
   private nextProbeMs: number
@@ -485,6 +487,7 @@ export class Swim {
         lastHeardMs: null,
       }
       this.members.set(fresh.id, fresh)
+      this.liveCached = null
       // A newcomer goes to a random place in this round, as in memberlist.
       const at = this.probeIndex + Math.floor(this.random() * (this.probeOrder.length - this.probeIndex + 1))
       this.probeOrder.splice(at, 0, fresh.id)
@@ -501,6 +504,7 @@ export class Swim {
     this.suspicions.delete(member.id)
     if (previous !== 'alive') member.stateSinceMs = nowMs
     member.state = 'alive'
+    this.liveCached = null
     this.emit(member, previous, previousIncarnation)
     this.broadcasts.enqueue(update)
   }
@@ -664,7 +668,10 @@ export class Swim {
   private reap (nowMs: number): void {
     for (const member of [...this.members.values()]) {
       if (member.id === this.id || (member.state !== 'dead' && member.state !== 'left')) continue
-      if (nowMs - member.stateSinceMs >= this.config.deadRetentionMs) this.members.delete(member.id)
+      if (nowMs - member.stateSinceMs >= this.config.deadRetentionMs) {
+        this.members.delete(member.id)
+        this.liveCached = null
+      }
     }
   }
 
@@ -680,10 +687,14 @@ export class Swim {
 
   /** Members that are neither dead nor gone: the n of every formula. */
   private liveCount (): number {
-    let n = 0
-    for (const member of this.members.values()) if (member.state === 'alive' || member.state === 'suspect') n++
-    return n
+    if (this.liveCached === null) {
+      let n = 0
+      for (const member of this.members.values()) if (member.state === 'alive' || member.state === 'suspect') n++
+      this.liveCached = n
+    }
+    return this.liveCached
   }
+
 
   private others (keep: (m: Member) => boolean): Member[] {
     const list: Member[] = []
@@ -700,6 +711,7 @@ export class Swim {
   private setState (member: Member, state: MemberState, nowMs: number, previousIncarnation: number): void {
     const previous = member.state
     member.state = state
+    this.liveCached = null
     member.stateSinceMs = nowMs
     this.emit(member, previous, previousIncarnation)
   }

@@ -1,12 +1,10 @@
 // The conformance suite on real node processes: a 5-node testnet on loopback,
 // Swim over libp2p, every view read through a node's HTTP API.
 
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { connect } from '../../cli/client.ts'
 import type { TestnetState } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
+import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
 import { type ClusterHarness, membershipConformance } from './scenarios.ts'
 
@@ -14,10 +12,7 @@ function realHarness (): ClusterHarness {
   let dir = ''
   let state: TestnetState
   return {
-    start: async (n) => {
-      dir = await mkdtemp(join(tmpdir(), 'murmur-conformance-'))
-      state = await testnet.up({ nodes: n, dir })
-    },
+    start: async (n) => { ({ dir, state } = await startTestnet('conformance', n)) },
     crash: async (i) => { await testnet.kill(dir, i) },
     pause: async (i) => { await testnet.pause(dir, i) },
     resume: async (i) => { await testnet.resume(dir, i) },
@@ -30,11 +25,7 @@ function realHarness (): ClusterHarness {
     },
     // A liveness limit far above any expected time, not a performance assertion.
     waitFor: async (what, check) => { await waitUntil(what, check, (done) => done, 30_000) },
-    stop: async () => {
-      if (dir === '') return
-      await testnet.down({ dir })
-      await rm(dir, { recursive: true, force: true })
-    },
+    stop: async () => { await stopTestnet(dir) },
     describe: () => `testnet in ${dir}`,
   }
 }

@@ -3,14 +3,13 @@
 // Crash, hang, leave and restart run in test/conformance on both the simulator
 // and real processes.
 
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connect, type MemberState } from '../../cli/client.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import type { TestnetState } from '../../testnet/local/state.ts'
 import { murmur } from '../helpers/cli.ts'
+import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const N = 5
@@ -31,14 +30,10 @@ const all = (state: MemberState) => (views: Array<MemberState | 'unknown'>) => v
 
 describe('a 5-node testnet on loopback', () => {
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'murmur-e2e-'))
-    state = await testnet.up({ nodes: N, dir })
+    ({ dir, state } = await startTestnet('e2e', N))
   }, 90_000)
 
-  afterAll(async () => {
-    await testnet.down({ dir })
-    await rm(dir, { recursive: true, force: true })
-  }, 60_000)
+  afterAll(async () => { await stopTestnet(dir) }, 60_000)
 
   it('every node sees all 5 alive, with capacity and labels', async () => {
     for (const node of state.nodes) {

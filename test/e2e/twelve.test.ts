@@ -2,13 +2,11 @@
 // connection limit and gossip scoring by IP used to break clusters (FIELD-NOTES).
 // An in-memory transport would hide both, so this runs on TCP loopback.
 
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { connect } from '../../cli/client.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import type { TestnetState } from '../../testnet/local/state.ts'
+import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const N = 12
@@ -16,14 +14,10 @@ let dir: string
 let state: TestnetState
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'murmur-e2e12-'))
-  state = await testnet.up({ nodes: N, dir, timeoutMs: 120_000 })
+  ({ dir, state } = await startTestnet('e2e12', N, 120_000))
 }, 150_000)
 
-afterAll(async () => {
-  await testnet.down({ dir })
-  await rm(dir, { recursive: true, force: true })
-}, 60_000)
+afterAll(async () => { await stopTestnet(dir) }, 60_000)
 
 it('12 nodes started at once all see each other, and all see a crash', async () => {
   // up() returned once every node listed all 12 alive. Twelve processes booting on

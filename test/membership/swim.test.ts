@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { SIM, suspicionMaxMs, suspicionMinMs } from '../../membership/config.ts'
 import type { Swim } from '../../membership/swim.ts'
 import type { MemberEvent, Message, Outbound, Update } from '../../membership/types.ts'
-import { aliveOf, makeSwim, mesh, run, settle, wire } from './helpers.ts'
+import { aliveOf, makeSwim, mesh, run, wire } from './helpers.ts'
 
 /** Members that all know each other, one per id, in the order given. */
 function swims<const T extends string[]> (...ids: T): { [K in keyof T]: Swim } {
