@@ -1,0 +1,101 @@
+// The records of the cluster state and their bounds. Every record that a reader
+// takes out of the document passes through these schemas: the document is filled
+// by peers, so what it holds is input like any other.
+
+import { z } from 'zod'
+
+export const RECORD_LIMITS = Object.freeze({
+  idCharsMax: 128,
+  nameCharsMax: 253,
+  addrCharsMax: 256,
+  addrsMax: 16,
+  labelsMax: 64,
+  labelKeyCharsMax: 63,
+  labelValueCharsMax: 255,
+  /** The JSON of one record; a job's spec is the only large part. */
+  nodeRecordBytesMax: 16 * 1024,
+  jobRecordBytesMax: 64 * 1024,
+  taskRecordBytesMax: 16 * 1024,
+  reasonCharsMax: 1_024,
+})
+
+const L = RECORD_LIMITS
+const id = z.string().min(1).max(L.idCharsMax)
+const counter = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+/** Milliseconds since the epoch, by the writer's clock. */
+const time = counter
+
+export const labelsSchema = z.record(z.string().min(1).max(L.labelKeyCharsMax), z.string().max(L.labelValueCharsMax))
+  .refine((labels) => Object.keys(labels).length <= L.labelsMax, `at most ${L.labelsMax} labels`)
+
+/** A node's own record, written by that node only: what it is and what it offers. */
+export const nodeRecordSchema = z.object({
+  id,
+  addrs: z.array(z.string().min(1).max(L.addrCharsMax)).max(L.addrsMax),
+  apiUrl: z.string().max(L.addrCharsMax),
+  cpuMillis: counter,
+  memoryBytes: counter,
+  labels: labelsSchema,
+  /** When this life of the node started, and when it last changed this record. */
+  startedAt: time,
+  updatedAt: time,
+}).strict()
+export type NodeRecord = z.infer<typeof nodeRecordSchema>
+
+/**
+ * A job as one writer last set it. Several nodes may hold a record of one job (the
+ * submitter, and any node that changed its desired state): the highest version
+ * wins (see `resolveJob`). The spec is validated by the jobs layer; here it is
+ * bounded JSON.
+ */
+export const jobRecordSchema = z.object({
+  id,
+  name: z.string().min(1).max(L.nameCharsMax),
+  type: z.enum(['batch', 'service', 'cron']),
+  spec: z.record(z.string(), z.unknown()),
+  desired: z.enum(['running', 'stopped']),
+  version: counter.min(1),
+  submittedBy: id,
+  submittedAt: time,
+  updatedAt: time,
+  /** Set when the job can run no more (a batch that finished, a stopped job): retention counts from here. */
+  finishedAt: time.optional(),
+}).strict()
+export type JobRecord = z.infer<typeof jobRecordSchema>
+
+export const TASK_STATES = ['claimed', 'starting', 'running', 'exited', 'failed', 'killed', 'lost'] as const
+export type TaskState = typeof TASK_STATES[number]
+
+/**
+ * One node's record of one task instance: its claim and how the task is doing
+ * there. Written by that node only (`node`). Several nodes' claims of one
+ * instance can coexist; placement decides which stays.
+ */
+export const taskRecordSchema = z.object({
+  id,
+  job: id,
+  node: id,
+  generation: counter,
+  state: z.enum(TASK_STATES),
+  since: time,
+  startedAt: time.optional(),
+  /** Set when the task has ended for good on this node: retention counts from here. */
+  finishedAt: time.optional(),
+  exit: z.object({
+    code: z.number().int().nullable(),
+    signal: z.string().max(32).nullable(),
+    reason: z.string().max(L.reasonCharsMax),
+  }).strict().optional(),
+  restarts: counter,
+}).strict()
+export type TaskRecord = z.infer<typeof taskRecordSchema>
+
+/** The job that the given records of one job id describe: highest version, then the greater writer id. */
+export function resolveJob (records: ReadonlyArray<{ writer: string, record: JobRecord }>): JobRecord | undefined {
+  let best: { writer: string, record: JobRecord } | undefined
+  for (const r of records) {
+    if (best === undefined || r.record.version > best.record.version ||
+      (r.record.version === best.record.version && r.writer > best.writer)) best = r
+  }
+  return best?.record
+}

@@ -1,0 +1,533 @@
+// The cluster state: one Y.Doc with a typed schema, read through validating
+// accessors and written under a writer rule. No I/O: the node feeds it updates
+// and persists and spreads what it emits (see README.md for the key space).
+
+import * as Y from 'yjs'
+import type { Item } from 'yjs'
+import type { z } from 'zod'
+import {
+  type JobRecord, type NodeRecord, RECORD_LIMITS, type TaskRecord,
+  jobRecordSchema, nodeRecordSchema, resolveJob, taskRecordSchema,
+} from './schema.ts'
+
+export type Kind = 'nodes' | 'jobs' | 'tasks'
+/** Kinds whose records live in writer spaces (see README.md). */
+export type SpacedKind = 'jobs' | 'tasks'
+export const KINDS: readonly Kind[] = ['nodes', 'jobs', 'tasks']
+const SPACED: readonly SpacedKind[] = ['jobs', 'tasks']
+
+/** Transaction origins: writes of this process (local) and updates from elsewhere. */
+export const ORIGIN = Object.freeze({
+  write: 'write',
+  maintain: 'maintain',
+  /** Loaded from this node's own disk at start. */
+  load: 'load',
+  remote: 'remote',
+})
+
+export interface StateChange {
+  kind: Kind
+  /** Record ids whose value (as readers see it) appeared, changed or disappeared. */
+  ids: string[]
+  /** True for writes of this process, false for updates that came from peers or the disk. */
+  local: boolean
+}
+
+export interface InvalidRecord {
+  kind: Kind
+  /** The key in its map, and for spaced kinds the writer space it is in. */
+  key: string
+  space?: string
+  reason: string
+}
+
+/** Thrown when a write breaks the schema, the writer rule or a size limit. */
+export class StateError extends Error {
+  override name = 'StateError'
+  readonly code: string
+  constructor (code: string, message: string) {
+    super(message)
+    this.code = code
+  }
+}
+
+export interface RetentionPolicy {
+  now: number
+  /** Finished tasks are removed this long after they finished. */
+  taskRetentionMs: number
+  /** Finished or stopped jobs are removed this long after they finished. */
+  jobRetentionMs: number
+  /** True for a node that is gone for good (dead or left for longer than the node retention). */
+  isGone: (nodeId: string) => boolean
+  /** A writer space is rebuilt when its garbage exceeds max(this, 2 × its live records). */
+  rotateGarbageMin?: number
+}
+
+export interface MaintenanceReport {
+  removedTasks: number
+  removedJobs: number
+  removedNodes: string[]
+  removedSpaces: number
+  adoptedJobs: number
+  migratedRecords: number
+  rotatedSpaces: number
+}
+
+interface Entry<T> { writer: string, record: T }
+type RecordOf<K extends SpacedKind> = K extends 'jobs' ? JobRecord : TaskRecord
+
+const SCHEMAS = { nodes: nodeRecordSchema, jobs: jobRecordSchema, tasks: taskRecordSchema } as const
+const BYTES_MAX = { nodes: RECORD_LIMITS.nodeRecordBytesMax, jobs: RECORD_LIMITS.jobRecordBytesMax, tasks: RECORD_LIMITS.taskRecordBytesMax } as const
+const ROTATE_GARBAGE_MIN = 1_024
+
+/** `<node id>/<life id>`: the records one life of one node writes. */
+export function spaceKey (node: string, life: string): string {
+  return `${node}/${life}`
+}
+
+export function parseSpaceKey (key: string): { node: string, life: string } | null {
+  const slash = key.lastIndexOf('/')
+  if (slash <= 0 || slash === key.length - 1 || key.length > 2 * RECORD_LIMITS.idCharsMax + 1) return null
+  return { node: key.slice(0, slash), life: key.slice(slash + 1) }
+}
+
+export class ClusterState {
+  readonly doc: Y.Doc
+  /** This node's id, and the life id of its state database (new after a reset). */
+  readonly self: string
+  readonly life: string
+  private readonly nodeIndex = new Map<string, NodeRecord>()
+  /** kind → space key → record id → record. */
+  private readonly spaces: Record<SpacedKind, Map<string, Map<string, unknown>>> = { jobs: new Map(), tasks: new Map() }
+  /** kind → record id → space key → record. */
+  private readonly byId: Record<SpacedKind, Map<string, Map<string, unknown>>> = { jobs: new Map(), tasks: new Map() }
+  private readonly changeListeners = new Set<(change: StateChange) => void>()
+  private readonly invalidListeners = new Set<(invalid: InvalidRecord) => void>()
+  private invalidCount = 0
+
+  constructor (init: { self: string, life: string, doc?: Y.Doc }) {
+    this.self = init.self
+    this.life = init.life
+    this.doc = init.doc ?? new Y.Doc()
+    this.doc.getMap('nodes').observe((event, tr) => {
+      const ids: string[] = []
+      for (const key of event.keysChanged) if (this.reindexNode(key)) ids.push(key)
+      this.emit({ kind: 'nodes', ids, local: isLocal(tr) })
+    })
+    for (const kind of SPACED) {
+      this.top(kind).observeDeep((events, tr) => {
+        const ids = new Set<string>()
+        for (const event of events as unknown as Array<Y.YMapEvent<unknown>>) {
+          if (event.target === this.top(kind)) {
+            for (const space of event.keysChanged) for (const id of this.reindexSpace(kind, space)) ids.add(id)
+          } else if (event.path.length === 1 && typeof event.path[0] === 'string') {
+            const space = event.path[0]
+            for (const key of event.keysChanged) if (this.reindexRecord(kind, space, key)) ids.add(key)
+          }
+        }
+        this.emit({ kind, ids: [...ids], local: isLocal(tr) })
+      })
+    }
+    // Records already in a doc handed to us are indexed now.
+    for (const key of this.doc.getMap('nodes').keys()) this.reindexNode(key)
+    for (const kind of SPACED) for (const space of this.top(kind).keys()) this.reindexSpace(kind, space)
+  }
+
+  // --- reading -------------------------------------------------------------
+
+  node (id: string): NodeRecord | undefined { return this.nodeIndex.get(id) }
+  nodes (): NodeRecord[] { return [...this.nodeIndex.values()] }
+
+  /** The job as its highest-versioned record says. */
+  job (id: string): JobRecord | undefined { return resolveJob(this.entries('jobs', id)) }
+  jobs (): JobRecord[] {
+    const out: JobRecord[] = []
+    for (const id of this.byId.jobs.keys()) {
+      const job = this.job(id)
+      if (job !== undefined) out.push(job)
+    }
+    return out
+  }
+
+  /** Every node's record of one job, with the node that wrote it. */
+  jobRecords (id: string): Array<Entry<JobRecord>> { return this.entries('jobs', id) }
+
+  /** Every node's claim of one task instance. */
+  taskClaims (id: string): TaskRecord[] { return this.entries('tasks', id).map((e) => e.record) }
+  tasks (): TaskRecord[] {
+    const out: TaskRecord[] = []
+    for (const id of this.byId.tasks.keys()) out.push(...this.taskClaims(id))
+    return out
+  }
+
+  counts (): { nodes: number, jobs: number, tasks: number, spaces: number, invalid: number } {
+    return {
+      nodes: this.nodeIndex.size,
+      jobs: this.byId.jobs.size,
+      tasks: [...this.byId.tasks.values()].reduce((n, claims) => n + claims.size, 0),
+      spaces: this.top('jobs').size + this.top('tasks').size,
+      invalid: this.invalidCount,
+    }
+  }
+
+  onChange (listener: (change: StateChange) => void): () => void {
+    this.changeListeners.add(listener)
+    return () => { this.changeListeners.delete(listener) }
+  }
+
+  /** Records that fail validation are skipped by every reader and reported here. */
+  onInvalid (listener: (invalid: InvalidRecord) => void): () => void {
+    this.invalidListeners.add(listener)
+    return () => { this.invalidListeners.delete(listener) }
+  }
+
+  // --- writing -------------------------------------------------------------
+
+  /** Runs writes as one transaction: one update, one change notification per kind. */
+  transact (fn: () => void, origin: string = ORIGIN.write): void {
+    this.doc.transact(fn, origin)
+  }
+
+  /** Writes this node's own record. */
+  setNode (record: NodeRecord): void {
+    const value = this.checked('nodes', record)
+    if (value.id !== this.self) throw new StateError('NOT_WRITER', `node ${this.self} cannot write the record of node ${value.id}`)
+    this.transact(() => { this.doc.getMap('nodes').set(value.id, value) })
+  }
+
+  putJob (record: JobRecord): void { this.put('jobs', this.checked('jobs', record)) }
+  removeJob (id: string): boolean { return this.removeOwn('jobs', id) }
+
+  /** Writes this node's claim of a task instance; `record.node` must be this node. */
+  putTask (record: TaskRecord): void {
+    const value = this.checked('tasks', record)
+    if (value.node !== this.self) throw new StateError('NOT_WRITER', `node ${this.self} cannot write a claim of node ${value.node}`)
+    this.put('tasks', value)
+  }
+
+  removeTask (id: string): boolean { return this.removeOwn('tasks', id) }
+
+  // --- retention and compaction ------------------------------------------------
+
+  /**
+   * Removes what retention says is over, moves this node's records out of the
+   * spaces of its earlier lives, and rebuilds a space whose garbage has grown.
+   * Everything in one transaction. Deterministic in its inputs.
+   */
+  maintain (policy: RetentionPolicy): MaintenanceReport {
+    const report: MaintenanceReport = { removedTasks: 0, removedJobs: 0, removedNodes: [], removedSpaces: 0, adoptedJobs: 0, migratedRecords: 0, rotatedSpaces: 0 }
+    this.transact(() => {
+      for (const kind of SPACED) this.migrateEarlierLives(kind, report)
+      this.removeGone(policy, report)
+      this.expireTasks(policy, report)
+      this.expireJobs(policy, report)
+      for (const kind of SPACED) this.rotate(kind, policy.rotateGarbageMin ?? ROTATE_GARBAGE_MIN, report)
+    }, ORIGIN.maintain)
+    return report
+  }
+
+  /** Live and garbage (overwritten or deleted) entries of each of this node's spaces. */
+  garbage (): Array<{ kind: SpacedKind, space: string, live: number, garbage: number }> {
+    const out: Array<{ kind: SpacedKind, space: string, live: number, garbage: number }> = []
+    for (const kind of SPACED) {
+      for (const [key, space] of this.top(kind).entries()) {
+        if (space instanceof Y.Map) out.push({ kind, space: key, ...garbageOf(space) })
+      }
+    }
+    return out
+  }
+
+  // --- internals -------------------------------------------------------------
+
+  private top (kind: SpacedKind): Y.Map<Y.Map<unknown>> { return this.doc.getMap(kind) }
+
+  private entries<K extends SpacedKind> (kind: K, id: string): Array<Entry<RecordOf<K>>> {
+    const found = this.byId[kind].get(id)
+    if (found === undefined) return []
+    const out: Array<Entry<RecordOf<K>>> = []
+    for (const [space, record] of found) out.push({ writer: parseSpaceKey(space)!.node, record: record as RecordOf<K> })
+    return out
+  }
+
+  private checked<K extends Kind> (kind: K, record: unknown): z.infer<typeof SCHEMAS[K]> {
+    const parsed = SCHEMAS[kind].safeParse(record)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!
+      throw new StateError('INVALID_RECORD', `invalid ${kind} record: ${issue.path.join('.') || '(record)'}: ${issue.message}`)
+    }
+    const bytes = Buffer.byteLength(JSON.stringify(parsed.data))
+    if (bytes > BYTES_MAX[kind]) throw new StateError('RECORD_TOO_LARGE', `${kind} record of ${bytes} bytes is over the limit of ${BYTES_MAX[kind]}`)
+    return parsed.data as z.infer<typeof SCHEMAS[K]>
+  }
+
+  /** This life's space of a kind, created on first use (inside the caller's transaction). */
+  private ownSpace (kind: SpacedKind): Y.Map<unknown> {
+    const key = spaceKey(this.self, this.life)
+    let space = this.top(kind).get(key)
+    if (!(space instanceof Y.Map)) {
+      space = new Y.Map<unknown>()
+      this.top(kind).set(key, space)
+    }
+    return space
+  }
+
+  private put (kind: SpacedKind, record: { id: string }): void {
+    this.transact(() => {
+      // A record of an earlier life is superseded by this one.
+      for (const [key, space] of this.ownSpaces(kind)) if (key !== spaceKey(this.self, this.life) && space.has(record.id)) space.delete(record.id)
+      this.ownSpace(kind).set(record.id, record)
+    })
+  }
+
+  private removeOwn (kind: SpacedKind, id: string): boolean {
+    let removed = false
+    this.transact(() => {
+      for (const [, space] of this.ownSpaces(kind)) {
+        if (space.has(id)) {
+          space.delete(id)
+          removed = true
+        }
+      }
+    })
+    return removed
+  }
+
+  private ownSpaces (kind: SpacedKind): Array<[string, Y.Map<unknown>]> {
+    const out: Array<[string, Y.Map<unknown>]> = []
+    for (const [key, space] of this.top(kind).entries()) {
+      if (space instanceof Y.Map && parseSpaceKey(key)?.node === this.self) out.push([key, space])
+    }
+    return out
+  }
+
+  private migrateEarlierLives (kind: SpacedKind, report: MaintenanceReport): void {
+    const current = spaceKey(this.self, this.life)
+    for (const [key, space] of this.ownSpaces(kind)) {
+      if (key === current) continue
+      const records = this.spaces[kind].get(key) ?? new Map<string, unknown>()
+      if (records.size > 0) {
+        const target = this.ownSpace(kind)
+        for (const [id, record] of records) {
+          if (!target.has(id)) {
+            target.set(id, record)
+            report.migratedRecords++
+          }
+        }
+      }
+      this.top(kind).delete(key)
+      report.removedSpaces++
+    }
+  }
+
+  private removeGone (policy: RetentionPolicy, report: MaintenanceReport): void {
+    const gone = new Set<string>()
+    for (const id of this.nodeIndex.keys()) if (id !== this.self && policy.isGone(id)) gone.add(id)
+    for (const kind of SPACED) {
+      for (const key of this.top(kind).keys()) {
+        const owner = parseSpaceKey(key)?.node
+        if (owner !== undefined && owner !== this.self && policy.isGone(owner)) gone.add(owner)
+      }
+    }
+    if (gone.size === 0) return
+    // A job outlives the node that submitted it: keep the winning record of every
+    // job that only gone nodes hold, by copying it into this node's space.
+    for (const id of this.byId.jobs.keys()) {
+      const entries = this.entries('jobs', id)
+      const winner = resolveJob(entries)
+      if (winner === undefined) continue
+      const held = entries.some((e) => !gone.has(e.writer) && e.record.version === winner.version)
+      if (!held) {
+        this.ownSpace('jobs').set(id, winner)
+        report.adoptedJobs++
+      }
+    }
+    for (const kind of SPACED) {
+      for (const key of [...this.top(kind).keys()]) {
+        const owner = parseSpaceKey(key)?.node
+        if (owner !== undefined && gone.has(owner)) {
+          this.top(kind).delete(key)
+          report.removedSpaces++
+        }
+      }
+    }
+    const nodes = this.doc.getMap('nodes')
+    for (const id of gone) {
+      if (nodes.has(id)) {
+        nodes.delete(id)
+        report.removedNodes.push(id)
+      }
+    }
+  }
+
+  private expireTasks (policy: RetentionPolicy, report: MaintenanceReport): void {
+    for (const [key, space] of this.ownSpaces('tasks')) {
+      for (const [id, record] of this.spaces.tasks.get(key) ?? []) {
+        const finishedAt = (record as TaskRecord).finishedAt
+        if (finishedAt !== undefined && finishedAt + policy.taskRetentionMs <= policy.now) {
+          space.delete(id)
+          report.removedTasks++
+        }
+      }
+    }
+  }
+
+  /**
+   * A record superseded by another node's goes at once. The winning record of a
+   * finished job goes after the retention time, and only once it is the last one:
+   * otherwise an older record (say, "running") would come back into force.
+   */
+  private expireJobs (policy: RetentionPolicy, report: MaintenanceReport): void {
+    for (const [key, space] of this.ownSpaces('jobs')) {
+      for (const [id, record] of this.spaces.jobs.get(key) ?? []) {
+        const entries = this.entries('jobs', id)
+        const mine = record as JobRecord
+        const winner = resolveJob(entries)!
+        const superseded = winner !== mine && entries.some((e) => e.writer !== this.self && e.record === winner)
+        const expired = mine.finishedAt !== undefined && mine.finishedAt + policy.jobRetentionMs <= policy.now &&
+          entries.every((e) => e.writer === this.self)
+        if (superseded || expired) {
+          space.delete(id)
+          report.removedJobs++
+        }
+      }
+    }
+  }
+
+  /**
+   * Yjs keeps an entry for every key ever deleted or overwritten in a map, but
+   * collects everything inside a map that is itself deleted. So a space with much
+   * garbage is replaced by a fresh one holding only its live records: what was
+   * deleted is really freed, and the one entry the replacement leaves behind is a
+   * few bytes (see README.md).
+   */
+  private rotate (kind: SpacedKind, garbageMin: number, report: MaintenanceReport): void {
+    const key = spaceKey(this.self, this.life)
+    const space = this.top(kind).get(key)
+    if (!(space instanceof Y.Map)) return
+    const { live, garbage } = garbageOf(space)
+    if (garbage <= Math.max(garbageMin, 2 * live)) return
+    const fresh = new Y.Map<unknown>()
+    for (const [id, record] of space.entries()) fresh.set(id, record)
+    this.top(kind).set(key, fresh)
+    report.rotatedSpaces++
+  }
+
+  private emit (change: StateChange): void {
+    if (change.ids.length === 0) return
+    for (const listener of this.changeListeners) listener(change)
+  }
+
+  private invalid (invalid: InvalidRecord): void {
+    this.invalidCount++
+    for (const listener of this.invalidListeners) listener(invalid)
+  }
+
+  /** Re-reads one node record; true if what readers see changed. */
+  private reindexNode (key: string): boolean {
+    const before = this.nodeIndex.get(key)
+    const raw = this.doc.getMap('nodes').get(key)
+    let after: NodeRecord | undefined
+    if (raw !== undefined) {
+      const parsed = nodeRecordSchema.safeParse(raw)
+      if (!parsed.success) this.invalid({ kind: 'nodes', key, reason: firstIssue(parsed.error) })
+      else if (parsed.data.id !== key) this.invalid({ kind: 'nodes', key, reason: `holds the record of node ${parsed.data.id}` })
+      else after = parsed.data
+    }
+    if (after === undefined) this.nodeIndex.delete(key)
+    else this.nodeIndex.set(key, after)
+    return !sameJson(before, after)
+  }
+
+  /** Re-reads a whole writer space (it appeared, was replaced or deleted); returns the ids that changed. */
+  private reindexSpace (kind: SpacedKind, key: string): string[] {
+    const before = this.spaces[kind].get(key) ?? new Map<string, unknown>()
+    const after = new Map<string, unknown>()
+    const space = this.top(kind).get(key)
+    const owner = parseSpaceKey(key)
+    if (space !== undefined && !(space instanceof Y.Map)) this.invalid({ kind, key, reason: 'is not a map of records' })
+    else if (space !== undefined && owner === null) this.invalid({ kind, key, reason: 'is not a writer space key (<node>/<life>)' })
+    else if (space !== undefined) {
+      for (const [id, raw] of space.entries()) {
+        const record = this.validRecord(kind, key, owner!.node, id, raw)
+        if (record !== undefined) after.set(id, record)
+      }
+    }
+    const changed: string[] = []
+    for (const id of new Set([...before.keys(), ...after.keys()])) {
+      this.setIndexed(kind, key, id, after.get(id))
+      if (!sameJson(before.get(id), after.get(id))) changed.push(id)
+    }
+    if (after.size === 0) this.spaces[kind].delete(key)
+    return changed
+  }
+
+  private reindexRecord (kind: SpacedKind, key: string, id: string): boolean {
+    const space = this.top(kind).get(key)
+    const owner = parseSpaceKey(key)
+    if (!(space instanceof Y.Map) || owner === null) return false
+    const before = this.spaces[kind].get(key)?.get(id)
+    const raw = space.get(id)
+    const after = raw === undefined ? undefined : this.validRecord(kind, key, owner.node, id, raw)
+    this.setIndexed(kind, key, id, after)
+    return !sameJson(before, after)
+  }
+
+  private validRecord (kind: SpacedKind, space: string, owner: string, id: string, raw: unknown): unknown {
+    const parsed = SCHEMAS[kind].safeParse(raw)
+    if (!parsed.success) {
+      this.invalid({ kind, key: id, space, reason: firstIssue(parsed.error) })
+      return undefined
+    }
+    if (parsed.data.id !== id) {
+      this.invalid({ kind, key: id, space, reason: `is stored under the key of ${parsed.data.id}` })
+      return undefined
+    }
+    if (kind === 'tasks' && (parsed.data as TaskRecord).node !== owner) {
+      this.invalid({ kind, key: id, space, reason: `claims node ${(parsed.data as TaskRecord).node} but is in the space of ${owner}` })
+      return undefined
+    }
+    return parsed.data
+  }
+
+  private setIndexed (kind: SpacedKind, space: string, id: string, record: unknown): void {
+    let inSpace = this.spaces[kind].get(space)
+    let claims = this.byId[kind].get(id)
+    if (record === undefined) {
+      inSpace?.delete(id)
+      if (inSpace?.size === 0) this.spaces[kind].delete(space)
+      claims?.delete(space)
+      if (claims?.size === 0) this.byId[kind].delete(id)
+      return
+    }
+    if (inSpace === undefined) this.spaces[kind].set(space, inSpace = new Map())
+    inSpace.set(id, record)
+    if (claims === undefined) this.byId[kind].set(id, claims = new Map())
+    claims.set(space, record)
+  }
+}
+
+function isLocal (tr: Y.Transaction): boolean {
+  return tr.origin === ORIGIN.write || tr.origin === ORIGIN.maintain
+}
+
+/** Entries a Y.Map holds: one per live key, plus every overwritten or deleted value still kept. */
+function garbageOf (map: Y.Map<unknown>): { live: number, garbage: number } {
+  let live = 0
+  let items = 0
+  for (const head of map._map.values()) {
+    if (!head.deleted) live++
+    for (let item: Item | null = head; item !== null; item = item.left) items++
+  }
+  return { live, garbage: items - live }
+}
+
+function firstIssue (error: z.ZodError): string {
+  const issue = error.issues[0]
+  return issue === undefined ? 'invalid' : `${issue.path.join('.') || '(record)'}: ${issue.message}`
+}
+
+function sameJson (a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (a === undefined || b === undefined) return false
+  return JSON.stringify(a) === JSON.stringify(b)
+}

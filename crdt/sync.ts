@@ -1,0 +1,189 @@
+// The steps of state sync, bytes in and bytes out: the frames of the anti-entropy
+// protocol, the diff a peer is missing, and the check every update from a peer
+// passes before it touches the document. No I/O.
+
+import * as Y from 'yjs'
+
+export const SYNC_LIMITS = Object.freeze({
+  /** One frame of the sync protocol: a whole document's diff for a late joiner fits well below. */
+  frameBytesMax: 32 * 1024 * 1024,
+  /** One gossip message; larger batches go by anti-entropy instead. */
+  gossipBytesMax: 1024 * 1024,
+  /** A state vector with more clients than this is not a state vector of ours. */
+  stateVectorClientsMax: 1_000_000,
+})
+
+/**
+ * Anti-entropy: both sides send `hello` (their state vector); each answers with
+ * `diff` (what the other lacks). `digest-request` asks for a peer's state vector
+ * and a hash of its canonical state, to compare copies.
+ */
+export type Frame =
+  | { type: 'hello', sv: Uint8Array }
+  | { type: 'diff', update: Uint8Array }
+  | { type: 'digest-request' }
+  | { type: 'digest', sv: Uint8Array, digest: Uint8Array }
+
+const TAG = { hello: 1, diff: 2, 'digest-request': 3, digest: 4 } as const
+
+export function encodeFrame (frame: Frame): Uint8Array {
+  switch (frame.type) {
+    case 'hello': return withTag(TAG.hello, frame.sv)
+    case 'diff': return withTag(TAG.diff, frame.update)
+    case 'digest-request': return Uint8Array.of(TAG['digest-request'])
+    case 'digest': {
+      const out = new Uint8Array(1 + 4 + frame.sv.length + frame.digest.length)
+      out[0] = TAG.digest
+      new DataView(out.buffer).setUint32(1, frame.sv.length)
+      out.set(frame.sv, 5)
+      out.set(frame.digest, 5 + frame.sv.length)
+      return out
+    }
+  }
+}
+
+/** A frame from a peer, or why it is not one. Never throws. */
+export function decodeFrame (bytes: Uint8Array): Frame | { error: string } {
+  if (bytes.length === 0) return { error: 'empty frame' }
+  if (bytes.length > SYNC_LIMITS.frameBytesMax) return { error: `frame of ${bytes.length} bytes is over the limit` }
+  const body = bytes.subarray(1)
+  switch (bytes[0]) {
+    case TAG.hello: return checkedStateVector(body) ?? { type: 'hello', sv: body }
+    case TAG.diff: return { type: 'diff', update: body }
+    case TAG['digest-request']: return body.length === 0 ? { type: 'digest-request' } : { error: 'digest request with a body' }
+    case TAG.digest: {
+      if (body.length < 4) return { error: 'truncated digest' }
+      const svLength = new DataView(body.buffer, body.byteOffset, body.byteLength).getUint32(0)
+      if (4 + svLength > body.length) return { error: 'truncated digest' }
+      const sv = body.subarray(4, 4 + svLength)
+      return checkedStateVector(sv) ?? { type: 'digest', sv, digest: body.subarray(4 + svLength) }
+    }
+    default: return { error: `unknown frame type ${bytes[0]}` }
+  }
+}
+
+function withTag (tag: number, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + body.length)
+  out[0] = tag
+  out.set(body, 1)
+  return out
+}
+
+function checkedStateVector (bytes: Uint8Array): { error: string } | null {
+  try {
+    const sv = Y.decodeStateVector(bytes)
+    if (sv.size > SYNC_LIMITS.stateVectorClientsMax) return { error: 'state vector too large' }
+    for (const clock of sv.values()) if (!Number.isSafeInteger(clock) || clock < 0) return { error: 'state vector with a bad clock' }
+    return null
+  } catch {
+    return { error: 'malformed state vector' }
+  }
+}
+
+/** What the peer with state vector `remoteSv` lacks of `doc`. */
+export function diffFor (doc: Y.Doc, remoteSv: Uint8Array): Uint8Array {
+  return Y.encodeStateAsUpdate(doc, remoteSv)
+}
+
+export type Verdict =
+  | { ok: true }
+  /**
+   * malformed: not a Yjs update. own-client: claims to be written by this
+   * document's own client id, which only this process writes. gap: depends on
+   * changes this document does not have yet: sync by state vectors instead.
+   */
+  | { ok: false, reason: 'malformed' | 'own-client' | 'gap' }
+
+/**
+ * Checks an update from a peer against a document without changing it. An update
+ * that passes applies whole, at once, and leaves nothing pending in Yjs (whose
+ * pending structs are retried on every later update, FIELD-NOTES).
+ */
+export function checkUpdate (doc: Y.Doc, update: Uint8Array): Verdict {
+  let decoded: ReturnType<typeof Y.decodeUpdate>
+  try {
+    decoded = Y.decodeUpdate(update)
+  } catch {
+    return { ok: false, reason: 'malformed' }
+  }
+  const have = Y.decodeStateVector(Y.encodeStateVector(doc))
+  const known = new Map(have)
+  for (const struct of decoded.structs) {
+    if (struct instanceof Y.Skip) return { ok: false, reason: 'gap' }
+    const { client, clock } = struct.id
+    if (!Number.isSafeInteger(clock) || !Number.isSafeInteger(struct.length) || struct.length < 1) return { ok: false, reason: 'malformed' }
+    if (client === doc.clientID && clock + struct.length > (have.get(client) ?? 0)) return { ok: false, reason: 'own-client' }
+    const end = known.get(client) ?? 0
+    if (clock > end) return { ok: false, reason: 'gap' }
+    known.set(client, Math.max(end, clock + struct.length))
+  }
+  const missing = (id: Y.ID | null): boolean => id !== null && id.clock >= (known.get(id.client) ?? 0)
+  for (const struct of decoded.structs) {
+    if (struct instanceof Y.Item && (missing(struct.origin) || missing(struct.rightOrigin) ||
+      (struct.parent instanceof Y.ID && missing(struct.parent)))) return { ok: false, reason: 'gap' }
+  }
+  for (const [client, deletes] of decoded.ds.clients) {
+    for (const d of deletes) if (d.clock + d.len > (known.get(client) ?? 0)) return { ok: false, reason: 'gap' }
+  }
+  return { ok: true }
+}
+
+/** Checks, then applies an update from a peer in one transaction. */
+export function applyRemote (doc: Y.Doc, update: Uint8Array, origin: unknown): Verdict {
+  const verdict = checkUpdate(doc, update)
+  if (!verdict.ok) return verdict
+  try {
+    Y.applyUpdate(doc, update, origin)
+  } catch {
+    return { ok: false, reason: 'malformed' }
+  }
+  if (doc.store.pendingStructs !== null || doc.store.pendingDs !== null) {
+    // Not expected after the check; if it happens, drop what is pending rather
+    // than retry it forever: anti-entropy brings it again, whole.
+    doc.store.pendingStructs = null
+    doc.store.pendingDs = null
+    return { ok: false, reason: 'gap' }
+  }
+  return { ok: true }
+}
+
+/**
+ * The document's state in a form that is byte-for-byte the same on every replica
+ * that has seen the same changes, whatever order they arrived in (a live
+ * document's own encoding depends on how its structs were split and merged).
+ */
+export function canonicalState (doc: Y.Doc): Uint8Array {
+  const fresh = new Y.Doc({ gc: true })
+  Y.applyUpdate(fresh, Y.encodeStateAsUpdate(doc))
+  const out = Y.encodeStateAsUpdate(fresh)
+  fresh.destroy()
+  return out
+}
+
+export interface StateVectorSummary {
+  /** Yjs clients (writers: one per node process) that this document has changes of. */
+  clients: number
+  /** Sum of their clocks: grows with every change, equal on equal replicas. */
+  clock: number
+  /** The largest writers, by clock. */
+  top: Array<{ client: number, clock: number }>
+}
+
+export function summarizeStateVector (sv: Map<number, number>, topN = 5): StateVectorSummary {
+  let clock = 0
+  for (const c of sv.values()) clock += c
+  const top = [...sv].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, topN).map(([client, c]) => ({ client, clock: c }))
+  return { clients: sv.size, clock, top }
+}
+
+export function stateVectorOf (doc: Y.Doc): Map<number, number> {
+  return Y.decodeStateVector(Y.encodeStateVector(doc))
+}
+
+export function sameStateVector (a: Uint8Array, b: Uint8Array): boolean {
+  const x = Y.decodeStateVector(a)
+  const y = Y.decodeStateVector(b)
+  if (x.size !== y.size) return false
+  for (const [client, clock] of x) if (y.get(client) !== clock) return false
+  return true
+}
