@@ -50,7 +50,8 @@ class Watcher {
     const controller = new AbortController()
     this.controllers.get(node.peerId!)?.abort()
     this.controllers.set(node.peerId!, controller)
-    void connect(node.apiUrl).events((e: { data: MemberEvent }) => {
+    void connect(node.apiUrl).events((e) => {
+      if (e.type !== 'member') return
       this.seen.push({ observer: node.peerId!, member: e.data.member.id, state: e.data.member.state, atMs: performance.now() })
     }, controller.signal).catch(() => {})
   }

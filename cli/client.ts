@@ -1,11 +1,19 @@
 // The TypeScript client of a node's HTTP API (`import { connect } from 'murmur/client'`).
 // The CLI uses it for everything it asks a node. Every call is bounded in time.
 
-import type { MembersResponse, NodeInfo } from '../node/api.ts'
+import type { NodeRecord } from '../crdt/schema.ts'
+import type { StateChange } from '../crdt/state.ts'
+import type { MembersResponse, NodeInfo, StateComparison } from '../node/api.ts'
+import type { StateInfo } from '../node/state.ts'
 import type { MemberEvent } from '../membership/types.ts'
 
-export type { MembersResponse, MemberView, NodeInfo } from '../node/api.ts'
+export type { MembersResponse, MemberView, NodeInfo, StateComparison } from '../node/api.ts'
+export type { StateInfo, PeerSync } from '../node/state.ts'
+export type { NodeRecord } from '../crdt/schema.ts'
+export type { StateChange } from '../crdt/state.ts'
 export type { MemberEvent, MemberState } from '../membership/types.ts'
+
+export type ClusterEvent = { type: 'member', data: MemberEvent } | { type: 'state', data: StateChange }
 
 export const DEFAULT_API = 'http://127.0.0.1:7947'
 
@@ -33,8 +41,16 @@ export interface Client {
   node: () => Promise<NodeInfo>
   members: () => Promise<MembersResponse>
   leave: () => Promise<void>
+  /** The node's copy of the shared state: size, records, state vector, syncs. */
+  state: () => Promise<StateInfo>
+  /** The node records of the shared state. */
+  stateNodes: () => Promise<{ nodes: NodeRecord[] }>
+  /** Whether the node's copy of the state equals the copy of peer `peer` (a peer id). */
+  compareState: (peer: string) => Promise<StateComparison>
+  /** Sets and removes labels of the node; resolves once stored, with all its labels. */
+  updateLabels: (set: Record<string, string>, remove: string[]) => Promise<{ labels: Record<string, string> }>
   /** Follows the cluster's events until the signal aborts; resolves when the stream ends. */
-  events: (onEvent: (event: { type: 'member', data: MemberEvent }) => void, signal: AbortSignal) => Promise<void>
+  events: (onEvent: (event: ClusterEvent) => void, signal: AbortSignal) => Promise<void>
 }
 
 export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, options: ClientOptions = {}): Client {
@@ -76,6 +92,10 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
     node: async () => await request('GET', '/v1/node'),
     members: async () => await request('GET', '/v1/members'),
     leave: async () => { await request('POST', '/v1/node/leave') },
+    state: async () => await request('GET', '/v1/state'),
+    stateNodes: async () => await request('GET', '/v1/state/nodes'),
+    compareState: async (peer) => await request('GET', `/v1/state/compare/${encodeURIComponent(peer)}`),
+    updateLabels: async (set, remove) => await request('PATCH', '/v1/node/labels', { set, remove }),
     events: async (onEvent, signal) => {
       // The answer's headers must come within the timeout; the stream itself then runs until aborted.
       const controller = new AbortController()
@@ -105,6 +125,7 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
             buffer = buffer.slice(end + 2)
             const event = parseSse(block)
             if (event?.type === 'member') onEvent({ type: 'member', data: JSON.parse(event.data) as MemberEvent })
+            else if (event?.type === 'state') onEvent({ type: 'state', data: JSON.parse(event.data) as StateChange })
           }
         }
       } catch (err) {

@@ -37,6 +37,7 @@ export async function watchMembers (client: Client, json: boolean, signal: Abort
   if (json) process.stdout.write(JSON.stringify(await client.members()) + '\n')
   else await printMembers(client, false)
   await client.events((event) => {
+    if (event.type !== 'member') return
     const { member, previous } = event.data
     if (json) {
       process.stdout.write(JSON.stringify(event.data) + '\n')

@@ -3,8 +3,13 @@
 
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from 'fastify'
 import type { Logger } from 'pino'
+import { z } from 'zod'
+import type { StateChange } from '../crdt/state.ts'
+import type { NodeRecord } from '../crdt/schema.ts'
 import type { Member, MemberEvent } from '../membership/types.ts'
-import { MurmurError } from './errors.ts'
+import { labelKeyProblem } from './config.ts'
+import { InputError, MurmurError } from './errors.ts'
+import type { StateInfo } from './state.ts'
 
 /** What the API serves; node.ts provides it. */
 export interface ApiBackend {
@@ -15,7 +20,26 @@ export interface ApiBackend {
   /** Subscribe to member events; returns the unsubscribe function. */
   onMemberEvent: (listener: (event: MemberEvent) => void) => () => void
   leave: () => void
+  state: () => StateInfo
+  /** The node records of the shared state. */
+  stateNodes: () => NodeRecord[]
+  compareState: (peer: string) => Promise<StateComparison>
+  onStateChange: (listener: (change: StateChange) => void) => () => void
+  /** Sets and removes labels of this node; resolves with all its labels once stored. */
+  updateLabels: (set: Record<string, string>, remove: string[]) => Promise<Record<string, string>>
 }
+
+export interface StateComparison {
+  peer: string
+  equal: boolean
+  local: { stateVector: StateInfo['stateVector'], digest: string }
+  remote: { stateVector: StateInfo['stateVector'], digest: string }
+}
+
+const labelsBody = z.object({
+  set: z.record(z.string(), z.string().max(255)).default({}),
+  remove: z.array(z.string()).max(64).default([]),
+}).strict()
 
 export interface NodeInfo {
   id: string
@@ -92,21 +116,46 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     backend.leave()
     return await reply.code(202).send({ leaving: true })
   })
+  app.get('/v1/state', async () => backend.state())
+  app.get('/v1/state/nodes', async () => ({ nodes: backend.stateNodes() }))
+  app.get<{ Params: { peer: string } }>('/v1/state/compare/:peer', async (request) => {
+    const peer = request.params.peer
+    if (!/^[1-9A-HJ-NP-Za-km-z]{40,128}$/.test(peer) || peer === backend.id) {
+      throw new InputError('BAD_PEER', `'${peer}' is not the peer id of another node; see 'murmur members' for the ids`)
+    }
+    return await backend.compareState(peer)
+  })
+  app.patch('/v1/node/labels', async (request) => {
+    const parsed = labelsBody.safeParse(request.body ?? {})
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!
+      throw new InputError('BAD_LABELS', `labels: ${issue.path.join('.') || 'body'}: ${issue.message}; send { "set": { "key": "value" }, "remove": ["key"] }`)
+    }
+    for (const key of [...Object.keys(parsed.data.set), ...parsed.data.remove]) {
+      const problem = labelKeyProblem(key)
+      if (problem !== null) throw new InputError('BAD_LABELS', `label '${key}': ${problem}`)
+    }
+    return { labels: await backend.updateLabels(parsed.data.set, parsed.data.remove) }
+  })
   app.get('/v1/events', async (request, reply) => {
     if (eventStreams.size >= API_LIMITS.eventStreamsMax) {
       return await reply.code(503).send(errorBody('TOO_MANY_STREAMS', `at most ${API_LIMITS.eventStreamsMax} event streams at once; close one and retry`))
     }
     openEventStream(reply)
-    const unsubscribe = backend.onMemberEvent((event) => {
+    const send = (type: string, data: unknown): void => {
       // A client that does not read gets no unbounded buffer: it is cut off.
       if (reply.raw.writableLength > API_LIMITS.eventBufferBytesMax) end()
-      else reply.raw.write(`event: member\ndata: ${JSON.stringify(event)}\n\n`)
-    })
+      else reply.raw.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`)
+    }
+    const unsubscribers = [
+      backend.onMemberEvent((event) => { send('member', event) }),
+      backend.onStateChange((change) => { send('state', change) }),
+    ]
     const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), API_LIMITS.eventKeepAliveMs)
     const end = (): void => {
       if (!eventStreams.delete(end)) return
       clearInterval(keepAlive)
-      unsubscribe()
+      for (const unsubscribe of unsubscribers) unsubscribe()
       reply.raw.end()
     }
     eventStreams.add(end)

@@ -31,6 +31,25 @@ export interface NodeConfig {
   dialTimeoutMs: number
   /** How long a graceful stop may take before the process exits anyway. */
   stopTimeoutMs: number
+  state: StateConfig
+}
+
+/** The shared state: how it spreads, and how long what is over is kept. */
+export interface StateConfig {
+  /** Move the state database aside and start empty; peers fill it. */
+  resetState: boolean
+  taskRetentionMs: number
+  jobRetentionMs: number
+  /** A node dead or gone for this long is removed from the state, with its records. */
+  nodeRetentionMs: number
+  /** Anti-entropy with one random member this often (and on every new connection). */
+  syncIntervalMs: number
+  /** Local changes within this window go out as one gossip message. */
+  gossipBatchMs: number
+  /** At most this many gossip messages a second; more changes wait and join the next batch. */
+  publishPerSecondMax: number
+  /** Retention and compaction of the document run this often. */
+  maintainIntervalMs: number
 }
 
 /** What the CLI hands over: strings as typed, nothing interpreted yet. */
@@ -47,6 +66,10 @@ export interface RawNodeOptions {
   label?: string[]
   profile?: string
   joinTimeout?: string
+  resetState?: boolean
+  taskRetention?: string
+  jobRetention?: string
+  nodeRetention?: string
 }
 
 export const DEFAULTS = Object.freeze({
@@ -59,6 +82,12 @@ export const DEFAULTS = Object.freeze({
   tickMs: 20, // 10 × finer than the fastest probe timeout of any preset
   dialTimeoutMs: 2_000, // a LAN dial takes milliseconds; a silent host should not hold a probe long
   stopTimeoutMs: 5_000, // libp2p's stop() has been seen to hang: never wait longer than this
+  taskRetentionMs: 60 * 60_000, // an hour to look at a finished task's exit and logs
+  jobRetentionMs: 24 * 60 * 60_000, // a day to see what ran and how it ended
+  nodeRetentionMs: 24 * 60 * 60_000, // a machine away for a day is gone, not rebooting
+  gossipBatchMs: 5,
+  publishPerSecondMax: 50,
+  maintainIntervalMs: 10_000,
   /** CPU kept back for the node itself and the OS. */
   cpuReserveMillis: 100,
   /** Memory kept back for the node itself and the OS: the larger of 512 MiB and 10 %. */
@@ -112,7 +141,25 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
     tickMs: DEFAULTS.tickMs,
     dialTimeoutMs: DEFAULTS.dialTimeoutMs,
     stopTimeoutMs: DEFAULTS.stopTimeoutMs,
+    state: {
+      resetState: raw.resetState ?? false,
+      taskRetentionMs: retention('--task-retention', raw.taskRetention, DEFAULTS.taskRetentionMs),
+      jobRetentionMs: retention('--job-retention', raw.jobRetention, DEFAULTS.jobRetentionMs),
+      nodeRetentionMs: retention('--node-retention', raw.nodeRetention, DEFAULTS.nodeRetentionMs),
+      // On one machine a partition heals in a moment; on a LAN, every 5 s is plenty next to gossip.
+      syncIntervalMs: profile === 'local' ? 2_000 : 5_000,
+      gossipBatchMs: DEFAULTS.gossipBatchMs,
+      publishPerSecondMax: DEFAULTS.publishPerSecondMax,
+      maintainIntervalMs: DEFAULTS.maintainIntervalMs,
+    },
   }
+}
+
+function retention (name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback
+  const ms = flag(name, () => parseDuration(text))
+  if (ms < 1_000) throw new InputError('BAD_FLAG', `${name} must be at least 1s, got '${text}'`)
+  return ms
 }
 
 function flag<T> (name: string, parse: () => T): T {
@@ -135,7 +182,7 @@ function labels (pairs: string[]): Record<string, string> {
   for (const pair of pairs) {
     const at = pair.indexOf('=')
     const key = at < 0 ? pair : pair.slice(0, at)
-    if (at < 0 || !LABEL_KEY.test(key)) {
+    if (at < 0 || labelKeyProblem(key) !== null) {
       throw new InputError('BAD_FLAG', `--label '${pair}' must be key=value with a key of letters, digits, '.', '_', '-', '/' (at most 63)`)
     }
     const value = pair.slice(at + 1)
@@ -143,4 +190,9 @@ function labels (pairs: string[]): Record<string, string> {
     out[key] = value
   }
   return out
+}
+
+/** Why a label key is not allowed, or null: letters and digits at both ends, '.', '_', '-', '/' inside, at most 63. */
+export function labelKeyProblem (key: string): string | null {
+  return LABEL_KEY.test(key) ? null : "a key is letters, digits, '.', '_', '-', '/' (starting and ending with a letter or digit), at most 63 characters"
 }

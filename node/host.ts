@@ -3,21 +3,32 @@
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
+import { SYNC_LIMITS } from '../crdt/sync.ts'
 
 export interface HostInit {
   privateKey: PrivateKey
+  /** Largest gossip message a peer may send us; by default a state update's limit plus framing. */
+  gossipBytesMax?: number
   host: string
   port: number
   mdns: boolean
   dialTimeoutMs: number
 }
 
-export type Host = Libp2p<{ identify: ReturnType<ReturnType<typeof identify>>, ping: ReturnType<ReturnType<typeof ping>> }>
+export type Host = Libp2p<{
+  identify: ReturnType<ReturnType<typeof identify>>
+  ping: ReturnType<ReturnType<typeof ping>>
+  pubsub: ReturnType<ReturnType<typeof gossipsub>>
+}>
+
+/** The one gossipsub topic: live updates of the cluster state. */
+export const STATE_TOPIC = '/murmur/state/1'
 
 export const HOST_LIMITS = Object.freeze({
   /** Every member may keep a connection to every other: room for a 1,000-node cluster. */
@@ -49,6 +60,15 @@ export async function createHost (init: HostInit): Promise<Host> {
     services: {
       identify: identify(),
       ping: ping(),
+      pubsub: gossipsub({
+        // The first node of a cluster publishes before anyone subscribes.
+        allowPublishToZeroTopicPeers: true,
+        // A testnet runs every node on one IP: colocation scoring would graylist them all (FIELD-NOTES).
+        scoreParams: { IPColocationFactorWeight: 0 },
+        allowedTopics: [STATE_TOPIC],
+        maxInboundDataLength: init.gossipBytesMax ?? SYNC_LIMITS.gossipBytesMax + 1_024,
+        emitSelf: false,
+      }),
     },
     start: false,
   }) as Host

@@ -14,6 +14,7 @@ import type { MembershipConfig } from '../membership/config.ts'
 import { Swim } from '../membership/swim.ts'
 import type { Member, MemberEvent, MemberMeta, Message, Outbound } from '../membership/types.ts'
 import type { Host } from './host.ts'
+import { isOversized, isStreamGone } from './streams.ts'
 
 export const MEMBERSHIP_PROTOCOL = '/murmur/membership/1.0.0'
 
@@ -362,14 +363,4 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
   private ownAddrs (): string[] {
     return this.host.getMultiaddrs().map((a) => a.toString())
   }
-}
-
-function isStreamGone (err: unknown): boolean {
-  const name = (err as Error)?.name ?? ''
-  return /StreamState|StreamClosed|StreamReset|StreamAborted|StreamStateError/.test(name)
-}
-
-function isOversized (err: unknown): boolean {
-  const name = (err as Error)?.name ?? ''
-  return name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError' || name === 'InvalidMessageLengthError'
 }

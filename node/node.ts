@@ -2,10 +2,13 @@
 // assembled in order and stopped in reverse, every step bounded in time.
 
 import { EventEmitter } from 'node:events'
+import { join } from 'node:path'
 import type { PeerInfo } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
+import type { NodeRecord } from '../crdt/schema.ts'
+import type { StateChange } from '../crdt/state.ts'
 import type { MemberEvent } from '../membership/types.ts'
 import { type NodeInfo, createApi } from './api.ts'
 import type { NodeConfig } from './config.ts'
@@ -13,6 +16,7 @@ import { type DataDir, openDataDir, removeRuntime, writeRuntime } from './datadi
 import { MurmurError } from './errors.ts'
 import { type Host, createHost } from './host.ts'
 import { MembershipService } from './membership.ts'
+import { StateService } from './state.ts'
 
 export interface RuntimeInfo {
   pid: number
@@ -28,20 +32,26 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   readonly dataDir: DataDir
   readonly host: Host
   readonly membership: MembershipService
+  readonly state: StateService
   readonly api: FastifyInstance
   readonly apiUrl: string
   readonly startedAt = new Date()
   private stopping: Promise<void> | null = null
+  /** Labels as set by flags and later through the API. */
+  private labels: Record<string, string>
 
-  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, api: FastifyInstance, apiUrl: string }) {
+  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, state: StateService, api: FastifyInstance, apiUrl: string }) {
     super()
     this.config = init.config
     this.log = init.log
     this.dataDir = init.dataDir
     this.host = init.host
     this.membership = init.membership
+    this.state = init.state
     this.api = init.api
     this.apiUrl = init.apiUrl
+    // Labels set through the API survive a restart; flags given again win.
+    this.labels = { ...init.state.state.node(init.dataDir.peerId)?.labels, ...init.config.labels }
   }
 
   /** Starts a node, joins through config.join, and returns once it is a member. */
@@ -51,11 +61,24 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     const cleanup: Array<() => Promise<unknown>> = [dataDir.release]
     try {
       const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs })
+      let membershipRef: MembershipService | undefined
+      // The state database opens before the network: a corrupt one stops the start at once.
+      const state = await StateService.open({
+        host,
+        self: dataDir.peerId,
+        dir: join(dataDir.path, 'state'),
+        config: config.state,
+        log: log.child({ component: 'state' }),
+        peers: () => membershipRef?.members().filter((m) => m.state === 'alive' && m.id !== dataDir.peerId).map((m) => m.id) ?? [],
+        memberState: (id) => membershipRef?.swim.member(id)?.state,
+      })
+      cleanup.unshift(async () => { await state.stop() })
       await Promise.resolve(host.start()).catch((err: Error) => { throw portError(err, '--port', config.port) })
       cleanup.unshift(async () => { await bounded(Promise.resolve(host.stop()), config.stopTimeoutMs) })
 
       let node: MurmurNode | undefined
-      const events = new EventEmitter<{ event: [MemberEvent] }>()
+      const events = new EventEmitter<{ event: [MemberEvent], state: [StateChange] }>()
+      state.on('change', (change) => { events.emit('state', change) })
       // The API listens before the node object exists: until then it answers 503.
       const ready = (): MurmurNode => {
         if (node === undefined) throw new MurmurError('STARTING', 'the node is still starting; retry in a moment', 1, 503)
@@ -70,6 +93,14 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
           return () => events.off('event', listener)
         },
         leave: () => { ready().emit('leave') },
+        state: () => state.info(),
+        stateNodes: () => state.state.nodes(),
+        compareState: async (peer) => await state.compare(peer),
+        onStateChange: (listener) => {
+          events.on('state', listener)
+          return () => events.off('state', listener)
+        },
+        updateLabels: async (set, remove) => await ready().updateLabels(set, remove),
       }, log)
       await api.listen({ host: config.apiHost, port: config.apiPort }).catch((err: Error) => { throw portError(err, '--api-port', config.apiPort) })
       cleanup.unshift(async () => { await api.close() })
@@ -80,7 +111,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       const membership = new MembershipService({
         host,
         config: config.membership,
-        meta: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes, labels: config.labels, apiUrl },
+        meta: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes, labels: { ...state.state.node(dataDir.peerId)?.labels, ...config.labels }, apiUrl },
         tickMs: config.tickMs,
         dialTimeoutMs: config.dialTimeoutMs,
         log: log.child({ component: 'membership' }),
@@ -89,9 +120,11 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         logMemberEvent(log, event, membership.swim.health)
         events.emit('event', event)
       })
+      membershipRef = membership
       await membership.start()
       cleanup.unshift(async () => { await membership.stop() })
-      node = new MurmurNode({ config, log, dataDir, host, membership, api, apiUrl })
+      await state.start()
+      node = new MurmurNode({ config, log, dataDir, host, membership, state, api, apiUrl })
 
       if (config.mdns) host.addEventListener('peer:discovery', (evt: CustomEvent<PeerInfo>) => { node!.discovered(evt.detail) })
       if (config.join.length > 0) {
@@ -99,7 +132,10 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         await membership.join(config.join, config.joinTimeoutMs).catch((err: Error) => {
           throw new MurmurError('JOIN_FAILED', `could not join the cluster: ${err.message}; check the address and that a node runs there`)
         })
+        await node.initialSync()
       }
+      await node.writeOwnRecord()
+      state.on('change', (change) => { node!.guardOwnRecord(change) })
       await writeRuntime(dataDir.path, node.runtime())
       log.info({ peerId: dataDir.peerId, addrs: node.runtime().addrs, api: apiUrl }, 'node started')
       return node
@@ -127,6 +163,69 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     }
   }
 
+  /** After joining: one round of anti-entropy with a member, so the node starts with the cluster's state. */
+  private async initialSync (): Promise<void> {
+    const started = performance.now()
+    for (const member of this.membership.members()) {
+      if (member.id === this.dataDir.peerId || member.state !== 'alive') continue
+      const result = await this.state.syncWith(member.id, 'start')
+      if (result.ok) {
+        this.log.info({ peer: member.id, ms: Math.round(performance.now() - started), received: result.receivedBytes, ...this.state.state.counts() }, 'state synced with the cluster')
+        return
+      }
+    }
+    this.log.warn('could not sync the state with any member yet; it will arrive by gossip and anti-entropy')
+  }
+
+  private ownRecord (): NodeRecord {
+    return {
+      id: this.dataDir.peerId,
+      addrs: this.host.getMultiaddrs().map((a) => a.toString()).slice(0, 16),
+      apiUrl: this.apiUrl,
+      cpuMillis: this.config.cpuMillis,
+      memoryBytes: this.config.memoryBytes,
+      labels: this.labels,
+      startedAt: this.startedAt.getTime(),
+      updatedAt: Date.now(),
+    }
+  }
+
+  private async writeOwnRecord (): Promise<void> {
+    await this.state.write((s) => { s.setNode(this.ownRecord()) })
+  }
+
+  /**
+   * Only this node writes its record. If another copy wins (a reset data dir
+   * whose old record was still in the cluster), write it again.
+   */
+  private guardOwnRecord (change: StateChange): void {
+    if (change.local || change.kind !== 'nodes' || !change.ids.includes(this.dataDir.peerId) || this.stopping !== null) return
+    const stored = this.state.state.node(this.dataDir.peerId)
+    const wanted = this.ownRecord()
+    if (stored !== undefined && stored.startedAt === wanted.startedAt && JSON.stringify(stored.labels) === JSON.stringify(wanted.labels)) return
+    queueMicrotask(() => {
+      this.writeOwnRecord().catch((err: Error) => { this.log.warn({ err: err.message }, 'could not rewrite this node\'s record') })
+    })
+  }
+
+  /** Sets and removes labels: in the shared state (stored before this resolves) and in membership. */
+  async updateLabels (set: Record<string, string>, remove: string[]): Promise<Record<string, string>> {
+    const labels = { ...this.labels, ...set }
+    for (const key of remove) delete labels[key]
+    if (Object.keys(labels).length > 64) throw new MurmurError('TOO_MANY_LABELS', `a node has at most 64 labels; this would make ${Object.keys(labels).length}`, 2)
+    const previous = this.labels
+    this.labels = labels
+    try {
+      await this.writeOwnRecord()
+    } catch (err) {
+      this.labels = previous
+      throw err
+    }
+    this.membership.updateMeta({ cpuMillis: this.config.cpuMillis, memoryBytes: this.config.memoryBytes, labels, apiUrl: this.apiUrl })
+    this.log.info({ labels }, 'labels changed')
+    return labels
+  }
+
   runtime (): RuntimeInfo {
     return {
       pid: process.pid,
@@ -148,6 +247,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     this.log.info('leaving the cluster')
     await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
     await bounded(this.api.close(), timeout).catch(() => {})
+    await bounded(this.state.stop(), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'the state did not close cleanly') })
     await this.membership.stop().catch(() => {})
     await bounded(Promise.resolve(this.host.stop()), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'libp2p did not stop cleanly') })
     await removeRuntime(this.dataDir.path).catch(() => {})

@@ -6,6 +6,7 @@
 import { Command, CommanderError, Option } from 'commander'
 import { ApiError, DEFAULT_API, connect } from '../client.ts'
 import { printMembers, watchMembers } from '../members.ts'
+import { parseLabelArgs, printState } from '../state.ts'
 import { registerTestnet } from '../testnet.ts'
 
 const program = new Command('murmur')
@@ -32,6 +33,10 @@ node.command('start')
   .option('--label <key=value>', 'a label for placement constraints (repeatable)', collect, [])
   .option('--profile <name>', 'timing profile: lan, or local for many nodes on one machine', 'lan')
   .option('--join-timeout <duration>', 'give up joining after this long', '10s')
+  .option('--reset-state', 'move the state database aside and start empty; the other nodes fill it')
+  .option('--task-retention <duration>', 'keep finished tasks this long (default: 1h)')
+  .option('--job-retention <duration>', 'keep finished and stopped jobs this long (default: 24h)')
+  .option('--node-retention <duration>', 'forget nodes dead this long, with their records (default: 24h)')
   .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
   .option('--pretty', 'human-readable logs instead of JSON')
   .action(async (opts: Record<string, unknown>) => {
@@ -48,6 +53,26 @@ node.command('leave')
     const info = await client.node()
     await client.leave()
     process.stdout.write(`node ${info.id} is leaving\n`)
+  })
+
+node.command('label')
+  .description('set (key=value) or remove (key-) labels of the node; they are kept across restarts')
+  .argument('<changes...>', 'key=value to set, key- to remove')
+  .option('--json', 'print one JSON document')
+  .action(async (changes: string[], opts: { json?: boolean }) => {
+    const { set, remove } = parseLabelArgs(changes)
+    const { labels } = await connect(program.opts().api as string).updateLabels(set, remove)
+    if (opts.json === true) process.stdout.write(JSON.stringify({ labels }, null, 2) + '\n')
+    else process.stdout.write((Object.entries(labels).map(([k, v]) => `${k}=${v}`).join('\n') || '(no labels)') + '\n')
+  })
+
+program.command('state')
+  .description("the node's copy of the cluster state: size, records, state vector, last sync with each peer")
+  .option('--compare <peer>', "also say whether it equals this peer's copy (exit 1 if not)")
+  .option('--json', 'print one JSON document')
+  .action(async (opts: { json?: boolean, compare?: string }) => {
+    const equal = await printState(connect(program.opts().api as string), opts.json === true, opts.compare)
+    if (!equal) process.exitCode = 1
   })
 
 program.command('members')

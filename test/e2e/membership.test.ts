@@ -74,7 +74,7 @@ describe('a 5-node testnet on loopback', () => {
   it('a SIGTERMed node leaves: the rest mark it left, never dead', async () => {
     const events: Array<{ id: string, state: string }> = []
     const controller = new AbortController()
-    const following = connect(state.nodes[0]!.apiUrl).events((e) => { events.push({ id: e.data.member.id, state: e.data.member.state }) }, controller.signal)
+    const following = connect(state.nodes[0]!.apiUrl).events((e) => { if (e.type === 'member') events.push({ id: e.data.member.id, state: e.data.member.state }) }, controller.signal)
     await waitUntil('event stream open', async () => { await new Promise((r) => setTimeout(r, 200)); return true }, (v) => v)
     // A client following the leaving node itself must not hold up its stop.
     const watchingLeaver = new AbortController()
