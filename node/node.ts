@@ -134,6 +134,8 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         })
         await node.initialSync()
       }
+      // After a --reset-state, the labels set earlier come back from the cluster's copy of our record.
+      node.adoptStoredLabels()
       await node.writeOwnRecord()
       state.on('change', (change) => { node!.guardOwnRecord(change) })
       await writeRuntime(dataDir.path, node.runtime())
@@ -175,6 +177,13 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       }
     }
     this.log.warn('could not sync the state with any member yet; it will arrive by gossip and anti-entropy')
+  }
+
+  private adoptStoredLabels (): void {
+    const labels = { ...this.state.state.node(this.dataDir.peerId)?.labels, ...this.config.labels }
+    if (JSON.stringify(labels) === JSON.stringify(this.labels)) return
+    this.labels = labels
+    this.membership.updateMeta({ cpuMillis: this.config.cpuMillis, memoryBytes: this.config.memoryBytes, labels, apiUrl: this.apiUrl })
   }
 
   private ownRecord (): NodeRecord {

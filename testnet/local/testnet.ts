@@ -249,12 +249,12 @@ export async function resume (dir: string, index: number): Promise<void> {
   signal(node.pid!, 'SIGCONT')
 }
 
-/** Stops the node if it runs, then starts it again with the same data dir and ports. */
-export async function restart (dir: string, index: number): Promise<TestnetNode> {
+/** Stops the node if it runs, then starts it again with the same data dir and ports (and `extraArgs`, e.g. --reset-state). */
+export async function restart (dir: string, index: number, extraArgs?: string[]): Promise<TestnetNode> {
   const { state, node } = await nodeOf(dir, index)
   await terminate(node)
   const others = state.nodes.filter((n) => n.index !== index && isNodeProcess(n.pid, n.dataDir) && processState(n.pid!) !== 'T')
-  await startNode(state, node, others.flatMap((n) => n.addrs.slice(0, 1)).slice(0, 3))
+  await startNode(state, node, others.flatMap((n) => n.addrs.slice(0, 1)).slice(0, 3), extraArgs)
   return node
 }
 
