@@ -95,6 +95,9 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   /** The append of the last local update, for write() to await. */
   private lastLocalAppend: Promise<void> | null = null
   private stopped = false
+  /** Counts document updates, to know when a cached digest is stale. */
+  private version = 0
+  private digestCache: { version: number, sv: Uint8Array, digestBytes: Uint8Array, bytes: number } | null = null
   readonly stats: StateStats = {
     gossip: { published: 0, publishedBytes: 0, received: 0, applied: 0, skippedLarge: 0, dropped: {} },
     sync: { started: 0, served: 0, failed: 0, appliedBytes: 0, rejected: {} },
@@ -206,7 +209,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     return {
       life: this.state.life,
       clientId: this.state.doc.clientID,
-      bytes: Y.encodeStateAsUpdate(this.state.doc).byteLength,
+      bytes: this.digestBytes().bytes,
       records: { nodes: counts.nodes, jobs: counts.jobs, tasks: counts.tasks, spaces: counts.spaces },
       stateVector,
       digest,
@@ -256,6 +259,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   // ---- persistence and gossip out ----------------------------------------------
 
   private readonly onUpdate = (update: Uint8Array, origin: unknown): void => {
+    this.version++
     const local = origin === ORIGIN.write || origin === ORIGIN.maintain
     // A user's write is fsynced before it is acknowledged; what came from peers
     // (or maintenance, which reruns) is written without waiting for the disk.
@@ -498,11 +502,17 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     if (this.syncs.size > SYNC_LOG_MAX) this.syncs.delete(this.syncs.keys().next().value!)
   }
 
-  private digestBytes (): { sv: Uint8Array, digestBytes: Uint8Array } {
-    return {
-      sv: Y.encodeStateVector(this.state.doc),
-      digestBytes: createHash('sha256').update(canonicalState(this.state.doc)).digest(),
+  /** The digest costs a re-encoding of the whole document: computed once per change, not per request. */
+  private digestBytes (): { sv: Uint8Array, digestBytes: Uint8Array, bytes: number } {
+    if (this.digestCache?.version !== this.version) {
+      this.digestCache = {
+        version: this.version,
+        sv: Y.encodeStateVector(this.state.doc),
+        digestBytes: createHash('sha256').update(canonicalState(this.state.doc)).digest(),
+        bytes: Y.encodeStateAsUpdate(this.state.doc).byteLength,
+      }
     }
+    return this.digestCache
   }
 
   private digest (): { stateVector: StateVectorSummary, digest: string } {
