@@ -40,9 +40,9 @@ describe('the shared state on a 5-node testnet', () => {
     for (let i = 0; i < 5; i++) {
       await waitUntil(`node ${i} to see node 0's label`, async () => await labelsOn(i, peerId(0)), (l) => l?.zone === 'eu-1', 10_000, 50)
     }
-    // Membership carries the labels too.
-    const { members } = await client(3).members()
-    expect(members.find((m) => m.id === peerId(0))?.meta.labels.zone).toBe('eu-1')
+    // Membership carries the labels too, by its own gossip (a moment later).
+    await waitUntil('membership to carry the label', async () => (await client(3).members()).members.find((m) => m.id === peerId(0))?.meta.labels.zone,
+      (zone) => zone === 'eu-1', 10_000, 50)
     await waitConverged('all copies equal', [0, 1, 2, 3, 4], 0)
     const info = await client(0).state()
     expect(info.records.nodes).toBe(5)
