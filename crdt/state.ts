@@ -104,6 +104,8 @@ export class ClusterState {
   private readonly changeListeners = new Set<(change: StateChange) => void>()
   private readonly invalidListeners = new Set<(invalid: InvalidRecord) => void>()
   private invalidCount = 0
+  /** This node's records that a peer's update removed: put back by restoreLost(). */
+  private readonly lost: Record<SpacedKind, Map<string, unknown>> = { jobs: new Map(), tasks: new Map() }
 
   constructor (init: { self: string, life: string, doc?: Y.Doc }) {
     this.self = init.self
@@ -119,10 +121,10 @@ export class ClusterState {
         const ids = new Set<string>()
         for (const event of events as unknown as Array<Y.YMapEvent<unknown>>) {
           if (event.target === this.top(kind)) {
-            for (const space of event.keysChanged) for (const id of this.reindexSpace(kind, space)) ids.add(id)
+            for (const space of event.keysChanged) for (const id of this.reindexSpace(kind, space, isLocal(tr))) ids.add(id)
           } else if (event.path.length === 1 && typeof event.path[0] === 'string') {
             const space = event.path[0]
-            for (const key of event.keysChanged) if (this.reindexRecord(kind, space, key)) ids.add(key)
+            for (const key of event.keysChanged) if (this.reindexRecord(kind, space, key, isLocal(tr))) ids.add(key)
           }
         }
         this.emit({ kind, ids: [...ids], local: isLocal(tr) })
@@ -130,7 +132,7 @@ export class ClusterState {
     }
     // Records already in a doc handed to us are indexed now.
     for (const key of this.doc.getMap('nodes').keys()) this.reindexNode(key)
-    for (const kind of SPACED) for (const space of this.top(kind).keys()) this.reindexSpace(kind, space)
+    for (const kind of SPACED) for (const space of this.top(kind).keys()) this.reindexSpace(kind, space, true)
   }
 
   // --- reading -------------------------------------------------------------
@@ -237,7 +239,37 @@ export class ClusterState {
     return out
   }
 
+  /**
+   * Records of this node that a peer's update removed. Only this node removes its
+   * own records; a peer that does (one that took this node for gone after a long
+   * partition, or a replay of a removal this node's disk lost) is overruled: the
+   * caller writes them back with restoreLost().
+   */
+  lostRecords (): number { return this.lost.jobs.size + this.lost.tasks.size }
+
+  /** Writes back the records counted by lostRecords(), unless this node has since written them again. */
+  restoreLost (): number {
+    let restored = 0
+    this.transact(() => {
+      for (const kind of SPACED) {
+        for (const [id, record] of this.lost[kind]) {
+          const present = this.entries(kind, id).some((e) => e.writer === this.self)
+          if (!present) {
+            this.ownSpace(kind).set(id, record)
+            restored++
+          }
+        }
+        this.lost[kind].clear()
+      }
+    })
+    return restored
+  }
+
   // --- internals -------------------------------------------------------------
+
+  private noteLost (kind: SpacedKind, key: string, id: string, record: unknown): void {
+    if (record !== undefined && parseSpaceKey(key)?.node === this.self) this.lost[kind].set(id, record)
+  }
 
   private top (kind: SpacedKind): Y.Map<Y.Map<unknown>> { return this.doc.getMap(kind) }
 
@@ -439,7 +471,7 @@ export class ClusterState {
   }
 
   /** Re-reads a whole writer space (it appeared, was replaced or deleted); returns the ids that changed. */
-  private reindexSpace (kind: SpacedKind, key: string): string[] {
+  private reindexSpace (kind: SpacedKind, key: string, local: boolean): string[] {
     const before = this.spaces[kind].get(key) ?? new Map<string, unknown>()
     const after = new Map<string, unknown>()
     const space = this.top(kind).get(key)
@@ -454,6 +486,7 @@ export class ClusterState {
     }
     const changed: string[] = []
     for (const id of new Set([...before.keys(), ...after.keys()])) {
+      if (!local && !after.has(id)) this.noteLost(kind, key, id, before.get(id))
       this.setIndexed(kind, key, id, after.get(id))
       if (!sameJson(before.get(id), after.get(id))) changed.push(id)
     }
@@ -461,13 +494,14 @@ export class ClusterState {
     return changed
   }
 
-  private reindexRecord (kind: SpacedKind, key: string, id: string): boolean {
+  private reindexRecord (kind: SpacedKind, key: string, id: string, local: boolean): boolean {
     const space = this.top(kind).get(key)
     const owner = parseSpaceKey(key)
     if (!(space instanceof Y.Map) || owner === null) return false
     const before = this.spaces[kind].get(key)?.get(id)
     const raw = space.get(id)
     const after = raw === undefined ? undefined : this.validRecord(kind, key, owner.node, id, raw)
+    if (!local && after === undefined) this.noteLost(kind, key, id, before)
     this.setIndexed(kind, key, id, after)
     return !sameJson(before, after)
   }

@@ -152,7 +152,10 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     const service = new StateService(init, store, state)
     store.setSnapshotSource(() => Y.encodeStateAsUpdate(state.doc))
     state.doc.on('update', service.onUpdate)
-    state.onChange((change) => { service.emit('change', change) })
+    state.onChange((change) => {
+      service.emit('change', change)
+      if (!change.local && state.lostRecords() > 0) service.scheduleRestore()
+    })
     state.onInvalid(service.onInvalid)
     return service
   }
@@ -254,6 +257,21 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     await Promise.allSettled([...this.running.values()])
     this.state.doc.off('update', this.onUpdate)
     await this.store.close()
+  }
+
+  private restoreScheduled = false
+
+  /** A peer removed records of ours (it took us for gone): write them back, once the current transaction is over. */
+  private scheduleRestore (): void {
+    if (this.restoreScheduled || this.stopped) return
+    this.restoreScheduled = true
+    setImmediate(() => {
+      this.restoreScheduled = false
+      let restored = 0
+      this.write((s) => { restored = s.restoreLost() }).then(() => {
+        if (restored > 0) this.log.warn({ restored }, 'a peer removed records of this node; wrote them back')
+      }, (err: Error) => { this.log.error({ err: err.message }, 'could not write back records a peer removed') })
+    })
   }
 
   // ---- persistence and gossip out ----------------------------------------------
