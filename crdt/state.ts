@@ -288,7 +288,7 @@ export class ClusterState {
       throw new StateError('INVALID_RECORD', `invalid ${kind} record: ${issue.path.join('.') || '(record)'}: ${issue.message}`)
     }
     const bytes = Buffer.byteLength(JSON.stringify(parsed.data))
-    if (bytes > BYTES_MAX[kind]) throw new StateError('RECORD_TOO_LARGE', `${kind} record of ${bytes} bytes is over the limit of ${BYTES_MAX[kind]}`)
+    if (bytes > BYTES_MAX[kind]) throw new StateError('RECORD_TOO_LARGE', `the ${kind.slice(0, -1)} record would be ${bytes} bytes, over the limit of ${BYTES_MAX[kind]}; make it smaller${kind === 'nodes' ? ' (fewer or shorter labels)' : ''}`)
     return parsed.data as z.infer<typeof SCHEMAS[K]>
   }
 

@@ -4,7 +4,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from 'fastify'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import type { StateChange } from '../crdt/state.ts'
+import { type StateChange, StateError } from '../crdt/state.ts'
 import type { NodeRecord } from '../crdt/schema.ts'
 import type { Member, MemberEvent } from '../membership/types.ts'
 import { labelKeyProblem } from './config.ts'
@@ -92,7 +92,8 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     void reply.code(404).send(errorBody('NOT_FOUND', `no such endpoint: ${request.method} ${request.url}`))
   })
   app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, _request, reply) => {
-    const status = err instanceof MurmurError ? err.httpStatus : (err.statusCode ?? 500)
+    // A write the shared state refuses (schema, size, writer rule) is the caller's input.
+    const status = err instanceof MurmurError ? err.httpStatus : err instanceof StateError ? 400 : (err.statusCode ?? 500)
     if (status >= 500) log.error({ err }, 'API request failed')
     void reply.code(status).send(errorBody(err.code ?? (status >= 500 ? 'INTERNAL' : 'BAD_REQUEST'), err.message))
   })

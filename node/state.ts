@@ -198,6 +198,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   /** Whether this node's copy equals a peer's: same state vector and same canonical state. */
   async compare (peer: string): Promise<{ peer: string, equal: boolean, local: { stateVector: StateVectorSummary, digest: string }, remote: { stateVector: StateVectorSummary, digest: string } }> {
+    if (this.memberState(peer) === undefined) throw new MurmurError('NOT_A_MEMBER', `no member has the peer id ${peer}; see 'murmur members' for the ids`, 2, 404)
     const frames = await this.request(peer, { type: 'digest-request' }, 1)
     const reply = frames[0]
     if (reply?.type !== 'digest') throw new MurmurError('BAD_PEER_REPLY', `peer ${peer} did not answer with a digest`)
