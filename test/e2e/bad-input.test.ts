@@ -120,6 +120,24 @@ describe('bad input to a running node', () => {
     expect(await res.json()).toEqual({ error: { code: 'NOT_FOUND', message: 'no such endpoint: GET /v1/nope' } })
   })
 
+  it('bad label changes and state comparisons: one line, exit 2, nothing stored', async () => {
+    const api = ['--api', state.nodes[0]!.apiUrl]
+    const before = (await connect(state.nodes[0]!.apiUrl).state()).stateVector.clock
+    const badKey = await murmur(['node', 'label', ...api, 'bad key=1'])
+    expect(badKey.code).toBe(2)
+    expect(userLines(badKey.stderr)).toEqual(["murmur: label 'bad key': a key is letters, digits, '.', '_', '-', '/' (starting and ending with a letter or digit), at most 63 characters"])
+    const neither = await murmur(['node', 'label', ...api, 'nokv'])
+    expect(neither.code).toBe(2)
+    expect(userLines(neither.stderr)).toEqual(["murmur: 'nokv' is neither key=value (set a label) nor key- (remove one)"])
+    const huge = await murmur(['node', 'label', ...api, ...Array.from({ length: 64 }, (_, i) => `key${i}=${'v'.repeat(250)}`)])
+    expect(huge.code).toBe(2)
+    expect(userLines(huge.stderr)[0]).toMatch(/^murmur: the node record would be \d+ bytes, over the limit of 16384; make it smaller \(fewer or shorter labels\)$/)
+    const stranger = await murmur(['state', ...api, '--compare', '12D3KooWGTMSE3Wvqh6o68wa6818NiFFSEfgkQ74o2XNJde4ierx'])
+    expect(stranger.code).toBe(2)
+    expect(userLines(stranger.stderr)).toEqual(["murmur: no member has the peer id 12D3KooWGTMSE3Wvqh6o68wa6818NiFFSEfgkQ74o2XNJde4ierx; see 'murmur members' for the ids"])
+    expect((await connect(state.nodes[0]!.apiUrl).state()).stateVector.clock).toBe(before)
+  })
+
   it('a second node on the same data dir is refused', async () => {
     const result = await murmur(['node', 'start', '--data-dir', state.nodes[0]!.dataDir, '--port', '0', '--api-port', '0'])
     expect(result.code).toBe(1)
