@@ -129,7 +129,7 @@ describe('bad input to a running node', () => {
     const neither = await murmur(['node', 'label', ...api, 'nokv'])
     expect(neither.code).toBe(2)
     expect(userLines(neither.stderr)).toEqual(["murmur: 'nokv' is neither key=value (set a label) nor key- (remove one)"])
-    const huge = await murmur(['node', 'label', ...api, ...Array.from({ length: 60 }, (_, i) => `key${i}=${'v'.repeat(250)}`)])
+    const huge = await murmur(['node', 'label', ...api, ...Array.from({ length: 60 }, (_, i) => `key-${String(i).padStart(50, '0')}=${'v'.repeat(250)}`)])
     expect(huge.code).toBe(2)
     expect(userLines(huge.stderr)[0]).toMatch(/^murmur: the node record would be \d+ bytes, over the limit of 16384; make it smaller \(fewer or shorter labels\)$/)
     const stranger = await murmur(['state', ...api, '--compare', '12D3KooWGTMSE3Wvqh6o68wa6818NiFFSEfgkQ74o2XNJde4ierx'])
