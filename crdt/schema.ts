@@ -52,7 +52,7 @@ export const jobRecordSchema = z.object({
   id,
   name: z.string().min(1).max(L.nameCharsMax),
   type: z.enum(['batch', 'service', 'cron']),
-  spec: z.record(z.string(), z.unknown()),
+  spec: z.record(z.string(), z.json()),
   desired: z.enum(['running', 'stopped']),
   version: counter.min(1),
   submittedBy: id,

@@ -220,15 +220,15 @@ export class ClusterState {
     const report: MaintenanceReport = { removedTasks: 0, removedJobs: 0, removedNodes: [], removedSpaces: 0, adoptedJobs: 0, migratedRecords: 0, rotatedSpaces: 0 }
     this.transact(() => {
       for (const kind of SPACED) this.migrateEarlierLives(kind, report)
-      this.removeGone(policy, report)
+      const { gone, adopted } = this.removeGone(policy, report)
       this.expireTasks(policy, report)
-      this.expireJobs(policy, report)
+      this.expireJobs(policy, report, gone, adopted)
       for (const kind of SPACED) this.rotate(kind, policy.rotateGarbageMin ?? ROTATE_GARBAGE_MIN, report)
     }, ORIGIN.maintain)
     return report
   }
 
-  /** Live and garbage (overwritten or deleted) entries of each of this node's spaces. */
+  /** Live and garbage (overwritten or deleted) entries of every writer space. */
   garbage (): Array<{ kind: SpacedKind, space: string, live: number, garbage: number }> {
     const out: Array<{ kind: SpacedKind, space: string, live: number, garbage: number }> = []
     for (const kind of SPACED) {
@@ -351,8 +351,10 @@ export class ClusterState {
     }
   }
 
-  private removeGone (policy: RetentionPolicy, report: MaintenanceReport): void {
+  /** Returns the nodes found gone and the job ids adopted from them, both in this transaction. */
+  private removeGone (policy: RetentionPolicy, report: MaintenanceReport): { gone: Set<string>, adopted: Set<string> } {
     const gone = new Set<string>()
+    const adopted = new Set<string>()
     for (const id of this.nodeIndex.keys()) if (id !== this.self && policy.isGone(id)) gone.add(id)
     for (const kind of SPACED) {
       for (const key of this.top(kind).keys()) {
@@ -360,7 +362,7 @@ export class ClusterState {
         if (owner !== undefined && owner !== this.self && policy.isGone(owner)) gone.add(owner)
       }
     }
-    if (gone.size === 0) return
+    if (gone.size === 0) return { gone, adopted }
     // A job outlives the node that submitted it: keep the winning record of every
     // job that only gone nodes hold, by copying it into this node's space.
     for (const id of this.byId.jobs.keys()) {
@@ -370,6 +372,7 @@ export class ClusterState {
       const held = entries.some((e) => !gone.has(e.writer) && e.record.version === winner.version)
       if (!held) {
         this.ownSpace('jobs').set(id, winner)
+        adopted.add(id)
         report.adoptedJobs++
       }
     }
@@ -389,6 +392,7 @@ export class ClusterState {
         report.removedNodes.push(id)
       }
     }
+    return { gone, adopted }
   }
 
   private expireTasks (policy: RetentionPolicy, report: MaintenanceReport): void {
@@ -407,11 +411,14 @@ export class ClusterState {
    * A record superseded by another node's goes at once. The winning record of a
    * finished job goes after the retention time, and only once it is the last one:
    * otherwise an older record (say, "running") would come back into force.
+   * The index still shows this transaction's start: records of nodes removed as
+   * gone in it do not count, and a job adopted in it is left alone until next time.
    */
-  private expireJobs (policy: RetentionPolicy, report: MaintenanceReport): void {
+  private expireJobs (policy: RetentionPolicy, report: MaintenanceReport, gone: Set<string>, adopted: Set<string>): void {
     for (const [key, space] of this.ownSpaces('jobs')) {
       for (const [id, record] of this.spaces.jobs.get(key) ?? []) {
-        const entries = this.entries('jobs', id)
+        if (adopted.has(id)) continue
+        const entries = this.entries('jobs', id).filter((e) => !gone.has(e.writer))
         const mine = record as JobRecord
         const winner = resolveJob(entries)!
         const superseded = winner !== mine && entries.some((e) => e.writer !== this.self && e.record === winner)
@@ -461,7 +468,9 @@ export class ClusterState {
     let after: NodeRecord | undefined
     if (raw !== undefined) {
       const parsed = nodeRecordSchema.safeParse(raw)
-      if (!parsed.success) this.invalid({ kind: 'nodes', key, reason: firstIssue(parsed.error) })
+      const tooBig = sizeProblem('nodes', raw)
+      if (tooBig !== null) this.invalid({ kind: 'nodes', key, reason: tooBig })
+      else if (!parsed.success) this.invalid({ kind: 'nodes', key, reason: firstIssue(parsed.error) })
       else if (parsed.data.id !== key) this.invalid({ kind: 'nodes', key, reason: `holds the record of node ${parsed.data.id}` })
       else after = parsed.data
     }
@@ -507,6 +516,11 @@ export class ClusterState {
   }
 
   private validRecord (kind: SpacedKind, space: string, owner: string, id: string, raw: unknown): unknown {
+    const tooBig = sizeProblem(kind, raw)
+    if (tooBig !== null) {
+      this.invalid({ kind, key: id, space, reason: tooBig })
+      return undefined
+    }
     const parsed = SCHEMAS[kind].safeParse(raw)
     if (!parsed.success) {
       this.invalid({ kind, key: id, space, reason: firstIssue(parsed.error) })
@@ -560,8 +574,30 @@ function firstIssue (error: z.ZodError): string {
   return issue === undefined ? 'invalid' : `${issue.path.join('.') || '(record)'}: ${issue.message}`
 }
 
+/** Bytes of a value as JSON, or null for a value that is not JSON (a BigInt, a cycle). */
+function jsonBytes (value: unknown): number | null {
+  try {
+    const text = JSON.stringify(value)
+    return text === undefined ? null : Buffer.byteLength(text)
+  } catch {
+    return null
+  }
+}
+
+/** Records from peers are held to the same size limit as local writes. */
+function sizeProblem (kind: Kind, raw: unknown): string | null {
+  const bytes = jsonBytes(raw)
+  if (bytes === null) return 'is not JSON'
+  return bytes > BYTES_MAX[kind] ? `is ${bytes} bytes, over the limit of ${BYTES_MAX[kind]}` : null
+}
+
+/** Records in the index are validated JSON; the comparison cannot throw. */
 function sameJson (a: unknown, b: unknown): boolean {
   if (a === b) return true
   if (a === undefined || b === undefined) return false
-  return JSON.stringify(a) === JSON.stringify(b)
+  try {
+    return JSON.stringify(a) === JSON.stringify(b)
+  } catch {
+    return false
+  }
 }

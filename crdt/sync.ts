@@ -118,9 +118,15 @@ export function checkUpdate (doc: Y.Doc, update: Uint8Array): Verdict {
     known.set(client, Math.max(end, clock + struct.length))
   }
   const missing = (id: Y.ID | null): boolean => id !== null && id.clock >= (known.get(id.client) ?? 0)
+  // Yjs integrates one writer's structs in clock order: an item can only refer to
+  // its own writer's earlier structs. A reference forward (or to itself) would make
+  // applyUpdate throw halfway, leaving part of the update applied.
+  const forward = (item: Y.Item, id: Y.ID | null): boolean => id !== null && id.client === item.id.client && id.clock >= item.id.clock
   for (const struct of decoded.structs) {
-    if (struct instanceof Y.Item && (missing(struct.origin) || missing(struct.rightOrigin) ||
-      (struct.parent instanceof Y.ID && missing(struct.parent)))) return { ok: false, reason: 'gap' }
+    if (!(struct instanceof Y.Item)) continue
+    const parent = struct.parent instanceof Y.ID ? struct.parent : null
+    if (forward(struct, struct.origin) || forward(struct, struct.rightOrigin) || forward(struct, parent)) return { ok: false, reason: 'malformed' }
+    if (missing(struct.origin) || missing(struct.rightOrigin) || missing(parent)) return { ok: false, reason: 'gap' }
   }
   for (const [client, deletes] of decoded.ds.clients) {
     for (const d of deletes) if (d.clock + d.len > (known.get(client) ?? 0)) return { ok: false, reason: 'gap' }
