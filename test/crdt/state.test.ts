@@ -413,14 +413,21 @@ describe('retention (maintain)', () => {
     expect(readerView(b)).toBe(readerView(a))
   })
 
-  it('removes a superseded own job record at once; the winner stays', () => {
+  /** Job j1 submitted by one replica and stopped (version 2) by the other; both synced. */
+  function submittedThenStopped (submitter: 'A' | 'B', finishedAt: number): { a: ClusterState, b: ClusterState, stop: JobRecord } {
     const a = replica('A', 1)
     const b = replica('B', 2)
-    a.putJob(jobRecord('j1', 'A'))
-    send(a, b)
-    const stop = jobRecord('j1', 'A', { version: 2, desired: 'stopped', finishedAt: 10 })
-    b.putJob(stop)
+    const [sub, stopper] = submitter === 'A' ? [a, b] : [b, a]
+    sub.putJob(jobRecord('j1', submitter))
+    send(sub, stopper)
+    const stop = jobRecord('j1', submitter, { version: 2, desired: 'stopped', finishedAt })
+    stopper.putJob(stop)
     syncAll(a, b)
+    return { a, b, stop }
+  }
+
+  it('removes a superseded own job record at once; the winner stays', () => {
+    const { a, b, stop } = submittedThenStopped('A', 10)
     expect(b.maintain(policy()).removedJobs).toBe(0)
     expect(a.maintain(policy()).removedJobs).toBe(1)
     syncAll(a, b)
@@ -431,13 +438,7 @@ describe('retention (maintain)', () => {
   })
 
   it('removes a finished job\'s winning record after jobRetentionMs, only once it is the last record', () => {
-    const a = replica('A', 1)
-    const b = replica('B', 2)
-    b.putJob(jobRecord('j1', 'B'))
-    send(b, a)
-    const stop = jobRecord('j1', 'B', { version: 2, desired: 'stopped', finishedAt: 1_000 })
-    a.putJob(stop)
-    syncAll(a, b)
+    const { a, b, stop } = submittedThenStopped('B', 1_000)
     const p = (now: number): RetentionPolicy => policy({ now, jobRetentionMs: 500 })
     // Retention is over, but B's "running" record would come back into force.
     expect(a.maintain(p(10_000)).removedJobs).toBe(0)
