@@ -280,6 +280,11 @@ function logMemberEvent (log: Logger, event: MemberEvent, health: number): void 
   const { member, previous } = event
   if (previous === member.state && event.previousIncarnation === member.incarnation) return
   const fields = { member: member.id, state: member.state, previous, incarnation: member.incarnation, health }
+  // A new incarnation of a member that stays alive is a refutation or a change of its labels: not news.
+  if (previous === member.state && member.state === 'alive') {
+    log.debug(fields, 'member updated')
+    return
+  }
   if (member.state === 'dead' || member.state === 'suspect') log.warn(fields, `member ${member.state}`)
   else log.info(fields, previous === null ? 'member joined' : `member ${member.state}`)
 }

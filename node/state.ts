@@ -15,7 +15,7 @@ import type { Logger } from 'pino'
 import * as Y from 'yjs'
 import { type InvalidRecord, ClusterState, ORIGIN, type StateChange } from '../crdt/state.ts'
 import {
-  type Frame, SYNC_LIMITS, applyRemote, canonicalState, decodeFrame, diffFor, encodeFrame,
+  type Frame, SYNC_LIMITS, applyRemote, decodeFrame, diffFor, encodeFrame, stateFingerprint,
   stateVectorOf, summarizeStateVector, type StateVectorSummary,
 } from '../crdt/sync.ts'
 import type { StateConfig } from './config.ts'
@@ -97,7 +97,8 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private stopped = false
   /** Counts document updates, to know when a cached digest is stale. */
   private version = 0
-  private digestCache: { version: number, sv: Uint8Array, digestBytes: Uint8Array, bytes: number } | null = null
+  private digestCache: { version: number, sv: Uint8Array, digestBytes: Uint8Array } | null = null
+  private sizeCache: { version: number, at: number, bytes: number } | null = null
   readonly stats: StateStats = {
     gossip: { published: 0, publishedBytes: 0, received: 0, applied: 0, skippedLarge: 0, dropped: {} },
     sync: { started: 0, served: 0, failed: 0, appliedBytes: 0, rejected: {} },
@@ -213,7 +214,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     return {
       life: this.state.life,
       clientId: this.state.doc.clientID,
-      bytes: this.digestBytes().bytes,
+      bytes: this.documentBytes(),
       records: { nodes: counts.nodes, jobs: counts.jobs, tasks: counts.tasks, spaces: counts.spaces },
       stateVector,
       digest,
@@ -521,17 +522,28 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     if (this.syncs.size > SYNC_LOG_MAX) this.syncs.delete(this.syncs.keys().next().value!)
   }
 
-  /** The digest costs a re-encoding of the whole document: computed once per change, not per request. */
-  private digestBytes (): { sv: Uint8Array, digestBytes: Uint8Array, bytes: number } {
+  /** The digest walks the document's structs: computed once per change, not per request. */
+  private digestBytes (): { sv: Uint8Array, digestBytes: Uint8Array } {
     if (this.digestCache?.version !== this.version) {
       this.digestCache = {
         version: this.version,
         sv: Y.encodeStateVector(this.state.doc),
-        digestBytes: createHash('sha256').update(canonicalState(this.state.doc)).digest(),
-        bytes: Y.encodeStateAsUpdate(this.state.doc).byteLength,
+        digestBytes: createHash('sha256').update(stateFingerprint(this.state.doc)).digest(),
       }
     }
     return this.digestCache
+  }
+
+  /**
+   * The encoded document's size: encoding it all costs about 5 ms per 1,000
+   * records, so a busy node recomputes it at most once a second.
+   */
+  private documentBytes (): number {
+    const now = Date.now()
+    if (this.sizeCache === null || (this.sizeCache.version !== this.version && now - this.sizeCache.at >= 1_000)) {
+      this.sizeCache = { version: this.version, at: now, bytes: Y.encodeStateAsUpdate(this.state.doc).byteLength }
+    }
+    return this.sizeCache.bytes
   }
 
   private digest (): { stateVector: StateVectorSummary, digest: string } {

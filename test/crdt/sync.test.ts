@@ -7,7 +7,7 @@ import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { ClusterState, ORIGIN } from '../../crdt/state.ts'
 import {
-  type Frame, SYNC_LIMITS, applyRemote, canonicalState, checkUpdate, decodeFrame, diffFor, encodeFrame,
+  type Frame, SYNC_LIMITS, applyRemote, canonicalState, stateFingerprint, checkUpdate, decodeFrame, diffFor, encodeFrame,
   sameStateVector, stateVectorOf, summarizeStateVector,
 } from '../../crdt/sync.ts'
 import { Rng } from '../../testnet/sim/rng.ts'
@@ -413,8 +413,9 @@ describe('canonicalState', () => {
     const canonical = replicas.map((r) => hex(canonicalState(r)))
     // The live encodings differ (so this test shows what canonicalState is for) ...
     expect(new Set(raw).size).toBeGreaterThan(1)
-    // ... the canonical ones do not.
+    // ... the canonical ones do not, nor the fingerprints.
     expect(new Set(canonical).size).toBe(1)
+    expect(new Set(replicas.map((r) => hex(stateFingerprint(r)))).size).toBe(1)
     expect(sameStateVector(Y.encodeStateVector(r1), Y.encodeStateVector(r3))).toBe(true)
     // And readers agree.
     const views = replicas.map((r) => {
@@ -434,6 +435,21 @@ describe('canonicalState', () => {
     expect(hex(Y.encodeStateAsUpdate(a.doc))).toBe(before)
     a.putTask(taskRecord('tb', 'A'))
     expect(hex(canonicalState(copy))).not.toBe(hex(canonicalState(a.doc)))
+  })
+
+  it('stateFingerprint tells apart replicas that differ only by a deletion, which the state vector does not show', () => {
+    const { a } = history()
+    const copy = doc(9)
+    Y.applyUpdate(copy, Y.encodeStateAsUpdate(a.doc))
+    expect(hex(stateFingerprint(copy))).toBe(hex(stateFingerprint(a.doc)))
+    const svBefore = hex(Y.encodeStateVector(a.doc))
+    expect(a.removeJob('j1')).toBe(true)
+    // A deletion adds no struct: the state vector stays, the fingerprint moves.
+    expect(hex(Y.encodeStateVector(a.doc))).toBe(svBefore)
+    expect(hex(stateFingerprint(copy))).not.toBe(hex(stateFingerprint(a.doc)))
+    Y.applyUpdate(copy, diffFor(a.doc, Y.encodeStateVector(copy)))
+    expect(hex(stateFingerprint(copy))).toBe(hex(stateFingerprint(a.doc)))
+    expect(hex(canonicalState(copy))).toBe(hex(canonicalState(a.doc)))
   })
 })
 
