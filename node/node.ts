@@ -18,6 +18,9 @@ import { type Host, createHost } from './host.ts'
 import { MembershipService } from './membership.ts'
 import { StateService } from './state.ts'
 
+/** Label changes reach membership at most this often (they are in the shared state at once). */
+const LABEL_ANNOUNCE_MS = 1_000
+
 export interface RuntimeInfo {
   pid: number
   peerId: string
@@ -39,6 +42,8 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   private stopping: Promise<void> | null = null
   /** Labels as set by flags and later through the API. */
   private labels: Record<string, string>
+  private announceTimer: NodeJS.Timeout | null = null
+  private lastAnnounce = 0
 
   private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, state: StateService, api: FastifyInstance, apiUrl: string }) {
     super()
@@ -183,7 +188,25 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     const labels = { ...this.state.state.node(this.dataDir.peerId)?.labels, ...this.config.labels }
     if (JSON.stringify(labels) === JSON.stringify(this.labels)) return
     this.labels = labels
-    this.membership.updateMeta({ cpuMillis: this.config.cpuMillis, memoryBytes: this.config.memoryBytes, labels, apiUrl: this.apiUrl })
+    this.announceLabels()
+  }
+
+  /**
+   * Membership carries the labels too, but every change there is a new
+   * incarnation gossiped to all: changes within a second go out as one. The
+   * shared state, written before this, is the record of truth.
+   */
+  private announceLabels (): void {
+    if (this.announceTimer !== null) return
+    const announce = (): void => {
+      this.lastAnnounce = Date.now()
+      this.announceTimer = null
+      if (this.stopping !== null) return
+      this.membership.updateMeta({ cpuMillis: this.config.cpuMillis, memoryBytes: this.config.memoryBytes, labels: this.labels, apiUrl: this.apiUrl })
+    }
+    const wait = this.lastAnnounce + LABEL_ANNOUNCE_MS - Date.now()
+    if (wait <= 0) announce()
+    else this.announceTimer = setTimeout(announce, wait)
   }
 
   private ownRecord (): NodeRecord {
@@ -230,7 +253,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       this.labels = previous
       throw err
     }
-    this.membership.updateMeta({ cpuMillis: this.config.cpuMillis, memoryBytes: this.config.memoryBytes, labels, apiUrl: this.apiUrl })
+    this.announceLabels()
     this.log.info({ labels }, 'labels changed')
     return labels
   }
@@ -253,6 +276,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
 
   private async shutdown (): Promise<void> {
     const timeout = this.config.stopTimeoutMs
+    if (this.announceTimer !== null) clearTimeout(this.announceTimer)
     this.log.info('leaving the cluster')
     await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
     await bounded(this.api.close(), timeout).catch(() => {})
