@@ -28,6 +28,8 @@ export const SYNC_PROTOCOL = '/murmur/sync/1.0.0'
 /** The first byte of a gossip message: the format of what follows (a Yjs v1 update). */
 const GOSSIP_FORMAT = 1
 const SYNC_TIMEOUT_MS = 15_000
+/** Writes acknowledged to nobody yet; past this the node answers 503 at once. */
+const WRITES_IN_FLIGHT_MAX = 1_024
 /** Peers remembered for `murmur state`; the oldest entry goes first. */
 const SYNC_LOG_MAX = 1_000
 
@@ -95,6 +97,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   /** The append of the last local update, for write() to await. */
   private lastLocalAppend: Promise<void> | null = null
   private stopped = false
+  private writesInFlight = 0
   /** Counts document updates, to know when a cached digest is stale. */
   private version = 0
   private digestCache: { version: number, sv: Uint8Array, digestBytes: Uint8Array } | null = null
@@ -181,11 +184,21 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
    */
   async write (fn: (state: ClusterState) => void): Promise<void> {
     if (this.stopped) throw new MurmurError('STOPPING', 'the node is stopping; retry on another node', 1, 503)
+    // Back-pressure: a node that cannot keep up says so at once instead of answering after many seconds.
+    if (this.writesInFlight >= WRITES_IN_FLIGHT_MAX) {
+      throw new MurmurError('OVERLOADED', `the node has ${this.writesInFlight} writes waiting to be stored; retry in a moment or on another node`, 1, 503)
+    }
     this.lastLocalAppend = null
     this.state.transact(() => { fn(this.state) })
     const appended = this.lastLocalAppend as Promise<void> | null
     this.lastLocalAppend = null
-    if (appended !== null) await appended
+    if (appended === null) return
+    this.writesInFlight++
+    try {
+      await appended
+    } finally {
+      this.writesInFlight--
+    }
   }
 
   /** Anti-entropy with one peer: state vectors both ways, then each side's missing diff. */
