@@ -7,8 +7,14 @@ import * as Y from 'yjs'
 export const SYNC_LIMITS = Object.freeze({
   /** One frame of the sync protocol: a whole document's diff for a late joiner fits well below. */
   frameBytesMax: 32 * 1024 * 1024,
-  /** One gossip message; larger batches go by anti-entropy instead. */
-  gossipBytesMax: 1024 * 1024,
+  /**
+   * One gossip message; larger batches go by anti-entropy instead. Well below
+   * gossipsub's inbound limit, since it bundles several messages and its own
+   * control into one frame.
+   */
+  gossipBytesMax: 256 * 1024,
+  /** gossipsub's inbound frame limit: room for a dozen full messages and control. */
+  gossipFrameBytesMax: 4 * 1024 * 1024,
   /** A state vector with more clients than this is not a state vector of ours. */
   stateVectorClientsMax: 1_000_000,
 })

@@ -13,7 +13,7 @@ import { SYNC_LIMITS } from '../crdt/sync.ts'
 
 export interface HostInit {
   privateKey: PrivateKey
-  /** Largest gossip message a peer may send us; by default a state update's limit plus framing. */
+  /** Largest gossipsub frame a peer may send us (several messages and control). */
   gossipBytesMax?: number
   host: string
   port: number
@@ -71,7 +71,7 @@ export async function createHost (init: HostInit): Promise<Host> {
         // a quarter of a node's CPU under load (bench/state.ts). The message id
         // itself is the same pair, so this adds no way to shadow a message.
         fastMsgIdFn: (msg) => `${hex(msg.from)}:${hex(msg.seqno)}`,
-        maxInboundDataLength: init.gossipBytesMax ?? SYNC_LIMITS.gossipBytesMax + 1_024,
+        maxInboundDataLength: init.gossipBytesMax ?? SYNC_LIMITS.gossipFrameBytesMax,
         emitSelf: false,
       }),
     },

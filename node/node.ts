@@ -245,14 +245,10 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     const labels = { ...this.labels, ...set }
     for (const key of remove) delete labels[key]
     if (Object.keys(labels).length > 64) throw new MurmurError('TOO_MANY_LABELS', `a node has at most 64 labels; this would make ${Object.keys(labels).length}`, 2)
-    const previous = this.labels
+    // Set before the write and kept if it fails: the document holds the change either
+    // way (the error says it may take effect), and a concurrent change builds on it.
     this.labels = labels
-    try {
-      await this.writeOwnRecord()
-    } catch (err) {
-      this.labels = previous
-      throw err
-    }
+    await this.writeOwnRecord()
     this.announceLabels()
     this.log.info({ labels }, 'labels changed')
     return labels

@@ -407,6 +407,13 @@ function updateKey (seq: number): string {
   return UPDATE_PREFIX + seqHex(seq)
 }
 
+/** A sequence number as stored: 16 hex digits; anything else is corruption. */
+function hexSeq (text: string): number {
+  const seq = /^[0-9a-f]{16}$/.test(text) ? parseInt(text, 16) : NaN
+  if (!Number.isSafeInteger(seq)) throw new Error(`a sequence number is '${text.slice(0, 20)}'`)
+  return seq
+}
+
 async function readAll (db: Level<string, Uint8Array>): Promise<Scan> {
   const scan: Scan = { lifeId: undefined, format: undefined, snapshot: null, updates: [], firstSeq: 0, nextSeq: 0, logBytes: 0, empty: true }
   let seqAfterSnapshot = 0
@@ -419,12 +426,13 @@ async function readAll (db: Level<string, Uint8Array>): Promise<Scan> {
       scan.lifeId = decoder.decode(value)
     } else if (key === KEY_FORMAT) {
       scan.format = Number(decoder.decode(value))
+      if (!Number.isSafeInteger(scan.format)) throw new Error(`the format marker is '${decoder.decode(value).slice(0, 20)}'`)
     } else if (key === KEY_SEQ) {
-      seqAfterSnapshot = parseInt(decoder.decode(value), 16)
+      seqAfterSnapshot = hexSeq(decoder.decode(value))
     } else if (key === KEY_SNAPSHOT) {
       scan.snapshot = value
     } else if (key.startsWith(UPDATE_PREFIX)) {
-      const seq = parseInt(key.slice(UPDATE_PREFIX.length), 16)
+      const seq = hexSeq(key.slice(UPDATE_PREFIX.length))
       first ??= seq
       last = seq
       scan.updates.push(value)

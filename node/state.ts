@@ -98,6 +98,11 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private lastLocalAppend: Promise<void> | null = null
   private stopped = false
   private writesInFlight = 0
+  /** Aborts every sync in progress when the node stops. */
+  private readonly aborter = new AbortController()
+  private readonly serving = new Set<Promise<void>>()
+  /** Local changes on their way to the disk, then to the gossip batch. */
+  private readonly storing = new Set<Promise<void>>()
   /** Counts document updates, to know when a cached digest is stale. */
   private version = 0
   private digestCache: { version: number, sv: Uint8Array, digestBytes: Uint8Array } | null = null
@@ -157,16 +162,25 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     store.setSnapshotSource(() => Y.encodeStateAsUpdate(state.doc))
     state.doc.on('update', service.onUpdate)
     state.onChange((change) => {
-      service.emit('change', change)
-      if (!change.local && state.lostRecords() > 0) service.scheduleRestore()
+      // Written back in the same turn as the removal: no stop or crash falls in between.
+      if (!change.local && state.lostRecords() > 0) service.restoreLost()
+      try {
+        service.emit('change', change)
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'a state change listener failed')
+      }
     })
     state.onInvalid(service.onInvalid)
     return service
   }
 
   async start (): Promise<void> {
-    await this.host.handle(SYNC_PROTOCOL, (stream, connection) => { void this.serve(stream, connection) }, {
-      maxInboundStreams: 32,
+    await this.host.handle(SYNC_PROTOCOL, (stream, connection) => {
+      const serving = this.serve(stream, connection).finally(() => { this.serving.delete(serving) })
+      this.serving.add(serving)
+    }, {
+      // Frames are large (up to 32 MiB): a few syncs per peer at once, not dozens.
+      maxInboundStreams: 4,
     })
     const pubsub = this.host.services.pubsub
     pubsub.topicValidators.set(STATE_TOPIC, (_peer, msg) => this.validate(msg))
@@ -255,6 +269,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     m.removedNodes += report.removedNodes.length
     m.rotatedSpaces += report.rotatedSpaces
     m.lastMs = Math.round((performance.now() - started) * 10) / 10
+    for (const id of report.removedNodes) this.notAliveSince.delete(id)
     const changed = report.removedTasks + report.removedJobs + report.removedNodes.length + report.rotatedSpaces + report.migratedRecords + report.adoptedJobs + report.removedSpaces
     if (changed > 0) this.log.info({ ...report, ms: m.lastMs }, 'state maintenance')
   }
@@ -267,26 +282,25 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     this.host.removeEventListener('peer:connect', this.onConnect)
     const pubsub = this.host.services.pubsub
     pubsub.removeEventListener('message', this.onGossip)
+    // Acknowledged writes still waiting for their gossip batch go out now, rate or not.
+    await Promise.allSettled([...this.storing])
+    await this.publish(this.takeOutbox()).catch(() => {})
     try { pubsub.unsubscribe(STATE_TOPIC) } catch {}
+    this.aborter.abort(new Error('the node is stopping'))
     await this.host.unhandle(SYNC_PROTOCOL).catch(() => {})
-    await Promise.allSettled([...this.running.values()])
+    await Promise.allSettled([...this.running.values(), ...this.serving])
     this.state.doc.off('update', this.onUpdate)
     await this.store.close()
   }
 
-  private restoreScheduled = false
-
-  /** A peer removed records of ours (it took us for gone): write them back, once the current transaction is over. */
-  private scheduleRestore (): void {
-    if (this.restoreScheduled || this.stopped) return
-    this.restoreScheduled = true
-    setImmediate(() => {
-      this.restoreScheduled = false
-      let restored = 0
-      this.write((s) => { restored = s.restoreLost() }).then(() => {
-        if (restored > 0) this.log.warn({ restored }, 'a peer removed records of this node; wrote them back')
-      }, (err: Error) => { this.log.error({ err: err.message }, 'could not write back records a peer removed') })
-    })
+  /**
+   * A peer removed records of ours (it took us for gone): write them back at once.
+   * Runs inside the peer's transaction cleanup; Yjs runs the write as the next
+   * transaction, and its update is stored like any local write.
+   */
+  private restoreLost (): void {
+    const restored = this.state.restoreLost()
+    if (restored > 0) this.log.warn({ restored }, 'a peer removed records of this node; wrote them back')
   }
 
   // ---- persistence and gossip out ----------------------------------------------
@@ -298,18 +312,61 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     // (or maintenance, which reruns) is written without waiting for the disk.
     const appended = this.store.append(update, { durable: origin === ORIGIN.write })
     if (!local) {
-      appended.catch((err: Error) => { this.log.error({ err: err.message }, 'could not store an update from a peer; it will come again by anti-entropy') })
+      appended.catch((err: Error) => { this.storeFailed(err, 'an update from a peer') })
       return
     }
-    const gossiped = appended.then(() => { this.queueGossip(update) })
-    gossiped.catch((err: Error) => { this.log.error({ err: err.message }, 'could not store a local change; it is not acknowledged and not spread') })
+    const gossiped = appended.then(() => { this.queueGossip(update) }, (err: Error) => {
+      this.storeFailed(err, 'a local change')
+      throw new MurmurError('STATE_WRITE_FAILED', `the change could not be stored on disk (${err.message}); it is not acknowledged, though it may still take effect: check before retrying`, 1, 503)
+    })
     this.lastLocalAppend = gossiped
+    this.storing.add(gossiped)
+    gossiped.then(() => { this.storing.delete(gossiped) }, () => { this.storing.delete(gossiped) })
+  }
+
+  /**
+   * An update that is in the document but not in the log leaves a hole that later
+   * updates cannot be loaded across: a snapshot of the document closes it.
+   */
+  private storeFailed (err: Error, what: string): void {
+    this.log.error({ err: err.message }, `could not store ${what}; writing a snapshot of the whole state instead`)
+    this.store.compact().catch((again: Error) => {
+      this.log.fatal({ err: again.message }, 'the state database cannot be written: this node\'s state is in memory only until it restarts')
+    })
   }
 
   private queueGossip (update: Uint8Array): void {
-    if (this.stopped) return
     this.outbox.push(update)
-    this.flushTimer ??= setTimeout(() => { this.flush() }, this.config.gossipBatchMs)
+    if (!this.stopped) this.flushTimer ??= setTimeout(() => { this.flush() }, this.config.gossipBatchMs)
+  }
+
+  /** The batch to publish, as one update; null when there is none. */
+  private takeOutbox (): Uint8Array | null {
+    const batch = this.outbox
+    this.outbox = []
+    if (batch.length === 0) return null
+    return batch.length === 1 ? batch[0]! : Y.mergeUpdates(batch)
+  }
+
+  private async publish (update: Uint8Array | null): Promise<void> {
+    if (update === null) return
+    if (update.byteLength > SYNC_LIMITS.gossipBytesMax) {
+      // Too big for one message: the peers fetch it by anti-entropy, with us.
+      this.stats.gossip.skippedLarge++
+      this.log.debug({ bytes: update.byteLength }, 'change too large to gossip; syncing with peers instead')
+      if (!this.stopped) for (const peer of this.peers()) void this.syncWith(peer, 'large change').catch(() => {})
+      return
+    }
+    const data = new Uint8Array(1 + update.byteLength)
+    data[0] = GOSSIP_FORMAT
+    data.set(update, 1)
+    try {
+      await this.host.services.pubsub.publish(STATE_TOPIC, data)
+      this.stats.gossip.published++
+      this.stats.gossip.publishedBytes += data.byteLength
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'gossip publish failed; anti-entropy will carry the change')
+    }
   }
 
   private flush (): void {
@@ -325,25 +382,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       return
     }
     this.tokens--
-    const batch = this.outbox
-    this.outbox = []
-    const update = batch.length === 1 ? batch[0]! : Y.mergeUpdates(batch)
-    if (update.byteLength > SYNC_LIMITS.gossipBytesMax) {
-      // Too big for one message: the peers fetch it by anti-entropy, with us.
-      this.stats.gossip.skippedLarge++
-      this.log.debug({ bytes: update.byteLength }, 'change too large to gossip; syncing with peers instead')
-      for (const peer of this.peers()) void this.syncWith(peer, 'large change').catch(() => {})
-      return
-    }
-    const data = new Uint8Array(1 + update.byteLength)
-    data[0] = GOSSIP_FORMAT
-    data.set(update, 1)
-    this.host.services.pubsub.publish(STATE_TOPIC, data).then(() => {
-      this.stats.gossip.published++
-      this.stats.gossip.publishedBytes += data.byteLength
-    }, (err: Error) => {
-      this.log.debug({ err: err.message }, 'gossip publish failed; anti-entropy will carry the change')
-    })
+    void this.publish(this.takeOutbox())
   }
 
   // ---- gossip in -----------------------------------------------------------------
@@ -376,7 +415,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       return
     }
     this.stats.gossip.dropped[verdict.reason] = (this.stats.gossip.dropped[verdict.reason] ?? 0) + 1
-    if (verdict.reason === 'gap' && msg.type === 'signed') {
+    if (verdict.reason === 'gap' && msg.type === 'signed' && this.isMember(msg.from.toString())) {
       // We missed something the sender has: fetch it all by state vectors.
       void this.syncWith(msg.from.toString(), 'gap in gossip').catch(() => {})
     } else if (verdict.reason !== 'gap') {
@@ -385,6 +424,11 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   }
 
   // ---- anti-entropy --------------------------------------------------------------
+
+  private isMember (id: string): boolean {
+    const state = this.memberState(id)
+    return state === 'alive' || state === 'suspect'
+  }
 
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     const peer = evt.detail.toString()
@@ -426,7 +470,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   }
 
   private async exchange (peer: string, record: PeerSync): Promise<void> {
-    const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
+    const signal = this.syncSignal()
     const raw = await this.host.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal })
     const lp = lpStream(raw, { maxDataLength: SYNC_LIMITS.frameBytesMax })
     try {
@@ -446,7 +490,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private async serve (stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
     const started = performance.now()
-    const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
+    const signal = this.syncSignal()
     const lp = lpStream(stream, { maxDataLength: SYNC_LIMITS.frameBytesMax })
     const record: PeerSync = { peer, at: new Date().toISOString(), direction: 'in', reason: 'asked', ok: false, ms: 0, sentBytes: 0, receivedBytes: 0 }
     try {
@@ -467,6 +511,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       await stream.close({ signal }).catch(() => {})
     } catch (err) {
       record.error = (err as Error).message
+      if (!(err instanceof PeerError) && !this.stopped) this.log.warn({ peer, err: record.error }, 'could not answer a sync request')
       if (err instanceof PeerError) {
         this.stats.sync.rejected[err.reason] = (this.stats.sync.rejected[err.reason] ?? 0) + 1
         this.log.warn({ peer, reason: err.reason, err: err.message }, 'dropped a bad sync request')
@@ -480,7 +525,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   /** Sends one request frame on a fresh stream and reads `replies` frames back. */
   private async request (peer: string, frame: Frame, replies: number): Promise<Frame[]> {
-    const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
+    const signal = this.syncSignal()
     let raw: Stream
     try {
       raw = await this.host.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal })
@@ -527,6 +572,10 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     const verdict = applyRemote(this.state.doc, update, ORIGIN.remote)
     if (!verdict.ok) throw new PeerError(verdict.reason, `the diff from ${peer} was refused (${verdict.reason})`)
     this.stats.sync.appliedBytes += update.byteLength
+  }
+
+  private syncSignal (): AbortSignal {
+    return AbortSignal.any([AbortSignal.timeout(SYNC_TIMEOUT_MS), this.aborter.signal])
   }
 
   private remember (record: PeerSync): void {
