@@ -481,7 +481,8 @@ export class ClusterState {
 
   /** Re-reads a whole writer space (it appeared, was replaced or deleted); returns the ids that changed. */
   private reindexSpace (kind: SpacedKind, key: string, local: boolean): string[] {
-    const before = this.spaces[kind].get(key) ?? new Map<string, unknown>()
+    // A copy: the loop below updates the index map it came from.
+    const before = new Map(this.spaces[kind].get(key) ?? [])
     const after = new Map<string, unknown>()
     const space = this.top(kind).get(key)
     const owner = parseSpaceKey(key)

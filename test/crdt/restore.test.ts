@@ -31,8 +31,13 @@ describe('records removed by a peer are written back by their owner', () => {
     expect(b.tasks()).toHaveLength(0)
     expect(b.job('j1')).toBeDefined()
 
+    const changes: Array<{ kind: string, ids: string[], local: boolean }> = []
+    a.onChange((c) => changes.push({ ...c, ids: [...c.ids].sort() }))
     toA()
     expect(a.tasks()).toHaveLength(0)
+    // Readers are told, like for any removal.
+    expect(changes).toContainEqual({ kind: 'tasks', ids: ['t0', 't1', 't2', 't3', 't4'], local: false })
+    expect(changes).toContainEqual({ kind: 'jobs', ids: ['j1'], local: false })
     expect(a.lostRecords()).toBe(6)
     expect(a.restoreLost()).toBe(6)
     expect(a.lostRecords()).toBe(0)
