@@ -198,6 +198,12 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
    */
   async write (fn: (state: ClusterState) => void): Promise<void> {
     if (this.stopped) throw new MurmurError('STOPPING', 'the node is stopping; retry on another node', 1, 503)
+    // Inside another transaction (or an observer), Yjs defers our update: we could
+    // not wait for it to be stored, and would acknowledge too early.
+    const doc = this.state.doc
+    if (doc._transaction !== null || doc._transactionCleanups.length > 0) {
+      throw new Error('StateService.write() was called inside a document transaction; call it after the transaction')
+    }
     // Back-pressure: a node that cannot keep up says so at once instead of answering after many seconds.
     if (this.writesInFlight >= WRITES_IN_FLIGHT_MAX) {
       throw new MurmurError('OVERLOADED', `the node has ${this.writesInFlight} writes waiting to be stored; retry in a moment or on another node`, 1, 503)

@@ -77,6 +77,16 @@ describe('the state service on real hosts', () => {
     await waitUntil('the peer to have the last write', async () => b.service.state.node(a.id)?.labels.last, (v) => v === 'words', 10_000, 50)
   })
 
+  it('refuses a write from inside a transaction, where it could not wait for the disk', async () => {
+    const [a] = await pair()
+    let inner: Promise<void> | undefined
+    a.service.state.transact(() => {
+      inner = a.service.write((s) => { s.setNode(nodeRecord(a.id)) })
+    })
+    await expect(inner).rejects.toThrow(/inside a document transaction/)
+    expect(a.service.state.node(a.id)).toBeUndefined()
+  })
+
   it('records a peer removes from this node are written back, and the peer gets them again', async () => {
     const [a, b] = await pair()
     await a.service.write((s) => {
