@@ -439,12 +439,10 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     const peer = evt.detail.toString()
     // Only members: a connection from anything else is not a cluster node.
-    const state = this.memberState(peer)
-    if (state !== 'alive' && state !== 'suspect') {
+    if (!this.isMember(peer)) {
       // Membership may learn of it a moment later (the connection comes first).
       setTimeout(() => {
-        const later = this.memberState(peer)
-        if (!this.stopped && (later === 'alive' || later === 'suspect')) void this.syncWith(peer, 'new connection').catch(() => {})
+        if (!this.stopped && this.isMember(peer)) void this.syncWith(peer, 'new connection').catch(() => {})
       }, 500).unref()
       return
     }
@@ -621,8 +619,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   /** Gone for good: not alive or suspect in our membership view for the node retention time. */
   private isGone (id: string, now: number): boolean {
-    const state = this.memberState(id)
-    if (state === 'alive' || state === 'suspect') {
+    if (this.isMember(id)) {
       this.notAliveSince.delete(id)
       return false
     }
