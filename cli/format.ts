@@ -1,16 +1,7 @@
 // How the CLI shows sizes, CPU and ages to people.
 
-export function formatBytes (bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let value = bytes
-  let i = 0
-  while (value >= 1024 && i < units.length - 1) { value /= 1024; i++ }
-  return `${value >= 10 || i === 0 ? Math.round(value) : value.toFixed(1)} ${units[i]}`
-}
-
-export function formatCpu (millis: number): string {
-  return millis % 1000 === 0 ? String(millis / 1000) : (millis / 1000).toFixed(2).replace(/0+$/, '')
-}
+// Sizes and CPU read the same in tables as in placement's reasons ("no node has 8 GiB free").
+export { bytesText as formatBytes, cpuText as formatCpu } from '../placement/reasons.ts'
 
 export function formatAge (ms: number): string {
   if (ms < 1000) return `${Math.max(0, Math.round(ms))}ms`

@@ -1,0 +1,286 @@
+// Where one task goes, and a plan for many: weighted rendezvous ranking, the
+// feasibility filters, and a best fit among the first few feasible candidates.
+
+import { idKey, premixedPairHash, taskPrefix, unitDraw, weightedScore } from './hash.ts'
+import { checkDemand, Pool, type SpreadCounts } from './pool.ts'
+import { constraintText } from './constraints.ts'
+import { bytesText, cpuText, type SkipCode, type SkipReason } from './reasons.ts'
+import { PlacementError, type TaskDemand, type View } from './types.ts'
+
+export interface PlaceOptions {
+  /**
+   * Best fit among this many first feasible candidates. 1 is pure rendezvous
+   * (spread by capacity); 2, the default, packs: on the mixed workload of
+   * `npm run bench:placement` it leaves far less capacity stranded before the
+   * first refusal than 1 does, for a little less even spreading.
+   */
+  readonly choices?: number
+  /** Backup candidates named after the chosen node: who claims if it does not. */
+  readonly candidatesMax?: number
+}
+
+export const PLACE_DEFAULTS = Object.freeze({ choices: 2, candidatesMax: 3 })
+const CHOICES_MAX = 8
+const CANDIDATES_MAX = 16
+
+export interface Placed {
+  readonly task: string
+  readonly node: string
+  /** The next feasible nodes in preference order, for claims after a timeout. */
+  readonly candidates: readonly string[]
+}
+
+export interface Pending {
+  readonly task: string
+  readonly why: PendingSummary
+}
+
+export interface PendingSummary {
+  readonly message: string
+  readonly nodes: number
+  readonly skipped: Readonly<Partial<Record<SkipCode, number>>>
+  /** Among the nodes that lacked only resources: the most free of each. */
+  readonly largestFree?: { readonly cpu: { node: string, millis: number }, readonly memory: { node: string, bytes: number } }
+}
+
+export type Decision = ({ readonly placed: true } & Placed) | ({ readonly placed: false } & Pending)
+
+/**
+ * A node's weight for a task: how many such tasks it could hold when empty.
+ * Rendezvous then gives each node a share of tasks proportional to the
+ * capacity that binds for this task's shape. A node's weight depends on that
+ * node alone, so a join or a death leaves every other node's score unchanged.
+ */
+export function weightFor (cpuCap: number, memCap: number, task: TaskDemand): number {
+  const c = task.cpuMillis
+  const m = task.memoryBytes
+  if (c > 0 && m > 0) return Math.min(cpuCap / c, memCap / m)
+  if (c > 0) return cpuCap / c
+  if (m > 0) return memCap / m
+  return cpuCap
+}
+
+/** One node's standing for one task. */
+export interface Ranked {
+  readonly i: number
+  readonly score: number
+  readonly hash: number
+  readonly weight: number
+}
+
+/** Score order: higher score, then higher raw hash, then the lower node id (the lower index). */
+function before (s: number, h: number, i: number, t: number, g: number, j: number): boolean {
+  return s > t || (s === t && (h > g || (h === g && i < j)))
+}
+
+/** Every node of the pool ranked for the task, best first, whatever its feasibility. */
+export function rank (pool: Pool, task: TaskDemand): Ranked[] {
+  const prefix = taskPrefix(idKey(task.id))
+  const out: Ranked[] = []
+  for (let i = 0; i < pool.size; i++) {
+    const hash = premixedPairHash(prefix, pool.keyLo[i]!, pool.keyHi[i]!)
+    const weight = weightFor(pool.cpuCap[i]!, pool.memCap[i]!, task)
+    out.push({ i, score: weightedScore(weight, hash), hash, weight })
+  }
+  return out.sort((a, b) => before(a.score, a.hash, a.i, b.score, b.hash, b.i) ? -1 : 1)
+}
+
+/** How many nodes of the pool rank above node i for the task. */
+export function positionOf (pool: Pool, task: TaskDemand, i: number): number {
+  const prefix = taskPrefix(idKey(task.id))
+  const score = (j: number): number => weightedScore(weightFor(pool.cpuCap[j]!, pool.memCap[j]!, task), premixedPairHash(prefix, pool.keyLo[j]!, pool.keyHi[j]!))
+  const s = score(i)
+  const h = premixedPairHash(prefix, pool.keyLo[i]!, pool.keyHi[i]!)
+  let above = 0
+  for (let j = 0; j < pool.size; j++) {
+    if (j !== i && before(score(j), premixedPairHash(prefix, pool.keyLo[j]!, pool.keyHi[j]!), j, s, h, i)) above++
+  }
+  return above
+}
+
+/** What is left of node i, as a fraction of its capacity, in its emptier resource, once the task is on it. */
+function leftAfter (pool: Pool, i: number, task: TaskDemand): number {
+  const cpu = pool.cpuCap[i]! > 0 ? (pool.cpuFree[i]! - task.cpuMillis) / pool.cpuCap[i]! : 0
+  const mem = pool.memCap[i]! > 0 ? (pool.memFree[i]! - task.memoryBytes) / pool.memCap[i]! : 0
+  return Math.max(cpu, mem)
+}
+
+/**
+ * Where the task goes in this pool: the feasible nodes in rendezvous order,
+ * and of the first `choices` of them the one the task fills best (ties to the
+ * better ranked). Does not allocate.
+ */
+export function place (pool: Pool, task: TaskDemand, options: PlaceOptions = {}): Decision {
+  checkDemand(task)
+  const choices = bounded('choices', options.choices ?? PLACE_DEFAULTS.choices, 1, CHOICES_MAX)
+  const backups = bounded('candidatesMax', options.candidatesMax ?? PLACE_DEFAULTS.candidatesMax, 0, CANDIDATES_MAX)
+  const top = topFeasible(pool, task, choices + backups)
+  if (top.length === 0) return { placed: false, task: task.id, why: pendingSummary(pool, task) }
+  let chosen = 0
+  let best = leftAfter(pool, top[0]!, task)
+  for (let k = 1; k < Math.min(choices, top.length); k++) {
+    const left = leftAfter(pool, top[k]!, task)
+    if (left < best) { best = left; chosen = k }
+  }
+  const candidates = top.filter((_, k) => k !== chosen).slice(0, backups).map((i) => pool.ids[i]!)
+  return { placed: true, task: task.id, node: pool.ids[top[chosen]!]!, candidates }
+}
+
+// Scratch space of topFeasible, which runs to completion without yielding: one
+// set for the process instead of three typed arrays per decision.
+const topScores = new Float64Array(CHOICES_MAX + CANDIDATES_MAX)
+const topHashes = new Float64Array(CHOICES_MAX + CANDIDATES_MAX)
+const topIndices = new Int32Array(CHOICES_MAX + CANDIDATES_MAX)
+
+/** The indices of the k best-ranked feasible nodes, best first. The hot loop: typed arrays, no allocation per node. */
+function topFeasible (pool: Pool, task: TaskDemand, k: number): number[] {
+  const prefix = taskPrefix(idKey(task.id))
+  const mask = pool.candidates(task.constraints)
+  const spreads = pool.spreadCounts(task)
+  const limited = task.perNodeMax !== undefined || spreads.length > 0
+  const c = task.cpuMillis
+  const m = task.memoryBytes
+  const invC = c > 0 ? 1 / c : 0
+  const invM = m > 0 ? 1 / m : 0
+  const scores = topScores
+  const hashes = topHashes
+  const idx = topIndices
+  let n = 0
+  // The k-th best score so far: a node must beat it to enter (0 until k are in).
+  let threshold = 0
+  const { cpuFree, memFree, cpuCap, memCap, keyLo, keyHi, size } = pool
+  for (let i = 0; i < size; i++) {
+    if (mask[i] === 0 || cpuFree[i]! < c || memFree[i]! < m) continue
+    if (limited && pool.check(i, task, spreads) !== undefined) continue
+    const hash = premixedPairHash(prefix, keyLo[i]!, keyHi[i]!)
+    const weight = c > 0 && m > 0
+      ? Math.min(cpuCap[i]! * invC, memCap[i]! * invM)
+      : c > 0 ? cpuCap[i]! * invC : m > 0 ? memCap[i]! * invM : cpuCap[i]!
+    // −ln(u) ≥ 1 − u, so weight / (1 − u) bounds the score from above: most
+    // nodes are ruled out here without the logarithm, which costs more than the hash.
+    if (weight < threshold * (1 - unitDraw(hash))) continue
+    const score = weightedScore(weight, hash)
+    if (n === k && !before(score, hash, i, scores[k - 1]!, hashes[k - 1]!, idx[k - 1]!)) continue
+    let j = n < k ? n++ : k - 1
+    while (j > 0 && before(score, hash, i, scores[j - 1]!, hashes[j - 1]!, idx[j - 1]!)) {
+      scores[j] = scores[j - 1]!; hashes[j] = hashes[j - 1]!; idx[j] = idx[j - 1]!
+      j--
+    }
+    scores[j] = score; hashes[j] = hash; idx[j] = i
+    if (n === k) threshold = scores[k - 1]!
+  }
+  return Array.from(idx.subarray(0, n))
+}
+
+export interface Plan {
+  readonly placements: readonly Placed[]
+  readonly pending: readonly Pending[]
+}
+
+/**
+ * Place many tasks on one view, one after another, each seeing what the ones
+ * before it took. The order is canonical (largest dominant share of the pool
+ * first, then job, then id) so every node computes the same plan from the same
+ * view whatever order it learned of the tasks in. A task already allocated in
+ * the view is released first: the caller passes what must be (re)placed.
+ */
+export function plan (view: View, tasks: readonly TaskDemand[], options: PlaceOptions = {}): Plan {
+  const pool = new Pool(view)
+  const ids = new Set<string>()
+  for (const t of tasks) {
+    if (ids.has(t.id)) throw new PlacementError(`task ${t.id} appears twice in the plan`)
+    ids.add(t.id)
+    checkDemand(t)
+  }
+  for (const t of tasks) pool.release(t.id)
+  const placements: Placed[] = []
+  const pending: Pending[] = []
+  for (const task of canonicalOrder(pool, tasks)) {
+    const decision = place(pool, task, options)
+    if (decision.placed) {
+      pool.allocate({ task, node: decision.node })
+      placements.push({ task: decision.task, node: decision.node, candidates: decision.candidates })
+    } else {
+      pending.push({ task: decision.task, why: decision.why })
+    }
+  }
+  return { placements, pending }
+}
+
+/** The allocations on nodes that are not alive: the tasks a death displaces. */
+export function displaced (view: View): TaskDemand[] {
+  const dead = new Set(view.nodes.filter((n) => !n.alive).map((n) => n.id))
+  return view.allocations.filter((a) => dead.has(a.node)).map((a) => a.task)
+}
+
+function canonicalOrder (pool: Pool, tasks: readonly TaskDemand[]): TaskDemand[] {
+  let cpu = 0
+  let mem = 0
+  for (let i = 0; i < pool.size; i++) {
+    if (pool.alive[i] === 1) { cpu += pool.cpuCap[i]!; mem += pool.memCap[i]! }
+  }
+  const share = (t: TaskDemand): number => Math.max(cpu > 0 ? t.cpuMillis / cpu : 0, mem > 0 ? t.memoryBytes / mem : 0)
+  return tasks.map((t) => ({ t, s: share(t) }))
+    .sort((a, b) => b.s - a.s || compareStrings(a.t.job, b.t.job) || compareStrings(a.t.id, b.t.id))
+    .map((x) => x.t)
+}
+
+function tally (counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1)
+}
+
+function compareStrings (a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+function bounded (name: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) throw new PlacementError(`${name} must be an integer from ${min} to ${max}, not ${value}`)
+  return value
+}
+
+/** Why no node can take the task, from every node's reason. */
+export function pendingSummary (pool: Pool, task: TaskDemand): PendingSummary {
+  const spreads: SpreadCounts[] = pool.spreadCounts(task)
+  const skipped: Partial<Record<SkipCode, number>> = {}
+  const failures = new Map<string, number>()
+  let cpu: { node: string, millis: number } | undefined
+  let memory: { node: string, bytes: number } | undefined
+  let cpuShort = 0
+  let memShort = 0
+  for (let i = 0; i < pool.size; i++) {
+    const reason: SkipReason | undefined = pool.check(i, task, spreads)
+    if (reason === undefined) continue
+    skipped[reason.code] = (skipped[reason.code] ?? 0) + 1
+    if (reason.code === 'constraint') tally(failures, `fail ${constraintText(reason.constraint)}`)
+    if (reason.code === 'spread') tally(failures, reason.value === undefined ? `lack the label ${reason.label}` : `would unbalance the spread over ${reason.label}`)
+    if (reason.code !== 'resources') continue
+    if (reason.cpu !== undefined) cpuShort++
+    if (reason.memory !== undefined) memShort++
+    if (cpu === undefined || pool.cpuFree[i]! > cpu.millis) cpu = { node: pool.ids[i]!, millis: pool.cpuFree[i]! }
+    if (memory === undefined || pool.memFree[i]! > memory.bytes) memory = { node: pool.ids[i]!, bytes: pool.memFree[i]! }
+  }
+  const parts: string[] = []
+  if (skipped['not-alive'] !== undefined) parts.push(`${skipped['not-alive']} not alive`)
+  if (skipped['per-node'] !== undefined) parts.push(`${skipped['per-node']} already hold ${task.perNodeMax} of the job's instances`)
+  for (const [text, count] of failures) parts.push(`${count} ${text}`)
+  if (skipped.resources !== undefined) parts.push(`${skipped.resources} lack free resources`)
+  const of = pool.size === 0 ? 'the view has no nodes' : `of ${pool.size} node${pool.size === 1 ? '' : 's'}: ${parts.join(', ')}`
+  let headline = 'no node can take it'
+  if (cpu !== undefined && memory !== undefined) {
+    const cpuPart = `${cpuText(Math.max(0, cpu.millis))} CPU on ${cpu.node}`
+    const memPart = `${bytesText(Math.max(0, memory.bytes))} on ${memory.node}`
+    if (cpuShort > 0 && memShort > 0) {
+      headline = `no node has ${cpuText(task.cpuMillis)} CPU and ${bytesText(task.memoryBytes)} memory free; largest free: ${cpuPart}, ${memPart}`
+    } else if (cpuShort > 0) {
+      headline = `no node has ${cpuText(task.cpuMillis)} CPU free; largest free: ${cpuPart}`
+    } else {
+      headline = `no node has ${bytesText(task.memoryBytes)} memory free; largest free: ${memPart}`
+    }
+  }
+  return {
+    message: `${headline} (${of})`,
+    nodes: pool.size,
+    skipped,
+    ...(cpu !== undefined && memory !== undefined ? { largestFree: { cpu, memory } } : {}),
+  }
+}
