@@ -52,7 +52,7 @@ export function resolveClaims (task: string, claims: readonly Claim[], isLive: (
 /** The generation a new claim of the instance carries: one above every claim seen, dead or alive. */
 export function nextGeneration (claims: readonly Claim[]): number {
   let max = 0
-  for (const c of claims) max = Math.max(max, c.generation)
+  for (const c of claims) { checkClaim(c); max = Math.max(max, c.generation) }
   return max + 1
 }
 

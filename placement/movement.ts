@@ -5,7 +5,7 @@
 
 import { positionOf, rank } from './place.ts'
 import { Pool } from './pool.ts'
-import { PlacementError, type View } from './types.ts'
+import { PlacementError, type TaskDemand, type View } from './types.ts'
 
 export interface RebalanceOptions {
   /** At most floor(fractionMax × allocations) moves in one round. */
@@ -24,7 +24,7 @@ export interface Move {
 /**
  * Moves that take tasks to better-ranked homes: each task held on exactly one
  * alive node may move to the best-ranked node above its current one that can
- * take it. Tasks furthest from home move first (ties by task id); each move is
+ * take it without taking its job's spread past maxSkew (or further past it). Tasks furthest from home move first (ties by task id); each move is
  * applied to the pool before the next is chosen, so no move overcommits a node.
  * Every move lowers its task's rank, so rounds of rebalancing end.
  */
@@ -42,16 +42,31 @@ export function rebalance (view: View, options: RebalanceOptions): Move[] {
   const moves: Move[] = []
   for (const { a, position } of standing) {
     if (moves.length === movesMax) break
+    const skewBefore = skews(pool, a.task)
     pool.release(a.task.id)
     const spreads = pool.spreadCounts(a.task)
     const ranking = rank(pool, a.task)
     let to = -1
-    for (let k = 0; k < position; k++) {
-      if (pool.check(ranking[k]!.i, a.task, spreads) === undefined) { to = k; break }
+    for (let k = 0; k < position && to < 0; k++) {
+      const i = ranking[k]!.i
+      if (pool.check(i, a.task, spreads) !== undefined) continue
+      pool.allocate({ task: a.task, node: pool.ids[i]! })
+      // Leaving a value can lower the spread's minimum, which the check above
+      // (made for placing, with the task already gone) cannot see.
+      if (skews(pool, a.task).every((skew, j) => skew <= Math.max(a.task.spread![j]!.maxSkew, skewBefore[j]!))) to = k
+      else pool.release(a.task.id)
     }
-    const target = to >= 0 ? pool.ids[ranking[to]!.i]! : a.node
-    pool.allocate({ task: a.task, node: target })
-    if (to >= 0) moves.push({ task: a.task.id, from: a.node, to: target, fromRank: position, toRank: to })
+    if (to >= 0) moves.push({ task: a.task.id, from: a.node, to: pool.ids[ranking[to]!.i]!, fromRank: position, toRank: to })
+    else pool.allocate(a)
   }
   return moves
+}
+
+/** Per spread of the task's job: its largest count on a value minus its smallest. */
+function skews (pool: Pool, task: TaskDemand): number[] {
+  return pool.spreadCounts(task).map((s) => {
+    let max = 0
+    for (const count of s.counts.values()) max = Math.max(max, count)
+    return max - s.min
+  })
 }
