@@ -52,11 +52,20 @@ export type Decision = ({ readonly placed: true } & Placed) | ({ readonly placed
  * node alone, so a join or a death leaves every other node's score unchanged.
  */
 export function weightFor (cpuCap: number, memCap: number, task: TaskDemand): number {
-  const c = task.cpuMillis
-  const m = task.memoryBytes
-  if (c > 0 && m > 0) return Math.min(cpuCap / c, memCap / m)
-  if (c > 0) return cpuCap / c
-  if (m > 0) return memCap / m
+  const per = perUnit(task)
+  return weightPer(cpuCap, memCap, per.cpu, per.mem)
+}
+
+/** 1 / demand for each resource, 0 for one the task does not ask for. */
+function perUnit (task: TaskDemand): { cpu: number, mem: number } {
+  return { cpu: task.cpuMillis > 0 ? 1 / task.cpuMillis : 0, mem: task.memoryBytes > 0 ? 1 / task.memoryBytes : 0 }
+}
+
+/** `weightFor` with the demand as reciprocals computed once per task: the hot loop and `rank` get bit-identical weights. */
+function weightPer (cpuCap: number, memCap: number, perCpu: number, perMem: number): number {
+  if (perCpu > 0 && perMem > 0) return Math.min(cpuCap * perCpu, memCap * perMem)
+  if (perCpu > 0) return cpuCap * perCpu
+  if (perMem > 0) return memCap * perMem
   return cpuCap
 }
 
@@ -76,10 +85,11 @@ function before (s: number, h: number, i: number, t: number, g: number, j: numbe
 /** Every node of the pool ranked for the task, best first, whatever its feasibility. */
 export function rank (pool: Pool, task: TaskDemand): Ranked[] {
   const prefix = taskPrefix(idKey(task.id))
+  const per = perUnit(task)
   const out: Ranked[] = []
   for (let i = 0; i < pool.size; i++) {
     const hash = premixedPairHash(prefix, pool.keyLo[i]!, pool.keyHi[i]!)
-    const weight = weightFor(pool.cpuCap[i]!, pool.memCap[i]!, task)
+    const weight = weightPer(pool.cpuCap[i]!, pool.memCap[i]!, per.cpu, per.mem)
     out.push({ i, score: weightedScore(weight, hash), hash, weight })
   }
   return out.sort((a, b) => before(a.score, a.hash, a.i, b.score, b.hash, b.i) ? -1 : 1)
@@ -88,7 +98,8 @@ export function rank (pool: Pool, task: TaskDemand): Ranked[] {
 /** How many nodes of the pool rank above node i for the task. */
 export function positionOf (pool: Pool, task: TaskDemand, i: number): number {
   const prefix = taskPrefix(idKey(task.id))
-  const score = (j: number): number => weightedScore(weightFor(pool.cpuCap[j]!, pool.memCap[j]!, task), premixedPairHash(prefix, pool.keyLo[j]!, pool.keyHi[j]!))
+  const per = perUnit(task)
+  const score = (j: number): number => weightedScore(weightPer(pool.cpuCap[j]!, pool.memCap[j]!, per.cpu, per.mem), premixedPairHash(prefix, pool.keyLo[j]!, pool.keyHi[j]!))
   const s = score(i)
   const h = premixedPairHash(prefix, pool.keyLo[i]!, pool.keyHi[i]!)
   let above = 0
@@ -140,8 +151,7 @@ function topFeasible (pool: Pool, task: TaskDemand, k: number): number[] {
   const limited = task.perNodeMax !== undefined || spreads.length > 0
   const c = task.cpuMillis
   const m = task.memoryBytes
-  const invC = c > 0 ? 1 / c : 0
-  const invM = m > 0 ? 1 / m : 0
+  const { cpu: perCpu, mem: perMem } = perUnit(task)
   const scores = topScores
   const hashes = topHashes
   const idx = topIndices
@@ -153,9 +163,7 @@ function topFeasible (pool: Pool, task: TaskDemand, k: number): number[] {
     if (mask[i] === 0 || cpuFree[i]! < c || memFree[i]! < m) continue
     if (limited && pool.check(i, task, spreads) !== undefined) continue
     const hash = premixedPairHash(prefix, keyLo[i]!, keyHi[i]!)
-    const weight = c > 0 && m > 0
-      ? Math.min(cpuCap[i]! * invC, memCap[i]! * invM)
-      : c > 0 ? cpuCap[i]! * invC : m > 0 ? memCap[i]! * invM : cpuCap[i]!
+    const weight = weightPer(cpuCap[i]!, memCap[i]!, perCpu, perMem)
     // −ln(u) ≥ 1 − u, so weight / (1 − u) bounds the score from above: most
     // nodes are ruled out here without the logarithm, which costs more than the hash.
     if (weight < threshold * (1 - unitDraw(hash))) continue
