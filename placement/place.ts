@@ -215,10 +215,17 @@ export function plan (view: View, tasks: readonly TaskDemand[], options: PlaceOp
   return { placements, pending }
 }
 
-/** The allocations on nodes that are not alive: the tasks a death displaces. */
+/**
+ * The tasks a death displaces: those allocated only on nodes that are not alive
+ * or no longer in the view, each once. A task that still has a live holder is
+ * not displaced.
+ */
 export function displaced (view: View): TaskDemand[] {
-  const dead = new Set(view.nodes.filter((n) => !n.alive).map((n) => n.id))
-  return view.allocations.filter((a) => dead.has(a.node)).map((a) => a.task)
+  const alive = new Set(view.nodes.filter((n) => n.alive).map((n) => n.id))
+  const held = new Set(view.allocations.filter((a) => alive.has(a.node)).map((a) => a.task.id))
+  const out = new Map<string, TaskDemand>()
+  for (const a of view.allocations) if (!held.has(a.task.id) && !out.has(a.task.id)) out.set(a.task.id, a.task)
+  return [...out.values()]
 }
 
 function canonicalOrder (pool: Pool, tasks: readonly TaskDemand[]): TaskDemand[] {

@@ -219,14 +219,22 @@ export class Pool {
   }
 }
 
+/**
+ * Millicores and bytes are whole numbers: sums of them are then exact, so a
+ * node's free resources do not depend on the order its allocations are listed in.
+ */
+function amount (value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 0
+}
+
 function checkNode (node: NodeView): void {
-  if (!(node.cpuMillis >= 0 && node.memoryBytes >= 0 && Number.isFinite(node.cpuMillis) && Number.isFinite(node.memoryBytes))) {
+  if (!amount(node.cpuMillis) || !amount(node.memoryBytes)) {
     throw new PlacementError(`node ${node.id} has an invalid capacity (${node.cpuMillis} millicores, ${node.memoryBytes} bytes)`)
   }
 }
 
 export function checkDemand (task: TaskDemand): void {
-  if (!(task.cpuMillis >= 0 && task.memoryBytes >= 0 && Number.isFinite(task.cpuMillis) && Number.isFinite(task.memoryBytes))) {
+  if (!amount(task.cpuMillis) || !amount(task.memoryBytes)) {
     throw new PlacementError(`task ${task.id} has an invalid demand (${task.cpuMillis} millicores, ${task.memoryBytes} bytes)`)
   }
   if (task.perNodeMax !== undefined && !(Number.isInteger(task.perNodeMax) && task.perNodeMax >= 1)) {
