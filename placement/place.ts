@@ -15,11 +15,14 @@ export interface PlaceOptions {
    * first refusal than 1 does, for a little less even spreading.
    */
   readonly choices?: number
-  /** Backup candidates named after the chosen node: who claims if it does not. */
+  /**
+   * Backup candidates named after the chosen node: who claims if it does not.
+   * 2 by default: each one more costs a decision about a tenth more.
+   */
   readonly candidatesMax?: number
 }
 
-export const PLACE_DEFAULTS = Object.freeze({ choices: 2, candidatesMax: 3 })
+export const PLACE_DEFAULTS = Object.freeze({ choices: 2, candidatesMax: 2 })
 const CHOICES_MAX = 8
 const CANDIDATES_MAX = 16
 
@@ -147,8 +150,7 @@ const topIndices = new Int32Array(CHOICES_MAX + CANDIDATES_MAX)
 function topFeasible (pool: Pool, task: TaskDemand, k: number): number[] {
   const prefix = taskPrefix(idKey(task.id))
   const mask = pool.candidates(task.constraints)
-  const spreads = pool.spreadCounts(task)
-  const limited = task.perNodeMax !== undefined || spreads.length > 0
+  const limits = pool.limits(task, pool.spreadCounts(task))
   const c = task.cpuMillis
   const m = task.memoryBytes
   const { cpu: perCpu, mem: perMem } = perUnit(task)
@@ -161,7 +163,7 @@ function topFeasible (pool: Pool, task: TaskDemand, k: number): number[] {
   const { cpuFree, memFree, cpuCap, memCap, keyLo, keyHi, size } = pool
   for (let i = 0; i < size; i++) {
     if (mask[i] === 0 || cpuFree[i]! < c || memFree[i]! < m) continue
-    if (limited && pool.check(i, task, spreads) !== undefined) continue
+    if (limits !== undefined && limits[i] === 1) continue
     const hash = premixedPairHash(prefix, keyLo[i]!, keyHi[i]!)
     const weight = weightPer(cpuCap[i]!, memCap[i]!, perCpu, perMem)
     // −ln(u) ≥ 1 − u, so weight / (1 − u) bounds the score from above: most

@@ -36,6 +36,7 @@ export class Pool {
   /** job → node index → instances of the job allocated there. */
   private readonly jobCounts = new Map<string, Map<number, number>>()
   private readonly masks = new WeakMap<readonly Constraint[], Uint8Array>()
+  private readonly interned = new Map<string, { ids: Int32Array, values: string[] }>()
   private readonly aliveMasks = new WeakMap<readonly Constraint[], Uint8Array>()
   private readonly domains = new WeakMap<readonly Constraint[], Map<string, Set<string>>>()
 
@@ -160,6 +161,29 @@ export class Pool {
   }
 
   /**
+   * 1 where the job's per-node limit or one of its spreads rules node i out:
+   * the fast path's form of those two checks of `check`, computed once per
+   * decision instead of once per node; undefined when the task has neither.
+   */
+  limits (task: TaskDemand, spreads: readonly SpreadCounts[]): Uint8Array | undefined {
+    if (task.perNodeMax === undefined && spreads.length === 0) return undefined
+    const blocked = new Uint8Array(this.size)
+    const perNode = this.jobCounts.get(task.job)
+    if (task.perNodeMax !== undefined && perNode !== undefined) {
+      for (const [i, count] of perNode) if (count >= task.perNodeMax) blocked[i] = 1
+    }
+    for (const s of spreads) {
+      const { ids, values } = this.valueIds(s.spread.label)
+      const allowed = values.map((v) => (s.counts.get(v) ?? 0) + 1 - s.min <= s.spread.maxSkew)
+      for (let i = 0; i < this.size; i++) {
+        const v = ids[i]!
+        if (v < 0 || !allowed[v]) blocked[i] = 1
+      }
+    }
+    return blocked
+  }
+
+  /**
    * Why node i cannot take the task, or undefined if it can: not alive,
    * constraints, per-node limit, spread, then resources. The fast path of
    * `place` checks the same things inline.
@@ -199,6 +223,25 @@ export class Pool {
     if (next === 0) perNode.delete(i)
     else perNode.set(i, next)
     if (perNode.size === 0) this.jobCounts.delete(job)
+  }
+
+  /** Each node's value of a label as an index into `values` (−1: no such label), computed once per label. */
+  private valueIds (label: string): { ids: Int32Array, values: string[] } {
+    let interned = this.interned.get(label)
+    if (interned === undefined) {
+      const ids = new Int32Array(this.size)
+      const values: string[] = []
+      const index = new Map<string, number>()
+      for (let i = 0; i < this.size; i++) {
+        const value = labelValue(this.labels[i]!, label)
+        if (value === undefined) { ids[i] = -1; continue }
+        let id = index.get(value)
+        if (id === undefined) { id = values.push(value) - 1; index.set(value, id) }
+        ids[i] = id
+      }
+      this.interned.set(label, interned = { ids, values })
+    }
+    return interned
   }
 
   /** The values of a label among alive nodes that pass the constraints: the domains a spread balances over. */

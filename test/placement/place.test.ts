@@ -285,7 +285,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
             .toEqual([...waiting, ...fresh].map((t) => t.id).sort())
           // A rebalance moves exactly the placed tasks whose first choice is now the joiner, to it.
           const now = firstChoices({ nodes: [...nodes, joiner], allocations: [] }, tasks)
-          const moves = rebalance(joined, { fractionMax: 1 })
+          const moves = rebalance(joined, { fractionMax: 1, choices: 1 })
           const want = allocations.filter((a) => now.get(a.task.id) === 'joiner').map((a) => ({ task: a.task.id, from: a.node, to: 'joiner' })).sort((a, b) => a.task < b.task ? -1 : 1)
           expect(moves.map((m) => ({ task: m.task, from: m.from, to: m.to })).sort((a, b) => a.task < b.task ? -1 : 1)).toEqual(want)
         }),
@@ -320,7 +320,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
           // Nothing else moves: every other task is still on its first choice, so a
           // full rebalance of the healed placement finds nothing to do.
           const healed: View = { nodes: dead.nodes, allocations: [...allocations.filter((a) => a.node !== victim), ...allocationsOf(p, lost)] }
-          expect(rebalance(healed, { fractionMax: 1 })).toEqual([])
+          expect(rebalance(healed, { fractionMax: 1, choices: 1 })).toEqual([])
           const stayed = tasks.filter((t) => allocations.some((a) => a.task === t && a.node !== victim))
           const now = firstChoices({ nodes: dead.nodes, allocations: [] }, stayed)
           for (const t of stayed) expect(now.get(t.id)).toBe(allocations.find((a) => a.task === t)!.node)
@@ -334,7 +334,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
         fc.property(viewArb({ allocationsMax: 12 }), fc.integer({ min: 0, max: 4 }), ({ nodes, allocations }, quarters) => {
           const view = { nodes, allocations }
           const fractionMax = quarters / 4
-          const moves = rebalance(view, { fractionMax })
+          const moves = rebalance(view, { fractionMax, choices: 1 })
           expect(moves.length).toBeLessThanOrEqual(Math.floor(fractionMax * allocations.length))
           const pool = new Pool(view)
           for (const m of moves) {

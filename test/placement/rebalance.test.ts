@@ -12,7 +12,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { labelValue, satisfies, type Constraint } from '../../placement/constraints.ts'
 import { rebalance, type Move } from '../../placement/movement.ts'
-import { plan, rank } from '../../placement/place.ts'
+import { place, plan, rank } from '../../placement/place.ts'
 import { Pool } from '../../placement/pool.ts'
 import { PlacementError, type Allocation, type NodeView, type TaskDemand, type View } from '../../placement/types.ts'
 import { Rng, seedFromEnv } from '../../testnet/sim/rng.ts'
@@ -282,7 +282,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
         const c = buildCase(p)
         const before = JSON.stringify(c.view)
-        const moves = rebalance(c.view, { fractionMax })
+        const moves = rebalance(c.view, { fractionMax, choices: 1 })
         expect(moves.length).toBeLessThanOrEqual(Math.floor(fractionMax * c.view.allocations.length))
         expect(new Set(moves.map((m) => m.task)).size).toBe(moves.length)
         expect(JSON.stringify(c.view)).toBe(before)
@@ -295,7 +295,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     fc.assert(
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
         const c = buildCase(p)
-        replay(c.view, rebalance(c.view, { fractionMax }))
+        replay(c.view, rebalance(c.view, { fractionMax, choices: 1 }))
       }),
       { seed: runSeed, numRuns: RUNS },
     )
@@ -304,7 +304,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
   it('moves furthest-from-home tasks first, ties by task id', () => {
     fc.assert(
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
-        const moves = rebalance(buildCase(p).view, { fractionMax })
+        const moves = rebalance(buildCase(p).view, { fractionMax, choices: 1 })
         for (let k = 1; k < moves.length; k++) {
           const a = moves[k - 1]!
           const b = moves[k]!
@@ -319,7 +319,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     fc.assert(
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
         const c = buildCase(p)
-        const moves = rebalance(c.view, { fractionMax })
+        const moves = rebalance(c.view, { fractionMax, choices: 1 })
         const after = applyMoves(c.view, moves)
         for (const m of moves) {
           const node = nodeOf(after, m.to)!
@@ -341,7 +341,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     fc.assert(
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
         const c = buildCase(p)
-        const moves = rebalance(c.view, { fractionMax })
+        const moves = rebalance(c.view, { fractionMax, choices: 1 })
         const after = applyMoves(c.view, moves)
         const jobs = new Map(c.tasks.map((t) => [t.job, t]))
         for (const task of jobs.values()) {
@@ -376,7 +376,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
         const view: View = { nodes, allocations }
         const probe = allocations[0]!.task
         expect(spreadOk(view, probe)).toBe(true)
-        const moves = rebalance(view, { fractionMax })
+        const moves = rebalance(view, { fractionMax, choices: 1 })
         expect(spreadOk(applyMoves(view, moves), probe), `spread of web after ${JSON.stringify(moves)} in ${describeCase({ view, tasks: [] })}`).toBe(true)
       }),
       { seed: runSeed, numRuns: RUNS },
@@ -387,7 +387,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     fc.assert(
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
         const c = buildCase(p)
-        for (const m of rebalance(c.view, { fractionMax })) {
+        for (const m of rebalance(c.view, { fractionMax, choices: 1 })) {
           expect(movableHome(c.view, m.task), `${m.task} in ${describeCase(c)}`).toBe(m.from)
         }
       }),
@@ -405,7 +405,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
         const roundsMax = left + 1
         let rounds = 0
         for (;;) {
-          const moves = rebalance(view, { fractionMax })
+          const moves = rebalance(view, { fractionMax, choices: 1 })
           rounds++
           expect(rounds, `rounds in ${describeCase(c)}`).toBeLessThanOrEqual(roundsMax)
           if (moves.length === 0) break
@@ -426,6 +426,50 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
       }),
       { seed: runSeed, numRuns: RUNS },
     )
+  })
+
+  it('with best fit (choices 2, the default), each move goes where placing the task now would put it, ranked above its home, and rounds end', () => {
+    fc.assert(
+      fc.property(paramsArb, fractionArb, (p, fractionMax) => {
+        const c = buildCase(p)
+        let view = c.view
+        let left = potential(view)
+        const roundsMax = left + 1
+        for (let round = 1; ; round++) {
+          expect(round, `rounds in ${describeCase(c)}`).toBeLessThanOrEqual(roundsMax)
+          const moves = rebalance(view, { fractionMax })
+          if (moves.length === 0) break
+          for (const move of moves) {
+            const task = inView(view, move.task)[0]!.task
+            const order = ranking(view, task)
+            expect(order.indexOf(move.to), `${move.task} moves up its ranking`).toBeLessThan(order.indexOf(move.from))
+            const pool = new Pool(view)
+            pool.release(move.task)
+            const decision = place(pool, task, { choices: 2, candidatesMax: 0 })
+            expect(decision.placed && decision.node, `${move.task} goes where place() puts it`).toBe(move.to)
+            expect(moveRefusal(view, task, move.from, move.to)).toBeUndefined()
+            view = withMove(view, move)
+          }
+          const next = potential(view)
+          expect(next).toBeLessThan(left)
+          left = next
+        }
+      }),
+      { seed: runSeed, numRuns: RUNS },
+    )
+  })
+
+  it('after plan() with best fit and nothing changed since, a rebalance moves few tasks: it does not undo the packing', () => {
+    // plan() places in canonical order; tasks placed early saw emptier nodes, so
+    // a few may now fit better elsewhere, but not the bulk of them.
+    const rng = new Rng(runSeed)
+    const nodes: NodeView[] = Array.from({ length: 40 }, (_, i) => ({ id: `n${String(i).padStart(2, '0')}`, alive: true, cpuMillis: 16_000 * (1 + (i % 3)), memoryBytes: 64 * 2 ** 30 * (1 + (i % 3)), labels: {} }))
+    const tasks: TaskDemand[] = Array.from({ length: 1500 }, (_, i) => ({ id: `t/${i}`, job: `j${i % 50}`, cpuMillis: 100 + rng.int(900), memoryBytes: (128 + rng.int(1900)) * 2 ** 20 }))
+    const planned = plan({ nodes, allocations: [] }, tasks)
+    const byId = new Map(tasks.map((t) => [t.id, t]))
+    const view: View = { nodes, allocations: planned.placements.map((x) => ({ task: byId.get(x.task)!, node: x.node })) }
+    const moves = rebalance(view, { fractionMax: 1 })
+    expect(moves.length).toBeLessThan(view.allocations.length * 0.1)
   })
 
   it('with fractionMax 0 moves nothing', () => {
@@ -457,7 +501,7 @@ describe(`a node joins a balanced cluster (fast-check seed ${runSeed}; replay wi
         const allocations = planned.placements.map((x) => ({ task: byId.get(x.task)!, node: x.node }))
         const before: View = { nodes, allocations }
         for (const a of allocations) expect(ranking(before, a.task)[0], `${a.task.id} is on its first choice`).toBe(a.node)
-        expect(rebalance(before, { fractionMax: 1 })).toEqual([])
+        expect(rebalance(before, { fractionMax: 1, choices: 1 })).toEqual([])
 
         const joiner: NodeView = { id: 'joiner', alive: true, cpuMillis: j.joiner.cpu, memoryBytes: j.joiner.mem, labels: {} }
         let view: View = { nodes: [...nodes, joiner], allocations }
@@ -466,13 +510,13 @@ describe(`a node joins a balanced cluster (fast-check seed ${runSeed}; replay wi
         const fractionMax = Math.max(j.fraction, 1 / allocations.length)
         const moved: string[] = []
         for (let round = 0; round <= allocations.length; round++) {
-          const moves = rebalance(view, { fractionMax })
+          const moves = rebalance(view, { fractionMax, choices: 1 })
           if (moves.length === 0) break
           for (const m of moves) expect(m).toMatchObject({ to: 'joiner', fromRank: 1, toRank: 0 })
           moved.push(...moves.map((m) => m.task))
           view = applyMoves(view, moves)
         }
-        expect(rebalance(view, { fractionMax: 1 })).toEqual([])
+        expect(rebalance(view, { fractionMax: 1, choices: 1 })).toEqual([])
         expect([...moved].sort()).toEqual(expected)
       }),
       { seed: runSeed, numRuns: 100 },
@@ -487,12 +531,12 @@ describe('fractionMax', () => {
   }
 
   it.each([-0.01, 1.0001, 2, -1, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY])('%d throws PlacementError', (fractionMax) => {
-    expect(() => rebalance(view, { fractionMax })).toThrow(PlacementError)
+    expect(() => rebalance(view, { fractionMax, choices: 1 })).toThrow(PlacementError)
     expect(() => rebalance({ nodes: [], allocations: [] }, { fractionMax })).toThrow(PlacementError)
   })
 
   it.each([0, -0, 0.5, 1])('%d is accepted', (fractionMax) => {
-    expect(rebalance(view, { fractionMax })).toEqual([])
+    expect(rebalance(view, { fractionMax, choices: 1 })).toEqual([])
   })
 })
 
@@ -514,7 +558,7 @@ describe('scenarios', () => {
         .map(([id, node]) => ({ task: spreadTask(id!), node: node! })),
     }
     expect(spreadOk(view, spreadTask('web/2'))).toBe(true)
-    const moves = rebalance(view, { fractionMax: 1 })
+    const moves = rebalance(view, { fractionMax: 1, choices: 1 })
     // Moving web/2 to n-b would leave a:0 b:2 c:3, a skew of 3 > 2, and zone a
     // empty: the placement rule checked after releasing web/2 (min 0, so
     // 1 + 1 − 0 ≤ 2) allows it, but the job's spread does not.
@@ -530,7 +574,7 @@ describe('scenarios', () => {
     // A task whose first choice is n0, held on n1, while n0 is full.
     const id = ['t0', 't1', 't2', 't3', 't4', 't5'].find((t) => ranking({ nodes, allocations: [] }, task(t, 600))[0] === 'n0')!
     const view: View = { nodes, allocations: [{ task: task(id, 600), node: 'n1' }, { task: task('filler', 500), node: 'n0' }] }
-    const moves = rebalance(view, { fractionMax: 1 }).filter((m) => m.task === id)
+    const moves = rebalance(view, { fractionMax: 1, choices: 1 }).filter((m) => m.task === id)
     expect(moves).toEqual([])
   })
 })
