@@ -39,15 +39,7 @@ function liveness (dead: readonly string[]): (node: string) => boolean {
 }
 
 function shuffled<T> (items: readonly T[], seed: number): T[] {
-  const rng = new Rng(seed)
-  const out = [...items]
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = rng.int(i + 1)
-    const x = out[i]!
-    out[i] = out[j]!
-    out[j] = x
-  }
-  return out
+  return new Rng(seed).shuffled(items)
 }
 
 const STATUS_RANK: Record<ClaimStatus, number> = { active: 0, releasing: 1, ended: 2, finished: 3 }

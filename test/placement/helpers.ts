@@ -152,14 +152,7 @@ export function compare (a: string, b: string): number {
 }
 
 export function shuffle<T> (items: readonly T[], rng: Rng): T[] {
-  const out = [...items]
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = rng.int(i + 1)
-    const x = out[i]!
-    out[i] = out[j]!
-    out[j] = x
-  }
-  return out
+  return rng.shuffled(items)
 }
 
 /** The same view in another order: nodes, each node's label keys, and allocations. */

@@ -11,7 +11,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { labelValue, satisfies, type Constraint } from '../../placement/constraints.ts'
-import { rebalance, type Move } from '../../placement/movement.ts'
+import { rebalance, type Move, type RebalanceOptions } from '../../placement/movement.ts'
 import { place, plan, rank } from '../../placement/place.ts'
 import { Pool } from '../../placement/pool.ts'
 import { PlacementError, type Allocation, type NodeView, type TaskDemand, type View } from '../../placement/types.ts'
@@ -274,6 +274,26 @@ function describeCase (c: Case): string {
   })
 }
 
+/**
+ * Rebalance round after round, applying each round's moves with `apply` (which
+ * checks them), until a round moves nothing: every round must lower the sum of
+ * the tasks' ranks, so there are at most that sum + 1 rounds. The view at rest.
+ */
+function toRest (c: Case, options: RebalanceOptions, apply: (view: View, moves: readonly Move[]) => View): View {
+  let view = c.view
+  let left = potential(view)
+  const roundsMax = left + 1
+  for (let round = 1; ; round++) {
+    expect(round, `rounds in ${describeCase(c)}`).toBeLessThanOrEqual(roundsMax)
+    const moves = rebalance(view, options)
+    if (moves.length === 0) return view
+    view = apply(view, moves)
+    const next = potential(view)
+    expect(next).toBeLessThan(left)
+    left = next
+  }
+}
+
 // ---- properties ----
 
 describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, () => {
@@ -399,21 +419,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     fc.assert(
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
         const c = buildCase(p)
-        let view = c.view
-        let left = potential(view)
-        // Every round with a move lowers the potential by at least one.
-        const roundsMax = left + 1
-        let rounds = 0
-        for (;;) {
-          const moves = rebalance(view, { fractionMax, choices: 1 })
-          rounds++
-          expect(rounds, `rounds in ${describeCase(c)}`).toBeLessThanOrEqual(roundsMax)
-          if (moves.length === 0) break
-          view = replay(view, moves)
-          const next = potential(view)
-          expect(next).toBeLessThan(left)
-          left = next
-        }
+        const view = toRest(c, { fractionMax, choices: 1 }, replay)
         // Where rebalance may move at all, the end is a fixed point: no movable
         // task has a node ranked above its home that could take it.
         if (Math.floor(fractionMax * view.allocations.length) === 0) return
@@ -431,14 +437,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
   it('with best fit (choices 2, the default), each move goes where placing the task now would put it, ranked above its home, and rounds end', () => {
     fc.assert(
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
-        const c = buildCase(p)
-        let view = c.view
-        let left = potential(view)
-        const roundsMax = left + 1
-        for (let round = 1; ; round++) {
-          expect(round, `rounds in ${describeCase(c)}`).toBeLessThanOrEqual(roundsMax)
-          const moves = rebalance(view, { fractionMax })
-          if (moves.length === 0) break
+        toRest(buildCase(p), { fractionMax }, (view, moves) => {
           for (const move of moves) {
             const task = inView(view, move.task)[0]!.task
             const order = ranking(view, task)
@@ -450,10 +449,8 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
             expect(moveRefusal(view, task, move.from, move.to)).toBeUndefined()
             view = withMove(view, move)
           }
-          const next = potential(view)
-          expect(next).toBeLessThan(left)
-          left = next
-        }
+          return view
+        })
       }),
       { seed: runSeed, numRuns: RUNS },
     )

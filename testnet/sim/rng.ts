@@ -71,6 +71,18 @@ export class Rng {
     if (items.length === 0) throw new Error('pick from an empty list')
     return items[this.int(items.length)]!
   }
+
+  /** A copy of the items in a uniformly random order (Fisher–Yates). */
+  shuffled<T> (items: readonly T[]): T[] {
+    const out = [...items]
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = this.int(i + 1)
+      const x = out[i]!
+      out[i] = out[j]!
+      out[j] = x
+    }
+    return out
+  }
 }
 
 /** FNV-1a over UTF-16 code units: only needs to spread keys, not resist attack. */
