@@ -66,6 +66,7 @@ function log (message: string): void {
   process.stderr.write(`bench: ${message}\n`)
 }
 
+const isDefault = (choices: number): string => choices === PLACE_DEFAULTS.choices ? ' (default)' : ''
 const count = (x: number): string => Math.round(x).toLocaleString('en-US')
 const pct = (x: number): string => `${x.toFixed(1)} %`
 const ms = (x: number): string => x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x < 10 ? x.toFixed(2) : Math.round(x)} ms`
@@ -218,10 +219,10 @@ async function throughput (instances: number, rounds: number): Promise<Allocatio
 
   const loadBefore = loadavg()[0]!
   const configs: Config[] = [
-    { name: 'plan(), choices 1', choices: 1, kind: 'plan' },
-    { name: 'plan(), choices 2 (default)', choices: 2, kind: 'plan' },
-    { name: 'place() alone, choices 1', choices: 1, kind: 'place' },
-    { name: 'place() alone, choices 2 (default)', choices: 2, kind: 'place' },
+    { name: `plan(), choices 1${isDefault(1)}`, choices: 1, kind: 'plan' },
+    { name: `plan(), choices 2${isDefault(2)}`, choices: 2, kind: 'plan' },
+    { name: `place() alone, choices 1${isDefault(1)}`, choices: 1, kind: 'place' },
+    { name: `place() alone, choices 2${isDefault(2)}`, choices: 2, kind: 'place' },
   ]
   const rates = configs.map((): number[] => [])
   const planned = new Map<number, { placed: number, pending: number, allocations: Allocation[] }>()
@@ -250,10 +251,10 @@ async function throughput (instances: number, rounds: number): Promise<Allocatio
   const plain = tasks.filter((t) => t.constraints === undefined && t.perNodeMax === undefined)
   const kinds: Array<{ name: string, tasks: TaskDemand[], options: { choices: number, candidatesMax?: number } }> = [
     { name: `no constraint, no perNodeMax; choices ${PLACE_DEFAULTS.choices} + ${PLACE_DEFAULTS.candidatesMax} backups (default)`, tasks: plain, options: { ...PLACE_DEFAULTS } },
-    { name: 'the same, no backups (candidatesMax 0)', tasks: plain, options: { choices: 2, candidatesMax: 0 } },
+    { name: 'the same, no backups (candidatesMax 0)', tasks: plain, options: { ...PLACE_DEFAULTS, candidatesMax: 0 } },
     { name: 'the same, choices 1, no backups (the first feasible node)', tasks: plain, options: { choices: 1, candidatesMax: 0 } },
-    { name: 'zone constraint; default options', tasks: tasks.filter((t) => t.constraints !== undefined), options: { choices: 2 } },
-    { name: 'perNodeMax; default options', tasks: tasks.filter((t) => t.perNodeMax !== undefined), options: { choices: 2 } },
+    { name: 'zone constraint; default options', tasks: tasks.filter((t) => t.constraints !== undefined), options: { ...PLACE_DEFAULTS } },
+    { name: 'perNodeMax; default options', tasks: tasks.filter((t) => t.perNodeMax !== undefined), options: { ...PLACE_DEFAULTS } },
   ]
   const kindRates = kinds.map((): number[] => [])
   const kindRounds = Math.min(rounds, 3)
@@ -297,7 +298,7 @@ async function throughput (instances: number, rounds: number): Promise<Allocatio
     planEnd: fills,
     placeByKind: kinds.map((kind, k) => ({ name: kind.name, instances: kind.tasks.length, options: kind.options, medianPerSecond: median(kindRates[k]!), roundsPerSecond: kindRates[k]! })),
   }
-  return planned.get(2)?.allocations ?? []
+  return planned.get(PLACE_DEFAULTS.choices)?.allocations ?? []
 }
 
 // ---- 2. packing before the first refusal -----------------------------------------------
@@ -404,7 +405,7 @@ async function packing (sizes: readonly number[], seeds: number): Promise<void> 
     for (const c of CHOICES) {
       const share = mean(ours.get(c)!.map((p) => p.share.binding))
       const gap = mean(gaps.get(c)!)
-      const name = `N=${n}, choices ${c}${c === 2 ? ' (default)' : ''}`
+      const name = `N=${n}, choices ${c}${isDefault(c)}`
       figure('packing', `${name}: pool allocated at first refusal, mean of ${seeds}`, pct(share), `≥ ${TARGETS.firstRefusalSharePctMin} %`, share >= TARGETS.firstRefusalSharePctMin)
       figure('packing', `${name}: gap to FFD (all tasks), mean`, `${gap.toFixed(1)} points`, `≤ ${TARGETS.ffdGapPointsMax} points`, gap <= TARGETS.ffdGapPointsMax)
     }
@@ -464,12 +465,13 @@ async function movement (instances: number): Promise<void> {
   /** A node's allocated share of its fuller resource, in %. */
   const fill = (i: number): number => Math.max(1 - planned.cpuFree[i]! / planned.cpuCap[i]!, 1 - planned.memFree[i]! / planned.memCap[i]!) * 100
   const fills = nodes.map((x) => fill(planned.indexOf(x.id)!))
-  // For comparison only: how evenly choices 1 (pure weighted rendezvous) would have filled the nodes.
-  const spread = new Pool({ nodes, allocations: allocationsOf(tasks, plan({ nodes, allocations: [] }, tasks, { choices: 1 }).placements) })
+  // For comparison only: how evenly the other choice (1, pure rendezvous; or 2, best fit) fills the nodes.
+  const other = PLACE_DEFAULTS.choices === 1 ? 2 : 1
+  const spread = new Pool({ nodes, allocations: allocationsOf(tasks, plan({ nodes, allocations: [] }, tasks, { choices: other }).placements) })
   const spreadFills = nodes.map((_, i) => Math.max(1 - spread.cpuFree[i]! / spread.cpuCap[i]!, 1 - spread.memFree[i]! / spread.memCap[i]!) * 100)
   const fillText = (fs: number[]): string => `${pct(Math.min(...fs))} to ${pct(Math.max(...fs))}, median ${pct(median(fs))}, ${fs.filter((f) => f >= 99).length} nodes ≥ 99 %, ${fs.filter((f) => f < 10).length} under 10 %`
   const describe = `${count(tasks.length)} instances (the throughput mix at ${cpuScale.toFixed(1)} × its CPU) planned onto ${n} nodes with plan(): CPU ${pct(share.cpu)}, memory ${pct(share.mem)} allocated, ${p.pending.length} pending; ` +
-    `nodes filled (fuller resource) from ${fillText(fills)} (with choices 1: ${fillText(spreadFills)})`
+    `nodes filled (fuller resource) from ${fillText(fills)} (with choices ${other}: ${fillText(spreadFills)})`
   log(`movement: ${describe}`)
   const hashes = new Map(tasks.map((t) => [t.id, idKey(t.id).lo]))
   const ids = nodes.map((x) => x.id).sort()
@@ -566,7 +568,7 @@ async function cost (instances: number, planned: Allocation[] | undefined, quick
   const explainFullMs = timeEach(quick ? 1 : 3, 1, (k) => { explain(full, tasks[k % tasks.length]!) })
   const poolEmptyMs = timeEach(batches, 20, () => { new Pool(empty) })
   const poolFullMs = timeEach(quick ? 1 : 5, 1, () => { new Pool(full) })
-  print(`\ncost: ${count(nodes.length)} nodes; the full view holds the ${count(allocations.length)} allocations of plan() (choices 2)\n`)
+  print(`\ncost: ${count(nodes.length)} nodes; the full view holds the ${count(allocations.length)} allocations of plan() (choices ${PLACE_DEFAULTS.choices})\n`)
   print(table(['WHAT', 'TIME'], [
     ['rank() of one task (every node scored and sorted)', us(rankUs)],
     ['explain() of one task, empty view', us(explainUs)],

@@ -4,15 +4,17 @@
 import { idKey, premixedPairHash, taskPrefix, unitDraw, weightedScore } from './hash.ts'
 import { checkDemand, Pool, type SpreadCounts } from './pool.ts'
 import { constraintText } from './constraints.ts'
-import { bytesText, cpuText, type SkipCode, type SkipReason } from './reasons.ts'
+import { needAndFree, type SkipCode, type SkipReason } from './reasons.ts'
 import { PlacementError, type TaskDemand, type View } from './types.ts'
 
 export interface PlaceOptions {
   /**
-   * Best fit among this many first feasible candidates. 1 is pure rendezvous
-   * (spread by capacity); 2, the default, packs: on the mixed workload of
-   * `npm run bench:placement` it leaves far less capacity stranded before the
-   * first refusal than 1 does, for a little less even spreading.
+   * Best fit among this many first feasible candidates. 1, the default, is pure
+   * rendezvous: the first feasible node, as DESIGN.md has it; it spreads by
+   * capacity and depends least on free resources, which views disagree on while
+   * they converge. 2 packs tighter (more of the pool allocated before the first
+   * refusal in `npm run bench:placement`), with nodes filled unevenly and about
+   * three times as many decisions differing between slightly different views.
    */
   readonly choices?: number
   /**
@@ -22,7 +24,7 @@ export interface PlaceOptions {
   readonly candidatesMax?: number
 }
 
-export const PLACE_DEFAULTS = Object.freeze({ choices: 2, candidatesMax: 2 })
+export const PLACE_DEFAULTS = Object.freeze({ choices: 1, candidatesMax: 2 })
 const CHOICES_MAX = 8
 const CANDIDATES_MAX = 16
 
@@ -242,6 +244,10 @@ function canonicalOrder (pool: Pool, tasks: readonly TaskDemand[]): TaskDemand[]
     .map((x) => x.t)
 }
 
+function causeRank (cause: string): number {
+  return cause.startsWith('the spread') ? 0 : cause === 'the per-node limit' ? 1 : 2
+}
+
 function tally (counts: Map<string, number>, key: string): void {
   counts.set(key, (counts.get(key) ?? 0) + 1)
 }
@@ -260,44 +266,94 @@ export function pendingSummary (pool: Pool, task: TaskDemand): PendingSummary {
   const spreads: SpreadCounts[] = pool.spreadCounts(task)
   const skipped: Partial<Record<SkipCode, number>> = {}
   const failures = new Map<string, number>()
+  const ruledOutWithRoom = new Map<string, number>()
   let cpu: { node: string, millis: number } | undefined
   let memory: { node: string, bytes: number } | undefined
+  let cpuCap: { node: string, millis: number } | undefined
+  let memCap: { node: string, bytes: number } | undefined
   let cpuShort = 0
   let memShort = 0
+  /** Whether some node that passes the constraints could hold the task when empty. */
+  let holdsBoth = false
   for (let i = 0; i < pool.size; i++) {
     const reason: SkipReason | undefined = pool.check(i, task, spreads)
     if (reason === undefined) continue
     skipped[reason.code] = (skipped[reason.code] ?? 0) + 1
-    if (reason.code === 'constraint') tally(failures, `fail ${constraintText(reason.constraint)}`)
-    if (reason.code === 'spread') tally(failures, reason.value === undefined ? `lack the label ${reason.label}` : `would unbalance the spread over ${reason.label}`)
-    if (reason.code !== 'resources') continue
-    if (reason.cpu !== undefined) cpuShort++
-    if (reason.memory !== undefined) memShort++
-    if (cpu === undefined || pool.cpuFree[i]! > cpu.millis) cpu = { node: pool.ids[i]!, millis: pool.cpuFree[i]! }
-    if (memory === undefined || pool.memFree[i]! > memory.bytes) memory = { node: pool.ids[i]!, bytes: pool.memFree[i]! }
+    const node = pool.ids[i]!
+    switch (reason.code) {
+      case 'not-alive': continue
+      case 'constraint': tally(failures, `fail ${constraintText(reason.constraint)}`); continue
+      case 'avoided': tally(failures, 'are avoided (the task failed there)'); break
+      case 'per-node': tally(failures, `are at the per-node limit (${reason.max})`); break
+      case 'spread': tally(failures, reason.value === undefined ? `lack the label ${reason.label}` : `would unbalance the spread over ${reason.label}`); break
+      case 'resources':
+        if (reason.cpu !== undefined) cpuShort++
+        if (reason.memory !== undefined) memShort++
+        if (cpu === undefined || pool.cpuFree[i]! > cpu.millis) cpu = { node, millis: pool.cpuFree[i]! }
+        if (memory === undefined || pool.memFree[i]! > memory.bytes) memory = { node, bytes: pool.memFree[i]! }
+    }
+    // Alive and passing the constraints: a node that could hold the task some day.
+    if (cpuCap === undefined || pool.cpuCap[i]! > cpuCap.millis) cpuCap = { node, millis: pool.cpuCap[i]! }
+    if (memCap === undefined || pool.memCap[i]! > memCap.bytes) memCap = { node, bytes: pool.memCap[i]! }
+    if (pool.cpuCap[i]! >= task.cpuMillis && pool.memCap[i]! >= task.memoryBytes) holdsBoth = true
+    if (reason.code !== 'resources' && pool.cpuFree[i]! >= task.cpuMillis && pool.memFree[i]! >= task.memoryBytes) {
+      const cause = reason.code === 'spread' ? `the spread over ${reason.label}` : reason.code === 'per-node' ? 'the per-node limit' : 'avoidance'
+      ruledOutWithRoom.set(cause, (ruledOutWithRoom.get(cause) ?? 0) + 1)
+    }
   }
   const parts: string[] = []
   if (skipped['not-alive'] !== undefined) parts.push(`${skipped['not-alive']} not alive`)
-  if (skipped['per-node'] !== undefined) parts.push(`${skipped['per-node']} already hold ${task.perNodeMax} of the job's instances`)
   for (const [text, count] of failures) parts.push(`${count} ${text}`)
   if (skipped.resources !== undefined) parts.push(`${skipped.resources} lack free resources`)
   const of = pool.size === 0 ? 'the view has no nodes' : `of ${pool.size} node${pool.size === 1 ? '' : 's'}: ${parts.join(', ')}`
-  let headline = 'no node can take it'
-  if (cpu !== undefined && memory !== undefined) {
-    const cpuPart = `${cpuText(Math.max(0, cpu.millis))} CPU on ${cpu.node}`
-    const memPart = `${bytesText(Math.max(0, memory.bytes))} on ${memory.node}`
-    if (cpuShort > 0 && memShort > 0) {
-      headline = `no node has ${cpuText(task.cpuMillis)} CPU and ${bytesText(task.memoryBytes)} memory free; largest free: ${cpuPart}, ${memPart}`
-    } else if (cpuShort > 0) {
-      headline = `no node has ${cpuText(task.cpuMillis)} CPU free; largest free: ${cpuPart}`
-    } else {
-      headline = `no node has ${bytesText(task.memoryBytes)} memory free; largest free: ${memPart}`
-    }
-  }
   return {
-    message: `${headline} (${of})`,
+    message: `${headline(task, { cpu, memory, cpuCap, memCap, cpuShort, memShort, holdsBoth, ruledOutWithRoom })} (${of})`,
     nodes: pool.size,
     skipped,
     ...(cpu !== undefined && memory !== undefined ? { largestFree: { cpu, memory } } : {}),
   }
+}
+
+interface Findings {
+  cpu?: { node: string, millis: number }
+  memory?: { node: string, bytes: number }
+  cpuCap?: { node: string, millis: number }
+  memCap?: { node: string, bytes: number }
+  cpuShort: number
+  memShort: number
+  holdsBoth: boolean
+  ruledOutWithRoom: Map<string, number>
+}
+
+/** The one cause a user should hear first: a request no node could ever hold, room ruled out by the job's own rules, or no room. */
+function headline (task: TaskDemand, f: Findings): string {
+  const tooBig: string[] = []
+  if (f.cpuCap !== undefined && task.cpuMillis > f.cpuCap.millis) {
+    const [need, has] = needAndFree(task.cpuMillis, f.cpuCap.millis, 'cpu')
+    tooBig.push(`it asks for ${need} CPU and the largest node has ${has} (${f.cpuCap.node})`)
+  }
+  if (f.memCap !== undefined && task.memoryBytes > f.memCap.bytes) {
+    const [need, has] = needAndFree(task.memoryBytes, f.memCap.bytes, 'memory')
+    tooBig.push(`it asks for ${need} memory and the largest node has ${has} (${f.memCap.node})`)
+  }
+  if (tooBig.length > 0) return `no node is large enough: ${tooBig.join('; ')}; ask for less`
+  if (f.cpuCap !== undefined && f.memCap !== undefined && !f.holdsBoth) {
+    const [cpuNeed] = needAndFree(task.cpuMillis, f.cpuCap.millis, 'cpu')
+    const [memNeed] = needAndFree(task.memoryBytes, f.memCap.bytes, 'memory')
+    return `no node is large enough: it asks for ${cpuNeed} CPU and ${memNeed} memory together, and no node has both; ask for less`
+  }
+  if (f.ruledOutWithRoom.size > 0) {
+    // A fixed order of causes: the spreads, then the per-node limit, then avoidance.
+    const causes = [...f.ruledOutWithRoom].sort(([a], [b]) => causeRank(a) - causeRank(b) || (a < b ? -1 : 1))
+    return `the nodes with room are ruled out: ${causes.map(([cause, count]) => `${count} by ${cause}`).join(', ')}`
+  }
+  if (f.cpu === undefined || f.memory === undefined) return 'no node can take it'
+  // Free may be negative on an overcommitted node: printed as it is, never read alike with the need.
+  const [cpuNeed, cpuFree] = needAndFree(task.cpuMillis, f.cpu.millis, 'cpu')
+  const [memNeed, memFree] = needAndFree(task.memoryBytes, f.memory.bytes, 'memory')
+  const cpuPart = `${cpuFree} CPU on ${f.cpu.node}`
+  const memPart = `${memFree} on ${f.memory.node}`
+  if (f.cpuShort > 0 && f.memShort > 0) return `no node has ${cpuNeed} CPU and ${memNeed} memory free; largest free: ${cpuPart}, ${memPart}`
+  if (f.cpuShort > 0) return `no node has ${cpuNeed} CPU free; largest free: ${cpuPart}`
+  return `no node has ${memNeed} memory free; largest free: ${memPart}`
 }

@@ -3,7 +3,8 @@
 // resources and per-job counts kept up to date as tasks are allocated.
 
 import { idKey, premix } from './hash.ts'
-import { firstFailed, labelValue, type Constraint, type Spread } from './constraints.ts'
+import type { z } from 'zod'
+import { constraintsSchema, firstFailed, labelValue, spreadsSchema, type Constraint, type Spread } from './constraints.ts'
 import type { SkipReason } from './reasons.ts'
 import { PlacementError, type Allocation, type NodeView, type TaskDemand, type View } from './types.ts'
 
@@ -35,10 +36,16 @@ export class Pool {
   private readonly held = new Map<string, Array<{ node: number, task: TaskDemand }>>()
   /** job → node index → instances of the job allocated there. */
   private readonly jobCounts = new Map<string, Map<number, number>>()
-  private readonly masks = new WeakMap<readonly Constraint[], Uint8Array>()
+  /**
+   * Caches keyed by the constraint list's JSON, not its identity: lists read
+   * afresh from the shared state each tick still hit, and a list changed in
+   * place cannot leave a stale entry behind.
+   */
+  private readonly masks = new Map<string, Uint8Array>()
+  private readonly aliveMasks = new Map<string, Uint8Array>()
+  private readonly domains = new Map<string, Map<string, Set<string>>>()
   private readonly interned = new Map<string, { ids: Int32Array, values: string[] }>()
-  private readonly aliveMasks = new WeakMap<readonly Constraint[], Uint8Array>()
-  private readonly domains = new WeakMap<readonly Constraint[], Map<string, Set<string>>>()
+  private readonly validSpreads = new Set<string>()
 
   constructor (view: View) {
     const nodes = [...view.nodes].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
@@ -52,7 +59,8 @@ export class Pool {
     this.memCap = new Float64Array(n)
     this.cpuFree = new Float64Array(n)
     this.memFree = new Float64Array(n)
-    this.labels = nodes.map((node) => node.labels)
+    // Copied (own keys only, `__proto__` included) and frozen: the caches stay true to them.
+    this.labels = nodes.map((node) => Object.freeze({ ...node.labels }))
     nodes.forEach((node, i) => {
       checkNode(node)
       if (this.index.has(node.id)) throw new PlacementError(`node ${node.id} appears twice in the view`)
@@ -73,9 +81,9 @@ export class Pool {
 
   /** Hold a task's demand on a node. A node may end up overcommitted (claims made on differing views): its free goes negative and nothing more fits there. */
   allocate (a: Allocation): boolean {
+    checkDemand(a.task)
     const i = this.index.get(a.node)
     if (i === undefined) { this.orphans++; return false }
-    checkDemand(a.task)
     this.cpuFree[i] = this.cpuFree[i]! - a.task.cpuMillis
     this.memFree[i] = this.memFree[i]! - a.task.memoryBytes
     let list = this.held.get(a.task.id)
@@ -120,21 +128,24 @@ export class Pool {
 
   /** 1 where a node's labels pass the constraints; computed once per constraint list (jobs share theirs). */
   mask (constraints: readonly Constraint[] = NO_CONSTRAINTS): Uint8Array {
-    let mask = this.masks.get(constraints)
+    const key = JSON.stringify(constraints)
+    let mask = this.masks.get(key)
     if (mask === undefined) {
+      checkList(constraintsSchema, constraints, 'constraints')
       mask = new Uint8Array(this.size)
       for (let i = 0; i < this.size; i++) mask[i] = firstFailed(this.labels[i]!, constraints) === undefined ? 1 : 0
-      this.masks.set(constraints, mask)
+      this.masks.set(key, mask)
     }
     return mask
   }
 
   /** 1 where a node is alive and its labels pass the constraints: the fast path's first filter. */
   candidates (constraints: readonly Constraint[] = NO_CONSTRAINTS): Uint8Array {
-    let mask = this.aliveMasks.get(constraints)
+    const key = JSON.stringify(constraints)
+    let mask = this.aliveMasks.get(key)
     if (mask === undefined) {
       mask = this.mask(constraints).map((pass, i) => pass & this.alive[i]!)
-      this.aliveMasks.set(constraints, mask)
+      this.aliveMasks.set(key, mask)
     }
     return mask
   }
@@ -143,6 +154,11 @@ export class Pool {
   spreadCounts (task: TaskDemand): SpreadCounts[] {
     const spreads = task.spread ?? []
     if (spreads.length === 0) return []
+    const key = JSON.stringify(spreads)
+    if (!this.validSpreads.has(key)) {
+      checkList(spreadsSchema, spreads, 'spread')
+      this.validSpreads.add(key)
+    }
     const constraints = task.constraints ?? NO_CONSTRAINTS
     const perNode = this.jobCounts.get(task.job)
     return spreads.map((spread) => {
@@ -161,13 +177,17 @@ export class Pool {
   }
 
   /**
-   * 1 where the job's per-node limit or one of its spreads rules node i out:
+   * 1 where the task avoids node i, or the job's per-node limit or one of its spreads rules it out:
    * the fast path's form of those two checks of `check`, computed once per
    * decision instead of once per node; undefined when the task has neither.
    */
   limits (task: TaskDemand, spreads: readonly SpreadCounts[]): Uint8Array | undefined {
-    if (task.perNodeMax === undefined && spreads.length === 0) return undefined
+    if (task.perNodeMax === undefined && spreads.length === 0 && (task.avoid ?? []).length === 0) return undefined
     const blocked = new Uint8Array(this.size)
+    for (const node of task.avoid ?? []) {
+      const i = this.index.get(node)
+      if (i !== undefined) blocked[i] = 1
+    }
     const perNode = this.jobCounts.get(task.job)
     if (task.perNodeMax !== undefined && perNode !== undefined) {
       for (const [i, count] of perNode) if (count >= task.perNodeMax) blocked[i] = 1
@@ -185,7 +205,7 @@ export class Pool {
 
   /**
    * Why node i cannot take the task, or undefined if it can: not alive,
-   * constraints, per-node limit, spread, then resources. The fast path of
+   * constraints, avoided, per-node limit, spread, then resources. The fast path of
    * `place` checks the same things inline.
    */
   check (i: number, task: TaskDemand, spreads: readonly SpreadCounts[]): SkipReason | undefined {
@@ -193,6 +213,7 @@ export class Pool {
     const labels = this.labels[i]!
     const failed = firstFailed(labels, task.constraints ?? NO_CONSTRAINTS)
     if (failed !== undefined) return { code: 'constraint', constraint: failed, actual: labelValue(labels, failed.label) }
+    if (task.avoid !== undefined && task.avoid.includes(this.ids[i]!)) return { code: 'avoided' }
     if (task.perNodeMax !== undefined) {
       const count = this.jobCount(task.job, i)
       if (count >= task.perNodeMax) return { code: 'per-node', max: task.perNodeMax, count }
@@ -246,8 +267,9 @@ export class Pool {
 
   /** The values of a label among alive nodes that pass the constraints: the domains a spread balances over. */
   private domain (constraints: readonly Constraint[], label: string): Set<string> {
-    let byLabel = this.domains.get(constraints)
-    if (byLabel === undefined) this.domains.set(constraints, byLabel = new Map())
+    const key = JSON.stringify(constraints)
+    let byLabel = this.domains.get(key)
+    if (byLabel === undefined) this.domains.set(key, byLabel = new Map())
     let values = byLabel.get(label)
     if (values === undefined) {
       values = new Set()
@@ -263,24 +285,46 @@ export class Pool {
 }
 
 /**
- * Millicores and bytes are whole numbers: sums of them are then exact, so a
- * node's free resources do not depend on the order its allocations are listed in.
+ * Millicores and bytes are whole numbers up to 2⁵⁰ (a PiB): sums of them are
+ * then exact, so a node's free resources do not depend on the order its
+ * allocations are listed in.
  */
+export const AMOUNT_MAX = 2 ** 50
+
 function amount (value: number): boolean {
-  return Number.isSafeInteger(value) && value >= 0
+  return Number.isSafeInteger(value) && value >= 0 && value <= AMOUNT_MAX
+}
+
+/** A constraint or spread list that its schema refuses: checked once per distinct list, where it is first used. */
+function checkList (schema: z.ZodType, list: unknown, field: string): void {
+  const parsed = schema.safeParse(list)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    throw new PlacementError(`${field} ${JSON.stringify(list)} is invalid: ${issue?.path.join('.') ?? ''} ${issue?.message ?? ''}`.trim())
+  }
+}
+
+/** Ids hash as UTF-8; a lone surrogate would encode like U+FFFD and collide with it. */
+function wellFormed (id: unknown): boolean {
+  return typeof id === 'string' && id.length > 0 && id.isWellFormed()
 }
 
 function checkNode (node: NodeView): void {
+  if (!wellFormed(node.id)) throw new PlacementError(`node id ${JSON.stringify(node.id)} is not a well-formed non-empty string`)
   if (!amount(node.cpuMillis) || !amount(node.memoryBytes)) {
     throw new PlacementError(`node ${node.id} has an invalid capacity (${node.cpuMillis} millicores, ${node.memoryBytes} bytes)`)
   }
 }
 
 export function checkDemand (task: TaskDemand): void {
+  if (!wellFormed(task.id)) throw new PlacementError(`task id ${JSON.stringify(task.id)} is not a well-formed non-empty string`)
   if (!amount(task.cpuMillis) || !amount(task.memoryBytes)) {
     throw new PlacementError(`task ${task.id} has an invalid demand (${task.cpuMillis} millicores, ${task.memoryBytes} bytes)`)
   }
   if (task.perNodeMax !== undefined && !(Number.isInteger(task.perNodeMax) && task.perNodeMax >= 1)) {
     throw new PlacementError(`task ${task.id} has an invalid perNodeMax (${task.perNodeMax})`)
+  }
+  for (const [field, value] of [['constraints', task.constraints], ['spread', task.spread], ['avoid', task.avoid]] as const) {
+    if (value !== undefined && !Array.isArray(value)) throw new PlacementError(`task ${task.id}: ${field} must be a list or absent, not ${JSON.stringify(value)}`)
   }
 }

@@ -26,6 +26,8 @@ export interface TaskDemand {
   /** At most this many instances of the job on one node (1: every instance on its own node). */
   readonly perNodeMax?: number
   readonly spread?: readonly Spread[]
+  /** Nodes this instance must not go to (say, where it just failed), each skipped with the reason `avoided`. */
+  readonly avoid?: readonly string[]
 }
 
 /** A task instance claimed on a node: it holds its demand there. */

@@ -1,9 +1,10 @@
 // Builders and fast-check arbitraries for placement's tests: small random views
 // (few nodes, labels from a small alphabet that includes Object.prototype's own
 // names, capacities including 0, allocations on dead, missing and overcommitted
-// nodes) and tasks with random constraints, spreads and per-node limits, so that
-// every filter and every tie is hit often. Demands and capacities are whole
-// millicores and bytes, as the units are: sums of them are exact in doubles.
+// nodes) and tasks with random constraints, spreads, per-node limits and nodes
+// to avoid (some in the view, some not), so that every filter and every tie is
+// hit often. Demands and capacities are whole millicores and bytes, as the
+// units are: sums of them are exact in doubles.
 
 import fc from 'fast-check'
 import type { Allocation, Constraint, NodeView, Plan, PlaceOptions, Spread, TaskDemand, View } from '../../placement/index.ts'
@@ -48,8 +49,16 @@ export const constraintArb: fc.Arbitrary<Constraint> = fc.oneof(
 
 export const spreadArb: fc.Arbitrary<Spread> = fc.record({ label: keyArb, maxSkew: fc.integer({ min: 1, max: 2 }) })
 
-/** A task with every optional field sometimes there. */
-export function taskArb (ids: readonly string[] = TASK_IDS): fc.Arbitrary<TaskDemand> {
+/**
+ * Nodes a task avoids: drawn from the ids views are drawn from (so some are in
+ * the view and some are not) and GHOST; sometimes one twice, sometimes none.
+ */
+export function avoidArb (nodeIds: readonly string[] = NODE_IDS): fc.Arbitrary<string[]> {
+  return fc.array(fc.constantFrom(...nodeIds, GHOST), { maxLength: 3 })
+}
+
+/** A task with every optional field sometimes there; `nodeIds` are what `avoid` names. */
+export function taskArb (ids: readonly string[] = TASK_IDS, nodeIds: readonly string[] = NODE_IDS): fc.Arbitrary<TaskDemand> {
   return fc.record({
     id: fc.constantFrom(...ids),
     job: fc.constantFrom(...JOBS),
@@ -58,12 +67,13 @@ export function taskArb (ids: readonly string[] = TASK_IDS): fc.Arbitrary<TaskDe
     constraints: fc.array(constraintArb, { maxLength: 2 }),
     perNodeMax: fc.integer({ min: 1, max: 2 }),
     spread: fc.array(spreadArb, { minLength: 1, maxLength: 2 }),
+    avoid: avoidArb(nodeIds),
   }, { requiredKeys: ['id', 'job', 'cpuMillis', 'memoryBytes'] })
 }
 
 /** Tasks to plan: distinct ids, as plan() requires. */
-export function tasksArb (maxLength = 10): fc.Arbitrary<TaskDemand[]> {
-  return fc.uniqueArray(taskArb(), { selector: (t) => t.id, maxLength })
+export function tasksArb (maxLength = 10, nodeIds: readonly string[] = NODE_IDS): fc.Arbitrary<TaskDemand[]> {
+  return fc.uniqueArray(taskArb(TASK_IDS, nodeIds), { selector: (t) => t.id, maxLength })
 }
 
 const nodeFields = {
@@ -93,7 +103,7 @@ export function viewArb ({ nodesMax = 8, allocationsMax = 10, ids = NODE_IDS, si
   return fc.uniqueArray(nodeOf, { selector: (n) => n.id, minLength: 1, maxLength: nodesMax, ...(size ? { size } : {}) }).chain((nodes) => fc.record({
     nodes: fc.constant(nodes),
     allocations: fc.array(
-      fc.record({ task: taskArb(), node: fc.constantFrom(...nodes.map((n) => n.id), GHOST) }),
+      fc.record({ task: taskArb(TASK_IDS, ids), node: fc.constantFrom(...nodes.map((n) => n.id), GHOST) }),
       { maxLength: allocationsMax, ...(size ? { size } : {}) },
     ),
   }))
@@ -121,7 +131,7 @@ export function scenarioArb (tasksMax = 10, shape: ViewShape = {}): fc.Arbitrary
  * first choice.
  */
 export function ampleNodes (weights: readonly number[], ids: readonly string[] = weights.map((_, i) => `node-${i}`)): NodeView[] {
-  return weights.map((w, i) => ({ id: ids[i]!, alive: true, cpuMillis: w * 1e12, memoryBytes: w * 2 ** 48, labels: {} }))
+  return weights.map((w, i) => ({ id: ids[i]!, alive: true, cpuMillis: w * 1e12, memoryBytes: w * 2 ** 46, labels: {} }))
 }
 
 export function smallTask (id: string, extra: Partial<TaskDemand> = {}): TaskDemand {

@@ -8,7 +8,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
-  bytesText, constraintText, cpuText, displaced, explain, place, plan, Pool, PlacementError, rank, reasonText, rebalance, satisfies, weightFor,
+  bytesText, constraintText, cpuText, needAndFree, displaced, explain, place, plan, Pool, PlacementError, rank, reasonText, rebalance, satisfies, weightFor,
   type Allocation, type Constraint, type NodeView, type TaskDemand, type View,
 } from '../../placement/index.ts'
 import { Rng, seedFromEnv } from '../../testnet/sim/rng.ts'
@@ -142,11 +142,12 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
               const reason = pool.check(pool.indexOf(n.id)!, task, spreads)
               expect(reason, `${task.id} fits on ${n.id}`).toBeDefined()
               // Plain arithmetic: a node alive, passing the constraints and with room
-              // must have been refused for its per-node count or the spread.
+              // must have been refused for avoidance, its per-node count or the spread.
               const u = used(held, n.id)
               const room = n.cpuMillis - u.cpu >= task.cpuMillis && n.memoryBytes - u.mem >= task.memoryBytes
               const passes = (task.constraints ?? []).every((c) => satisfies(n.labels, c))
-              if (n.alive && passes && room) expect(['per-node', 'spread']).toContain(reason!.code)
+              if (n.alive && passes && room) expect(['avoided', 'per-node', 'spread']).toContain(reason!.code)
+              if (n.alive && passes) expect(reason!.code === 'avoided').toBe((task.avoid ?? []).includes(n.id))
               if (reason!.code === 'resources') expect(room).toBe(false)
             }
           }
@@ -369,7 +370,14 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
     })
 
     it('names the CPU that is short, and both when both are', () => {
-      const view: View = { nodes: [node('n-a', 1500, 4 * GiB), node('n-b', 500, 64 * GiB)], allocations: [] }
+      // Room, not size, is what is short: both nodes could hold the task when empty.
+      const view: View = {
+        nodes: [node('n-a', 4000, 8 * GiB), node('n-b', 4000, 64 * GiB)],
+        allocations: [
+          { node: 'n-a', task: smallTask('old/a', { cpuMillis: 2500, memoryBytes: 4 * GiB }) },
+          { node: 'n-b', task: smallTask('old/b', { cpuMillis: 3500, memoryBytes: 0 }) },
+        ],
+      }
       const cpu = plan(view, [smallTask('c/0', { cpuMillis: 2000, memoryBytes: GiB })]).pending[0]!.why.message
       expect(cpu).toContain('no node has 2 CPU free; largest free: 1.5 CPU on n-a')
       const both = plan(view, [smallTask('c/1', { cpuMillis: 2000, memoryBytes: 32 * GiB })]).pending[0]!.why
@@ -377,7 +385,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
       expect(both.largestFree).toEqual({ cpu: { node: 'n-a', millis: 1500 }, memory: { node: 'n-b', bytes: 64 * GiB } })
     })
 
-    it('a task too big for every node: the message names what is short and the most free of it', () => {
+    it('a task too big for every node\'s free resources: the message names the largest node if none is large enough, else what is short and the most free of it', () => {
       const shortArb = fc.record({
         nodes: fc.uniqueArray(
           fc.record({ id: fc.constantFrom(...NODE_IDS), alive: fc.integer({ min: 0, max: 3 }).map((x) => x !== 0), cpu: fc.integer({ min: 0, max: 64 }), mem: fc.integer({ min: 0, max: 64 }), used: fc.integer({ min: 0, max: 8 }) }),
@@ -409,18 +417,36 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
             return
           }
           expect(why.message).toContain(`${alive.length} lack free resources`)
+          // A demand beyond every alive node's capacity is no wait for room but a request to change.
+          const capCpu = Math.max(...nodes.filter((n) => n.alive).map((n) => n.cpuMillis))
+          const capMem = Math.max(...nodes.filter((n) => n.alive).map((n) => n.memoryBytes))
+          const holdsBoth = nodes.some((n) => n.alive && n.cpuMillis >= task.cpuMillis && n.memoryBytes >= task.memoryBytes)
+          if (task.cpuMillis <= capCpu && task.memoryBytes <= capMem && !holdsBoth) {
+            expect(why.message).toMatch(/^no node is large enough: it asks for .* CPU and .* memory together, and no node has both; ask for less \(/)
+            return
+          }
+          if (task.cpuMillis > capCpu || task.memoryBytes > capMem) {
+            expect(why.message).toMatch(/^no node is large enough: it asks for .* and the largest node has .*; ask for less \(/)
+            if (task.cpuMillis > capCpu) expect(why.message).toContain(`${needAndFree(task.cpuMillis, capCpu, 'cpu').join(' CPU and the largest node has ')}`)
+            if (task.memoryBytes > capMem) expect(why.message).toContain(`${needAndFree(task.memoryBytes, capMem, 'memory').join(' memory and the largest node has ')}`)
+            return
+          }
           // A node that already holds more than it has lacks even what the task does not ask for.
           const cpuShort = alive.some((n) => n.cpu < task.cpuMillis)
           const memShort = alive.some((n) => n.mem < task.memoryBytes)
           const cpuMax = Math.max(...alive.map((n) => n.cpu))
           const memMax = Math.max(...alive.map((n) => n.mem))
-          const cpuAt = alive.filter((n) => n.cpu === cpuMax).map((n) => `${cpuText(Math.max(0, cpuMax))} CPU on ${n.id}`)
-          const memAt = alive.filter((n) => n.mem === memMax).map((n) => `${bytesText(Math.max(0, memMax))} on ${n.id}`)
+          // Need and free read differently whenever they differ (needAndFree gives more digits then).
+          // An overcommitted node's free is negative, and printed so.
+          const [cpuNeed, cpuFree] = needAndFree(task.cpuMillis, cpuMax, 'cpu')
+          const [memNeed, memFree] = needAndFree(task.memoryBytes, memMax, 'memory')
+          const cpuAt = alive.filter((n) => n.cpu === cpuMax).map((n) => `${cpuFree} CPU on ${n.id}`)
+          const memAt = alive.filter((n) => n.mem === memMax).map((n) => `${memFree} on ${n.id}`)
           const options = cpuShort && memShort
-            ? cpuAt.flatMap((c) => memAt.map((m) => `no node has ${cpuText(task.cpuMillis)} CPU and ${bytesText(task.memoryBytes)} memory free; largest free: ${c}, ${m} (`))
+            ? cpuAt.flatMap((c) => memAt.map((m) => `no node has ${cpuNeed} CPU and ${memNeed} memory free; largest free: ${c}, ${m} (`))
             : cpuShort
-              ? cpuAt.map((c) => `no node has ${cpuText(task.cpuMillis)} CPU free; largest free: ${c} (`)
-              : memAt.map((m) => `no node has ${bytesText(task.memoryBytes)} memory free; largest free: ${m} (`)
+              ? cpuAt.map((c) => `no node has ${cpuNeed} CPU free; largest free: ${c} (`)
+              : memAt.map((m) => `no node has ${memNeed} memory free; largest free: ${m} (`)
           expect(short === 'both' ? cpuShort && memShort : short === 'cpu' ? cpuShort : memShort).toBe(true)
           expect(options.some((o) => why.message.startsWith(o)), `${why.message}\nwanted one of\n${options.join('\n')}`).toBe(true)
         }),

@@ -434,10 +434,10 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     )
   })
 
-  it('with best fit (choices 2, the default), each move goes where placing the task now would put it, ranked above its home, and rounds end', () => {
+  it('with best fit (choices 2), each move goes where placing the task now would put it, ranked above its home, and rounds end', () => {
     fc.assert(
       fc.property(paramsArb, fractionArb, (p, fractionMax) => {
-        toRest(buildCase(p), { fractionMax }, (view, moves) => {
+        toRest(buildCase(p), { fractionMax, choices: 2 }, (view, moves) => {
           for (const move of moves) {
             const task = inView(view, move.task)[0]!.task
             const order = ranking(view, task)
@@ -462,10 +462,10 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     const rng = new Rng(runSeed)
     const nodes: NodeView[] = Array.from({ length: 40 }, (_, i) => ({ id: `n${String(i).padStart(2, '0')}`, alive: true, cpuMillis: 16_000 * (1 + (i % 3)), memoryBytes: 64 * 2 ** 30 * (1 + (i % 3)), labels: {} }))
     const tasks: TaskDemand[] = Array.from({ length: 1500 }, (_, i) => ({ id: `t/${i}`, job: `j${i % 50}`, cpuMillis: 100 + rng.int(900), memoryBytes: (128 + rng.int(1900)) * 2 ** 20 }))
-    const planned = plan({ nodes, allocations: [] }, tasks)
+    const planned = plan({ nodes, allocations: [] }, tasks, { choices: 2 })
     const byId = new Map(tasks.map((t) => [t.id, t]))
     const view: View = { nodes, allocations: planned.placements.map((x) => ({ task: byId.get(x.task)!, node: x.node })) }
-    const moves = rebalance(view, { fractionMax: 1 })
+    const moves = rebalance(view, { fractionMax: 1, choices: 2 })
     expect(moves.length).toBeLessThan(view.allocations.length * 0.1)
   })
 

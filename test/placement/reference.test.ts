@@ -73,14 +73,16 @@ function onNode (s: RefState, job: string, id: string): number {
 }
 
 /**
- * The filters in the documented order (constraints.ts, pool.ts): alive, the
- * constraints, the per-node limit, each spread (a node with value v may take one
+ * The filters in the documented order (constraints.ts, pool.ts, README): alive,
+ * the constraints, the task's `avoid` list (ids the view lacks rule out nothing),
+ * the per-node limit, each spread (a node with value v may take one
  * more while count(v) + 1 − min ≤ maxSkew, counting instances on alive nodes over
  * the values of the alive nodes that pass the constraints), then free CPU and memory.
  */
 function reasonFor (s: RefState, n: NodeView, task: TaskDemand): SkipCode | undefined {
   if (!n.alive) return 'not-alive'
   if (!passes(n, task)) return 'constraint'
+  if ((task.avoid ?? []).some((id) => id === n.id)) return 'avoided'
   if (task.perNodeMax !== undefined && onNode(s, task.job, n.id) >= task.perNodeMax) return 'per-node'
   for (const spread of task.spread ?? []) {
     const domain = new Set<string>()
@@ -179,7 +181,7 @@ describe(`placement agrees with a brute-force reference (fast-check seed ${runSe
     const ids = [...NODE_IDS, ...Array.from({ length: 30 }, (_, i) => `node-${i}`)]
     const wide = fc.record({
       view: viewArb({ nodesMax: 30, allocationsMax: 40, ids, size: 'max' }),
-      tasks: tasksArb(12),
+      tasks: tasksArb(12, ids),
       options: fc.record({ choices: fc.integer({ min: 1, max: 8 }), candidatesMax: fc.integer({ min: 0, max: 16 }) }),
     })
     let nodes = 0
@@ -197,21 +199,30 @@ describe(`placement agrees with a brute-force reference (fast-check seed ${runSe
   })
 
   it('place() on a pool agrees with the reference, one task at a time', () => {
+    // How often the task's `avoid` list changed the answer: the fast path's mask must have had a say.
+    let avoidDecided = 0
     fc.assert(
       fc.property(viewArb(), taskArb(), optionsArb, (view, task, options) => {
         const got = place(new Pool(view), task, options)
-        const want = refPlace(refState(view, new Set()), task, options.choices, options.candidatesMax)
+        const state = refState(view, new Set())
+        const want = refPlace(state, task, options.choices, options.candidatesMax)
         if (want.node === undefined) {
           expect(got.placed).toBe(false)
         } else {
           expect(got).toEqual({ placed: true, task: task.id, node: want.node, candidates: want.candidates })
         }
+        if (task.avoid !== undefined) {
+          const heedless = refPlace(state, { ...task, avoid: [] }, options.choices, options.candidatesMax)
+          if (heedless.node !== want.node || heedless.candidates.join() !== want.candidates.join()) avoidDecided++
+        }
       }),
       { numRuns: 1500, seed: runSeed },
     )
+    expect(avoidDecided).toBeGreaterThan(10)
   })
 
   it('explain() ranks every node as the reference does, with its verdict and reason', () => {
+    const seen: Partial<Record<SkipCode, number>> = {}
     fc.assert(
       fc.property(viewArb(), taskArb(), optionsArb, (view, task, options) => {
         deepFreeze(view)
@@ -224,6 +235,7 @@ describe(`placement agrees with a brute-force reference (fast-check seed ${runSe
         got.ranking.forEach((r, k) => {
           const reason = want.ranking[k]!.reason
           expect(r.reason?.code).toBe(reason)
+          if (reason !== undefined) seen[reason] = (seen[reason] ?? 0) + 1
           const verdict = r.node === want.node ? 'chosen' : want.candidates.includes(r.node) ? 'candidate' : reason === undefined ? 'feasible' : 'skipped'
           expect(r.verdict, `verdict of ${r.node}`).toBe(verdict)
         })
@@ -232,6 +244,10 @@ describe(`placement agrees with a brute-force reference (fast-check seed ${runSe
       }),
       { numRuns: 1500, seed: runSeed },
     )
+    // Every reason, avoidance included, must come up often, or the agreement says little about it.
+    for (const code of ['not-alive', 'constraint', 'avoided', 'per-node', 'spread', 'resources'] as const) {
+      expect(seen[code] ?? 0, `nodes skipped as ${code}`).toBeGreaterThan(100)
+    }
   })
 
   it('plan() of a single task is explain() of it', () => {
