@@ -128,6 +128,11 @@ function leftAfter (pool: Pool, i: number, task: TaskDemand): number {
  */
 export function place (pool: Pool, task: TaskDemand, options: PlaceOptions = {}): Decision {
   checkDemand(task)
+  return decide(pool, task, options)
+}
+
+/** `place` for a task already checked (`plan` checks each task once, up front). */
+function decide (pool: Pool, task: TaskDemand, options: PlaceOptions): Decision {
   const choices = bounded('choices', options.choices ?? PLACE_DEFAULTS.choices, 1, CHOICES_MAX)
   const backups = bounded('candidatesMax', options.candidatesMax ?? PLACE_DEFAULTS.candidatesMax, 0, CANDIDATES_MAX)
   const top = topFeasible(pool, task, choices + backups)
@@ -208,7 +213,7 @@ export function plan (view: View, tasks: readonly TaskDemand[], options: PlaceOp
   const placements: Placed[] = []
   const pending: Pending[] = []
   for (const task of canonicalOrder(pool, tasks)) {
-    const decision = place(pool, task, options)
+    const decision = decide(pool, task, options)
     if (decision.placed) {
       pool.allocate({ task, node: decision.node })
       placements.push({ task: decision.task, node: decision.node, candidates: decision.candidates })
