@@ -1,0 +1,752 @@
+// The task runner over cgroups: one process group per task in its own cgroup,
+// logs in files, exits with their reasons, usage sampled, admission by the
+// node's own capacity, and a restart that adopts or stops what the previous life
+// of the node left running.
+//
+// On disk, below the node's data dir:
+//   tasks/cgroups.json            where this node's cgroup root is (for the next life)
+//   tasks/<task>/task.json        the spec, pid, start, and once over the exit
+//   tasks/<task>/alloc/           MURMUR_ALLOC_DIR, the default working dir
+//   tasks/<task>/logs/            stdout.log, stderr.log and their rotations
+
+import type { ChildProcess } from 'node:child_process'
+import { EventEmitter } from 'node:events'
+import { chownSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { isAbsolute, join, resolve } from 'node:path'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { bytesText, cpuText } from '../../placement/reasons.ts'
+import { InputError, MurmurError } from '../errors.ts'
+import { CgroupRoot, type HierarchyPlan, type TaskCgroup, detectHierarchies } from './cgroups.ts'
+import { DEFAULT_PATH, SHIM_NAME, StartFailure, launch, resolveCommand } from './launch.ts'
+import { LOG_DEFAULTS, type LogChunk, type LogStream, TaskLogs } from './logs.ts'
+import type { FoundTask, Isolation, RecoverReport, Signalled, TaskExit, TaskInfo, TaskRunner, TaskSpec, TaskUsage } from './types.ts'
+
+export const RUNNER_DEFAULTS = Object.freeze({
+  /** Enough for a shell pipeline or a JVM's threads; a fork bomb stops here. */
+  pidsMax: 1024,
+  /** Kubernetes' and Nomad's default grace period between SIGTERM and SIGKILL. */
+  graceMs: 10_000,
+  /** Usage, log rotation and adopted tasks' liveness are looked at this often. */
+  sampleMs: 1_000,
+})
+
+export const SPEC_LIMITS = Object.freeze({
+  /** Below this the kernel's own charges for a process OOM-kill it before it runs. */
+  memoryBytesMin: 4 * 1024 ** 2,
+  argsMax: 4_096,
+  envMax: 1_024,
+  pidsMax: 4_194_304,
+})
+
+export type IsolationWanted = 'auto' | 'cgroup-v2' | 'cgroup-v1' | 'none'
+
+export interface ExecutorOptions {
+  nodeId: string
+  /** The node's tasks dir, `<data dir>/tasks`. */
+  dir: string
+  /** What the node offers; starts beyond it are refused. */
+  capacity: { cpuMillis: number, memoryBytes: number }
+  isolation?: IsolationWanted | undefined
+  log: Logger
+  sampleMs?: number | undefined
+  graceMs?: number | undefined
+}
+
+const specSchema = z.object({
+  id: z.string().min(1).max(128),
+  job: z.string().min(1).max(128),
+  command: z.string().min(1).max(4_096).refine((c) => !c.includes('\0'), 'must not contain NUL'),
+  args: z.array(z.string().max(128 * 1024).refine((a) => !a.includes('\0'), 'must not contain NUL')).max(SPEC_LIMITS.argsMax),
+  env: z.record(z.string().min(1).max(1_024).regex(/^[^=\0]+$/, 'must not contain = or NUL'), z.string().max(128 * 1024).refine((v) => !v.includes('\0'), 'must not contain NUL'))
+    .refine((env) => Object.keys(env).length <= SPEC_LIMITS.envMax, `at most ${SPEC_LIMITS.envMax} variables`),
+  workdir: z.string().min(1).max(4_096).optional(),
+  cpuMillis: z.number().int().min(1).max(100_000_000),
+  memoryBytes: z.number().int().min(SPEC_LIMITS.memoryBytesMin, `must be at least ${SPEC_LIMITS.memoryBytesMin / 1024 ** 2} MiB`).max(2 ** 50),
+  pidsMax: z.number().int().min(1).max(SPEC_LIMITS.pidsMax).optional(),
+  user: z.object({ uid: z.number().int().min(0).max(2 ** 32 - 2), gid: z.number().int().min(0).max(2 ** 32 - 2) }).strict().optional(),
+  logs: z.object({ maxBytes: z.number().int().min(4_096).max(2 ** 40), files: z.number().int().min(1).max(100) }).strict().optional(),
+}).strict()
+
+const exitSchema = z.object({
+  reason: z.enum(['exited', 'signaled', 'killed', 'oom', 'start-failed', 'lost']),
+  code: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  message: z.string(),
+  oomKills: z.number().int().nonnegative(),
+})
+
+const recordSchema = z.object({
+  format: z.literal('murmur-task'),
+  spec: specSchema,
+  pid: z.number().int().positive().nullable(),
+  /** The pid's start time in clock ticks since boot (/proc/<pid>/stat): a reused pid has another. */
+  pidStart: z.string().nullable(),
+  startedAt: z.number(),
+  finishedAt: z.number().nullable(),
+  exit: exitSchema.nullable(),
+  cgroup: z.string().nullable(),
+})
+type TaskRecordFile = z.infer<typeof recordSchema>
+
+const rootsSchema = z.object({ version: z.union([z.literal(1), z.literal(2)]), dirs: z.record(z.string(), z.string()) })
+
+interface Entry {
+  info: TaskInfo
+  name: string
+  cgroup: TaskCgroup | null
+  logs: TaskLogs
+  child: ChildProcess | null
+  pidStart: string | null
+  /** Set by stop(): the end is "killed", with the signal that did it. */
+  stop: { at: number, kill: 'SIGTERM' | 'SIGKILL', graceMs: number } | null
+  ended: Promise<TaskInfo>
+  markEnded: (info: TaskInfo) => void
+  /** Set once the end is being recorded, so it is recorded once. */
+  finishing: boolean
+  cpuBase: number
+}
+
+export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements TaskRunner {
+  readonly isolation: Isolation
+  private readonly opts: ExecutorOptions
+  private readonly log: Logger
+  private readonly root: CgroupRoot | null
+  /** Roots of earlier lives that sat elsewhere (the node was started from another cgroup): searched on recover, then removed. */
+  private readonly oldRoots: CgroupRoot[]
+  private readonly entries = new Map<string, Entry>()
+  /** Starts admitted but not yet entered (their logs open): counted by committed() and the duplicate check. */
+  private readonly starting = new Map<string, TaskSpec>()
+  private readonly sampler: NodeJS.Timeout
+  private sampling = false
+  private closed = false
+
+  private constructor (opts: ExecutorOptions, isolation: Isolation, root: CgroupRoot | null, oldRoots: CgroupRoot[]) {
+    super()
+    this.opts = opts
+    this.log = opts.log
+    this.isolation = isolation
+    this.root = root
+    this.oldRoots = oldRoots
+    this.sampler = setInterval(() => { void this.sample() }, opts.sampleMs ?? RUNNER_DEFAULTS.sampleMs).unref()
+  }
+
+  /**
+   * Finds what the machine offers and makes the node's cgroup root. Without a
+   * usable hierarchy tasks still run, unconfined, and the node says so loudly.
+   */
+  static open (opts: ExecutorOptions): Executor {
+    mkdirSync(opts.dir, { recursive: true })
+    const wanted = opts.isolation ?? 'auto'
+    const rootName = `murmur-${opts.nodeId}`
+    const rootsFile = join(opts.dir, 'cgroups.json')
+    const oldRoots: CgroupRoot[] = []
+    try {
+      const recorded = rootsSchema.safeParse(JSON.parse(readFileSync(rootsFile, 'utf8')))
+      const old = recorded.success ? CgroupRoot.reopen(recorded.data.version, recorded.data.dirs) : null
+      if (old !== null) oldRoots.push(old)
+    } catch {}
+    let root: CgroupRoot | null = null
+    let isolation: Isolation
+    const plan: HierarchyPlan = wanted === 'none' ? { version: 0, why: 'isolation is off (--isolation none)' } : detectHierarchies(wanted)
+    if (plan.version === 0) {
+      isolation = { kind: 'none', detail: plan.why }
+    } else {
+      try {
+        root = CgroupRoot.create(plan, rootName)
+        isolation = { kind: root.version === 2 ? 'cgroup-v2' : 'cgroup-v1', detail: root.detail }
+      } catch (err) {
+        isolation = { kind: 'none', detail: `cannot make cgroups: ${(err as Error).message}` }
+      }
+    }
+    if (wanted !== 'auto' && wanted !== 'none' && isolation.kind !== wanted) {
+      throw new MurmurError('ISOLATION_UNAVAILABLE', `--isolation ${wanted} is not available here: ${isolation.detail}`)
+    }
+    if (root !== null) {
+      writeFileSync(`${rootsFile}.tmp`, JSON.stringify({ version: root.version, dirs: root.dirs }) + '\n')
+      renameSync(`${rootsFile}.tmp`, rootsFile)
+      const same = oldRoots.findIndex((old) => JSON.stringify(old.dirs) === JSON.stringify(root.dirs))
+      if (same >= 0) oldRoots.splice(same, 1)
+    }
+    const executor = new Executor(opts, isolation, root, oldRoots)
+    if (isolation.kind === 'none') {
+      opts.log.warn({ isolation }, `tasks will run WITHOUT isolation (no CPU, memory or pid limits): ${isolation.detail}`)
+    } else {
+      opts.log.info({ isolation }, `tasks run in ${isolation.detail}`)
+    }
+    return executor
+  }
+
+  committed (): { cpuMillis: number, memoryBytes: number, tasks: number } {
+    let cpuMillis = 0
+    let memoryBytes = 0
+    let tasks = 0
+    for (const spec of this.starting.values()) {
+      cpuMillis += spec.cpuMillis
+      memoryBytes += spec.memoryBytes
+      tasks++
+    }
+    for (const entry of this.entries.values()) {
+      if (entry.info.phase === 'ended') continue
+      cpuMillis += entry.info.spec.cpuMillis
+      memoryBytes += entry.info.spec.memoryBytes
+      tasks++
+    }
+    return { cpuMillis, memoryBytes, tasks }
+  }
+
+  async start (input: TaskSpec, opts: Signalled = {}): Promise<TaskInfo> {
+    const requested = performance.now()
+    if (this.closed) throw new MurmurError('EXECUTOR_CLOSED', 'the node is stopping; it starts no more tasks', 1, 503)
+    const parsed = specSchema.safeParse(input)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!
+      throw new InputError('BAD_TASK_SPEC', `task spec: ${issue.path.join('.') || 'spec'}: ${issue.message}`)
+    }
+    const spec = parsed.data as TaskSpec
+    opts.signal?.throwIfAborted()
+    const existing = this.entries.get(spec.id)
+    if (this.starting.has(spec.id)) throw new MurmurError('TASK_EXISTS', `task ${spec.id} is already starting here`, 1, 409)
+    if (existing !== undefined && existing.info.phase !== 'ended') {
+      throw new MurmurError('TASK_EXISTS', `task ${spec.id} is already ${existing.info.phase} here (pid ${existing.info.pid})`, 1, 409)
+    }
+    this.admit(spec)
+    // Held from here until the entry exists, so that concurrent starts see it (capacity, same id).
+    this.starting.set(spec.id, spec)
+    try {
+      return await this.launchTask(spec, existing, requested)
+    } finally {
+      this.starting.delete(spec.id)
+    }
+  }
+
+  private async launchTask (spec: TaskSpec, existing: Entry | undefined, requested: number): Promise<TaskInfo> {
+    if (existing !== undefined) {
+      this.entries.delete(spec.id)
+      await existing.logs.close().catch(() => {})
+      rmSync(existing.info.dir, { recursive: true, force: true })
+    }
+
+    const name = dirName(spec.id)
+    const dir = join(this.opts.dir, name)
+    const alloc = join(dir, 'alloc')
+    mkdirSync(alloc, { recursive: true })
+    if (spec.user !== undefined) chownSync(alloc, spec.user.uid, spec.user.gid)
+    const logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS)
+    const entry = this.newEntry(spec, name, dir, logs, Date.now())
+    this.entries.set(spec.id, entry)
+    this.starting.delete(spec.id)
+
+    const env: Record<string, string> = {
+      PATH: DEFAULT_PATH,
+      HOME: alloc,
+      ...spec.env,
+      MURMUR_TASK_ID: spec.id,
+      MURMUR_JOB_ID: spec.job,
+      MURMUR_NODE_ID: this.opts.nodeId,
+      MURMUR_ALLOC_DIR: alloc,
+    }
+    let cgroup: TaskCgroup | null = null
+    try {
+      const cwd = spec.workdir === undefined ? alloc : isAbsolute(spec.workdir) ? spec.workdir : resolve(alloc, spec.workdir)
+      if (!isDir(cwd)) throw new StartFailure(`cannot start ${spec.command}: working dir ${cwd} does not exist (ENOENT)`)
+      const file = resolveCommand(spec.command, env, cwd, spec.user)
+      if (this.root !== null) {
+        cgroup = this.root.createTask(name, { cpuMillis: spec.cpuMillis, memoryBytes: spec.memoryBytes, pidsMax: spec.pidsMax ?? RUNNER_DEFAULTS.pidsMax })
+        cgroup.prepare()
+      }
+      const fds = logs.openWriters()
+      let child: ChildProcess
+      try {
+        child = launch({ file, args: spec.args, env, cwd, user: spec.user, stdout: fds.stdout, stderr: fds.stderr }, (pid) => { cgroup?.addProcess(pid) })
+      } finally {
+        logs.closeWriters()
+      }
+      cgroup?.release()
+      entry.child = child
+      entry.cgroup = cgroup
+      entry.info.pid = child.pid!
+      entry.info.cgroup = cgroup?.path ?? null
+      entry.pidStart = pidStartTime(child.pid!)
+      child.once('exit', (code, signal) => { void this.finish(entry, { code, signal }) })
+      this.persist(entry)
+    } catch (err) {
+      if (cgroup !== null) await cgroup.remove().catch(() => {})
+      const message = err instanceof StartFailure ? err.message : `cannot start ${spec.command}: ${(err as Error).message}`
+      await this.record(entry, { reason: 'start-failed', code: null, signal: null, message, oomKills: 0 })
+      this.log.warn({ task: spec.id, job: spec.job, err: message }, 'task failed to start')
+      return snapshot(entry)
+    }
+    this.log.info({ task: spec.id, job: spec.job, pid: entry.info.pid, cgroup: entry.info.cgroup, ms: round(performance.now() - requested) }, 'task started')
+    return snapshot(entry)
+  }
+
+  /** Refuses a start that would commit more CPU or memory than the node has, whatever placement believed. */
+  private admit (spec: TaskSpec): void {
+    const used = this.committed()
+    const { cpuMillis, memoryBytes } = this.opts.capacity
+    const short: string[] = []
+    if (used.cpuMillis + spec.cpuMillis > cpuMillis) short.push(`${cpuText(spec.cpuMillis)} CPU (${cpuText(Math.max(0, cpuMillis - used.cpuMillis))} of ${cpuText(cpuMillis)} free)`)
+    if (used.memoryBytes + spec.memoryBytes > memoryBytes) short.push(`${bytesText(spec.memoryBytes)} memory (${bytesText(Math.max(0, memoryBytes - used.memoryBytes))} of ${bytesText(memoryBytes)} free)`)
+    if (short.length === 0) return
+    throw new MurmurError('ADMISSION_REFUSED', `task ${spec.id} does not fit on this node: it needs ${short.join(' and ')}, with ${used.tasks} task${used.tasks === 1 ? '' : 's'} running`, 1, 409)
+  }
+
+  private newEntry (spec: TaskSpec, name: string, dir: string, logs: TaskLogs, startedAt: number): Entry {
+    let markEnded!: (info: TaskInfo) => void
+    const ended = new Promise<TaskInfo>((resolve) => { markEnded = resolve })
+    return {
+      info: { id: spec.id, job: spec.job, phase: 'running', pid: null, startedAt, finishedAt: null, exit: null, usage: null, cgroup: null, dir, adopted: false, spec },
+      name,
+      cgroup: null,
+      logs,
+      child: null,
+      pidStart: null,
+      stop: null,
+      ended,
+      markEnded,
+      finishing: false,
+      cpuBase: 0,
+    }
+  }
+
+  async stop (id: string, opts: Signalled & { graceMs?: number | undefined } = {}): Promise<TaskInfo> {
+    const entry = this.entries.get(id)
+    if (entry === undefined) throw new MurmurError('NO_SUCH_TASK', `no task ${id} on this node`, 1, 404)
+    if (entry.info.phase === 'ended') return snapshot(entry)
+    const graceMs = opts.graceMs ?? RUNNER_DEFAULTS.graceMs
+    if (entry.stop === null) {
+      entry.stop = { at: Date.now(), kill: 'SIGTERM', graceMs }
+      entry.info.phase = 'stopping'
+      this.log.info({ task: id, pid: entry.info.pid, graceMs }, 'stopping task')
+      this.signalGroup(entry, 'SIGTERM')
+      const timer = setTimeout(() => {
+        if (entry.info.phase === 'ended') return
+        entry.stop!.kill = 'SIGKILL'
+        this.log.warn({ task: id, graceMs }, 'task did not stop within its grace period: SIGKILL')
+        void this.killAll(entry)
+      }, graceMs)
+      void entry.ended.then(() => { clearTimeout(timer) })
+    }
+    return await abortable(entry.ended, opts.signal)
+  }
+
+  private signalGroup (entry: Entry, signal: NodeJS.Signals): void {
+    if (entry.info.pid === null) return
+    try {
+      process.kill(-entry.info.pid, signal)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') this.log.warn({ task: entry.info.id, err: (err as Error).message }, `could not send ${signal}`)
+    }
+  }
+
+  /** SIGKILL to everything of the task: the whole cgroup, or the process group without one. */
+  private async killAll (entry: Entry): Promise<void> {
+    if (entry.cgroup === null) {
+      this.signalGroup(entry, 'SIGKILL')
+      return
+    }
+    try {
+      await entry.cgroup.killAll()
+    } catch (err) {
+      this.log.error({ task: entry.info.id, err: (err as Error).message }, 'could not empty the task\'s cgroup')
+    }
+    // An adopted task has no child to report the end: it ends when its group is empty.
+    if (entry.child === null) await this.finish(entry, null)
+  }
+
+  inspect (id: string): TaskInfo | undefined {
+    const entry = this.entries.get(id)
+    return entry === undefined ? undefined : snapshot(entry)
+  }
+
+  list (): TaskInfo[] {
+    return [...this.entries.values()].map(snapshot).sort((a, b) => a.startedAt - b.startedAt || (a.id < b.id ? -1 : 1))
+  }
+
+  /**
+   * The end of a task: its main process exited (`status`), or, for an adopted
+   * task, its group emptied (`status` null). Whatever is left of it is killed,
+   * the reason worked out, the cgroup removed and the exit recorded, once.
+   */
+  private async finish (entry: Entry, status: { code: number | null, signal: NodeJS.Signals | null } | null): Promise<void> {
+    if (entry.finishing) return
+    entry.finishing = true
+    let oomKills = 0
+    if (entry.cgroup !== null) {
+      this.takeUsage(entry)
+      oomKills = safely(() => entry.cgroup!.counters().oomKills, 0)
+      // The task is its main process: when that ends, the rest of the group goes with it.
+      try {
+        if (entry.cgroup.pids().length > 0) await entry.cgroup.killAll()
+        await entry.cgroup.remove()
+      } catch (err) {
+        this.log.error({ task: entry.info.id, err: (err as Error).message }, 'could not remove the task\'s cgroup')
+      }
+    } else if (status !== null) {
+      // Without a cgroup the process group is all there is to clean up.
+      this.signalGroup(entry, 'SIGKILL')
+    }
+    const exit = await this.exitOf(entry, status, oomKills)
+    await this.record(entry, exit)
+    const level = exit.reason === 'exited' && exit.code === 0 ? 'info' : exit.reason === 'killed' ? 'info' : 'warn'
+    this.log[level]({ task: entry.info.id, job: entry.info.job, reason: exit.reason, code: exit.code, signal: exit.signal, oomKills }, `task ended: ${exit.message}`)
+  }
+
+  private async exitOf (entry: Entry, status: { code: number | null, signal: NodeJS.Signals | null } | null, oomKills: number): Promise<TaskExit> {
+    const code = status?.code ?? null
+    const signal = status?.signal ?? null
+    const base = { code, signal, oomKills }
+    const stop = entry.stop
+    const limit = bytesText(entry.info.spec.memoryBytes)
+    if (oomKills > 0 && (signal === 'SIGKILL' || status === null) && stop?.kill !== 'SIGKILL') {
+      return { ...base, reason: 'oom', message: `killed for exceeding its memory limit of ${limit} (OOM)` }
+    }
+    if (stop !== null) {
+      const how = stop.kill === 'SIGKILL'
+        ? `killed with SIGKILL after its grace period of ${seconds(stop.graceMs)}`
+        : signal !== null ? `ended by ${signal}` : code !== null ? `exited with code ${code}` : 'ended'
+      return { ...base, reason: 'killed', message: `stopped on request: ${how}` }
+    }
+    if (status === null) {
+      return { ...base, reason: 'lost', message: 'ended while the node was not its parent (adopted after a restart): its exit code is unknown' }
+    }
+    if ((code === 126 || code === 127) && Date.now() - entry.info.startedAt < 60_000) {
+      const failure = await this.execFailure(entry)
+      if (failure !== null) return { ...base, reason: 'start-failed', message: `cannot start ${entry.info.spec.command}: ${failure}` }
+    }
+    if (signal !== null) return { ...base, reason: 'signaled', message: `killed by ${signal}${oomKills > 0 ? ` (and ${oomKills} of its processes by the OOM killer)` : ''}` }
+    return { ...base, reason: 'exited', message: `exited with code ${code}${oomKills > 0 ? ` (${oomKills} of its processes were OOM-killed)` : ''}` }
+  }
+
+  /** The shim's own complaint when exec failed after the checks (a bad binary, a permission only the kernel knew). */
+  private async execFailure (entry: Entry): Promise<string | null> {
+    try {
+      const tail = await entry.logs.read('stderr', { tail: 1_024 })
+      const lines = tail.data.toString('utf8').trimEnd().split('\n')
+      const last = lines[lines.length - 1] ?? ''
+      const prefix = `${SHIM_NAME}: `
+      return last.startsWith(prefix) ? last.slice(prefix.length).replace(/^\d+: exec: /, '') : null
+    } catch {
+      return null
+    }
+  }
+
+  private async record (entry: Entry, exit: TaskExit): Promise<void> {
+    entry.info.exit = exit
+    entry.info.finishedAt = Date.now()
+    entry.info.phase = 'ended'
+    entry.logs.end()
+    try {
+      this.persist(entry)
+    } catch (err) {
+      this.log.error({ task: entry.info.id, err: (err as Error).message }, 'could not record the task\'s exit on disk')
+    }
+    const info = snapshot(entry)
+    entry.markEnded(info)
+    this.emit('exit', info)
+  }
+
+  private persist (entry: Entry): void {
+    const record: TaskRecordFile = {
+      format: 'murmur-task',
+      spec: entry.info.spec as TaskRecordFile['spec'],
+      pid: entry.info.pid,
+      pidStart: entry.pidStart,
+      startedAt: entry.info.startedAt,
+      finishedAt: entry.info.finishedAt,
+      exit: entry.info.exit,
+      cgroup: entry.info.cgroup,
+    }
+    const file = join(entry.info.dir, 'task.json')
+    writeFileSync(`${file}.tmp`, JSON.stringify(record) + '\n')
+    renameSync(`${file}.tmp`, file)
+  }
+
+  /** Reads the task's accounting into its usage; keeps the peak where the kernel keeps none. */
+  private takeUsage (entry: Entry): void {
+    const previous = entry.info.usage
+    let usage: TaskUsage | null = null
+    if (entry.cgroup !== null) {
+      const c = safely(() => entry.cgroup!.counters(), null)
+      if (c !== null) {
+        usage = {
+          cpuSeconds: c.cpuNanos / 1e9,
+          memoryBytes: c.memoryBytes,
+          memoryPeakBytes: Math.max(c.memoryPeakBytes ?? 0, c.memoryBytes, previous?.memoryPeakBytes ?? 0),
+          pids: c.pids,
+          sampledAt: Date.now(),
+        }
+      }
+    } else if (entry.info.pid !== null) {
+      const p = processUsage(entry.info.pid)
+      if (p !== null) usage = { ...p, memoryPeakBytes: Math.max(p.memoryBytes, previous?.memoryPeakBytes ?? 0), sampledAt: Date.now() }
+    }
+    if (usage !== null) entry.info.usage = usage
+  }
+
+  private async sample (): Promise<void> {
+    if (this.sampling) return
+    this.sampling = true
+    try {
+      for (const entry of this.entries.values()) {
+        if (entry.info.phase === 'ended') continue
+        this.takeUsage(entry)
+        await entry.logs.rotateIfNeeded().catch((err: Error) => { this.log.warn({ task: entry.info.id, err: err.message }, 'could not rotate the task\'s logs') })
+        if (entry.child === null && !this.alive(entry)) await this.finish(entry, null)
+      }
+    } finally {
+      this.sampling = false
+    }
+  }
+
+  /** An adopted task lives while its group holds a process (without cgroups: while its pid is the same process). */
+  private alive (entry: Entry): boolean {
+    if (entry.cgroup !== null) return safely(() => entry.cgroup!.pids().length > 0, false)
+    return entry.info.pid !== null && entry.pidStart !== null && pidStartTime(entry.info.pid) === entry.pidStart
+  }
+
+  async recover (decide: (task: FoundTask) => 'adopt' | 'stop', opts: Signalled & { graceMs?: number | undefined } = {}): Promise<RecoverReport> {
+    const report: RecoverReport = { adopted: [], stopped: [], ended: [], strays: [] }
+    const known = new Set([...this.entries.values()].map((e) => e.name))
+    const roots = [...(this.root === null ? [] : [this.root]), ...this.oldRoots]
+    const stops: Array<Promise<unknown>> = []
+    for (const name of readdirSync(this.opts.dir).sort()) {
+      opts.signal?.throwIfAborted()
+      const dir = join(this.opts.dir, name)
+      if (known.has(name) || !isDir(dir)) continue
+      const record = readRecord(dir)
+      if (record === null || dirName(record.spec.id) !== name) {
+        // Not a task dir this node wrote: whatever runs in a group of that name is killed with the strays below.
+        rmSync(dir, { recursive: true, force: true })
+        report.strays.push(name)
+        continue
+      }
+      known.add(name)
+      const spec = record.spec as TaskSpec
+      const logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS)
+      const entry = this.newEntry(spec, name, dir, logs, record.startedAt)
+      entry.info.pid = record.pid
+      entry.pidStart = record.pidStart
+      entry.info.cgroup = record.cgroup
+      this.entries.set(spec.id, entry)
+      if (record.exit !== null) {
+        entry.finishing = true
+        entry.info.exit = record.exit
+        entry.info.finishedAt = record.finishedAt
+        entry.info.phase = 'ended'
+        entry.logs.end()
+        entry.markEnded(snapshot(entry))
+        continue
+      }
+      entry.cgroup = roots.map((root) => root.openTask(name)).find((c) => c !== null) ?? null
+      if (entry.cgroup === null && record.cgroup !== null) {
+        // Its group is gone (the machine rebooted, or someone removed it): so are its processes.
+        entry.info.cgroup = null
+        entry.pidStart = null
+      }
+      const found: FoundTask = { id: spec.id, job: spec.job, spec, startedAt: record.startedAt, alive: this.alive(entry) }
+      if (!found.alive) {
+        await this.finish(entry, null)
+        report.ended.push(spec.id)
+        continue
+      }
+      entry.info.adopted = true
+      this.takeUsage(entry)
+      if (decide(found) === 'adopt') {
+        report.adopted.push(spec.id)
+        this.log.info({ task: spec.id, job: spec.job, pid: record.pid }, 'adopted a task of the node\'s previous life')
+      } else {
+        report.stopped.push(spec.id)
+        this.log.info({ task: spec.id, job: spec.job, pid: record.pid }, 'stopping a task of the node\'s previous life: the cluster does not assign it here')
+        stops.push(this.stop(spec.id, opts))
+      }
+    }
+    for (const root of roots) {
+      for (const name of safely(() => root.taskNames(), [])) {
+        if (known.has(name)) continue
+        const group = root.openTask(name)
+        if (group === null) continue
+        this.log.warn({ cgroup: group.path, pids: safely(() => group.pids(), []) }, 'removing a cgroup no task record explains, with its processes')
+        try {
+          await group.killAll()
+          await group.remove()
+        } catch (err) {
+          this.log.error({ cgroup: group.path, err: (err as Error).message }, 'could not remove a stray cgroup')
+        }
+        if (!report.strays.includes(name)) report.strays.push(name)
+      }
+    }
+    await Promise.all(stops)
+    for (const old of this.oldRoots) if (old.remove()) this.log.info({ dirs: old.dirs }, 'removed the cgroup root of an earlier life')
+    return report
+  }
+
+  async readLogs (id: string, stream: LogStream, opts: Signalled & { offset?: number | undefined, length?: number | undefined, tail?: number | undefined } = {}): Promise<LogChunk> {
+    return await this.entry(id).logs.read(stream, stripUndefined(opts))
+  }
+
+  followLogs (id: string, stream: LogStream, opts: Signalled & { offset?: number | undefined, tail?: number | undefined } = {}): AsyncIterable<Buffer> {
+    return this.entry(id).logs.follow(stream, stripUndefined(opts))
+  }
+
+  private entry (id: string): Entry {
+    const entry = this.entries.get(id)
+    if (entry === undefined) throw new MurmurError('NO_SUCH_TASK', `no task ${id} on this node`, 1, 404)
+    return entry
+  }
+
+  async prune (before: number, opts: Signalled = {}): Promise<string[]> {
+    const pruned: string[] = []
+    for (const entry of [...this.entries.values()]) {
+      opts.signal?.throwIfAborted()
+      if (entry.info.phase !== 'ended' || (entry.info.finishedAt ?? 0) >= before) continue
+      this.entries.delete(entry.info.id)
+      await entry.logs.close()
+      await rm(entry.info.dir, { recursive: true, force: true })
+      pruned.push(entry.info.id)
+    }
+    return pruned
+  }
+
+  /**
+   * Stops every task (a node that leaves the cluster hands its work back), then
+   * closes. Tasks of a node that dies instead keep running for the next life.
+   */
+  async stopAll (graceMs?: number): Promise<void> {
+    await Promise.all([...this.entries.values()].filter((e) => e.info.phase !== 'ended').map(async (e) => await this.stop(e.info.id, { graceMs })))
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    clearInterval(this.sampler)
+    for (const entry of this.entries.values()) {
+      entry.cgroup?.release()
+      await entry.logs.close().catch(() => {})
+    }
+    // The root goes only if nothing is left in it.
+    if (this.root !== null && this.committed().tasks === 0) this.root.remove()
+  }
+}
+
+/**
+ * Kills everything a node's tasks dir left behind (its tasks' processes and
+ * cgroups, and its cgroup root), for a node that will not come back: the
+ * testnet's `down` after a node was killed. Returns how many tasks it ended.
+ */
+export async function purgeTasks (dir: string): Promise<number> {
+  let ended = 0
+  let root: CgroupRoot | null = null
+  try {
+    const recorded = rootsSchema.safeParse(JSON.parse(readFileSync(join(dir, 'cgroups.json'), 'utf8')))
+    if (recorded.success) root = CgroupRoot.reopen(recorded.data.version, recorded.data.dirs)
+  } catch {}
+  const names = new Set(root === null ? [] : safely(() => root.taskNames(), []))
+  for (const name of safely(() => readdirSync(dir), [])) {
+    const record = readRecord(join(dir, name))
+    if (record === null || record.exit !== null) continue
+    // Without a cgroup the process group is all there is, if the pid is still the same process.
+    if (!names.has(name) && record.pid !== null && record.pidStart !== null && pidStartTime(record.pid) === record.pidStart) {
+      try { process.kill(-record.pid, 'SIGKILL') } catch {}
+      ended++
+    }
+  }
+  for (const name of names) {
+    const group = root!.openTask(name)
+    if (group === null) continue
+    if (group.pids().length > 0) ended++
+    await group.killAll()
+    await group.remove()
+  }
+  root?.remove()
+  return ended
+}
+
+/** A task id as a file and cgroup name: itself when plain, else an unambiguous encoding. */
+export function dirName (id: string): string {
+  if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id) && !id.startsWith('x-') && !id.endsWith('.tmp')) return id
+  return `x-${Buffer.from(id, 'utf8').toString('base64url')}`
+}
+
+function readRecord (dir: string): TaskRecordFile | null {
+  try {
+    const parsed = recordSchema.safeParse(JSON.parse(readFileSync(join(dir, 'task.json'), 'utf8')))
+    return parsed.success ? parsed.data : null
+  } catch {
+    return null
+  }
+}
+
+function snapshot (entry: Entry): TaskInfo {
+  return structuredClone(entry.info)
+}
+
+function isDir (path: string): boolean {
+  try {
+    return statSync(path).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+/** Field 22 of /proc/<pid>/stat, after the command name (which may hold spaces and parentheses). */
+export function pidStartTime (pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // fields[0] is the state (field 3): a zombie has ended.
+    if (fields[0] === 'Z') return null
+    return fields[19] ?? null
+  } catch {
+    return null
+  }
+}
+
+/** Without cgroups: the main process's own CPU time and resident memory. */
+function processUsage (pid: number): { cpuSeconds: number, memoryBytes: number, pids: number } | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // utime and stime (fields 14, 15) in clock ticks of 1/100 s on Linux; rss (field 24) in pages of 4 KiB.
+    const ticks = Number(fields[11]) + Number(fields[12])
+    return { cpuSeconds: ticks / 100, memoryBytes: Number(fields[21]) * 4096, pids: Number(fields[17]) }
+  } catch {
+    return null
+  }
+}
+
+function safely<T> (read: () => T, fallback: T): T {
+  try {
+    return read()
+  } catch {
+    return fallback
+  }
+}
+
+async function abortable<T> (promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return await promise
+  signal.throwIfAborted()
+  return await new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => { reject(signal.reason) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then((value) => {
+      signal.removeEventListener('abort', onAbort)
+      resolve(value)
+    }, reject)
+  })
+}
+
+function stripUndefined<T extends object> (value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T
+}
+
+function round (ms: number): number {
+  return Math.round(ms * 100) / 100
+}
+
+function seconds (ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`
+}
+

@@ -1,0 +1,41 @@
+// One life of a node's executor, for the restart test: opens an Executor on a
+// tasks dir, starts the tasks it is given, prints one line once they run, then
+// waits to be SIGKILLed, so that the next life finds what it left.
+//
+//   node test/helpers/executor-child.ts <dir> <nodeId> '<TaskSpec[] as JSON>'
+//
+// Prints `running <json>` with each task's id, pid, phase and cgroup, or
+// `failed <message>` if the executor could not be opened or a start threw.
+
+import { pino } from 'pino'
+import { Executor } from '../../node/executor/executor.ts'
+import type { TaskSpec } from '../../node/executor/types.ts'
+
+const [dir, nodeId, json] = process.argv.slice(2)
+if (dir === undefined || nodeId === undefined || json === undefined) {
+  process.stderr.write('usage: executor-child.ts <dir> <nodeId> <specs json>\n')
+  process.exit(2)
+}
+
+try {
+  const executor = Executor.open({
+    nodeId,
+    dir,
+    capacity: { cpuMillis: 64_000, memoryBytes: 64 * 1024 ** 3 },
+    isolation: 'auto',
+    log: pino({ level: 'silent' }),
+    sampleMs: 100,
+  })
+  const started = []
+  for (const spec of JSON.parse(json) as TaskSpec[]) {
+    const info = await executor.start(spec)
+    started.push({ id: info.id, pid: info.pid, phase: info.phase, cgroup: info.cgroup, exit: info.exit })
+  }
+  process.stdout.write(`running ${JSON.stringify({ isolation: executor.isolation.kind, tasks: started })}\n`)
+} catch (err) {
+  process.stdout.write(`failed ${(err as Error).message}\n`)
+  process.exit(1)
+}
+
+// Stay alive, as a node would, until the test kills this process.
+setInterval(() => {}, 60_000)
