@@ -5,11 +5,13 @@ import type { NodeRecord } from '../crdt/schema.ts'
 import type { StateChange } from '../crdt/state.ts'
 import type { MembersResponse, NodeInfo, StateComparison } from '../node/api.ts'
 import type { StateInfo } from '../node/state.ts'
+import type { TaskInfo } from '../node/executor/types.ts'
 import type { MemberEvent } from '../membership/types.ts'
 
 export type { MembersResponse, MemberView, NodeInfo, StateComparison } from '../node/api.ts'
 export type { StateInfo, PeerSync } from '../node/state.ts'
 export type { NodeRecord } from '../crdt/schema.ts'
+export type { TaskInfo, TaskExit, TaskUsage, Isolation } from '../node/executor/types.ts'
 export type { StateChange } from '../crdt/state.ts'
 export type { MemberEvent, MemberState } from '../membership/types.ts'
 
@@ -49,9 +51,15 @@ export interface Client {
   compareState: (peer: string) => Promise<StateComparison>
   /** Sets and removes labels of the node; resolves once stored, with all its labels. */
   updateLabels: (set: Record<string, string>, remove: string[]) => Promise<{ labels: Record<string, string> }>
+  /** The tasks this node runs or ran, as its executor sees them. */
+  nodeTasks: () => Promise<{ tasks: TaskInfo[] }>
+  /** A range of one of this node's task's logs, with its logical offsets. */
+  taskLogs: (id: string, opts?: { stream?: 'stdout' | 'stderr', offset?: number, length?: number, tail?: number }) => Promise<TaskLogRange>
   /** Follows the cluster's events until the signal aborts; resolves when the stream ends. */
   events: (onEvent: (event: ClusterEvent) => void, signal: AbortSignal) => Promise<void>
 }
+
+export interface TaskLogRange { data: Buffer, start: number, end: number, first: number, last: number }
 
 export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, options: ClientOptions = {}): Client {
   const base = url.replace(/\/+$/, '')
@@ -96,6 +104,23 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
     stateNodes: async () => await request('GET', '/v1/state/nodes'),
     compareState: async (peer) => await request('GET', `/v1/state/compare/${encodeURIComponent(peer)}`),
     updateLabels: async (set, remove) => await request('PATCH', '/v1/node/labels', { set, remove }),
+    nodeTasks: async () => await request('GET', '/v1/node/tasks'),
+    taskLogs: async (id, opts = {}) => {
+      const query = new URLSearchParams(Object.entries(opts).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]))
+      const path = `/v1/node/tasks/${encodeURIComponent(id)}/logs?${query.toString()}`
+      let response: Response
+      try {
+        response = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(timeoutMs) })
+      } catch (err) {
+        throw unreachable(base, err as Error, timeoutMs)
+      }
+      if (!response.ok) {
+        const error = (await response.json().catch(() => undefined) as { error?: { code?: string, message?: string } } | undefined)?.error
+        throw new ApiError(error?.code ?? 'HTTP_ERROR', error?.message ?? `GET ${path} failed with HTTP ${response.status}`, response.status)
+      }
+      const header = (name: string): number => Number(response.headers.get(name) ?? 0)
+      return { data: Buffer.from(await response.arrayBuffer()), start: header('x-log-start'), end: header('x-log-end'), first: header('x-log-first'), last: header('x-log-last') }
+    },
     events: async (onEvent, signal) => {
       // The answer's headers must come within the timeout; the stream itself then runs until aborted.
       const controller = new AbortController()

@@ -22,11 +22,21 @@ export function renderMembers (members: MemberView[]): string {
     shortAddr(m.addrs),
     formatCpu(m.meta.cpuMillis),
     formatBytes(m.meta.memoryBytes),
+    isolationText(m.meta.isolation),
     Object.entries(m.meta.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-',
     m.self ? '-' : (m.lastHeardAgoMs === null ? 'never' : `${formatAge(m.lastHeardAgoMs)} ago`),
   ])
   const counts = ['alive', 'suspect', 'dead', 'left'].map((s) => `${members.filter((m) => m.state === s).length} ${s}`).join(', ')
-  return table(['MEMBER', 'STATE', 'INC', 'ADDRESS', 'CPU', 'MEMORY', 'LABELS', 'LAST HEARD'], rows) + `\n${members.length} members: ${counts}`
+  const unconfined = members.filter((m) => m.meta.isolation === 'none' && m.state !== 'left' && m.state !== 'dead')
+  const warning = unconfined.length === 0
+    ? ''
+    : `\nwarning: ${unconfined.length} node${unconfined.length === 1 ? ' runs' : 's run'} tasks without isolation (no CPU, memory or pid limits): ${unconfined.map((m) => m.id).join(', ')}`
+  return table(['MEMBER', 'STATE', 'INC', 'ADDRESS', 'CPU', 'MEMORY', 'ISOLATION', 'LABELS', 'LAST HEARD'], rows) + `\n${members.length} members: ${counts}` + warning
+}
+
+function isolationText (kind: string | undefined): string {
+  if (kind === undefined) return '?'
+  return kind === 'none' ? 'NONE' : kind
 }
 
 /**

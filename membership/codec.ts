@@ -29,6 +29,7 @@ export const memberMetaSchema = z.object({
   labels: z.record(z.string().min(1).max(LIMITS.labelKeyCharsMax), z.string().max(LIMITS.labelValueCharsMax))
     .refine((labels) => Object.keys(labels).length <= LIMITS.labelsPerMemberMax, `at most ${LIMITS.labelsPerMemberMax} labels`),
   apiUrl: z.string().max(LIMITS.addrCharsMax).optional(),
+  isolation: z.enum(['cgroup-v2', 'cgroup-v1', 'none']).optional(),
 })
 
 const update = z.discriminatedUnion('kind', [

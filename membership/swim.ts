@@ -760,7 +760,7 @@ function sameAlive (update: Extract<Update, { kind: 'alive' }>, member: Member):
   const a = update.meta
   const b = member.meta
   return update.addrs.length === member.addrs.length && update.addrs.every((addr, i) => addr === member.addrs[i]) &&
-    a.cpuMillis === b.cpuMillis && a.memoryBytes === b.memoryBytes && a.apiUrl === b.apiUrl &&
+    a.cpuMillis === b.cpuMillis && a.memoryBytes === b.memoryBytes && a.apiUrl === b.apiUrl && a.isolation === b.isolation &&
     Object.keys(a.labels).length === Object.keys(b.labels).length &&
     Object.entries(a.labels).every(([key, value]) => Object.hasOwn(b.labels, key) && b.labels[key] === value)
 }

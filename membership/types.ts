@@ -14,6 +14,8 @@ export interface MemberMeta {
   labels: Record<string, string>
   /** The member's HTTP API, so that any node can point a user at any other. */
   apiUrl?: string | undefined
+  /** How the member contains its tasks; `none` means without limits, which users should see. */
+  isolation?: 'cgroup-v2' | 'cgroup-v1' | 'none' | undefined
 }
 
 /** A member as one node sees it. */

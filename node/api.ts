@@ -1,6 +1,7 @@
 // The node's HTTP API, versioned under /v1/: JSON in and out, errors as
 // { error: { code, message } }, and a server-sent-events stream of cluster events.
 
+import { once } from 'node:events'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from 'fastify'
 import type { Logger } from 'pino'
 import { z } from 'zod'
@@ -10,6 +11,8 @@ import type { Member, MemberEvent } from '../membership/types.ts'
 import { labelKeyProblem } from './config.ts'
 import { InputError, MurmurError } from './errors.ts'
 import type { StateInfo } from './state.ts'
+import type { LogChunk, LogStream } from './executor/logs.ts'
+import type { Isolation, TaskInfo } from './executor/types.ts'
 
 /** What the API serves; node.ts provides it. */
 export interface ApiBackend {
@@ -27,7 +30,19 @@ export interface ApiBackend {
   onStateChange: (listener: (change: StateChange) => void) => () => void
   /** Sets and removes labels of this node; resolves with all its labels once stored. */
   updateLabels: (set: Record<string, string>, remove: string[]) => Promise<Record<string, string>>
+  /** The tasks this node runs or ran (its executor's view). */
+  tasks: () => TaskInfo[]
+  readTaskLogs: (id: string, stream: LogStream, opts: { offset?: number, length?: number, tail?: number, signal: AbortSignal }) => Promise<LogChunk>
+  followTaskLogs: (id: string, stream: LogStream, opts: { offset?: number, tail?: number, signal: AbortSignal }) => AsyncIterable<Buffer>
 }
+
+const logsQuery = z.object({
+  stream: z.enum(['stdout', 'stderr']).default('stdout'),
+  offset: z.coerce.number().int().nonnegative().optional(),
+  length: z.coerce.number().int().positive().optional(),
+  tail: z.coerce.number().int().nonnegative().optional(),
+  follow: z.enum(['0', '1', 'true', 'false']).optional(),
+}).strict()
 
 export interface StateComparison {
   peer: string
@@ -50,6 +65,10 @@ export interface NodeInfo {
   /** Lifeguard local health: 0 healthy, higher means this node doubts itself. */
   health: number
   membership: Record<string, unknown>
+  /** How this node contains its tasks; kind `none` means no limits at all. */
+  isolation: Isolation
+  /** What the tasks running here hold of the node's capacity. */
+  tasks: { cpuMillis: number, memoryBytes: number, tasks: number }
   process: { pid: number, rssBytes: number, heapUsedBytes: number, uptimeMs: number }
 }
 
@@ -138,6 +157,43 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     }
     return { labels: await backend.updateLabels(parsed.data.set, parsed.data.remove) }
   })
+  app.get('/v1/node/tasks', async () => ({ tasks: backend.tasks() }))
+  app.get<{ Params: { id: string } }>('/v1/node/tasks/:id', async (request) => {
+    const task = backend.tasks().find((t) => t.id === request.params.id)
+    if (task === undefined) throw new MurmurError('NO_SUCH_TASK', `no task ${request.params.id} on this node; 'murmur ps' lists the tasks`, 1, 404)
+    return task
+  })
+  // The bytes as written; the logical range in headers, so a reader can go on from `x-log-end`.
+  app.get<{ Params: { id: string } }>('/v1/node/tasks/:id/logs', async (request, reply) => {
+    const parsed = logsQuery.safeParse(request.query ?? {})
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!
+      throw new InputError('BAD_QUERY', `logs: ${issue.path.join('.') || 'query'}: ${issue.message}; use stream=stdout|stderr, offset, length, tail, follow=1`)
+    }
+    const { stream, offset, length, tail, follow } = parsed.data
+    const aborted = new AbortController()
+    request.raw.on('close', () => { aborted.abort() })
+    if (follow !== '1' && follow !== 'true') {
+      const chunk = await backend.readTaskLogs(request.params.id, stream, { ...defined({ offset, length, tail }), signal: aborted.signal })
+      return await reply
+        .header('content-type', 'application/octet-stream')
+        .header('x-log-start', String(chunk.start)).header('x-log-end', String(chunk.end))
+        .header('x-log-first', String(chunk.first)).header('x-log-last', String(chunk.last))
+        .send(chunk.data)
+    }
+    const bytes = backend.followTaskLogs(request.params.id, stream, { ...defined({ offset, tail }), signal: aborted.signal })
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-cache' })
+    try {
+      for await (const data of bytes) {
+        if (!reply.raw.write(data)) await once(reply.raw, 'drain', { signal: aborted.signal })
+      }
+    } catch (err) {
+      log.warn({ task: request.params.id, err: (err as Error).message }, 'log follow ended with an error')
+    }
+    reply.raw.end()
+    return reply
+  })
   app.get('/v1/events', async (request, reply) => {
     if (eventStreams.size >= API_LIMITS.eventStreamsMax) {
       return await reply.code(503).send(errorBody('TOO_MANY_STREAMS', `at most ${API_LIMITS.eventStreamsMax} event streams at once; close one and retry`))
@@ -164,6 +220,10 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     return reply
   })
   return app
+}
+
+function defined<T extends object> (value: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> }
 }
 
 function openEventStream (reply: FastifyReply): void {

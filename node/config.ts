@@ -32,6 +32,8 @@ export interface NodeConfig {
   /** How long a graceful stop may take before the process exits anyway. */
   stopTimeoutMs: number
   state: StateConfig
+  /** How tasks are contained: `auto` takes cgroup v2, else v1, else none with a warning. */
+  isolation: 'auto' | 'cgroup-v2' | 'cgroup-v1' | 'none'
 }
 
 /** The shared state: how it spreads, and how long what is over is kept. */
@@ -70,6 +72,7 @@ export interface RawNodeOptions {
   taskRetention?: string
   jobRetention?: string
   nodeRetention?: string
+  isolation?: string
 }
 
 export const DEFAULTS = Object.freeze({
@@ -124,7 +127,12 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
       if (!ma.getComponents().some((c) => c.name === 'tcp')) throw new Error(`'${addr}' has no /tcp/ part`)
     })
   }
+  const isolation = raw.isolation ?? 'auto'
+  if (isolation !== 'auto' && isolation !== 'cgroup-v2' && isolation !== 'cgroup-v1' && isolation !== 'none') {
+    throw new InputError('BAD_FLAG', `--isolation must be auto, cgroup-v2, cgroup-v1 or none, got '${isolation}'`)
+  }
   return {
+    isolation,
     dataDir: raw.dataDir ?? DEFAULTS.dataDir,
     host: raw.host ?? DEFAULTS.host,
     port: port('--port', raw.port, DEFAULTS.port),

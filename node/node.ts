@@ -14,8 +14,10 @@ import { type NodeInfo, createApi } from './api.ts'
 import type { NodeConfig } from './config.ts'
 import { type DataDir, openDataDir, removeRuntime, writeRuntime } from './datadir.ts'
 import { MurmurError } from './errors.ts'
+import { Executor } from './executor/executor.ts'
 import { type Host, createHost } from './host.ts'
 import { MembershipService } from './membership.ts'
+import { keepOnRestart } from './recovery.ts'
 import { StateService } from './state.ts'
 
 /** Label changes reach membership at most this often (they are in the shared state at once). */
@@ -38,6 +40,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   readonly state: StateService
   readonly api: FastifyInstance
   readonly apiUrl: string
+  readonly executor: Executor
   readonly startedAt = new Date()
   private stopping: Promise<void> | null = null
   /** Labels as set by flags and later through the API. */
@@ -45,7 +48,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   private announceTimer: NodeJS.Timeout | null = null
   private lastAnnounce = 0
 
-  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, state: StateService, api: FastifyInstance, apiUrl: string }) {
+  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, state: StateService, api: FastifyInstance, apiUrl: string, executor: Executor }) {
     super()
     this.config = init.config
     this.log = init.log
@@ -55,6 +58,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     this.state = init.state
     this.api = init.api
     this.apiUrl = init.apiUrl
+    this.executor = init.executor
     // Labels set through the API survive a restart; flags given again win.
     this.labels = { ...init.state.state.node(init.dataDir.peerId)?.labels, ...init.config.labels }
   }
@@ -78,6 +82,14 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         memberState: (id) => membershipRef?.swim.member(id)?.state,
       })
       cleanup.unshift(async () => { await state.stop() })
+      const executor = Executor.open({
+        nodeId: dataDir.peerId,
+        dir: join(dataDir.path, 'tasks'),
+        capacity: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes },
+        isolation: config.isolation,
+        log: log.child({ component: 'executor' }),
+      })
+      cleanup.unshift(async () => { await executor.close() })
       await Promise.resolve(host.start()).catch((err: Error) => { throw portError(err, '--port', config.port) })
       cleanup.unshift(async () => { await bounded(Promise.resolve(host.stop()), config.stopTimeoutMs) })
 
@@ -106,6 +118,9 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
           return () => events.off('state', listener)
         },
         updateLabels: async (set, remove) => await ready().updateLabels(set, remove),
+        tasks: () => executor.list(),
+        readTaskLogs: async (id, stream, opts) => await executor.readLogs(id, stream, opts),
+        followTaskLogs: (id, stream, opts) => executor.followLogs(id, stream, opts),
       }, log)
       await api.listen({ host: config.apiHost, port: config.apiPort }).catch((err: Error) => { throw portError(err, '--api-port', config.apiPort) })
       cleanup.unshift(async () => { await api.close() })
@@ -116,7 +131,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       const membership = new MembershipService({
         host,
         config: config.membership,
-        meta: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes, labels: { ...state.state.node(dataDir.peerId)?.labels, ...config.labels }, apiUrl },
+        meta: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes, labels: { ...state.state.node(dataDir.peerId)?.labels, ...config.labels }, apiUrl, isolation: executor.isolation.kind },
         tickMs: config.tickMs,
         dialTimeoutMs: config.dialTimeoutMs,
         log: log.child({ component: 'membership' }),
@@ -129,7 +144,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       await membership.start()
       cleanup.unshift(async () => { await membership.stop() })
       await state.start()
-      node = new MurmurNode({ config, log, dataDir, host, membership, state, api, apiUrl })
+      node = new MurmurNode({ config, log, dataDir, host, membership, state, api, apiUrl, executor })
 
       if (config.mdns) host.addEventListener('peer:discovery', (evt: CustomEvent<PeerInfo>) => { node!.discovered(evt.detail) })
       if (config.join.length > 0) {
@@ -142,6 +157,8 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       // After a --reset-state, the labels set earlier come back from the cluster's copy of our record.
       node.adoptStoredLabels()
       await node.writeOwnRecord()
+      // Only now, with the cluster's view of what this node should run, is the previous life judged.
+      await node.recoverTasks()
       state.on('change', (change) => { node!.guardOwnRecord(change) })
       await writeRuntime(dataDir.path, node.runtime())
       log.info({ peerId: dataDir.peerId, addrs: node.runtime().addrs, api: apiUrl }, 'node started')
@@ -160,6 +177,8 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       profile: this.config.profile,
       startedAt: this.startedAt.toISOString(),
       health: this.membership.swim.health,
+      isolation: this.executor.isolation,
+      tasks: this.executor.committed(),
       membership: { ...this.membership.stats, config: this.config.membership },
       process: {
         pid: process.pid,
@@ -184,6 +203,14 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     this.log.warn('could not sync the state with any member yet; it will arrive by gossip and anti-entropy')
   }
 
+  /** Adopts the tasks of the previous life that the cluster still assigns here, stops the rest, removes strays. */
+  private async recoverTasks (): Promise<void> {
+    const self = this.dataDir.peerId
+    const report = await this.executor.recover((task) => keepOnRestart(this.state.state, self, task))
+    const found = report.adopted.length + report.stopped.length + report.ended.length + report.strays.length
+    if (found > 0) this.log.info({ ...report }, `previous life: ${report.adopted.length} tasks adopted, ${report.stopped.length} stopped, ${report.ended.length} had ended, ${report.strays.length} strays removed`)
+  }
+
   private adoptStoredLabels (): void {
     const labels = { ...this.state.state.node(this.dataDir.peerId)?.labels, ...this.config.labels }
     if (JSON.stringify(labels) === JSON.stringify(this.labels)) return
@@ -202,7 +229,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       this.lastAnnounce = Date.now()
       this.announceTimer = null
       if (this.stopping !== null) return
-      this.membership.updateMeta({ cpuMillis: this.config.cpuMillis, memoryBytes: this.config.memoryBytes, labels: this.labels, apiUrl: this.apiUrl })
+      this.membership.updateMeta({ cpuMillis: this.config.cpuMillis, memoryBytes: this.config.memoryBytes, labels: this.labels, apiUrl: this.apiUrl, isolation: this.executor.isolation.kind })
     }
     const wait = this.lastAnnounce + LABEL_ANNOUNCE_MS - Date.now()
     if (wait <= 0) announce()
@@ -276,6 +303,9 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     this.log.info('leaving the cluster')
     await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
     await bounded(this.api.close(), timeout).catch(() => {})
+    // A node that leaves hands its work back: its tasks stop (a node that dies keeps them, for its next life).
+    await bounded(this.executor.stopAll(Math.max(0, timeout - 1_000)), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'tasks did not all stop') })
+    await this.executor.close()
     await bounded(this.state.stop(), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'the state did not close cleanly') })
     await this.membership.stop().catch(() => {})
     await bounded(Promise.resolve(this.host.stop()), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'libp2p did not stop cleanly') })

@@ -37,6 +37,7 @@ node.command('start')
   .option('--task-retention <duration>', 'keep finished tasks this long (default: 1h)')
   .option('--job-retention <duration>', 'keep finished and stopped jobs this long (default: 24h)')
   .option('--node-retention <duration>', 'forget nodes dead this long, with their records (default: 24h)')
+  .option('--isolation <mode>', 'how to contain tasks: auto, cgroup-v2, cgroup-v1 or none', 'auto')
   .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
   .option('--pretty', 'human-readable logs instead of JSON')
   .action(async (opts: Record<string, unknown>) => {

@@ -501,10 +501,14 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     }
   }
 
-  /** An adopted task lives while its group holds a process (without cgroups: while its pid is the same process). */
+  /**
+   * An adopted task lives while its main process does, as one the node started
+   * would (the rest of its group then goes with it); with no record of that
+   * process, while its group holds any.
+   */
   private alive (entry: Entry): boolean {
-    if (entry.cgroup !== null) return safely(() => entry.cgroup!.pids().length > 0, false)
-    return entry.info.pid !== null && entry.pidStart !== null && pidStartTime(entry.info.pid) === entry.pidStart
+    if (entry.info.pid !== null && entry.pidStart !== null) return pidStartTime(entry.info.pid) === entry.pidStart
+    return entry.cgroup !== null && safely(() => entry.cgroup!.pids().length > 0, false)
   }
 
   async recover (decide: (task: FoundTask) => 'adopt' | 'stop', opts: Signalled & { graceMs?: number | undefined } = {}): Promise<RecoverReport> {

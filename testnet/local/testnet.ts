@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import { connect } from '../../cli/client.ts'
 import { type TestnetNode, type TestnetState, DEFAULT_DIR, readState, removeState, writeState } from './state.ts'
 import { freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
+import { purgeTasks } from '../../node/executor/executor.ts'
 
 export interface UpOptions {
   nodes: number
@@ -190,6 +191,8 @@ async function cleanup (state: TestnetState): Promise<void> {
   for (const node of state.nodes) {
     // Only what the testnet made itself: never a path outside its own dir.
     if (!isInside(node.dataDir, state.dir) || !isInside(node.logFile, state.dir)) continue
+    // A node that was killed left its tasks running, for a next life that will not come.
+    await purgeTasks(join(node.dataDir, 'tasks')).catch(() => {})
     await rm(node.dataDir, { recursive: true, force: true })
     await rm(node.logFile, { force: true })
   }
