@@ -40,6 +40,7 @@
 // alone: the figures are CPU- and fork-bound, and a shared VM moves them by tens of
 // per cent between runs. Ctrl-C stops the tasks and removes what the run made.
 
+import { Report, log } from './report.ts'
 import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { cpus, loadavg, release, tmpdir } from 'node:os'
@@ -71,23 +72,7 @@ const IGNORE_TERM_GRACE_MS = 50
 
 // ---- figures and the summary ---------------------------------------------------------
 
-interface Figure { part: string, what: string, measured: string, target: string, verdict: string }
-const figures: Figure[] = []
-const results: Record<string, unknown> = {}
-let json = false
-
-/** One line of the summary; `ok` undefined for a figure without a target. */
-function figure (part: string, what: string, measured: string, target = '', ok?: boolean): void {
-  figures.push({ part, what, measured, target, verdict: ok === undefined ? '' : ok ? 'met' : 'missed' })
-}
-
-function print (text: string): void {
-  if (!json) process.stdout.write(text)
-}
-
-function log (message: string): void {
-  process.stderr.write(`bench: ${message}\n`)
-}
+const summary = new Report()
 
 function percentile (xs: readonly number[], p: number): number {
   if (xs.length === 0) return NaN
@@ -404,21 +389,21 @@ async function startLatency (trueStarts: number, sleepStarts: number): Promise<v
   const t = spread(latencies)
   const s = spread(sleepLatencies)
   const c = spread(cycles)
-  results.start = { true: t, trueCycle: c, coldMs: r2(cold), sleep: s, failed: failed + sleepFailed, badExits, inGroup, checked: sleepLatencies.length, execdAtResolve: execd, stopAllSleepMs: r2(stopAllMs), wrong }
-  print(`\nstart: start() → resolved (the process runs in its cgroup); ${trueStarts} of /bin/true one at a time, each exit awaited; ${sleepStarts} of sleep 60 left running\n`)
-  print(table(['COMMAND', 'STARTS', 'P50', 'P99', 'MAX', 'MEAN'], [
+  summary.results.start = { true: t, trueCycle: c, coldMs: r2(cold), sleep: s, failed: failed + sleepFailed, badExits, inGroup, checked: sleepLatencies.length, execdAtResolve: execd, stopAllSleepMs: r2(stopAllMs), wrong }
+  summary.print(`\nstart: start() → resolved (the process runs in its cgroup); ${trueStarts} of /bin/true one at a time, each exit awaited; ${sleepStarts} of sleep 60 left running\n`)
+  summary.print(table(['COMMAND', 'STARTS', 'P50', 'P99', 'MAX', 'MEAN'], [
     ['/bin/true', String(t.n), ms(t.p50), ms(t.p99), ms(t.max), ms(t.mean)],
     ['  start → exit recorded', String(c.n), ms(c.p50), ms(c.p99), ms(c.max), ms(c.mean)],
     ['sleep 60 (kept running)', String(s.n), ms(s.p50), ms(s.p99), ms(s.max), ms(s.mean)],
   ]) + '\n')
-  print(`first start (cold, not counted): ${ms(cold)}; ${failed + sleepFailed} failed to start, ${badExits} exits not "exited 0"\n`)
-  print(`sanity: ${sane}; ${execd} had exec'd already; stopping the ${sleepLatencies.length} together took ${ms(stopAllMs)}\n`)
-  figure('start', `start → in its cgroup, /bin/true ×${t.n}: p50`, ms(t.p50), `≤ ${TARGETS.startP50MsMax} ms`, t.p50 <= TARGETS.startP50MsMax)
-  figure('start', `start → in its cgroup, /bin/true ×${t.n}: p99`, ms(t.p99), `≤ ${TARGETS.startP99MsMax} ms`, t.p99 <= TARGETS.startP99MsMax)
-  figure('start', `start → in its cgroup, /bin/true ×${t.n}: max`, ms(t.max))
-  figure('start', `start → in its cgroup, sleep 60 ×${s.n} kept running: p50 / p99`, `${ms(s.p50)} / ${ms(s.p99)}`)
-  figure('start', 'in its cgroup right after start() (sanity)', `${inGroup}/${sleepLatencies.length}`, 'all', inGroup === sleepLatencies.length && sleepLatencies.length > 0)
-  if (failed + sleepFailed + badExits > 0) figure('start', 'failed starts or bad exits', String(failed + sleepFailed + badExits), '0', false)
+  summary.print(`first start (cold, not counted): ${ms(cold)}; ${failed + sleepFailed} failed to start, ${badExits} exits not "exited 0"\n`)
+  summary.print(`sanity: ${sane}; ${execd} had exec'd already; stopping the ${sleepLatencies.length} together took ${ms(stopAllMs)}\n`)
+  summary.figure('start', `start → in its cgroup, /bin/true ×${t.n}: p50`, ms(t.p50), `≤ ${TARGETS.startP50MsMax} ms`, t.p50 <= TARGETS.startP50MsMax)
+  summary.figure('start', `start → in its cgroup, /bin/true ×${t.n}: p99`, ms(t.p99), `≤ ${TARGETS.startP99MsMax} ms`, t.p99 <= TARGETS.startP99MsMax)
+  summary.figure('start', `start → in its cgroup, /bin/true ×${t.n}: max`, ms(t.max))
+  summary.figure('start', `start → in its cgroup, sleep 60 ×${s.n} kept running: p50 / p99`, `${ms(s.p50)} / ${ms(s.p99)}`)
+  summary.figure('start', 'in its cgroup right after start() (sanity)', `${inGroup}/${sleepLatencies.length}`, 'all', inGroup === sleepLatencies.length && sleepLatencies.length > 0)
+  if (failed + sleepFailed + badExits > 0) summary.figure('start', 'failed starts or bad exits', String(failed + sleepFailed + badExits), '0', false)
 }
 
 // ---- 2. sustained launches -------------------------------------------------------------
@@ -546,18 +531,18 @@ async function throughput (levels: number[], seconds: number): Promise<void> {
   }
   if (interrupted) return
   const leftover = run!.executor.list().length
-  results.throughput = { levels: rows, entriesAfterPrune: leftover }
-  print(`\nthroughput: /bin/true with N starts in flight for ${seconds} s (rates after a warm-up of ${ms(Math.min(1_000, seconds * 200))}); a launch = start → exit → cgroup removed → exit recorded\n`)
-  print(table(['IN FLIGHT', 'LAUNCHES/S', 'STARTS/S', 'LAUNCHES', 'FAILED', 'START P50', 'START P99', 'LAUNCH P50', 'LAUNCH P99', 'NODE CPU/LAUNCH', 'TASK CPU/LAUNCH', 'MACHINE BUSY', 'LOOP BUSY'],
+  summary.results.throughput = { levels: rows, entriesAfterPrune: leftover }
+  summary.print(`\nthroughput: /bin/true with N starts in flight for ${seconds} s (rates after a warm-up of ${ms(Math.min(1_000, seconds * 200))}); a launch = start → exit → cgroup removed → exit recorded\n`)
+  summary.print(table(['IN FLIGHT', 'LAUNCHES/S', 'STARTS/S', 'LAUNCHES', 'FAILED', 'START P50', 'START P99', 'LAUNCH P50', 'LAUNCH P99', 'NODE CPU/LAUNCH', 'TASK CPU/LAUNCH', 'MACHINE BUSY', 'LOOP BUSY'],
     rows.map((r) => [String(r.inflight), perSecond(r.launchesPerSecond), perSecond(r.startsPerSecond), count(r.completed), String(r.failed + r.badExits),
       ms(r.start.p50), ms(r.start.p99), ms(r.cycle.p50), ms(r.cycle.p99), ms(r.nodeCpuMsPerLaunch), ms(r.tasksCpuMsPerLaunch), pct(r.machineBusyPct), pct(r.loopBusyPct)])) + '\n')
-  print(`node CPU = this process (user + system, spawn's fork included); task CPU = the root cgroup's accounting (the shim and /bin/true once moved into their group); machine busy = all ${cpus().length} cores; loop busy = this process's event loop utilization; entries left after the last prune: ${leftover}\n`)
+  summary.print(`node CPU = this process (user + system, spawn's fork included); task CPU = the root cgroup's accounting (the shim and /bin/true once moved into their group); machine busy = all ${cpus().length} cores; loop busy = this process's event loop utilization; entries left after the last prune: ${leftover}\n`)
   for (const r of rows) {
-    figure('throughput', `launches/s, ${r.inflight} in flight`, perSecond(r.launchesPerSecond), `≥ ${TARGETS.launchesPerSecondMin}/s`, r.launchesPerSecond >= TARGETS.launchesPerSecondMin)
-    figure('throughput', `starts/s, ${r.inflight} in flight`, perSecond(r.startsPerSecond))
-    figure('throughput', `event loop busy / machine busy, ${r.inflight} in flight`, `${pct(r.loopBusyPct)} / ${pct(r.machineBusyPct)}`)
-    figure('throughput', `start p50 / p99 under load, ${r.inflight} in flight`, `${ms(r.start.p50)} / ${ms(r.start.p99)}`)
-    if (r.failed + r.badExits > 0) figure('throughput', `failed starts or bad exits, ${r.inflight} in flight`, String(r.failed + r.badExits), '0', false)
+    summary.figure('throughput', `launches/s, ${r.inflight} in flight`, perSecond(r.launchesPerSecond), `≥ ${TARGETS.launchesPerSecondMin}/s`, r.launchesPerSecond >= TARGETS.launchesPerSecondMin)
+    summary.figure('throughput', `starts/s, ${r.inflight} in flight`, perSecond(r.startsPerSecond))
+    summary.figure('throughput', `event loop busy / machine busy, ${r.inflight} in flight`, `${pct(r.loopBusyPct)} / ${pct(r.machineBusyPct)}`)
+    summary.figure('throughput', `start p50 / p99 under load, ${r.inflight} in flight`, `${ms(r.start.p50)} / ${ms(r.start.p99)}`)
+    if (r.failed + r.badExits > 0) summary.figure('throughput', `failed starts or bad exits, ${r.inflight} in flight`, String(r.failed + r.badExits), '0', false)
   }
 }
 
@@ -595,17 +580,17 @@ async function stopLatency (plain: number, stubborn: number): Promise<void> {
   const b = spread(kill.times)
   const c = spread(beyond)
   for (const x of [...term.bad, ...kill.bad].slice(0, 5)) log(`stop: unexpected: ${x}`)
-  results.stop = { sigterm: a, sigkill: b, sigkillBeyondGrace: c, graceMs: IGNORE_TERM_GRACE_MS, notExecd: term.notExecd + kill.notExecd, unexpected: [...term.bad, ...kill.bad].slice(0, 10) }
-  print('\nstop: stop() → resolved (the task ended, its cgroup removed, its exit recorded), one at a time, each task stopped once its command runs\n')
-  print(table(['TASK', 'STOPS', 'P50', 'P99', 'MAX', 'MEAN'], [
+  summary.results.stop = { sigterm: a, sigkill: b, sigkillBeyondGrace: c, graceMs: IGNORE_TERM_GRACE_MS, notExecd: term.notExecd + kill.notExecd, unexpected: [...term.bad, ...kill.bad].slice(0, 10) }
+  summary.print('\nstop: stop() → resolved (the task ended, its cgroup removed, its exit recorded), one at a time, each task stopped once its command runs\n')
+  summary.print(table(['TASK', 'STOPS', 'P50', 'P99', 'MAX', 'MEAN'], [
     ['sleep 60 (SIGTERM)', String(a.n), ms(a.p50), ms(a.p99), ms(a.max), ms(a.mean)],
     [`ignores SIGTERM, grace ${IGNORE_TERM_GRACE_MS} ms`, String(b.n), ms(b.p50), ms(b.p99), ms(b.max), ms(b.mean)],
     ['  beyond the grace (SIGKILL path)', String(c.n), ms(c.p50), ms(c.p99), ms(c.max), ms(c.mean)],
   ]) + '\n')
-  if (term.bad.length + kill.bad.length + term.notExecd + kill.notExecd > 0) print(`${term.bad.length + kill.bad.length} unexpected ends; ${term.notExecd + kill.notExecd} not exec'd within 2 s\n`)
-  figure('stop', 'stop, SIGTERM: p50 / p99', `${ms(a.p50)} / ${ms(a.p99)}`)
-  figure('stop', `stop, SIGKILL after ${IGNORE_TERM_GRACE_MS} ms: p50 / p99 beyond the grace`, `${ms(c.p50)} / ${ms(c.p99)}`)
-  if (term.bad.length + kill.bad.length > 0) figure('stop', 'ends not "killed" as asked', String(term.bad.length + kill.bad.length), '0', false)
+  if (term.bad.length + kill.bad.length + term.notExecd + kill.notExecd > 0) summary.print(`${term.bad.length + kill.bad.length} unexpected ends; ${term.notExecd + kill.notExecd} not exec'd within 2 s\n`)
+  summary.figure('stop', 'stop, SIGTERM: p50 / p99', `${ms(a.p50)} / ${ms(a.p99)}`)
+  summary.figure('stop', `stop, SIGKILL after ${IGNORE_TERM_GRACE_MS} ms: p50 / p99 beyond the grace`, `${ms(c.p50)} / ${ms(c.p99)}`)
+  if (term.bad.length + kill.bad.length > 0) summary.figure('stop', 'ends not "killed" as asked', String(term.bad.length + kill.bad.length), '0', false)
 }
 
 // ---- 4. memory per task, and stopping them all -------------------------------------------
@@ -666,26 +651,26 @@ async function memory (n: number, idleS: number): Promise<void> {
   const quarter = Math.max(1, Math.floor(startMs.length / 4))
   const firstStarts = spread(startMs.slice(0, quarter))
   const lastStarts = spread(startMs.slice(-quarter))
-  results.memory = {
+  summary.results.memory = {
     tasks: running, rssBytesPerTask: Math.round(rss), heapBytesPerTask: Math.round(heap), externalBytesPerTask: Math.round(external), fdsPerTask: r2(fds),
     rssBefore: before.rss, rssDuring: during.rss, rssAfter: after.rss, heapBefore: before.heapUsed, heapDuring: during.heapUsed, heapAfter: after.heapUsed,
     fdsBefore: fds0, fdsDuring: fds1, fdsAfter: fds2, startAllMs: r2(startAllMs), startsFirstQuarter: firstStarts, startsLastQuarter: lastStarts, stopAllMs: r2(stopAllMs), idleCpuPct: r2(idleCpuPct), notKilled,
   }
-  print(`\nmemory: this process with ${running} × sleep 600 running (after gc()), against before they started and after they were stopped and pruned\n`)
-  print(table(['', 'BEFORE', `${running} RUNNING`, 'AFTER STOP + PRUNE', 'PER TASK'], [
+  summary.print(`\nmemory: this process with ${running} × sleep 600 running (after gc()), against before they started and after they were stopped and pruned\n`)
+  summary.print(table(['', 'BEFORE', `${running} RUNNING`, 'AFTER STOP + PRUNE', 'PER TASK'], [
     ['RSS', mib(before.rss), mib(during.rss), mib(after.rss), kib(rss)],
     ['heap used', mib(before.heapUsed), mib(during.heapUsed), mib(after.heapUsed), kib(heap)],
     ['external + array buffers', mib(before.external + before.arrayBuffers), mib(during.external + during.arrayBuffers), mib(after.external + after.arrayBuffers), kib(external)],
     ['open fds', String(fds0), String(fds1), String(fds2), fds.toFixed(2)],
   ]) + '\n')
-  print(`starting ${running} one at a time: ${ms(startAllMs)}; start p50 / p99 with 0–${quarter} running ${ms(firstStarts.p50)} / ${ms(firstStarts.p99)}, with ${startMs.length - quarter}–${startMs.length} running ${ms(lastStarts.p50)} / ${ms(lastStarts.p99)}\n`)
-  print(`this process's CPU with them running: ${pct(idleCpuPct)} of a core; stopAll of ${running}: ${ms(stopAllMs)}${notKilled > 0 ? ` (${notKilled} did not end as "killed")` : ''}\n`)
-  figure('memory', `RSS per running task (${running})`, kib(rss))
-  figure('memory', `heap per running task (${running})`, kib(heap))
-  figure('memory', 'open fds per running task', fds.toFixed(2))
-  figure('memory', `start p50, 0–${quarter} running → ${startMs.length - quarter}–${startMs.length} running`, `${ms(firstStarts.p50)} → ${ms(lastStarts.p50)}`)
-  figure('memory', `this process's CPU with ${running} running`, `${pct(idleCpuPct)} of a core`)
-  figure('memory', `stopAll of ${running} sleep 600`, ms(stopAllMs))
+  summary.print(`starting ${running} one at a time: ${ms(startAllMs)}; start p50 / p99 with 0–${quarter} running ${ms(firstStarts.p50)} / ${ms(firstStarts.p99)}, with ${startMs.length - quarter}–${startMs.length} running ${ms(lastStarts.p50)} / ${ms(lastStarts.p99)}\n`)
+  summary.print(`this process's CPU with them running: ${pct(idleCpuPct)} of a core; stopAll of ${running}: ${ms(stopAllMs)}${notKilled > 0 ? ` (${notKilled} did not end as "killed")` : ''}\n`)
+  summary.figure('memory', `RSS per running task (${running})`, kib(rss))
+  summary.figure('memory', `heap per running task (${running})`, kib(heap))
+  summary.figure('memory', 'open fds per running task', fds.toFixed(2))
+  summary.figure('memory', `start p50, 0–${quarter} running → ${startMs.length - quarter}–${startMs.length} running`, `${ms(firstStarts.p50)} → ${ms(lastStarts.p50)}`)
+  summary.figure('memory', `this process's CPU with ${running} running`, `${pct(idleCpuPct)} of a core`)
+  summary.figure('memory', `stopAll of ${running} sleep 600`, ms(stopAllMs))
 }
 
 // ---- main --------------------------------------------------------------------------
@@ -702,7 +687,7 @@ async function main (): Promise<void> {
     },
   })
   const quick = values.quick
-  json = values.json
+  summary.json = values.json
   const only = values.only === undefined ? [...PARTS] : values.only.split(',').map((s) => s.trim())
   const unknown = only.filter((p) => !(PARTS as readonly string[]).includes(p))
   const levels = (values.inflight ?? (quick ? '16' : '16,64')).split(',').map(Number)
@@ -746,10 +731,10 @@ async function main (): Promise<void> {
     const fs = fileSystemOf(r.tasksDir)
     tasksFs = `${r.tasksDir} on ${fs.type} (${fs.device} at ${fs.mountPoint})${fs.journal === false ? ', WITHOUT a journal: each create scans recently deleted inodes' : fs.journal === true ? ', journaled' : ''}`
     log(`isolation: ${isolation.kind}, ${isolation.detail}; tasks dir ${tasksFs}`)
-    print(`executor on Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}\n`)
-    print(`isolation: ${isolation.kind}: ${isolation.detail}\n`)
-    print(`tasks dir: ${tasksFs}\n`)
-    if (isolation.kind === 'none') print('WARNING: no cgroups: the figures are of unconfined processes, not of the runner as deployed\n')
+    summary.print(`executor on Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}\n`)
+    summary.print(`isolation: ${isolation.kind}: ${isolation.detail}\n`)
+    summary.print(`tasks dir: ${tasksFs}\n`)
+    if (isolation.kind === 'none') summary.print('WARNING: no cgroups: the figures are of unconfined processes, not of the runner as deployed\n')
     // Memory first: see its description above.
     if (parts.has('memory')) await memory(quick ? 50 : 200, quick ? 1 : 3)
     if (parts.has('start') && !interrupted) await startLatency(quick ? 50 : 300, quick ? 10 : 50)
@@ -765,15 +750,15 @@ async function main (): Promise<void> {
   if (interruptedBySignal) return
   const elapsed = performance.now() - started
   log(cleanupLine(report))
-  if (json) {
+  if (summary.json) {
     process.stdout.write(JSON.stringify({
-      bench: 'executor', ...machine, quick, isolation, tasksDir: tasksFs, elapsedMs: Math.round(elapsed), targets: TARGETS, results, summary: figures, cleanup: report,
+      bench: 'executor', ...machine, quick, isolation, tasksDir: tasksFs, elapsedMs: Math.round(elapsed), targets: TARGETS, results: summary.results, summary: summary.figures, cleanup: report,
     }, null, 2) + '\n')
     return
   }
-  print(`\nsummary${quick ? ' (--quick: smaller runs, the targets are for the full run)' : ''}, Node ${machine.node}, ${machine.cores} cores, isolation ${isolation.kind}, ${ms(elapsed)} in all\n`)
-  print(table(['PART', 'FIGURE', 'MEASURED', 'TARGET', ''], figures.map((f) => [f.part, f.what, f.measured, f.target, f.verdict])) + '\n')
-  print(`${cleanupLine(report)}\n`)
+  summary.print(`\nsummary${quick ? ' (--quick: smaller runs, the targets are for the full run)' : ''}, Node ${machine.node}, ${machine.cores} cores, isolation ${isolation.kind}, ${ms(elapsed)} in all\n`)
+  summary.print(table(['PART', 'FIGURE', 'MEASURED', 'TARGET', ''], summary.rows()) + '\n')
+  summary.print(`${cleanupLine(report)}\n`)
 }
 
 await main()

@@ -26,6 +26,7 @@
 // One thread, CPU-bound: run it alone. On a shared VM the throughput figures of
 // one build differ by 40–60 % between runs; compare medians of runs made together.
 
+import { Report, log } from './report.ts'
 import { cpus, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { table } from '../cli/table.ts'
@@ -48,23 +49,7 @@ const TARGETS = Object.freeze({
 
 // ---- figures and the summary ---------------------------------------------------------
 
-interface Figure { part: string, what: string, measured: string, target: string, verdict: string }
-const figures: Figure[] = []
-const results: Record<string, unknown> = {}
-let json = false
-
-/** One line of the summary; `ok` undefined for a figure without a target. */
-function figure (part: string, what: string, measured: string, target = '', ok?: boolean): void {
-  figures.push({ part, what, measured, target, verdict: ok === undefined ? '' : ok ? 'met' : 'missed' })
-}
-
-function print (text: string): void {
-  if (!json) process.stdout.write(text)
-}
-
-function log (message: string): void {
-  process.stderr.write(`bench: ${message}\n`)
-}
+const report = new Report()
 
 const isDefault = (choices: number): string => choices === PLACE_DEFAULTS.choices ? ' (default)' : ''
 const count = (x: number): string => Math.round(x).toLocaleString('en-US')
@@ -272,21 +257,21 @@ async function throughput (instances: number, rounds: number): Promise<Allocatio
     const pool = new Pool({ nodes, allocations: p.allocations })
     return { choices, placed: p.placed, pending: p.pending, share: poolShare(pool) }
   })
-  print(`\nthroughput: ${describe}; Node ${process.version} on ${cpus()[0]?.model ?? 'an unknown CPU'} (${cpus().length} cores; 1-minute load average ${loadBefore.toFixed(2)} before, ${loadavg()[0]!.toFixed(2)} after); one warm-up round, then ${rounds}\n`)
+  report.print(`\nthroughput: ${describe}; Node ${process.version} on ${cpus()[0]?.model ?? 'an unknown CPU'} (${cpus().length} cores; 1-minute load average ${loadBefore.toFixed(2)} before, ${loadavg()[0]!.toFixed(2)} after); one warm-up round, then ${rounds}\n`)
   const nsPerNode = (rate: number): string => `${(1e9 / rate / nodes.length).toFixed(1)} ns`
-  print(table(['DECISIONS', 'MEDIAN', 'BEST', 'PER NODE (MEDIAN)', 'ROUNDS'], configs.map((config, c) => [
+  report.print(table(['DECISIONS', 'MEDIAN', 'BEST', 'PER NODE (MEDIAN)', 'ROUNDS'], configs.map((config, c) => [
     config.name, perSecond(median(rates[c]!)), perSecond(Math.max(...rates[c]!)), nsPerNode(median(rates[c]!)), rates[c]!.map((x) => count(x)).join(', '),
   ])) + '\n')
   for (const f of fills) {
-    print(`plan() with choices ${f.choices} left the pool at CPU ${pct(f.share.cpu)}, memory ${pct(f.share.mem)} (${count(f.placed)} placed, ${count(f.pending)} pending); place() alone ran on the empty pool\n`)
+    report.print(`plan() with choices ${f.choices} left the pool at CPU ${pct(f.share.cpu)}, memory ${pct(f.share.mem)} (${count(f.placed)} placed, ${count(f.pending)} pending); place() alone ran on the empty pool\n`)
   }
-  print(`place() alone on the empty pool by kind of task (median of ${kindRounds} rounds; every decision scans all ${count(nodes.length)} nodes, so per node = 1 s / (decisions/s × nodes)):\n`)
-  print(table(['TASKS', 'INSTANCES', 'DECISIONS/S', 'PER NODE'], kinds.map((kind, k) => [kind.name, count(kind.tasks.length), perSecond(median(kindRates[k]!)), nsPerNode(median(kindRates[k]!))])) + '\n')
+  report.print(`place() alone on the empty pool by kind of task (median of ${kindRounds} rounds; every decision scans all ${count(nodes.length)} nodes, so per node = 1 s / (decisions/s × nodes)):\n`)
+  report.print(table(['TASKS', 'INSTANCES', 'DECISIONS/S', 'PER NODE'], kinds.map((kind, k) => [kind.name, count(kind.tasks.length), perSecond(median(kindRates[k]!)), nsPerNode(median(kindRates[k]!))])) + '\n')
   for (const [c, config] of configs.entries()) {
     const m = median(rates[c]!)
-    figure('throughput', `${config.name}: decisions/s, median (best)`, `${count(m)} (${count(Math.max(...rates[c]!))})`, `≥ ${count(TARGETS.decisionsPerSecondMin)}`, m >= TARGETS.decisionsPerSecondMin)
+    report.figure('throughput', `${config.name}: decisions/s, median (best)`, `${count(m)} (${count(Math.max(...rates[c]!))})`, `≥ ${count(TARGETS.decisionsPerSecondMin)}`, m >= TARGETS.decisionsPerSecondMin)
   }
-  results['throughput'] = {
+  report.results['throughput'] = {
     nodes: nodes.length,
     instances: tasks.length,
     askedCpuPct: asked.cpu / cap.cpu * 100,
@@ -391,12 +376,12 @@ async function packing (sizes: readonly number[], seeds: number): Promise<void> 
     }
     const meanShare = (ps: Packed[]): string => `${mean(ps.map((p) => p.share.binding)).toFixed(1)} (cpu ${mean(ps.map((p) => p.share.cpu)).toFixed(1)}, mem ${mean(ps.map((p) => p.share.mem)).toFixed(1)})`
     rows.push(['mean', '', ...CHOICES.map((c) => meanShare(ours.get(c)!)), meanShare(ffdFirst), meanShare(ffdAll)])
-    print(`\npacking: N=${count(n)} nodes (${count(cap.cpu / 1000)} cores, ${count(cap.mem / GIB)} GiB); per seed a stream asking ${overfill * 100} % of the pool: 80 % small tasks (0.1–1 core), 20 % large (2–8), memory 4 GiB per core × 0.5–2 (log-uniform)\n`)
-    print('share of the pool allocated, % of its fuller resource (binding resource, the other in brackets); #: tasks placed. Ours: place() + allocate in stream order until the first refusal.\n')
-    print('FFD: first-fit decreasing of the whole stream (largest first, first node in id order with room, skipping what fits nowhere), at its own first refusal and after all tasks.\n')
-    print(table(['SEED', 'STREAM', 'OURS CHOICES 1', 'OURS CHOICES 2 (DEFAULT)', 'OURS CHOICES 3', 'FFD AT FIRST REFUSAL', 'FFD ALL TASKS'], rows) + '\n')
-    print(`gap = FFD after all tasks − ours at its first refusal, in points of each packing's binding share (the target "within ${TARGETS.ffdGapPointsMax} points" is this gap, mean over seeds); vs FFD at its first refusal in brackets\n`)
-    print(table(['CHOICES', 'SHARE MEAN', 'MIN', 'GAP MEAN', 'GAP MAX', 'GAP TO FFD AT ITS FIRST REFUSAL, MEAN'], CHOICES.map((c) => {
+    report.print(`\npacking: N=${count(n)} nodes (${count(cap.cpu / 1000)} cores, ${count(cap.mem / GIB)} GiB); per seed a stream asking ${overfill * 100} % of the pool: 80 % small tasks (0.1–1 core), 20 % large (2–8), memory 4 GiB per core × 0.5–2 (log-uniform)\n`)
+    report.print('share of the pool allocated, % of its fuller resource (binding resource, the other in brackets); #: tasks placed. Ours: place() + allocate in stream order until the first refusal.\n')
+    report.print('FFD: first-fit decreasing of the whole stream (largest first, first node in id order with room, skipping what fits nowhere), at its own first refusal and after all tasks.\n')
+    report.print(table(['SEED', 'STREAM', 'OURS CHOICES 1', 'OURS CHOICES 2 (DEFAULT)', 'OURS CHOICES 3', 'FFD AT FIRST REFUSAL', 'FFD ALL TASKS'], rows) + '\n')
+    report.print(`gap = FFD after all tasks − ours at its first refusal, in points of each packing's binding share (the target "within ${TARGETS.ffdGapPointsMax} points" is this gap, mean over seeds); vs FFD at its first refusal in brackets\n`)
+    report.print(table(['CHOICES', 'SHARE MEAN', 'MIN', 'GAP MEAN', 'GAP MAX', 'GAP TO FFD AT ITS FIRST REFUSAL, MEAN'], CHOICES.map((c) => {
       const ps = ours.get(c)!
       const g = gaps.get(c)!
       return [String(c), pct(mean(ps.map((p) => p.share.binding))), pct(Math.min(...ps.map((p) => p.share.binding))), `${mean(g).toFixed(1)} points`, `${Math.max(...g).toFixed(1)} points`,
@@ -406,13 +391,13 @@ async function packing (sizes: readonly number[], seeds: number): Promise<void> 
       const share = mean(ours.get(c)!.map((p) => p.share.binding))
       const gap = mean(gaps.get(c)!)
       const name = `N=${n}, choices ${c}${isDefault(c)}`
-      figure('packing', `${name}: pool allocated at first refusal, mean of ${seeds}`, pct(share), `≥ ${TARGETS.firstRefusalSharePctMin} %`, share >= TARGETS.firstRefusalSharePctMin)
-      figure('packing', `${name}: gap to FFD (all tasks), mean`, `${gap.toFixed(1)} points`, `≤ ${TARGETS.ffdGapPointsMax} points`, gap <= TARGETS.ffdGapPointsMax)
+      report.figure('packing', `${name}: pool allocated at first refusal, mean of ${seeds}`, pct(share), `≥ ${TARGETS.firstRefusalSharePctMin} %`, share >= TARGETS.firstRefusalSharePctMin)
+      report.figure('packing', `${name}: gap to FFD (all tasks), mean`, `${gap.toFixed(1)} points`, `≤ ${TARGETS.ffdGapPointsMax} points`, gap <= TARGETS.ffdGapPointsMax)
     }
-    figure('packing', `N=${n}, FFD: after all tasks / at its first refusal, mean`, `${pct(mean(ffdAll.map((p) => p.share.binding)))} / ${pct(mean(ffdFirst.map((p) => p.share.binding)))}`)
+    report.figure('packing', `N=${n}, FFD: after all tasks / at its first refusal, mean`, `${pct(mean(ffdAll.map((p) => p.share.binding)))} / ${pct(mean(ffdFirst.map((p) => p.share.binding)))}`)
     out.push({ nodes: n, overfill, seeds: perSeed })
   }
-  results['packing'] = { shareIs: 'allocated % of the fuller resource (binding)', gapIs: 'FFD after all tasks minus ours at its first refusal, points', sizes: out }
+  report.results['packing'] = { shareIs: 'allocated % of the fuller resource (binding)', gapIs: 'FFD after all tasks minus ours at its first refusal, points', sizes: out }
 }
 
 // ---- 3. movement on a death and a join --------------------------------------------------
@@ -493,7 +478,7 @@ async function movement (instances: number): Promise<void> {
     const modulo = moduloMoved(hashes, ids, ids.filter((id) => id !== victim.id))
     deathRows.push([`${victim.id} (${victim.cpuMillis / 1000} cores)`, pct(fill(planned.indexOf(victim.id)!)), count(onVictim), count(again.placements.length), count(again.pending.length), `${count(moved.length)} (${pct(moved.length / tasks.length * 100)})`, exact ? 'yes' : 'no', `${count(modulo)} (${pct(modulo / tasks.length * 100)})`])
     deaths.push({ node: victim.id, cores: victim.cpuMillis / 1000, fillPct: fill(planned.indexOf(victim.id)!), onNode: onVictim, replaced: again.placements.length, pending: again.pending.length, moved: moved.length, exact, moduloMoved: modulo })
-    figure('movement', `death of ${victim.id} (${victim.cpuMillis / 1000} cores): moved / its tasks (modulo hashing)`, `${count(moved.length)} / ${count(onVictim)} (${count(modulo)})`, 'exactly its tasks', exact)
+    report.figure('movement', `death of ${victim.id} (${victim.cpuMillis / 1000} cores): moved / its tasks (modulo hashing)`, `${count(moved.length)} / ${count(onVictim)} (${count(modulo)})`, 'exactly its tasks', exact)
   }
 
   // A join: a 101st node, empty.
@@ -515,11 +500,11 @@ async function movement (instances: number): Promise<void> {
   const baseline = rebalanceToRest(nodes, allocations, 0.05)
   const moduloJoin = moduloMoved(hashes, ids, [...ids, joiner.id].sort())
 
-  print(`\nmovement: ${describe}\n`)
-  print('death: the dead node\'s tasks (displaced(view)) re-planned with plan(); moved = instances whose node differs afterwards\n')
-  print(table(['DEAD NODE', 'ITS FILL', 'ITS TASKS', 'RE-PLACED', 'PENDING', 'MOVED', 'EXACT', 'MODULO HASHING MOVED'], deathRows) + '\n')
-  print(`join of ${joiner.id} (${joiner.cpuMillis / 1000} cores, ${joiner.labels['zone']}; ${pct(joinerShare)} of the CPU afterwards, 1/101 = ${pct(100 / 101)}):\n`)
-  print(table(['WHAT', 'TASKS', 'SHARE'], [
+  report.print(`\nmovement: ${describe}\n`)
+  report.print('death: the dead node\'s tasks (displaced(view)) re-planned with plan(); moved = instances whose node differs afterwards\n')
+  report.print(table(['DEAD NODE', 'ITS FILL', 'ITS TASKS', 'RE-PLACED', 'PENDING', 'MOVED', 'EXACT', 'MODULO HASHING MOVED'], deathRows) + '\n')
+  report.print(`join of ${joiner.id} (${joiner.cpuMillis / 1000} cores, ${joiner.labels['zone']}; ${pct(joinerShare)} of the CPU afterwards, 1/101 = ${pct(100 / 101)}):\n`)
+  report.print(table(['WHAT', 'TASKS', 'SHARE'], [
     ['moved by plan(displaced(view)) (nothing running moves)', count(movedByPlan), pct(movedByPlan / tasks.length * 100)],
     ['first choice changed (what an eager rebalance would move)', count(firstChanged), pct(firstChanged / tasks.length * 100)],
     [`rebalance(), fractionMax 0.05, to rest: ${rebalanced.rounds} rounds (the last moves nothing)`, count(rebalanced.moves), pct(rebalanced.moves / tasks.length * 100)],
@@ -527,13 +512,13 @@ async function movement (instances: number): Promise<void> {
     [`  the same rebalance with no join: ${baseline.rounds} rounds`, count(baseline.moves), pct(baseline.moves / tasks.length * 100)],
     ['modulo hashing (hash mod 101 instead of mod 100)', count(moduloJoin), pct(moduloJoin / tasks.length * 100)],
   ]) + '\n')
-  print(`rebalance moves per round after the join: ${rebalanced.perRound.join(', ')}\n`)
-  print('rebalance() moves a task where place() would put it now, when that node ranks above its home: tasks that plan() placed early, on emptier nodes, may fit better elsewhere now (hence moves with no join); best fit sends little to an empty newcomer.\n')
-  figure('movement', 'join: moved by plan() (displaced(view) is empty)', count(movedByPlan), '0', movedByPlan === 0)
-  figure('movement', 'join: first choice changed', `${count(firstChanged)} (${pct(firstChanged / tasks.length * 100)})`, `≈ 1/101 (${pct(100 / 101)})`)
-  figure('movement', 'join: rebalance() to rest, fractionMax 0.05', `${count(rebalanced.moves)} in ${rebalanced.rounds} rounds (${count(rebalanced.onto)} onto it; ${count(baseline.moves)} with no join)`)
-  figure('movement', 'join: modulo hashing moved', `${count(moduloJoin)} (${pct(moduloJoin / tasks.length * 100)})`, '≈ 100/101')
-  results['movement'] = {
+  report.print(`rebalance moves per round after the join: ${rebalanced.perRound.join(', ')}\n`)
+  report.print('rebalance() moves a task where place() would put it now, when that node ranks above its home: tasks that plan() placed early, on emptier nodes, may fit better elsewhere now (hence moves with no join); best fit sends little to an empty newcomer.\n')
+  report.figure('movement', 'join: moved by plan() (displaced(view) is empty)', count(movedByPlan), '0', movedByPlan === 0)
+  report.figure('movement', 'join: first choice changed', `${count(firstChanged)} (${pct(firstChanged / tasks.length * 100)})`, `≈ 1/101 (${pct(100 / 101)})`)
+  report.figure('movement', 'join: rebalance() to rest, fractionMax 0.05', `${count(rebalanced.moves)} in ${rebalanced.rounds} rounds (${count(rebalanced.onto)} onto it; ${count(baseline.moves)} with no join)`)
+  report.figure('movement', 'join: modulo hashing moved', `${count(moduloJoin)} (${pct(moduloJoin / tasks.length * 100)})`, '≈ 100/101')
+  report.results['movement'] = {
     nodes: n, instances: tasks.length, pending: p.pending.length, share, nodeFillPct: fills, nodeFillPctChoices1: spreadFills, deaths,
     join: { node: joiner.id, cpuSharePct: joinerShare, movedByPlan, firstChoiceChanged: firstChanged, rebalance: rebalanced, rebalanceWithoutJoin: baseline, moduloMoved: moduloJoin },
   }
@@ -568,19 +553,19 @@ async function cost (instances: number, planned: Allocation[] | undefined, quick
   const explainFullMs = timeEach(quick ? 1 : 3, 1, (k) => { explain(full, tasks[k % tasks.length]!) })
   const poolEmptyMs = timeEach(batches, 20, () => { new Pool(empty) })
   const poolFullMs = timeEach(quick ? 1 : 5, 1, () => { new Pool(full) })
-  print(`\ncost: ${count(nodes.length)} nodes; the full view holds the ${count(allocations.length)} allocations of plan() (choices ${PLACE_DEFAULTS.choices})\n`)
-  print(table(['WHAT', 'TIME'], [
+  report.print(`\ncost: ${count(nodes.length)} nodes; the full view holds the ${count(allocations.length)} allocations of plan() (choices ${PLACE_DEFAULTS.choices})\n`)
+  report.print(table(['WHAT', 'TIME'], [
     ['rank() of one task (every node scored and sorted)', us(rankUs)],
     ['explain() of one task, empty view', us(explainUs)],
     [`explain() of one task, view with ${count(allocations.length)} allocations (it builds a Pool)`, ms(explainFullMs)],
     ['new Pool(view), no allocations', ms(poolEmptyMs)],
     [`new Pool(view), ${count(allocations.length)} allocations`, ms(poolFullMs)],
   ]) + '\n')
-  figure('cost', 'rank() of one task, 1,000 nodes', us(rankUs))
-  figure('cost', 'explain() of one task, 1,000 nodes, empty view', us(explainUs))
-  figure('cost', `explain() of one task, ${count(allocations.length)} allocations`, ms(explainFullMs))
-  figure('cost', `Pool construction, 1,000 nodes, ${count(allocations.length)} allocations`, ms(poolFullMs))
-  results['cost'] = { nodes: nodes.length, allocations: allocations.length, rankUs, explainEmptyUs: explainUs, explainFullMs, poolEmptyMs, poolFullMs }
+  report.figure('cost', 'rank() of one task, 1,000 nodes', us(rankUs))
+  report.figure('cost', 'explain() of one task, 1,000 nodes, empty view', us(explainUs))
+  report.figure('cost', `explain() of one task, ${count(allocations.length)} allocations`, ms(explainFullMs))
+  report.figure('cost', `Pool construction, 1,000 nodes, ${count(allocations.length)} allocations`, ms(poolFullMs))
+  report.results['cost'] = { nodes: nodes.length, allocations: allocations.length, rankUs, explainEmptyUs: explainUs, explainFullMs, poolEmptyMs, poolFullMs }
 }
 
 // ---- main ----------------------------------------------------------------------------
@@ -596,7 +581,7 @@ async function main (): Promise<void> {
     },
   })
   const quick = values.quick
-  json = values.json
+  report.json = values.json
   const only = values.only === undefined ? [...PARTS] : values.only.split(',').map((s) => s.trim())
   const unknown = only.filter((p) => !(PARTS as readonly string[]).includes(p))
   const rounds = Number(values.rounds ?? (quick ? 1 : 5))
@@ -615,15 +600,15 @@ async function main (): Promise<void> {
   if (parts.has('movement')) await movement(quick ? 5_000 : 20_000)
   if (parts.has('cost')) await cost(instances, planned, quick)
   const elapsed = performance.now() - started
-  if (json) {
+  if (report.json) {
     process.stdout.write(JSON.stringify({
       bench: 'placement', node: process.version, cpu: cpus()[0]?.model, cores: cpus().length, quick, rounds, seeds,
-      elapsedMs: Math.round(elapsed), targets: TARGETS, results, summary: figures,
+      elapsedMs: Math.round(elapsed), targets: TARGETS, results: report.results, summary: report.figures,
     }, null, 2) + '\n')
     return
   }
-  print(`\nsummary${quick ? ' (--quick: smaller runs, the targets are for the full run)' : ''}, Node ${process.version}, ${ms(elapsed)} in all\n`)
-  print(table(['PART', 'FIGURE', 'MEASURED', 'TARGET', ''], figures.map((f) => [f.part, f.what, f.measured, f.target, f.verdict])) + '\n')
+  report.print(`\nsummary${quick ? ' (--quick: smaller runs, the targets are for the full run)' : ''}, Node ${process.version}, ${ms(elapsed)} in all\n`)
+  report.print(table(['PART', 'FIGURE', 'MEASURED', 'TARGET', ''], report.rows()) + '\n')
 }
 
 await main()
