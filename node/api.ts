@@ -42,7 +42,7 @@ const logsQuery = z.object({
   length: z.coerce.number().int().positive().optional(),
   tail: z.coerce.number().int().nonnegative().optional(),
   follow: z.enum(['0', '1', 'true', 'false']).optional(),
-}).strict()
+}).strict().refine((q) => q.offset === undefined || q.tail === undefined, 'give offset or tail, not both')
 
 export interface StateComparison {
   peer: string
@@ -103,8 +103,11 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   })
   /** Open event streams: ended on close, or fastify's close() would wait for their clients forever. */
   const eventStreams = new Set<() => void>()
+  /** Log follows end with their task; a closing API ends them first. */
+  const logFollows = new Set<AbortController>()
   app.addHook('preClose', async () => {
     for (const end of [...eventStreams]) end()
+    for (const follow of [...logFollows]) follow.abort()
   })
 
   app.setNotFoundHandler((request, reply) => {
@@ -182,6 +185,8 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
         .send(chunk.data)
     }
     const bytes = backend.followTaskLogs(request.params.id, stream, { ...defined({ offset, tail }), signal: aborted.signal })
+    logFollows.add(aborted)
+    aborted.signal.addEventListener('abort', () => { logFollows.delete(aborted) }, { once: true })
     reply.hijack()
     reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-cache' })
     try {
@@ -189,8 +194,9 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
         if (!reply.raw.write(data)) await once(reply.raw, 'drain', { signal: aborted.signal })
       }
     } catch (err) {
-      log.warn({ task: request.params.id, err: (err as Error).message }, 'log follow ended with an error')
+      if (!aborted.signal.aborted) log.warn({ task: request.params.id, err: (err as Error).message }, 'log follow ended with an error')
     }
+    logFollows.delete(aborted)
     reply.raw.end()
     return reply
   })

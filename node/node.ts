@@ -46,6 +46,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   /** Labels as set by flags and later through the API. */
   private labels: Record<string, string>
   private announceTimer: NodeJS.Timeout | null = null
+  private pruneTimer: NodeJS.Timeout | null = null
   private lastAnnounce = 0
 
   private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, state: StateService, api: FastifyInstance, apiUrl: string, executor: Executor }) {
@@ -207,6 +208,13 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   private async recoverTasks (): Promise<void> {
     const self = this.dataDir.peerId
     const report = await this.executor.recover((task) => keepOnRestart(this.state.state, self, task))
+    // Ended tasks keep their logs for the task retention, then go (each holds two open files).
+    const retention = this.config.state.taskRetentionMs
+    this.pruneTimer = setInterval(() => {
+      this.executor.prune(Date.now() - retention).then((pruned) => {
+        if (pruned.length > 0) this.log.info({ tasks: pruned.length }, 'removed ended tasks past their retention')
+      }, (err: Error) => { this.log.warn({ err: err.message }, 'could not remove ended tasks') })
+    }, Math.min(retention, 60_000)).unref()
     const found = report.adopted.length + report.stopped.length + report.ended.length + report.strays.length
     if (found > 0) this.log.info({ ...report }, `previous life: ${report.adopted.length} tasks adopted, ${report.stopped.length} stopped, ${report.ended.length} had ended, ${report.strays.length} strays removed`)
   }
@@ -300,6 +308,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   private async shutdown (): Promise<void> {
     const timeout = this.config.stopTimeoutMs
     if (this.announceTimer !== null) clearTimeout(this.announceTimer)
+    if (this.pruneTimer !== null) clearInterval(this.pruneTimer)
     this.log.info('leaving the cluster')
     await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
     await bounded(this.api.close(), timeout).catch(() => {})

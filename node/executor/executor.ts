@@ -10,6 +10,7 @@
 //   tasks/<task>/logs/            stdout.log, stderr.log and their rotations
 
 import type { ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { chownSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
@@ -253,6 +254,12 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       if (!isDir(cwd)) throw new StartFailure(`cannot start ${spec.command}: working dir ${cwd} does not exist (ENOENT)`)
       const file = resolveCommand(spec.command, env, cwd, spec.user)
       if (this.root !== null) {
+        // A group of this name left over (an earlier run whose group could not be removed) goes first.
+        const leftover = this.root.openTask(name)
+        if (leftover !== null) {
+          await leftover.killAll()
+          await leftover.remove()
+        }
         cgroup = this.root.createTask(name, { cpuMillis: spec.cpuMillis, memoryBytes: spec.memoryBytes, pidsMax: spec.pidsMax ?? RUNNER_DEFAULTS.pidsMax })
         cgroup.prepare()
       }
@@ -268,15 +275,20 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       entry.cgroup = cgroup
       entry.info.pid = child.pid!
       entry.info.cgroup = cgroup?.path ?? null
-      entry.pidStart = pidStartTime(child.pid!)
+      entry.pidStart = safely(() => pidStartTime(child.pid!), null)
       child.once('exit', (code, signal) => { void this.finish(entry, { code, signal }) })
-      this.persist(entry)
     } catch (err) {
       if (cgroup !== null) await cgroup.remove().catch(() => {})
       const message = err instanceof StartFailure ? err.message : `cannot start ${spec.command}: ${(err as Error).message}`
       await this.record(entry, { reason: 'start-failed', code: null, signal: null, message, oomKills: 0 })
       this.log.warn({ task: spec.id, job: spec.job, err: message }, 'task failed to start')
       return snapshot(entry)
+    }
+    try {
+      this.persist(entry)
+    } catch (err) {
+      // It runs, and is stoppable; only a next life of the node will not know it (and remove it as a stray).
+      this.log.error({ task: spec.id, err: (err as Error).message }, 'could not record the started task on disk')
     }
     this.log.info({ task: spec.id, job: spec.job, pid: entry.info.pid, cgroup: entry.info.cgroup, ms: round(performance.now() - requested) }, 'task started')
     return snapshot(entry)
@@ -316,13 +328,14 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     if (entry === undefined) throw new MurmurError('NO_SUCH_TASK', `no task ${id} on this node`, 1, 404)
     if (entry.info.phase === 'ended') return snapshot(entry)
     const graceMs = opts.graceMs ?? RUNNER_DEFAULTS.graceMs
-    if (entry.stop === null) {
+    // Already ending by itself: its end is being recorded, with its own reason.
+    if (entry.stop === null && !entry.finishing) {
       entry.stop = { at: Date.now(), kill: 'SIGTERM', graceMs }
       entry.info.phase = 'stopping'
       this.log.info({ task: id, pid: entry.info.pid, graceMs }, 'stopping task')
       this.signalGroup(entry, 'SIGTERM')
       const timer = setTimeout(() => {
-        if (entry.info.phase === 'ended') return
+        if (entry.finishing) return
         entry.stop!.kill = 'SIGKILL'
         this.log.warn({ task: id, graceMs }, 'task did not stop within its grace period: SIGKILL')
         void this.killAll(entry)
@@ -373,6 +386,8 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
   private async finish (entry: Entry, status: { code: number | null, signal: NodeJS.Signals | null } | null): Promise<void> {
     if (entry.finishing) return
     entry.finishing = true
+    // Whether a stop caused the end is decided now, not after the awaits below.
+    const stop = entry.stop === null ? null : { ...entry.stop }
     let oomKills = 0
     if (entry.cgroup !== null) {
       this.takeUsage(entry)
@@ -388,17 +403,16 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       // Without a cgroup the process group is all there is to clean up.
       this.signalGroup(entry, 'SIGKILL')
     }
-    const exit = await this.exitOf(entry, status, oomKills)
+    const exit = await this.exitOf(entry, status, oomKills, stop)
     await this.record(entry, exit)
     const level = exit.reason === 'exited' && exit.code === 0 ? 'info' : exit.reason === 'killed' ? 'info' : 'warn'
     this.log[level]({ task: entry.info.id, job: entry.info.job, reason: exit.reason, code: exit.code, signal: exit.signal, oomKills }, `task ended: ${exit.message}`)
   }
 
-  private async exitOf (entry: Entry, status: { code: number | null, signal: NodeJS.Signals | null } | null, oomKills: number): Promise<TaskExit> {
+  private async exitOf (entry: Entry, status: { code: number | null, signal: NodeJS.Signals | null } | null, oomKills: number, stop: Entry['stop']): Promise<TaskExit> {
     const code = status?.code ?? null
     const signal = status?.signal ?? null
     const base = { code, signal, oomKills }
-    const stop = entry.stop
     const limit = bytesText(entry.info.spec.memoryBytes)
     if (oomKills > 0 && (signal === 'SIGKILL' || status === null) && stop?.kill !== 'SIGKILL') {
       return { ...base, reason: 'oom', message: `killed for exceeding its memory limit of ${limit} (OOM)` }
@@ -445,7 +459,11 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     }
     const info = snapshot(entry)
     entry.markEnded(info)
-    this.emit('exit', info)
+    try {
+      this.emit('exit', info)
+    } catch (err) {
+      this.log.error({ task: info.id, err: (err as Error).message }, 'a listener of task exits failed')
+    }
   }
 
   private persist (entry: Entry): void {
@@ -507,13 +525,15 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
    * process, while its group holds any.
    */
   private alive (entry: Entry): boolean {
-    if (entry.info.pid !== null && entry.pidStart !== null) return pidStartTime(entry.info.pid) === entry.pidStart
-    return entry.cgroup !== null && safely(() => entry.cgroup!.pids().length > 0, false)
+    // Cannot tell (out of fds, say): alive, and asked again at the next sample.
+    if (entry.info.pid !== null && entry.pidStart !== null) return safely(() => pidStartTime(entry.info.pid!) === entry.pidStart, true)
+    return entry.cgroup !== null && safely(() => entry.cgroup!.pids().length > 0, true)
   }
 
   async recover (decide: (task: FoundTask) => 'adopt' | 'stop', opts: Signalled & { graceMs?: number | undefined } = {}): Promise<RecoverReport> {
     const report: RecoverReport = { adopted: [], stopped: [], ended: [], strays: [] }
-    const known = new Set([...this.entries.values()].map((e) => e.name))
+    // Starts in flight have no task.json yet: never strays.
+    const known = new Set([...[...this.entries.values()].map((e) => e.name), ...[...this.starting.keys()].map(dirName)])
     const roots = [...(this.root === null ? [] : [this.root]), ...this.oldRoots]
     const stops: Array<Promise<unknown>> = []
     for (const name of readdirSync(this.opts.dir).sort()) {
@@ -529,7 +549,14 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       }
       known.add(name)
       const spec = record.spec as TaskSpec
-      const logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS)
+      let logs: TaskLogs
+      try {
+        logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS)
+      } catch (err) {
+        // One unreadable dir must not stop the node; its task is left as it is, and said so.
+        this.log.error({ task: spec.id, dir, err: (err as Error).message }, 'cannot reopen a task of the previous life; left alone')
+        continue
+      }
       const entry = this.newEntry(spec, name, dir, logs, record.startedAt)
       entry.info.pid = record.pid
       entry.pidStart = record.pidStart
@@ -652,7 +679,7 @@ export async function purgeTasks (dir: string): Promise<number> {
     const record = readRecord(join(dir, name))
     if (record === null || record.exit !== null) continue
     // Without a cgroup the process group is all there is, if the pid is still the same process.
-    if (!names.has(name) && record.pid !== null && record.pidStart !== null && pidStartTime(record.pid) === record.pidStart) {
+    if (!names.has(name) && record.pid !== null && record.pidStart !== null && safely(() => pidStartTime(record.pid!), null) === record.pidStart) {
       try { process.kill(-record.pid, 'SIGKILL') } catch {}
       ended++
     }
@@ -670,8 +697,10 @@ export async function purgeTasks (dir: string): Promise<number> {
 
 /** A task id as a file and cgroup name: itself when plain, else an unambiguous encoding. */
 export function dirName (id: string): string {
-  if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id) && !id.startsWith('x-') && !id.endsWith('.tmp')) return id
-  return `x-${Buffer.from(id, 'utf8').toString('base64url')}`
+  if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id) && !id.startsWith('x-') && !id.endsWith('.tmp') && !id.endsWith('.json')) return id
+  const encoded = Buffer.from(id, 'utf8').toString('base64url')
+  // A file name has at most 255 bytes: long ids are named by a hash (task.json keeps the id).
+  return encoded.length <= 200 ? `x-${encoded}` : `x-h-${createHash('sha256').update(id).digest('base64url')}`
 }
 
 function readRecord (dir: string): TaskRecordFile | null {
@@ -695,17 +724,24 @@ function isDir (path: string): boolean {
   }
 }
 
-/** Field 22 of /proc/<pid>/stat, after the command name (which may hold spaces and parentheses). */
+/**
+ * Field 22 of /proc/<pid>/stat, after the command name (which may hold spaces and
+ * parentheses); null if the process is gone or a zombie. Any other failure to read
+ * (EMFILE, ENOMEM) throws: "cannot tell" must never pass for "dead".
+ */
 export function pidStartTime (pid: number): string | null {
+  let stat: string
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    // fields[0] is the state (field 3): a zombie has ended.
-    if (fields[0] === 'Z') return null
-    return fields[19] ?? null
-  } catch {
-    return null
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ESRCH') return null
+    throw err
   }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // fields[0] is the state (field 3): a zombie has ended.
+  if (fields[0] === 'Z') return null
+  return fields[19] ?? null
 }
 
 /** Without cgroups: the main process's own CPU time and resident memory. */

@@ -91,11 +91,12 @@ export function launch (spec: Launch, place: (pid: number) => void): ChildProces
     uid: spec.user?.uid,
     gid: spec.user?.gid,
   })
-  const gate = child.stdio[3] as NodeJS.WritableStream & { destroy: () => void } | null
+  // A spawn that fails (EMFILE, EAGAIN) emits 'error' on the next tick, and leaves no
+  // stdio: the failure is reported by the throw below, so the event must not crash the node.
+  child.once('error', () => {})
+  const gate = (child.stdio as Array<unknown> | undefined)?.[3] as NodeJS.WritableStream & { destroy: () => void } | null | undefined ?? null
   if (child.pid === undefined || gate === null) {
     gate?.destroy()
-    // The error event follows on the next tick; the caller reports the failure.
-    child.once('error', () => {})
     throw new StartFailure('cannot start the process: spawn failed (the node may be out of processes or memory)')
   }
   try {

@@ -111,6 +111,22 @@ describe('the executor in a node', () => {
       const root = info.isolation.detail.replace(/^.* at /, '')
       for (const id of ['left-1', 'left-2']) expect(existsSync(join(root, id))).toBe(false)
     }
+    // Their logs, through the API: a range, a follow that ends with the task, and bad queries refused.
+    const range = await client(1).taskLogs('left-1', { stream: 'stdout', offset: 0 })
+    expect(range).toMatchObject({ start: 0, end: 0, first: 0, last: 0 })
+    const follow = await fetch(`${net.nodes[1]!.apiUrl}/v1/node/tasks/left-1/logs?follow=1`, { signal: AbortSignal.timeout(10_000) })
+    expect(follow.status).toBe(200)
+    expect((await follow.arrayBuffer()).byteLength).toBe(0)
+    for (const [query, status, message] of [
+      ['stream=stdin', 400, /stream/],
+      ['offset=1&tail=5', 400, /offset or tail, not both/],
+      ['offset=-1', 400, /offset/],
+    ] as const) {
+      const response = await fetch(`${net.nodes[1]!.apiUrl}/v1/node/tasks/left-1/logs?${query}`)
+      expect(response.status).toBe(status)
+      expect(((await response.json()) as { error: { message: string } }).error.message).toMatch(message)
+    }
+    await expect(client(1).taskLogs('no-such-task')).rejects.toMatchObject({ code: 'NO_SUCH_TASK', status: 404 })
     const log = readFileSync(restarted.logFile, 'utf8')
     expect(log).toMatch(/previous life: 0 tasks adopted, 2 stopped/)
   }, 60_000)
