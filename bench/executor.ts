@@ -40,7 +40,7 @@
 // alone: the figures are CPU- and fork-bound, and a shared VM moves them by tens of
 // per cent between runs. Ctrl-C stops the tasks and removes what the run made.
 
-import { Report, log } from './report.ts'
+import { COMMON_OPTIONS, Report, log, selectParts } from './report.ts'
 import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { cpus, loadavg, release, tmpdir } from 'node:os'
@@ -678,9 +678,7 @@ async function memory (n: number, idleS: number): Promise<void> {
 async function main (): Promise<void> {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string' },
-      quick: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
+      ...COMMON_OPTIONS,
       inflight: { type: 'string' },
       seconds: { type: 'string' },
       dir: { type: 'string' },
@@ -688,15 +686,13 @@ async function main (): Promise<void> {
   })
   const quick = values.quick
   summary.json = values.json
-  const only = values.only === undefined ? [...PARTS] : values.only.split(',').map((s) => s.trim())
-  const unknown = only.filter((p) => !(PARTS as readonly string[]).includes(p))
+  const { selected: parts, unknown } = selectParts(values.only, PARTS)
   const levels = (values.inflight ?? (quick ? '16' : '16,64')).split(',').map(Number)
   const seconds = Number(values.seconds ?? (quick ? 2 : 10))
   if (unknown.length > 0 || levels.some((n) => !Number.isInteger(n) || n < 1 || n > 1_000) || !Number.isFinite(seconds) || seconds < 1) {
     process.stderr.write(`bench: --only takes parts from ${PARTS.join(',')}; --inflight counts from 1 to 1000 (e.g. 16,64); --seconds a number ≥ 1\n`)
     process.exit(2)
   }
-  const parts = new Set(only as Part[])
   const started = performance.now()
   const machine = { node: process.version, cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release(), loadavg: loadavg().map(r2) }
   log(`Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}`)

@@ -26,7 +26,7 @@
 // One thread, CPU-bound: run it alone. On a shared VM the throughput figures of
 // one build differ by 40–60 % between runs; compare medians of runs made together.
 
-import { Report, log } from './report.ts'
+import { COMMON_OPTIONS, Report, log, selectParts } from './report.ts'
 import { cpus, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { table } from '../cli/table.ts'
@@ -573,24 +573,20 @@ async function cost (instances: number, planned: Allocation[] | undefined, quick
 async function main (): Promise<void> {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string' },
-      quick: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
+      ...COMMON_OPTIONS,
       rounds: { type: 'string' },
       seeds: { type: 'string' },
     },
   })
   const quick = values.quick
   report.json = values.json
-  const only = values.only === undefined ? [...PARTS] : values.only.split(',').map((s) => s.trim())
-  const unknown = only.filter((p) => !(PARTS as readonly string[]).includes(p))
+  const { selected: parts, unknown } = selectParts(values.only, PARTS)
   const rounds = Number(values.rounds ?? (quick ? 1 : 5))
   const seeds = Number(values.seeds ?? (quick ? 1 : 5))
   if (unknown.length > 0 || !Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(seeds) || seeds < 1) {
     process.stderr.write(`bench: --only takes parts from ${PARTS.join(',')}; --rounds and --seeds whole numbers ≥ 1\n`)
     process.exit(2)
   }
-  const parts = new Set(only as Part[])
   const instances = quick ? 10_000 : 100_000
   const started = performance.now()
   log(`Node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`)

@@ -28,3 +28,16 @@ export class Report {
 export function log (message: string): void {
   process.stderr.write(`bench: ${message}\n`)
 }
+
+/** The flags every benchmark takes; spread into parseArgs' options beside its own. */
+export const COMMON_OPTIONS = {
+  only: { type: 'string' },
+  quick: { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
+} as const
+
+/** The parts `--only` names (default: all), and those it names that do not exist. */
+export function selectParts<P extends string> (only: string | undefined, parts: readonly P[]): { selected: Set<P>, unknown: string[] } {
+  const named = only === undefined ? [...parts] : only.split(',').map((s) => s.trim())
+  return { selected: new Set(named.filter((p): p is P => (parts as readonly string[]).includes(p))), unknown: named.filter((p) => !(parts as readonly string[]).includes(p)) }
+}

@@ -181,6 +181,12 @@ function under (mountPoint: string, path: string): string {
 // ---------------------------------------------------------------------------
 // I/O
 
+/** Where each counter is, by version: [controller, file]. */
+const COUNTER_FILES = {
+  1: { cpu: ['cpuacct', 'cpuacct.usage'], memory: ['memory', 'memory.usage_in_bytes'], peak: ['memory', 'memory.max_usage_in_bytes'], pids: ['pids', 'pids.current'], oom: ['memory', 'memory.oom_control'] },
+  2: { cpu: ['cpu', 'cpu.stat'], memory: ['memory', 'memory.current'], peak: ['memory', 'memory.peak'], pids: ['pids', 'pids.current'], oom: ['memory', 'memory.events'] },
+} as const
+
 /** A node's murmur-owned group (one per hierarchy in v1), below which every task group lives. */
 export class CgroupRoot {
   readonly version: 1 | 2
@@ -360,31 +366,20 @@ export class TaskCgroup {
         throw err
       }
     }
-    if (this.root.version === 1) {
-      const usage = read('cpuacct', 'cpuacct.usage')
-      const memory = read('memory', 'memory.usage_in_bytes')
-      const peak = read('memory', 'memory.max_usage_in_bytes')
-      const pids = read('pids', 'pids.current')
-      const oom = read('memory', 'memory.oom_control')
-      return {
-        cpuNanos: usage === null ? 0 : parseNumber(usage) ?? 0,
-        memoryBytes: memory === null ? 0 : parseNumber(memory) ?? 0,
-        memoryPeakBytes: peak === null ? null : parseNumber(peak),
-        pids: pids === null ? 0 : parseNumber(pids) ?? 0,
-        oomKills: oom === null ? 0 : parseKeyed(oom).get('oom_kill') ?? 0,
-      }
-    }
-    const cpu = read('cpu', 'cpu.stat')
-    const memory = read('memory', 'memory.current')
-    const peak = read('memory', 'memory.peak')
-    const pids = read('pids', 'pids.current')
-    const events = read('memory', 'memory.events')
+    const files = COUNTER_FILES[this.root.version]
+    const text = (key: keyof typeof files): string | null => read(files[key][0], files[key][1])
+    const cpu = text('cpu')
+    const number = (key: 'memory' | 'pids'): number => { const t = text(key); return t === null ? 0 : parseNumber(t) ?? 0 }
+    const peak = text('peak')
+    const oom = text('oom')
     return {
-      cpuNanos: cpu === null ? 0 : (parseKeyed(cpu).get('usage_usec') ?? 0) * 1000,
-      memoryBytes: memory === null ? 0 : parseNumber(memory) ?? 0,
+      // v1: nanoseconds in cpuacct.usage; v2: usage_usec in cpu.stat.
+      cpuNanos: cpu === null ? 0 : this.root.version === 1 ? parseNumber(cpu) ?? 0 : (parseKeyed(cpu).get('usage_usec') ?? 0) * 1000,
+      memoryBytes: number('memory'),
       memoryPeakBytes: peak === null ? null : parseNumber(peak),
-      pids: pids === null ? 0 : parseNumber(pids) ?? 0,
-      oomKills: events === null ? 0 : parseKeyed(events).get('oom_kill') ?? 0,
+      pids: number('pids'),
+      // Both count OOM kills as `oom_kill N`: v1 in memory.oom_control, v2 in memory.events.
+      oomKills: oom === null ? 0 : parseKeyed(oom).get('oom_kill') ?? 0,
     }
   }
 
