@@ -119,6 +119,8 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
   private readonly entries = new Map<string, Entry>()
   /** Starts admitted but not yet entered (their logs open): counted by committed() and the duplicate check. */
   private readonly starting = new Map<string, TaskSpec>()
+  /** Starts in flight, until their process runs (or failed): a stop waits for them. */
+  private readonly launching = new Map<string, Promise<TaskInfo>>()
   private readonly sampler: NodeJS.Timeout
   private sampling = false
   private closed = false
@@ -215,10 +217,13 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     this.admit(spec)
     // Held from here until the entry exists, so that concurrent starts see it (capacity, same id).
     this.starting.set(spec.id, spec)
+    const launched = this.launchTask(spec, existing, requested)
+    this.launching.set(spec.id, launched)
     try {
-      return await this.launchTask(spec, existing, requested)
+      return await launched
     } finally {
       this.starting.delete(spec.id)
+      this.launching.delete(spec.id)
     }
   }
 
@@ -324,6 +329,9 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
   }
 
   async stop (id: string, opts: Signalled & { graceMs?: number | undefined } = {}): Promise<TaskInfo> {
+    // A stop that overtakes its start waits until there is a process to signal.
+    const launching = this.launching.get(id)
+    if (launching !== undefined) await abortable(launching.catch(() => undefined), opts.signal)
     const entry = this.entries.get(id)
     if (entry === undefined) throw new MurmurError('NO_SUCH_TASK', `no task ${id} on this node`, 1, 404)
     if (entry.info.phase === 'ended') return snapshot(entry)
@@ -646,6 +654,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
    * closes. Tasks of a node that dies instead keep running for the next life.
    */
   async stopAll (graceMs?: number): Promise<void> {
+    await Promise.allSettled([...this.launching.values()])
     await Promise.all([...this.entries.values()].filter((e) => e.info.phase !== 'ended').map(async (e) => await this.stop(e.info.id, { graceMs })))
   }
 
