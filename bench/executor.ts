@@ -40,11 +40,11 @@
 // alone: the figures are CPU- and fork-bound, and a shared VM moves them by tens of
 // per cent between runs. Ctrl-C stops the tasks and removes what the run made.
 
-import { COMMON_OPTIONS, Report, log, selectParts } from './report.ts'
 import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { cpus, loadavg, release, tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
@@ -53,6 +53,7 @@ import { table } from '../cli/table.ts'
 import { type HierarchyPlan, detectHierarchies, parseKeyed, parseSelfCgroup } from '../node/executor/cgroups.ts'
 import { Executor, RUNNER_DEFAULTS, dirName, purgeTasks } from '../node/executor/executor.ts'
 import type { TaskInfo, TaskSpec } from '../node/executor/types.ts'
+import { COMMON_OPTIONS, Report, log, selectParts } from './report.ts'
 
 const PARTS = ['start', 'throughput', 'stop', 'memory'] as const
 type Part = typeof PARTS[number]
@@ -93,10 +94,6 @@ const r2 = (x: number): number => Math.round(x * 100) / 100
 interface Spread { n: number, p50: number, p99: number, max: number, mean: number }
 function spread (xs: readonly number[]): Spread {
   return { n: xs.length, p50: r2(percentile(xs, 0.5)), p99: r2(percentile(xs, 0.99)), max: r2(max(xs)), mean: r2(mean(xs)) }
-}
-
-async function sleep (msecs: number): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, msecs))
 }
 
 // ---- this machine ----------------------------------------------------------------------

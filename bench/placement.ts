@@ -26,7 +26,6 @@
 // One thread, CPU-bound: run it alone. On a shared VM the throughput figures of
 // one build differ by 40–60 % between runs; compare medians of runs made together.
 
-import { COMMON_OPTIONS, Report, log, selectParts } from './report.ts'
 import { cpus, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { table } from '../cli/table.ts'
@@ -35,6 +34,7 @@ import {
   type Allocation, type Constraint, type NodeView, type Placed, type TaskDemand, type View,
 } from '../placement/index.ts'
 import { Rng } from '../testnet/sim/rng.ts'
+import { COMMON_OPTIONS, Report, log, selectParts } from './report.ts'
 
 const PARTS = ['throughput', 'packing', 'movement', 'cost'] as const
 type Part = typeof PARTS[number]

@@ -32,8 +32,8 @@ export interface ApiBackend {
   updateLabels: (set: Record<string, string>, remove: string[]) => Promise<Record<string, string>>
   /** The tasks this node runs or ran (its executor's view). */
   tasks: () => TaskInfo[]
-  readTaskLogs: (id: string, stream: LogStream, opts: { offset?: number, length?: number, tail?: number, signal: AbortSignal }) => Promise<LogChunk>
-  followTaskLogs: (id: string, stream: LogStream, opts: { offset?: number, tail?: number, signal: AbortSignal }) => AsyncIterable<Buffer>
+  readTaskLogs: (id: string, stream: LogStream, opts: { offset?: number | undefined, length?: number | undefined, tail?: number | undefined, signal: AbortSignal }) => Promise<LogChunk>
+  followTaskLogs: (id: string, stream: LogStream, opts: { offset?: number | undefined, tail?: number | undefined, signal: AbortSignal }) => AsyncIterable<Buffer>
 }
 
 const logsQuery = z.object({
@@ -177,14 +177,14 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     const aborted = new AbortController()
     request.raw.on('close', () => { aborted.abort() })
     if (follow !== '1' && follow !== 'true') {
-      const chunk = await backend.readTaskLogs(request.params.id, stream, { ...defined({ offset, length, tail }), signal: aborted.signal })
+      const chunk = await backend.readTaskLogs(request.params.id, stream, { offset, length, tail, signal: aborted.signal })
       return await reply
         .header('content-type', 'application/octet-stream')
         .header('x-log-start', String(chunk.start)).header('x-log-end', String(chunk.end))
         .header('x-log-first', String(chunk.first)).header('x-log-last', String(chunk.last))
         .send(chunk.data)
     }
-    const bytes = backend.followTaskLogs(request.params.id, stream, { ...defined({ offset, tail }), signal: aborted.signal })
+    const bytes = backend.followTaskLogs(request.params.id, stream, { offset, tail, signal: aborted.signal })
     logFollows.add(aborted)
     aborted.signal.addEventListener('abort', () => { logFollows.delete(aborted) }, { once: true })
     reply.hijack()
@@ -226,10 +226,6 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     return reply
   })
   return app
-}
-
-function defined<T extends object> (value: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> }
 }
 
 function openEventStream (reply: FastifyReply): void {

@@ -9,6 +9,7 @@
 
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 /** The controllers a task group needs, by hierarchy version. */
 const V1_REQUIRED = ['cpu', 'cpuacct', 'memory', 'pids'] as const
@@ -468,10 +469,6 @@ export class TaskCgroup {
       }
     }
   }
-}
-
-async function sleep (ms: number): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 /** What this machine offers, read from /proc. */

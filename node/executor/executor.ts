@@ -21,6 +21,7 @@ import { bytesText, cpuText } from '../../placement/reasons.ts'
 import { InputError, MurmurError } from '../errors.ts'
 import { CgroupRoot, type HierarchyPlan, type TaskCgroup, detectHierarchies } from './cgroups.ts'
 import { DEFAULT_PATH, SHIM_NAME, StartFailure, launch, resolveCommand } from './launch.ts'
+import { statFields } from '../proc.ts'
 import { LOG_DEFAULTS, type LogChunk, type LogStream, TaskLogs } from './logs.ts'
 import type { FoundTask, Isolation, RecoverReport, Signalled, TaskExit, TaskInfo, TaskRunner, TaskSpec, TaskUsage } from './types.ts'
 
@@ -167,8 +168,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       throw new MurmurError('ISOLATION_UNAVAILABLE', `--isolation ${wanted} is not available here: ${isolation.detail}`)
     }
     if (root !== null) {
-      writeFileSync(`${rootsFile}.tmp`, JSON.stringify({ version: root.version, dirs: root.dirs }) + '\n')
-      renameSync(`${rootsFile}.tmp`, rootsFile)
+      writeJsonSync(rootsFile, { version: root.version, dirs: root.dirs })
       const same = oldRoots.findIndex((old) => JSON.stringify(old.dirs) === JSON.stringify(root.dirs))
       if (same >= 0) oldRoots.splice(same, 1)
     }
@@ -485,9 +485,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       exit: entry.info.exit,
       cgroup: entry.info.cgroup,
     }
-    const file = join(entry.info.dir, 'task.json')
-    writeFileSync(`${file}.tmp`, JSON.stringify(record) + '\n')
-    renameSync(`${file}.tmp`, file)
+    writeJsonSync(join(entry.info.dir, 'task.json'), record)
   }
 
   /** Reads the task's accounting into its usage; keeps the peak where the kernel keeps none. */
@@ -623,11 +621,11 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
   }
 
   async readLogs (id: string, stream: LogStream, opts: Signalled & { offset?: number | undefined, length?: number | undefined, tail?: number | undefined } = {}): Promise<LogChunk> {
-    return await this.entry(id).logs.read(stream, stripUndefined(opts))
+    return await this.entry(id).logs.read(stream, opts)
   }
 
   followLogs (id: string, stream: LogStream, opts: Signalled & { offset?: number | undefined, tail?: number | undefined } = {}): AsyncIterable<Buffer> {
-    return this.entry(id).logs.follow(stream, stripUndefined(opts))
+    return this.entry(id).logs.follow(stream, opts)
   }
 
   private entry (id: string): Entry {
@@ -734,36 +732,27 @@ function isDir (path: string): boolean {
 }
 
 /**
- * Field 22 of /proc/<pid>/stat, after the command name (which may hold spaces and
- * parentheses); null if the process is gone or a zombie. Any other failure to read
- * (EMFILE, ENOMEM) throws: "cannot tell" must never pass for "dead".
+ * Field 22 of /proc/<pid>/stat, the start time in clock ticks since boot; null
+ * if the process is gone or a zombie. A failure to read throws (see statFields).
  */
 export function pidStartTime (pid: number): string | null {
-  let stat: string
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'ESRCH') return null
-    throw err
-  }
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // fields[0] is the state (field 3): a zombie has ended.
-  if (fields[0] === 'Z') return null
+  const fields = statFields(pid)
+  if (fields === null || fields[0] === 'Z') return null
   return fields[19] ?? null
 }
 
 /** Without cgroups: the main process's own CPU time and resident memory. */
 function processUsage (pid: number): { cpuSeconds: number, memoryBytes: number, pids: number } | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    // utime and stime (fields 14, 15) in clock ticks of 1/100 s on Linux; rss (field 24) in pages of 4 KiB.
-    const ticks = Number(fields[11]) + Number(fields[12])
-    return { cpuSeconds: ticks / 100, memoryBytes: Number(fields[21]) * 4096, pids: Number(fields[17]) }
-  } catch {
-    return null
-  }
+  const fields = safely(() => statFields(pid), null)
+  if (fields === null) return null
+  // utime and stime (fields 14, 15) in clock ticks of 1/100 s on Linux; rss (field 24) in pages of 4 KiB.
+  return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100, memoryBytes: Number(fields[21]) * 4096, pids: Number(fields[17]) }
+}
+
+/** Replaces a file whole: a crash leaves the old content or the new, never half. */
+function writeJsonSync (file: string, value: unknown): void {
+  writeFileSync(`${file}.tmp`, JSON.stringify(value) + '\n')
+  renameSync(`${file}.tmp`, file)
 }
 
 function safely<T> (read: () => T, fallback: T): T {
@@ -785,10 +774,6 @@ async function abortable<T> (promise: Promise<T>, signal: AbortSignal | undefine
       resolve(value)
     }, reject)
   })
-}
-
-function stripUndefined<T extends object> (value: T): T {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T
 }
 
 function round (ms: number): number {
