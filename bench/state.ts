@@ -128,7 +128,7 @@ class StateWatcher {
         if (e.data.member.state === 'dead' && e.data.previous !== 'dead') this.deaths++
         return
       }
-      if (e.data.kind !== 'nodes') return
+      if (e.type !== 'state' || e.data.kind !== 'nodes') return
       const at = performance.now()
       for (const hook of this.hooks) for (const id of e.data.ids) hook(observer, id, at)
     }, controller.signal).catch((err: Error) => { log(`event stream of node ${node.index} ended: ${err.message}`) })

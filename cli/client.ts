@@ -7,6 +7,8 @@ import type { MembersResponse, NodeInfo, StateComparison } from '../node/api.ts'
 import type { StateInfo } from '../node/state.ts'
 import type { TaskInfo } from '../node/executor/types.ts'
 import type { MemberEvent } from '../membership/types.ts'
+import type { ExplainView, HistoryView, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from '../node/jobs/types.ts'
+import type { JobRecord, TaskRecord } from '../crdt/schema.ts'
 
 export type { MembersResponse, MemberView, NodeInfo, StateComparison } from '../node/api.ts'
 export type { StateInfo, PeerSync } from '../node/state.ts'
@@ -14,8 +16,19 @@ export type { NodeRecord } from '../crdt/schema.ts'
 export type { TaskInfo, TaskExit, TaskUsage, Isolation } from '../node/executor/types.ts'
 export type { StateChange } from '../crdt/state.ts'
 export type { MemberEvent, MemberState } from '../membership/types.ts'
+export type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from '../node/jobs/types.ts'
+export type { JobInput, JobSpec } from '../node/jobs/spec.ts'
+export type { JobRecord, TaskRecord } from '../crdt/schema.ts'
 
-export type ClusterEvent = { type: 'member', data: MemberEvent } | { type: 'state', data: StateChange }
+export type ClusterEvent =
+  | { type: 'member', data: MemberEvent }
+  | { type: 'state', data: StateChange }
+  /** A job's record changed (submitted, stopped, finished). */
+  | { type: 'job', data: JobRecord }
+  /** A node's claim of a task instance changed (claimed, running, restarting, exited, …). */
+  | { type: 'task', data: TaskRecord }
+
+export interface LogOptions { stream?: 'stdout' | 'stderr', offset?: number, length?: number, tail?: number }
 
 export const DEFAULT_API = 'http://127.0.0.1:7947'
 
@@ -57,6 +70,30 @@ export interface Client {
   taskLogs: (id: string, opts?: { stream?: 'stdout' | 'stderr', offset?: number, length?: number, tail?: number }) => Promise<TaskLogRange>
   /** Follows the cluster's events until the signal aborts; resolves when the stream ends. */
   events: (onEvent: (event: ClusterEvent) => void, signal: AbortSignal) => Promise<void>
+
+  /** Submits a job (the spec as a user writes it: see README.md, "Job spec"); resolves once it is stored, with its id. */
+  submitJob: (spec: unknown) => Promise<JobView>
+  /** The jobs of the cluster; finished and stopped ones only with `all`. */
+  jobs: (opts?: { all?: boolean }) => Promise<{ jobs: JobSummary[] }>
+  /** One job, by id or by name (the latest job of that name). */
+  job: (ref: string) => Promise<JobView>
+  /** Stops every instance of a job on every node; resolves once the stop is stored. */
+  stopJob: (ref: string) => Promise<JobView>
+  /** Every claim of every instance of a job, oldest first. */
+  jobHistory: (ref: string) => Promise<HistoryView>
+  /** The task instances of the cluster: live ones, or with `all` also finished and given-up ones. */
+  tasks: (opts?: { job?: string, node?: string, all?: boolean }) => Promise<{ tasks: TaskView[] }>
+  task: (id: string) => Promise<TaskDetail>
+  /** Stops a task where it runs: a service instance gets a replacement, a batch instance counts as failed. */
+  killTask: (id: string) => Promise<{ task: string, node: string }>
+  /** Why a task runs where it runs, or why it is pending. */
+  explainTask: (id: string) => Promise<ExplainView>
+  /** The pool: nodes, CPU and memory, tasks and jobs by state, what is degraded. */
+  status: () => Promise<PoolStatus>
+  /** A range of a task's logs, from whichever node runs (or ran) it. */
+  logs: (id: string, opts?: LogOptions) => Promise<TaskLogRange>
+  /** Follows a task's logs from wherever it runs until it ends or the signal aborts. */
+  followLogs: (id: string, opts: Omit<LogOptions, 'length'>, onData: (data: Buffer) => void, signal: AbortSignal) => Promise<void>
 }
 
 export interface TaskLogRange { data: Buffer, start: number, end: number, first: number, last: number }
@@ -105,22 +142,7 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
     compareState: async (peer) => await request('GET', `/v1/state/compare/${encodeURIComponent(peer)}`),
     updateLabels: async (set, remove) => await request('PATCH', '/v1/node/labels', { set, remove }),
     nodeTasks: async () => await request('GET', '/v1/node/tasks'),
-    taskLogs: async (id, opts = {}) => {
-      const query = new URLSearchParams(Object.entries(opts).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]))
-      const path = `/v1/node/tasks/${encodeURIComponent(id)}/logs?${query.toString()}`
-      let response: Response
-      try {
-        response = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(timeoutMs) })
-      } catch (err) {
-        throw unreachable(base, err as Error, timeoutMs)
-      }
-      if (!response.ok) {
-        const error = (await response.json().catch(() => undefined) as { error?: { code?: string, message?: string } } | undefined)?.error
-        throw new ApiError(error?.code ?? 'HTTP_ERROR', error?.message ?? `GET ${path} failed with HTTP ${response.status}`, response.status)
-      }
-      const header = (name: string): number => Number(response.headers.get(name) ?? 0)
-      return { data: Buffer.from(await response.arrayBuffer()), start: header('x-log-start'), end: header('x-log-end'), first: header('x-log-first'), last: header('x-log-last') }
-    },
+    taskLogs: async (id, opts = {}) => await readLogs(`/v1/node/tasks/${encodeURIComponent(id)}/logs`, opts),
     events: async (onEvent, signal) => {
       // The answer's headers must come within the timeout; the stream itself then runs until aborted.
       const controller = new AbortController()
@@ -151,13 +173,75 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
             const event = parseSse(block)
             if (event?.type === 'member') onEvent({ type: 'member', data: JSON.parse(event.data) as MemberEvent })
             else if (event?.type === 'state') onEvent({ type: 'state', data: JSON.parse(event.data) as StateChange })
+            else if (event?.type === 'job') onEvent({ type: 'job', data: JSON.parse(event.data) as JobRecord })
+            else if (event?.type === 'task') onEvent({ type: 'task', data: JSON.parse(event.data) as TaskRecord })
           }
         }
       } catch (err) {
         if (!signal.aborted) throw err
       }
     },
+    submitJob: async (spec) => await request('POST', '/v1/jobs', spec),
+    jobs: async (opts = {}) => await request('GET', `/v1/jobs${opts.all === true ? '?all=1' : ''}`),
+    job: async (ref) => await request('GET', `/v1/jobs/${encodeURIComponent(ref)}`),
+    stopJob: async (ref) => await request('POST', `/v1/jobs/${encodeURIComponent(ref)}/stop`),
+    jobHistory: async (ref) => await request('GET', `/v1/jobs/${encodeURIComponent(ref)}/history`),
+    tasks: async (opts = {}) => await request('GET', `/v1/tasks?${query({ job: opts.job, node: opts.node, all: opts.all === true ? 1 : undefined })}`),
+    task: async (id) => await request('GET', `/v1/tasks/${encodeURIComponent(id)}`),
+    killTask: async (id) => await request('POST', `/v1/tasks/${encodeURIComponent(id)}/kill`),
+    explainTask: async (id) => await request('GET', `/v1/tasks/${encodeURIComponent(id)}/explain`),
+    status: async () => await request('GET', '/v1/status'),
+    logs: async (id, opts = {}) => await readLogs(`/v1/tasks/${encodeURIComponent(id)}/logs`, opts),
+    followLogs: async (id, opts, onData, signal) => {
+      // The answer's headers must come within the timeout; the bytes then flow until the task ends or the caller aborts.
+      const controller = new AbortController()
+      const abort = (): void => { controller.abort() }
+      signal.addEventListener('abort', abort, { once: true })
+      const timer = setTimeout(abort, timeoutMs)
+      const path = `/v1/tasks/${encodeURIComponent(id)}/logs?${query({ ...opts, follow: 1 })}`
+      try {
+        let response: Response
+        try {
+          response = await fetch(`${base}${path}`, { signal: controller.signal })
+        } catch (err) {
+          if (signal.aborted) return
+          throw unreachable(base, controller.signal.aborted ? Object.assign(new Error('timeout'), { name: 'TimeoutError' }) : err as Error, timeoutMs)
+        } finally {
+          clearTimeout(timer)
+        }
+        if (!response.ok || response.body === null) throw await errorOf(response, `GET ${path}`)
+        try {
+          for await (const chunk of response.body) onData(Buffer.from(chunk as Uint8Array))
+        } catch (err) {
+          if (!signal.aborted) throw err
+        }
+      } finally {
+        signal.removeEventListener('abort', abort)
+      }
+    },
   }
+
+  async function readLogs (path: string, opts: LogOptions): Promise<TaskLogRange> {
+    const url = `${path}?${query({ ...opts })}`
+    let response: Response
+    try {
+      response = await fetch(`${base}${url}`, { signal: AbortSignal.timeout(timeoutMs) })
+    } catch (err) {
+      throw unreachable(base, err as Error, timeoutMs)
+    }
+    if (!response.ok) throw await errorOf(response, `GET ${url}`)
+    const header = (name: string): number => Number(response.headers.get(name) ?? 0)
+    return { data: Buffer.from(await response.arrayBuffer()), start: header('x-log-start'), end: header('x-log-end'), first: header('x-log-first'), last: header('x-log-last') }
+  }
+}
+
+function query (params: Record<string, string | number | undefined>): string {
+  return new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)])).toString()
+}
+
+async function errorOf (response: Response, what: string): Promise<ApiError> {
+  const error = (await response.json().catch(() => undefined) as { error?: { code?: string, message?: string } } | undefined)?.error
+  return new ApiError(error?.code ?? 'HTTP_ERROR', error?.message ?? `${what} failed with HTTP ${response.status}`, response.status)
 }
 
 function parseSse (block: string): { type: string, data: string } | null {

@@ -63,7 +63,12 @@ export const jobRecordSchema = z.object({
 }).strict()
 export type JobRecord = z.infer<typeof jobRecordSchema>
 
-export const TASK_STATES = ['claimed', 'starting', 'running', 'exited', 'failed', 'killed', 'lost'] as const
+/**
+ * claimed, starting, running and restarting (waiting out its backoff on this node) hold the instance;
+ * exited (a batch run that succeeded) and failed (gave up after its attempts) finish it, whoever ran it;
+ * killed (stopped here: the job was stopped, a duplicate, `murmur kill`) and lost (its process went with the node's previous life) give it up here.
+ */
+export const TASK_STATES = ['claimed', 'starting', 'running', 'restarting', 'exited', 'failed', 'killed', 'lost'] as const
 export type TaskState = typeof TASK_STATES[number]
 
 /**

@@ -2,6 +2,7 @@
 // { error: { code, message } }, and a server-sent-events stream of cluster events.
 
 import { once } from 'node:events'
+import type { IncomingMessage } from 'node:http'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from 'fastify'
 import type { Logger } from 'pino'
 import { z } from 'zod'
@@ -13,6 +14,10 @@ import { InputError, MurmurError } from './errors.ts'
 import type { StateInfo } from './state.ts'
 import type { LogChunk, LogStream } from './executor/logs.ts'
 import type { Isolation, TaskInfo } from './executor/types.ts'
+import type { JobService } from './jobs/service.ts'
+import type { PoolStatus } from './jobs/types.ts'
+import type { JobRecord, TaskRecord } from '../crdt/schema.ts'
+import type { LogsAnswer } from './rpc.ts'
 
 /** What the API serves; node.ts provides it. */
 export interface ApiBackend {
@@ -34,7 +39,21 @@ export interface ApiBackend {
   tasks: () => TaskInfo[]
   readTaskLogs: (id: string, stream: LogStream, opts: { offset?: number | undefined, length?: number | undefined, tail?: number | undefined, signal: AbortSignal }) => Promise<LogChunk>
   followTaskLogs: (id: string, stream: LogStream, opts: { offset?: number | undefined, tail?: number | undefined, signal: AbortSignal }) => AsyncIterable<Buffer>
+  /** The jobs and tasks of the cluster (throws 503 while the node starts). */
+  jobs: () => JobService
+  status: () => Promise<PoolStatus>
+  /** The records behind a state change, for the event stream. */
+  jobRecord: (id: string) => JobRecord | undefined
+  taskRecords: (id: string) => TaskRecord[]
 }
+
+const tasksQuery = z.object({
+  job: z.string().min(1).max(256).optional(),
+  node: z.string().min(1).max(128).optional(),
+  all: z.enum(['0', '1', 'true', 'false']).optional(),
+}).strict()
+
+const jobsQuery = z.object({ all: z.enum(['0', '1', 'true', 'false']).optional() }).strict()
 
 const logsQuery = z.object({
   stream: z.enum(['stdout', 'stderr']).default('stdout'),
@@ -110,6 +129,40 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     for (const follow of [...logFollows]) follow.abort()
   })
 
+  /** Answers a logs request: a range with its offsets in headers, or the bytes as they come (follow). */
+  async function serveLogs (task: string, query: unknown, raw: IncomingMessage, reply: FastifyReply, get: (q: LogsQuery, signal: AbortSignal) => Promise<LogsAnswer>): Promise<FastifyReply> {
+    const parsed = logsQuery.safeParse(query ?? {})
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!
+      throw new InputError('BAD_QUERY', `logs: ${issue.path.join('.') || 'query'}: ${issue.message}; use stream=stdout|stderr, offset, length, tail, follow=1`)
+    }
+    const q = { ...parsed.data, follow: parsed.data.follow === '1' || parsed.data.follow === 'true' }
+    const aborted = new AbortController()
+    raw.on('close', () => { aborted.abort() })
+    const answer = await get(q, aborted.signal)
+    if ('range' in answer) {
+      return await reply
+        .header('content-type', 'application/octet-stream')
+        .header('x-log-start', String(answer.range.start)).header('x-log-end', String(answer.range.end))
+        .header('x-log-first', String(answer.range.first)).header('x-log-last', String(answer.range.last))
+        .send(answer.data)
+    }
+    logFollows.add(aborted)
+    aborted.signal.addEventListener('abort', () => { logFollows.delete(aborted) }, { once: true })
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-cache' })
+    try {
+      for await (const data of answer.follow) {
+        if (!reply.raw.write(data)) await once(reply.raw, 'drain', { signal: aborted.signal })
+      }
+    } catch (err) {
+      if (!aborted.signal.aborted) log.warn({ task, err: (err as Error).message }, 'log follow ended with an error')
+    }
+    logFollows.delete(aborted)
+    reply.raw.end()
+    return reply
+  }
+
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send(errorBody('NOT_FOUND', `no such endpoint: ${request.method} ${request.url}`))
   })
@@ -168,38 +221,35 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   })
   // The bytes as written; the logical range in headers, so a reader can go on from `x-log-end`.
   app.get<{ Params: { id: string } }>('/v1/node/tasks/:id/logs', async (request, reply) => {
-    const parsed = logsQuery.safeParse(request.query ?? {})
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!
-      throw new InputError('BAD_QUERY', `logs: ${issue.path.join('.') || 'query'}: ${issue.message}; use stream=stdout|stderr, offset, length, tail, follow=1`)
-    }
-    const { stream, offset, length, tail, follow } = parsed.data
-    const aborted = new AbortController()
-    request.raw.on('close', () => { aborted.abort() })
-    if (follow !== '1' && follow !== 'true') {
-      const chunk = await backend.readTaskLogs(request.params.id, stream, { offset, length, tail, signal: aborted.signal })
-      return await reply
-        .header('content-type', 'application/octet-stream')
-        .header('x-log-start', String(chunk.start)).header('x-log-end', String(chunk.end))
-        .header('x-log-first', String(chunk.first)).header('x-log-last', String(chunk.last))
-        .send(chunk.data)
-    }
-    const bytes = backend.followTaskLogs(request.params.id, stream, { offset, tail, signal: aborted.signal })
-    logFollows.add(aborted)
-    aborted.signal.addEventListener('abort', () => { logFollows.delete(aborted) }, { once: true })
-    reply.hijack()
-    reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-cache' })
-    try {
-      for await (const data of bytes) {
-        if (!reply.raw.write(data)) await once(reply.raw, 'drain', { signal: aborted.signal })
-      }
-    } catch (err) {
-      if (!aborted.signal.aborted) log.warn({ task: request.params.id, err: (err as Error).message }, 'log follow ended with an error')
-    }
-    logFollows.delete(aborted)
-    reply.raw.end()
-    return reply
+    return await serveLogs(request.params.id, request.query, request.raw, reply, async (q, signal) => {
+      if (q.follow) return { follow: backend.followTaskLogs(request.params.id, q.stream, { offset: q.offset, tail: q.tail, signal }) }
+      const { data, ...range } = await backend.readTaskLogs(request.params.id, q.stream, { offset: q.offset, length: q.length, tail: q.tail, signal })
+      return { range, data }
+    })
   })
+
+  // --- jobs and tasks of the cluster ---------------------------------------------
+  app.post('/v1/jobs', async (request, reply) => await reply.code(201).send(await backend.jobs().submit(request.body)))
+  app.get('/v1/jobs', async (request) => {
+    const q = parseQuery(jobsQuery, request.query, 'all=1')
+    return { jobs: backend.jobs().jobs(q.all === '1' || q.all === 'true') }
+  })
+  app.get<{ Params: { ref: string } }>('/v1/jobs/:ref', async (request) => backend.jobs().job(request.params.ref))
+  app.post<{ Params: { ref: string } }>('/v1/jobs/:ref/stop', async (request) => await backend.jobs().stop(request.params.ref))
+  app.get<{ Params: { ref: string } }>('/v1/jobs/:ref/history', async (request) => backend.jobs().history(request.params.ref))
+  app.get('/v1/tasks', async (request) => {
+    const q = parseQuery(tasksQuery, request.query, 'job=<job>, node=<node id or its end>, all=1')
+    return { tasks: await backend.jobs().tasks({ job: q.job, node: q.node, all: q.all === '1' || q.all === 'true' }) }
+  })
+  app.get<{ Params: { id: string } }>('/v1/tasks/:id', async (request) => backend.jobs().task(request.params.id))
+  app.post<{ Params: { id: string } }>('/v1/tasks/:id/kill', async (request) => await backend.jobs().kill(request.params.id))
+  app.get<{ Params: { id: string } }>('/v1/tasks/:id/explain', async (request) => await backend.jobs().explain(request.params.id))
+  app.get<{ Params: { id: string } }>('/v1/tasks/:id/logs', async (request, reply) => {
+    return await serveLogs(request.params.id, request.query, request.raw, reply, async (q, signal) =>
+      await backend.jobs().logs(request.params.id, { stream: q.stream, offset: q.offset, length: q.length, tail: q.tail, follow: q.follow }, signal))
+  })
+  app.get('/v1/status', async () => await backend.status())
+
   app.get('/v1/events', async (request, reply) => {
     if (eventStreams.size >= API_LIMITS.eventStreamsMax) {
       return await reply.code(503).send(errorBody('TOO_MANY_STREAMS', `at most ${API_LIMITS.eventStreamsMax} event streams at once; close one and retry`))
@@ -212,7 +262,12 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     }
     const unsubscribers = [
       backend.onMemberEvent((event) => { send('member', event) }),
-      backend.onStateChange((change) => { send('state', change) }),
+      backend.onStateChange((change) => {
+        send('state', change)
+        // The records themselves for jobs and tasks, so a client can follow them without asking back.
+        if (change.kind === 'jobs') for (const id of change.ids.slice(0, 1_000)) { const job = backend.jobRecord(id); if (job !== undefined) send('job', job) }
+        if (change.kind === 'tasks') for (const id of change.ids.slice(0, 1_000)) for (const task of backend.taskRecords(id)) send('task', task)
+      }),
     ]
     const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), API_LIMITS.eventKeepAliveMs)
     const end = (): void => {
@@ -226,6 +281,17 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     return reply
   })
   return app
+}
+
+type LogsQuery = Omit<z.infer<typeof logsQuery>, 'follow'> & { follow: boolean }
+
+function parseQuery<T extends z.ZodType> (schema: T, query: unknown, usage: string): z.infer<T> {
+  const parsed = schema.safeParse(query ?? {})
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    throw new InputError('BAD_QUERY', `${issue.path.join('.') || 'query'}: ${issue.message}; use ${usage}`)
+  }
+  return parsed.data
 }
 
 function openEventStream (reply: FastifyReply): void {

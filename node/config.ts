@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { type MembershipConfig, PRESETS, membershipConfig } from '../membership/config.ts'
 import { InputError } from './errors.ts'
+import type { ReconcileConfig } from './reconcile/loop.ts'
 import { parseCpu, parseDuration, parseSize } from './units.ts'
 
 export interface NodeConfig {
@@ -34,6 +35,8 @@ export interface NodeConfig {
   state: StateConfig
   /** How tasks are contained: `auto` takes cgroup v2, else v1, else none with a warning. */
   isolation: 'auto' | 'cgroup-v2' | 'cgroup-v1' | 'none'
+  /** Timing of the reconcile loop (node/reconcile/loop.ts); the defaults suit both profiles. */
+  reconcile: Partial<ReconcileConfig>
 }
 
 /** The shared state: how it spreads, and how long what is over is kept. */
@@ -160,6 +163,7 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
       publishPerSecondMax: DEFAULTS.publishPerSecondMax,
       maintainIntervalMs: DEFAULTS.maintainIntervalMs,
     },
+    reconcile: {},
   }
 }
 

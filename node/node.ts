@@ -17,7 +17,10 @@ import { MurmurError } from './errors.ts'
 import { Executor } from './executor/executor.ts'
 import { type Host, createHost } from './host.ts'
 import { MembershipService } from './membership.ts'
+import { JobService } from './jobs/service.ts'
+import { Reconciler } from './reconcile/loop.ts'
 import { keepOnRestart } from './recovery.ts'
+import { TaskRpc } from './rpc.ts'
 import { StateService } from './state.ts'
 
 /** Label changes reach membership at most this often (they are in the shared state at once). */
@@ -41,6 +44,9 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   readonly api: FastifyInstance
   readonly apiUrl: string
   readonly executor: Executor
+  readonly reconciler: Reconciler
+  readonly jobs: JobService
+  readonly rpc: TaskRpc
   readonly startedAt = new Date()
   private stopping: Promise<void> | null = null
   /** Labels as set by flags and later through the API. */
@@ -49,7 +55,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   private pruneTimer: NodeJS.Timeout | null = null
   private lastAnnounce = 0
 
-  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, state: StateService, api: FastifyInstance, apiUrl: string, executor: Executor }) {
+  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, state: StateService, api: FastifyInstance, apiUrl: string, executor: Executor, reconciler: Reconciler, jobs: JobService, rpc: TaskRpc }) {
     super()
     this.config = init.config
     this.log = init.log
@@ -60,6 +66,9 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     this.api = init.api
     this.apiUrl = init.apiUrl
     this.executor = init.executor
+    this.reconciler = init.reconciler
+    this.jobs = init.jobs
+    this.rpc = init.rpc
     // Labels set through the API survive a restart; flags given again win.
     this.labels = { ...init.state.state.node(init.dataDir.peerId)?.labels, ...init.config.labels }
   }
@@ -122,6 +131,14 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         tasks: () => executor.list(),
         readTaskLogs: async (id, stream, opts) => await executor.readLogs(id, stream, opts),
         followTaskLogs: (id, stream, opts) => executor.followLogs(id, stream, opts),
+        jobs: () => ready().jobs,
+        status: async () => {
+          const n = ready()
+          const members = n.membership.members()
+          return await n.jobs.status(members, members.filter((m) => m.meta.isolation === 'none' && (m.state === 'alive' || m.state === 'suspect')).map((m) => m.id))
+        },
+        jobRecord: (id) => state.state.job(id),
+        taskRecords: (id) => state.state.taskClaims(id),
       }, log)
       await api.listen({ host: config.apiHost, port: config.apiPort }).catch((err: Error) => { throw portError(err, '--api-port', config.apiPort) })
       cleanup.unshift(async () => { await api.close() })
@@ -145,7 +162,18 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       await membership.start()
       cleanup.unshift(async () => { await membership.stop() })
       await state.start()
-      node = new MurmurNode({ config, log, dataDir, host, membership, state, api, apiUrl, executor })
+      const reconciler = new Reconciler({ self: dataDir.peerId, state, executor, members: () => membership.members(), log: log.child({ component: 'reconcile' }), config: config.reconcile })
+      cleanup.unshift(async () => { await reconciler.close() })
+      let jobsRef: JobService | undefined
+      const rpc = new TaskRpc(host, {
+        logs: async (req, signal) => await jobsRef!.localLogs(req, signal),
+        usage: (tasks) => jobsRef!.localUsage(tasks),
+        kill: async (task) => { await reconciler.kill(task) },
+      }, log.child({ component: 'rpc' }))
+      await rpc.start()
+      cleanup.unshift(async () => { await rpc.stop() })
+      const jobs = jobsRef = new JobService({ self: dataDir.peerId, state, reconciler, executor, rpc, log: log.child({ component: 'jobs' }) })
+      node = new MurmurNode({ config, log, dataDir, host, membership, state, api, apiUrl, executor, reconciler, jobs, rpc })
 
       if (config.mdns) host.addEventListener('peer:discovery', (evt: CustomEvent<PeerInfo>) => { node!.discovered(evt.detail) })
       if (config.join.length > 0) {
@@ -160,6 +188,12 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       await node.writeOwnRecord()
       // Only now, with the cluster's view of what this node should run, is the previous life judged.
       await node.recoverTasks()
+      // From here on this node acts on the cluster's jobs: it has synced, and judged its previous life.
+      reconciler.start((listener) => {
+        state.on('change', listener)
+        membership.on('event', listener)
+        return () => { state.off('change', listener); membership.off('event', listener) }
+      })
       state.on('change', (change) => { node!.guardOwnRecord(change) })
       await writeRuntime(dataDir.path, node.runtime())
       log.info({ peerId: dataDir.peerId, addrs: node.runtime().addrs, api: apiUrl }, 'node started')
@@ -310,9 +344,12 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     if (this.announceTimer !== null) clearTimeout(this.announceTimer)
     if (this.pruneTimer !== null) clearInterval(this.pruneTimer)
     this.log.info('leaving the cluster')
+    // A node that leaves hands its work back: its tasks stop and its claims say so, so the others
+    // place them again at once (a node that dies keeps them, for its next life).
+    await bounded(this.reconciler.releaseAll('the node left the cluster', Math.max(0, timeout - 2_000)), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'tasks did not all stop') })
     await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
     await bounded(this.api.close(), timeout).catch(() => {})
-    // A node that leaves hands its work back: its tasks stop (a node that dies keeps them, for its next life).
+    await this.rpc.stop()
     await bounded(this.executor.stopAll(Math.max(0, timeout - 1_000)), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'tasks did not all stop') })
     await this.executor.close()
     await bounded(this.state.stop(), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'the state did not close cleanly') })

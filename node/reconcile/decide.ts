@@ -1,0 +1,238 @@
+// One pass of the reconcile loop as a pure function: desired state (jobs), actual
+// state (every node's claims) and this node's view of who is reachable in;
+// what this node must do out. No I/O and no clock of its own, so the simulator
+// runs the very same decisions (README.md, "Reconcile").
+
+import type { JobRecord, TaskRecord, TaskState } from '../../crdt/schema.ts'
+import { type Claim, type ClaimStatus, nextGeneration, resolveClaims } from '../../placement/claims.ts'
+import { plan, type PendingSummary } from '../../placement/place.ts'
+import type { Allocation, NodeView, TaskDemand } from '../../placement/types.ts'
+import { instanceId, latestTick, tickOf } from '../jobs/instances.ts'
+import type { JobSpec } from '../jobs/spec.ts'
+
+/** What a claim in each task state means to the claim rule. */
+export const CLAIM_STATUS: Readonly<Record<TaskState, ClaimStatus>> = {
+  claimed: 'active',
+  starting: 'active',
+  running: 'active',
+  restarting: 'active',
+  exited: 'finished',
+  failed: 'finished',
+  killed: 'ended',
+  lost: 'ended',
+}
+
+export function isLiveState (state: TaskState): boolean {
+  return CLAIM_STATUS[state] === 'active'
+}
+
+export const RECONCILE_DEFAULTS = Object.freeze({
+  /** Backup candidate k claims an open instance after k × this (placement/README.md, "Choosing among the feasible"). */
+  claimTimeoutMs: 1_000,
+  /** With `missed: skip`, a cron tick not fired within this long after its time is skipped. */
+  cronDeadlineMs: 10_000,
+})
+
+export interface JobEntry {
+  record: JobRecord
+  /** The stored spec in normal form; null if a peer wrote something unreadable. */
+  spec: JobSpec | null
+}
+
+export interface ReconcileInput {
+  self: string
+  now: number
+  jobs: readonly JobEntry[]
+  /** Every node's claim of an instance. */
+  claims: (instance: string) => readonly TaskRecord[]
+  /** Every instance of a job that has at least one claim. */
+  claimedInstances: (job: string) => Iterable<string>
+  /** The nodes with a record in the state; `alive` means reachable in this node's membership view. */
+  nodes: readonly NodeView[]
+  /** Whether this node's side holds a majority of the recently stable membership (see `majority`). */
+  majority: boolean
+  /** Instances this node runs or is about to run, or is stopping. */
+  local: ReadonlySet<string>
+  /** When this node first saw an instance open, for backup claims. */
+  openSince: (instance: string) => number | undefined
+  /** Instances this node does not claim for now (it just refused one). */
+  holdOff?: ReadonlySet<string>
+  claimTimeoutMs?: number
+  cronDeadlineMs?: number
+}
+
+export type Action =
+  | { kind: 'claim', instance: string, job: string, generation: number }
+  | { kind: 'stop', instance: string, job: string, why: string }
+  /** Our claim is live in the state but nothing runs here: the node lost it (a crash between claim and start, a restart). */
+  | { kind: 'lost', instance: string, job: string }
+  | { kind: 'finish-job', job: string }
+
+export interface Decisions {
+  actions: Action[]
+  /** Instances that are open now (none of their claims holds), for `openSince`. */
+  open: string[]
+  /** Why each open instance is not running: placement's summary, or the partition rule. */
+  pending: Map<string, { job: string, message: string, why?: PendingSummary }>
+}
+
+export function claimOf (record: TaskRecord): Claim {
+  return { node: record.node, generation: record.generation, status: CLAIM_STATUS[record.state] }
+}
+
+export function demandOf (instance: string, job: string, spec: JobSpec): TaskDemand {
+  return {
+    id: instance,
+    job,
+    cpuMillis: spec.cpuMillis,
+    memoryBytes: spec.memoryBytes,
+    ...(spec.constraints.length > 0 ? { constraints: spec.constraints } : {}),
+    ...(spec.spread.length > 0 ? { spread: spec.spread } : {}),
+    ...(spec.perNodeMax !== undefined ? { perNodeMax: spec.perNodeMax } : {}),
+  }
+}
+
+/** The instances a running job wants now: every index, and for cron the due tick plus earlier ticks still unfinished. */
+export function desiredInstances (job: JobEntry, input: Pick<ReconcileInput, 'now' | 'claims' | 'claimedInstances' | 'nodes' | 'cronDeadlineMs'>, isLive: (node: string) => boolean): string[] {
+  const { record, spec } = job
+  if (spec === null) return []
+  const out: string[] = []
+  if (spec.cron === undefined) {
+    for (let i = 0; i < spec.count; i++) out.push(instanceId(record.id, i))
+    return out
+  }
+  // Earlier runs stay wanted until they finish: a run whose node died is placed again.
+  let running = false
+  for (const id of input.claimedInstances(record.id)) {
+    const outcome = resolveClaims(id, input.claims(id).map(claimOf), isLive)
+    if (outcome.kind === 'finished') continue
+    out.push(id)
+    if (outcome.kind === 'held') running = true
+  }
+  const tick = latestTick(spec.cron, input.now)
+  if (tick === null || tick < Math.floor(record.submittedAt / 1000) * 1000) return out
+  const late = input.now - tick > (input.cronDeadlineMs ?? RECONCILE_DEFAULTS.cronDeadlineMs)
+  const fresh = instanceId(record.id, 0, tick)
+  const fired = out.includes(fresh) || input.claims(fresh).length > 0
+  if (fired || (late && spec.cron.missed === 'skip') || (running && spec.cron.overlap === 'skip')) return out
+  for (let i = 0; i < spec.count; i++) out.push(instanceId(record.id, i, tick))
+  return out
+}
+
+export function decide (input: ReconcileInput): Decisions {
+  const { self, now } = input
+  const alive = new Set(input.nodes.filter((n) => n.alive).map((n) => n.id))
+  const isLive = (node: string): boolean => alive.has(node)
+  const actions: Action[] = []
+  const open: string[] = []
+  const pending: Decisions['pending'] = new Map()
+  const allocations: Allocation[] = []
+  const wanted = new Map<string, string>()
+  const toPlace: TaskDemand[] = []
+  const claimsOf = new Map<string, Claim[]>()
+  /** This node's live claims and local tasks, by instance: each must be wanted, or it stops. */
+  const mine = new Map<string, string>()
+
+  for (const job of input.jobs) {
+    const { record, spec } = job
+    // Every live claim holds its demand on its node, whatever the job's state, until its node stops it.
+    for (const id of input.claimedInstances(record.id)) {
+      const records = input.claims(id)
+      for (const r of records) {
+        if (!isLiveState(r.state)) continue
+        if (spec !== null) allocations.push({ task: demandOf(id, record.id, spec), node: r.node })
+        if (r.node === self) mine.set(id, record.id)
+      }
+    }
+    if (record.desired !== 'running' || spec === null || record.finishedAt !== undefined) continue
+    const desired = desiredInstances(job, input, isLive)
+    let finished = 0
+    let finisher: string | undefined
+    for (const id of desired) {
+      wanted.set(id, record.id)
+      const claims = input.claims(id).map(claimOf)
+      claimsOf.set(id, claims)
+      const outcome = resolveClaims(id, claims, isLive)
+      if (outcome.kind === 'finished') {
+        finished++
+        if (id === instanceId(record.id, 0)) finisher = outcome.by.node
+        if (input.local.has(id)) actions.push({ kind: 'stop', instance: id, job: record.id, why: `it already finished on ${outcome.by.node}` })
+        continue
+      }
+      if (outcome.kind === 'held') {
+        if (outcome.holder.node === self && !input.local.has(id)) actions.push({ kind: 'lost', instance: id, job: record.id })
+        if (outcome.duplicates.some((c) => c.node === self)) {
+          actions.push({ kind: 'stop', instance: id, job: record.id, why: `a duplicate: ${outcome.holder.node} holds it (generation ${outcome.holder.generation})` })
+        }
+        continue
+      }
+      open.push(id)
+      // Held only by nodes this side cannot reach: only the majority side takes it over, unless the job runs on every side.
+      const across = claims.filter((c) => c.status === 'active' && !isLive(c.node)).map((c) => c.node)
+      if (across.length > 0 && !input.majority && spec.partition !== 'both') {
+        pending.set(id, { job: record.id, message: `held by ${across.join(', ')}, which this node cannot reach; this side of the cluster is a minority, so it does not take the task over (partition: majority)` })
+        continue
+      }
+      toPlace.push(demandOf(id, record.id, spec))
+    }
+    if (record.type === 'batch' && desired.length > 0 && finished === desired.length && finisher === self) {
+      actions.push({ kind: 'finish-job', job: record.id })
+    }
+  }
+
+  for (const id of input.local) if (!mine.has(id)) mine.set(id, wanted.get(id) ?? '')
+  for (const [id, job] of mine) {
+    if (wanted.has(id)) continue
+    const record = input.jobs.find((j) => j.record.id === job)?.record
+    const why = record === undefined
+      ? 'its job is gone'
+      : record.desired === 'stopped' ? 'its job was stopped' : record.finishedAt !== undefined ? 'its job has finished' : 'its job no longer wants it'
+    actions.push({ kind: 'stop', instance: id, job, why })
+  }
+
+  if (toPlace.length > 0) {
+    const placed = plan({ nodes: input.nodes, allocations }, toPlace)
+    const timeout = input.claimTimeoutMs ?? RECONCILE_DEFAULTS.claimTimeoutMs
+    for (const p of placed.placements) {
+      const job = wanted.get(p.task)!
+      const k = p.node === self ? 0 : p.candidates.indexOf(self) + 1
+      const since = input.openSince(p.task) ?? now
+      const due = k === 0 || (k > 0 && now - since >= k * timeout)
+      if (due && input.holdOff?.has(p.task) !== true) {
+        actions.push({ kind: 'claim', instance: p.task, job, generation: nextGeneration(claimsOf.get(p.task)!) })
+      } else {
+        pending.set(p.task, { job, message: `placed on ${p.node}; waiting for it to claim` })
+      }
+    }
+    for (const p of placed.pending) pending.set(p.task, { job: wanted.get(p.task)!, message: p.why.message, why: p.why })
+  }
+  return { actions, open, pending }
+}
+
+/**
+ * Whether the side of a partition this node is on may take over the tasks of
+ * nodes it cannot reach (DESIGN.md, "Partitions").
+ *
+ * The recently stable membership is every member that is alive or suspect, or
+ * that became dead less than `windowMs` ago; members that left, and the dead
+ * beyond the window, are not in it. This side is what this node reaches (alive
+ * and suspect members, itself included). It holds the majority when it has
+ * more than half of the stable membership, or exactly half and the stable
+ * member with the lowest id. A node cut off alone in a cluster of three or more
+ * is never a majority; the side that lost nodes for good becomes one again once
+ * they are older than the window.
+ */
+export function majority (members: ReadonlyArray<{ id: string, state: string, stateSinceMs: number }>, now: number, windowMs: number): boolean {
+  let stable = 0
+  let reached = 0
+  let lowest: string | undefined
+  let lowestReached = false
+  for (const m of members) {
+    const reachable = m.state === 'alive' || m.state === 'suspect'
+    if (!reachable && !(m.state === 'dead' && now - m.stateSinceMs < windowMs)) continue
+    stable++
+    if (reachable) reached++
+    if (lowest === undefined || m.id < lowest) { lowest = m.id; lowestReached = reachable }
+  }
+  return 2 * reached > stable || (2 * reached === stable && lowestReached)
+}

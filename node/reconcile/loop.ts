@@ -1,0 +1,426 @@
+// The reconcile loop of one node: runs `decide` on every change of the shared
+// state or of membership (and on a short timer, for cron ticks, backoffs and
+// claim timeouts), and carries out what it says: claim and start, stop, record
+// the exits, restart with backoff. It writes only this node's claims. No node is
+// in charge: every node runs the same loop over its own view.
+
+import type { Logger } from 'pino'
+import type { JobRecord, TaskRecord, TaskState } from '../../crdt/schema.ts'
+import type { Member } from '../../membership/types.ts'
+import type { NodeView } from '../../placement/types.ts'
+import { MurmurError } from '../errors.ts'
+import type { Executor } from '../executor/executor.ts'
+import type { TaskExit, TaskInfo, TaskSpec } from '../executor/types.ts'
+import { attemptId, parseAttempt } from '../jobs/instances.ts'
+import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
+import type { StateService } from '../state.ts'
+import { type Action, type Decisions, type JobEntry, RECONCILE_DEFAULTS, decide, isLiveState, majority } from './decide.ts'
+
+export interface ReconcileConfig {
+  /** A pass at least this often, for cron ticks and claim timeouts (changes trigger one at once). */
+  intervalMs: number
+  claimTimeoutMs: number
+  cronDeadlineMs: number
+  /** How long a dead member still counts in the membership a majority is taken of (`majority`). */
+  stableWindowMs: number
+  /** A restart in place after a run at least this long starts the backoff from the beginning. */
+  backoffResetMs: number
+  /** How long this node leaves an instance to others after its executor refused it. */
+  holdOffMs: number
+}
+
+export const RECONCILE_CONFIG: ReconcileConfig = Object.freeze({
+  intervalMs: 250,
+  claimTimeoutMs: RECONCILE_DEFAULTS.claimTimeoutMs,
+  cronDeadlineMs: RECONCILE_DEFAULTS.cronDeadlineMs,
+  stableWindowMs: 60_000,
+  backoffResetMs: 60_000,
+  holdOffMs: 5_000,
+})
+
+type Phase = 'starting' | 'running' | 'backoff' | 'stopping'
+
+/** An instance this node holds: what runs (or is about to) and under which attempt. */
+interface Local {
+  instance: string
+  job: string
+  generation: number
+  /** Restarts in place so far: the attempt is `attemptId(instance, restarts)`. */
+  restarts: number
+  /** Failures in a row, for the backoff; reset by a long run. */
+  streak: number
+  phase: Phase
+  timer: NodeJS.Timeout | null
+  startedAt: number | null
+  /** Resolves when a stop under way is done. */
+  stopped: Promise<void> | null
+}
+
+export interface ReconcilerInit {
+  self: string
+  state: StateService
+  executor: Executor
+  members: () => Member[]
+  log: Logger
+  config?: Partial<ReconcileConfig>
+}
+
+export class Reconciler {
+  readonly config: ReconcileConfig
+  private readonly self: string
+  private readonly state: StateService
+  private readonly executor: Executor
+  private readonly members: () => Member[]
+  private readonly log: Logger
+  private readonly local = new Map<string, Local>()
+  private readonly openSince = new Map<string, number>()
+  private readonly holdOff = new Map<string, number>()
+  /** Own claim records waiting to be written, in one transaction per flush. */
+  private readonly outbox = new Map<string, TaskRecord>()
+  private outboxTimer: NodeJS.Timeout | null = null
+  private last: Decisions = { actions: [], open: [], pending: new Map() }
+  private lastMajority = true
+  private scheduled = false
+  private timer: NodeJS.Timeout | null = null
+  private closed = false
+  private readonly unsubscribe: Array<() => void> = []
+  readonly stats = { passes: 0, claims: 0, starts: 0, stops: 0, restarts: 0, lastPassMs: 0 }
+
+  constructor (init: ReconcilerInit) {
+    this.self = init.self
+    this.state = init.state
+    this.executor = init.executor
+    this.members = init.members
+    this.log = init.log
+    this.config = { ...RECONCILE_CONFIG, ...init.config }
+  }
+
+  /**
+   * Takes over what the executor adopted from the node's previous life, then
+   * starts the loop. Call after the first sync and the executor's recovery.
+   */
+  start (onChange: (listener: () => void) => () => void): void {
+    for (const info of this.executor.list()) {
+      if (info.phase === 'ended') continue
+      const { instance, restarts } = parseAttempt(info.id)
+      const claim = this.ownClaim(instance)
+      if (claim === undefined || !isLiveState(claim.state)) continue
+      this.local.set(instance, { instance, job: claim.job, generation: claim.generation, restarts, streak: 0, phase: info.phase === 'running' ? 'running' : 'stopping', timer: null, startedAt: info.startedAt, stopped: null })
+    }
+    this.executor.on('exit', this.onExit)
+    this.unsubscribe.push(() => { this.executor.off('exit', this.onExit) })
+    this.unsubscribe.push(onChange(() => { this.schedule() }))
+    this.timer = setInterval(() => { this.schedule() }, this.config.intervalMs)
+    this.timer.unref()
+    this.schedule()
+  }
+
+  /** Stops the loop (not the tasks: the node's shutdown decides about those). Writes what is still queued. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.timer !== null) clearInterval(this.timer)
+    for (const u of this.unsubscribe) u()
+    for (const l of this.local.values()) if (l.timer !== null) clearTimeout(l.timer)
+    await Promise.allSettled([...this.local.values()].map(async (l) => await l.stopped))
+    await this.flush()
+  }
+
+  /**
+   * The node leaves: no more passes; every local instance is stopped (within
+   * `graceMs`) and its claim recorded `killed`, so the others take it at once.
+   */
+  async releaseAll (why: string, graceMs: number): Promise<void> {
+    this.closed = true
+    if (this.timer !== null) clearInterval(this.timer)
+    for (const u of this.unsubscribe) u()
+    await Promise.allSettled([...this.local.keys()].map(async (id) => { await this.stop(id, why, 'killed', graceMs) }))
+    await this.flush()
+  }
+
+  /** Why an instance is pending, as the last pass saw it. */
+  pending (instance: string): { job: string, message: string } | undefined {
+    return this.last.pending.get(instance)
+  }
+
+  pendingAll (): ReadonlyMap<string, { job: string, message: string }> { return this.last.pending }
+  get majority (): boolean { return this.lastMajority }
+
+  /** Whether this node runs (or is starting, or backing off) an instance; its current attempt id. */
+  attempt (instance: string): string | undefined {
+    const l = this.local.get(instance)
+    return l === undefined ? undefined : attemptId(instance, l.restarts)
+  }
+
+  /**
+   * Stops an instance this node holds, on a user's request: a service instance
+   * is given up here (another claim replaces it), a batch or cron run counts as
+   * failed, so it is not run again.
+   */
+  async kill (instance: string): Promise<void> {
+    const l = this.local.get(instance)
+    if (l === undefined) throw new MurmurError('NOT_HERE', `task ${instance} does not run on this node`, 1, 404)
+    const job = this.state.state.job(l.job)
+    const service = job?.type === 'service'
+    await this.stop(instance, 'killed on request', service ? 'killed' : 'failed')
+  }
+
+  /** The view a pass decides on: the nodes with records, alive as membership sees them. */
+  view (): { nodes: NodeView[], majority: boolean, memberState: Map<string, string> } {
+    const members = this.members()
+    const memberState = new Map(members.map((m) => [m.id, m.state]))
+    const nodes: NodeView[] = this.state.state.nodes().map((n) => {
+      const s = n.id === this.self ? 'alive' : memberState.get(n.id)
+      return { id: n.id, alive: s === 'alive' || s === 'suspect', cpuMillis: n.cpuMillis, memoryBytes: n.memoryBytes, labels: n.labels }
+    })
+    return { nodes, majority: majority(members, Date.now(), this.config.stableWindowMs), memberState }
+  }
+
+  schedule (): void {
+    if (this.scheduled || this.closed) return
+    this.scheduled = true
+    setImmediate(() => {
+      this.scheduled = false
+      if (this.closed) return
+      try {
+        this.pass()
+      } catch (err) {
+        this.log.error({ err }, 'reconcile pass failed')
+      }
+    })
+  }
+
+  private pass (): void {
+    const started = performance.now()
+    const now = Date.now()
+    const s = this.state.state
+    const jobs: JobEntry[] = s.jobs().map((record) => ({ record, spec: readSpec(record.spec) }))
+    const byJob = new Map<string, Set<string>>()
+    for (const t of s.tasks()) {
+      let set = byJob.get(t.job)
+      if (set === undefined) byJob.set(t.job, set = new Set())
+      set.add(t.id)
+    }
+    for (const [id, until] of this.holdOff) if (until <= now) this.holdOff.delete(id)
+    const { nodes, majority: side } = this.view()
+    if (side !== this.lastMajority) {
+      this.log.warn({ majority: side }, side ? 'this side of the cluster holds the majority again: it takes over tasks of unreachable nodes' : 'this node reaches only a minority of the cluster: it keeps its tasks and places new jobs, but takes over no others')
+    }
+    this.lastMajority = side
+    const decisions = decide({
+      self: this.self,
+      now,
+      jobs,
+      claims: (id) => this.claimsOf(id),
+      claimedInstances: (job) => byJob.get(job) ?? [],
+      nodes,
+      majority: side,
+      local: new Set(this.local.keys()),
+      openSince: (id) => this.openSince.get(id),
+      holdOff: new Set(this.holdOff.keys()),
+      claimTimeoutMs: this.config.claimTimeoutMs,
+      cronDeadlineMs: this.config.cronDeadlineMs,
+    })
+    const open = new Set(decisions.open)
+    for (const id of this.openSince.keys()) if (!open.has(id)) this.openSince.delete(id)
+    for (const id of open) if (!this.openSince.has(id)) this.openSince.set(id, now)
+    this.last = decisions
+    for (const action of decisions.actions) this.act(action, jobs)
+    this.stats.passes++
+    this.stats.lastPassMs = Math.round((performance.now() - started) * 100) / 100
+  }
+
+  /** Claims of an instance, with this node's queued record in place of its stored one. */
+  private claimsOf (id: string): TaskRecord[] {
+    const claims = this.state.state.taskClaims(id)
+    const queued = this.outbox.get(id)
+    if (queued === undefined) return claims
+    return [...claims.filter((c) => c.node !== this.self), queued]
+  }
+
+  private act (action: Action, jobs: readonly JobEntry[]): void {
+    switch (action.kind) {
+      case 'claim': {
+        const job = jobs.find((j) => j.record.id === action.job)
+        if (job?.spec != null) this.claim(action.instance, job.record, job.spec, action.generation)
+        return
+      }
+      case 'stop':
+        this.log.info({ task: action.instance, why: action.why }, 'stopping a task')
+        void this.stop(action.instance, action.why, 'killed')
+        return
+      case 'lost':
+        this.log.warn({ task: action.instance }, 'a task this node claims is not running here (lost with an earlier life); giving it up')
+        this.record(action.instance, { state: 'lost', finishedAt: Date.now(), exit: { code: null, signal: null, reason: 'its process was lost with an earlier life of the node' } })
+        return
+      case 'finish-job': {
+        const record = this.state.state.job(action.job)
+        if (record === undefined || record.finishedAt !== undefined) return
+        const now = Date.now()
+        this.state.write((st) => { st.putJob({ ...record, version: record.version + 1, updatedAt: now, finishedAt: now }) })
+          .catch((err: Error) => { this.log.warn({ job: action.job, err: err.message }, 'could not mark the job finished') })
+      }
+    }
+  }
+
+  private claim (instance: string, job: JobRecord, spec: JobSpec, generation: number): void {
+    const now = Date.now()
+    const l: Local = { instance, job: job.id, generation, restarts: 0, streak: 0, phase: 'starting', timer: null, startedAt: null, stopped: null }
+    this.local.set(instance, l)
+    this.openSince.delete(instance)
+    this.stats.claims++
+    this.record(instance, { id: instance, job: job.id, node: this.self, generation, state: 'starting', since: now, restarts: 0 }, true)
+    this.launch(l, spec)
+  }
+
+  private launch (l: Local, spec: JobSpec): void {
+    const id = attemptId(l.instance, l.restarts)
+    const task: TaskSpec = {
+      id,
+      job: l.job,
+      command: spec.command,
+      args: spec.args,
+      env: spec.env,
+      workdir: spec.workdir,
+      cpuMillis: spec.cpuMillis,
+      memoryBytes: spec.memoryBytes,
+    }
+    l.phase = 'starting'
+    this.stats.starts++
+    this.executor.start(task).then((info) => {
+      if (this.local.get(l.instance) !== l || attemptId(l.instance, l.restarts) !== id) return
+      if (info.phase === 'ended') { this.onExit(info); return }
+      if (l.phase !== 'starting') return
+      l.phase = 'running'
+      l.startedAt = info.startedAt
+      this.record(l.instance, { state: 'running', since: Date.now(), startedAt: info.startedAt ?? Date.now() })
+    }, (err: MurmurError) => {
+      if (this.local.get(l.instance) !== l) return
+      this.local.delete(l.instance)
+      if (err.code === 'ADMISSION_REFUSED' || err.code === 'TASK_EXISTS') this.holdOff.set(l.instance, Date.now() + this.config.holdOffMs)
+      this.log.warn({ task: id, err: err.message }, 'could not start a task; giving it up here')
+      this.record(l.instance, { state: 'killed', finishedAt: Date.now(), exit: { code: null, signal: null, reason: `not started here: ${err.message}`.slice(0, 1_000) } })
+    })
+  }
+
+  private readonly onExit = (info: TaskInfo): void => {
+    const { instance } = parseAttempt(info.id)
+    const l = this.local.get(instance)
+    if (l === undefined || attemptId(instance, l.restarts) !== info.id || l.phase === 'stopping' || l.phase === 'backoff') return
+    const exit = info.exit!
+    const job = this.state.state.job(l.job)
+    const spec = job === undefined ? null : readSpec(job.spec)
+    const now = Date.now()
+    const recorded = recordedExit(exit)
+    if (job === undefined || spec === null || job.desired !== 'running') {
+      this.local.delete(instance)
+      this.record(instance, { state: 'killed', finishedAt: now, exit: recorded })
+      this.schedule()
+      return
+    }
+    const succeeded = exit.reason === 'exited' && exit.code === 0
+    const service = job.type === 'service'
+    if (!service && succeeded) {
+      this.local.delete(instance)
+      this.record(instance, { state: 'exited', finishedAt: now, exit: recorded })
+      this.schedule()
+      return
+    }
+    if (!service && l.restarts >= spec.restart.attempts) {
+      this.local.delete(instance)
+      this.log.warn({ task: instance, exit: exit.message, attempts: l.restarts + 1 }, 'a task failed for the last time')
+      this.record(instance, { state: 'failed', finishedAt: now, exit: recorded })
+      this.schedule()
+      return
+    }
+    // Restart in place, after the backoff: the claim stays, so the instance does not move.
+    if (info.startedAt !== null && (info.finishedAt ?? now) - info.startedAt >= this.config.backoffResetMs) l.streak = 0
+    const delay = restartDelay(spec, l.streak)
+    l.streak++
+    l.restarts++
+    l.phase = 'backoff'
+    this.stats.restarts++
+    this.log.info({ task: instance, exit: exit.message, restarts: l.restarts, delayMs: delay }, 'restarting a task after its backoff')
+    this.record(instance, { state: 'restarting', since: now, restarts: l.restarts, exit: recorded })
+    l.timer = setTimeout(() => {
+      l.timer = null
+      if (this.local.get(instance) !== l || l.phase !== 'backoff' || this.closed) return
+      const current = this.state.state.job(l.job)
+      const currentSpec = current === undefined ? null : readSpec(current.spec)
+      if (current?.desired !== 'running' || currentSpec === null) { void this.stop(instance, 'its job was stopped', 'killed'); return }
+      this.launch(l, currentSpec)
+    }, delay)
+  }
+
+  /** Stops a local instance (or gives up a claim with nothing local) and records the final state. */
+  private async stop (instance: string, why: string, final: TaskState, graceMaxMs?: number): Promise<void> {
+    const l = this.local.get(instance)
+    if (l === undefined) {
+      const claim = this.ownClaim(instance)
+      if (claim !== undefined && isLiveState(claim.state)) this.record(instance, { state: final, finishedAt: Date.now(), exit: { code: null, signal: null, reason: why } })
+      return
+    }
+    if (l.stopped !== null) return await l.stopped
+    const specGrace = readSpec(this.state.state.job(l.job)?.spec)?.graceMs
+    const graceMs = graceMaxMs === undefined ? specGrace : Math.min(graceMaxMs, specGrace ?? graceMaxMs)
+    const done = (async () => {
+      const wasBackoff = l.phase === 'backoff'
+      l.phase = 'stopping'
+      if (l.timer !== null) { clearTimeout(l.timer); l.timer = null }
+      this.stats.stops++
+      let exit: NonNullable<TaskRecord['exit']> = { code: null, signal: null, reason: why }
+      if (!wasBackoff) {
+        try {
+          const info = await this.executor.stop(attemptId(instance, l.restarts), graceMs === undefined ? {} : { graceMs })
+          if (info.exit !== null) exit = { ...recordedExit(info.exit), reason: `${why}: ${info.exit.message}`.slice(0, 1_000) }
+        } catch (err) {
+          if ((err as MurmurError).code !== 'NO_SUCH_TASK') this.log.warn({ task: instance, err: (err as Error).message }, 'could not stop a task')
+        }
+      }
+      this.local.delete(instance)
+      this.record(instance, { state: final, finishedAt: Date.now(), exit })
+      this.schedule()
+    })()
+    l.stopped = done
+    return await done
+  }
+
+  private ownClaim (instance: string): TaskRecord | undefined {
+    return this.outbox.get(instance) ?? this.state.state.taskClaims(instance).find((c) => c.node === this.self)
+  }
+
+  /**
+   * Queues a change of this node's claim of an instance. All changes of one turn
+   * go to the state in one transaction (one update, one fsync, one gossip).
+   */
+  private record (instance: string, patch: Partial<TaskRecord>, fresh = false): void {
+    const base = fresh ? undefined : this.ownClaim(instance)
+    if (!fresh && base === undefined) return
+    const now = Date.now()
+    const next = { ...base, ...patch, since: patch.since ?? now } as TaskRecord
+    this.outbox.set(instance, next)
+    this.outboxTimer ??= setTimeout(() => { void this.flush() }, 0)
+  }
+
+  private async flush (): Promise<void> {
+    this.outboxTimer = null
+    if (this.outbox.size === 0) return
+    const records = [...this.outbox.values()]
+    try {
+      await this.state.write((s) => { for (const r of records) s.putTask(r) })
+      // Whatever a later change queued for the same instance stays queued.
+      for (const r of records) if (this.outbox.get(r.id) === r) this.outbox.delete(r.id)
+    } catch (err) {
+      const e = err as MurmurError
+      if (e.code === 'STOPPING') return
+      // The document holds what was written even if the disk did not take it; a refused write is retried.
+      for (const r of records) if (this.outbox.get(r.id) === r && this.state.state.taskClaims(r.id).some((c) => c.node === this.self && JSON.stringify(c) === JSON.stringify(r))) this.outbox.delete(r.id)
+      this.log.warn({ err: e.message, records: records.length }, 'could not store task records; retrying')
+      this.outboxTimer ??= setTimeout(() => { void this.flush() }, 100)
+    }
+  }
+}
+
+function recordedExit (exit: TaskExit): NonNullable<TaskRecord['exit']> {
+  return { code: exit.code, signal: exit.signal, reason: exit.message.slice(0, 1_000) }
+}

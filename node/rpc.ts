@@ -1,0 +1,246 @@
+// Node-to-node requests about tasks, over libp2p: the bytes of a task's logs
+// (a range, or followed live), the resource use of the tasks a node runs, and a
+// kill. Any node serves `murmur logs`, `murmur ps` and `murmur kill` by asking
+// the node that runs the task. Frames are length-prefixed; each starts with a
+// tag: J (a JSON header or answer), D (log bytes), E (the end, JSON).
+
+import type { Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { MurmurError } from './errors.ts'
+import type { LogChunk } from './executor/logs.ts'
+import type { TaskUsage } from './executor/types.ts'
+import type { Host } from './host.ts'
+import { isOversized, isStreamGone } from './streams.ts'
+
+export const TASKS_PROTOCOL = '/murmur/tasks/1.0.0'
+
+export const RPC_LIMITS = Object.freeze({
+  requestBytesMax: 16 * 1024,
+  /** Log bytes per data frame, and any frame's bound. */
+  dataFrameBytes: 64 * 1024,
+  frameBytesMax: 1024 * 1024,
+  usageTasksMax: 10_000,
+  /** A request that has not been answered (the header, for logs) by then fails. */
+  timeoutMs: 5_000,
+  inboundStreamsMax: 32,
+})
+
+const id = z.string().min(1).max(256)
+export const rpcRequestSchema = z.discriminatedUnion('op', [
+  z.object({
+    op: z.literal('logs'),
+    task: id,
+    stream: z.enum(['stdout', 'stderr']),
+    offset: z.number().int().nonnegative().optional(),
+    length: z.number().int().positive().optional(),
+    tail: z.number().int().nonnegative().optional(),
+    follow: z.boolean().optional(),
+  }).strict(),
+  z.object({ op: z.literal('usage'), tasks: z.array(id).max(RPC_LIMITS.usageTasksMax) }).strict(),
+  z.object({ op: z.literal('kill'), task: id }).strict(),
+])
+export type RpcRequest = z.infer<typeof rpcRequestSchema>
+export type LogsRequest = Extract<RpcRequest, { op: 'logs' }>
+
+export type LogsAnswer = { range: Omit<LogChunk, 'data'>, data: Buffer } | { follow: AsyncIterable<Buffer> }
+
+/** What a node answers with; node.ts provides it. */
+export interface RpcHandlers {
+  logs: (req: LogsRequest, signal: AbortSignal) => Promise<LogsAnswer>
+  usage: (tasks: string[]) => Record<string, TaskUsage | null>
+  kill: (task: string) => Promise<void>
+}
+
+interface ErrorBody { code: string, message: string, status: number }
+
+export class TaskRpc {
+  private readonly host: Host
+  private readonly log: Logger
+  private readonly handlers: RpcHandlers
+  private readonly serving = new Set<AbortController>()
+
+  constructor (host: Host, handlers: RpcHandlers, log: Logger) {
+    this.host = host
+    this.handlers = handlers
+    this.log = log
+  }
+
+  async start (): Promise<void> {
+    await this.host.handle(TASKS_PROTOCOL, (stream) => { void this.serve(stream) }, { maxInboundStreams: RPC_LIMITS.inboundStreamsMax })
+  }
+
+  async stop (): Promise<void> {
+    for (const c of this.serving) c.abort()
+    await this.host.unhandle(TASKS_PROTOCOL).catch(() => {})
+  }
+
+  /** The resource use of tasks on `peer`. */
+  async usage (peer: string, tasks: string[], signal?: AbortSignal): Promise<Record<string, TaskUsage | null>> {
+    return await this.ask(peer, { op: 'usage', tasks }, signal) as Record<string, TaskUsage | null>
+  }
+
+  async kill (peer: string, task: string): Promise<void> {
+    await this.ask(peer, { op: 'kill', task })
+  }
+
+  /** A range of a task's logs on `peer`, or with `follow` its bytes as they come until the task ends or `signal` aborts. */
+  async logs (peer: string, req: Omit<LogsRequest, 'op'>, signal: AbortSignal): Promise<LogsAnswer> {
+    const { lp, raw } = await this.open(peer, signal)
+    const timeout = AbortSignal.any([signal, AbortSignal.timeout(RPC_LIMITS.timeoutMs)])
+    let header: unknown
+    try {
+      await send(lp, 'J', Buffer.from(JSON.stringify({ op: 'logs', ...req })), timeout)
+      header = await readJson(lp, 'J', peer, timeout)
+    } catch (err) {
+      raw.abort(err as Error)
+      throw remoteError(peer, err)
+    }
+    if (req.follow !== true) {
+      const chunks: Buffer[] = []
+      try {
+        for (;;) {
+          const frame = await readFrame(lp, peer, timeout)
+          if (frame.tag === 'E') break
+          chunks.push(frame.body)
+        }
+      } catch (err) {
+        raw.abort(err as Error)
+        throw remoteError(peer, err)
+      }
+      await raw.close().catch(() => {})
+      return { range: header as Omit<LogChunk, 'data'>, data: Buffer.concat(chunks) }
+    }
+    return {
+      follow: (async function * () {
+        try {
+          for (;;) {
+            const frame = await readFrame(lp, peer, signal)
+            if (frame.tag === 'E') return
+            yield frame.body
+          }
+        } catch (err) {
+          if (!signal.aborted) throw remoteError(peer, err)
+        } finally {
+          raw.abort(new Error('done'))
+        }
+      })(),
+    }
+  }
+
+  private async ask (peer: string, req: RpcRequest, signal?: AbortSignal): Promise<unknown> {
+    const timeout = AbortSignal.any([AbortSignal.timeout(RPC_LIMITS.timeoutMs), ...(signal === undefined ? [] : [signal])])
+    const { lp, raw } = await this.open(peer, timeout)
+    try {
+      await send(lp, 'J', Buffer.from(JSON.stringify(req)), timeout)
+      const answer = await readJson(lp, 'J', peer, timeout)
+      await raw.close().catch(() => {})
+      return answer
+    } catch (err) {
+      raw.abort(err as Error)
+      throw remoteError(peer, err)
+    }
+  }
+
+  private async open (peer: string, signal: AbortSignal): Promise<{ lp: LengthPrefixedStream<Stream>, raw: Stream }> {
+    let raw: Stream
+    try {
+      raw = await this.host.dialProtocol(peerIdFromString(peer), TASKS_PROTOCOL, { signal: AbortSignal.any([signal, AbortSignal.timeout(RPC_LIMITS.timeoutMs)]) })
+    } catch (err) {
+      throw new MurmurError('NODE_UNREACHABLE', `cannot reach node ${peer}: ${(err as Error).message}`, 1, 503)
+    }
+    return { lp: lpStream(raw, { maxDataLength: RPC_LIMITS.frameBytesMax }), raw }
+  }
+
+  private async serve (raw: Stream): Promise<void> {
+    const controller = new AbortController()
+    this.serving.add(controller)
+    raw.addEventListener('close', () => { controller.abort() }, { once: true })
+    const lp = lpStream(raw, { maxDataLength: RPC_LIMITS.requestBytesMax })
+    const signal = controller.signal
+    try {
+      const first = await readFrame(lp, 'a peer', AbortSignal.any([signal, AbortSignal.timeout(RPC_LIMITS.timeoutMs)]))
+      let parsed: ReturnType<typeof rpcRequestSchema.safeParse>
+      try {
+        parsed = rpcRequestSchema.safeParse(JSON.parse(first.body.toString('utf8')))
+      } catch {
+        parsed = rpcRequestSchema.safeParse(undefined)
+      }
+      if (first.tag !== 'J' || !parsed.success) {
+        await sendJson(lp, 'J', { error: { code: 'BAD_REQUEST', message: 'not a task request', status: 400 } }, signal)
+        return
+      }
+      const req = parsed.data
+      try {
+        if (req.op === 'usage') await sendJson(lp, 'J', this.handlers.usage(req.tasks), signal)
+        else if (req.op === 'kill') { await this.handlers.kill(req.task); await sendJson(lp, 'J', { ok: true }, signal) } else await this.serveLogs(lp, req, signal)
+      } catch (err) {
+        const e = err as MurmurError
+        if (!signal.aborted) await sendJson(lp, 'J', { error: { code: e.code ?? 'INTERNAL', message: e.message, status: e.httpStatus ?? 500 } }, signal).catch(() => {})
+      }
+      await raw.close().catch(() => {})
+    } catch (err) {
+      if (!signal.aborted && !isStreamGone(err)) this.log.debug({ err: (err as Error).message }, 'a task request failed')
+      raw.abort(err as Error)
+    } finally {
+      this.serving.delete(controller)
+    }
+  }
+
+  private async serveLogs (lp: LengthPrefixedStream<Stream>, req: LogsRequest, signal: AbortSignal): Promise<void> {
+    const answer = await this.handlers.logs(req, signal)
+    if ('range' in answer) {
+      await sendJson(lp, 'J', answer.range, signal)
+      for (let at = 0; at < answer.data.length; at += RPC_LIMITS.dataFrameBytes) await send(lp, 'D', answer.data.subarray(at, at + RPC_LIMITS.dataFrameBytes), signal)
+    } else {
+      await sendJson(lp, 'J', {}, signal)
+      for await (const data of answer.follow) {
+        for (let at = 0; at < data.length; at += RPC_LIMITS.dataFrameBytes) await send(lp, 'D', data.subarray(at, at + RPC_LIMITS.dataFrameBytes), signal)
+      }
+    }
+    await sendJson(lp, 'E', {}, signal)
+  }
+}
+
+async function send (lp: LengthPrefixedStream<Stream>, tag: 'J' | 'D' | 'E', body: Buffer, signal: AbortSignal): Promise<void> {
+  await lp.write(Buffer.concat([Buffer.from(tag), body]), { signal })
+}
+
+async function sendJson (lp: LengthPrefixedStream<Stream>, tag: 'J' | 'E', value: unknown, signal: AbortSignal): Promise<void> {
+  await send(lp, tag, Buffer.from(JSON.stringify(value)), signal)
+}
+
+async function readFrame (lp: LengthPrefixedStream<Stream>, peer: string, signal: AbortSignal): Promise<{ tag: string, body: Buffer }> {
+  let bytes: Uint8Array
+  try {
+    bytes = (await lp.read({ signal })).subarray()
+  } catch (err) {
+    if (isOversized(err)) throw new MurmurError('BAD_PEER_REPLY', `${peer} sent a frame over the size limit`, 1, 502)
+    throw err
+  }
+  if (bytes.length === 0) throw new MurmurError('BAD_PEER_REPLY', `${peer} sent an empty frame`, 1, 502)
+  return { tag: String.fromCharCode(bytes[0]!), body: Buffer.from(bytes.buffer, bytes.byteOffset + 1, bytes.length - 1) }
+}
+
+async function readJson (lp: LengthPrefixedStream<Stream>, tag: 'J', peer: string, signal: AbortSignal): Promise<unknown> {
+  const frame = await readFrame(lp, peer, signal)
+  let value: unknown
+  try {
+    value = JSON.parse(frame.body.toString('utf8'))
+  } catch {
+    throw new MurmurError('BAD_PEER_REPLY', `${peer} answered with something that is not JSON`, 1, 502)
+  }
+  if (frame.tag !== tag) throw new MurmurError('BAD_PEER_REPLY', `${peer} answered out of order`, 1, 502)
+  const error = (value as { error?: ErrorBody } | null)?.error
+  if (error !== undefined) throw new MurmurError(String(error.code), String(error.message), 1, Number(error.status) || 502)
+  return value
+}
+
+function remoteError (peer: string, err: unknown): Error {
+  if (err instanceof MurmurError) return err
+  const e = err as Error
+  if (e.name === 'TimeoutError' || e.name === 'AbortError') return new MurmurError('NODE_TIMEOUT', `node ${peer} did not answer within ${RPC_LIMITS.timeoutMs} ms`, 1, 504)
+  return new MurmurError('NODE_UNREACHABLE', `lost node ${peer} while asking it: ${e.message}`, 1, 502)
+}
