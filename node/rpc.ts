@@ -104,6 +104,7 @@ export class TaskRpc {
         for (;;) {
           const frame = await readFrame(lp, peer, timeout)
           if (frame.tag === 'E') break
+          if (frame.tag !== 'D') throw answerError(peer, frame.body)
           chunks.push(frame.body)
         }
       } catch (err) {
@@ -119,6 +120,7 @@ export class TaskRpc {
           for (;;) {
             const frame = await readFrame(lp, peer, signal)
             if (frame.tag === 'E') return
+            if (frame.tag !== 'D') throw answerError(peer, frame.body)
             yield frame.body
           }
         } catch (err) {
@@ -236,6 +238,13 @@ async function readJson (lp: LengthPrefixedStream<Stream>, tag: 'J', peer: strin
   const error = (value as { error?: ErrorBody } | null)?.error
   if (error !== undefined) throw new MurmurError(String(error.code), String(error.message), 1, Number(error.status) || 502)
   return value
+}
+
+/** A JSON frame where bytes were expected: the serving node failed midway and says why. */
+function answerError (peer: string, body: Buffer): MurmurError {
+  let error: Partial<ErrorBody> | undefined
+  try { error = (JSON.parse(body.toString('utf8')) as { error?: ErrorBody }).error } catch {}
+  return new MurmurError(String(error?.code ?? 'BAD_PEER_REPLY'), String(error?.message ?? `${peer} answered out of order`), 1, Number(error?.status) || 502)
 }
 
 function remoteError (peer: string, err: unknown): Error {

@@ -123,6 +123,7 @@ export function decide (input: ReconcileInput): Decisions {
   const { self, now } = input
   const alive = new Set(input.nodes.filter((n) => n.alive).map((n) => n.id))
   const isLive = (node: string): boolean => alive.has(node)
+  const lowestAlive = [...alive].sort()[0]
   const actions: Action[] = []
   const open: string[] = []
   const pending: Decisions['pending'] = new Map()
@@ -175,7 +176,9 @@ export function decide (input: ReconcileInput): Decisions {
       }
       toPlace.push(demandOf(id, record.id, spec))
     }
-    if (record.type === 'batch' && desired.length > 0 && finished === desired.length && finisher === self) {
+    // One node marks the batch finished: the one that finished instance 0, or if it is gone, the lowest live node.
+    const marker = finisher !== undefined && isLive(finisher) ? finisher : lowestAlive
+    if (record.type === 'batch' && desired.length > 0 && finished === desired.length && marker === self) {
       actions.push({ kind: 'finish-job', job: record.id })
     }
   }

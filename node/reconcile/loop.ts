@@ -297,7 +297,8 @@ export class Reconciler {
     }, (err: MurmurError) => {
       if (this.local.get(l.instance) !== l) return
       this.local.delete(l.instance)
-      if (err.code === 'ADMISSION_REFUSED' || err.code === 'TASK_EXISTS') this.holdOff.set(l.instance, Date.now() + this.config.holdOffMs)
+      // Left to the other candidates for a while, so that a refusal does not become a claim-and-give-up loop here.
+      this.holdOff.set(l.instance, Date.now() + this.config.holdOffMs)
       this.log.warn({ task: id, err: err.message }, 'could not start a task; giving it up here')
       this.record(l.instance, { state: 'killed', finishedAt: Date.now(), exit: { code: null, signal: null, reason: `not started here: ${err.message}`.slice(0, 1_000) } })
     })
