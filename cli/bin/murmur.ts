@@ -5,6 +5,7 @@
 
 import { Command, CommanderError, Option } from 'commander'
 import { ApiError, DEFAULT_API, connect } from '../client.ts'
+import { registerJobs } from '../jobs.ts'
 import { printMembers, watchMembers } from '../members.ts'
 import { parseLabelArgs, printState } from '../state.ts'
 import { registerTestnet } from '../testnet.ts'
@@ -88,6 +89,7 @@ program.command('members')
     await watchMembers(client, opts.json === true, controller.signal)
   })
 
+registerJobs(program)
 registerTestnet(program)
 
 try {

@@ -81,6 +81,7 @@ export class Reconciler {
   private last: Decisions = { actions: [], open: [], pending: new Map() }
   private lastMajority = true
   private scheduled = false
+  private lastPassEnd = 0
   private timer: NodeJS.Timeout | null = null
   private closed = false
   private readonly unsubscribe: Array<() => void> = []
@@ -176,10 +177,16 @@ export class Reconciler {
     return { nodes, majority: majority(members, Date.now(), this.config.stableWindowMs), memberState }
   }
 
+  /**
+   * A pass soon: at once if the last one ended long enough ago, else after a gap
+   * of twice its duration (at least 2 ms), so that a burst of changes (hundreds of
+   * gossip updates a second) costs a bounded share of the event loop.
+   */
   schedule (): void {
     if (this.scheduled || this.closed) return
     this.scheduled = true
-    setImmediate(() => {
+    const wait = this.lastPassEnd + Math.max(2, 2 * this.stats.lastPassMs) - performance.now()
+    const run = (): void => {
       this.scheduled = false
       if (this.closed) return
       try {
@@ -187,7 +194,10 @@ export class Reconciler {
       } catch (err) {
         this.log.error({ err }, 'reconcile pass failed')
       }
-    })
+      this.lastPassEnd = performance.now()
+    }
+    if (wait <= 0) setImmediate(run)
+    else setTimeout(run, wait)
   }
 
   private pass (): void {
