@@ -24,6 +24,11 @@ export function parseAttempt (attempt: string): { instance: string, restarts: nu
   return match === null ? { instance: attempt, restarts: 0 } : { instance: match[1]!, restarts: Number(match[2]) }
 }
 
+/** The job id an instance id names: without its index and, for a cron run, its tick. */
+export function jobOfInstance (instance: string): string {
+  return instance.replace(/(@\d{8}T\d{6}Z)?\.\d+$/, '')
+}
+
 /** The scheduled time of a cron instance, or null for a batch or service instance. */
 export function tickOf (instance: string): number | null {
   const match = /@(\d{8}T\d{6}Z)\.\d+$/.exec(instance)

@@ -42,10 +42,10 @@ function units (parse: (text: string) => number, bareNumber: (n: number) => numb
 }
 /** CPU: cores as a number (0.5) or a string ("0.5", "500m"). */
 const cpu = units(parseCpu, (n) => Math.round(n * 1000))
-/** Memory: bytes as a number, or a size with a unit ("256M"). */
-const memory = units(parseSize, (n) => n)
-/** A duration: "500ms", "30s", or a number of milliseconds. */
-const duration = units(parseDuration, (n) => n)
+/** Memory: bytes as a number, or a size with a unit ("256M"); whole bytes, as the stored spec holds them. */
+const memory = units(parseSize, (n) => Math.floor(n))
+/** A duration: "500ms", "30s", or a number of milliseconds (whole). */
+const duration = units(parseDuration, (n) => Math.round(n))
 
 const restartInput = z.object({
   attempts: z.number().int().min(0).max(JOB_LIMITS.restartAttemptsMax).optional(),
@@ -139,7 +139,7 @@ export function normalizeJob (input: unknown): NormalJob {
     if (problem !== null) field(problem.field, problem.message)
     cron = { schedule: j.schedule!, timezone, missed: j.missed ?? 'skip', overlap: j.overlap ?? 'skip' }
   } else {
-    for (const f of cronFields) if (j[f] !== undefined) field(f, `only a cron job has a ${f}; add type: cron, or remove it`)
+    for (const f of cronFields) if (j[f] !== undefined) field(f, `only a cron job takes '${f}'; add type: cron, or remove it`)
   }
   if (j.perNodeMax !== undefined && j.perNodeMax > j.count) field('perNodeMax', `is more than count (${j.count}); leave it out`)
   const spec: JobSpec = {
@@ -192,5 +192,8 @@ function issueText (error: z.ZodError): string {
     return `${path === '' ? '' : `${path}: `}unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `'${k}'`).join(', ')}; check the spelling (the fields are listed in README.md, "Job spec")`
   }
   if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) return `${path}: is required`
+  // A record's key: zod puts the key schema's own message one level down.
+  const inner = (issue as { issues?: Array<{ message: string }> }).issues?.[0]?.message
+  if (issue.code === 'invalid_key' && inner !== undefined) return `${path}: ${inner}`
   return `${path === '' ? '(spec)' : path}: ${issue.message}`
 }

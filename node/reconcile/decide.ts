@@ -7,7 +7,7 @@ import type { JobRecord, TaskRecord, TaskState } from '../../crdt/schema.ts'
 import { type Claim, type ClaimStatus, nextGeneration, resolveClaims } from '../../placement/claims.ts'
 import { plan, type PendingSummary } from '../../placement/place.ts'
 import type { Allocation, NodeView, TaskDemand } from '../../placement/types.ts'
-import { instanceId, latestTick, tickOf } from '../jobs/instances.ts'
+import { instanceId, jobOfInstance, latestTick } from '../jobs/instances.ts'
 import type { JobSpec } from '../jobs/spec.ts'
 
 /** What a claim in each task state means to the claim rule. */
@@ -130,6 +130,7 @@ export function decide (input: ReconcileInput): Decisions {
   const allocations: Allocation[] = []
   const wanted = new Map<string, string>()
   const toPlace: TaskDemand[] = []
+  const demands = new Map<string, TaskDemand>()
   const claimsOf = new Map<string, Claim[]>()
   /** This node's live claims and local tasks, by instance: each must be wanted, or it stops. */
   const mine = new Map<string, string>()
@@ -174,7 +175,9 @@ export function decide (input: ReconcileInput): Decisions {
         pending.set(id, { job: record.id, message: `held by ${across.join(', ')}, which this node cannot reach; this side of the cluster is a minority, so it does not take the task over (partition: majority)` })
         continue
       }
-      toPlace.push(demandOf(id, record.id, spec))
+      const demand = demandOf(id, record.id, spec)
+      toPlace.push(demand)
+      demands.set(id, demand)
     }
     // One node marks the batch finished: the one that finished instance 0, or if it is gone, the lowest live node.
     const marker = finisher !== undefined && isLive(finisher) ? finisher : lowestAlive
@@ -183,7 +186,7 @@ export function decide (input: ReconcileInput): Decisions {
     }
   }
 
-  for (const id of input.local) if (!mine.has(id)) mine.set(id, wanted.get(id) ?? '')
+  for (const id of input.local) if (!mine.has(id)) mine.set(id, wanted.get(id) ?? jobOfInstance(id))
   for (const [id, job] of mine) {
     if (wanted.has(id)) continue
     const record = input.jobs.find((j) => j.record.id === job)?.record
@@ -196,12 +199,21 @@ export function decide (input: ReconcileInput): Decisions {
   if (toPlace.length > 0) {
     const placed = plan({ nodes: input.nodes, allocations }, toPlace)
     const timeout = input.claimTimeoutMs ?? RECONCILE_DEFAULTS.claimTimeoutMs
+    // What this node may still take on as a backup: placement counted those instances against their chosen node, not this one.
+    const me = input.nodes.find((n) => n.id === self)
+    let freeCpu = (me?.cpuMillis ?? 0) - sumOn(allocations, self, 'cpuMillis')
+    let freeMem = (me?.memoryBytes ?? 0) - sumOn(allocations, self, 'memoryBytes')
+    for (const p of placed.placements) if (p.node === self) { const d = demands.get(p.task)!; freeCpu -= d.cpuMillis; freeMem -= d.memoryBytes }
     for (const p of placed.placements) {
       const job = wanted.get(p.task)!
-      const k = p.node === self ? 0 : p.candidates.indexOf(self) + 1
+      const backup = p.candidates.indexOf(self)
+      // 0: the chosen node; k: backup k; -1: neither, never claims.
+      const k = p.node === self ? 0 : backup >= 0 ? backup + 1 : -1
       const since = input.openSince(p.task) ?? now
-      const due = k === 0 || (k > 0 && now - since >= k * timeout)
+      const d = demands.get(p.task)!
+      const due = k === 0 || (k > 0 && now - since >= k * timeout && d.cpuMillis <= freeCpu && d.memoryBytes <= freeMem)
       if (due && input.holdOff?.has(p.task) !== true) {
+        if (k > 0) { freeCpu -= d.cpuMillis; freeMem -= d.memoryBytes }
         actions.push({ kind: 'claim', instance: p.task, job, generation: nextGeneration(claimsOf.get(p.task)!) })
       } else {
         pending.set(p.task, { job, message: `placed on ${p.node}; waiting for it to claim` })
@@ -210,6 +222,12 @@ export function decide (input: ReconcileInput): Decisions {
     for (const p of placed.pending) pending.set(p.task, { job: wanted.get(p.task)!, message: p.why.message, why: p.why })
   }
   return { actions, open, pending }
+}
+
+function sumOn (allocations: readonly Allocation[], node: string, key: 'cpuMillis' | 'memoryBytes'): number {
+  let total = 0
+  for (const a of allocations) if (a.node === node) total += a.task[key]
+  return total
 }
 
 /**

@@ -1,0 +1,565 @@
+// One pass of the reconcile loop, decided by hand-built views: which node
+// claims, stops, gives up or finishes what, the partition rule, cron ticks, and
+// the majority test. Most scenarios run `decide` once as every node with the
+// same view, the way a converged cluster does, and check the union of what
+// they do: each instance claimed exactly once, and by the node placement chose.
+
+import { describe, expect, it } from 'vitest'
+import type { JobRecord, TaskRecord } from '../../crdt/schema.ts'
+import { normalizeJob } from '../../node/jobs/spec.ts'
+import { decide, demandOf, desiredInstances, isLiveState, majority, type Action, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
+import { plan, type Plan } from '../../placement/place.ts'
+import type { NodeView } from '../../placement/types.ts'
+
+const GiB = 2 ** 30
+/** 2026-01-15T08:00:00Z: a multiple of five minutes, for the cron tests. */
+const NOW = Date.UTC(2026, 0, 15, 8, 0, 0)
+const LONG_AGO = NOW - 3_600_000
+
+function node (id: string, extra: Partial<NodeView> = {}): NodeView {
+  return { id, alive: true, cpuMillis: 4_000, memoryBytes: 8 * GiB, labels: {}, ...extra }
+}
+
+/** A job as submitted: the record with its spec in normal form, submitted an hour ago. */
+function job (id: string, input: object = {}, over: Partial<JobRecord> = {}): JobEntry {
+  const { type, spec } = normalizeJob({ name: id, command: 'sleep', args: ['60'], ...input })
+  const record: JobRecord = {
+    id, name: id, type, spec: JSON.parse(JSON.stringify(spec)) as JobRecord['spec'],
+    desired: 'running', version: 1, submittedBy: 'a', submittedAt: LONG_AGO, updatedAt: LONG_AGO, ...over,
+  }
+  return { record, spec }
+}
+
+/** A node's claim of an instance; the job is the instance id up to its tick or index. */
+function claim (instance: string, node: string, over: Partial<TaskRecord> = {}): TaskRecord {
+  const job = /^([^@.]+)/.exec(instance)![1]!
+  return { id: instance, job, node, generation: 1, state: 'running', since: LONG_AGO, restarts: 0, ...over }
+}
+
+interface World {
+  nodes: NodeView[]
+  jobs: JobEntry[]
+  claims?: TaskRecord[]
+  now?: number
+  majority?: boolean
+  /** Each node's local instances; by default, the instances it holds a live claim of. */
+  local?: Record<string, string[]>
+  /** When every node first saw each instance open; undefined: just now. */
+  openSince?: number
+  holdOff?: Record<string, string[]>
+  claimTimeoutMs?: number
+  cronDeadlineMs?: number
+}
+
+function inputOf (w: World, self: string): ReconcileInput {
+  const claims = w.claims ?? []
+  const local = w.local?.[self] ?? claims.filter((c) => c.node === self && isLiveState(c.state)).map((c) => c.id)
+  return {
+    self,
+    now: w.now ?? NOW,
+    jobs: w.jobs,
+    claims: (instance) => claims.filter((c) => c.id === instance),
+    claimedInstances: (job) => [...new Set(claims.filter((c) => c.job === job).map((c) => c.id))],
+    nodes: w.nodes,
+    majority: w.majority ?? true,
+    local: new Set(local),
+    openSince: () => w.openSince,
+    ...(w.holdOff?.[self] !== undefined ? { holdOff: new Set(w.holdOff[self]) } : {}),
+    ...(w.claimTimeoutMs !== undefined ? { claimTimeoutMs: w.claimTimeoutMs } : {}),
+    ...(w.cronDeadlineMs !== undefined ? { cronDeadlineMs: w.cronDeadlineMs } : {}),
+  }
+}
+
+function decideAs (w: World, self: string): Decisions {
+  return decide(inputOf(w, self))
+}
+
+/** Every alive node's decisions on the same view. */
+function decideAll (w: World): Map<string, Decisions> {
+  return new Map(w.nodes.filter((n) => n.alive).map((n) => [n.id, decideAs(w, n.id)]))
+}
+
+function actionsByNode (all: Map<string, Decisions>): Record<string, Action[]> {
+  return Object.fromEntries([...all].map(([id, d]) => [id, d.actions]))
+}
+
+/** The claims of all nodes together, as (node, instance, generation), in a fixed order. */
+function unionOfClaims (all: Map<string, Decisions>): Array<{ node: string, instance: string, generation: number }> {
+  const out: Array<{ node: string, instance: string, generation: number }> = []
+  for (const [id, d] of all) for (const a of d.actions) if (a.kind === 'claim') out.push({ node: id, instance: a.instance, generation: a.generation })
+  return out.sort((x, y) => x.instance.localeCompare(y.instance) || x.node.localeCompare(y.node))
+}
+
+/** What placement makes of the view: the plan `decide` must follow, built from the same claims. */
+function planOf (w: World, instances: readonly string[], entry: JobEntry): Plan {
+  const spec = entry.spec!
+  const allocations = (w.claims ?? []).filter((c) => isLiveState(c.state)).map((c) => ({ task: demandOf(c.id, c.job, spec), node: c.node }))
+  return plan({ nodes: w.nodes, allocations }, instances.map((id) => demandOf(id, entry.record.id, spec)))
+}
+
+function claimAction (instance: string, generation = 1): Action {
+  return { kind: 'claim', instance, job: /^([^@.]+)/.exec(instance)![1]!, generation }
+}
+
+describe('decide: placing a new job', () => {
+  it('a batch job of 3 on 3 nodes: each instance claimed once, at generation 1, by the node placement chose', () => {
+    const web = job('web', { count: 3 })
+    const w: World = { nodes: [node('a'), node('b'), node('c')], jobs: [web] }
+    const instances = ['web.0', 'web.1', 'web.2']
+    const p = planOf(w, instances, web)
+    expect(p.pending).toEqual([])
+    const all = decideAll(w)
+    for (const [self, d] of all) {
+      const mine = p.placements.filter((x) => x.node === self).map((x) => claimAction(x.task))
+      expect(d.actions, self).toEqual(expect.arrayContaining(mine))
+      expect(d.actions, self).toHaveLength(mine.length)
+      expect([...d.open].sort(), self).toEqual(instances)
+      // The others' instances wait for their chosen node.
+      for (const x of p.placements.filter((x) => x.node !== self)) expect(d.pending.get(x.task), self).toEqual({ job: 'web', message: `placed on ${x.node}; waiting for it to claim` })
+    }
+    expect(unionOfClaims(all)).toEqual(p.placements.map((x) => ({ node: x.node, instance: x.task, generation: 1 })).sort((x, y) => x.instance.localeCompare(y.instance)))
+    expect(unionOfClaims(all).map((c) => c.instance)).toEqual(instances)
+  })
+
+  // A node that is neither the chosen node nor a named backup never claims (a regression:
+  // it once read as rank 0, the chosen node's, and claimed at once).
+  it('a job of 1 on 5 nodes is claimed by the chosen node alone (not by nodes outside the candidates)', () => {
+    const web = job('web')
+    const w: World = { nodes: ['a', 'b', 'c', 'd', 'e'].map((id) => node(id)), jobs: [web] }
+    const [placed] = planOf(w, ['web.0'], web).placements
+    expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 1 }])
+  })
+
+  it('a backup candidate claims only after k × claimTimeoutMs from openSince', () => {
+    const web = job('web')
+    const w: World = { nodes: [node('a'), node('b'), node('c')], jobs: [web] }
+    const [placed] = planOf(w, ['web.0'], web).placements
+    expect(placed!.candidates).toHaveLength(2)
+    const [first, second] = placed!.candidates as [string, string]
+    const waiting = { job: 'web', message: `placed on ${placed!.node}; waiting for it to claim` }
+    const at = (self: string, openSince: number | undefined, claimTimeoutMs?: number): Decisions =>
+      decideAs({ ...w, ...(openSince !== undefined ? { openSince } : {}), ...(claimTimeoutMs !== undefined ? { claimTimeoutMs } : {}) }, self)
+
+    // Seen open just now (or never before): only the chosen node claims.
+    expect(at(placed!.node, undefined).actions).toEqual([claimAction('web.0')])
+    expect(at(first, undefined).actions).toEqual([])
+    expect(at(first, undefined).pending.get('web.0')).toEqual(waiting)
+    // Backup 1 after 1 × 1 s, backup 2 after 2 × 1 s.
+    expect(at(first, NOW - 999).actions).toEqual([])
+    expect(at(first, NOW - 999).pending.get('web.0')).toEqual(waiting)
+    expect(at(first, NOW - 1_000).actions).toEqual([claimAction('web.0')])
+    expect(at(second, NOW - 1_999).actions).toEqual([])
+    expect(at(second, NOW - 2_000).actions).toEqual([claimAction('web.0')])
+    // With another timeout.
+    expect(at(first, NOW - 4_999, 5_000).actions).toEqual([])
+    expect(at(first, NOW - 5_000, 5_000).actions).toEqual([claimAction('web.0')])
+    expect(at(second, NOW - 9_999, 5_000).actions).toEqual([])
+    expect(at(second, NOW - 10_000, 5_000).actions).toEqual([claimAction('web.0')])
+  })
+
+  it('a node holding off an instance does not claim it, even when chosen', () => {
+    const web = job('web')
+    const w: World = { nodes: [node('a'), node('b'), node('c')], jobs: [web] }
+    const [placed] = planOf(w, ['web.0'], web).placements
+    const d = decideAs({ ...w, holdOff: { [placed!.node]: ['web.0'] } }, placed!.node)
+    expect(d.actions).toEqual([])
+    expect(d.pending.get('web.0')).toEqual({ job: 'web', message: `placed on ${placed!.node}; waiting for it to claim` })
+  })
+
+  it('claims over a dead claim with the next generation', () => {
+    const web = job('web')
+    const w: World = { nodes: [node('a'), node('b'), node('c', { alive: false })], jobs: [web], claims: [claim('web.0', 'c', { generation: 4 }), claim('web.0', 'a', { generation: 2, state: 'killed' })] }
+    const [placed] = planOf(w, ['web.0'], web).placements
+    expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 5 }])
+  })
+})
+
+describe('decide: held instances', () => {
+  const web = job('web')
+  const nodes = [node('a'), node('b'), node('c')]
+
+  it('an instance held by a live node: nobody else claims, long after it was open', () => {
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'b')], openSince: LONG_AGO }
+    const all = decideAll(w)
+    expect(actionsByNode(all)).toEqual({ a: [], b: [], c: [] })
+    for (const d of all.values()) expect(d.open).toEqual([])
+  })
+
+  it('held by self but not running here: lost, and not claimed again', () => {
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'b', { state: 'starting' })], local: { b: [] }, openSince: LONG_AGO }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [], b: [{ kind: 'lost', instance: 'web.0', job: 'web' }], c: [] })
+  })
+
+  it('a duplicate claim of self with a higher generation: stop on self only', () => {
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'a', { generation: 1 }), claim('web.0', 'b', { generation: 2, state: 'starting' })] }
+    expect(actionsByNode(decideAll(w))).toEqual({
+      a: [],
+      b: [{ kind: 'stop', instance: 'web.0', job: 'web', why: 'a duplicate: a holds it (generation 1)' }],
+      c: [],
+    })
+  })
+})
+
+describe('decide: finished instances and jobs', () => {
+  const nodes = [node('a'), node('b'), node('c')]
+
+  it('an exited instance is never claimed again, even when its node is dead; a copy still running stops', () => {
+    const web = job('web')
+    const w: World = {
+      nodes: [node('a'), node('b'), node('c', { alive: false })],
+      jobs: [web],
+      claims: [claim('web.0', 'c', { state: 'exited' }), claim('web.0', 'b', { generation: 2, state: 'running' })],
+      openSince: LONG_AGO,
+    }
+    const all = decideAll(w)
+    // No claim anywhere; a, the lowest live node, marks the job finished for c, which is gone.
+    expect(actionsByNode(all)).toEqual({
+      a: [{ kind: 'finish-job', job: 'web' }],
+      b: [{ kind: 'stop', instance: 'web.0', job: 'web', why: 'it already finished on c' }],
+    })
+    for (const d of all.values()) expect(d.open).toEqual([])
+  })
+
+  it('a failed instance is finished too', () => {
+    const web = job('web', { count: 2 })
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'a', { state: 'exited' }), claim('web.1', 'c', { state: 'failed' })], openSince: LONG_AGO }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [{ kind: 'finish-job', job: 'web' }], b: [], c: [] })
+  })
+
+  it('all instances finished: finish-job only from the node that finished instance 0', () => {
+    const web = job('web', { count: 3 })
+    const w: World = {
+      nodes, jobs: [web], openSince: LONG_AGO,
+      claims: [claim('web.0', 'b', { state: 'exited' }), claim('web.1', 'a', { state: 'exited' }), claim('web.2', 'c', { state: 'failed' })],
+    }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [], b: [{ kind: 'finish-job', job: 'web' }], c: [] })
+  })
+
+  it('all instances finished and the finisher of instance 0 is gone: the lowest live node marks the job', () => {
+    const web = job('web', { count: 2 })
+    const w: World = {
+      nodes: [node('a', { alive: false }), node('b'), node('c'), node('d')], jobs: [web], openSince: LONG_AGO,
+      claims: [claim('web.0', 'a', { state: 'exited' }), claim('web.1', 'd', { state: 'exited' })],
+    }
+    expect(actionsByNode(decideAll(w))).toEqual({ b: [{ kind: 'finish-job', job: 'web' }], c: [], d: [] })
+  })
+
+  it('no finish-job while an instance still runs', () => {
+    const web = job('web', { count: 3 })
+    const w: World = {
+      nodes, jobs: [web], openSince: LONG_AGO,
+      claims: [claim('web.0', 'b', { state: 'exited' }), claim('web.1', 'a', { state: 'exited' }), claim('web.2', 'c', { state: 'running' })],
+    }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [], b: [], c: [] })
+  })
+
+  it('only a batch job finishes', () => {
+    const api = job('api', { type: 'service' })
+    const w: World = { nodes, jobs: [api], claims: [claim('api.0', 'a', { state: 'exited' })], openSince: LONG_AGO }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [], b: [], c: [] })
+  })
+
+  it('a job marked finished: nothing is claimed, nobody marks it again, and a live claim stops', () => {
+    const web = job('web', { count: 2 }, { finishedAt: NOW - 1_000 })
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'a', { state: 'exited' }), claim('web.1', 'c')], openSince: LONG_AGO }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [], b: [], c: [{ kind: 'stop', instance: 'web.1', job: 'web', why: 'its job has finished' }] })
+  })
+
+  // A local copy whose own claim is no longer live (already recorded killed while
+  // its process stops) is matched to its job through `wanted` only, which holds
+  // no instance of a finished or stopped job: the stop says job '' and
+  // 'its job is gone', every pass until the process is gone.
+  it('a job marked finished: a local copy without a live claim stops, saying why', () => {
+    const web = job('web', { count: 2 }, { finishedAt: NOW - 1_000 })
+    const w: World = { nodes, jobs: [web], claims: [claim('web.1', 'c', { state: 'killed' })], local: { c: ['web.1'] } }
+    expect(decideAs(w, 'c').actions).toEqual([{ kind: 'stop', instance: 'web.1', job: 'web', why: 'its job has finished' }])
+  })
+})
+
+describe('decide: stopped and gone jobs', () => {
+  it('a stopped job: every node with a local copy or a live claim stops it', () => {
+    const web = job('web', { count: 4 }, { desired: 'stopped', version: 2 })
+    const w: World = {
+      nodes: [node('a'), node('b'), node('c'), node('d')],
+      jobs: [web],
+      claims: [
+        claim('web.0', 'a'), // a live claim, nothing local (a start in flight that was lost)
+        claim('web.1', 'b'), // a live claim running here
+        claim('web.2', 'c', { state: 'starting', generation: 3 }), // a live claim and a local copy
+        claim('web.3', 'd', { state: 'exited' }), // done: nothing to stop
+      ],
+      local: { a: [], b: ['web.1'], c: ['web.2'], d: [] },
+      openSince: LONG_AGO,
+    }
+    const why = 'its job was stopped'
+    expect(actionsByNode(decideAll(w))).toEqual({
+      a: [{ kind: 'stop', instance: 'web.0', job: 'web', why }],
+      b: [{ kind: 'stop', instance: 'web.1', job: 'web', why }],
+      c: [{ kind: 'stop', instance: 'web.2', job: 'web', why }],
+      d: [],
+    })
+  })
+
+  it('a stopped job: a local copy without a live claim stops', () => {
+    const web = job('web', { count: 1 }, { desired: 'stopped', version: 2 })
+    const w: World = { nodes: [node('a'), node('b')], jobs: [web], claims: [claim('web.0', 'a', { state: 'killed' })], local: { a: ['web.0'], b: [] } }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [{ kind: 'stop', instance: 'web.0', job: expect.any(String), why: expect.any(String) }], b: [] })
+  })
+
+  // The same gap as for a finished job: the stop names job '' and says 'its job is gone'.
+  it('a stopped job: a local copy without a live claim stops, saying the job was stopped', () => {
+    const web = job('web', { count: 1 }, { desired: 'stopped', version: 2 })
+    const w: World = { nodes: [node('a'), node('b')], jobs: [web], claims: [claim('web.0', 'a', { state: 'killed' })], local: { a: ['web.0'] } }
+    expect(decideAs(w, 'a').actions).toEqual([{ kind: 'stop', instance: 'web.0', job: 'web', why: 'its job was stopped' }])
+  })
+
+  it('a job that is gone: its local copy stops', () => {
+    const w: World = { nodes: [node('a'), node('b')], jobs: [], claims: [claim('old.0', 'a')], local: { a: ['old.0'], b: [] } }
+    expect(actionsByNode(decideAll(w))).toEqual({
+      a: [{ kind: 'stop', instance: 'old.0', job: expect.any(String), why: 'its job is gone' }],
+      b: [],
+    })
+  })
+
+  it('a job whose stored spec is unreadable: its instances stop and nothing is placed', () => {
+    const web: JobEntry = { ...job('web'), spec: null }
+    const w: World = { nodes: [node('a'), node('b')], jobs: [web], claims: [claim('web.0', 'a')] }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [{ kind: 'stop', instance: 'web.0', job: 'web', why: 'its job no longer wants it' }], b: [] })
+  })
+})
+
+describe('decide: the partition rule', () => {
+  const nodes = [node('a'), node('b'), node('c', { alive: false })]
+
+  it('held by an unreachable node on a minority side: not taken over, and the pending message says why', () => {
+    const web = job('web')
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'c')], majority: false, openSince: LONG_AGO }
+    const all = decideAll(w)
+    expect(actionsByNode(all)).toEqual({ a: [], b: [] })
+    for (const d of all.values()) {
+      expect(d.open).toEqual(['web.0'])
+      const pending = d.pending.get('web.0')!
+      expect(pending.job).toBe('web')
+      expect(pending.message).toMatch(/^held by c, which this node cannot reach;/)
+      expect(pending.message).toMatch(/minority/)
+    }
+  })
+
+  it('on the majority side: taken over by the node placement chooses, at the next generation', () => {
+    const web = job('web')
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'c')], majority: true }
+    const [placed] = planOf(w, ['web.0'], web).placements
+    expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 2 }])
+  })
+
+  it('partition: both: taken over on a minority side too', () => {
+    const web = job('web', { partition: 'both' })
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'c')], majority: false }
+    const [placed] = planOf(w, ['web.0'], web).placements
+    expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 2 }])
+  })
+
+  it('a brand-new job is placed on a minority side', () => {
+    const web = job('web', { count: 2 })
+    const w: World = { nodes, jobs: [web], majority: false }
+    const p = planOf(w, ['web.0', 'web.1'], web)
+    expect(unionOfClaims(decideAll(w))).toEqual(p.placements.map((x) => ({ node: x.node, instance: x.task, generation: 1 })).sort((x, y) => x.instance.localeCompare(y.instance)))
+  })
+
+  it('an instance given up by an unreachable node is placed on a minority side', () => {
+    const web = job('web')
+    const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'c', { state: 'lost' })], majority: false }
+    const [placed] = planOf(w, ['web.0'], web).placements
+    expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 2 }])
+  })
+})
+
+describe('decide: cron', () => {
+  const nodes = [node('a'), node('b'), node('c')]
+  /** Every five minutes; NOW is a tick. */
+  const nightly = (input: object = {}, over: Partial<JobRecord> = {}): JobEntry => job('nightly', { type: 'cron', schedule: '*/5 * * * *', ...input }, over)
+  const TICK = 'nightly@20260115T080000Z.0'
+  const EARLIER = 'nightly@20260115T075500Z.0'
+
+  it('a due tick within the deadline: one claim of <job>@<tick>.0, the same instance id on every node', () => {
+    const w: World = { nodes, jobs: [nightly()], now: NOW + 3_000 }
+    const all = decideAll(w)
+    for (const d of all.values()) expect(d.open).toEqual([TICK])
+    const claims = unionOfClaims(all)
+    expect(claims.map(({ instance, generation }) => ({ instance, generation }))).toEqual([{ instance: TICK, generation: 1 }])
+    expect(claims[0]!.node).toBe(planOf(w, [TICK], nightly()).placements[0]!.node)
+  })
+
+  it('a tick exactly at the deadline still fires; one past it is skipped with missed: skip', () => {
+    expect(unionOfClaims(decideAll({ nodes, jobs: [nightly()], now: NOW + 10_000 })).map((c) => c.instance)).toEqual([TICK])
+    const late = decideAll({ nodes, jobs: [nightly()], now: NOW + 10_001 })
+    expect(actionsByNode(late)).toEqual({ a: [], b: [], c: [] })
+    for (const d of late.values()) expect(d.open).toEqual([])
+  })
+
+  it('a tick older than cronDeadlineMs fires with missed: run-once', () => {
+    const w: World = { nodes, jobs: [nightly({ missed: 'run-once' })], now: NOW + 4 * 60_000 }
+    expect(unionOfClaims(decideAll(w)).map(({ instance, generation }) => ({ instance, generation }))).toEqual([{ instance: TICK, generation: 1 }])
+  })
+
+  it('follows cronDeadlineMs', () => {
+    const w: World = { nodes, jobs: [nightly()], now: NOW + 30_000, cronDeadlineMs: 60_000 }
+    expect(unionOfClaims(decideAll(w)).map((c) => c.instance)).toEqual([TICK])
+  })
+
+  it('overlap: skip with an earlier run still held: no new tick; overlap: allow: the new tick too', () => {
+    const claims = [claim(EARLIER, 'b')]
+    const skip = decideAll({ nodes, jobs: [nightly()], claims, now: NOW + 1_000 })
+    expect(actionsByNode(skip)).toEqual({ a: [], b: [], c: [] })
+    for (const d of skip.values()) expect(d.open).toEqual([])
+    const allow = decideAll({ nodes, jobs: [nightly({ overlap: 'allow' })], claims, now: NOW + 1_000 })
+    expect(unionOfClaims(allow).map((c) => c.instance)).toEqual([TICK])
+  })
+
+  it('a tick already claimed is not claimed again', () => {
+    const w: World = { nodes, jobs: [nightly()], claims: [claim(TICK, 'a', { state: 'starting' })], now: NOW + 2_000, openSince: LONG_AGO }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [], b: [], c: [] })
+  })
+
+  it('a tick already run to its end is not run again', () => {
+    const w: World = { nodes, jobs: [nightly()], claims: [claim(TICK, 'a', { state: 'exited' })], now: NOW + 5_000, openSince: LONG_AGO }
+    expect(actionsByNode(decideAll(w))).toEqual({ a: [], b: [], c: [] })
+  })
+
+  it('a tick before the job was submitted: nothing; a tick in the second it was submitted counts', () => {
+    const before = decideAll({ nodes, jobs: [nightly({}, { submittedAt: NOW + 2_000 })], now: NOW + 3_000 })
+    expect(actionsByNode(before)).toEqual({ a: [], b: [], c: [] })
+    for (const d of before.values()) expect(d.open).toEqual([])
+    const sameSecond = decideAll({ nodes, jobs: [nightly({}, { submittedAt: NOW + 500 })], now: NOW + 3_000 })
+    expect(unionOfClaims(sameSecond).map((c) => c.instance)).toEqual([TICK])
+  })
+
+  it('a count of 2 fires <job>@<tick>.0 and .1', () => {
+    const w: World = { nodes, jobs: [nightly({ count: 2 })], now: NOW + 1_000 }
+    expect(unionOfClaims(decideAll(w)).map((c) => c.instance)).toEqual([TICK, 'nightly@20260115T080000Z.1'])
+  })
+})
+
+describe('decide: no node overcommitted', () => {
+  const cores = job('cores', { count: 10, cpu: 1 })
+  const w: World = { nodes: [node('a', { cpuMillis: 2_000 }), node('b', { cpuMillis: 2_000 })], jobs: [cores] }
+  const instances = Array.from({ length: 10 }, (_, i) => `cores.${i}`)
+  const p = planOf(w, instances, cores)
+  const perNode = (claims: Array<{ node: string }>): Record<string, number> => ({
+    a: claims.filter((c) => c.node === 'a').length,
+    b: claims.filter((c) => c.node === 'b').length,
+  })
+
+  it('10 instances of 1 core on two 2-core nodes: what does not fit is pending on every node with placement\'s message', () => {
+    expect(p.placements).toHaveLength(4)
+    expect(p.pending).toHaveLength(6)
+    for (const d of decideAll(w).values()) {
+      for (const x of p.pending) {
+        expect(d.pending.get(x.task)).toEqual({ job: 'cores', message: x.why.message, why: x.why })
+        expect(x.why.message).toMatch(/^no node has 1 CPU free/)
+      }
+    }
+  })
+
+  // The plan puts cores.0 and cores.1 on a (candidates [b]) and cores.2 and cores.3
+  // on b (candidates []: a is full by then); a must not take b's two.
+  it('10 instances of 1 core on two 2-core nodes: at most 2 claims per node, exactly the plan\'s', () => {
+    const claims = unionOfClaims(decideAll(w))
+    expect(perNode(claims)).toEqual({ a: 2, b: 2 })
+    expect(claims).toEqual(p.placements.map((x) => ({ node: x.node, instance: x.task, generation: 1 })).sort((x, y) => x.instance.localeCompare(y.instance)))
+  })
+
+  // a is full with its two claims, so it is nobody's candidate, and claims nothing.
+  it('with 2 instances already claimed on a, only b claims, 2 instances', () => {
+    const claims = unionOfClaims(decideAll({ ...w, claims: [claim('cores.8', 'a'), claim('cores.9', 'a')] }))
+    expect(perNode(claims)).toEqual({ a: 0, b: 2 })
+  })
+
+  // Backups claim in the same pass as the node's own placements, and the plan
+  // counted the backups' demand on their chosen node: once every instance has
+  // been open for k × claimTimeoutMs, a node takes a backup only within its own
+  // free capacity (b is a's candidate for cores.0 and cores.1).
+  it('backup claims past their timeout do not overcommit a node either', () => {
+    const claims = unionOfClaims(decideAll({ ...w, openSince: LONG_AGO }))
+    expect(perNode(claims).a).toBeLessThanOrEqual(2)
+    expect(perNode(claims).b).toBeLessThanOrEqual(2)
+  })
+})
+
+describe('desiredInstances', () => {
+  const isLive = (id: string): boolean => id !== 'dead'
+  const input = (claims: TaskRecord[], now = NOW): Parameters<typeof desiredInstances>[1] => ({
+    now,
+    claims: (instance) => claims.filter((c) => c.id === instance),
+    claimedInstances: (j) => [...new Set(claims.filter((c) => c.job === j).map((c) => c.id))],
+    nodes: [],
+  })
+
+  it('a batch or service job: every index', () => {
+    expect(desiredInstances(job('web', { count: 3 }), input([]), isLive)).toEqual(['web.0', 'web.1', 'web.2'])
+    expect(desiredInstances(job('api', { type: 'service', count: 2 }), input([claim('api.0', 'a', { state: 'exited' })]), isLive)).toEqual(['api.0', 'api.1'])
+  })
+
+  it('a job with an unreadable spec: none', () => {
+    expect(desiredInstances({ ...job('web'), spec: null }, input([]), isLive)).toEqual([])
+  })
+
+  it('cron: the due tick, plus earlier runs until they finish', () => {
+    const cron = job('nightly', { type: 'cron', schedule: '*/5 * * * *', overlap: 'allow' })
+    expect(desiredInstances(cron, input([], NOW + 1_000), isLive)).toEqual(['nightly@20260115T080000Z.0'])
+    const claims = [
+      claim('nightly@20260115T074500Z.0', 'a', { state: 'exited' }),
+      claim('nightly@20260115T075000Z.0', 'dead'),
+      claim('nightly@20260115T075500Z.0', 'b'),
+    ]
+    expect(desiredInstances(cron, input(claims, NOW + 1_000), isLive)).toEqual(['nightly@20260115T075000Z.0', 'nightly@20260115T075500Z.0', 'nightly@20260115T080000Z.0'])
+  })
+
+  it('cron, overlap: skip: an earlier run whose node is dead does not hold the next tick back', () => {
+    const cron = job('nightly', { type: 'cron', schedule: '*/5 * * * *' })
+    const claims = [claim('nightly@20260115T075500Z.0', 'dead')]
+    expect(desiredInstances(cron, input(claims, NOW + 1_000), isLive)).toEqual(['nightly@20260115T075500Z.0', 'nightly@20260115T080000Z.0'])
+    const held = [claim('nightly@20260115T075500Z.0', 'b')]
+    expect(desiredInstances(cron, input(held, NOW + 1_000), isLive)).toEqual(['nightly@20260115T075500Z.0'])
+  })
+})
+
+describe('majority', () => {
+  const WINDOW = 60_000
+  type Member = { id: string, state: string, stateSinceMs: number }
+  const m = (id: string, state: string, ago = 1_000): Member => ({ id, state, stateSinceMs: NOW - ago })
+
+  it('5 stable members: 3 reachable hold the majority, 2 do not', () => {
+    expect(majority([m('a', 'alive'), m('b', 'alive'), m('c', 'suspect'), m('d', 'dead'), m('e', 'dead')], NOW, WINDOW)).toBe(true)
+    expect(majority([m('a', 'dead'), m('b', 'dead'), m('c', 'dead'), m('d', 'alive'), m('e', 'alive')], NOW, WINDOW)).toBe(false)
+    // The lowest id does not help a side without the tie.
+    expect(majority([m('a', 'alive'), m('b', 'alive'), m('c', 'dead'), m('d', 'dead'), m('e', 'dead')], NOW, WINDOW)).toBe(false)
+  })
+
+  it('a member dead longer than the window no longer counts', () => {
+    // Counted, a (dead) would make it 2 of 4 with the lowest id on the other side.
+    const members = [m('a', 'dead', WINDOW), m('b', 'dead', WINDOW - 1), m('c', 'alive'), m('d', 'alive')]
+    expect(majority(members, NOW, WINDOW)).toBe(true)
+    expect(majority([m('a', 'dead', WINDOW - 1), ...members.slice(1)], NOW, WINDOW)).toBe(false)
+  })
+
+  it('members that left never count, however recent', () => {
+    expect(majority([m('a', 'left', 0), m('b', 'left', 0), m('c', 'alive'), m('d', 'dead')], NOW, WINDOW)).toBe(true)
+    expect(majority([m('a', 'left', 0), m('b', 'alive'), m('c', 'dead'), m('d', 'dead')], NOW, WINDOW)).toBe(false)
+  })
+
+  it('an even split 2/2 goes to the side holding the lowest id', () => {
+    expect(majority([m('a', 'alive'), m('b', 'alive'), m('c', 'dead'), m('d', 'dead')], NOW, WINDOW)).toBe(true)
+    expect(majority([m('a', 'dead'), m('b', 'dead'), m('c', 'alive'), m('d', 'alive')], NOW, WINDOW)).toBe(false)
+    // Order of the list does not matter.
+    expect(majority([m('d', 'alive'), m('c', 'alive'), m('b', 'dead'), m('a', 'dead')], NOW, WINDOW)).toBe(false)
+    expect(majority([m('d', 'dead'), m('c', 'dead'), m('b', 'suspect'), m('a', 'alive')], NOW, WINDOW)).toBe(true)
+  })
+
+  it('a lone node of 1 holds the majority; a lone node of 3 does not', () => {
+    expect(majority([m('a', 'alive')], NOW, WINDOW)).toBe(true)
+    expect(majority([m('a', 'alive'), m('b', 'dead'), m('c', 'dead')], NOW, WINDOW)).toBe(false)
+    // Once the others are past the window, it is alone in its membership and holds it again.
+    expect(majority([m('b', 'alive'), m('a', 'dead', 2 * WINDOW), m('c', 'dead', 2 * WINDOW)], NOW, WINDOW)).toBe(true)
+  })
+})
