@@ -94,8 +94,9 @@ export class JobService {
 
   jobs (all: boolean): JobSummary[] {
     const out: JobSummary[] = []
+    const byJob = this.instancesByJob()
     for (const record of this.state.state.jobs()) {
-      const view = this.view(record)
+      const view = this.view(record, byJob)
       if (!all && (view.status === 'stopped' || view.status === 'completed' || view.status === 'failed')) continue
       out.push({ id: view.id, name: view.name, type: view.type, desired: view.desired, status: view.status, submittedAt: view.submittedAt, counts: view.counts, count: view.spec?.count ?? 0 })
     }
@@ -134,12 +135,11 @@ export class JobService {
   }
 
   /** A job with the state of each of its instances, as this node sees the cluster. */
-  view (record: JobRecord): JobView {
+  view (record: JobRecord, byJob = this.instancesByJob()): JobView {
     const spec = readSpec(record.spec)
     const live = this.liveness()
-    const ids = new Set<string>()
+    const ids = new Set<string>(byJob.get(record.id))
     if (spec !== null && spec.cron === undefined) for (let i = 0; i < spec.count; i++) ids.add(`${record.id}.${i}`)
-    for (const t of this.state.state.tasks()) if (t.job === record.id) ids.add(t.id)
     const instances: InstanceView[] = []
     for (const id of [...ids].sort(compareInstances)) instances.push(this.instance(id, live, record.desired === 'stopped'))
     const counts: Record<string, number> = {}
@@ -171,6 +171,17 @@ export class JobService {
       nextRun,
       exitCode: status === 'completed' ? 0 : status === 'failed' ? (failedExit?.code != null && failedExit.code !== 0 ? failedExit.code : 1) : null,
     }
+  }
+
+  /** The instance ids with claims, by job: one walk over the claims for a whole listing. */
+  private instancesByJob (): Map<string, Set<string>> {
+    const out = new Map<string, Set<string>>()
+    for (const t of this.state.state.tasks()) {
+      let ids = out.get(t.job)
+      if (ids === undefined) out.set(t.job, ids = new Set())
+      ids.add(t.id)
+    }
+    return out
   }
 
   private instance (id: string, live: (node: string) => boolean, stopped = false): InstanceView {
@@ -372,7 +383,11 @@ export class JobService {
     const degraded: string[] = []
     for (const j of this.jobs(true)) {
       jobs[j.status] = (jobs[j.status] ?? 0) + 1
-      if (j.status === 'degraded') degraded.push(`job ${j.id}: ${j.counts.running ?? 0} of ${j.count} instances running`)
+      if (j.status !== 'degraded') continue
+      degraded.push(`job ${j.id}: ${j.counts.running ?? 0} of ${j.count} instances running`)
+      for (const i of this.job(j.id).instances) {
+        if (i.state === 'restarting' && i.restarts >= 3) degraded.push(`task ${i.id} is in a crash loop on ${i.node}: ${i.restarts} restarts, last ${i.exit?.reason ?? 'exit unknown'}`)
+      }
     }
     for (const [id, p] of this.reconciler.pendingAll()) if (degraded.length < 20) degraded.push(`task ${id} is pending: ${p.message}`)
     if (count.dead > 0) degraded.push(`${count.dead} node(s) dead`)
