@@ -171,9 +171,16 @@ export function decide (input: ReconcileInput): Decisions {
       open.push(id)
       // Held only by nodes this side cannot reach: only the majority side takes it over, unless the job runs on every side.
       const across = claims.filter((c) => c.status === 'active' && !isLive(c.node)).map((c) => c.node)
-      if (across.length > 0 && !input.majority && spec.partition !== 'both') {
-        pending.set(id, { job: record.id, message: `held by ${across.join(', ')}, which this node cannot reach; this side of the cluster is a minority, so it does not take the task over (partition: majority)` })
-        continue
+      if (!input.majority && spec.partition !== 'both') {
+        if (across.length > 0) {
+          pending.set(id, { job: record.id, message: `held by ${across.join(', ')}, which this node cannot reach; this side of the cluster is a minority, so it does not take the task over (partition: majority)` })
+          continue
+        }
+        // New work (a new job, a cron tick, an instance given up) is placed on a minority side only for jobs submitted on this side.
+        if (!isLive(record.submittedBy)) {
+          pending.set(id, { job: record.id, message: `this side of the cluster is a minority and the job was submitted on the other side (by ${record.submittedBy}), which places it (partition: majority)` })
+          continue
+        }
       }
       const demand = demandOf(id, record.id, spec)
       toPlace.push(demand)

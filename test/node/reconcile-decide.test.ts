@@ -359,6 +359,21 @@ describe('decide: the partition rule', () => {
     expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 2 }])
   })
 
+  it('a job submitted on the other side is not placed on a minority side, even where nothing holds it', () => {
+    const web = job('web', {}, { submittedBy: 'c' })
+    const nightly = job('nightly', { type: 'cron', schedule: '* * * * * *' }, { submittedBy: 'c' })
+    const w: World = { nodes, jobs: [web, nightly], claims: [claim('web.0', 'c', { state: 'killed' })], majority: false }
+    const all = decideAll(w)
+    expect(actionsByNode(all)).toEqual({ a: [], b: [] })
+    for (const d of all.values()) {
+      expect(d.pending.get('web.0')!.message).toMatch(/minority and the job was submitted on the other side \(by c\)/)
+      expect([...d.pending.keys()].filter((id) => id.startsWith('nightly@'))).toHaveLength(1)
+    }
+    // The same jobs submitted on this side, or running on every side, are placed.
+    const ours = decideAll({ ...w, jobs: [job('web', {}, { submittedBy: 'b' }), job('nightly', { type: 'cron', schedule: '* * * * * *', partition: 'both' }, { submittedBy: 'c' })] })
+    expect(unionOfClaims(ours).map((c) => c.instance.replace(/@.*\./, '@tick.'))).toEqual(['nightly@tick.0', 'web.0'])
+  })
+
   it('a brand-new job is placed on a minority side', () => {
     const web = job('web', { count: 2 })
     const w: World = { nodes, jobs: [web], majority: false }
