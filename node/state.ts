@@ -101,7 +101,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   /** Aborts every sync in progress when the node stops. */
   private readonly aborter = new AbortController()
   private readonly serving = new Set<Promise<void>>()
-  /** Local changes on their way to the disk, then to the gossip batch. */
+  /** Local changes on their way to the disk (they are in the gossip batch already). */
   private readonly storing = new Set<Promise<void>>()
   /** Counts document updates, to know when a cached digest is stale. */
   private version = 0
@@ -321,13 +321,17 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       appended.catch((err: Error) => { this.storeFailed(err, 'an update from a peer') })
       return
     }
-    const gossiped = appended.then(() => { this.queueGossip(update) }, (err: Error) => {
+    // Gossiped at once, in parallel with the disk: the acknowledgement waits for the
+    // disk, the peers need not (a change they got that this node then lost on a crash
+    // comes back to it by anti-entropy, like any other record of its earlier life).
+    this.queueGossip(update)
+    const stored = appended.then(() => {}, (err: Error) => {
       this.storeFailed(err, 'a local change')
       throw new MurmurError('STATE_WRITE_FAILED', `the change could not be stored on disk (${err.message}); it is not acknowledged, though it may still take effect: check before retrying`, 1, 503)
     })
-    this.lastLocalAppend = gossiped
-    this.storing.add(gossiped)
-    gossiped.then(() => { this.storing.delete(gossiped) }, () => { this.storing.delete(gossiped) })
+    this.lastLocalAppend = stored
+    this.storing.add(stored)
+    stored.then(() => { this.storing.delete(stored) }, () => { this.storing.delete(stored) })
   }
 
   /**

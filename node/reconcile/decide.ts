@@ -27,8 +27,13 @@ export function isLiveState (state: TaskState): boolean {
 }
 
 export const RECONCILE_DEFAULTS = Object.freeze({
-  /** Backup candidate k claims an open instance after k × this (placement/README.md, "Choosing among the feasible"). */
-  claimTimeoutMs: 1_000,
+  /**
+   * Backup candidate k claims an open instance after k × this (placement/README.md,
+   * "Choosing among the feasible"). Only a stuck chosen node waits for it (a dead one is
+   * not chosen); under load a chosen node's claim can take over a second to arrive,
+   * and a shorter timeout then makes duplicates.
+   */
+  claimTimeoutMs: 2_000,
   /** With `missed: skip`, a cron tick not fired within this long after its time is skipped. */
   cronDeadlineMs: 10_000,
 })

@@ -11,10 +11,10 @@ import type { NodeView } from '../../placement/types.ts'
 import { MurmurError } from '../errors.ts'
 import type { Executor } from '../executor/executor.ts'
 import type { TaskExit, TaskInfo, TaskSpec } from '../executor/types.ts'
-import { attemptId, parseAttempt } from '../jobs/instances.ts'
+import { attemptId, instanceId, parseAttempt } from '../jobs/instances.ts'
 import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
 import type { StateService } from '../state.ts'
-import { type Action, type Decisions, type JobEntry, RECONCILE_DEFAULTS, decide, isLiveState, majority } from './decide.ts'
+import { type Action, CLAIM_STATUS, type Decisions, type JobEntry, RECONCILE_DEFAULTS, decide, isLiveState, majority } from './decide.ts'
 
 export interface ReconcileConfig {
   /** A pass at least this often, for cron ticks and claim timeouts (changes trigger one at once). */
@@ -54,7 +54,16 @@ interface Local {
   startedAt: number | null
   /** Resolves when a stop under way is done. */
   stopped: Promise<void> | null
+  /** Claimed, but the claim is not recorded yet (it goes with the start, or after CLAIM_WRITE_DELAY_MS). */
+  unwritten: boolean
 }
+
+/**
+ * A claim is recorded together with its task's start when the start is this quick:
+ * one update instead of two. The other nodes computed the same placement, so they
+ * do not take the instance meanwhile; a backup waits seconds (claimTimeoutMs).
+ */
+const CLAIM_WRITE_DELAY_MS = 50
 
 export interface ReconcilerInit {
   self: string
@@ -77,6 +86,8 @@ export class Reconciler {
   private readonly holdOff = new Map<string, number>()
   /** Own claim records waiting to be written, in one transaction per flush. */
   private readonly outbox = new Map<string, TaskRecord>()
+  /** Batch jobs to mark finished, written with the claims. */
+  private readonly jobOutbox = new Map<string, JobRecord>()
   private outboxTimer: NodeJS.Timeout | null = null
   private last: Decisions = { actions: [], open: [], pending: new Map() }
   private lastMajority = true
@@ -106,7 +117,7 @@ export class Reconciler {
       const { instance, restarts } = parseAttempt(info.id)
       const claim = this.ownClaim(instance)
       if (claim === undefined || !isLiveState(claim.state)) continue
-      this.local.set(instance, { instance, job: claim.job, generation: claim.generation, restarts, streak: 0, phase: info.phase === 'running' ? 'running' : 'stopping', timer: null, startedAt: info.startedAt, stopped: null })
+      this.local.set(instance, { instance, job: claim.job, generation: claim.generation, restarts, streak: 0, phase: info.phase === 'running' ? 'running' : 'stopping', timer: null, startedAt: info.startedAt, stopped: null, unwritten: false })
     }
     this.executor.on('exit', this.onExit)
     this.unsubscribe.push(() => { this.executor.off('exit', this.onExit) })
@@ -256,6 +267,8 @@ export class Reconciler {
         return
       }
       case 'stop':
+        // Every pass says so again until the stop is done: once is enough.
+        if (this.local.get(action.instance)?.stopped != null) return
         this.log.info({ task: action.instance, why: action.why }, 'stopping a task')
         void this.stop(action.instance, action.why, 'killed')
         return
@@ -265,21 +278,18 @@ export class Reconciler {
         return
       case 'finish-job': {
         const record = this.state.state.job(action.job)
-        if (record === undefined || record.finishedAt !== undefined) return
-        const now = Date.now()
-        this.state.write((st) => { st.putJob({ ...record, version: record.version + 1, updatedAt: now, finishedAt: now }) })
-          .catch((err: Error) => { this.log.warn({ job: action.job, err: err.message }, 'could not mark the job finished') })
+        if (record !== undefined) this.markFinished(record)
       }
     }
   }
 
   private claim (instance: string, job: JobRecord, spec: JobSpec, generation: number): void {
     const now = Date.now()
-    const l: Local = { instance, job: job.id, generation, restarts: 0, streak: 0, phase: 'starting', timer: null, startedAt: null, stopped: null }
+    const l: Local = { instance, job: job.id, generation, restarts: 0, streak: 0, phase: 'starting', timer: null, startedAt: null, stopped: null, unwritten: true }
     this.local.set(instance, l)
     this.openSince.delete(instance)
     this.stats.claims++
-    this.record(instance, { id: instance, job: job.id, node: this.self, generation, state: 'starting', since: now, restarts: 0 }, true)
+    setTimeout(() => { if (l.unwritten && this.local.get(instance) === l) this.record(instance, { state: 'starting', since: now }) }, CLAIM_WRITE_DELAY_MS).unref()
     this.launch(l, spec)
   }
 
@@ -324,23 +334,25 @@ export class Reconciler {
     const now = Date.now()
     const recorded = recordedExit(exit)
     if (job === undefined || spec === null || job.desired !== 'running') {
-      this.local.delete(instance)
       this.record(instance, { state: 'killed', finishedAt: now, exit: recorded })
+      this.local.delete(instance)
       this.schedule()
       return
     }
     const succeeded = exit.reason === 'exited' && exit.code === 0
     const service = job.type === 'service'
     if (!service && succeeded) {
-      this.local.delete(instance)
       this.record(instance, { state: 'exited', finishedAt: now, exit: recorded })
+      this.local.delete(instance)
+      this.finishJobIfDone(job)
       this.schedule()
       return
     }
     if (!service && l.restarts >= spec.restart.attempts) {
-      this.local.delete(instance)
       this.log.warn({ task: instance, exit: exit.message, attempts: l.restarts + 1 }, 'a task failed for the last time')
       this.record(instance, { state: 'failed', finishedAt: now, exit: recorded })
+      this.local.delete(instance)
+      this.finishJobIfDone(job)
       this.schedule()
       return
     }
@@ -388,8 +400,8 @@ export class Reconciler {
           if ((err as MurmurError).code !== 'NO_SUCH_TASK') this.log.warn({ task: instance, err: (err as Error).message }, 'could not stop a task')
         }
       }
-      this.local.delete(instance)
       this.record(instance, { state: final, finishedAt: Date.now(), exit })
+      this.local.delete(instance)
       this.schedule()
     })()
     l.stopped = done
@@ -401,12 +413,42 @@ export class Reconciler {
   }
 
   /**
+   * A batch job whose last instance this node just finished is marked finished in
+   * the same transaction as that instance's record (decide's `finish-job` covers
+   * the rest: a finisher that died, a race between two last instances).
+   */
+  private finishJobIfDone (job: JobRecord): void {
+    if (job.type !== 'batch' || job.finishedAt !== undefined) return
+    const spec = readSpec(job.spec)
+    if (spec === null) return
+    for (let i = 0; i < spec.count; i++) {
+      if (!this.claimsOf(instanceId(job.id, i)).some((c) => CLAIM_STATUS[c.state] === 'finished')) return
+    }
+    this.markFinished(job)
+  }
+
+  private markFinished (job: JobRecord): void {
+    if (job.finishedAt !== undefined || this.jobOutbox.has(job.id)) return
+    const now = Date.now()
+    this.jobOutbox.set(job.id, { ...job, version: job.version + 1, updatedAt: now, finishedAt: now })
+    this.outboxTimer ??= setTimeout(() => { void this.flush() }, 0)
+  }
+
+  /**
    * Queues a change of this node's claim of an instance. All changes of one turn
    * go to the state in one transaction (one update, one fsync, one gossip).
    */
-  private record (instance: string, patch: Partial<TaskRecord>, fresh = false): void {
-    const base = fresh ? undefined : this.ownClaim(instance)
-    if (!fresh && base === undefined) return
+  private record (instance: string, patch: Partial<TaskRecord>): void {
+    const l = this.local.get(instance)
+    let base: TaskRecord | undefined
+    if (l?.unwritten === true) {
+      // The first record of a claim: nothing of an earlier claim of ours (its exit, its end) carries over.
+      base = { id: instance, job: l.job, node: this.self, generation: l.generation, state: 'claimed', since: Date.now(), restarts: l.restarts }
+      l.unwritten = false
+    } else {
+      base = this.ownClaim(instance)
+    }
+    if (base === undefined) return
     const now = Date.now()
     const next = { ...base, ...patch, since: patch.since ?? now } as TaskRecord
     this.outbox.set(instance, next)
@@ -415,10 +457,16 @@ export class Reconciler {
 
   private async flush (): Promise<void> {
     this.outboxTimer = null
-    if (this.outbox.size === 0) return
+    if (this.outbox.size === 0 && this.jobOutbox.size === 0) return
     const records = [...this.outbox.values()]
+    const jobs = [...this.jobOutbox.values()]
+    // Taken out before the write: a job record written is not written again.
+    this.jobOutbox.clear()
     try {
-      await this.state.write((s) => { for (const r of records) s.putTask(r) })
+      await this.state.write((s) => {
+        for (const r of records) s.putTask(r)
+        for (const j of jobs) s.putJob(j)
+      })
       // Whatever a later change queued for the same instance stays queued.
       for (const r of records) if (this.outbox.get(r.id) === r) this.outbox.delete(r.id)
     } catch (err) {
@@ -426,6 +474,7 @@ export class Reconciler {
       if (e.code === 'STOPPING') return
       // The document holds what was written even if the disk did not take it; a refused write is retried.
       for (const r of records) if (this.outbox.get(r.id) === r && this.state.state.taskClaims(r.id).some((c) => c.node === this.self && JSON.stringify(c) === JSON.stringify(r))) this.outbox.delete(r.id)
+      for (const j of jobs) if (this.state.state.job(j.id)?.finishedAt === undefined) this.jobOutbox.set(j.id, j)
       this.log.warn({ err: e.message, records: records.length }, 'could not store task records; retrying')
       this.outboxTimer ??= setTimeout(() => { void this.flush() }, 100)
     }

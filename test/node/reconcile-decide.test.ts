@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest'
 import type { JobRecord, TaskRecord } from '../../crdt/schema.ts'
 import { normalizeJob } from '../../node/jobs/spec.ts'
-import { decide, demandOf, desiredInstances, isLiveState, majority, type Action, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
+import { RECONCILE_DEFAULTS, decide, demandOf, desiredInstances, isLiveState, majority, type Action, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
 import { plan, type Plan } from '../../placement/place.ts'
 import type { NodeView } from '../../placement/types.ts'
 
@@ -144,12 +144,13 @@ describe('decide: placing a new job', () => {
     expect(at(placed!.node, undefined).actions).toEqual([claimAction('web.0')])
     expect(at(first, undefined).actions).toEqual([])
     expect(at(first, undefined).pending.get('web.0')).toEqual(waiting)
-    // Backup 1 after 1 × 1 s, backup 2 after 2 × 1 s.
-    expect(at(first, NOW - 999).actions).toEqual([])
-    expect(at(first, NOW - 999).pending.get('web.0')).toEqual(waiting)
-    expect(at(first, NOW - 1_000).actions).toEqual([claimAction('web.0')])
-    expect(at(second, NOW - 1_999).actions).toEqual([])
-    expect(at(second, NOW - 2_000).actions).toEqual([claimAction('web.0')])
+    // With the default timeout T: backup 1 after 1 × T, backup 2 after 2 × T.
+    const T = RECONCILE_DEFAULTS.claimTimeoutMs
+    expect(at(first, NOW - T + 1).actions).toEqual([])
+    expect(at(first, NOW - T + 1).pending.get('web.0')).toEqual(waiting)
+    expect(at(first, NOW - T).actions).toEqual([claimAction('web.0')])
+    expect(at(second, NOW - 2 * T + 1).actions).toEqual([])
+    expect(at(second, NOW - 2 * T).actions).toEqual([claimAction('web.0')])
     // With another timeout.
     expect(at(first, NOW - 4_999, 5_000).actions).toEqual([])
     expect(at(first, NOW - 5_000, 5_000).actions).toEqual([claimAction('web.0')])
