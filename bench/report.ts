@@ -2,6 +2,8 @@
 // (unless --json), and a summary of figures, each next to its target with "met"
 // or "missed" — never a failure on time.
 
+import { readFileSync } from 'node:fs'
+
 export interface Figure { part: string, what: string, measured: string, target: string, verdict: string }
 
 export class Report {
@@ -40,4 +42,19 @@ export const COMMON_OPTIONS = {
 export function selectParts<P extends string> (only: string | undefined, parts: readonly P[]): { selected: Set<P>, unknown: string[] } {
   const named = only === undefined ? [...parts] : only.split(',').map((s) => s.trim())
   return { selected: new Set(named.filter((p): p is P => (parts as readonly string[]).includes(p))), unknown: named.filter((p) => !(parts as readonly string[]).includes(p)) }
+}
+
+/** The nearest-rank percentile (`p` from 0 to 1); NaN for no values. */
+export function percentile (xs: readonly number[], p: number): number {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]!
+}
+
+/** Busy and total jiffies of all cores since boot, from /proc/stat: two readings give the machine's busy share between them. */
+export function machineTimes (): { busy: number, total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+  const total = fields.reduce((a, b) => a + b, 0)
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0)
+  return { busy: total - idle, total }
 }

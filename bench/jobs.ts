@@ -1,0 +1,888 @@
+// Jobs benchmark: a 5-node testnet on loopback (real node processes, real libp2p,
+// real cgroups), driven through the HTTP API with murmur/client and watched
+// through every node's event stream. Prints figures, each next to its target
+// with "met" or "missed"; never fails on time. Usage:
+//   npm run bench:jobs -- [--only latency,throughput,sigkill,sigstop] [--quick] [--json]
+//                         [--submissions 200] [--seconds 20] [--inflight 10] [--trials 3]
+//
+//   latency     submit → running: a service `sleep 30` (cpu 10m, memory 16M) submitted
+//               on a random node, timed from just before submitJob until that node's
+//               event stream shows a claim of it `running`; one job at a time, each
+//               stopped (all its claims ended) before the next, after 5 warm-up jobs.
+//               The records' own times (one machine, one clock) split it into
+//               phases: request in, claimed, process started, running recorded, seen
+//   throughput  batch jobs of `true` submitted by --inflight workers spread over the
+//               nodes, as fast as the nodes accept, for a warm-up second and then
+//               --seconds: instances first seen running or exited (on any stream)
+//               per second in that window; then the backlog is drained. Refusals
+//               (503 OVERLOADED) are counted and retried after 50 ms
+//   sigkill     a service of 20 `sleep 600`; once all run, SIGKILL of the node that
+//               holds the most; per instance it held: the kill → a running claim
+//               of a higher generation from another node (first seen on any
+//               stream). --trials times, a new job each, the node restarted between
+//   sigstop     the same with SIGSTOP; the node is resumed once its instances run
+//               elsewhere (or after 30 s). Its tasks kept running while it was
+//               paused, and its claims (the lower generation) meet the replacements:
+//               the time from SIGCONT until every instance has one live claim
+//               again, and which side kept them, are extra figures
+//
+// The parts run in the order latency, sigkill, sigstop, throughput on one testnet:
+// throughput last, because the thousands of finished jobs it leaves stay in the
+// state (for the job retention) and every later reconcile pass reads them all.
+// A victim is never a node that (re)joined less than 15 s ago: SWIM gives a
+// newcomer's suspicion its ceiling (membership/swim.ts, newcomerGraceMs), so the
+// first failover waits until the testnet is 15 s old.
+//
+// The full run takes about 1.5 minutes on 2 cores; --quick about 40 s (40
+// submissions, 5 s of throughput, one trial each; the targets are for the full
+// run). --json: one JSON document on stdout instead of the tables (progress still
+// goes to stderr). Needs root for cgroups. Everything runs on one machine, so the
+// nodes, their tasks and this process share its cores: run it alone. Ctrl-C takes
+// the testnet down and removes its temp dir.
+
+import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { cpus, loadavg, release, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { parseArgs } from 'node:util'
+import { ApiError, type Client, type ClusterEvent, type JobView, type MemberEvent, type TaskRecord, connect } from '../cli/client.ts'
+import { table } from '../cli/table.ts'
+import { PRESETS } from '../membership/config.ts'
+import { detectHierarchies, parseKeyed } from '../node/executor/cgroups.ts'
+import { isLiveState } from '../node/reconcile/decide.ts'
+import { cpuTicks } from '../testnet/local/process.ts'
+import type { TestnetNode } from '../testnet/local/state.ts'
+import * as testnet from '../testnet/local/testnet.ts'
+import { COMMON_OPTIONS, Report, log, machineTimes, percentile, selectParts } from './report.ts'
+
+const PARTS = ['latency', 'throughput', 'sigkill', 'sigstop'] as const
+type Part = typeof PARTS[number]
+const RUN_ORDER: readonly Part[] = ['latency', 'sigkill', 'sigstop', 'throughput']
+
+const TARGETS = Object.freeze({
+  submitToRunningP50MsMax: 50,
+  submitToRunningP99MsMax: 250,
+  tasksPerSecondMin: 100,
+  sigkillMedianMsMax: 2_000,
+  sigstopMedianMsMax: 4_000,
+})
+
+const NODES = 5
+/** What every task asks for: small, so that capacity never limits a part (a node of 2 cores offers 1900m). */
+const TASK = Object.freeze({ cpu: '10m', memory: '16M' })
+const SERVICE_COUNT = 20
+const WARMUP_JOBS = 5
+const NEWCOMER_GRACE_MS = PRESETS.local.newcomerGraceMs
+const LIMITS = Object.freeze({
+  /** One latency job not running by then is counted as timed out. */
+  runningWaitMs: 15_000,
+  /** All instances of a failover service running, a stopped job's claims ended, every node alive everywhere. */
+  settleMs: 60_000,
+  /** A victim's instances not running elsewhere by then are reported as not replaced. */
+  failoverWaitMs: 30_000,
+  /** After the throughput window: how long the backlog may take to start. */
+  drainMs: 30_000,
+  /** Pause after submit refused (503 OVERLOADED, a timeout) before the worker tries again. */
+  refusedBackoffMs: 50,
+})
+/** Within one generation a node's claim only moves forward; a record of the same millisecond is ordered by this. */
+const STATE_ORDER: Readonly<Record<string, number>> = { claimed: 0, starting: 1, running: 2, restarting: 2, exited: 3, failed: 3, killed: 3, lost: 3 }
+
+// ---- figures ---------------------------------------------------------------------------
+
+const summary = new Report()
+
+const median = (xs: readonly number[]): number => percentile(xs, 0.5)
+const max = (xs: readonly number[]): number => xs.length === 0 ? NaN : Math.max(...xs)
+const ms = (x: number): string => Number.isNaN(x) ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`
+const count = (x: number): string => Math.round(x).toLocaleString('en-US')
+const perSecond = (x: number): string => Number.isNaN(x) ? '-' : `${count(x)}/s`
+const pct = (x: number): string => Number.isNaN(x) ? '-' : `${x.toFixed(0)} %`
+const r1 = (x: number): number => Math.round(x * 10) / 10
+const defined = (xs: ReadonlyArray<number | undefined>): number[] => xs.filter((x): x is number => x !== undefined && !Number.isNaN(x))
+/** The machine's clock with sub-millisecond resolution, comparable with the records' Date.now() times. */
+const wall = (perfMs: number): number => performance.timeOrigin + perfMs
+
+interface Spread { n: number, p50: number, p99: number, max: number }
+function spread (xs: readonly number[]): Spread {
+  return { n: xs.length, p50: r1(percentile(xs, 0.5)), p99: r1(percentile(xs, 0.99)), max: r1(max(xs)) }
+}
+
+// ---- the event streams -----------------------------------------------------------------
+
+type TaskListener = (record: TaskRecord, observer: number, atMs: number) => void
+type MemberListener = (event: MemberEvent, observer: number, atMs: number) => void
+
+/** Follows the event stream of every node; each part listens for what it measures. */
+class Streams {
+  /** Streams that ended while followed (the node cut off a slow reader, or went): events in the gap were missed. */
+  reconnects = 0
+  private readonly followed = new Map<number, AbortController>()
+  private readonly taskListeners = new Set<TaskListener>()
+  private readonly memberListeners = new Set<MemberListener>()
+
+  follow (node: TestnetNode): void {
+    this.unfollow(node.index)
+    const controller = new AbortController()
+    this.followed.set(node.index, controller)
+    void this.run(connect(node.apiUrl), node.index, controller.signal)
+  }
+
+  unfollow (index: number): void {
+    this.followed.get(index)?.abort()
+    this.followed.delete(index)
+  }
+
+  stop (): void {
+    for (const c of this.followed.values()) c.abort()
+    this.followed.clear()
+  }
+
+  onTask (listener: TaskListener): () => void {
+    this.taskListeners.add(listener)
+    return () => { this.taskListeners.delete(listener) }
+  }
+
+  onMember (listener: MemberListener): () => void {
+    this.memberListeners.add(listener)
+    return () => { this.memberListeners.delete(listener) }
+  }
+
+  private async run (client: Client, observer: number, signal: AbortSignal): Promise<void> {
+    const dispatch = (event: ClusterEvent): void => {
+      const at = performance.now()
+      if (event.type === 'task') for (const l of this.taskListeners) l(event.data, observer, at)
+      else if (event.type === 'member') for (const l of this.memberListeners) l(event.data, observer, at)
+    }
+    while (!signal.aborted) {
+      await client.events(dispatch, signal).catch(() => {})
+      if (signal.aborted) return
+      this.reconnects++
+      log(`events: the stream of node ${observer} ended; following it again`)
+      await sleep(200)
+    }
+  }
+}
+
+/** The latest record of each node's claim of each instance, whichever stream brought it. */
+class ClaimBook {
+  private readonly byInstance = new Map<string, Map<string, TaskRecord>>()
+
+  put (r: TaskRecord): void {
+    let nodes = this.byInstance.get(r.id)
+    if (nodes === undefined) this.byInstance.set(r.id, nodes = new Map())
+    const seen = nodes.get(r.node)
+    if (seen === undefined || later(r, seen)) nodes.set(r.node, r)
+  }
+
+  live (instance: string): TaskRecord[] {
+    return [...this.byInstance.get(instance)?.values() ?? []].filter((r) => isLiveState(r.state))
+  }
+
+  /** How many nodes have claimed the instance (in any generation). */
+  claimers (instance: string): number {
+    return this.byInstance.get(instance)?.size ?? 0
+  }
+
+  has (instance: string): boolean {
+    return this.byInstance.has(instance)
+  }
+}
+
+function later (a: TaskRecord, b: TaskRecord): boolean {
+  if (a.generation !== b.generation) return a.generation > b.generation
+  if (a.since !== b.since) return a.since > b.since
+  return (STATE_ORDER[a.state] ?? 0) > (STATE_ORDER[b.state] ?? 0)
+}
+
+// ---- the cluster -------------------------------------------------------------------------
+
+interface Cluster {
+  dir: string
+  nodes: TestnetNode[]
+  clients: Client[]
+  streams: Streams
+  /** performance.now() from which no other node counts a node as a newcomer. */
+  settledAt: number[]
+}
+
+let cluster: Cluster | null = null
+let interrupted = false
+
+const indexOf = (c: Cluster, peerId: string): number => c.nodes.findIndex((n) => n.peerId === peerId)
+const randomNode = (): number => Math.floor(Math.random() * NODES)
+
+/** Polls `check` every 5 ms; false if it did not hold within the time (times come from the listeners, not from here). */
+async function until (check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs
+  while (!interrupted) {
+    if (check()) return true
+    if (performance.now() >= deadline) return false
+    await sleep(5)
+  }
+  return false
+}
+
+async function allAlive (c: Cluster): Promise<void> {
+  const deadline = performance.now() + LIMITS.settleMs
+  while (!interrupted && performance.now() < deadline) {
+    if ((await testnet.aliveCounts(c.nodes.map((n) => n.apiUrl))).every((n) => n === NODES)) return
+    await sleep(100)
+  }
+  if (!interrupted) throw new Error(`the nodes did not all see each other alive within ${LIMITS.settleMs} ms`)
+}
+
+/** Counts the suspicions and deaths of members that the streams report while it listens: in a part without faults, each is a false alarm. */
+function alarms (c: Cluster): { stop: () => { suspect: number, dead: number } } {
+  let suspect = 0
+  let dead = 0
+  const off = c.streams.onMember((e) => {
+    if (e.member.state === 'suspect') suspect++
+    else if (e.member.state === 'dead') dead++
+  })
+  return { stop: () => { off(); return { suspect, dead } } }
+}
+
+function serviceSpec (name: string, count: number, seconds: number): Record<string, unknown> {
+  return { name, type: 'service', command: 'sleep', args: [String(seconds)], count, ...TASK }
+}
+
+interface NodeLogs {
+  byMessage: Record<string, number>
+  /** Tasks stopped as duplicates (each once: a node logs the stop on every pass until it is done). */
+  duplicateStops: number
+  duplicateStopLines: number
+  refusedStarts: number
+  /** The executor's start() as the nodes log it ("task started", ms). */
+  taskStart: Spread
+}
+
+/** What the nodes' logs say: messages by level and text, duplicates stopped, the executor's start times. */
+function nodeLogs (c: Cluster): NodeLogs {
+  const byMessage: Record<string, number> = {}
+  const duplicates = new Set<string>()
+  let duplicateStopLines = 0
+  let refusedStarts = 0
+  const starts: number[] = []
+  for (const node of c.nodes) {
+    let text = ''
+    try {
+      text = readFileSync(node.logFile, 'utf8')
+    } catch {
+      continue
+    }
+    for (const line of text.split('\n')) {
+      if (line === '') continue
+      let entry: { level?: number, msg?: string, why?: string, task?: string, ms?: number }
+      try {
+        entry = JSON.parse(line) as typeof entry
+      } catch {
+        continue
+      }
+      if (entry.msg === undefined) continue
+      const level = (entry.level ?? 30) >= 50 ? 'error' : (entry.level ?? 30) >= 40 ? 'warn' : 'info'
+      const key = `${level}: ${entry.msg}`
+      byMessage[key] = (byMessage[key] ?? 0) + 1
+      if (entry.msg === 'stopping a task' && entry.why?.startsWith('a duplicate') === true) { duplicateStopLines++; duplicates.add(`${node.index} ${entry.task}`) }
+      if (entry.msg === 'could not start a task; giving it up here') refusedStarts++
+      if (entry.msg === 'task started' && typeof entry.ms === 'number') starts.push(entry.ms)
+    }
+  }
+  return { byMessage, duplicateStops: duplicates.size, duplicateStopLines, refusedStarts, taskStart: spread(starts) }
+}
+
+// ---- 1. submit → running ------------------------------------------------------------------
+
+interface LatencySample {
+  totalMs: number
+  /** Request → answered (the job stored and fsynced on the submitting node). */
+  answeredMs: number
+  local: boolean
+  /**
+   * Phases by the records' times: request in; job accepted → claimed (the job fsynced, gossiped, a pass on the
+   * placed node); claimed → the executor's entry made (its dirs and log files); → running recorded (cgroup,
+   * spawn, the task file); → seen on the submitting node's stream (the record fsynced, gossiped back).
+   */
+  phases: { accepted: number, claimed: number, entry: number, running: number, seen: number }
+  /** Nodes that claimed the one instance. */
+  claimers: number
+  stopMs: number
+}
+
+async function latency (c: Cluster, n: number): Promise<void> {
+  const fsync = fsyncProbe(c.dir, 50)
+  log(`latency: fdatasync of a 1 KiB append in the testnet's dir: p50 ${ms(fsync.p50)}, p99 ${ms(fsync.p99)}`)
+  log(`latency: ${WARMUP_JOBS} warm-up jobs, then ${n} one at a time: service sleep 30 (cpu ${TASK.cpu}, memory ${TASK.memory}) submitted on a random node, until that node's stream shows it running`)
+  const samples: LatencySample[] = []
+  let timedOut = 0
+  const alarm = alarms(c)
+  for (let i = -WARMUP_JOBS; i < n && !interrupted; i++) {
+    const sample = await latencyOnce(c, `lat-${i + WARMUP_JOBS}`, randomNode())
+    if (sample === null) { timedOut++; continue }
+    if (i >= 0) samples.push(sample)
+    if (i >= 0 && (i + 1) % 50 === 0) log(`latency: ${i + 1}/${n}, p50 so far ${ms(median(samples.map((s) => s.totalMs)))}`)
+  }
+  const falseAlarms = alarm.stop()
+  if (interrupted) return
+  const total = spread(samples.map((s) => s.totalMs))
+  const local = samples.filter((s) => s.local)
+  const remote = samples.filter((s) => !s.local)
+  const phase = (k: keyof LatencySample['phases'], of = samples): Spread => spread(defined(of.map((s) => s.phases[k])))
+  const phases = { accepted: phase('accepted'), claimed: phase('claimed'), entry: phase('entry'), running: phase('running'), seen: phase('seen') }
+  const answered = spread(samples.map((s) => s.answeredMs))
+  const stop = spread(samples.map((s) => s.stopMs))
+  const duplicated = samples.filter((s) => s.claimers > 1).length
+  const meanClaimers = samples.reduce((a, s) => a + s.claimers, 0) / Math.max(1, samples.length)
+  summary.results.latency = {
+    total, local: spread(local.map((s) => s.totalMs)), remote: spread(remote.map((s) => s.totalMs)), phases,
+    localPhases: { claimed: phase('claimed', local), seen: phase('seen', local) }, remotePhases: { claimed: phase('claimed', remote), seen: phase('seen', remote) }, answered, stop, timedOut, duplicated, meanClaimers: r1(meanClaimers), fsync, falseAlarms,
+  }
+  summary.print(`\nlatency: submit → running seen on the submitting node's stream; ${samples.length} service jobs one at a time (after ${WARMUP_JOBS} warm-up), each stopped before the next\n`)
+  summary.print(table(['', 'N', 'P50', 'P99', 'MAX'], [
+    ['submit → running seen', String(total.n), ms(total.p50), ms(total.p99), ms(total.max)],
+    ['  placed on the submitting node', String(local.length), ms(percentile(local.map((s) => s.totalMs), 0.5)), ms(percentile(local.map((s) => s.totalMs), 0.99)), ms(max(local.map((s) => s.totalMs)))],
+    ['  placed on another node', String(remote.length), ms(percentile(remote.map((s) => s.totalMs), 0.5)), ms(percentile(remote.map((s) => s.totalMs), 0.99)), ms(max(remote.map((s) => s.totalMs)))],
+    ['submitJob answered (job fsynced)', String(answered.n), ms(answered.p50), ms(answered.p99), ms(answered.max)],
+    ['phases by the records\' times:', '', '', '', ''],
+    ['  request → job accepted', String(phases.accepted.n), ms(phases.accepted.p50), ms(phases.accepted.p99), ms(phases.accepted.max)],
+    ['  accepted → claimed (starting)', String(phases.claimed.n), ms(phases.claimed.p50), ms(phases.claimed.p99), ms(phases.claimed.max)],
+    ['  claimed → task dirs and logs made', String(phases.entry.n), ms(phases.entry.p50), ms(phases.entry.p99), ms(phases.entry.max)],
+    ['  → cgroup, spawn: running recorded', String(phases.running.n), ms(phases.running.p50), ms(phases.running.p99), ms(phases.running.max)],
+    ['  recorded → seen on the stream', String(phases.seen.n), ms(phases.seen.p50), ms(phases.seen.p99), ms(phases.seen.max)],
+    ['stopJob → every claim ended', String(stop.n), ms(stop.p50), ms(stop.p99), ms(stop.max)],
+  ]) + '\n')
+  summary.print(`claims per instance: ${meanClaimers.toFixed(2)} on average; ${duplicated} of ${samples.length} instances claimed by more than one node${timedOut > 0 ? `; ${timedOut} jobs not running within ${ms(LIMITS.runningWaitMs)}` : ''}\n`)
+  summary.print(`accepted → claimed p50 / recorded → seen p50: placed on the submitting node ${ms(phase('claimed', local).p50)} / ${ms(phase('seen', local).p50)}, on another node ${ms(phase('claimed', remote).p50)} / ${ms(phase('seen', remote).p50)}\n`)
+  summary.print(`members reported suspect / dead meanwhile (no node was harmed): ${falseAlarms.suspect} / ${falseAlarms.dead}\n`)
+  summary.print(`on the critical path of a remote placement: the job's write, the claim's and the running record's (each fsynced before it is gossiped: fdatasync of 1 KiB here p50 ${ms(fsync.p50)}, p99 ${ms(fsync.p99)}), and two gossip hops\n`)
+  summary.figure('latency', `submit → running, ×${total.n}: p50`, ms(total.p50), `≤ ${TARGETS.submitToRunningP50MsMax} ms`, total.p50 <= TARGETS.submitToRunningP50MsMax)
+  summary.figure('latency', `submit → running, ×${total.n}: p99`, ms(total.p99), `≤ ${TARGETS.submitToRunningP99MsMax} ms`, total.p99 <= TARGETS.submitToRunningP99MsMax)
+  summary.figure('latency', 'submit → running: max', ms(total.max))
+  summary.figure('latency', 'placed locally / on another node: p50', `${ms(percentile(local.map((s) => s.totalMs), 0.5))} / ${ms(percentile(remote.map((s) => s.totalMs), 0.5))}`)
+  summary.figure('latency', 'instances claimed by more than one node', `${duplicated}/${samples.length}`)
+  if (timedOut > 0) summary.figure('latency', `jobs not running within ${ms(LIMITS.runningWaitMs)}`, String(timedOut), '0', false)
+}
+
+async function latencyOnce (c: Cluster, name: string, index: number): Promise<LatencySample | null> {
+  const prefix = `${name}-`
+  const book = new ClaimBook()
+  const claimedAt = new Map<string, number>()
+  /** The first running claim seen on the submitting node's stream (a holder: the listener sets it). */
+  const seen: { value: { atMs: number, record: TaskRecord } | null } = { value: null }
+  const off = c.streams.onTask((r, observer, at) => {
+    if (!r.job.startsWith(prefix)) return
+    book.put(r)
+    if (r.state === 'starting' && !claimedAt.has(r.node)) claimedAt.set(r.node, r.since)
+    if (seen.value === null && observer === index && r.state === 'running') seen.value = { atMs: at, record: r }
+  })
+  const client = c.clients[index]!
+  let job: JobView | null = null
+  try {
+    const t0 = performance.now()
+    job = await client.submitJob(serviceSpec(name, 1, 30))
+    const t1 = performance.now()
+    if (!await until(() => seen.value !== null, LIMITS.runningWaitMs)) {
+      if (!interrupted) log(`latency: ${job.id} submitted on node ${index} not seen running there within ${ms(LIMITS.runningWaitMs)}`)
+      return null
+    }
+    const s = seen.value!
+    const claimed = claimedAt.get(s.record.node) ?? NaN
+    const startedAt = s.record.startedAt ?? NaN
+    const sample: LatencySample = {
+      totalMs: s.atMs - t0,
+      answeredMs: t1 - t0,
+      local: s.record.node === c.nodes[index]!.peerId,
+      phases: {
+        accepted: job.submittedAt - wall(t0),
+        claimed: claimed - job.submittedAt,
+        entry: startedAt - claimed,
+        running: s.record.since - startedAt,
+        seen: wall(s.atMs) - s.record.since,
+      },
+      claimers: 0,
+      stopMs: NaN,
+    }
+    const stopping = performance.now()
+    await client.stopJob(job.id)
+    const instance = `${job.id}.0`
+    if (!await until(() => book.live(instance).length === 0, LIMITS.runningWaitMs) && !interrupted) log(`latency: ${job.id} still has live claims ${ms(LIMITS.runningWaitMs)} after its stop`)
+    sample.stopMs = performance.now() - stopping
+    sample.claimers = book.claimers(instance)
+    job = null
+    return sample
+  } finally {
+    off()
+    if (job !== null && !interrupted) await client.stopJob(job.id).catch(() => {})
+  }
+}
+
+// ---- 2. tasks started per second ------------------------------------------------------------
+
+async function throughput (c: Cluster, seconds: number, inflight: number): Promise<void> {
+  const warmMs = 1_000
+  log(`throughput: ${inflight} workers submitting batch jobs of true (cpu ${TASK.cpu}, memory ${TASK.memory}) to nodes 0–${NODES - 1} in turn, as fast as they are accepted: a warm-up of ${ms(warmMs)}, then ${seconds} s counted`)
+  const book = new ClaimBook()
+  /** Instance → when first seen running or exited; when its submit was answered. */
+  const started = new Map<string, number>()
+  const answered = new Map<string, number>()
+  const off = c.streams.onTask((r, _observer, at) => {
+    if (!r.job.startsWith('tp-')) return
+    book.put(r)
+    if ((r.state === 'running' || r.state === 'exited') && !started.has(r.id)) started.set(r.id, at)
+  })
+  const refused = new Map<string, number>()
+  const alarm = alarms(c)
+  const submitMs: number[] = []
+  let seq = 0
+  const t0 = performance.now()
+  const from = t0 + warmMs
+  const end = from + seconds * 1_000
+  let before: { nodes: number[], own: number, tasks: number, machine: { busy: number, total: number } } | null = null
+  const snapshot = (): NonNullable<typeof before> => ({ nodes: c.nodes.map((n) => cpuTicks(n.pid!)), own: ownCpuMs(), tasks: tasksCpuMs(c), machine: machineTimes() })
+  const warmTimer = setTimeout(() => { before = snapshot() }, warmMs)
+  const progress = setInterval(() => {
+    const s = (performance.now() - t0) / 1000
+    log(`throughput: ${s.toFixed(0)} s, ${count(answered.size)} submitted, ${count(started.size)} started, ${count([...refused.values()].reduce((a, b) => a + b, 0))} refused`)
+  }, 2_000)
+  const worker = async (w: number): Promise<void> => {
+    const client = connect(c.nodes[w % NODES]!.apiUrl, { timeoutMs: 10_000 })
+    while (!interrupted && performance.now() < end) {
+      const a = performance.now()
+      try {
+        const job = await client.submitJob({ name: `tp-${seq++}`, type: 'batch', command: 'true', ...TASK })
+        const b = performance.now()
+        answered.set(`${job.id}.0`, b)
+        if (a >= from && b <= end) submitMs.push(b - a)
+      } catch (err) {
+        const code = err instanceof ApiError ? err.code : 'ERROR'
+        refused.set(code, (refused.get(code) ?? 0) + 1)
+        await sleep(LIMITS.refusedBackoffMs)
+      }
+    }
+  }
+  try {
+    await Promise.all(Array.from({ length: inflight }, async (_, w) => { await worker(w) }))
+  } finally {
+    clearTimeout(warmTimer)
+    clearInterval(progress)
+  }
+  if (interrupted) { off(); return }
+  const after = snapshot()
+  const elapsedS = (performance.now() - from) / 1000
+  const b = before ?? after
+  const nodeCpuPct = after.nodes.reduce((sum, t, i) => sum + (t - b.nodes[i]!), 0) / elapsedS
+  const ownCpuPct = (after.own - b.own) / 10 / elapsedS
+  const machineBusyPct = 100 * (after.machine.busy - b.machine.busy) / Math.max(1, after.machine.total - b.machine.total)
+  const tasksCpuPct = (after.tasks - b.tasks) / 10 / elapsedS
+  /** What else ran on the machine meanwhile (other users' processes), in % of one core. */
+  const otherCpuPct = machineBusyPct * cpus().length - nodeCpuPct - ownCpuPct - (Number.isNaN(tasksCpuPct) ? 0 : tasksCpuPct)
+
+  log(`throughput: window over; draining the backlog (up to ${ms(LIMITS.drainMs)})`)
+  const drainFrom = performance.now()
+  const settled = (id: string): boolean => started.has(id) || (book.has(id) && book.live(id).length === 0)
+  await until(() => [...answered.keys()].every(settled), LIMITS.drainMs)
+  const drainMs = performance.now() - drainFrom
+  off()
+  const falseAlarms = alarm.stop()
+
+  const inWindow = (t: number): boolean => t >= from && t < end
+  const startsInWindow = [...started.values()].filter(inWindow).length
+  const submitsInWindow = [...answered.values()].filter(inWindow).length
+  const perSecondStarts = Array.from({ length: seconds }, (_, k) => [...started.values()].filter((t) => t >= from + k * 1_000 && t < from + (k + 1) * 1_000).length)
+  const neverStarted = [...answered.keys()].filter((id) => !started.has(id)).length
+  const toStart = spread(defined([...answered.entries()].filter(([, t]) => inWindow(t)).map(([id, t]) => started.has(id) ? started.get(id)! - t : undefined)))
+  const claimers = [...answered.keys()].map((id) => book.claimers(id))
+  const duplicated = claimers.filter((n) => n > 1).length
+  const meanClaimers = claimers.reduce((a, n) => a + n, 0) / Math.max(1, claimers.length)
+  const rate = startsInWindow / seconds
+  const refusedTotal = [...refused.values()].reduce((a, n) => a + n, 0)
+  const submit = spread(submitMs)
+  const jobsInState = (await c.clients[0]!.jobs({ all: true }).catch(() => ({ jobs: [] }))).jobs.length
+
+  summary.results.throughput = {
+    seconds, inflight, startsPerSecond: r1(rate), startsInWindow, submitsInWindow, submitsPerSecond: r1(submitsInWindow / seconds), submittedTotal: answered.size,
+    startedTotal: started.size, neverStarted, drainMs: Math.round(drainMs), refused: Object.fromEntries(refused), submit, answeredToStarted: toStart,
+    perSecondStarts, meanClaimers: r1(meanClaimers), duplicated, nodeCpuPct: r1(nodeCpuPct), tasksCpuPct: r1(tasksCpuPct), ownCpuPct: r1(ownCpuPct), otherCpuPct: r1(otherCpuPct),
+    machineBusyPct: r1(machineBusyPct), nodeCpuMsPerStart: r1(nodeCpuPct * 10 / Math.max(rate, 1e-9)), jobsInState, falseAlarms,
+  }
+  summary.print(`\nthroughput: batch jobs of true submitted by ${inflight} workers over ${NODES} nodes for ${seconds} s (after ${ms(warmMs)} of warm-up); a start = an instance first seen running or exited\n`)
+  summary.print(table(['STARTS/S', 'STARTED', 'SUBMITTED', 'SUBMITS/S', 'REFUSED', 'SUBMIT P50', 'SUBMIT P99', 'ANSWERED → STARTED P50', 'P99', 'NODES CPU', 'BENCH CPU', 'MACHINE BUSY'], [[
+    perSecond(rate), count(startsInWindow), count(submitsInWindow), perSecond(submitsInWindow / seconds), count(refusedTotal), ms(submit.p50), ms(submit.p99),
+    ms(toStart.p50), ms(toStart.p99), pct(nodeCpuPct), pct(ownCpuPct), pct(machineBusyPct),
+  ]]) + '\n')
+  summary.print(`starts in each second of the window: ${perSecondStarts.join(' ')}\n`)
+  summary.print(`in all: ${count(answered.size)} submitted, ${count(started.size)} started, ${count(neverStarted)} never started (backlog drained in ${ms(drainMs)}); refusals: ${refusedTotal === 0 ? 'none' : [...refused.entries()].map(([k, v]) => `${v} ${k}`).join(', ')}\n`)
+  summary.print(`claims per instance: ${meanClaimers.toFixed(2)} on average, ${count(duplicated)} instances claimed by more than one node; jobs in the state afterwards: ${count(jobsInState)}\n`)
+  summary.print(`members reported suspect / dead meanwhile (no node was harmed): ${falseAlarms.suspect} / ${falseAlarms.dead}\n`)
+  summary.print(`CPU in the window, in % of one core: the ${NODES} nodes ${pct(nodeCpuPct)} (${ms(nodeCpuPct * 10 / rate)} per start), their tasks ${pct(tasksCpuPct)}, this process ${pct(ownCpuPct)}, anything else on the machine ${pct(otherCpuPct)}; machine busy ${pct(machineBusyPct)} of ${cpus().length} cores\n`)
+  summary.figure('throughput', `tasks started per second, ${seconds} s, ${inflight} in flight`, perSecond(rate), `≥ ${TARGETS.tasksPerSecondMin}/s`, rate >= TARGETS.tasksPerSecondMin)
+  summary.figure('throughput', 'submitted / started in the window', `${count(submitsInWindow)} / ${count(startsInWindow)}`)
+  summary.figure('throughput', 'answered → started: p50 / p99', `${ms(toStart.p50)} / ${ms(toStart.p99)}`)
+  summary.figure('throughput', 'claims per instance (mean)', meanClaimers.toFixed(2))
+  summary.figure('throughput', 'machine busy in the window; node CPU per start', `${pct(machineBusyPct)}; ${ms(nodeCpuPct * 10 / rate)}`)
+  summary.figure('throughput', 'false suspicions / deaths of members under this load', `${falseAlarms.suspect} / ${falseAlarms.dead}`)
+  if (neverStarted > 0) summary.figure('throughput', `submitted but not started ${ms(LIMITS.drainMs)} after the window`, count(neverStarted), '0', false)
+}
+
+function ownCpuMs (): number {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1000
+}
+
+const hierarchies = detectHierarchies('auto')
+
+/** CPU time of every task the nodes ever ran, from their cgroup roots' accounting (which keeps what removed groups used); NaN without cgroups. */
+function tasksCpuMs (c: Cluster): number {
+  let sum = 0
+  for (const node of c.nodes) {
+    const root = `murmur-${node.peerId}`
+    try {
+      if (hierarchies.version === 1) {
+        const dir = hierarchies.dirs.cpuacct
+        if (dir === undefined) return NaN
+        sum += Number(readFileSync(join(dir, root, 'cpuacct.usage'), 'utf8')) / 1e6
+      } else if (hierarchies.version === 2) {
+        sum += (parseKeyed(readFileSync(join(hierarchies.dir, root, 'cpu.stat'), 'utf8')).get('usage_usec') ?? NaN) / 1000
+      } else {
+        return NaN
+      }
+    } catch {
+      return NaN
+    }
+  }
+  return sum
+}
+
+/** Append and fdatasync of 1 KiB, as the nodes' state log does for every local change, on the file system of their data dirs. */
+function fsyncProbe (dir: string, n: number): Spread {
+  const file = join(dir, 'fsync-probe')
+  const fd = openSync(file, 'a')
+  const times: number[] = []
+  const block = Buffer.alloc(1024, 1)
+  try {
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now()
+      writeSync(fd, block)
+      fdatasyncSync(fd)
+      times.push(performance.now() - t0)
+    }
+  } finally {
+    closeSync(fd)
+    rmSync(file, { force: true })
+  }
+  return spread(times)
+}
+
+// ---- 3, 4. failover after SIGKILL and SIGSTOP --------------------------------------------------
+
+type Fault = 'sigkill' | 'sigstop'
+
+interface Trial {
+  victim: number
+  held: number
+  /** Per instance the victim held: the fault → a claim from another node (starting), → running. */
+  claimedMs: number[]
+  replacedMs: number[]
+  notReplaced: number
+  /** Claims of the held instances by survivors beyond one each (duplicates the claim rule then stops). */
+  extraClaims: number
+  /** The fault → the first and the last survivor see the victim dead (NaN if not seen). */
+  deadFirstMs: number
+  deadLastMs: number
+  /** SIGSTOP only: SIGCONT → the first survivor sees it alive; → one live claim per instance again; who kept them. */
+  aliveAgainMs?: number
+  resolvedMs?: number
+  keptByVictim?: number
+  keptByReplacement?: number
+}
+
+async function failover (c: Cluster, fault: Fault, trials: number): Promise<void> {
+  const results: Trial[] = []
+  for (let t = 0; t < trials && !interrupted; t++) {
+    const trial = await failoverTrial(c, fault, t)
+    results.push(trial)
+    log(`${fault} trial ${t + 1}/${trials}: node ${trial.victim} held ${trial.held}; running elsewhere after median ${ms(median(trial.replacedMs))}, max ${ms(max(trial.replacedMs))}` +
+      (trial.resolvedMs === undefined ? '' : `; duplicates resolved ${ms(trial.resolvedMs)} after SIGCONT (kept: ${trial.keptByVictim} by it, ${trial.keptByReplacement} by the replacements)`))
+  }
+  if (interrupted) return
+  const all = results.flatMap((r) => r.replacedMs)
+  const claimed = results.flatMap((r) => r.claimedMs)
+  const notReplaced = results.reduce((a, r) => a + r.notReplaced, 0)
+  const deadFirst = defined(results.map((r) => r.deadFirstMs))
+  const deadLast = defined(results.map((r) => r.deadLastMs))
+  const target = fault === 'sigkill' ? TARGETS.sigkillMedianMsMax : TARGETS.sigstopMedianMsMax
+  const signal = fault === 'sigkill' ? 'SIGKILL' : 'SIGSTOP'
+  summary.results[fault] = { trials: results.map((r) => ({ ...r, claimedMs: r.claimedMs.map(Math.round), replacedMs: r.replacedMs.map(Math.round) })), replaced: spread(all), claimed: spread(claimed), notReplaced }
+  summary.print(`\n${fault}: a service of ${SERVICE_COUNT} sleep 600 on ${NODES} nodes; ${signal} of the node holding the most; per instance it held: ${signal} → a running claim from another node (first seen on any stream)\n`)
+  const rows = results.map((r, t) => [
+    String(t + 1), String(r.victim), String(r.held), `${ms(r.deadFirstMs)} / ${ms(r.deadLastMs)}`, ms(median(r.claimedMs)),
+    ms(median(r.replacedMs)), ms(max(r.replacedMs)), String(r.notReplaced), String(r.extraClaims),
+    ...(fault === 'sigstop' ? [ms(r.aliveAgainMs ?? NaN), ms(r.resolvedMs ?? NaN), `${r.keptByVictim ?? '-'} / ${r.keptByReplacement ?? '-'}`] : []),
+  ])
+  summary.print(table(['TRIAL', 'NODE', 'HELD', 'DEAD: FIRST / LAST SURVIVOR', 'CLAIMED P50', 'RUNNING P50', 'RUNNING MAX', 'NOT REPLACED', 'EXTRA CLAIMS',
+    ...(fault === 'sigstop' ? ['SIGCONT → ALIVE', 'SIGCONT → ONE CLAIM EACH', 'KEPT: RESUMED / REPLACEMENTS'] : [])], rows) + '\n')
+  summary.print(`over all ${all.length} instances: running elsewhere after median ${ms(median(all))}, max ${ms(max(all))}; claimed after median ${ms(median(claimed))}\n`)
+  summary.figure(fault, `${signal} → its instances running elsewhere: median`, ms(median(all)), `≤ ${ms(target)}`, median(all) <= target)
+  summary.figure(fault, `${signal} → its instances running elsewhere: max`, ms(max(all)))
+  summary.figure(fault, `${signal} → dead in a survivor's view: first / last, median`, `${ms(median(deadFirst))} / ${ms(median(deadLast))}`)
+  if (notReplaced > 0) summary.figure(fault, `instances not running elsewhere within ${ms(LIMITS.failoverWaitMs)}`, String(notReplaced), '0', false)
+  if (fault === 'sigstop') {
+    const resolved = defined(results.map((r) => r.resolvedMs))
+    const kept = results.reduce((a, r) => [a[0]! + (r.keptByVictim ?? 0), a[1]! + (r.keptByReplacement ?? 0)], [0, 0])
+    summary.figure(fault, 'SIGCONT → one live claim per instance again: median / max', `${ms(median(resolved))} / ${ms(max(resolved))}`)
+    summary.figure(fault, 'after SIGCONT, kept by the resumed node / by replacements', `${kept[0]} / ${kept[1]}`)
+  }
+}
+
+async function failoverTrial (c: Cluster, fault: Fault, t: number): Promise<Trial> {
+  await allAlive(c)
+  const book = new ClaimBook()
+  const members: Array<{ event: MemberEvent, observer: number, at: number }> = []
+  /** Set once the victim is chosen: the instances it holds, with its generation of each. */
+  let watch: { victimId: string, held: Map<string, number>, t0: number } | null = null
+  const claimed = new Map<string, number>()
+  const replaced = new Map<string, number>()
+  const claimants = new Map<string, Set<string>>()
+  const prefix = `${fault}-${t}-`
+  const offTask = c.streams.onTask((r, _observer, at) => {
+    if (!r.job.startsWith(prefix)) return
+    book.put(r)
+    const gen = watch?.held.get(r.id)
+    if (watch === null || gen === undefined || r.node === watch.victimId || r.generation <= gen || at < watch.t0) return
+    if (!claimants.has(r.id)) claimants.set(r.id, new Set())
+    claimants.get(r.id)!.add(r.node)
+    if (!claimed.has(r.id) && isLiveState(r.state)) claimed.set(r.id, at - watch.t0)
+    if (!replaced.has(r.id) && r.state === 'running') replaced.set(r.id, at - watch.t0)
+  })
+  const offMember = c.streams.onMember((event, observer, at) => { members.push({ event, observer, at }) })
+  const submitter = randomNode()
+  let job: JobView | null = null
+  /** The victim while it is killed or paused: brought back whatever happens. */
+  let broken: number | null = null
+  try {
+    job = await c.clients[submitter]!.submitJob(serviceSpec(`${fault}-${t}`, SERVICE_COUNT, 600))
+    const instances = Array.from({ length: SERVICE_COUNT }, (_, i) => `${job!.id}.${i}`)
+    const oneRunning = (id: string): boolean => { const live = book.live(id); return live.length === 1 && live[0]!.state === 'running' }
+    if (!await until(() => instances.every(oneRunning), LIMITS.settleMs)) throw new Error(`${job.id}: not all ${SERVICE_COUNT} instances running with one claim each within ${ms(LIMITS.settleMs)}`)
+    const holders = new Map(instances.map((id) => [id, book.live(id)[0]!]))
+    const perNode = c.nodes.map((n) => [...holders.values()].filter((r) => r.node === n.peerId).length)
+    const victim = await chooseVictim(c, perNode, fault)
+    const victimId = c.nodes[victim]!.peerId!
+    const held = new Map([...holders].filter(([, r]) => r.node === victimId).map(([id, r]) => [id, r.generation]))
+    log(`${fault} trial ${t + 1}: instances per node ${perNode.join(' ')}; ${fault === 'sigkill' ? 'killing' : 'pausing'} node ${victim}, which holds ${held.size}`)
+    const t0 = performance.now()
+    watch = { victimId, held, t0 }
+    broken = victim
+    if (fault === 'sigkill') {
+      c.streams.unfollow(victim)
+      await testnet.kill(c.dir, victim)
+    } else {
+      await testnet.pause(c.dir, victim)
+    }
+    await until(() => replaced.size === held.size, LIMITS.failoverWaitMs)
+    const deadTimes = deathTimes(members, victim, victimId, t0, 'dead')
+    const trial: Trial = {
+      victim, held: held.size, claimedMs: [...claimed.values()], replacedMs: [...replaced.values()], notReplaced: held.size - replaced.size,
+      extraClaims: [...claimants.values()].reduce((a, set) => a + set.size - 1, 0),
+      deadFirstMs: deadTimes.first, deadLastMs: deadTimes.last,
+    }
+    if (fault === 'sigstop') {
+      await resumeAndResolve(c, victim, victimId, instances, held, book, members, trial)
+      broken = null
+      c.settledAt[victim] = performance.now() + NEWCOMER_GRACE_MS
+    }
+    // Stopped before a killed node comes back, so that it stops what it left running instead of adopting it.
+    await c.clients[(victim + 1) % NODES]!.stopJob(job.id)
+    job = null
+    if (fault === 'sigkill') {
+      await heal(c, fault, victim)
+      broken = null
+    }
+    if (!await until(() => instances.every((id) => book.live(id).length === 0), LIMITS.settleMs) && !interrupted) log(`${fault} trial ${t + 1}: claims of the stopped job still live after ${ms(LIMITS.settleMs)}`)
+    return trial
+  } finally {
+    offTask()
+    offMember()
+    if (broken !== null && !interrupted) await heal(c, fault, broken).catch((err: Error) => { log(`${fault}: could not bring node ${broken} back: ${err.message}`) })
+    if (job !== null && !interrupted) await c.clients[submitter]!.stopJob(job.id).catch(() => {})
+  }
+}
+
+/** Brings a victim back: SIGCONT for a paused node, a restart for a killed one (then followed again). */
+async function heal (c: Cluster, fault: Fault, victim: number): Promise<void> {
+  if (fault === 'sigstop') {
+    await testnet.resume(c.dir, victim)
+  } else {
+    const node = await testnet.restart(c.dir, victim)
+    c.nodes[victim] = node
+    c.clients[victim] = connect(node.apiUrl)
+    c.streams.follow(node)
+  }
+  c.settledAt[victim] = performance.now() + NEWCOMER_GRACE_MS
+}
+
+/** The node holding the most instances among those no other node counts as a newcomer; waits for one if there is none yet. */
+async function chooseVictim (c: Cluster, perNode: readonly number[], fault: Fault): Promise<number> {
+  const now = performance.now()
+  const settled = c.settledAt.map((at, i) => ({ at, i })).filter((x) => x.at <= now)
+  if (settled.length === 0) {
+    const wait = Math.min(...c.settledAt) - now
+    log(`${fault}: waiting ${ms(wait)} until a node has been known for ${ms(NEWCOMER_GRACE_MS)} (SWIM's newcomer grace stretches a newcomer's suspicion to its ceiling)`)
+    await sleep(wait + 10)
+    return await chooseVictim(c, perNode, fault)
+  }
+  const best = settled.reduce((a, b) => perNode[b.i]! > perNode[a.i]! ? b : a)
+  const top = perNode.indexOf(Math.max(...perNode))
+  if (best.i !== top) log(`${fault}: node ${top} holds the most (${perNode[top]}) but rejoined less than ${ms(NEWCOMER_GRACE_MS)} ago; taking node ${best.i} (${perNode[best.i]})`)
+  return best.i
+}
+
+function deathTimes (members: ReadonlyArray<{ event: MemberEvent, observer: number, at: number }>, victim: number, victimId: string, t0: number, state: string): { first: number, last: number } {
+  const firstBy = new Map<number, number>()
+  for (const m of members) {
+    if (m.observer === victim || m.event.member.id !== victimId || m.event.member.state !== state || m.at < t0 || firstBy.has(m.observer)) continue
+    firstBy.set(m.observer, m.at - t0)
+  }
+  const times = [...firstBy.values()]
+  return { first: times.length === 0 ? NaN : Math.min(...times), last: times.length < NODES - 1 ? NaN : Math.max(...times) }
+}
+
+/** SIGCONT, then until every instance has one live claim again (the claim rule keeps the lower generation). */
+async function resumeAndResolve (c: Cluster, victim: number, victimId: string, instances: readonly string[], held: ReadonlyMap<string, number>, book: ClaimBook,
+  members: ReadonlyArray<{ event: MemberEvent, observer: number, at: number }>, trial: Trial): Promise<void> {
+  const t1 = performance.now()
+  await testnet.resume(c.dir, victim)
+  const resolved = await until(() => instances.every((id) => book.live(id).length === 1), LIMITS.failoverWaitMs)
+  trial.resolvedMs = resolved ? performance.now() - t1 : NaN
+  trial.aliveAgainMs = deathTimes(members, victim, victimId, t1, 'alive').first
+  trial.keptByVictim = [...held.keys()].filter((id) => book.live(id)[0]?.node === victimId).length
+  trial.keptByReplacement = [...held.keys()].filter((id) => { const h = book.live(id)[0]; return h !== undefined && h.node !== victimId }).length
+  if (!resolved && !interrupted) log(`sigstop: some instances still have several live claims ${ms(LIMITS.failoverWaitMs)} after SIGCONT`)
+}
+
+// ---- main ----------------------------------------------------------------------------------
+
+let cleaning: Promise<{ stopped: number, killed: number, dirRemoved: boolean }> | null = null
+let dir: string | null = null
+
+async function cleanup (): Promise<{ stopped: number, killed: number, dirRemoved: boolean }> {
+  cleaning ??= (async () => {
+    interrupted = true
+    cluster?.streams.stop()
+    if (dir === null) return { stopped: 0, killed: 0, dirRemoved: true }
+    const down = await testnet.down({ dir }).catch((err: Error) => { log(`cleanup: testnet down failed: ${err.message}`); return { stopped: 0, killed: 0 } })
+    const dirRemoved = await rm(dir, { recursive: true, force: true }).then(() => true, () => false)
+    return { ...down, dirRemoved }
+  })()
+  return await cleaning
+}
+
+function cleanupLine (c: { stopped: number, killed: number, dirRemoved: boolean }): string {
+  return `cleanup: testnet down (${c.stopped} nodes stopped, ${c.killed} killed after the grace), temp dir ${c.dirRemoved ? 'removed' : 'NOT removed'}`
+}
+
+async function main (): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      ...COMMON_OPTIONS,
+      submissions: { type: 'string' },
+      seconds: { type: 'string' },
+      inflight: { type: 'string' },
+      trials: { type: 'string' },
+    },
+  })
+  const quick = values.quick
+  summary.json = values.json
+  const { selected: parts, unknown } = selectParts(values.only, PARTS)
+  const submissions = Number(values.submissions ?? (quick ? 40 : 200))
+  const seconds = Number(values.seconds ?? (quick ? 5 : 20))
+  const inflight = Number(values.inflight ?? 10)
+  const trials = Number(values.trials ?? (quick ? 1 : 3))
+  const whole = (n: number, lo: number, hi: number): boolean => Number.isInteger(n) && n >= lo && n <= hi
+  if (unknown.length > 0 || !whole(submissions, 1, 10_000) || !whole(seconds, 1, 600) || !whole(inflight, 1, 200) || !whole(trials, 1, 50)) {
+    process.stderr.write(`bench: --only takes parts from ${PARTS.join(',')}; --submissions 1–10000, --seconds 1–600, --inflight 1–200, --trials 1–50 (whole numbers)\n`)
+    process.exit(2)
+  }
+  const started = performance.now()
+  const machine = { node: process.version, cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release(), loadavg: loadavg().map(r1) }
+  log(`Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}`)
+
+  let bySignal = false
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (bySignal) return
+    bySignal = true
+    log(`${signal === 'SIGINT' ? 'interrupted' : signal}; taking the testnet down`)
+    void cleanup().then((c) => { log(cleanupLine(c)) }, (err: Error) => { log(`cleanup failed: ${err.message}`) }).finally(() => process.exit(130))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  process.on('uncaughtException', (err) => {
+    log(`uncaught exception: ${err.stack ?? err.message}`)
+    if (bySignal) return
+    bySignal = true
+    void cleanup().then((c) => { log(cleanupLine(c)) }, (e: Error) => { log(`cleanup failed: ${e.message}`) }).finally(() => process.exit(1))
+  })
+
+  let report: Awaited<ReturnType<typeof cleanup>>
+  let logs: NodeLogs | null = null
+  try {
+    dir = await mkdtemp(join(tmpdir(), 'murmur-bench-jobs-'))
+    log(`testnet: ${NODES} nodes in ${dir}`)
+    const upFrom = performance.now()
+    const state = await testnet.up({ nodes: NODES, dir, timeoutMs: 120_000, onProgress: (m) => { log(`testnet: ${m}`) } })
+    const upMs = performance.now() - upFrom
+    cluster = {
+      dir,
+      nodes: [...state.nodes],
+      clients: state.nodes.map((n) => connect(n.apiUrl)),
+      streams: new Streams(),
+      settledAt: state.nodes.map(() => performance.now() + NEWCOMER_GRACE_MS),
+    }
+    for (const node of cluster.nodes) cluster.streams.follow(node)
+    // The streams' answers have no event of their own: give them a moment to open.
+    await sleep(500)
+    log(`testnet: up in ${ms(upMs)}`)
+    summary.print(`jobs on a ${NODES}-node loopback testnet, Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}; testnet up in ${ms(upMs)}\n`)
+    for (const part of RUN_ORDER) {
+      if (!parts.has(part) || interrupted) continue
+      try {
+        if (part === 'latency') await latency(cluster, submissions)
+        else if (part === 'throughput') await throughput(cluster, seconds, inflight)
+        else await failover(cluster, part, trials)
+      } catch (err) {
+        if (interrupted) break
+        // One part that could not finish (a node that never came back, a job that never ran) leaves the others their run.
+        log(`${part}: failed: ${(err as Error).stack ?? (err as Error).message}`)
+        summary.figure(part, 'the part did not complete', (err as Error).message.slice(0, 120), 'completes', false)
+      }
+    }
+    if (!interrupted) logs = nodeLogs(cluster)
+  } catch (err) {
+    if (!bySignal) throw err
+  } finally {
+    if (!bySignal) report = await cleanup()
+  }
+  if (bySignal) return
+  const elapsed = performance.now() - started
+  const reconnects = cluster?.streams.reconnects ?? 0
+  log(cleanupLine(report!))
+  if (summary.json) {
+    process.stdout.write(JSON.stringify({
+      bench: 'jobs', ...machine, quick, nodes: NODES, elapsedMs: Math.round(elapsed), targets: TARGETS, results: summary.results, summary: summary.figures,
+      streamReconnects: reconnects, nodeLogs: logs, cleanup: report!,
+    }, null, 2) + '\n')
+    return
+  }
+  if (logs !== null) {
+    const top = Object.entries(logs.byMessage).filter(([k]) => !k.startsWith('info: ') || /stopping|restart|could not|duplicate/.test(k)).sort((a, b) => b[1] - a[1]).slice(0, 8)
+    summary.print(`\nthe nodes' logs: ${logs.duplicateStops} tasks stopped as duplicates (in ${logs.duplicateStopLines} lines), ${logs.refusedStarts} starts refused; executor start() p50 ${ms(logs.taskStart.p50)}, p99 ${ms(logs.taskStart.p99)} over ${logs.taskStart.n} starts\n`)
+    summary.print(`${top.length === 0 ? 'no warnings' : top.map(([k, v]) => `${v} × "${k}"`).join('; ')}\n`)
+  }
+  if (reconnects > 0) summary.print(`event streams followed again after ending: ${reconnects} (events in the gaps were missed)\n`)
+  summary.print(`\nsummary${quick ? ' (--quick: smaller runs, the targets are for the full run)' : ''}, ${NODES} nodes on Node ${machine.node}, ${machine.cores} cores, ${ms(elapsed)} in all\n`)
+  summary.print(table(['PART', 'FIGURE', 'MEASURED', 'TARGET', ''], summary.rows()) + '\n')
+  summary.print(`${cleanupLine(report!)}\n`)
+}
+
+await main()
