@@ -151,6 +151,8 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     aborted.signal.addEventListener('abort', () => { logFollows.delete(aborted) }, { once: true })
     reply.hijack()
     reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-cache' })
+    // The headers go now: a quiet task may write nothing for a long time, and the client waits for them.
+    reply.raw.flushHeaders()
     try {
       for await (const data of answer.follow) {
         if (!reply.raw.write(data)) await once(reply.raw, 'drain', { signal: aborted.signal })

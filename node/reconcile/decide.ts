@@ -224,7 +224,8 @@ export function decide (input: ReconcileInput): Decisions {
       const since = input.openSince(p.task) ?? now
       const d = demands.get(p.task)!
       const due = k === 0 || (k > 0 && now - since >= k * timeout && d.cpuMillis <= freeCpu && d.memoryBytes <= freeMem)
-      if (due && input.holdOff?.has(p.task) !== true) {
+      // A local copy means this node holds it already (its claim may not be recorded yet): never a second start.
+      if (due && input.holdOff?.has(p.task) !== true && !input.local.has(p.task)) {
         if (k > 0) { freeCpu -= d.cpuMillis; freeMem -= d.memoryBytes }
         actions.push({ kind: 'claim', instance: p.task, job, generation: nextGeneration(claimsOf.get(p.task)!) })
       } else {

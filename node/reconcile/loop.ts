@@ -174,6 +174,8 @@ export class Reconciler {
     if (l === undefined) throw new MurmurError('NOT_HERE', `task ${instance} does not run on this node`, 1, 404)
     const job = this.state.state.job(l.job)
     const service = job?.type === 'service'
+    // The replacement should come from elsewhere (backups claim after their timeout); this node takes it again only if nobody does.
+    this.holdOff.set(instance, Date.now() + this.config.holdOffMs)
     await this.stop(instance, 'killed on request', service ? 'killed' : 'failed')
   }
 
@@ -217,11 +219,15 @@ export class Reconciler {
     const s = this.state.state
     const jobs: JobEntry[] = s.jobs().map((record) => ({ record, spec: readSpec(record.spec) }))
     const byJob = new Map<string, Set<string>>()
-    for (const t of s.tasks()) {
-      let set = byJob.get(t.job)
-      if (set === undefined) byJob.set(t.job, set = new Set())
-      set.add(t.id)
+    const add = (job: string, id: string): void => {
+      let set = byJob.get(job)
+      if (set === undefined) byJob.set(job, set = new Set())
+      set.add(id)
     }
+    for (const t of s.tasks()) add(t.job, t.id)
+    // What this node holds or queued and the state does not show yet counts too.
+    for (const l of this.local.values()) add(l.job, l.instance)
+    for (const r of this.outbox.values()) add(r.job, r.id)
     for (const [id, until] of this.holdOff) if (until <= now) this.holdOff.delete(id)
     const { nodes, majority: side } = this.view()
     if (side !== this.lastMajority) {
@@ -252,11 +258,16 @@ export class Reconciler {
   }
 
   /** Claims of an instance, with this node's queued record in place of its stored one. */
+  /**
+   * Claims of an instance as this node knows them: its own as queued (not yet in
+   * the state), or as held (claimed, not yet recorded), in place of its stored one.
+   */
   private claimsOf (id: string): TaskRecord[] {
     const claims = this.state.state.taskClaims(id)
-    const queued = this.outbox.get(id)
-    if (queued === undefined) return claims
-    return [...claims.filter((c) => c.node !== this.self), queued]
+    const l = this.local.get(id)
+    const own = l?.unwritten === true ? unwrittenClaim(l, this.self) : this.outbox.get(id)
+    if (own === undefined) return claims
+    return [...claims.filter((c) => c.node !== this.self), own]
   }
 
   private act (action: Action, jobs: readonly JobEntry[]): void {
@@ -443,7 +454,7 @@ export class Reconciler {
     let base: TaskRecord | undefined
     if (l?.unwritten === true) {
       // The first record of a claim: nothing of an earlier claim of ours (its exit, its end) carries over.
-      base = { id: instance, job: l.job, node: this.self, generation: l.generation, state: 'claimed', since: Date.now(), restarts: l.restarts }
+      base = unwrittenClaim(l, this.self)
       l.unwritten = false
     } else {
       base = this.ownClaim(instance)
@@ -479,6 +490,10 @@ export class Reconciler {
       this.outboxTimer ??= setTimeout(() => { void this.flush() }, 100)
     }
   }
+}
+
+function unwrittenClaim (l: Local, self: string): TaskRecord {
+  return { id: l.instance, job: l.job, node: self, generation: l.generation, state: 'claimed', since: Date.now(), restarts: l.restarts }
 }
 
 function recordedExit (exit: TaskExit): NonNullable<TaskRecord['exit']> {
