@@ -88,6 +88,8 @@ export interface NodeInfo {
   isolation: Isolation
   /** What the tasks running here hold of the node's capacity. */
   tasks: { cpuMillis: number, memoryBytes: number, tasks: number }
+  /** The reconcile loop: passes run, claims, starts, stops and restarts made, the last pass's duration. */
+  reconcile: { passes: number, claims: number, starts: number, stops: number, restarts: number, lastPassMs: number, majority: boolean }
   process: { pid: number, rssBytes: number, heapUsedBytes: number, uptimeMs: number }
 }
 

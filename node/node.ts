@@ -214,6 +214,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       health: this.membership.swim.health,
       isolation: this.executor.isolation,
       tasks: this.executor.committed(),
+      reconcile: { ...this.reconciler.stats, majority: this.reconciler.majority },
       membership: { ...this.membership.stats, config: this.config.membership },
       process: {
         pid: process.pid,

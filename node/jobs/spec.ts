@@ -162,10 +162,19 @@ export function normalizeJob (input: unknown): NormalJob {
   return { name: j.name, type: j.type, spec }
 }
 
+/** Specs already read, by the stored object: the state hands out the same object until the record changes. */
+const readSpecs = new WeakMap<object, JobSpec | null>()
+
 /** The stored spec of a job record, or null if a peer wrote something that is not one. */
 export function readSpec (raw: unknown): JobSpec | null {
-  const parsed = jobSpecSchema.safeParse(raw)
-  return parsed.success ? parsed.data : null
+  if (raw === null || typeof raw !== 'object') return null
+  let spec = readSpecs.get(raw)
+  if (spec === undefined) {
+    const parsed = jobSpecSchema.safeParse(raw)
+    spec = parsed.success ? parsed.data : null
+    readSpecs.set(raw, spec)
+  }
+  return spec
 }
 
 function scheduleProblem (schedule: string, timezone: string): { field: string, message: string } | null {
