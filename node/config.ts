@@ -91,7 +91,7 @@ export const DEFAULTS = Object.freeze({
   taskRetentionMs: 60 * 60_000, // an hour to look at a finished task's exit and logs
   jobRetentionMs: 24 * 60 * 60_000, // a day to see what ran and how it ended
   nodeRetentionMs: 24 * 60 * 60_000, // a machine away for a day is gone, not rebooting
-  gossipBatchMs: 5,
+  gossipBatchMs: 1, // changes of one turn go as one message; the rate limit batches more under load
   publishPerSecondMax: 50,
   maintainIntervalMs: 10_000,
   /** CPU kept back for the node itself and the OS. */
