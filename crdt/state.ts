@@ -101,6 +101,8 @@ export class ClusterState {
   private readonly spaces: Record<SpacedKind, Map<string, Map<string, unknown>>> = { jobs: new Map(), tasks: new Map() }
   /** kind → record id → space key → record. */
   private readonly byId: Record<SpacedKind, Map<string, Map<string, unknown>>> = { jobs: new Map(), tasks: new Map() }
+  /** job id → the instance ids that have claims naming it. */
+  private readonly tasksByJob = new Map<string, Set<string>>()
   private readonly changeListeners = new Set<(change: StateChange) => void>()
   private readonly invalidListeners = new Set<(invalid: InvalidRecord) => void>()
   private invalidCount = 0
@@ -150,6 +152,12 @@ export class ClusterState {
     }
     return out
   }
+
+  /** The ids of every job with a record (cheaper than jobs(): nothing is resolved). */
+  jobIds (): string[] { return [...this.byId.jobs.keys()] }
+
+  /** The instance ids that some node's claim gives as of this job. */
+  taskIdsOf (job: string): string[] { return [...this.tasksByJob.get(job) ?? []] }
 
   /** Every node's record of one job, with the node that wrote it. */
   jobRecords (id: string): Array<Entry<JobRecord>> { return this.entries('jobs', id) }
@@ -539,6 +547,32 @@ export class ClusterState {
   }
 
   private setIndexed (kind: SpacedKind, space: string, id: string, record: unknown): void {
+    const jobsBefore = kind === 'tasks' ? this.jobsOfTask(id) : null
+    this.setIndexedRecord(kind, space, id, record)
+    if (jobsBefore === null) return
+    const jobsAfter = this.jobsOfTask(id)
+    for (const job of jobsBefore) {
+      if (jobsAfter.has(job)) continue
+      const ids = this.tasksByJob.get(job)
+      ids?.delete(id)
+      if (ids?.size === 0) this.tasksByJob.delete(job)
+    }
+    for (const job of jobsAfter) {
+      if (jobsBefore.has(job)) continue
+      let ids = this.tasksByJob.get(job)
+      if (ids === undefined) this.tasksByJob.set(job, ids = new Set())
+      ids.add(id)
+    }
+  }
+
+  /** The jobs the claims of one instance name: one, unless a peer wrote nonsense. */
+  private jobsOfTask (id: string): Set<string> {
+    const out = new Set<string>()
+    for (const record of this.byId.tasks.get(id)?.values() ?? []) out.add((record as TaskRecord).job)
+    return out
+  }
+
+  private setIndexedRecord (kind: SpacedKind, space: string, id: string, record: unknown): void {
     let inSpace = this.spaces[kind].get(space)
     let claims = this.byId[kind].get(id)
     if (record === undefined) {

@@ -190,9 +190,10 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       await node.recoverTasks()
       // From here on this node acts on the cluster's jobs: it has synced, and judged its previous life.
       reconciler.start((listener) => {
+        const onMember = (): void => { listener() }
         state.on('change', listener)
-        membership.on('event', listener)
-        return () => { state.off('change', listener); membership.off('event', listener) }
+        membership.on('event', onMember)
+        return () => { state.off('change', listener); membership.off('event', onMember) }
       })
       state.on('change', (change) => { node!.guardOwnRecord(change) })
       await writeRuntime(dataDir.path, node.runtime())

@@ -6,12 +6,13 @@
 
 import type { Logger } from 'pino'
 import type { JobRecord, TaskRecord, TaskState } from '../../crdt/schema.ts'
+import type { StateChange } from '../../crdt/state.ts'
 import type { Member } from '../../membership/types.ts'
 import type { NodeView } from '../../placement/types.ts'
 import { MurmurError } from '../errors.ts'
 import type { Executor } from '../executor/executor.ts'
 import type { TaskExit, TaskInfo, TaskSpec } from '../executor/types.ts'
-import { attemptId, instanceId, parseAttempt } from '../jobs/instances.ts'
+import { attemptId, instanceId, jobOfInstance, parseAttempt } from '../jobs/instances.ts'
 import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
 import type { StateService } from '../state.ts'
 import { type Action, CLAIM_STATUS, type Decisions, type JobEntry, RECONCILE_DEFAULTS, decide, isLiveState, majority } from './decide.ts'
@@ -63,7 +64,7 @@ interface Local {
  * one update instead of two. The other nodes computed the same placement, so they
  * do not take the instance meanwhile; a backup waits seconds (claimTimeoutMs).
  */
-const CLAIM_WRITE_DELAY_MS = 50
+const CLAIM_WRITE_DELAY_MS = 250
 
 export interface ReconcilerInit {
   self: string
@@ -92,6 +93,8 @@ export class Reconciler {
   private last: Decisions = { actions: [], open: [], pending: new Map() }
   private lastMajority = true
   private scheduled = false
+  /** Jobs skipped by passes until a change of their records (see isInert). */
+  private readonly inert = new Set<string>()
   private lastPassEnd = 0
   private timer: NodeJS.Timeout | null = null
   private closed = false
@@ -111,7 +114,7 @@ export class Reconciler {
    * Takes over what the executor adopted from the node's previous life, then
    * starts the loop. Call after the first sync and the executor's recovery.
    */
-  start (onChange: (listener: () => void) => () => void): void {
+  start (onChange: (listener: (change?: StateChange) => void) => () => void): void {
     for (const info of this.executor.list()) {
       if (info.phase === 'ended') continue
       const { instance, restarts } = parseAttempt(info.id)
@@ -121,7 +124,11 @@ export class Reconciler {
     }
     this.executor.on('exit', this.onExit)
     this.unsubscribe.push(() => { this.executor.off('exit', this.onExit) })
-    this.unsubscribe.push(onChange(() => { this.schedule() }))
+    this.unsubscribe.push(onChange((change) => {
+      if (change?.kind === 'jobs') for (const id of change.ids) this.inert.delete(id)
+      if (change?.kind === 'tasks') for (const id of change.ids) this.inert.delete(jobOfInstance(id))
+      this.schedule()
+    }))
     this.timer = setInterval(() => { this.schedule() }, this.config.intervalMs)
     this.timer.unref()
     this.schedule()
@@ -217,17 +224,27 @@ export class Reconciler {
     const started = performance.now()
     const now = Date.now()
     const s = this.state.state
-    const jobs: JobEntry[] = s.jobs().map((record) => ({ record, spec: readSpec(record.spec) }))
-    const byJob = new Map<string, Set<string>>()
+    // Jobs that can do nothing more (finished or stopped, nothing live) are skipped until a change touches them.
+    const jobs: JobEntry[] = []
+    for (const id of s.jobIds()) {
+      if (this.inert.has(id)) continue
+      const record = s.job(id)
+      if (record !== undefined) jobs.push({ record, spec: readSpec(record.spec) })
+    }
+    // What this node holds or queued and the state does not show yet counts too.
+    const extra = new Map<string, Set<string>>()
     const add = (job: string, id: string): void => {
-      let set = byJob.get(job)
-      if (set === undefined) byJob.set(job, set = new Set())
+      let set = extra.get(job)
+      if (set === undefined) extra.set(job, set = new Set())
       set.add(id)
     }
-    for (const t of s.tasks()) add(t.job, t.id)
-    // What this node holds or queued and the state does not show yet counts too.
     for (const l of this.local.values()) add(l.job, l.instance)
     for (const r of this.outbox.values()) add(r.job, r.id)
+    const claimedInstances = (job: string): Iterable<string> => {
+      const ids = s.taskIdsOf(job)
+      const more = extra.get(job)
+      return more === undefined ? ids : new Set([...ids, ...more])
+    }
     for (const [id, until] of this.holdOff) if (until <= now) this.holdOff.delete(id)
     const { nodes, majority: side } = this.view()
     if (side !== this.lastMajority) {
@@ -239,7 +256,7 @@ export class Reconciler {
       now,
       jobs,
       claims: (id) => this.claimsOf(id),
-      claimedInstances: (job) => byJob.get(job) ?? [],
+      claimedInstances,
       nodes,
       majority: side,
       local: new Set(this.local.keys()),
@@ -253,8 +270,18 @@ export class Reconciler {
     for (const id of open) if (!this.openSince.has(id)) this.openSince.set(id, now)
     this.last = decisions
     for (const action of decisions.actions) this.act(action, jobs)
+    for (const { record } of jobs) if (this.isInert(record, claimedInstances)) this.inert.add(record.id)
     this.stats.passes++
     this.stats.lastPassMs = Math.round((performance.now() - started) * 100) / 100
+  }
+
+  /** A job that no pass can act on: it can run no more, and no instance of it is live or held here. */
+  private isInert (record: JobRecord, claimedInstances: (job: string) => Iterable<string>): boolean {
+    if (record.finishedAt === undefined || this.jobOutbox.has(record.id)) return false
+    for (const id of claimedInstances(record.id)) {
+      if (this.local.has(id) || this.claimsOf(id).some((c) => isLiveState(c.state))) return false
+    }
+    return true
   }
 
   /** Claims of an instance, with this node's queued record in place of its stored one. */

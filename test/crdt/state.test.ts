@@ -350,6 +350,32 @@ function sortChanges (changes: StateChange[]): StateChange[] {
 }
 
 describe('jobs', () => {
+  it('index their instances: jobIds, and taskIdsOf from every node\'s claims, kept as claims come and go', () => {
+    const a = replica('A', 1)
+    const b = replica('B', 2)
+    a.putJob(jobRecord('j1', 'A'))
+    a.putJob(jobRecord('j2', 'A'))
+    a.putTask(taskRecord('j1.0', 'A'))
+    b.putTask(taskRecord('j1.0', 'B', { generation: 2 }))
+    b.putTask(taskRecord('j1.1', 'B'))
+    b.putTask(taskRecord('j2.0', 'B', { job: 'j2' }))
+    syncAll(a, b)
+    for (const s of [a, b]) {
+      expect(s.jobIds().sort()).toEqual(['j1', 'j2'])
+      expect(s.taskIdsOf('j1').sort()).toEqual(['j1.0', 'j1.1'])
+      expect(s.taskIdsOf('j2')).toEqual(['j2.0'])
+      expect(s.taskIdsOf('nope')).toEqual([])
+    }
+    // One node's claim of j1.0 goes: the other still names it. Then the last claim of j1.1 goes.
+    a.removeTask('j1.0')
+    b.removeTask('j1.1')
+    syncAll(a, b)
+    for (const s of [a, b]) expect(s.taskIdsOf('j1')).toEqual(['j1.0'])
+    b.removeTask('j1.0')
+    syncAll(a, b)
+    for (const s of [a, b]) expect(s.taskIdsOf('j1')).toEqual([])
+  })
+
   it('resolve to the highest version, then the greater writer; jobRecords lists every record', () => {
     const a = replica('A', 1)
     const b = replica('B', 2)
