@@ -17,7 +17,10 @@
 //               per second in that window; then the backlog is drained. Refusals
 //               (503 OVERLOADED) are counted and retried after 50 ms
 //   sigkill     a service of 20 `sleep 600`; once all run, SIGKILL of the node that
-//               holds the most; per instance it held: the kill → a running claim
+//               holds the most, once every node's stream has shown each instance's
+//               claim (a claim only its writer has shown may not have left it, and
+//               would die with it: the others then run the instance as new, at the
+//               same generation); per instance it held: the kill → a running claim
 //               of a higher generation from another node (first seen on any
 //               stream). --trials times, a new job each, the node restarted between
 //   sigstop     the same with SIGSTOP; the node is resumed once its instances run
@@ -38,7 +41,8 @@
 // run). --json: one JSON document on stdout instead of the tables (progress still
 // goes to stderr). Needs root for cgroups. Everything runs on one machine, so the
 // nodes, their tasks and this process share its cores: run it alone. Ctrl-C takes
-// the testnet down and removes its temp dir.
+// the testnet down and removes its temp dir (BENCH_KEEP_DIR=1 keeps it, with the
+// nodes' data dirs and logs, to look into a figure).
 
 import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -168,12 +172,24 @@ class Streams {
 /** The latest record of each node's claim of each instance, whichever stream brought it. */
 class ClaimBook {
   private readonly byInstance = new Map<string, Map<string, TaskRecord>>()
+  /** Which observers' streams have shown each record (by node, generation and state). */
+  private readonly observers = new Map<string, Set<number>>()
 
-  put (r: TaskRecord): void {
+  put (r: TaskRecord, observer?: number): void {
     let nodes = this.byInstance.get(r.id)
     if (nodes === undefined) this.byInstance.set(r.id, nodes = new Map())
     const seen = nodes.get(r.node)
     if (seen === undefined || later(r, seen)) nodes.set(r.node, r)
+    if (observer === undefined) return
+    const key = `${r.id} ${r.node} ${r.generation} ${r.state}`
+    let by = this.observers.get(key)
+    if (by === undefined) this.observers.set(key, by = new Set())
+    by.add(observer)
+  }
+
+  /** How many nodes' streams have shown this record: a record seen only by its writer may die with it. */
+  seenBy (r: TaskRecord): number {
+    return this.observers.get(`${r.id} ${r.node} ${r.generation} ${r.state}`)?.size ?? 0
   }
 
   live (instance: string): TaskRecord[] {
@@ -187,6 +203,11 @@ class ClaimBook {
 
   has (instance: string): boolean {
     return this.byInstance.has(instance)
+  }
+
+  /** Every node's latest claim of an instance, in a few words, for a log line. */
+  describe (instance: string): string {
+    return [...this.byInstance.get(instance)?.values() ?? []].map((r) => `${r.node.slice(-8)} ${r.state} g${r.generation}`).join(', ') || 'no claims seen'
   }
 }
 
@@ -645,9 +666,9 @@ async function failoverTrial (c: Cluster, fault: Fault, t: number): Promise<Tria
   const replaced = new Map<string, number>()
   const claimants = new Map<string, Set<string>>()
   const prefix = `${fault}-${t}-`
-  const offTask = c.streams.onTask((r, _observer, at) => {
+  const offTask = c.streams.onTask((r, observer, at) => {
     if (!r.job.startsWith(prefix)) return
-    book.put(r)
+    book.put(r, observer)
     const gen = watch?.held.get(r.id)
     if (watch === null || gen === undefined || r.node === watch.victimId || r.generation <= gen || at < watch.t0) return
     if (!claimants.has(r.id)) claimants.set(r.id, new Set())
@@ -663,7 +684,9 @@ async function failoverTrial (c: Cluster, fault: Fault, t: number): Promise<Tria
   try {
     job = await c.clients[submitter]!.submitJob(serviceSpec(`${fault}-${t}`, SERVICE_COUNT, 600))
     const instances = Array.from({ length: SERVICE_COUNT }, (_, i) => `${job!.id}.${i}`)
-    const oneRunning = (id: string): boolean => { const live = book.live(id); return live.length === 1 && live[0]!.state === 'running' }
+    // Settled when every node has seen each instance's one running claim: a claim that only its writer has
+    // shown may not have left it yet, and would die with a victim chosen at that moment.
+    const oneRunning = (id: string): boolean => { const live = book.live(id); return live.length === 1 && live[0]!.state === 'running' && book.seenBy(live[0]!) === NODES }
     if (!await until(() => instances.every(oneRunning), LIMITS.settleMs)) throw new Error(`${job.id}: not all ${SERVICE_COUNT} instances running with one claim each within ${ms(LIMITS.settleMs)}`)
     const holders = new Map(instances.map((id) => [id, book.live(id)[0]!]))
     const perNode = c.nodes.map((n) => [...holders.values()].filter((r) => r.node === n.peerId).length)
@@ -681,6 +704,7 @@ async function failoverTrial (c: Cluster, fault: Fault, t: number): Promise<Tria
       await testnet.pause(c.dir, victim)
     }
     await until(() => replaced.size === held.size, LIMITS.failoverWaitMs)
+    for (const id of held.keys()) if (!replaced.has(id) && !interrupted) log(`${fault} trial ${t + 1}: ${id} not seen running elsewhere; claims seen: ${book.describe(id)}`)
     const deadTimes = deathTimes(members, victim, victimId, t0, 'dead')
     const trial: Trial = {
       victim, held: held.size, claimedMs: [...claimed.values()], replacedMs: [...replaced.values()], notReplaced: held.size - replaced.size,
@@ -771,8 +795,8 @@ async function cleanup (): Promise<{ stopped: number, killed: number, dirRemoved
     interrupted = true
     cluster?.streams.stop()
     if (dir === null) return { stopped: 0, killed: 0, dirRemoved: true }
-    const down = await testnet.down({ dir }).catch((err: Error) => { log(`cleanup: testnet down failed: ${err.message}`); return { stopped: 0, killed: 0 } })
-    const dirRemoved = await rm(dir, { recursive: true, force: true }).then(() => true, () => false)
+    const down = await testnet.down({ dir, keepData: process.env.BENCH_KEEP_DIR === '1' }).catch((err: Error) => { log(`cleanup: testnet down failed: ${err.message}`); return { stopped: 0, killed: 0 } })
+    const dirRemoved = process.env.BENCH_KEEP_DIR === '1' ? false : await rm(dir, { recursive: true, force: true }).then(() => true, () => false)
     return { ...down, dirRemoved }
   })()
   return await cleaning
