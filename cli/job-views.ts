@@ -85,6 +85,9 @@ function whyText (instance: InstanceView | undefined): string {
 }
 
 /** When `--wait` is done, the exit code and the line that says why; null while there is more to wait for. */
+/** Restarts after which `--wait` gives up on a service instance (the node's status calls it degraded from here). */
+const CRASH_LOOP_RESTARTS = 3
+
 export function waitOutcome (view: JobView): { code: number, message: string } | null {
   if (view.desired === 'stopped' || view.status === 'stopping' || view.status === 'stopped') {
     return { code: 1, message: `${view.id} was stopped while waiting` }
@@ -93,7 +96,11 @@ export function waitOutcome (view: JobView): { code: number, message: string } |
   if (view.type === 'cron') return { code: 0, message: `${view.id} is scheduled` + (view.nextRun === null ? '' : `; next run at ${new Date(view.nextRun).toISOString()}`) }
   if (view.type === 'service') {
     const all = view.instances.length >= instanceCount(view) && view.instances.length > 0 && view.instances.every((i) => i.state === 'running')
-    return all ? { code: 0, message: `${view.id}: ${plural(view.instances.length, 'instance')} running` } : null
+    if (all) return { code: 0, message: `${view.id}: ${plural(view.instances.length, 'instance')} running` }
+    // A service in a crash loop would be waited for in vain: it keeps restarting (see job status).
+    const looping = view.instances.find((i) => i.state === 'restarting' && i.restarts >= CRASH_LOOP_RESTARTS)
+    if (looping !== undefined) return { code: 1, message: `${looping.id} is in a crash loop (${looping.restarts} restarts, last: ${looping.exit?.reason ?? 'unknown'}); it keeps restarting with backoff: see murmur job status ${view.id}, stop it with murmur job stop ${view.id}` }
+    return null
   }
   if (view.status === 'completed') return { code: view.exitCode ?? 0, message: `${view.id} completed` }
   if (view.status === 'failed') {

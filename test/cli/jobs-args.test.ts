@@ -190,6 +190,13 @@ describe('--wait', () => {
     expect(waitOutcome(job({ instances: [instance('a.0', 'running'), instance('a.1', 'running')] }))).toMatchObject({ code: 0 })
   })
 
+  it('gives up on a service in a crash loop, not before its third restart', () => {
+    const exit = { code: 1, signal: null, reason: 'exited with code 1' }
+    expect(waitOutcome(job({ instances: [instance('a.0', 'running'), instance('a.1', 'restarting', { restarts: 2, exit })] }))).toBeNull()
+    expect(waitOutcome(job({ instances: [instance('a.0', 'running'), instance('a.1', 'restarting', { restarts: 3, exit })] })))
+      .toEqual({ code: 1, message: expect.stringMatching(/^a\.1 is in a crash loop \(3 restarts, last: exited with code 1\)/) })
+  })
+
   it('ends a batch with its exit code, a stopped job with 1, a cron job at once', () => {
     expect(waitOutcome(job({ type: 'batch', status: 'running' }))).toBeNull()
     expect(waitOutcome(job({ type: 'batch', status: 'completed', exitCode: 0 }))).toMatchObject({ code: 0 })
