@@ -33,8 +33,9 @@ export const nodeRecordSchema = z.object({
   id,
   addrs: z.array(z.string().min(1).max(L.addrCharsMax)).max(L.addrsMax),
   apiUrl: z.string().max(L.addrCharsMax),
-  cpuMillis: counter,
-  memoryBytes: counter,
+  /** At most 2⁵⁰ (placement's AMOUNT_MAX: sums stay exact), so one peer's record cannot break placement for all. */
+  cpuMillis: counter.max(2 ** 50),
+  memoryBytes: counter.max(2 ** 50),
   labels: labelsSchema,
   /** When this life of the node started, and when it last changed this record. */
   startedAt: time,
@@ -80,7 +81,8 @@ export const taskRecordSchema = z.object({
   id,
   job: id,
   node: id,
-  generation: counter,
+  /** A claim's generation starts at 1 (placement/claims.ts refuses 0). */
+  generation: counter.min(1),
   state: z.enum(TASK_STATES),
   since: time,
   startedAt: time.optional(),

@@ -18,6 +18,7 @@ import { Executor } from './executor/executor.ts'
 import { type Host, createHost } from './host.ts'
 import { MembershipService } from './membership.ts'
 import { JobService } from './jobs/service.ts'
+import { RECONCILE_DEFAULTS } from './reconcile/decide.ts'
 import { Reconciler } from './reconcile/loop.ts'
 import { keepOnRestart } from './recovery.ts'
 import { TaskRpc } from './rpc.ts'
@@ -162,13 +163,26 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       await membership.start()
       cleanup.unshift(async () => { await membership.stop() })
       await state.start()
-      const reconciler = new Reconciler({ self: dataDir.peerId, state, executor, members: () => membership.members(), log: log.child({ component: 'reconcile' }), config: config.reconcile })
+      const reconciler = new Reconciler({
+        self: dataDir.peerId,
+        state,
+        executor,
+        members: () => membership.members(),
+        log: log.child({ component: 'reconcile' }),
+        config: {
+          // "Recently stable": a dead member counts towards the majority for as long as membership remembers it.
+          stableWindowMs: config.membership.deadRetentionMs,
+          // A missed cron tick is caught up only while its run's records are surely still in the state.
+          cronCatchUpMs: Math.min(RECONCILE_DEFAULTS.cronCatchUpMs, config.state.taskRetentionMs / 2),
+          ...config.reconcile,
+        },
+      })
       cleanup.unshift(async () => { await reconciler.close() })
       let jobsRef: JobService | undefined
       const rpc = new TaskRpc(host, {
         logs: async (req, signal) => await jobsRef!.localLogs(req, signal),
         usage: (tasks) => jobsRef!.localUsage(tasks),
-        kill: async (task) => { await reconciler.kill(task) },
+        kill: async (task) => { reconciler.kill(task) },
       }, log.child({ component: 'rpc' }))
       await rpc.start()
       cleanup.unshift(async () => { await rpc.stop() })

@@ -6,8 +6,8 @@ import type { ClusterState } from '../crdt/state.ts'
 import type { FoundTask } from './executor/types.ts'
 import { parseAttempt } from './jobs/instances.ts'
 
-/** A claim in one of these states says "this node runs it" (or is about to). */
-const LIVE = new Set(['claimed', 'starting', 'running'])
+/** A claim in one of these states says "this node runs it" (or is about to, or restarts it in place). */
+const LIVE = new Set(['claimed', 'starting', 'running', 'restarting'])
 
 /** The executor's task id is an attempt of an instance (jobs/instances.ts): only the claim's current attempt is kept. */
 export function keepOnRestart (state: ClusterState, self: string, task: FoundTask): 'adopt' | 'stop' {

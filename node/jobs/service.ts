@@ -283,7 +283,7 @@ export class JobService {
   async kill (id: string): Promise<{ task: string, node: string }> {
     const task = this.task(id)
     if (!isLiveState(task.state)) throw new MurmurError('TASK_NOT_RUNNING', `task ${id} is not running (it is ${task.state} on ${task.node})`, 2, 409)
-    if (task.node === this.self) await this.reconciler.kill(id)
+    if (task.node === this.self) this.reconciler.kill(id)
     else await this.rpc.kill(task.node, id)
     this.log.info({ task: id, node: task.node }, 'task killed on request')
     return { task: id, node: task.node }

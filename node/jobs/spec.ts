@@ -100,11 +100,14 @@ export const jobSpecSchema = z.object({
   graceMs: z.number().int().min(0).max(JOB_LIMITS.graceMsMax),
   partition: z.enum(['majority', 'both']),
   cron: z.object({
-    schedule: z.string(),
-    timezone: z.string(),
+    schedule: z.string().max(256),
+    timezone: z.string().max(64),
     missed: z.enum(['skip', 'run-once']),
     overlap: z.enum(['skip', 'allow']),
-  }).strict().optional(),
+  }).strict()
+    // A peer's record is read through this schema too: a schedule that does not parse makes the spec unreadable, not a pass fail.
+    .refine((c) => scheduleProblem(c.schedule, c.timezone) === null, 'not a cron schedule and time zone')
+    .optional(),
 }).strict()
 export type JobSpec = z.infer<typeof jobSpecSchema>
 

@@ -36,6 +36,8 @@ export const RECONCILE_DEFAULTS = Object.freeze({
   claimTimeoutMs: 2_000,
   /** With `missed: skip`, a cron tick not fired within this long after its time is skipped. */
   cronDeadlineMs: 10_000,
+  /** With `missed: run-once`, how old a missed tick may be and still run; below the task retention (the loop takes half of it). */
+  cronCatchUpMs: 30 * 60_000,
 })
 
 export interface JobEntry {
@@ -64,11 +66,13 @@ export interface ReconcileInput {
   holdOff?: ReadonlySet<string>
   claimTimeoutMs?: number
   cronDeadlineMs?: number
+  cronCatchUpMs?: number
 }
 
 export type Action =
   | { kind: 'claim', instance: string, job: string, generation: number }
-  | { kind: 'stop', instance: string, job: string, why: string }
+  /** `duplicate`: another node holds it; the loop waits a moment before it acts (the holder may be about to give it up). */
+  | { kind: 'stop', instance: string, job: string, why: string, duplicate?: true }
   /** Our claim is live in the state but nothing runs here: the node lost it (a crash between claim and start, a restart). */
   | { kind: 'lost', instance: string, job: string }
   | { kind: 'finish-job', job: string }
@@ -79,6 +83,8 @@ export interface Decisions {
   open: string[]
   /** Why each open instance is not running: placement's summary, or the partition rule. */
   pending: Map<string, { job: string, message: string, why?: PendingSummary }>
+  /** Jobs this pass could not decide on (records that break a rule of placement): left as they are. */
+  errors: Array<{ job: string, message: string }>
 }
 
 export function claimOf (record: TaskRecord): Claim {
@@ -98,7 +104,7 @@ export function demandOf (instance: string, job: string, spec: JobSpec): TaskDem
 }
 
 /** The instances a running job wants now: every index, and for cron the due tick plus earlier ticks still unfinished. */
-export function desiredInstances (job: JobEntry, input: Pick<ReconcileInput, 'now' | 'claims' | 'claimedInstances' | 'nodes' | 'cronDeadlineMs'>, isLive: (node: string) => boolean): string[] {
+export function desiredInstances (job: JobEntry, input: Pick<ReconcileInput, 'now' | 'claims' | 'claimedInstances' | 'nodes' | 'cronDeadlineMs' | 'cronCatchUpMs'>, isLive: (node: string) => boolean): string[] {
   const { record, spec } = job
   if (spec === null) return []
   const out: string[] = []
@@ -116,10 +122,14 @@ export function desiredInstances (job: JobEntry, input: Pick<ReconcileInput, 'no
   }
   const tick = latestTick(spec.cron, input.now)
   if (tick === null || tick < Math.floor(record.submittedAt / 1000) * 1000) return out
-  const late = input.now - tick > (input.cronDeadlineMs ?? RECONCILE_DEFAULTS.cronDeadlineMs)
+  const age = input.now - tick
+  const late = age > (input.cronDeadlineMs ?? RECONCILE_DEFAULTS.cronDeadlineMs)
+  // A missed tick is caught up only while its run's records would still be in the state: past that,
+  // "not fired" cannot be told from "fired, and its records expired", and it would run again.
+  const tooOld = age > (input.cronCatchUpMs ?? RECONCILE_DEFAULTS.cronCatchUpMs)
   const fresh = instanceId(record.id, 0, tick)
   const fired = out.includes(fresh) || input.claims(fresh).length > 0
-  if (fired || (late && spec.cron.missed === 'skip') || (running && spec.cron.overlap === 'skip')) return out
+  if (fired || tooOld || (late && spec.cron.missed === 'skip') || (running && spec.cron.overlap === 'skip')) return out
   for (let i = 0; i < spec.count; i++) out.push(instanceId(record.id, i, tick))
   return out
 }
@@ -132,6 +142,7 @@ export function decide (input: ReconcileInput): Decisions {
   const actions: Action[] = []
   const open: string[] = []
   const pending: Decisions['pending'] = new Map()
+  const errors: Decisions['errors'] = []
   const allocations: Allocation[] = []
   const wanted = new Map<string, string>()
   const toPlace: TaskDemand[] = []
@@ -142,59 +153,64 @@ export function decide (input: ReconcileInput): Decisions {
 
   for (const job of input.jobs) {
     const { record, spec } = job
-    // Every live claim holds its demand on its node, whatever the job's state, until its node stops it.
-    for (const id of input.claimedInstances(record.id)) {
-      const records = input.claims(id)
-      for (const r of records) {
-        if (!isLiveState(r.state)) continue
-        if (spec !== null) allocations.push({ task: demandOf(id, record.id, spec), node: r.node })
-        if (r.node === self) mine.set(id, record.id)
-      }
-    }
-    if (record.desired !== 'running' || spec === null || record.finishedAt !== undefined) continue
-    const desired = desiredInstances(job, input, isLive)
-    let finished = 0
-    let finisher: string | undefined
-    for (const id of desired) {
-      wanted.set(id, record.id)
-      const claims = input.claims(id).map(claimOf)
-      claimsOf.set(id, claims)
-      const outcome = resolveClaims(id, claims, isLive)
-      if (outcome.kind === 'finished') {
-        finished++
-        if (id === instanceId(record.id, 0)) finisher = outcome.by.node
-        if (input.local.has(id)) actions.push({ kind: 'stop', instance: id, job: record.id, why: `it already finished on ${outcome.by.node}` })
-        continue
-      }
-      if (outcome.kind === 'held') {
-        if (outcome.holder.node === self && !input.local.has(id)) actions.push({ kind: 'lost', instance: id, job: record.id })
-        if (outcome.duplicates.some((c) => c.node === self)) {
-          actions.push({ kind: 'stop', instance: id, job: record.id, why: `a duplicate: ${outcome.holder.node} holds it (generation ${outcome.holder.generation})` })
+    try {
+      // Every live claim holds its demand on its node, whatever the job's state, until its node stops it.
+      for (const id of input.claimedInstances(record.id)) {
+        const records = input.claims(id)
+        for (const r of records) {
+          if (!isLiveState(r.state)) continue
+          if (spec !== null) allocations.push({ task: demandOf(id, record.id, spec), node: r.node })
+          if (r.node === self) mine.set(id, record.id)
         }
-        continue
       }
-      open.push(id)
-      // Held only by nodes this side cannot reach: only the majority side takes it over, unless the job runs on every side.
-      const across = claims.filter((c) => c.status === 'active' && !isLive(c.node)).map((c) => c.node)
-      if (!input.majority && spec.partition !== 'both') {
-        if (across.length > 0) {
-          pending.set(id, { job: record.id, message: `held by ${across.join(', ')}, which this node cannot reach; this side of the cluster is a minority, so it does not take the task over (partition: majority)` })
+      if (record.desired !== 'running' || spec === null || record.finishedAt !== undefined) continue
+      const desired = desiredInstances(job, input, isLive)
+      let finished = 0
+      let finisher: string | undefined
+      for (const id of desired) {
+        wanted.set(id, record.id)
+        const claims = input.claims(id).map(claimOf)
+        claimsOf.set(id, claims)
+        const outcome = resolveClaims(id, claims, isLive)
+        if (outcome.kind === 'finished') {
+          finished++
+          if (id === instanceId(record.id, 0)) finisher = outcome.by.node
+          if (input.local.has(id)) actions.push({ kind: 'stop', instance: id, job: record.id, why: `it already finished on ${outcome.by.node}` })
           continue
         }
-        // New work (a new job, a cron tick, an instance given up) is placed on a minority side only for jobs submitted on this side.
-        if (!isLive(record.submittedBy)) {
-          pending.set(id, { job: record.id, message: `this side of the cluster is a minority and the job was submitted on the other side (by ${record.submittedBy}), which places it (partition: majority)` })
+        if (outcome.kind === 'held') {
+          if (outcome.holder.node === self && !input.local.has(id)) actions.push({ kind: 'lost', instance: id, job: record.id })
+          if (outcome.duplicates.some((c) => c.node === self)) {
+            actions.push({ kind: 'stop', instance: id, job: record.id, why: `a duplicate: ${outcome.holder.node} holds it (generation ${outcome.holder.generation})`, duplicate: true })
+          }
           continue
         }
+        open.push(id)
+        // Held only by nodes this side cannot reach: only the majority side takes it over, unless the job runs on every side.
+        const across = claims.filter((c) => c.status === 'active' && !isLive(c.node)).map((c) => c.node)
+        if (!input.majority && spec.partition !== 'both') {
+          if (across.length > 0) {
+            pending.set(id, { job: record.id, message: `held by ${across.join(', ')}, which this node cannot reach; this side of the cluster is a minority, so it does not take the task over (partition: majority)` })
+            continue
+          }
+          // New work (a new job, a cron tick, an instance given up) is placed on a minority side only for jobs submitted on this side.
+          if (!isLive(record.submittedBy)) {
+            pending.set(id, { job: record.id, message: `this side of the cluster is a minority and the job was submitted on the other side (by ${record.submittedBy}), which places it (partition: majority)` })
+            continue
+          }
+        }
+        const demand = demandOf(id, record.id, spec)
+        toPlace.push(demand)
+        demands.set(id, demand)
       }
-      const demand = demandOf(id, record.id, spec)
-      toPlace.push(demand)
-      demands.set(id, demand)
-    }
-    // One node marks the batch finished: the one that finished instance 0, or if it is gone, the lowest live node.
-    const marker = finisher !== undefined && isLive(finisher) ? finisher : lowestAlive
-    if (record.type === 'batch' && desired.length > 0 && finished === desired.length && marker === self) {
-      actions.push({ kind: 'finish-job', job: record.id })
+      // One node marks the batch finished: the one that finished instance 0, or if it is gone, the lowest live node.
+      const marker = finisher !== undefined && isLive(finisher) ? finisher : lowestAlive
+      if (record.type === 'batch' && desired.length > 0 && finished === desired.length && marker === self) {
+        actions.push({ kind: 'finish-job', job: record.id })
+      }
+    } catch (err) {
+      // Records that passed their schemas but break a rule of placement (a peer's): this job waits, the others go on.
+      errors.push({ job: record.id, message: (err as Error).message })
     }
   }
 
@@ -208,8 +224,13 @@ export function decide (input: ReconcileInput): Decisions {
     actions.push({ kind: 'stop', instance: id, job, why })
   }
 
-  if (toPlace.length > 0) {
-    const placed = plan({ nodes: input.nodes, allocations }, toPlace)
+  let placed: ReturnType<typeof plan> = { placements: [], pending: [] }
+  try {
+    if (toPlace.length > 0) placed = plan({ nodes: input.nodes, allocations }, toPlace)
+  } catch (err) {
+    errors.push({ job: '', message: `placement: ${(err as Error).message}` })
+  }
+  if (placed.placements.length + placed.pending.length > 0) {
     const timeout = input.claimTimeoutMs ?? RECONCILE_DEFAULTS.claimTimeoutMs
     // What this node may still take on as a backup: placement counted those instances against their chosen node, not this one.
     const me = input.nodes.find((n) => n.id === self)
@@ -234,7 +255,7 @@ export function decide (input: ReconcileInput): Decisions {
     }
     for (const p of placed.pending) pending.set(p.task, { job: wanted.get(p.task)!, message: p.why.message, why: p.why })
   }
-  return { actions, open, pending }
+  return { actions, open, pending, errors }
 }
 
 function sumOn (allocations: readonly Allocation[], node: string, key: 'cpuMillis' | 'memoryBytes'): number {

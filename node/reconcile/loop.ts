@@ -26,17 +26,27 @@ export interface ReconcileConfig {
   stableWindowMs: number
   /** A restart in place after a run at least this long starts the backoff from the beginning. */
   backoffResetMs: number
-  /** How long this node leaves an instance to others after its executor refused it. */
+  /** How long this node leaves an instance to others after its executor refused it, or a user killed it here. */
   holdOffMs: number
+  /** With `missed: run-once`, how old a missed cron tick may be and still run (keep it under the task retention). */
+  cronCatchUpMs: number
+  /**
+   * How long this node must see its copy of an instance as a duplicate before it stops it: a node
+   * coming back from a crash shows its old claims as live for a moment, until it has judged them.
+   */
+  duplicateGraceMs: number
 }
 
 export const RECONCILE_CONFIG: ReconcileConfig = Object.freeze({
   intervalMs: 250,
   claimTimeoutMs: RECONCILE_DEFAULTS.claimTimeoutMs,
   cronDeadlineMs: RECONCILE_DEFAULTS.cronDeadlineMs,
-  stableWindowMs: 60_000,
+  // node.ts sets it to membership's deadRetentionMs: dead members count as long as SWIM remembers them.
+  stableWindowMs: 600_000,
   backoffResetMs: 60_000,
   holdOffMs: 5_000,
+  cronCatchUpMs: RECONCILE_DEFAULTS.cronCatchUpMs,
+  duplicateGraceMs: RECONCILE_DEFAULTS.claimTimeoutMs,
 })
 
 type Phase = 'starting' | 'running' | 'backoff' | 'stopping'
@@ -90,7 +100,11 @@ export class Reconciler {
   /** Batch jobs to mark finished, written with the claims. */
   private readonly jobOutbox = new Map<string, JobRecord>()
   private outboxTimer: NodeJS.Timeout | null = null
-  private last: Decisions = { actions: [], open: [], pending: new Map() }
+  private last: Decisions = { actions: [], open: [], pending: new Map(), errors: [] }
+  /** When this node first saw itself a duplicate of each instance: it stops its copy only if that lasts. */
+  private readonly duplicateSince = new Map<string, number>()
+  /** Jobs whose records a pass could not decide on, already logged. */
+  private readonly reported = new Set<string>()
   private lastMajority = true
   private scheduled = false
   /** Jobs skipped by passes until a change of their records (see isInert). */
@@ -176,14 +190,15 @@ export class Reconciler {
    * is given up here (another claim replaces it), a batch or cron run counts as
    * failed, so it is not run again.
    */
-  async kill (instance: string): Promise<void> {
+  kill (instance: string): void {
     const l = this.local.get(instance)
     if (l === undefined) throw new MurmurError('NOT_HERE', `task ${instance} does not run on this node`, 1, 404)
     const job = this.state.state.job(l.job)
     const service = job?.type === 'service'
-    // The replacement should come from elsewhere (backups claim after their timeout); this node takes it again only if nobody does.
-    this.holdOff.set(instance, Date.now() + this.config.holdOffMs)
-    await this.stop(instance, 'killed on request', service ? 'killed' : 'failed')
+    // Answered once the stop has begun: it may take the task's grace period. The replacement should come
+    // from elsewhere (backups claim after their timeout): this node holds off from the moment the kill is recorded.
+    this.stop(instance, 'killed on request', service ? 'killed' : 'failed', undefined, true)
+      .catch((err: Error) => { this.log.warn({ task: instance, err: err.message }, 'could not kill a task') })
   }
 
   /** The view a pass decides on: the nodes with records, alive as membership sees them. */
@@ -264,7 +279,18 @@ export class Reconciler {
       holdOff: new Set(this.holdOff.keys()),
       claimTimeoutMs: this.config.claimTimeoutMs,
       cronDeadlineMs: this.config.cronDeadlineMs,
+      cronCatchUpMs: this.config.cronCatchUpMs,
     })
+    for (const e of decisions.errors) {
+      if (this.reported.has(e.job)) continue
+      this.reported.add(e.job)
+      this.log.error({ job: e.job, err: e.message }, 'cannot decide on a job: its records break a rule of placement; it is left as it is')
+    }
+    // A duplicate is stopped only once it has been one for duplicateGraceMs.
+    const duplicates = new Set<string>()
+    for (const a of decisions.actions) if (a.kind === 'stop' && a.duplicate === true) duplicates.add(a.instance)
+    for (const id of this.duplicateSince.keys()) if (!duplicates.has(id)) this.duplicateSince.delete(id)
+    for (const id of duplicates) if (!this.duplicateSince.has(id)) this.duplicateSince.set(id, now)
     const open = new Set(decisions.open)
     for (const id of this.openSince.keys()) if (!open.has(id)) this.openSince.delete(id)
     for (const id of open) if (!this.openSince.has(id)) this.openSince.set(id, now)
@@ -307,6 +333,7 @@ export class Reconciler {
       case 'stop':
         // Every pass says so again until the stop is done: once is enough.
         if (this.local.get(action.instance)?.stopped != null) return
+        if (action.duplicate === true && Date.now() - (this.duplicateSince.get(action.instance) ?? Date.now()) < this.config.duplicateGraceMs) return
         this.log.info({ task: action.instance, why: action.why }, 'stopping a task')
         void this.stop(action.instance, action.why, 'killed')
         return
@@ -414,7 +441,7 @@ export class Reconciler {
   }
 
   /** Stops a local instance (or gives up a claim with nothing local) and records the final state. */
-  private async stop (instance: string, why: string, final: TaskState, graceMaxMs?: number): Promise<void> {
+  private async stop (instance: string, why: string, final: TaskState, graceMaxMs?: number, holdOff = false): Promise<void> {
     const l = this.local.get(instance)
     if (l === undefined) {
       const claim = this.ownClaim(instance)
@@ -440,6 +467,7 @@ export class Reconciler {
       }
       this.record(instance, { state: final, finishedAt: Date.now(), exit })
       this.local.delete(instance)
+      if (holdOff) this.holdOff.set(instance, Date.now() + this.config.holdOffMs)
       this.schedule()
     })()
     l.stopped = done

@@ -349,6 +349,16 @@ function sortChanges (changes: StateChange[]): StateChange[] {
   return [...changes].map((c) => ({ ...c, ids: [...c.ids].sort() })).sort((x, y) => x.kind.localeCompare(y.kind))
 }
 
+describe('bounds placement relies on', () => {
+  it('refuses a claim of generation 0 and a capacity over 2^50', () => {
+    const a = replica('A', 1)
+    expectStateError(() => { a.putTask(taskRecord('t', 'A', { generation: 0 })) }, 'INVALID_RECORD')
+    expectStateError(() => { a.setNode(nodeRecord('A', { cpuMillis: 2 ** 50 + 1 })) }, 'INVALID_RECORD')
+    a.setNode(nodeRecord('A', { cpuMillis: 2 ** 50 }))
+    expect(a.node('A')?.cpuMillis).toBe(2 ** 50)
+  })
+})
+
 describe('jobs', () => {
   it('index their instances: jobIds, and taskIdsOf from every node\'s claims, kept as claims come and go', () => {
     const a = replica('A', 1)

@@ -179,6 +179,13 @@ describe('normalizeJob: refusals name the field and the fix', () => {
 })
 
 describe('readSpec', () => {
+  it('refuses a stored cron spec whose schedule or time zone a peer made unreadable', () => {
+    const { spec } = normalizeJob({ ...BASE, type: 'cron', schedule: '*/5 * * * *' })
+    expect(readSpec(JSON.parse(JSON.stringify(spec)))).toEqual(spec)
+    expect(readSpec({ ...spec, cron: { ...spec.cron!, schedule: 'every now and then' } })).toBeNull()
+    expect(readSpec({ ...spec, cron: { ...spec.cron!, timezone: 'Mars/Olympus' } })).toBeNull()
+  })
+
   it('accepts a normalized spec, also after a JSON round trip', () => {
     for (const input of [BASE, { ...BASE, type: 'cron', schedule: '0 3 * * *', timezone: 'America/New_York', missed: 'run-once' }, { ...BASE, cpu: '1.5', memory: '1G', count: 4, perNodeMax: 2, workdir: '/srv', constraints: [{ label: 'zone', op: 'eq', value: 'a' }] }]) {
       const { spec } = normalizeJob(input)

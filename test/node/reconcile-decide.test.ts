@@ -49,6 +49,7 @@ interface World {
   holdOff?: Record<string, string[]>
   claimTimeoutMs?: number
   cronDeadlineMs?: number
+  cronCatchUpMs?: number
 }
 
 function inputOf (w: World, self: string): ReconcileInput {
@@ -67,6 +68,7 @@ function inputOf (w: World, self: string): ReconcileInput {
     ...(w.holdOff?.[self] !== undefined ? { holdOff: new Set(w.holdOff[self]) } : {}),
     ...(w.claimTimeoutMs !== undefined ? { claimTimeoutMs: w.claimTimeoutMs } : {}),
     ...(w.cronDeadlineMs !== undefined ? { cronDeadlineMs: w.cronDeadlineMs } : {}),
+    ...(w.cronCatchUpMs !== undefined ? { cronCatchUpMs: w.cronCatchUpMs } : {}),
   }
 }
 
@@ -195,7 +197,7 @@ describe('decide: held instances', () => {
     const w: World = { nodes, jobs: [web], claims: [claim('web.0', 'a', { generation: 1 }), claim('web.0', 'b', { generation: 2, state: 'starting' })] }
     expect(actionsByNode(decideAll(w))).toEqual({
       a: [],
-      b: [{ kind: 'stop', instance: 'web.0', job: 'web', why: 'a duplicate: a holds it (generation 1)' }],
+      b: [{ kind: 'stop', instance: 'web.0', job: 'web', why: 'a duplicate: a holds it (generation 1)', duplicate: true }],
       c: [],
     })
   })
@@ -418,6 +420,16 @@ describe('decide: cron', () => {
     expect(unionOfClaims(decideAll(w)).map(({ instance, generation }) => ({ instance, generation }))).toEqual([{ instance: TICK, generation: 1 }])
   })
 
+  it('with run-once, a tick older than cronCatchUpMs is not caught up: its run\'s records may have expired', () => {
+    // A daily job: at 00:00 + 1 h its run's claims may be gone (task retention), and "not fired" would be a second run.
+    const daily = job('daily', { type: 'cron', schedule: '0 0 * * *', missed: 'run-once' })
+    const midnight = Date.UTC(2026, 10, 26)
+    const base: World = { nodes, jobs: [daily] }
+    expect(unionOfClaims(decideAll({ ...base, now: midnight + 29 * 60_000 }))).toHaveLength(1)
+    expect(unionOfClaims(decideAll({ ...base, now: midnight + 31 * 60_000 }))).toEqual([])
+    expect(unionOfClaims(decideAll({ ...base, now: midnight + 31 * 60_000, cronCatchUpMs: 60 * 60_000 }))).toHaveLength(1)
+  })
+
   it('follows cronDeadlineMs', () => {
     const w: World = { nodes, jobs: [nightly()], now: NOW + 30_000, cronDeadlineMs: 60_000 }
     expect(unionOfClaims(decideAll(w)).map((c) => c.instance)).toEqual([TICK])
@@ -499,6 +511,19 @@ describe('decide: no node overcommitted', () => {
     const claims = unionOfClaims(decideAll({ ...w, openSince: LONG_AGO }))
     expect(perNode(claims).a).toBeLessThanOrEqual(2)
     expect(perNode(claims).b).toBeLessThanOrEqual(2)
+  })
+})
+
+describe('decide: records that break a rule of placement', () => {
+  it('a claim placement refuses (generation 0, from a peer) leaves its job undecided and the others go on', () => {
+    const nodes = [node('a'), node('b')]
+    const bad = job('bad')
+    const good = job('good')
+    const all = decideAll({ nodes, jobs: [bad, good], claims: [claim('bad.0', 'b', { generation: 0 })] })
+    for (const d of all.values()) {
+      expect(d.errors).toEqual([{ job: 'bad', message: expect.stringMatching(/generation 0/) }])
+    }
+    expect(unionOfClaims(all).map((c) => c.instance)).toEqual(['good.0'])
   })
 })
 
