@@ -3,6 +3,7 @@
 // for people, asking the nodes that run the tasks for their use and their logs.
 
 import { randomBytes } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { JobRecord, TaskRecord } from '../../crdt/schema.ts'
 import { explain } from '../../placement/explain.ts'
@@ -29,6 +30,9 @@ export interface JobServiceInit {
 }
 
 const RUNNING_LIKE = new Set(['claimed', 'starting', 'running'])
+
+/** How often a log follow looks for the next attempt of a restarting instance. */
+const FOLLOW_POLL_MS = 100
 
 export class JobService {
   private readonly self: string
@@ -333,13 +337,38 @@ export class JobService {
 
   /** Logs of an instance on this node: its current attempt, or the latest one it ran. */
   async localLogs (req: LogsRequest, signal: AbortSignal): Promise<LogsAnswer> {
-    const attempt = this.reconciler.attempt(req.task) ?? this.latestAttempt(req.task)
+    // The current attempt, unless it has not started yet (a restart waiting out its backoff): then the one before.
+    const current = this.reconciler.attempt(req.task)
+    const attempt = current !== undefined && this.executor.inspect(current) !== undefined ? current : this.latestAttempt(req.task)
     if (attempt === undefined) throw noTask(req.task)
     const stream: LogStream = req.stream
-    if (req.follow === true) return { follow: this.executor.followLogs(attempt, stream, { offset: req.offset, tail: req.tail, signal }) }
+    if (req.follow === true) return { follow: this.followAttempts(req.task, attempt, stream, { offset: req.offset, tail: req.tail }, signal) }
     const chunk = await this.executor.readLogs(attempt, stream, { offset: req.offset, length: req.length, tail: req.tail, signal })
     const { data, ...range } = chunk
     return { range, data }
+  }
+
+  /**
+   * Follows an instance's logs across its restarts in place: when one attempt ends
+   * and this node starts the next (after its backoff), the next one's bytes follow
+   * from their start. Ends when the instance no longer runs here, or on `signal`.
+   */
+  private async * followAttempts (instance: string, first: string, stream: LogStream, from: { offset?: number | undefined, tail?: number | undefined }, signal: AbortSignal): AsyncIterable<Buffer> {
+    let attempt: string | undefined = first
+    let opts = from
+    while (attempt !== undefined && !signal.aborted) {
+      yield * this.executor.followLogs(attempt, stream, { ...opts, signal })
+      opts = { offset: 0 }
+      // Then the attempt after it, every one in turn (a quick one may have come and gone already),
+      // once its start has begun; unless the instance no longer runs here.
+      const next = attemptId(instance, parseAttempt(attempt).restarts + 1)
+      attempt = undefined
+      while (!signal.aborted) {
+        if (this.executor.inspect(next) !== undefined) { attempt = next; break }
+        if (this.reconciler.attempt(instance) === undefined) break
+        await sleep(FOLLOW_POLL_MS, undefined, { signal }).catch(() => {})
+      }
+    }
   }
 
   private latestAttempt (instance: string): string | undefined {

@@ -125,6 +125,27 @@ describe('jobs on a 5-node testnet', () => {
     await net.job(follower, submitted.id, (v) => v.status === 'completed', 'the job to complete')
   })
 
+  it('a follow goes on across a service\'s restarts in place, from another node, until the job stops', async () => {
+    const m = mark('restarts')
+    const submitted = await net.client(0).submitJob({ name: 'restarts', type: 'service', ...sh('echo "attempt $MURMUR_TASK_ID"; exit 1', m), restart: { delay: '100ms', backoff: 1 }, ...SMALL })
+    const id = `${submitted.id}.0`
+    const holder = await waitUntil('the instance to be claimed', async () => await net.client(0).task(id).catch(() => null), (t) => t !== null, 15_000)
+    const f = new Follow(net.client((net.index(holder!.node) + 1) % N), id, { offset: 0 })
+    // Each attempt has its own id, so each line names the attempt it came from.
+    const lines = await waitUntil('three attempts in one follow', async () => f.text().split('\n').filter((l) => l !== ''), (l) => l.length >= 3, 20_000, 50)
+    // The follow began with whichever attempt was current; from there, every next attempt once, in order.
+    const attempts = lines.map((l) => {
+      const match = new RegExp(`^attempt ${id.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?:~(\\d+))?$`).exec(l)
+      expect(match, l).not.toBeNull()
+      return Number(match![1] ?? 0)
+    })
+    expect(attempts).toEqual(attempts.map((_, k) => attempts[0]! + k))
+    expect(f.ended).toBe(false)
+    await net.client(1).stopJob(submitted.id)
+    await f.done
+    expect(f.result()).toMatchObject({ error: null, ended: true, cutOff: false })
+  })
+
   it('a follow from the end of a quiet task outlasts the client\'s request limit', async () => {
     const m = mark('quiet')
     const gate = join(dir, 'quiet-gate')
