@@ -16,6 +16,8 @@ import type { Host } from './host.ts'
 import { isOversized, isStreamGone } from './streams.ts'
 
 export const TASKS_PROTOCOL = '/murmur/tasks/1.0.0'
+/** The same requests, for log follows only: long-lived streams get a budget of their own, so they never block a kill. */
+export const TASK_FOLLOW_PROTOCOL = '/murmur/tasks-follow/1.0.0'
 
 export const RPC_LIMITS = Object.freeze({
   requestBytesMax: 16 * 1024,
@@ -25,7 +27,9 @@ export const RPC_LIMITS = Object.freeze({
   usageTasksMax: 10_000,
   /** A request that has not been answered (the header, for logs) by then fails. */
   timeoutMs: 5_000,
+  /** Per connection: short requests (ranges, usage, kill), and log follows. */
   inboundStreamsMax: 32,
+  inboundFollowsMax: 64,
 })
 
 const id = z.string().min(1).max(256)
@@ -70,11 +74,13 @@ export class TaskRpc {
 
   async start (): Promise<void> {
     await this.host.handle(TASKS_PROTOCOL, (stream) => { void this.serve(stream) }, { maxInboundStreams: RPC_LIMITS.inboundStreamsMax })
+    await this.host.handle(TASK_FOLLOW_PROTOCOL, (stream) => { void this.serve(stream) }, { maxInboundStreams: RPC_LIMITS.inboundFollowsMax })
   }
 
   async stop (): Promise<void> {
     for (const c of this.serving) c.abort()
     await this.host.unhandle(TASKS_PROTOCOL).catch(() => {})
+    await this.host.unhandle(TASK_FOLLOW_PROTOCOL).catch(() => {})
   }
 
   /** The resource use of tasks on `peer`. */
@@ -88,7 +94,7 @@ export class TaskRpc {
 
   /** A range of a task's logs on `peer`, or with `follow` its bytes as they come until the task ends or `signal` aborts. */
   async logs (peer: string, req: Omit<LogsRequest, 'op'>, signal: AbortSignal): Promise<LogsAnswer> {
-    const { lp, raw } = await this.open(peer, signal)
+    const { lp, raw } = await this.open(peer, signal, req.follow === true ? TASK_FOLLOW_PROTOCOL : TASKS_PROTOCOL)
     const timeout = AbortSignal.any([signal, AbortSignal.timeout(RPC_LIMITS.timeoutMs)])
     let header: unknown
     try {
@@ -146,10 +152,10 @@ export class TaskRpc {
     }
   }
 
-  private async open (peer: string, signal: AbortSignal): Promise<{ lp: LengthPrefixedStream<Stream>, raw: Stream }> {
+  private async open (peer: string, signal: AbortSignal, protocol = TASKS_PROTOCOL): Promise<{ lp: LengthPrefixedStream<Stream>, raw: Stream }> {
     let raw: Stream
     try {
-      raw = await this.host.dialProtocol(peerIdFromString(peer), TASKS_PROTOCOL, { signal: AbortSignal.any([signal, AbortSignal.timeout(RPC_LIMITS.timeoutMs)]) })
+      raw = await this.host.dialProtocol(peerIdFromString(peer), protocol, { signal: AbortSignal.any([signal, AbortSignal.timeout(RPC_LIMITS.timeoutMs)]) })
     } catch (err) {
       throw new MurmurError('NODE_UNREACHABLE', `cannot reach node ${peer}: ${(err as Error).message}`, 1, 503)
     }
