@@ -310,7 +310,6 @@ export class Reconciler {
     return true
   }
 
-  /** Claims of an instance, with this node's queued record in place of its stored one. */
   /**
    * Claims of an instance as this node knows them: its own as queued (not yet in
    * the state), or as held (claimed, not yet recorded), in place of its stored one.
