@@ -9,9 +9,8 @@ import type { JobRecord, TaskRecord } from '../../crdt/schema.ts'
 import { explain } from '../../placement/explain.ts'
 import { resolveClaims } from '../../placement/claims.ts'
 import { InputError, MurmurError } from '../errors.ts'
-import type { Executor } from '../executor/executor.ts'
 import type { LogStream } from '../executor/logs.ts'
-import type { TaskUsage } from '../executor/types.ts'
+import type { TaskRunner, TaskUsage } from '../executor/types.ts'
 import type { Reconciler } from '../reconcile/loop.ts'
 import { CLAIM_STATUS, claimOf, demandOf, isLiveState } from '../reconcile/decide.ts'
 import type { LogsAnswer, LogsRequest, TaskRpc } from '../rpc.ts'
@@ -24,7 +23,7 @@ export interface JobServiceInit {
   self: string
   state: StateService
   reconciler: Reconciler
-  executor: Executor
+  executor: TaskRunner
   rpc: TaskRpc
   log: Logger
 }
@@ -38,7 +37,7 @@ export class JobService {
   private readonly self: string
   private readonly state: StateService
   private readonly reconciler: Reconciler
-  private readonly executor: Executor
+  private readonly executor: TaskRunner
   private readonly rpc: TaskRpc
   private readonly log: Logger
 

@@ -10,8 +10,7 @@ import type { StateChange } from '../../crdt/state.ts'
 import type { Member } from '../../membership/types.ts'
 import type { NodeView } from '../../placement/types.ts'
 import { MurmurError } from '../errors.ts'
-import type { Executor } from '../executor/executor.ts'
-import type { TaskExit, TaskInfo, TaskSpec } from '../executor/types.ts'
+import type { TaskExit, TaskInfo, TaskRunner, TaskSpec } from '../executor/types.ts'
 import { attemptId, instanceId, jobOfInstance, parseAttempt } from '../jobs/instances.ts'
 import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
 import type { StateService } from '../state.ts'
@@ -79,7 +78,8 @@ const CLAIM_WRITE_DELAY_MS = 250
 export interface ReconcilerInit {
   self: string
   state: StateService
-  executor: Executor
+  /** The task runner: the executor in a node, a simulated one in testnet/sim. */
+  executor: TaskRunner
   members: () => Member[]
   log: Logger
   config?: Partial<ReconcileConfig>
@@ -89,7 +89,7 @@ export class Reconciler {
   readonly config: ReconcileConfig
   private readonly self: string
   private readonly state: StateService
-  private readonly executor: Executor
+  private readonly executor: TaskRunner
   private readonly members: () => Member[]
   private readonly log: Logger
   private readonly local = new Map<string, Local>()
