@@ -50,10 +50,10 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { pino } from 'pino'
 import { table } from '../cli/table.ts'
-import { type HierarchyPlan, detectHierarchies, parseKeyed, parseSelfCgroup } from '../node/executor/cgroups.ts'
+import { type HierarchyPlan, detectHierarchies, parseSelfCgroup } from '../node/executor/cgroups.ts'
 import { Executor, RUNNER_DEFAULTS, dirName, purgeTasks } from '../node/executor/executor.ts'
 import type { TaskInfo, TaskSpec } from '../node/executor/types.ts'
-import { COMMON_OPTIONS, Report, log, selectParts } from './report.ts'
+import { COMMON_OPTIONS, Report, log, machineTimes, ownCpuMs, percentile, rootCpuMs, selectParts } from './report.ts'
 
 const PARTS = ['start', 'throughput', 'stop', 'memory'] as const
 type Part = typeof PARTS[number]
@@ -75,11 +75,6 @@ const IGNORE_TERM_GRACE_MS = 50
 
 const summary = new Report()
 
-function percentile (xs: readonly number[], p: number): number {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]!
-}
 const max = (xs: readonly number[]): number => xs.length === 0 ? NaN : Math.max(...xs)
 const mean = (xs: readonly number[]): number => xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length
 const ms = (x: number): string => Number.isNaN(x) ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : Math.round(x)} ms`
@@ -104,19 +99,6 @@ function gcFunction (): () => void {
   if (existing !== undefined) return existing
   setFlagsFromString('--expose-gc')
   return runInNewContext('gc') as () => void
-}
-
-/** Busy and total jiffies of all cores, from /proc/stat. */
-function machineTimes (): { busy: number, total: number } {
-  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
-  const total = fields.reduce((a, b) => a + b, 0)
-  const idle = (fields[3] ?? 0) + (fields[4] ?? 0)
-  return { busy: total - idle, total }
-}
-
-function ownCpuMs (): number {
-  const u = process.cpuUsage()
-  return (u.user + u.system) / 1000
 }
 
 function openFds (): number {
@@ -233,17 +215,10 @@ async function open (parent: string): Promise<Run> {
   return run
 }
 
-/** CPU time of every task that ever ran below the root (the root's own accounting keeps what removed groups used). */
+/** CPU time of every task that ever ran below the root. */
 function tasksCpuMs (): number {
   if (run === null || run.executor.isolation.kind === 'none') return NaN
-  try {
-    if (run.plan.version === 1) {
-      const dir = run.plan.dirs.cpuacct
-      return dir === undefined ? NaN : Number(readFileSync(join(dir, run.rootName, 'cpuacct.usage'), 'utf8')) / 1e6
-    }
-    if (run.plan.version === 2) return (parseKeyed(readFileSync(join(run.plan.dir, run.rootName, 'cpu.stat'), 'utf8')).get('usage_usec') ?? NaN) / 1000
-  } catch {}
-  return NaN
+  return rootCpuMs(run.plan, run.rootName)
 }
 
 /** Stops every task not yet ended (SIGKILL after `graceMs`), as often as new ones appear. */

@@ -53,12 +53,12 @@ import { parseArgs } from 'node:util'
 import { ApiError, type Client, type ClusterEvent, type JobView, type MemberEvent, type TaskRecord, connect } from '../cli/client.ts'
 import { table } from '../cli/table.ts'
 import { PRESETS } from '../membership/config.ts'
-import { detectHierarchies, parseKeyed } from '../node/executor/cgroups.ts'
+import { detectHierarchies } from '../node/executor/cgroups.ts'
 import { isLiveState } from '../node/reconcile/decide.ts'
 import { cpuTicks } from '../testnet/local/process.ts'
 import type { TestnetNode } from '../testnet/local/state.ts'
 import * as testnet from '../testnet/local/testnet.ts'
-import { COMMON_OPTIONS, Report, log, machineTimes, percentile, selectParts } from './report.ts'
+import { COMMON_OPTIONS, Report, log, machineTimes, ownCpuMs, percentile, rootCpuMs, selectParts } from './report.ts'
 
 const PARTS = ['latency', 'throughput', 'sigkill', 'sigstop'] as const
 type Part = typeof PARTS[number]
@@ -546,32 +546,12 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   if (neverStarted > 0) summary.figure('throughput', `submitted but not started ${ms(LIMITS.drainMs)} after the window`, count(neverStarted), '0', false)
 }
 
-function ownCpuMs (): number {
-  const u = process.cpuUsage()
-  return (u.user + u.system) / 1000
-}
-
 const hierarchies = detectHierarchies('auto')
 
 /** CPU time of every task the nodes ever ran, from their cgroup roots' accounting (which keeps what removed groups used); NaN without cgroups. */
 function tasksCpuMs (c: Cluster): number {
   let sum = 0
-  for (const node of c.nodes) {
-    const root = `murmur-${node.peerId}`
-    try {
-      if (hierarchies.version === 1) {
-        const dir = hierarchies.dirs.cpuacct
-        if (dir === undefined) return NaN
-        sum += Number(readFileSync(join(dir, root, 'cpuacct.usage'), 'utf8')) / 1e6
-      } else if (hierarchies.version === 2) {
-        sum += (parseKeyed(readFileSync(join(hierarchies.dir, root, 'cpu.stat'), 'utf8')).get('usage_usec') ?? NaN) / 1000
-      } else {
-        return NaN
-      }
-    } catch {
-      return NaN
-    }
-  }
+  for (const node of c.nodes) sum += rootCpuMs(hierarchies, `murmur-${node.peerId}`)
   return sum
 }
 

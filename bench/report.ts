@@ -3,6 +3,8 @@
 // or "missed" — never a failure on time.
 
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { type HierarchyPlan, parseKeyed } from '../node/executor/cgroups.ts'
 
 export interface Figure { part: string, what: string, measured: string, target: string, verdict: string }
 
@@ -57,4 +59,25 @@ export function machineTimes (): { busy: number, total: number } {
   const total = fields.reduce((a, b) => a + b, 0)
   const idle = (fields[3] ?? 0) + (fields[4] ?? 0)
   return { busy: total - idle, total }
+}
+
+/** CPU time this process has used, in ms. */
+export function ownCpuMs (): number {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1000
+}
+
+/**
+ * CPU time, in ms, of everything that ever ran below a node's cgroup root (`murmur-<peer id>`): the root's
+ * own accounting keeps what removed groups used. NaN without cgroups, or when the root cannot be read.
+ */
+export function rootCpuMs (plan: HierarchyPlan, rootName: string): number {
+  try {
+    if (plan.version === 1) {
+      const dir = plan.dirs.cpuacct
+      return dir === undefined ? NaN : Number(readFileSync(join(dir, rootName, 'cpuacct.usage'), 'utf8')) / 1e6
+    }
+    if (plan.version === 2) return (parseKeyed(readFileSync(join(plan.dir, rootName, 'cpu.stat'), 'utf8')).get('usage_usec') ?? NaN) / 1000
+  } catch {}
+  return NaN
 }

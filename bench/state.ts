@@ -41,6 +41,7 @@ import { cpuTicks, freePorts, isNodeProcess, readRuntime, signal, sleep, spawnNo
 import type { TestnetNode } from '../testnet/local/state.ts'
 import * as testnet from '../testnet/local/testnet.ts'
 import { Rng } from '../testnet/sim/rng.ts'
+import { percentile } from './report.ts'
 
 const PARTS = ['propagation', 'throughput', 'restart', 'startup', 'retention'] as const
 type Part = typeof PARTS[number]
@@ -55,11 +56,6 @@ function figure (part: string, what: string, measured: string, target = '', ok?:
   figures.push({ part, what, measured, target, verdict: ok === undefined ? '' : ok ? 'met' : 'missed' })
 }
 
-function percentile (xs: number[], p: number): number {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]!
-}
 const ms = (x: number): string => Number.isNaN(x) ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`
 const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(2)} MB`
 const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
