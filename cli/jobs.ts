@@ -42,6 +42,12 @@ function print (text: string): void {
   process.stdout.write(text + '\n')
 }
 
+/** What a command answers: the value as one JSON document with --json, else its text for people. */
+function show (flags: JsonFlag, value: unknown, text: () => string): void {
+  if (flags.json === true) printJson(value)
+  else print(text())
+}
+
 export function registerJobs (program: Command): void {
   const client = (): Client => connect(program.opts().api as string)
   const json = ['--json', 'print one JSON document'] as const
@@ -85,8 +91,7 @@ export function registerJobs (program: Command): void {
     .option(...json)
     .action(async (flags: JsonFlag & { all?: boolean }) => {
       const response = await client().jobs({ all: flags.all === true })
-      if (flags.json === true) printJson(response)
-      else print(renderJobs(response.jobs, Date.now(), flags.all === true))
+      show(flags, response, () => renderJobs(response.jobs, Date.now(), flags.all === true))
     })
 
   job.command('status')
@@ -95,8 +100,7 @@ export function registerJobs (program: Command): void {
     .option(...json)
     .action(async (ref: string, flags: JsonFlag) => {
       const view = await client().job(ref)
-      if (flags.json === true) printJson(view)
-      else print(renderJob(view, Date.now()))
+      show(flags, view, () => renderJob(view, Date.now()))
     })
 
   job.command('stop')
@@ -105,8 +109,7 @@ export function registerJobs (program: Command): void {
     .option(...json)
     .action(async (ref: string, flags: JsonFlag) => {
       const view = await client().stopJob(ref)
-      if (flags.json === true) printJson(view)
-      else print(`stopping ${view.id} (${plural(liveInstances(view), 'instance')})`)
+      show(flags, view, () => `stopping ${view.id} (${plural(liveInstances(view), 'instance')})`)
     })
 
   job.command('history')
@@ -115,8 +118,7 @@ export function registerJobs (program: Command): void {
     .option(...json)
     .action(async (ref: string, flags: JsonFlag) => {
       const history = await client().jobHistory(ref)
-      if (flags.json === true) printJson(history)
-      else print(renderHistory(history))
+      show(flags, history, () => renderHistory(history))
     })
 
   program.command('ps')
@@ -127,8 +129,7 @@ export function registerJobs (program: Command): void {
     .option(...json)
     .action(async (flags: JsonFlag & { job?: string, node?: string, all?: boolean }) => {
       const response = await client().tasks({ job: flags.job, node: flags.node, all: flags.all === true })
-      if (flags.json === true) printJson(response)
-      else print(renderTasks(response.tasks, Date.now(), flags.all === true))
+      show(flags, response, () => renderTasks(response.tasks, Date.now(), flags.all === true))
     })
 
   program.command('logs')
@@ -148,8 +149,7 @@ export function registerJobs (program: Command): void {
     .option(...json)
     .action(async (task: string, flags: JsonFlag) => {
       const result = await client().killTask(task)
-      if (flags.json === true) printJson(result)
-      else print(`killed ${result.task} on ${shortNode(result.node)}`)
+      show(flags, result, () => `killed ${result.task} on ${shortNode(result.node)}`)
     })
 
   program.command('explain')
@@ -158,8 +158,7 @@ export function registerJobs (program: Command): void {
     .option(...json)
     .action(async (task: string, flags: JsonFlag) => {
       const view = await client().explainTask(task)
-      if (flags.json === true) printJson(view)
-      else print(renderExplain(view))
+      show(flags, view, () => renderExplain(view))
     })
 
   program.command('status')
@@ -167,8 +166,7 @@ export function registerJobs (program: Command): void {
     .option(...json)
     .action(async (flags: JsonFlag) => {
       const status = await client().status()
-      if (flags.json === true) printJson(status)
-      else print(renderStatus(status))
+      show(flags, status, () => renderStatus(status))
     })
 }
 

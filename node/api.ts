@@ -133,12 +133,8 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
 
   /** Answers a logs request: a range with its offsets in headers, or the bytes as they come (follow). */
   async function serveLogs (task: string, query: unknown, raw: IncomingMessage, reply: FastifyReply, get: (q: LogsQuery, signal: AbortSignal) => Promise<LogsAnswer>): Promise<FastifyReply> {
-    const parsed = logsQuery.safeParse(query ?? {})
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!
-      throw new InputError('BAD_QUERY', `logs: ${issue.path.join('.') || 'query'}: ${issue.message}; use stream=stdout|stderr, offset, length, tail, follow=1`)
-    }
-    const q = { ...parsed.data, follow: parsed.data.follow === '1' || parsed.data.follow === 'true' }
+    const parsed = parseQuery(logsQuery, query, 'stream=stdout|stderr, offset, length, tail, follow=1', 'logs')
+    const q = { ...parsed, follow: parsed.follow === '1' || parsed.follow === 'true' }
     const aborted = new AbortController()
     raw.on('close', () => { aborted.abort() })
     const answer = await get(q, aborted.signal)
@@ -289,11 +285,12 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
 
 type LogsQuery = Omit<z.infer<typeof logsQuery>, 'follow'> & { follow: boolean }
 
-function parseQuery<T extends z.ZodType> (schema: T, query: unknown, usage: string): z.infer<T> {
+/** A query string through its schema, or a BAD_QUERY that names the parameter (after `what`, if given) and the usage. */
+function parseQuery<T extends z.ZodType> (schema: T, query: unknown, usage: string, what?: string): z.infer<T> {
   const parsed = schema.safeParse(query ?? {})
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!
-    throw new InputError('BAD_QUERY', `${issue.path.join('.') || 'query'}: ${issue.message}; use ${usage}`)
+    throw new InputError('BAD_QUERY', `${what === undefined ? '' : `${what}: `}${issue.path.join('.') || 'query'}: ${issue.message}; use ${usage}`)
   }
   return parsed.data
 }

@@ -5,14 +5,12 @@
 import type { ClusterState } from '../crdt/state.ts'
 import type { FoundTask } from './executor/types.ts'
 import { parseAttempt } from './jobs/instances.ts'
-
-/** A claim in one of these states says "this node runs it" (or is about to, or restarts it in place). */
-const LIVE = new Set(['claimed', 'starting', 'running', 'restarting'])
+import { isLiveState } from './reconcile/decide.ts'
 
 /** The executor's task id is an attempt of an instance (jobs/instances.ts): only the claim's current attempt is kept. */
 export function keepOnRestart (state: ClusterState, self: string, task: FoundTask): 'adopt' | 'stop' {
   const { instance, restarts } = parseAttempt(task.id)
-  const mine = state.taskClaims(instance).some((claim) => claim.node === self && claim.job === task.job && LIVE.has(claim.state) && claim.restarts === restarts)
+  const mine = state.taskClaims(instance).some((claim) => claim.node === self && claim.job === task.job && isLiveState(claim.state) && claim.restarts === restarts)
   if (!mine) return 'stop'
   // A job stopped while the node was away must not come back through its old processes.
   const job = state.job(task.job)

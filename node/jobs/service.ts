@@ -15,7 +15,7 @@ import type { Reconciler } from '../reconcile/loop.ts'
 import { CLAIM_STATUS, claimOf, demandOf, isLiveState } from '../reconcile/decide.ts'
 import type { LogsAnswer, LogsRequest, TaskRpc } from '../rpc.ts'
 import type { StateService } from '../state.ts'
-import { attemptId, latestTick, parseAttempt, tickOf } from './instances.ts'
+import { attemptId, jobOfInstance, latestTick, parseAttempt, tickOf } from './instances.ts'
 import { JobSpecError, type JobSpec, normalizeJob, readSpec } from './spec.ts'
 import type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from './types.ts'
 
@@ -97,9 +97,8 @@ export class JobService {
 
   jobs (all: boolean): JobSummary[] {
     const out: JobSummary[] = []
-    const byJob = this.instancesByJob()
     for (const record of this.state.state.jobs()) {
-      const view = this.view(record, byJob)
+      const view = this.view(record)
       if (!all && (view.status === 'stopped' || view.status === 'completed' || view.status === 'failed')) continue
       out.push({ id: view.id, name: view.name, type: view.type, desired: view.desired, status: view.status, submittedAt: view.submittedAt, counts: view.counts, count: view.spec?.count ?? 0 })
     }
@@ -132,16 +131,16 @@ export class JobService {
 
   history (ref: string): HistoryView {
     const record = this.find(ref)
-    const tasks = this.state.state.tasks().filter((t) => t.job === record.id)
+    const tasks = this.state.state.taskIdsOf(record.id).flatMap((id) => this.state.state.taskClaims(id))
       .sort((a, b) => (a.startedAt ?? a.since) - (b.startedAt ?? b.since) || a.id.localeCompare(b.id) || a.generation - b.generation)
     return { job: this.view(record), tasks }
   }
 
   /** A job with the state of each of its instances, as this node sees the cluster. */
-  view (record: JobRecord, byJob = this.instancesByJob()): JobView {
+  view (record: JobRecord): JobView {
     const spec = readSpec(record.spec)
     const live = this.liveness()
-    const ids = new Set<string>(byJob.get(record.id))
+    const ids = new Set<string>(this.state.state.taskIdsOf(record.id))
     if (spec !== null && spec.cron === undefined) for (let i = 0; i < spec.count; i++) ids.add(`${record.id}.${i}`)
     const instances: InstanceView[] = []
     for (const id of [...ids].sort(compareInstances)) instances.push(this.instance(id, live, record.desired === 'stopped'))
@@ -176,17 +175,6 @@ export class JobService {
     }
   }
 
-  /** The instance ids with claims, by job: one walk over the claims for a whole listing. */
-  private instancesByJob (): Map<string, Set<string>> {
-    const out = new Map<string, Set<string>>()
-    for (const t of this.state.state.tasks()) {
-      let ids = out.get(t.job)
-      if (ids === undefined) out.set(t.job, ids = new Set())
-      ids.add(t.id)
-    }
-    return out
-  }
-
   private instance (id: string, live: (node: string) => boolean, stopped = false): InstanceView {
     const claims = this.state.state.taskClaims(id)
     const outcome = resolveClaims(id, claims.map(claimOf), live)
@@ -216,15 +204,10 @@ export class JobService {
   async tasks (filter: { job?: string | undefined, node?: string | undefined, all?: boolean }): Promise<TaskView[]> {
     const jobId = filter.job === undefined ? undefined : this.find(filter.job).id
     const live = this.liveness()
-    const byId = new Map<string, TaskRecord[]>()
-    for (const t of this.state.state.tasks()) {
-      if (jobId !== undefined && t.job !== jobId) continue
-      let list = byId.get(t.id)
-      if (list === undefined) byId.set(t.id, list = [])
-      list.push(t)
-    }
+    const ids = jobId !== undefined ? this.state.state.taskIdsOf(jobId) : new Set(this.state.state.tasks().map((t) => t.id))
     const out: TaskView[] = []
-    for (const [id, claims] of byId) {
+    for (const id of ids) {
+      const claims = this.state.state.taskClaims(id)
       const outcome = resolveClaims(id, claims.map(claimOf), live)
       const shown = filter.all === true ? claims : claims.filter((c) => outcome.kind === 'held' && c.node === outcome.holder.node)
       for (const c of shown) {
@@ -294,9 +277,7 @@ export class JobService {
 
   async explain (id: string): Promise<ExplainView> {
     const claims = this.state.state.taskClaims(id)
-    const parsed = /^(.*)\.(\d+)$/.exec(id)
-    const jobId = claims[0]?.job ?? this.jobOfInstance(parsed?.[1])
-    const record = jobId === undefined ? undefined : this.state.state.job(jobId)
+    const record = this.state.state.job(claims[0]?.job ?? jobOfInstance(id))
     const spec = record === undefined ? null : readSpec(record.spec)
     if (record === undefined || spec === null) throw noTask(id)
     const { nodes, majority } = this.reconciler.view()
@@ -317,12 +298,6 @@ export class JobService {
       majority,
       explanation: explain({ nodes, allocations }, demandOf(id, record.id, spec)),
     }
-  }
-
-  private jobOfInstance (prefix: string | undefined): string | undefined {
-    if (prefix === undefined) return undefined
-    const job = prefix.replace(/@\d{8}T\d{6}Z$/, '')
-    return this.state.state.job(job)?.id
   }
 
   // --- logs ------------------------------------------------------------------

@@ -295,7 +295,8 @@ export class Reconciler {
     for (const id of this.openSince.keys()) if (!open.has(id)) this.openSince.delete(id)
     for (const id of open) if (!this.openSince.has(id)) this.openSince.set(id, now)
     this.last = decisions
-    for (const action of decisions.actions) this.act(action, jobs)
+    const byId = new Map(jobs.map((j) => [j.record.id, j]))
+    for (const action of decisions.actions) this.act(action, byId)
     for (const { record } of jobs) if (this.isInert(record, claimedInstances)) this.inert.add(record.id)
     this.stats.passes++
     this.stats.lastPassMs = Math.round((performance.now() - started) * 100) / 100
@@ -322,10 +323,10 @@ export class Reconciler {
     return [...claims.filter((c) => c.node !== this.self), own]
   }
 
-  private act (action: Action, jobs: readonly JobEntry[]): void {
+  private act (action: Action, jobs: ReadonlyMap<string, JobEntry>): void {
     switch (action.kind) {
       case 'claim': {
-        const job = jobs.find((j) => j.record.id === action.job)
+        const job = jobs.get(action.job)
         if (job?.spec != null) this.claim(action.instance, job.record, job.spec, action.generation)
         return
       }
