@@ -9,6 +9,7 @@ import type { JobRecord, TaskRecord, TaskState } from '../../crdt/schema.ts'
 import type { StateChange } from '../../crdt/state.ts'
 import type { Member } from '../../membership/types.ts'
 import type { NodeView } from '../../placement/types.ts'
+import { type Clock, type Timer, systemClock } from '../clock.ts'
 import { MurmurError } from '../errors.ts'
 import type { TaskExit, TaskInfo, TaskRunner, TaskSpec } from '../executor/types.ts'
 import { attemptId, instanceId, jobOfInstance, parseAttempt } from '../jobs/instances.ts'
@@ -60,7 +61,7 @@ interface Local {
   /** Failures in a row, for the backoff; reset by a long run. */
   streak: number
   phase: Phase
-  timer: NodeJS.Timeout | null
+  timer: Timer | null
   startedAt: number | null
   /** Resolves when a stop under way is done. */
   stopped: Promise<void> | null
@@ -75,23 +76,29 @@ interface Local {
  */
 const CLAIM_WRITE_DELAY_MS = 250
 
+/** What the loop needs of the state service: the document, and writes that resolve once on disk. */
+export type StateWriter = Pick<StateService, 'state' | 'write'>
+
 export interface ReconcilerInit {
   self: string
-  state: StateService
+  state: StateWriter
   /** The task runner: the executor in a node, a simulated one in testnet/sim. */
   executor: TaskRunner
   members: () => Member[]
   log: Logger
   config?: Partial<ReconcileConfig>
+  /** The system's by default; testnet/sim gives each node a virtual one. */
+  clock?: Clock
 }
 
 export class Reconciler {
   readonly config: ReconcileConfig
   private readonly self: string
-  private readonly state: StateService
+  private readonly state: StateWriter
   private readonly executor: TaskRunner
   private readonly members: () => Member[]
   private readonly log: Logger
+  private readonly clock: Clock
   private readonly local = new Map<string, Local>()
   private readonly openSince = new Map<string, number>()
   private readonly holdOff = new Map<string, number>()
@@ -99,7 +106,7 @@ export class Reconciler {
   private readonly outbox = new Map<string, TaskRecord>()
   /** Batch jobs to mark finished, written with the claims. */
   private readonly jobOutbox = new Map<string, JobRecord>()
-  private outboxTimer: NodeJS.Timeout | null = null
+  private outboxTimer: Timer | null = null
   private last: Decisions = { actions: [], open: [], pending: new Map(), errors: [] }
   /** When this node first saw itself a duplicate of each instance: it stops its copy only if that lasts. */
   private readonly duplicateSince = new Map<string, number>()
@@ -110,7 +117,7 @@ export class Reconciler {
   /** Jobs skipped by passes until a change of their records (see isInert). */
   private readonly inert = new Set<string>()
   private lastPassEnd = 0
-  private timer: NodeJS.Timeout | null = null
+  private timer: Timer | null = null
   private closed = false
   private readonly unsubscribe: Array<() => void> = []
   readonly stats = { passes: 0, claims: 0, starts: 0, stops: 0, restarts: 0, lastPassMs: 0 }
@@ -121,6 +128,7 @@ export class Reconciler {
     this.executor = init.executor
     this.members = init.members
     this.log = init.log
+    this.clock = init.clock ?? systemClock
     this.config = { ...RECONCILE_CONFIG, ...init.config }
   }
 
@@ -143,8 +151,7 @@ export class Reconciler {
       if (change?.kind === 'tasks') for (const id of change.ids) this.inert.delete(jobOfInstance(id))
       this.schedule()
     }))
-    this.timer = setInterval(() => { this.schedule() }, this.config.intervalMs)
-    this.timer.unref()
+    this.timer = this.clock.setInterval(() => { this.schedule() }, this.config.intervalMs)
     this.schedule()
   }
 
@@ -152,9 +159,9 @@ export class Reconciler {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
-    if (this.timer !== null) clearInterval(this.timer)
+    this.clock.clearInterval(this.timer)
     for (const u of this.unsubscribe) u()
-    for (const l of this.local.values()) if (l.timer !== null) clearTimeout(l.timer)
+    for (const l of this.local.values()) this.clock.clearTimeout(l.timer)
     await Promise.allSettled([...this.local.values()].map(async (l) => await l.stopped))
     await this.flush()
   }
@@ -165,7 +172,7 @@ export class Reconciler {
    */
   async releaseAll (why: string, graceMs: number): Promise<void> {
     this.closed = true
-    if (this.timer !== null) clearInterval(this.timer)
+    this.clock.clearInterval(this.timer)
     for (const u of this.unsubscribe) u()
     await Promise.allSettled([...this.local.keys()].map(async (id) => { await this.stop(id, why, 'killed', graceMs) }))
     await this.flush()
@@ -209,7 +216,7 @@ export class Reconciler {
       const s = n.id === this.self ? 'alive' : memberState.get(n.id)
       return { id: n.id, alive: s === 'alive' || s === 'suspect', cpuMillis: n.cpuMillis, memoryBytes: n.memoryBytes, labels: n.labels }
     })
-    return { nodes, majority: majority(members, Date.now(), this.config.stableWindowMs), memberState }
+    return { nodes, majority: majority(members, this.clock.now(), this.config.stableWindowMs), memberState }
   }
 
   /**
@@ -220,7 +227,7 @@ export class Reconciler {
   schedule (): void {
     if (this.scheduled || this.closed) return
     this.scheduled = true
-    const wait = this.lastPassEnd + Math.max(2, 2 * this.stats.lastPassMs) - performance.now()
+    const wait = this.lastPassEnd + Math.max(2, 2 * this.stats.lastPassMs) - this.clock.monotonic()
     const run = (): void => {
       this.scheduled = false
       if (this.closed) return
@@ -229,15 +236,15 @@ export class Reconciler {
       } catch (err) {
         this.log.error({ err }, 'reconcile pass failed')
       }
-      this.lastPassEnd = performance.now()
+      this.lastPassEnd = this.clock.monotonic()
     }
-    if (wait <= 0) setImmediate(run)
-    else setTimeout(run, wait)
+    if (wait <= 0) this.clock.setImmediate(run)
+    else this.clock.setTimeout(run, wait, true)
   }
 
   private pass (): void {
-    const started = performance.now()
-    const now = Date.now()
+    const started = this.clock.monotonic()
+    const now = this.clock.now()
     const s = this.state.state
     // Jobs that can do nothing more (finished or stopped, nothing live) are skipped until a change touches them.
     const jobs: JobEntry[] = []
@@ -299,7 +306,7 @@ export class Reconciler {
     for (const action of decisions.actions) this.act(action, byId)
     for (const { record } of jobs) if (this.isInert(record, claimedInstances)) this.inert.add(record.id)
     this.stats.passes++
-    this.stats.lastPassMs = Math.round((performance.now() - started) * 100) / 100
+    this.stats.lastPassMs = Math.round((this.clock.monotonic() - started) * 100) / 100
   }
 
   /** A job that no pass can act on: it can run no more, and no instance of it is live or held here. */
@@ -318,7 +325,7 @@ export class Reconciler {
   private claimsOf (id: string): TaskRecord[] {
     const claims = this.state.state.taskClaims(id)
     const l = this.local.get(id)
-    const own = l?.unwritten === true ? unwrittenClaim(l, this.self) : this.outbox.get(id)
+    const own = l?.unwritten === true ? unwrittenClaim(l, this.self, this.clock.now()) : this.outbox.get(id)
     if (own === undefined) return claims
     return [...claims.filter((c) => c.node !== this.self), own]
   }
@@ -333,13 +340,13 @@ export class Reconciler {
       case 'stop':
         // Every pass says so again until the stop is done: once is enough.
         if (this.local.get(action.instance)?.stopped != null) return
-        if (action.duplicate === true && Date.now() - (this.duplicateSince.get(action.instance) ?? Date.now()) < this.config.duplicateGraceMs) return
+        if (action.duplicate === true && this.clock.now() - (this.duplicateSince.get(action.instance) ?? this.clock.now()) < this.config.duplicateGraceMs) return
         this.log.info({ task: action.instance, why: action.why }, 'stopping a task')
         void this.stop(action.instance, action.why, 'killed')
         return
       case 'lost':
         this.log.warn({ task: action.instance }, 'a task this node claims is not running here (lost with an earlier life); giving it up')
-        this.record(action.instance, { state: 'lost', finishedAt: Date.now(), exit: { code: null, signal: null, reason: 'its process was lost with an earlier life of the node' } })
+        this.record(action.instance, { state: 'lost', finishedAt: this.clock.now(), exit: { code: null, signal: null, reason: 'its process was lost with an earlier life of the node' } })
         return
       case 'finish-job': {
         const record = this.state.state.job(action.job)
@@ -349,12 +356,12 @@ export class Reconciler {
   }
 
   private claim (instance: string, job: JobRecord, spec: JobSpec, generation: number): void {
-    const now = Date.now()
+    const now = this.clock.now()
     const l: Local = { instance, job: job.id, generation, restarts: 0, streak: 0, phase: 'starting', timer: null, startedAt: null, stopped: null, unwritten: true }
     this.local.set(instance, l)
     this.openSince.delete(instance)
     this.stats.claims++
-    setTimeout(() => { if (l.unwritten && this.local.get(instance) === l) this.record(instance, { state: 'starting', since: now }) }, CLAIM_WRITE_DELAY_MS).unref()
+    this.clock.setTimeout(() => { if (l.unwritten && this.local.get(instance) === l) this.record(instance, { state: 'starting', since: now }) }, CLAIM_WRITE_DELAY_MS, true)
     this.launch(l, spec)
   }
 
@@ -378,14 +385,14 @@ export class Reconciler {
       if (l.phase !== 'starting') return
       l.phase = 'running'
       l.startedAt = info.startedAt
-      this.record(l.instance, { state: 'running', since: Date.now(), startedAt: info.startedAt ?? Date.now() })
+      this.record(l.instance, { state: 'running', since: this.clock.now(), startedAt: info.startedAt ?? this.clock.now() })
     }, (err: MurmurError) => {
       if (this.local.get(l.instance) !== l) return
       this.local.delete(l.instance)
       // Left to the other candidates for a while, so that a refusal does not become a claim-and-give-up loop here.
-      this.holdOff.set(l.instance, Date.now() + this.config.holdOffMs)
+      this.holdOff.set(l.instance, this.clock.now() + this.config.holdOffMs)
       this.log.warn({ task: id, err: err.message }, 'could not start a task; giving it up here')
-      this.record(l.instance, { state: 'killed', finishedAt: Date.now(), exit: { code: null, signal: null, reason: `not started here: ${err.message}`.slice(0, 1_000) } })
+      this.record(l.instance, { state: 'killed', finishedAt: this.clock.now(), exit: { code: null, signal: null, reason: `not started here: ${err.message}`.slice(0, 1_000) } })
     })
   }
 
@@ -396,7 +403,7 @@ export class Reconciler {
     const exit = info.exit!
     const job = this.state.state.job(l.job)
     const spec = job === undefined ? null : readSpec(job.spec)
-    const now = Date.now()
+    const now = this.clock.now()
     const recorded = recordedExit(exit)
     if (job === undefined || spec === null || job.desired !== 'running') {
       this.record(instance, { state: 'killed', finishedAt: now, exit: recorded })
@@ -430,7 +437,7 @@ export class Reconciler {
     this.stats.restarts++
     this.log.info({ task: instance, exit: exit.message, restarts: l.restarts, delayMs: delay }, 'restarting a task after its backoff')
     this.record(instance, { state: 'restarting', since: now, restarts: l.restarts, exit: recorded })
-    l.timer = setTimeout(() => {
+    l.timer = this.clock.setTimeout(() => {
       l.timer = null
       if (this.local.get(instance) !== l || l.phase !== 'backoff' || this.closed) return
       const current = this.state.state.job(l.job)
@@ -445,7 +452,7 @@ export class Reconciler {
     const l = this.local.get(instance)
     if (l === undefined) {
       const claim = this.ownClaim(instance)
-      if (claim !== undefined && isLiveState(claim.state)) this.record(instance, { state: final, finishedAt: Date.now(), exit: { code: null, signal: null, reason: why } })
+      if (claim !== undefined && isLiveState(claim.state)) this.record(instance, { state: final, finishedAt: this.clock.now(), exit: { code: null, signal: null, reason: why } })
       return
     }
     if (l.stopped !== null) return await l.stopped
@@ -454,7 +461,8 @@ export class Reconciler {
     const done = (async () => {
       const wasBackoff = l.phase === 'backoff'
       l.phase = 'stopping'
-      if (l.timer !== null) { clearTimeout(l.timer); l.timer = null }
+      this.clock.clearTimeout(l.timer)
+      l.timer = null
       this.stats.stops++
       let exit: NonNullable<TaskRecord['exit']> = { code: null, signal: null, reason: why }
       if (!wasBackoff) {
@@ -465,9 +473,9 @@ export class Reconciler {
           if ((err as MurmurError).code !== 'NO_SUCH_TASK') this.log.warn({ task: instance, err: (err as Error).message }, 'could not stop a task')
         }
       }
-      this.record(instance, { state: final, finishedAt: Date.now(), exit })
+      this.record(instance, { state: final, finishedAt: this.clock.now(), exit })
       this.local.delete(instance)
-      if (holdOff) this.holdOff.set(instance, Date.now() + this.config.holdOffMs)
+      if (holdOff) this.holdOff.set(instance, this.clock.now() + this.config.holdOffMs)
       this.schedule()
     })()
     l.stopped = done
@@ -495,9 +503,9 @@ export class Reconciler {
 
   private markFinished (job: JobRecord): void {
     if (job.finishedAt !== undefined || this.jobOutbox.has(job.id)) return
-    const now = Date.now()
+    const now = this.clock.now()
     this.jobOutbox.set(job.id, { ...job, version: job.version + 1, updatedAt: now, finishedAt: now })
-    this.outboxTimer ??= setTimeout(() => { void this.flush() }, 0)
+    this.outboxTimer ??= this.clock.setTimeout(() => { void this.flush() }, 0)
   }
 
   /**
@@ -509,16 +517,16 @@ export class Reconciler {
     let base: TaskRecord | undefined
     if (l?.unwritten === true) {
       // The first record of a claim: nothing of an earlier claim of ours (its exit, its end) carries over.
-      base = unwrittenClaim(l, this.self)
+      base = unwrittenClaim(l, this.self, this.clock.now())
       l.unwritten = false
     } else {
       base = this.ownClaim(instance)
     }
     if (base === undefined) return
-    const now = Date.now()
+    const now = this.clock.now()
     const next = { ...base, ...patch, since: patch.since ?? now } as TaskRecord
     this.outbox.set(instance, next)
-    this.outboxTimer ??= setTimeout(() => { void this.flush() }, 0)
+    this.outboxTimer ??= this.clock.setTimeout(() => { void this.flush() }, 0)
   }
 
   private async flush (): Promise<void> {
@@ -542,13 +550,13 @@ export class Reconciler {
       for (const r of records) if (this.outbox.get(r.id) === r && this.state.state.taskClaims(r.id).some((c) => c.node === this.self && JSON.stringify(c) === JSON.stringify(r))) this.outbox.delete(r.id)
       for (const j of jobs) if (this.state.state.job(j.id)?.finishedAt === undefined) this.jobOutbox.set(j.id, j)
       this.log.warn({ err: e.message, records: records.length }, 'could not store task records; retrying')
-      this.outboxTimer ??= setTimeout(() => { void this.flush() }, 100)
+      this.outboxTimer ??= this.clock.setTimeout(() => { void this.flush() }, 100)
     }
   }
 }
 
-function unwrittenClaim (l: Local, self: string): TaskRecord {
-  return { id: l.instance, job: l.job, node: self, generation: l.generation, state: 'claimed', since: Date.now(), restarts: l.restarts }
+function unwrittenClaim (l: Local, self: string, now: number): TaskRecord {
+  return { id: l.instance, job: l.job, node: self, generation: l.generation, state: 'claimed', since: now, restarts: l.restarts }
 }
 
 function recordedExit (exit: TaskExit): NonNullable<TaskRecord['exit']> {

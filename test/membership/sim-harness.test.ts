@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { LIMITS } from '../../membership/codec.ts'
 import type { Message, Outbound, Update } from '../../membership/types.ts'
 import { randomMeta, SimCluster } from '../../testnet/sim/cluster.ts'
-import { type NetworkConfig, type NetworkHost, SimNetwork } from '../../testnet/sim/network.ts'
+import { type NetworkConfig, type NetworkHost, SimNetwork, type Wire } from '../../testnet/sim/network.ts'
 import { Rng, seedFromEnv } from '../../testnet/sim/rng.ts'
 import { TimeQueue } from '../../testnet/sim/time-queue.ts'
 
@@ -69,10 +69,10 @@ describe('TimeQueue', () => {
 })
 
 /** A network between hosts a, b, c that records what arrives and what is reported back. */
-function net (config: Partial<NetworkConfig> = {}): { network: SimNetwork, delivered: { to: string, atMs: number, message: Message }[], refused: { from: string, atMs: number }[], host: NetworkHost } {
+function net (config: Partial<NetworkConfig> = {}): { network: SimNetwork, delivered: { to: string, atMs: number, message: Wire }[], refused: { from: string, atMs: number }[], host: NetworkHost } {
   const network = new SimNetwork(config, new Rng(1))
   for (const id of ['a', 'b', 'c']) network.register(id, `sim://${id}`)
-  const delivered: { to: string, atMs: number, message: Message }[] = []
+  const delivered: { to: string, atMs: number, message: Wire }[] = []
   const refused: { from: string, atMs: number }[] = []
   const host: NetworkHost = {
     deliver: (to, _from, message, atMs) => { delivered.push({ to, atMs, message }) },

@@ -6,6 +6,9 @@
 //                                                        paused or cut off? ─▶ refuse | drop
 //                                                        else decode ─▶ deliver
 //
+// Besides membership messages it carries app bytes (a simulated node's state
+// sync and gossip), which the app encodes with its own real codec.
+//
 // Reordering falls out of the random delay. What a sender learns about a message
 // that cannot arrive depends on why, as with TCP: a crashed process on a live host
 // refuses the connection at once (the sender hears "undeliverable" one round trip
@@ -13,12 +16,25 @@
 // so the sender hears nothing and has to time out.
 
 import { decodeMessage, encodeMessage } from '../../membership/codec.ts'
-import type { Message, Outbound } from '../../membership/types.ts'
+import type { Message } from '../../membership/types.ts'
 import type { Rng } from './rng.ts'
 import { TimeQueue } from './time-queue.ts'
 
 /** How a host's process is doing, as the network sees it. */
 export type HostStatus = 'up' | 'crashed' | 'paused'
+
+/** Bytes of a simulated node's own protocols (state sync, gossip), already encoded. */
+export interface AppMessage { type: 'app', bytes: Uint8Array }
+
+/** What crosses the simulated network: a membership message or app bytes. */
+export type Wire = Message | AppMessage
+
+/** Where a message goes: a known host, or (joining) only an address. */
+export interface WireOutbound {
+  to: string | null
+  addrs: string[]
+  message: Wire
+}
 
 /** What the sender learns about a message that cannot arrive. */
 export type FailureReport = 'refuse' | 'drop'
@@ -66,14 +82,14 @@ export interface NetworkStats {
 
 /** Where the network hands what arrives. */
 export interface NetworkHost {
-  deliver (to: string, from: string, message: Message, nowMs: number): void
-  undeliverable (from: string, message: Message, nowMs: number): void
+  deliver (to: string, from: string, message: Wire, nowMs: number): void
+  undeliverable (from: string, message: Wire, nowMs: number): void
 }
 
 /** One send; its copies share it so that a refusal is reported once, as a transport would. */
 interface Send {
   from: string
-  message: Message
+  message: Wire
   reported: boolean
 }
 
@@ -145,7 +161,7 @@ export class SimNetwork {
     return (this.groupOf.get(a) ?? -1) === (this.groupOf.get(b) ?? -1)
   }
 
-  send (from: string, outbound: Outbound, nowMs: number): void {
+  send (from: string, outbound: WireOutbound, nowMs: number): void {
     this.stats.sent++
     const send: Send = { from, message: outbound.message, reported: false }
     const to = this.resolve(outbound)
@@ -154,7 +170,7 @@ export class SimNetwork {
       this.refuse(send, nowMs)
       return
     }
-    const bytes = encodeMessage(outbound.message)
+    const bytes = outbound.message.type === 'app' ? outbound.message.bytes : encodeMessage(outbound.message)
     this.stats.bytesSent += bytes.byteLength
     this.stats.largestBytes = Math.max(this.stats.largestBytes, bytes.byteLength)
     if (this.muted.has(from)) {
@@ -203,13 +219,19 @@ export class SimNetwork {
       this.stats.dropped++
       return
     }
-    const decoded = decodeMessage(bytes)
-    if (!decoded.ok) {
-      this.stats.rejected++
-      return
+    let message: Wire
+    if (send.message.type === 'app') {
+      message = send.message
+    } else {
+      const decoded = decodeMessage(bytes)
+      if (!decoded.ok) {
+        this.stats.rejected++
+        return
+      }
+      message = decoded.message
     }
     this.stats.delivered++
-    host.deliver(to, send.from, decoded.message, nowMs)
+    host.deliver(to, send.from, message, nowMs)
   }
 
   /** Why a packet from `from` cannot be handed to `to` now, or undefined if it can. */
@@ -229,7 +251,7 @@ export class SimNetwork {
     this.queue.push(nowMs + this.delay(), { kind: 'refused', send })
   }
 
-  private resolve (outbound: Outbound): string | undefined {
+  private resolve (outbound: WireOutbound): string | undefined {
     if (outbound.to !== null && this.status.has(outbound.to)) return outbound.to
     for (const addr of outbound.addrs) {
       const id = this.addrToId.get(addr)
