@@ -1,0 +1,110 @@
+// Reliability: a node crashes and its state database is corrupt. Unreadable as a
+// whole, the start is refused with one line that names the dir and the fix; the
+// cluster carries on without the node; `--reset-state` brings it back, filled
+// from its peers, and what its previous life left running is adopted or stopped.
+// Damaged in the middle of a file, the node must refuse too, or start and be
+// filled from its peers: never run on a state that stays wrong.
+
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import * as testnet from '../../testnet/local/testnet.ts'
+import { murmur, userLines } from '../helpers/cli.ts'
+import { Cluster, describeDeaths, resultRow } from './harness.ts'
+
+let cluster: Cluster
+let started = 0
+
+beforeAll(async () => {
+  cluster = await Cluster.start('corrupt', 5)
+  started = Date.now()
+}, 120_000)
+afterAll(async () => { await cluster?.stop() }, 60_000)
+
+/** Starts a node on `dataDir` outside the testnet, as an operator would; it must refuse. */
+async function startRefused (dataDir: string): Promise<{ code: number | null, lines: string[], stderr: string }> {
+  const result = await murmur(['node', 'start', '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--profile', 'local', '--log-level', 'error'], { timeoutMs: 30_000 })
+  return { code: result.code, lines: userLines(result.stderr), stderr: result.stderr }
+}
+
+/** Flips 64 bytes in the middle of the largest table or log file of a LevelDB dir; returns the file. */
+async function damageMiddle (dir: string): Promise<string> {
+  const files = (await readdir(dir)).filter((f) => /\.(ldb|log)$/.test(f))
+  const sized = await Promise.all(files.map(async (f) => ({ f, size: (await stat(join(dir, f))).size })))
+  const { f } = sized.sort((a, b) => b.size - a.size)[0]!
+  const bytes = await readFile(join(dir, f))
+  const at = Math.floor(bytes.length / 2)
+  for (let k = at; k < Math.min(bytes.length, at + 64); k++) bytes[k] = bytes[k]! ^ 0xff
+  await writeFile(join(dir, f), bytes)
+  return f
+}
+
+describe('reliability', () => {
+  it('a corrupt state database on one node', async ({ task }) => {
+    const row = resultRow(task, 'corrupt data dir on one node')
+    const { net } = cluster
+    await cluster.submit(0, { name: 'svc', type: 'service', count: 10 })
+    await cluster.submit(1, { name: 'once', type: 'batch', count: 3 })
+    expect((await cluster.waitClean(cluster.all(), Date.now(), 60_000)).census.problems).toEqual([])
+    await cluster.pastNewcomerGrace()
+
+    // Wholly unreadable: refused with one line; the others carry on.
+    const victim = 3
+    const node = net.nodes[victim]!
+    const stateDir = join(node.dataDir, 'state')
+    const away = cluster.faults.open('SIGKILL, corrupt state database', [victim])
+    await testnet.kill(cluster.dir, victim)
+    const killedAt = Date.now()
+    for (const file of await readdir(stateDir)) if (/^(CURRENT|MANIFEST-.*|.*\.(ldb|log))$/.test(file)) await writeFile(join(stateDir, file), 'garbage')
+    const refused = await startRefused(node.dataDir)
+    expect(refused.code, refused.stderr).toBe(2)
+    expect(refused.lines, refused.stderr).toHaveLength(1)
+    expect(refused.lines[0]).toContain(stateDir)
+    expect(refused.lines[0]).toMatch(/--reset-state/)
+    const without = await cluster.waitClean(cluster.except(victim), killedAt, 60_000)
+    expect(without.census.problems, 'the others run everything without the node').toEqual([])
+    row.notes.push(`refused in one line; the others clean ${((without.ms ?? 0) / 1000).toFixed(1)} s after the crash`)
+    // A job the node never saw, acknowledged while it was away.
+    await cluster.submit(2, { name: 'while-away', type: 'service', count: 2 })
+
+    const resetAt = Date.now()
+    await cluster.restart(victim, ['--reset-state'])
+    away()
+    const reset = await cluster.waitClean(cluster.all(), resetAt, 60_000)
+    row.recoverMs = reset.ms
+    expect(reset.census.problems, 'after --reset-state every job runs once, and the documents are equal').toEqual([])
+    expect(reset.census.orphans).toBe(0)
+    expect((await readdir(node.dataDir)).filter((f) => f.startsWith('state.reset-'))).toHaveLength(1)
+
+    // Damaged in the middle: refused, or started and refilled by its peers.
+    const second = 1
+    const damaged = cluster.faults.open('SIGKILL, damaged state database', [second])
+    await testnet.kill(cluster.dir, second)
+    const secondState = join(net.nodes[second]!.dataDir, 'state')
+    const file = await damageMiddle(secondState)
+    const logBefore = (await readFile(net.nodes[second]!.logFile, 'utf8')).length
+    const restartedAt = Date.now()
+    try {
+      await cluster.restart(second)
+      // It started: then it must end up equal to its peers, running what the cluster gives it.
+      row.notes.push(`${file} damaged in the middle: started, refilled from the peers`)
+    } catch (err) {
+      // Refused: with the one line that says what to do.
+      expect((err as Error).message).toMatch(/--reset-state/)
+      row.notes.push(`${file} damaged in the middle: refused`)
+      await cluster.restart(second, ['--reset-state'])
+    }
+    // What LevelDB and the node said about it (a note for the table: LevelDB drops a damaged log record and goes on).
+    const dropped = /dropping (\d+) bytes; Corruption/.exec(await readFile(join(secondState, 'LOG'), 'utf8').catch(() => ''))
+    const said = (await readFile(net.nodes[second]!.logFile, 'utf8')).slice(logBefore).split('\n').filter((l) => /"level":(40|50|60)/.test(l) && /state/.test(l)).map((l) => (JSON.parse(l) as { msg: string }).msg)
+    row.notes.push(`LevelDB ${dropped === null ? 'reported nothing' : `dropped ${dropped[1]} bytes`}; the node warned: ${said.length === 0 ? 'nothing' : said.map((m) => `"${m}"`).join(', ')}`)
+    damaged()
+    const end = await cluster.waitClean(cluster.all(), restartedAt, 60_000)
+    row.notes.push(`damaged node back → clean in ${end.ms === null ? 'never' : `${(end.ms / 1000).toFixed(1)} s`}`)
+    const falseDeaths = cluster.score(row, end.census)
+    expect(end.census.problems).toEqual([])
+    expect(end.census.lost).toEqual([])
+    expect(end.census.duplicates).toEqual([])
+    expect(falseDeaths, describeDeaths(falseDeaths, started)).toEqual([])
+  })
+})

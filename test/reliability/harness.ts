@@ -1,0 +1,417 @@
+// The reliability suite's harness: a testnet of real node processes, the jobs a
+// scenario had acknowledged, a watch on every node's membership events, a log of
+// the faults the scenario injected, and a census of what runs where, read from
+// the nodes' APIs and from the task processes themselves. Each scenario ends with
+// one result row (time to recover, tasks lost, duplicate runs, false deaths),
+// attached to its test; reporter.ts prints the rows as a table.
+
+import { readFileSync } from 'node:fs'
+import type { TaskMeta } from 'vitest'
+import { connect } from '../../cli/client.ts'
+import { parseAttempt } from '../../node/jobs/instances.ts'
+import * as testnet from '../../testnet/local/testnet.ts'
+import { byInstance, isLive, marker, markedPids, Net, sh } from '../helpers/jobs.ts'
+import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
+
+/** One scenario's figures, as the table shows them. */
+export interface ResultRow {
+  scenario: string
+  /** From the end of the fault (or the heal) to a clean cluster; null if it never got clean. */
+  recoverMs: number | null
+  /** Acknowledged instances not running (a service) or never finished (a batch) at the end; jobs a node does not know. */
+  tasksLost: number
+  /** Instances run by more than one node at the end: live claims, executors or processes. */
+  duplicateRuns: number
+  /** Members declared dead (or left) by a node although no fault of the scenario explains it. */
+  falseDeaths: number
+  /** Other figures worth a line: how long the documents took to agree, and so on. */
+  notes: string[]
+}
+
+declare module 'vitest' {
+  interface TaskMeta {
+    reliability?: ResultRow
+  }
+}
+
+/** Starts a result row on the test's metadata, where the reporter finds it whether or not the test passes. */
+export function resultRow (task: { meta: TaskMeta }, scenario: string): ResultRow {
+  const row: ResultRow = { scenario, recoverMs: null, tasksLost: 0, duplicateRuns: 0, falseDeaths: 0, notes: [] }
+  task.meta.reliability = row
+  return row
+}
+
+/** Tiny tasks: the suite runs hundreds on 2 cores. */
+export const SMALL = { cpu: '10m', memory: '16M' } as const
+/** A service that runs until stopped: one process (sh) per instance, carrying the mark. */
+export const LOOP = 'while :; do sleep 1; done'
+
+/** A job the API acknowledged (answered 201): it must never be lost. */
+export interface Ack {
+  id: string
+  type: 'service' | 'batch'
+  count: number
+  mark: string
+  /** The node it was submitted on. */
+  on: number
+  partition: 'majority' | 'both'
+}
+
+// ---- faults and deaths --------------------------------------------------------
+
+/**
+ * A fault the scenario injected: `members` may be declared dead (or left) by
+ * `observers` (every node if null) from `from` until `graceMs` after `to`. A death
+ * that no window explains is a false death.
+ */
+export interface FaultWindow {
+  what: string
+  members: readonly number[]
+  observers: readonly number[] | null
+  from: number
+  to: number | null
+}
+
+/**
+ * How long after a fault ends a death it caused can still be declared: a suspicion
+ * raised during the fault runs to its timeout (at most 3.9 s on profile `local`,
+ * stretched by Lifeguard's local health), and the verdict then spreads by gossip.
+ */
+export const DEATH_GRACE_MS = 15_000
+
+export interface Death { observer: number, member: number, id: string, state: 'dead' | 'left', at: number }
+
+/**
+ * Every membership verdict (dead, left) of every node, from each node's event
+ * stream (`GET /v1/events`), reopened whenever a node comes back. A node that does
+ * not run sees nothing, and is then no witness.
+ */
+export class DeathWatch {
+  readonly deaths: Death[] = []
+  private readonly abort = new AbortController()
+  private readonly loops: Array<Promise<void>> = []
+  private readonly net: Net
+
+  constructor (net: Net) { this.net = net }
+
+  start (): void {
+    for (const node of this.net.nodes) this.loops.push(this.follow(node.index))
+  }
+
+  private async follow (i: number): Promise<void> {
+    const signal = this.abort.signal
+    while (!signal.aborted) {
+      try {
+        await connect(this.net.nodes[i]!.apiUrl, { timeoutMs: 2_000 }).events((event) => {
+          if (event.type !== 'member') return
+          const { member, previous } = event.data
+          if ((member.state === 'dead' || member.state === 'left') && previous !== member.state) {
+            this.deaths.push({ observer: i, member: this.net.index(member.id), id: member.id, state: member.state, at: Date.now() })
+          }
+        }, signal)
+      } catch {
+        // The node is down or frozen: try again in a moment.
+      }
+      if (!signal.aborted) await sleep(250)
+    }
+  }
+
+  async stop (): Promise<void> {
+    this.abort.abort()
+    await Promise.allSettled(this.loops)
+  }
+}
+
+export class FaultLog {
+  readonly windows: FaultWindow[] = []
+
+  /** Opens a fault window now; the returned function closes it. */
+  open (what: string, members: readonly number[], observers: readonly number[] | null = null): () => void {
+    const w: FaultWindow = { what, members, observers, from: Date.now(), to: null }
+    this.windows.push(w)
+    return () => { w.to ??= Date.now() }
+  }
+
+  /** A partition: each group may declare every other group's members dead. */
+  partition (what: string, groups: readonly number[][]): () => void {
+    const closes = groups.map((g) => this.open(what, groups.filter((o) => o !== g).flat(), g))
+    return () => { for (const c of closes) c() }
+  }
+
+  explains (d: Death): boolean {
+    return this.windows.some((w) => w.members.includes(d.member) &&
+      (w.observers === null || w.observers.includes(d.observer)) &&
+      d.at >= w.from && d.at <= (w.to ?? Infinity) + DEATH_GRACE_MS)
+  }
+
+  falseDeaths (deaths: readonly Death[]): Death[] {
+    return deaths.filter((d) => !this.explains(d))
+  }
+}
+
+// ---- what runs where ------------------------------------------------------------
+
+/** A task process with a mark of ours: which instance it runs, for which node. */
+export interface TaskProcess { pid: number, instance: string, node: string }
+
+/**
+ * The task processes carrying `mark`, with their instance and node from the
+ * environment the node gave them. A task's main process only: a child forked by
+ * it (sh forks before it execs `sleep`) carries the mark for a moment too.
+ */
+export function markedTasks (mark: string): TaskProcess[] {
+  const pids = markedPids(mark)
+  const marked = new Set(pids)
+  const out: TaskProcess[] = []
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      if (marked.has(ppid)) continue
+      const env = new Map(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').map((kv) => {
+        const at = kv.indexOf('=')
+        return [kv.slice(0, at), kv.slice(at + 1)] as const
+      }))
+      const task = env.get('MURMUR_TASK_ID')
+      const node = env.get('MURMUR_NODE_ID')
+      if (task !== undefined && node !== undefined) out.push({ pid, instance: parseAttempt(task).instance, node })
+    } catch {
+      // It ended while we looked.
+    }
+  }
+  return out
+}
+
+/** What one census found: problems in words, and the counts the table shows. */
+export interface Census {
+  at: number
+  /** Every live node agrees on every acknowledged job, each instance runs once, the documents are equal. */
+  clean: boolean
+  problems: string[]
+  /** Instances (or jobs, as `<job>: unknown to node i`) lost: not running, not finished, not known. */
+  lost: string[]
+  /** Instances run by more than one live node (claims, executors or processes). */
+  duplicates: string[]
+  /** Task processes left by nodes that are not live (killed and not back yet). */
+  orphans: number
+  digestsEqual: boolean
+}
+
+/**
+ * A cluster under test: the testnet, its clients, the jobs acknowledged so far,
+ * the faults injected and the deaths seen.
+ */
+export class Cluster {
+  readonly acks: Ack[] = []
+  readonly faults = new FaultLog()
+  readonly watch: DeathWatch
+  readonly dir: string
+  readonly net: Net
+  private readonly mark: string
+  private seq = 0
+
+  private constructor (dir: string, net: Net, name: string) {
+    this.dir = dir
+    this.net = net
+    this.mark = marker(`rel-${name}`)
+    this.watch = new DeathWatch(net)
+  }
+
+  static async start (name: string, nodes: number): Promise<Cluster> {
+    const { dir, state } = await startTestnet(`rel-${name}`, nodes, 90_000)
+    const cluster = new Cluster(dir, new Net(state.nodes), name)
+    cluster.watch.start()
+    return cluster
+  }
+
+  /**
+   * Waits until every member is past membership's newcomer grace (a suspicion of a
+   * newcomer runs to the ceiling, by design): faults then hit a cluster in its
+   * steady state, as they would in production.
+   */
+  async pastNewcomerGrace (): Promise<void> {
+    const info = await this.net.client(0).node()
+    const graceMs = Number((info.membership.config as { newcomerGraceMs?: number } | undefined)?.newcomerGraceMs ?? 0)
+    const startedAt = Math.max(...await Promise.all(this.all().map(async (i) => Date.parse((await this.net.client(i).node()).startedAt))))
+    await sleep(Math.max(0, startedAt + graceMs + 1_000 - Date.now()))
+  }
+
+  get size (): number { return this.net.nodes.length }
+  all (): number[] { return this.net.nodes.map((n) => n.index) }
+  except (...away: number[]): number[] { return this.all().filter((i) => !away.includes(i)) }
+
+  /** Every mark of this cluster's jobs (one per job). */
+  get marks (): string[] { return this.acks.map((a) => a.mark) }
+
+  /**
+   * Submits a job on node `on`; once acknowledged it is held to the promise. Its
+   * command carries a mark of its own, so that its processes can be counted.
+   */
+  async submit (on: number, spec: { name: string, type: 'service' | 'batch', count: number, script?: string, [k: string]: unknown }, timeoutMs = 15_000): Promise<Ack> {
+    const mark = `${this.mark}-${spec.name}-${this.seq++}`
+    const { script, ...rest } = spec
+    const view = await this.net.client(on, timeoutMs).submitJob({ ...SMALL, grace: '1s', ...rest, ...sh(script ?? (spec.type === 'service' ? LOOP : 'true'), mark) })
+    const ack: Ack = { id: view.id, type: spec.type, count: spec.count, mark, on, partition: spec.partition === 'both' ? 'both' : 'majority' }
+    this.acks.push(ack)
+    return ack
+  }
+
+  /** Restarts node `i` (same data dir and ports) and keeps its new record. */
+  async restart (i: number, extraArgs?: string[]): Promise<void> {
+    this.net.nodes[i] = await testnet.restart(this.dir, i, extraArgs)
+  }
+
+  /**
+   * What runs where, as the live nodes see it and as the processes show it. The
+   * instances of `acks` only; `live` are the nodes that run (others are away).
+   */
+  async census (live: readonly number[], acks: readonly Ack[] = this.acks): Promise<Census> {
+    const problems: string[] = []
+    const lost = new Set<string>()
+    const duplicates = new Set<string>()
+    const livePeers = new Set(live.map((i) => this.net.peer(i)))
+    const name = (peer: string | null): string => `node ${this.net.index(peer)}`
+
+    const views = await Promise.all(live.map(async (i) => {
+      const client = this.net.client(i, 10_000)
+      try {
+        const [state, tasks, jobs] = await Promise.all([
+          client.state(),
+          client.nodeTasks(),
+          Promise.all(acks.map(async (a) => await client.jobHistory(a.id).catch(() => null))),
+        ])
+        return { i, digest: state.digest, tasks: tasks.tasks, jobs }
+      } catch (err) {
+        problems.push(`node ${i} does not answer: ${(err as Error).message}`)
+        return null
+      }
+    }))
+    const answered = views.filter((v) => v !== null)
+    const digestsEqual = answered.length === live.length && new Set(answered.map((v) => v.digest)).size === 1
+    if (!digestsEqual) problems.push('the documents differ')
+
+    // Per instance: the live nodes whose executor runs it, and the task processes of live nodes.
+    const executors = new Map<string, Set<number>>()
+    for (const v of answered) {
+      for (const t of v.tasks) {
+        if (t.phase === 'ended') continue
+        const { instance } = parseAttempt(t.id)
+        let set = executors.get(instance)
+        if (set === undefined) executors.set(instance, set = new Set())
+        set.add(v.i)
+      }
+    }
+    const processes = new Map<string, TaskProcess[]>()
+    let orphans = 0
+    for (const a of acks) {
+      for (const p of markedTasks(a.mark)) {
+        if (!livePeers.has(p.node)) { orphans++; continue }
+        let list = processes.get(p.instance)
+        if (list === undefined) processes.set(p.instance, list = [])
+        list.push(p)
+      }
+    }
+
+    for (const [k, a] of acks.entries()) {
+      const instances = Array.from({ length: a.count }, (_, n) => `${a.id}.${n}`)
+      for (const v of answered) {
+        const history = v.jobs[k]
+        if (history === null || history === undefined) {
+          lost.add(`${a.id}: unknown to node ${v.i}`)
+          problems.push(`node ${v.i} does not know job ${a.id}`)
+          continue
+        }
+        const byId = byInstance(history.tasks)
+        if (a.type === 'batch') {
+          if (history.job.status !== 'completed') problems.push(`node ${v.i} sees batch ${a.id} ${history.job.status}`)
+          for (const id of instances) {
+            const claims = byId.get(id) ?? []
+            // Finished by more than one node: it ran twice.
+            if (claims.filter((c) => c.state === 'exited').length > 1) duplicates.add(id)
+            // Not finished by anyone, and not under way: lost (at the end of a scenario).
+            if (!claims.some((c) => c.state === 'exited' || isLive(c))) lost.add(id)
+          }
+          continue
+        }
+        for (const id of instances) {
+          const holders = (byId.get(id) ?? []).filter((c) => isLive(c) && livePeers.has(c.node))
+          const instance = history.job.instances.find((x) => x.id === id)
+          if (holders.length > 1) {
+            duplicates.add(id)
+            problems.push(`node ${v.i} sees ${id} held by ${holders.map((c) => name(c.node)).join(' and ')}`)
+          } else if (holders.length === 0 || instance?.state !== 'running' || instance.node !== holders[0]!.node) {
+            problems.push(`node ${v.i} sees ${id} ${instance?.state ?? 'missing'}${instance?.node == null ? '' : ` on ${name(instance.node)}`}`)
+          }
+        }
+      }
+      if (a.type !== 'service') continue
+      for (const id of instances) {
+        const runners = executors.get(id) ?? new Set()
+        const procs = processes.get(id) ?? []
+        if (runners.size > 1 || procs.length > 1) {
+          duplicates.add(id)
+          problems.push(`${id} runs ${procs.length} processes (${procs.map((p) => `pid ${p.pid} of ${name(p.node)}`).join(', ')}), executors of ${[...runners].map((r) => `node ${r}`).join(', ')}`)
+        }
+        if (procs.length === 0) {
+          lost.add(id)
+          problems.push(`${id} has no process on a live node`)
+        }
+      }
+    }
+    return {
+      at: Date.now(),
+      clean: problems.length === 0,
+      problems,
+      lost: [...lost].sort(),
+      duplicates: [...duplicates].sort(),
+      orphans,
+      digestsEqual,
+    }
+  }
+
+  /**
+   * Polls the census until the cluster is clean; resolves with the first clean
+   * census and how long it took from `since`, or the last census seen when
+   * `timeoutMs` runs out (then `ms` is null).
+   */
+  async waitClean (live: readonly number[], since: number, timeoutMs: number, acks: readonly Ack[] = this.acks): Promise<{ ms: number | null, census: Census }> {
+    const deadline = Date.now() + timeoutMs
+    let census = await this.census(live, acks)
+    while (!census.clean && Date.now() < deadline) {
+      if (process.env.RELIABILITY_DEBUG !== undefined) console.log(`+${census.at - since} ms: ${census.problems.length} problems: ${census.problems.slice(0, 4).join('; ')}`)
+      await sleep(250)
+      census = await this.census(live, acks)
+    }
+    return { ms: census.clean ? census.at - since : null, census }
+  }
+
+  /** Fills the row's counts from a final census and the deaths seen. */
+  score (row: ResultRow, census: Census): Death[] {
+    row.tasksLost = census.lost.length
+    row.duplicateRuns = census.duplicates.length
+    const falseDeaths = this.faults.falseDeaths(this.watch.deaths)
+    row.falseDeaths = falseDeaths.length
+    return falseDeaths
+  }
+
+  /** Stops every job, waits for their processes to end, then stops the testnet. */
+  async stop (): Promise<void> {
+    await this.watch.stop()
+    const marks = this.marks
+    await stopTestnet(this.dir)
+    // `down` ends the tasks of every node, including killed ones (purgeTasks); anything left is a leak.
+    const deadline = Date.now() + 15_000
+    while (marks.flatMap(markedPids).length > 0 && Date.now() < deadline) await sleep(100)
+    const left = marks.flatMap(markedPids)
+    if (left.length > 0) throw new Error(`task processes outlived the testnet: ${left.join(', ')}`)
+  }
+}
+
+/** Describes deaths for an assertion message. */
+export function describeDeaths (deaths: readonly Death[], started: number): string {
+  return deaths.map((d) => `node ${d.observer} saw node ${d.member} ${d.state} at +${((d.at - started) / 1000).toFixed(1)} s`).join('; ')
+}
+
+export async function sleep (ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms))
+}

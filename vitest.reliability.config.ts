@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config'
+
+// `npm run test:reliability`: every scenario of test/reliability/, the long ones
+// (20 s partitions, 30 s of message loss, a rolling restart) included, then the
+// table of results (test/reliability/reporter.ts), printed whether or not they pass.
+export default defineConfig({
+  test: {
+    include: ['test/reliability/**/*.test.ts'],
+    // Each scenario runs a testnet of real node processes on a 2-core machine: one file at a time.
+    fileParallelism: false,
+    testTimeout: 240_000,
+    hookTimeout: 120_000,
+    reporters: ['default', './test/reliability/reporter.ts'],
+  },
+})
