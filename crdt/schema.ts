@@ -97,12 +97,23 @@ export const taskRecordSchema = z.object({
 }).strict()
 export type TaskRecord = z.infer<typeof taskRecordSchema>
 
-/** The job that the given records of one job id describe: highest version, then the greater writer id. */
+/**
+ * The job that the given records of one job id describe: a stop first (it is
+ * final: a scale written concurrently on the other side of a partition, at the
+ * same or a higher version, must not bring the job back), then the highest
+ * version, then the greater writer id.
+ */
 export function resolveJob (records: ReadonlyArray<{ writer: string, record: JobRecord }>): JobRecord | undefined {
   let best: { writer: string, record: JobRecord } | undefined
   for (const r of records) {
-    if (best === undefined || r.record.version > best.record.version ||
-      (r.record.version === best.record.version && r.writer > best.writer)) best = r
+    if (best === undefined) { best = r; continue }
+    const stopped = r.record.desired === 'stopped'
+    const bestStopped = best.record.desired === 'stopped'
+    if (stopped !== bestStopped) {
+      if (stopped) best = r
+      continue
+    }
+    if (r.record.version > best.record.version || (r.record.version === best.record.version && r.writer > best.writer)) best = r
   }
   return best?.record
 }

@@ -16,6 +16,7 @@ import { CLAIM_STATUS, claimOf, demandOf, isLiveState } from '../reconcile/decid
 import type { LogsAnswer, LogsRequest, TaskRpc } from '../rpc.ts'
 import type { StateService } from '../state.ts'
 import { attemptId, jobOfInstance, latestTick, parseAttempt, tickOf } from './instances.ts'
+import { newJobRecord, stoppedJob } from './records.ts'
 import { JobSpecError, type JobSpec, normalizeJob, readSpec } from './spec.ts'
 import type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from './types.ts'
 
@@ -62,18 +63,7 @@ export class JobService {
       throw err
     }
     this.checkFits(job.spec)
-    const now = Date.now()
-    const record: JobRecord = {
-      id: `${job.name}-${randomBytes(4).toString('hex')}`,
-      name: job.name,
-      type: job.type,
-      spec: job.spec as unknown as JobRecord['spec'],
-      desired: 'running',
-      version: 1,
-      submittedBy: this.self,
-      submittedAt: now,
-      updatedAt: now,
-    }
+    const record = newJobRecord(job, this.self, Date.now(), randomBytes(4).toString('hex'))
     await this.state.write((s) => { s.putJob(record) })
     this.reconciler.schedule()
     this.log.info({ job: record.id, type: record.type, count: job.spec.count }, 'job submitted')
@@ -121,8 +111,7 @@ export class JobService {
   async stop (ref: string): Promise<JobView> {
     const record = this.find(ref)
     if (record.desired === 'stopped') return this.view(record)
-    const now = Date.now()
-    const stopped: JobRecord = { ...record, desired: 'stopped', version: record.version + 1, updatedAt: now, finishedAt: record.finishedAt ?? now }
+    const stopped = stoppedJob(record, Date.now())
     await this.state.write((s) => { s.putJob(stopped) })
     this.reconciler.schedule()
     this.log.info({ job: record.id }, 'job stopped')
