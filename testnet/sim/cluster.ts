@@ -9,15 +9,54 @@
 //
 // A paused member gets neither ticks nor packets; when it resumes its next tick
 // comes late by the whole pause, as for a process that was frozen.
+//
+// A member may run an app beside its membership (testnet/sim/node.ts: the state,
+// the reconcile loop and a task runner). Each life of a member gets a fresh app
+// and its own SimClock: its timers run on the cluster's queue, are dropped when
+// that life crashes, and wait while the process is frozen. Apps talk through the
+// same network, with the same faults, as membership.
 
 import { type MembershipConfig, type MembershipInit, SIM, membershipConfig } from '../../membership/config.ts'
+import type { Clock } from '../../node/clock.ts'
 import { Swim } from '../../membership/swim.ts'
 import type { MemberEvent, MemberMeta, MemberState, Message } from '../../membership/types.ts'
-import { type NetworkConfig, type NetworkHost, SimNetwork } from './network.ts'
+import { SimClock } from './clock.ts'
+import { type NetworkConfig, type NetworkHost, SimNetwork, type Wire } from './network.ts'
 import { Rng } from './rng.ts'
 import { TimeQueue } from './time-queue.ts'
 
 export type NodeStatus = 'up' | 'crashed' | 'paused' | 'left'
+
+/** What a member's app is given for one life. */
+export interface AppContext {
+  readonly id: string
+  readonly life: number
+  /** This life's clock: the cluster's time plus the member's skew. */
+  readonly clock: Clock
+  /** This life's own random stream. */
+  readonly rng: Rng
+  readonly swim: Swim
+  /** Sends app bytes to another member, through the network and its faults. */
+  send (to: string, bytes: Uint8Array): void
+  /** Reports an exception the app caught in its own asynchronous code. */
+  report (error: Error): void
+}
+
+/** What runs beside membership on a member, for one life. */
+export interface SimApp {
+  receive (from: string, bytes: Uint8Array): void
+  /** A membership event this member reported. */
+  onMemberEvent? (event: MemberEvent): void
+  /** The process ends (a crash, or after a leave): its timers are dropped by the cluster. */
+  close (): void
+}
+
+/** An exception thrown by a member's app code: a bug the simulation found. */
+export interface AppError {
+  atMs: number
+  id: string
+  error: Error
+}
 
 interface SimNode {
   readonly id: string
@@ -27,6 +66,10 @@ interface SimNode {
   /** How many times this member was started: each life has its own random stream. */
   life: number
   meta: MemberMeta
+  clock: SimClock
+  app: SimApp | null
+  /** Timer callbacks that fell due while the process was frozen: they run on resume. */
+  frozen: Array<() => void>
   /** Seeds to join through again while this member knows nobody (a lost join is retried, as node/ does). */
   joinAddrs: string[]
   nextJoinMs: number
@@ -49,6 +92,10 @@ export interface SimClusterInit {
   tickMs?: number
   /** What each member offers (default: a random machine drawn from the seed). */
   meta?: (id: string, rng: Rng) => MemberMeta
+  /** Starts what runs beside membership on each life of each member. */
+  app?: (context: AppContext) => SimApp
+  /** What the members' wall clocks read at virtual time 0 (default 0). */
+  epochMs?: number
 }
 
 export interface GrowOptions {
@@ -75,6 +122,9 @@ export class SimCluster implements NetworkHost {
   private readonly aliveCounts = new Map<string, number>()
   private readonly actions = new TimeQueue<() => void>()
   private readonly listeners: ((event: SimEvent) => void)[] = []
+  private readonly appOf: ((context: AppContext) => SimApp) | undefined
+  readonly appErrors: AppError[] = []
+  private readonly epochMs: number
   private nextIndex = 0
 
   constructor (init: SimClusterInit) {
@@ -83,6 +133,8 @@ export class SimCluster implements NetworkHost {
     this.config = membershipConfig(init.config ?? {}, init.preset ?? SIM)
     this.tickMs = init.tickMs ?? 10
     this.metaOf = init.meta ?? randomMeta
+    this.appOf = init.app
+    this.epochMs = init.epochMs ?? 0
     this.network = new SimNetwork(init.network ?? {}, this.rng.fork('network'))
   }
 
@@ -93,15 +145,15 @@ export class SimCluster implements NetworkHost {
 
   // ---- building the cluster -------------------------------------------------
 
-  /** Starts one member that knows only itself. */
-  add (id: string = `n${this.nextIndex++}`): string {
+  /** Starts one member that knows only itself; its clock is off by `skewMs`. */
+  add (id: string = `n${this.nextIndex++}`, skewMs = 0): string {
     if (this.nodes.has(id)) throw new Error(`member ${id} exists`)
     const addr = `sim://${id}`
     const meta = this.makeMeta(id)
-    const node: SimNode = { id, addr, status: 'up', swim: this.makeSwim(id, addr, meta, 0), life: 0, meta, joinAddrs: [], nextJoinMs: 0 }
+    const node: SimNode = { id, addr, status: 'up', swim: null as unknown as Swim, life: 0, meta, clock: null as unknown as SimClock, app: null, frozen: [], joinAddrs: [], nextJoinMs: 0 }
     this.nodes.set(id, node)
-    this.resetView(node)
     this.network.register(id, addr)
+    this.startLife(node, 0, skewMs)
     return id
   }
 
@@ -149,17 +201,20 @@ export class SimCluster implements NetworkHost {
    * a refusal (the host is up, nothing listens) or nothing (the host is gone too).
    */
   crash (id: string): void {
-    this.setStatus(this.node(id), 'crashed')
+    const node = this.node(id)
+    this.setStatus(node, 'crashed')
+    this.endLife(node)
   }
 
-  /** A new process under the same id: fresh state, incarnation 0, joining through `seeds`. */
-  restart (id: string, seeds: string[]): void {
+  /**
+   * A new process under the same id: fresh state, incarnation 0, joining through
+   * `seeds`. `skewMs`: this life's clock is off by that much (default: as before).
+   */
+  restart (id: string, seeds: string[], skewMs?: number): void {
     const node = this.node(id)
     if (node.status === 'up' || node.status === 'paused') throw new Error(`member ${id} is running`)
-    node.life++
-    node.swim = this.makeSwim(id, node.addr, node.meta, node.life)
     this.setStatus(node, 'up')
-    this.resetView(node)
+    this.startLife(node, node.life + 1, skewMs)
     this.join(id, seeds)
   }
 
@@ -174,14 +229,19 @@ export class SimCluster implements NetworkHost {
     const node = this.node(id)
     if (node.status !== 'paused') throw new Error(`member ${id} is ${node.status}`)
     this.setStatus(node, 'up')
+    // What fell due while frozen runs now, late, in the order it fell due.
+    const due = node.frozen
+    node.frozen = []
+    for (const fn of due) this.guarded(node, node.life, fn)
   }
 
   /** Leaves gracefully, then the process exits. */
   leave (id: string): void {
     const node = this.node(id)
-    node.swim.leave(this.nowMs)
+    node.swim.leave(this.nowOf(node))
     this.flush(node, this.nowMs)
     this.setStatus(node, 'left')
+    this.endLife(node)
   }
 
   partition (groups: readonly (readonly string[])[]): void {
@@ -210,7 +270,7 @@ export class SimCluster implements NetworkHost {
     for (let due = this.actions.popDue(end); due !== undefined; due = this.actions.popDue(end)) due.value()
     for (const node of this.nodes.values()) {
       if (node.status !== 'up') continue
-      node.swim.tick(end)
+      node.swim.tick(this.nowOf(node))
       this.retryJoin(node)
       this.flush(node, end)
     }
@@ -240,17 +300,23 @@ export class SimCluster implements NetworkHost {
 
   // ---- NetworkHost ----------------------------------------------------------
 
-  deliver (to: string, from: string, message: Message, nowMs: number): void {
+  deliver (to: string, from: string, message: Wire, nowMs: number): void {
     const node = this.node(to)
     this.nowMs = nowMs
-    node.swim.receive(from, message, nowMs)
+    if (message.type === 'app') {
+      const app = node.app
+      if (app !== null) this.guarded(node, node.life, () => { app.receive(from, message.bytes) })
+      return
+    }
+    node.swim.receive(from, message, this.nowOf(node))
     this.flush(node, nowMs)
   }
 
-  undeliverable (from: string, message: Message, nowMs: number): void {
+  undeliverable (from: string, message: Wire, nowMs: number): void {
+    if (message.type === 'app') return
     const node = this.node(from)
     this.nowMs = nowMs
-    node.swim.undeliverable(message, nowMs)
+    node.swim.undeliverable(message, this.nowOf(node))
     this.flush(node, nowMs)
   }
 
@@ -270,6 +336,20 @@ export class SimCluster implements NetworkHost {
 
   swimOf (id: string): Swim {
     return this.node(id).swim
+  }
+
+  /** The member's app in its current life (null without one, or while crashed). */
+  appOfNode (id: string): SimApp | null {
+    return this.node(id).app
+  }
+
+  lifeOf (id: string): number {
+    return this.node(id).life
+  }
+
+  /** The member's clock skew in its current life. */
+  skewOf (id: string): number {
+    return this.node(id).clock.skewMs
   }
 
   /** Members whose process runs and has not left: those that must agree. */
@@ -332,9 +412,61 @@ export class SimCluster implements NetworkHost {
     this.network.setStatus(node.id, status === 'left' ? 'crashed' : status)
   }
 
-  private makeSwim (id: string, addr: string, meta: MemberMeta, life: number): Swim {
-    const random = this.rng.fork(`swim/${id}/${life}`)
-    return new Swim({ self: { id, addrs: [addr], meta }, config: this.config, random: () => random.next(), nowMs: this.nowMs })
+  /** A new process for the member: membership from scratch, a new clock, a new app. */
+  private startLife (node: SimNode, life: number, skewMs?: number): void {
+    node.life = life
+    node.frozen = []
+    node.clock = new SimClock(this, (fn) => { this.guarded(node, life, fn) }, skewMs ?? node.clock?.skewMs ?? 0, this.epochMs)
+    const random = this.rng.fork(`swim/${node.id}/${life}`)
+    node.swim = new Swim({ self: { id: node.id, addrs: [node.addr], meta: node.meta }, config: this.config, random: () => random.next(), nowMs: this.nowOf(node) })
+    this.resetView(node)
+    if (this.appOf === undefined) return
+    const context: AppContext = {
+      id: node.id,
+      life,
+      clock: node.clock,
+      rng: this.rng.fork(`app/${node.id}/${life}`),
+      swim: node.swim,
+      send: (to, bytes) => {
+        if (node.life === life && node.status === 'up') this.network.send(node.id, { to, addrs: [], message: { type: 'app', bytes } }, this.nowMs)
+      },
+      report: (error) => {
+        if (node.life === life) this.appErrors.push({ atMs: this.nowMs, id: node.id, error })
+      },
+    }
+    this.guarded(node, life, () => { node.app = this.appOf!(context) })
+  }
+
+  private endLife (node: SimNode): void {
+    const app = node.app
+    node.app = null
+    node.frozen = []
+    if (app !== null) {
+      try {
+        app.close()
+      } catch (err) {
+        this.appErrors.push({ atMs: this.nowMs, id: node.id, error: err as Error })
+      }
+    }
+  }
+
+  /** Runs app code of one life: dropped once that life ended, deferred while frozen, its exceptions kept. */
+  private guarded (node: SimNode, life: number, fn: () => void): void {
+    if (node.life !== life || node.status === 'crashed' || node.status === 'left') return
+    if (node.status === 'paused') {
+      node.frozen.push(fn)
+      return
+    }
+    try {
+      fn()
+    } catch (err) {
+      this.appErrors.push({ atMs: this.nowMs, id: node.id, error: err as Error })
+    }
+  }
+
+  /** The member's own wall clock: the cluster's time plus its skew. */
+  private nowOf (node: SimNode): number {
+    return node.clock.now()
   }
 
   private makeMeta (id: string): MemberMeta {
@@ -354,7 +486,11 @@ export class SimCluster implements NetworkHost {
   private flush (node: SimNode, nowMs: number): void {
     const { messages, events } = node.swim.drain()
     for (const outbound of messages) this.network.send(node.id, outbound, nowMs)
-    for (const event of events) this.record(node.id, event, nowMs)
+    for (const event of events) {
+      this.record(node.id, event, nowMs)
+      const app = node.app
+      if (app?.onMemberEvent !== undefined) this.guarded(node, node.life, () => { app.onMemberEvent!(event) })
+    }
   }
 
   private record (observer: string, event: MemberEvent, atMs: number): void {

@@ -80,6 +80,14 @@ export interface NetworkStats {
   rejected: number
 }
 
+/** A host's own link trouble, on top of the network's: everything it sends or receives. */
+export interface LinkFault {
+  /** Extra one-way delay, plus up to jitterMs more drawn uniformly. */
+  delayMs: number
+  jitterMs: number
+  lossRate: number
+}
+
 /** Where the network hands what arrives. */
 export interface NetworkHost {
   deliver (to: string, from: string, message: Wire, nowMs: number): void
@@ -105,6 +113,9 @@ export class SimNetwork {
   private readonly status = new Map<string, HostStatus>()
   private readonly groupOf = new Map<string, number>()
   private readonly muted = new Set<string>()
+  /** One-way cuts: `from>to`. */
+  private readonly cuts = new Set<string>()
+  private readonly links = new Map<string, LinkFault>()
   readonly stats: NetworkStats = {
     sent: 0, bytesSent: 0, largestBytes: 0, delivered: 0, lost: 0, duplicated: 0, refused: 0, dropped: 0, rejected: 0,
   }
@@ -144,8 +155,32 @@ export class SimNetwork {
     })
   }
 
+  /** Heals partitions and one-way cuts (not link faults: see setLink). */
   heal (): void {
     this.groupOf.clear()
+    this.cuts.clear()
+  }
+
+  /** From now on nothing `from` sends reaches `to`; `to` still reaches `from`. */
+  cut (from: string, to: string): void {
+    this.cuts.add(`${from}>${to}`)
+  }
+
+  /** Extra delay and loss on one host's link; undefined removes them. */
+  setLink (id: string, fault: Partial<LinkFault> | undefined): void {
+    if (fault === undefined) {
+      this.links.delete(id)
+      return
+    }
+    const link = { delayMs: 0, jitterMs: 0, lossRate: 0, ...fault }
+    if (!Number.isInteger(link.delayMs) || link.delayMs < 0 || !Number.isInteger(link.jitterMs) || link.jitterMs < 0) throw new Error(`link delays must be non-negative integers, got ${link.delayMs} and ${link.jitterMs}`)
+    if (!(link.lossRate >= 0 && link.lossRate < 1)) throw new Error(`lossRate must be in [0, 1), got ${link.lossRate}`)
+    this.links.set(id, link)
+  }
+
+  /** Whether any partition, cut, mute or link fault is in force. */
+  get faulty (): boolean {
+    return this.groupOf.size > 0 || this.cuts.size > 0 || this.muted.size > 0 || this.links.size > 0
   }
 
   /** Everything `id` sends is lost from now on (it still hears others): a one-way fault. */
@@ -157,8 +192,9 @@ export class SimNetwork {
     this.muted.delete(id)
   }
 
+  /** Whether what `a` sends can reach `b` (partitions and one-way cuts). */
   reachable (a: string, b: string): boolean {
-    return (this.groupOf.get(a) ?? -1) === (this.groupOf.get(b) ?? -1)
+    return (this.groupOf.get(a) ?? -1) === (this.groupOf.get(b) ?? -1) && !this.cuts.has(`${a}>${b}`)
   }
 
   send (from: string, outbound: WireOutbound, nowMs: number): void {
@@ -179,12 +215,14 @@ export class SimNetwork {
     }
     const copies = this.rng.chance(this.config.duplicateRate) ? 2 : 1
     if (copies === 2) this.stats.duplicated++
+    const a = this.links.get(from)
+    const b = this.links.get(to)
     for (let i = 0; i < copies; i++) {
-      if (this.rng.chance(this.config.lossRate)) {
+      if (this.rng.chance(this.config.lossRate) || (a !== undefined && this.rng.chance(a.lossRate)) || (b !== undefined && this.rng.chance(b.lossRate))) {
         this.stats.lost++
         continue
       }
-      this.queue.push(nowMs + this.delay(), { kind: 'arrive', send, to, bytes })
+      this.queue.push(nowMs + this.delay() + this.linkDelay(a) + this.linkDelay(b), { kind: 'arrive', send, to, bytes })
     }
   }
 
@@ -262,6 +300,11 @@ export class SimNetwork {
 
   private delay (): number {
     return this.rng.between(this.config.delayMinMs, this.config.delayMaxMs)
+  }
+
+  private linkDelay (link: LinkFault | undefined): number {
+    if (link === undefined) return 0
+    return link.delayMs + (link.jitterMs > 0 ? this.rng.between(0, link.jitterMs) : 0)
   }
 }
 

@@ -1,0 +1,175 @@
+// What happens to a simulated cluster, as data: a list of timed steps (users'
+// requests and faults) drawn from one seed. Being data, a failing list can be
+// shrunk step by step (world.ts) and printed as the trace that shows the failure.
+// Every step makes sense on its own, whatever was removed before it: a resume of
+// a member that is not paused, or a stop of a job never submitted, does nothing.
+
+import { Rng } from './rng.ts'
+
+/** A job as a user submits it: the simulated runner reads what it does from its command. */
+export interface JobInput {
+  name: string
+  type: 'batch' | 'service'
+  command: 'sim'
+  args: string[]
+  cpu: string
+  memory: string
+  count: number
+  partition?: 'majority' | 'both'
+  restart?: { attempts: number, delay: string }
+}
+
+/** Members are named by index (n0, n1, …); jobs by the index of the step that submitted them. */
+export type Step =
+  | { atMs: number, kind: 'submit', node: number, job: JobInput }
+  | { atMs: number, kind: 'stop', node: number, submit: number }
+  | { atMs: number, kind: 'scale', node: number, submit: number, count: number }
+  | { atMs: number, kind: 'crash', node: number }
+  | { atMs: number, kind: 'restart', node: number, skewMs: number }
+  | { atMs: number, kind: 'pause', node: number }
+  | { atMs: number, kind: 'resume', node: number }
+  | { atMs: number, kind: 'partition', groups: number[][] }
+  | { atMs: number, kind: 'cut', from: number, to: number }
+  | { atMs: number, kind: 'heal' }
+  | { atMs: number, kind: 'link', node: number, delayMs: number, jitterMs: number, lossRate: number }
+  | { atMs: number, kind: 'unlink', node: number }
+  | { atMs: number, kind: 'network', lossRate: number, duplicateRate: number }
+
+export type StepKind = Step['kind']
+export const FAULT_KINDS: ReadonlySet<StepKind> = new Set(['crash', 'restart', 'pause', 'resume', 'partition', 'cut', 'heal', 'link', 'unlink', 'network'])
+
+export interface ScenarioOptions {
+  nodes: number
+  /** How long faults and requests go on; then everything heals and the cluster settles. */
+  chaosMs: number
+  /** Mean time between two steps. */
+  meanGapMs: number
+  /** Whether faults are injected (else requests only). */
+  faults: boolean
+}
+
+export const SCENARIO_DEFAULTS: Readonly<Omit<ScenarioOptions, 'nodes'>> = Object.freeze({
+  chaosMs: 60_000,
+  meanGapMs: 1_500,
+  faults: true,
+})
+
+export interface Scenario {
+  seed: number
+  nodes: number
+  /** Each member's clock skew at the start. */
+  skewsMs: number[]
+  steps: Step[]
+}
+
+/** Draws a scenario from a seed: the same seed, the same scenario. */
+export function generate (seed: number, options: Partial<ScenarioOptions> & { nodes: number }): Scenario {
+  const o = { ...SCENARIO_DEFAULTS, ...options }
+  const rng = new Rng(seed).fork('scenario')
+  const n = o.nodes
+  const skewsMs = Array.from({ length: n }, () => rng.chance(0.3) ? rng.between(-1_500, 1_500) : 0)
+  const steps: Step[] = []
+  // What the generator believes of each member, to draw steps that bite (the list stays valid if shrunk anyway).
+  const status: Array<'up' | 'crashed' | 'paused'> = Array.from({ length: n }, () => 'up')
+  const services: number[] = []
+  const submits: number[] = []
+  const later: Step[] = []
+  let t = 0
+  const upNodes = (): number[] => status.flatMap((s, i) => s === 'up' ? [i] : [])
+  while (true) {
+    t += Math.round(-Math.log(1 - rng.next()) * o.meanGapMs)
+    if (t >= o.chaosMs) break
+    for (let i = later.length - 1; i >= 0; i--) {
+      if (later[i]!.atMs > t) continue
+      const step = later.splice(i, 1)[0]!
+      steps.push(step)
+      if (step.kind === 'restart' || step.kind === 'resume') status[step.node] = 'up'
+    }
+    const up = upNodes()
+    if (up.length === 0) continue
+    const roll = rng.next()
+    const workload = !o.faults || roll < 0.55
+    if (workload) {
+      const node = rng.pick(up)
+      const w = rng.next()
+      if (w < 0.6 || submits.length === 0) {
+        const job = randomJob(rng, steps.length)
+        if (job.type === 'service') services.push(steps.length)
+        submits.push(steps.length)
+        steps.push({ atMs: t, kind: 'submit', node, job })
+      } else if (w < 0.8 && services.length > 0) {
+        steps.push({ atMs: t, kind: 'scale', node, submit: rng.pick(services), count: rng.between(1, 5) })
+      } else {
+        steps.push({ atMs: t, kind: 'stop', node, submit: rng.pick(submits) })
+      }
+      continue
+    }
+    const f = rng.next()
+    if (f < 0.2 && up.length > 1) {
+      const node = rng.pick(up)
+      status[node] = 'crashed'
+      steps.push({ atMs: t, kind: 'crash', node })
+      later.push({ atMs: t + rng.between(2_000, 20_000), kind: 'restart', node, skewMs: rng.chance(0.3) ? rng.between(-1_500, 1_500) : 0 })
+    } else if (f < 0.35 && up.length > 1) {
+      const node = rng.pick(up)
+      status[node] = 'paused'
+      steps.push({ atMs: t, kind: 'pause', node })
+      later.push({ atMs: t + rng.between(500, 12_000), kind: 'resume', node })
+    } else if (f < 0.55) {
+      const order = rng.shuffled(Array.from({ length: n }, (_, i) => i))
+      const cut = rng.between(1, n - 1)
+      steps.push({ atMs: t, kind: 'partition', groups: [order.slice(0, cut), order.slice(cut)] })
+      later.push({ atMs: t + rng.between(3_000, 25_000), kind: 'heal' })
+    } else if (f < 0.65 && n > 1) {
+      const from = rng.int(n)
+      const to = (from + 1 + rng.int(n - 1)) % n
+      steps.push({ atMs: t, kind: 'cut', from, to })
+      later.push({ atMs: t + rng.between(3_000, 15_000), kind: 'heal' })
+    } else if (f < 0.85) {
+      const node = rng.int(n)
+      steps.push({ atMs: t, kind: 'link', node, delayMs: rng.pick([0, 20, 100, 300]), jitterMs: rng.pick([0, 10, 50]), lossRate: rng.pick([0, 0.05, 0.2, 0.5]) })
+      later.push({ atMs: t + rng.between(2_000, 20_000), kind: 'unlink', node })
+    } else {
+      steps.push({ atMs: t, kind: 'network', lossRate: rng.pick([0, 0.01, 0.05]), duplicateRate: rng.pick([0, 0.01, 0.1]) })
+    }
+  }
+  return { seed, nodes: n, skewsMs, steps }
+}
+
+function randomJob (rng: Rng, index: number): JobInput {
+  const service = rng.chance(0.5)
+  const cpu = `${rng.pick([100, 250, 500, 1000])}m`
+  const memory = `${rng.pick([64, 128, 256, 512])}Mi`
+  const count = rng.between(1, service ? 4 : 6)
+  const partition = rng.chance(0.15) ? 'both' as const : undefined
+  if (service) {
+    const crashy = rng.chance(0.15)
+    return { name: `svc${index}`, type: 'service', command: 'sim', args: crashy ? ['crash', String(rng.between(500, 5_000))] : ['serve'], cpu, memory, count, ...(partition !== undefined ? { partition } : {}) }
+  }
+  const code = rng.chance(0.15) ? 1 : 0
+  return {
+    name: `batch${index}`, type: 'batch', command: 'sim', args: ['run', String(rng.between(100, 5_000)), String(code)], cpu, memory, count,
+    restart: { attempts: rng.between(0, 2), delay: '200ms' },
+    ...(partition !== undefined ? { partition } : {}),
+  }
+}
+
+/** One line per step, for a failure's trace. */
+export function describeStep (step: Step, index: number): string {
+  const at = `${(step.atMs / 1000).toFixed(3).padStart(8)} s  #${index}`
+  switch (step.kind) {
+    case 'submit': return `${at} submit on n${step.node}: ${step.job.type} ${step.job.name} ×${step.job.count} (${step.job.args.join(' ')}, ${step.job.cpu}, ${step.job.memory}${step.job.partition === 'both' ? ', partition: both' : ''})`
+    case 'stop': return `${at} stop job of #${step.submit} on n${step.node}`
+    case 'scale': return `${at} scale job of #${step.submit} to ${step.count} on n${step.node}`
+    case 'crash': return `${at} crash n${step.node}`
+    case 'restart': return `${at} restart n${step.node}${step.skewMs !== 0 ? ` (clock off by ${step.skewMs} ms)` : ''}`
+    case 'pause': return `${at} freeze n${step.node}`
+    case 'resume': return `${at} resume n${step.node}`
+    case 'partition': return `${at} partition ${step.groups.map((g) => g.map((i) => `n${i}`).join(',')).join(' | ')}`
+    case 'cut': return `${at} cut n${step.from} → n${step.to} (one way)`
+    case 'heal': return `${at} heal partitions and cuts`
+    case 'link': return `${at} link of n${step.node}: +${step.delayMs} ms ±${step.jitterMs} ms, ${Math.round(step.lossRate * 100)} % loss`
+    case 'unlink': return `${at} link of n${step.node} healthy again`
+    case 'network': return `${at} network: ${Math.round(step.lossRate * 100)} % loss, ${Math.round(step.duplicateRate * 100)} % duplicated`
+  }
+}

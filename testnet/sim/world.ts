@@ -1,0 +1,363 @@
+// Runs a scenario (scenario.ts) on a cluster of complete simulated nodes
+// (node.ts) and holds it to murmur's promises (DESIGN.md, "Promises to users"):
+//
+//   form the cluster ─▶ the scenario's steps (requests, faults) ─▶ heal everything
+//   ─▶ settle until the cluster is clean ─▶ hold a while ─▶ check every invariant
+//
+// Checked all along: no node over its capacity; a crash on a healthy network is
+// detected within membership's bound; no exception in any node's code.
+// Checked at the end: membership agrees among the live nodes; all documents are
+// equal; every job's desired instances run, each on exactly one live node, and
+// nothing else runs; every batch job finished, every instance run at least once;
+// nothing acknowledged is lost (every acknowledged job, stop and scale is in
+// every document).
+//
+// Everything is drawn from the scenario's seed, and the node code runs on the
+// cluster's virtual clock, so a run replays exactly.
+
+import * as Y from 'yjs'
+import { stateFingerprint, stateVectorOf } from '../../crdt/sync.ts'
+import { crashDetectionBoundMs, LAN, LOCAL, type MembershipConfig } from '../../membership/config.ts'
+import type { MemberMeta } from '../../membership/types.ts'
+import { instanceId, parseAttempt } from '../../node/jobs/instances.ts'
+import { readSpec } from '../../node/jobs/spec.ts'
+import { SimCluster } from './cluster.ts'
+import { SimNode } from './node.ts'
+import type { RunnerBreach } from './runner.ts'
+import { FAULT_KINDS, type Scenario, type Step, type StepKind } from './scenario.ts'
+import type { SimDisk } from './state.ts'
+
+export interface WorldOptions {
+  preset: 'lan' | 'local'
+  tickMs: number
+  /** How long the cluster may take, once healed, to be clean. */
+  settleMs: number
+  /** How long it must then stay clean. */
+  holdMs: number
+  /** What each machine offers. */
+  meta: MemberMeta
+  /** pino level for the nodes' logs (silent unless asked). */
+  logLevel?: string
+}
+
+export const WORLD_DEFAULTS: Readonly<WorldOptions> = Object.freeze({
+  preset: 'lan',
+  tickMs: 10,
+  settleMs: 90_000,
+  holdMs: 5_000,
+  meta: Object.freeze({ cpuMillis: 8_000, memoryBytes: 16 * 1024 ** 3, labels: Object.freeze({ zone: 'sim' }) }) as MemberMeta,
+})
+
+/** How two nodes' documents differ, in a few words: writers one has more of, or the same writers and other deletions. */
+function docDifference (a: SimNode, b: SimNode): string {
+  const sa = stateVectorOf(a.state.state.doc)
+  const sb = stateVectorOf(b.state.state.doc)
+  const lines: string[] = []
+  for (const [client, clock] of sa) if ((sb.get(client) ?? 0) !== clock) lines.push(`writer ${client}: ${a.id} at ${clock}, ${b.id} at ${sb.get(client) ?? 0}`)
+  for (const [client, clock] of sb) if (!sa.has(client)) lines.push(`writer ${client}: ${a.id} at 0, ${b.id} at ${clock}`)
+  return lines.length > 0 ? lines.slice(0, 3).join(', ') : 'the same writes, other deletions'
+}
+
+/** The simulated clocks start at 2026-01-01T00:00:00Z (cron and records need a real date). */
+export const SIM_EPOCH_MS = Date.UTC(2026, 0, 1)
+
+export interface Violation {
+  invariant: 'capacity' | 'crash-detection' | 'exception' | 'setup' | 'membership' | 'documents' | 'placement' | 'batch' | 'acknowledged'
+  atMs: number
+  detail: string
+}
+
+export interface RunResult {
+  seed: number
+  nodes: number
+  steps: number
+  /** Virtual time from the first member's start to the last check. */
+  simulatedMs: number
+  faults: Partial<Record<StepKind, number>>
+  violations: Violation[]
+  /** From the heal until the cluster was first clean (undefined: never within settleMs). */
+  cleanAfterMs: number | undefined
+  acknowledged: number
+  /** Task starts in all, and starts of an instance while another copy of it ran elsewhere. */
+  runs: number
+  duplicateRuns: number
+  crashChecks: number
+  /** Longest time a crash took to be seen dead by every live member (checked crashes). */
+  slowestDetectionMs: number
+}
+
+interface Acked { job: string, version: number, stopped: boolean }
+
+export async function runScenario (scenario: Scenario, options: Partial<WorldOptions> = {}): Promise<RunResult> {
+  const o = { ...WORLD_DEFAULTS, ...options }
+  const preset: MembershipConfig = o.preset === 'local' ? LOCAL : LAN
+  const ids = Array.from({ length: scenario.nodes }, (_, i) => `n${i}`)
+  const disks = new Map<string, SimDisk>(ids.map((id) => [id, { updates: [] }]))
+  const violations: Violation[] = []
+  const violate = (invariant: Violation['invariant'], detail: string): void => {
+    if (violations.filter((v) => v.invariant === invariant).length < 10) violations.push({ invariant, atMs: cluster.nowMs, detail })
+  }
+  /** instance → nodes where a copy runs now (started and not ended), kept from the runners' reports. */
+  const live = new Map<string, Map<string, number>>()
+  const started = new Set<string>()
+  let runs = 0
+  let duplicateRuns = 0
+  const cluster: SimCluster = new SimCluster({
+    seed: scenario.seed,
+    preset,
+    tickMs: o.tickMs,
+    epochMs: SIM_EPOCH_MS,
+    meta: () => o.meta,
+    app: (context) => new SimNode({
+      context,
+      meta: o.meta,
+      disk: disks.get(context.id)!,
+      stableWindowMs: preset.deadRetentionMs,
+      logLevel: o.logLevel,
+      onBreach: (b: RunnerBreach) => { violate('capacity', `${b.node}: ${b.task} ${b.message}`) },
+      onRun: ({ node, task, kind }) => {
+        const { instance } = parseAttempt(task)
+        let copies = live.get(instance)
+        if (kind === 'start') {
+          runs++
+          started.add(instance)
+          if (copies === undefined) live.set(instance, copies = new Map())
+          if ([...copies.keys()].some((n) => n !== node)) duplicateRuns++
+          copies.set(node, (copies.get(node) ?? 0) + 1)
+        } else if (copies !== undefined) {
+          const left = (copies.get(node) ?? 1) - 1
+          if (left > 0) copies.set(node, left)
+          else copies.delete(node)
+          if (copies.size === 0) live.delete(instance)
+        }
+      },
+    }),
+  })
+  /** A crashed node's tasks went with it. */
+  const forget = (node: string): void => {
+    for (const [instance, copies] of live) {
+      copies.delete(node)
+      if (copies.size === 0) live.delete(instance)
+    }
+  }
+  const app = (id: string): SimNode | null => cluster.appOfNode(id) as SimNode | null
+  const drain = async (): Promise<void> => { await new Promise<void>((resolve) => { setImmediate(resolve) }) }
+  const run = async (ms: number): Promise<void> => {
+    const end = cluster.nowMs + ms
+    while (cluster.nowMs < end) {
+      cluster.step()
+      await drain()
+    }
+  }
+  const runUntil = async (done: () => boolean, maxMs: number, everyMs = 250): Promise<number | undefined> => {
+    const start = cluster.nowMs
+    while (cluster.nowMs - start <= maxMs) {
+      if (done()) return cluster.nowMs - start
+      await run(everyMs)
+    }
+    return undefined
+  }
+
+  // ---- form the cluster ----
+  ids.forEach((id, i) => { cluster.add(id, scenario.skewsMs[i] ?? 0) })
+  ids.slice(1).forEach((id, i) => { cluster.at((i + 1) * 20, () => { cluster.join(id, ['n0']) }) })
+  const formed = await runUntil(() => cluster.allAgree(), 60_000)
+  if (formed === undefined) violate('setup', `the cluster did not form within 60 s: ${cluster.disagreements(3).join('; ')}`)
+  await run(1_000)
+  const t0 = cluster.nowMs
+
+  // ---- the scenario ----
+  const submitted = new Map<number, string>()
+  const acked = new Map<string, Acked>()
+  const faults: Partial<Record<StepKind, number>> = {}
+  let lastFaultAt = -Infinity
+  let crashChecks = 0
+  let slowestDetectionMs = 0
+  const bound = crashDetectionBoundMs(cluster.config, scenario.nodes, o.tickMs)
+  const ack = (job: string, version: number, stopped: boolean): void => {
+    const before = acked.get(job)
+    if (before === undefined || before.version < version) acked.set(job, { job, version, stopped: stopped || (before?.stopped ?? false) })
+    else if (stopped) before.stopped = true
+  }
+  const quiet = (): boolean => !cluster.network.faulty && cluster.network.settings.lossRate === 0 && ids.every((id) => cluster.status(id) !== 'paused')
+
+  const apply = (step: Step, index: number): void => {
+    if (FAULT_KINDS.has(step.kind)) {
+      faults[step.kind] = (faults[step.kind] ?? 0) + 1
+      lastFaultAt = cluster.nowMs
+    }
+    switch (step.kind) {
+      case 'submit': {
+        const node = app(`n${step.node}`)
+        if (node === null || cluster.status(`n${step.node}`) !== 'up') return
+        const { record, stored } = node.submit(step.job)
+        submitted.set(index, record.id)
+        stored.then(() => { ack(record.id, record.version, false) }, () => {})
+        return
+      }
+      case 'stop':
+      case 'scale': {
+        const job = submitted.get(step.submit)
+        const node = app(`n${step.node}`)
+        if (job === undefined || node === null || cluster.status(`n${step.node}`) !== 'up') return
+        const write = step.kind === 'stop' ? node.stopJob(job) : node.scaleJob(job, step.count)
+        write.then((r) => { if (r !== undefined) ack(r.id, r.version, r.desired === 'stopped') }, () => {})
+        return
+      }
+      case 'crash': {
+        const id = `n${step.node}`
+        if (cluster.status(id) !== 'up' && cluster.status(id) !== 'paused') return
+        const wasQuiet = quiet()
+        cluster.crash(id)
+        forget(id)
+        if (wasQuiet) checkDetection(id, cluster.nowMs, cluster.lifeOf(id))
+        return
+      }
+      case 'restart': {
+        const id = `n${step.node}`
+        if (cluster.status(id) !== 'crashed') return
+        cluster.restart(id, ids.filter((x) => x !== id), step.skewMs)
+        return
+      }
+      case 'pause':
+        if (cluster.status(`n${step.node}`) === 'up') cluster.pause(`n${step.node}`)
+        return
+      case 'resume':
+        if (cluster.status(`n${step.node}`) === 'paused') cluster.resume(`n${step.node}`)
+        return
+      case 'partition':
+        cluster.partition(step.groups.map((g) => g.map((i) => `n${i}`)))
+        return
+      case 'cut':
+        cluster.network.cut(`n${step.from}`, `n${step.to}`)
+        return
+      case 'heal':
+        cluster.heal()
+        return
+      case 'link':
+        cluster.network.setLink(`n${step.node}`, { delayMs: step.delayMs, jitterMs: step.jitterMs, lossRate: step.lossRate })
+        return
+      case 'unlink':
+        cluster.network.setLink(`n${step.node}`, undefined)
+        return
+      case 'network':
+        cluster.network.configure({ lossRate: step.lossRate, duplicateRate: step.duplicateRate })
+    }
+  }
+
+  /** A crash on a quiet network: every live member must see it dead within the bound, unless another fault came meanwhile. */
+  function checkDetection (id: string, at: number, life: number): void {
+    crashChecks++
+    const seen = new Map<string, number>()
+    const watch = (): void => {
+      if (cluster.lifeOf(id) !== life || cluster.status(id) !== 'crashed' || lastFaultAt > at) return
+      const observers = cluster.liveIds()
+      for (const observer of observers) {
+        const s = cluster.stateOf(observer, id)
+        if (!seen.has(observer) && (s === 'dead' || s === 'left' || s === undefined)) seen.set(observer, cluster.nowMs - at)
+      }
+      if (observers.every((obs) => seen.has(obs))) {
+        slowestDetectionMs = Math.max(slowestDetectionMs, ...seen.values())
+        return
+      }
+      if (cluster.nowMs - at > bound) {
+        const late = observers.filter((obs) => !seen.has(obs))
+        violate('crash-detection', `${id} crashed at ${at} ms on a quiet network; after ${cluster.nowMs - at} ms (bound ${bound} ms) ${late.join(', ')} still see it ${late.map((obs) => cluster.stateOf(obs, id)).join(', ')}`)
+        return
+      }
+      cluster.at(cluster.nowMs + 100, watch)
+    }
+    cluster.at(cluster.nowMs + 100, watch)
+  }
+
+  scenario.steps.forEach((step, index) => { cluster.at(t0 + step.atMs, () => { apply(step, index) }) })
+  const lastStep = scenario.steps.reduce((m, s) => Math.max(m, s.atMs), 0)
+  await run(lastStep + o.tickMs)
+
+  // ---- heal everything ----
+  cluster.heal()
+  for (const id of ids) cluster.network.setLink(id, undefined)
+  cluster.network.configure({ lossRate: 0, duplicateRate: 0 })
+  for (const id of ids) {
+    if (cluster.status(id) === 'paused') cluster.resume(id)
+    if (cluster.status(id) === 'crashed') cluster.restart(id, ids.filter((x) => x !== id))
+  }
+
+  // ---- settle, hold, check ----
+  const cleanAfterMs = await runUntil(() => problems(true).length === 0, o.settleMs, 500)
+  await run(o.holdMs)
+  // Still clean after the hold: give what is in flight (a crash-looping service's latest record) a moment to land.
+  await runUntil(() => problems(true).length === 0, 5_000, o.tickMs)
+  for (const p of problems(false)) violations.push(p)
+  for (const e of cluster.appErrors) violate('exception', `${e.id} at ${e.atMs} ms: ${e.error.stack ?? e.error.message}`)
+  if (cleanAfterMs === undefined && violations.length === 0) violate('setup', `the cluster was not clean within ${o.settleMs} ms of the heal`)
+
+  /** What is wrong now; `quick` stops at the first kind of problem (for the settle loop). */
+  function problems (quick: boolean): Violation[] {
+    const out: Violation[] = []
+    const add = (invariant: Violation['invariant'], detail: string): void => { out.push({ invariant, atMs: cluster.nowMs, detail }) }
+    const disagreements = cluster.disagreements(5)
+    for (const d of disagreements) add('membership', d)
+    if (quick && out.length > 0) return out
+    const nodes = ids.map((id) => app(id)).filter((n): n is SimNode => n !== null)
+    if (nodes.length !== ids.length) add('membership', `only ${nodes.length} of ${ids.length} nodes run`)
+    // State vectors first: cheap, and they differ whenever a write has not reached everyone.
+    const vectors = nodes.map((n) => Buffer.from(Y.encodeStateVector(n.state.state.doc)).toString('base64'))
+    const prints = vectors.every((v) => v === vectors[0]) ? nodes.map((n) => Buffer.from(stateFingerprint(n.state.state.doc)).toString('base64')) : vectors
+    const differing = nodes.filter((_, i) => prints[i] !== prints[0]).map((n) => n.id)
+    if (differing.length > 0) add('documents', `${differing.join(', ')} hold a document other than ${nodes[0]!.id}'s: ${differing.map((id) => docDifference(nodes[0]!, nodes.find((n) => n.id === id)!)).join('; ')}`)
+    if ((quick && out.length > 0) || nodes.length === 0) return out
+    const state = nodes[0]!.state.state
+    /** Instances that may run now: a service's must run on exactly one node, an unfinished batch's on at most one. */
+    const mayRun = new Map<string, 'one' | 'at-most-one'>()
+    for (const record of state.jobs()) {
+      const spec = readSpec(record.spec)
+      if (spec === null) { add('placement', `job ${record.id} has a spec that cannot be read`); continue }
+      if (record.desired !== 'running') continue
+      if (record.type === 'batch') {
+        for (let i = 0; i < spec.count; i++) if (!started.has(instanceId(record.id, i))) add('batch', `${instanceId(record.id, i)} never ran`)
+        if (record.finishedAt !== undefined) continue
+        add('batch', `batch job ${record.id} has not finished`)
+        for (let i = 0; i < spec.count; i++) mayRun.set(instanceId(record.id, i), 'at-most-one')
+        continue
+      }
+      for (let i = 0; i < spec.count; i++) mayRun.set(instanceId(record.id, i), 'one')
+    }
+    // Held: the node runs the instance, starts it or waits out a restart's backoff. A process: what its runner runs.
+    const holders = (id: string): string[] => nodes.filter((n) => n.reconciler.attempt(id) !== undefined).map((n) => n.id)
+    for (const [id, rule] of mayRun) {
+      const held = holders(id)
+      const copies = [...(live.get(id)?.keys() ?? [])]
+      if (held.length > 1 || (rule === 'one' && held.length === 0)) add('placement', `${id} is held by ${held.length === 0 ? 'no node' : held.join(', ')}; it must be held by exactly one (claims: ${describeClaims(id)})`)
+      if (copies.length > 1 || copies.some((n) => !held.includes(n))) add('placement', `${id} has processes on ${copies.join(', ')} but is held by ${held.join(', ') || 'no node'}`)
+    }
+    for (const [id, copies] of live) if (!mayRun.has(id)) add('placement', `${id} runs on ${[...copies.keys()].join(', ')}, but its job does not want it (stopped, scaled down or finished)`)
+    for (const n of nodes) for (const info of n.runner.list()) if (info.phase !== 'ended' && !mayRun.has(parseAttempt(info.id).instance)) add('placement', `${n.id} still runs ${info.id}, which no job wants`)
+
+    function describeClaims (id: string): string {
+      return state.taskClaims(id).map((c) => `${c.node} g${c.generation} ${c.state}`).join(', ') || 'none'
+    }
+    for (const a of acked.values()) {
+      const job = state.job(a.job)
+      if (job === undefined) add('acknowledged', `job ${a.job} was acknowledged (version ${a.version}) but is in no document`)
+      else if (job.version < a.version) add('acknowledged', `job ${a.job} is at version ${job.version}; version ${a.version} was acknowledged`)
+      else if (a.stopped && job.desired !== 'stopped') add('acknowledged', `job ${a.job}'s stop was acknowledged but it is wanted running`)
+    }
+    return out
+  }
+
+  return {
+    seed: scenario.seed,
+    nodes: scenario.nodes,
+    steps: scenario.steps.length,
+    simulatedMs: cluster.nowMs,
+    faults,
+    violations,
+    cleanAfterMs: cleanAfterMs === undefined ? undefined : cleanAfterMs,
+    acknowledged: acked.size,
+    runs,
+    duplicateRuns,
+    crashChecks,
+    slowestDetectionMs,
+  }
+}
