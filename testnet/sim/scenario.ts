@@ -19,11 +19,11 @@ export interface JobInput {
   restart?: { attempts: number, delay: string }
 }
 
-/** Members are named by index (n0, n1, …); jobs by the index of the step that submitted them. */
+/** Members are named by index (n0, n1, …); jobs by the unique name they were submitted with. */
 export type Step =
   | { atMs: number, kind: 'submit', node: number, job: JobInput }
-  | { atMs: number, kind: 'stop', node: number, submit: number }
-  | { atMs: number, kind: 'scale', node: number, submit: number, count: number }
+  | { atMs: number, kind: 'stop', node: number, job: string }
+  | { atMs: number, kind: 'scale', node: number, job: string, count: number }
   | { atMs: number, kind: 'crash', node: number }
   | { atMs: number, kind: 'restart', node: number, skewMs: number }
   | { atMs: number, kind: 'pause', node: number }
@@ -71,8 +71,8 @@ export function generate (seed: number, options: Partial<ScenarioOptions> & { no
   const steps: Step[] = []
   // What the generator believes of each member, to draw steps that bite (the list stays valid if shrunk anyway).
   const status: Array<'up' | 'crashed' | 'paused'> = Array.from({ length: n }, () => 'up')
-  const services: number[] = []
-  const submits: number[] = []
+  const services: string[] = []
+  const submits: string[] = []
   const later: Step[] = []
   let t = 0
   const upNodes = (): number[] => status.flatMap((s, i) => s === 'up' ? [i] : [])
@@ -94,13 +94,13 @@ export function generate (seed: number, options: Partial<ScenarioOptions> & { no
       const w = rng.next()
       if (w < 0.6 || submits.length === 0) {
         const job = randomJob(rng, steps.length)
-        if (job.type === 'service') services.push(steps.length)
-        submits.push(steps.length)
+        if (job.type === 'service') services.push(job.name)
+        submits.push(job.name)
         steps.push({ atMs: t, kind: 'submit', node, job })
       } else if (w < 0.8 && services.length > 0) {
-        steps.push({ atMs: t, kind: 'scale', node, submit: rng.pick(services), count: rng.between(1, 5) })
+        steps.push({ atMs: t, kind: 'scale', node, job: rng.pick(services), count: rng.between(1, 5) })
       } else {
-        steps.push({ atMs: t, kind: 'stop', node, submit: rng.pick(submits) })
+        steps.push({ atMs: t, kind: 'stop', node, job: rng.pick(submits) })
       }
       continue
     }
@@ -130,7 +130,8 @@ export function generate (seed: number, options: Partial<ScenarioOptions> & { no
       steps.push({ atMs: t, kind: 'link', node, delayMs: rng.pick([0, 20, 100, 300]), jitterMs: rng.pick([0, 10, 50]), lossRate: rng.pick([0, 0.05, 0.2, 0.5]) })
       later.push({ atMs: t + rng.between(2_000, 20_000), kind: 'unlink', node })
     } else {
-      steps.push({ atMs: t, kind: 'network', lossRate: rng.pick([0, 0.01, 0.05]), duplicateRate: rng.pick([0, 0.01, 0.1]) })
+      steps.push({ atMs: t, kind: 'network', lossRate: rng.pick([0.01, 0.05, 0.1]), duplicateRate: rng.pick([0, 0.01, 0.1]) })
+      later.push({ atMs: t + rng.between(2_000, 20_000), kind: 'network', lossRate: 0, duplicateRate: 0 })
     }
   }
   return { seed, nodes: n, skewsMs, steps }
@@ -159,8 +160,8 @@ export function describeStep (step: Step, index: number): string {
   const at = `${(step.atMs / 1000).toFixed(3).padStart(8)} s  #${index}`
   switch (step.kind) {
     case 'submit': return `${at} submit on n${step.node}: ${step.job.type} ${step.job.name} ×${step.job.count} (${step.job.args.join(' ')}, ${step.job.cpu}, ${step.job.memory}${step.job.partition === 'both' ? ', partition: both' : ''})`
-    case 'stop': return `${at} stop job of #${step.submit} on n${step.node}`
-    case 'scale': return `${at} scale job of #${step.submit} to ${step.count} on n${step.node}`
+    case 'stop': return `${at} stop ${step.job} on n${step.node}`
+    case 'scale': return `${at} scale ${step.job} to ${step.count} on n${step.node}`
     case 'crash': return `${at} crash n${step.node}`
     case 'restart': return `${at} restart n${step.node}${step.skewMs !== 0 ? ` (clock off by ${step.skewMs} ms)` : ''}`
     case 'pause': return `${at} freeze n${step.node}`

@@ -15,12 +15,14 @@
 // Everything is drawn from the scenario's seed, and the node code runs on the
 // cluster's virtual clock, so a run replays exactly.
 
+import { createHash } from 'node:crypto'
 import * as Y from 'yjs'
 import { stateFingerprint, stateVectorOf } from '../../crdt/sync.ts'
 import { crashDetectionBoundMs, LAN, LOCAL, type MembershipConfig } from '../../membership/config.ts'
 import type { MemberMeta } from '../../membership/types.ts'
 import { instanceId, parseAttempt } from '../../node/jobs/instances.ts'
 import { readSpec } from '../../node/jobs/spec.ts'
+import type { ReconcileConfig } from '../../node/reconcile/loop.ts'
 import { SimCluster } from './cluster.ts'
 import { SimNode } from './node.ts'
 import type { RunnerBreach } from './runner.ts'
@@ -38,6 +40,8 @@ export interface WorldOptions {
   meta: MemberMeta
   /** pino level for the nodes' logs (silent unless asked). */
   logLevel?: string
+  /** Overrides of the reconcile loop's settings (a test may plant a bug this way). */
+  reconcile?: Partial<ReconcileConfig>
 }
 
 export const WORLD_DEFAULTS: Readonly<WorldOptions> = Object.freeze({
@@ -56,6 +60,21 @@ function docDifference (a: SimNode, b: SimNode): string {
   for (const [client, clock] of sa) if ((sb.get(client) ?? 0) !== clock) lines.push(`writer ${client}: ${a.id} at ${clock}, ${b.id} at ${sb.get(client) ?? 0}`)
   for (const [client, clock] of sb) if (!sa.has(client)) lines.push(`writer ${client}: ${a.id} at 0, ${b.id} at ${clock}`)
   return lines.length > 0 ? lines.slice(0, 3).join(', ') : 'the same writes, other deletions'
+}
+
+/** The result of a run that threw: the simulator's own bug, or one in node code it called outside a guard. */
+export function crashedRun (scenario: Scenario, err: unknown): RunResult {
+  const e = err as Error
+  return {
+    seed: scenario.seed, nodes: scenario.nodes, steps: scenario.steps.length, simulatedMs: 0, faults: {},
+    violations: [{ invariant: 'exception', atMs: 0, detail: `the run threw: ${e.stack ?? String(e)}` }],
+    cleanAfterMs: undefined, acknowledged: 0, runs: 0, duplicateRuns: 0, crashChecks: 0, slowestDetectionMs: 0, digest: '',
+  }
+}
+
+function digestOf (node: SimNode | null | undefined): string {
+  if (node == null) return ''
+  return createHash('sha256').update(stateFingerprint(node.state.state.doc)).digest('hex').slice(0, 16)
 }
 
 /** The simulated clocks start at 2026-01-01T00:00:00Z (cron and records need a real date). */
@@ -81,9 +100,12 @@ export interface RunResult {
   /** Task starts in all, and starts of an instance while another copy of it ran elsewhere. */
   runs: number
   duplicateRuns: number
+  /** Crashes on a quiet network whose detection was timed to the end. */
   crashChecks: number
   /** Longest time a crash took to be seen dead by every live member (checked crashes). */
   slowestDetectionMs: number
+  /** A hash of the first node's final document: two runs of one scenario end with the same. */
+  digest: string
 }
 
 interface Acked { job: string, version: number, stopped: boolean }
@@ -114,6 +136,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
       disk: disks.get(context.id)!,
       stableWindowMs: preset.deadRetentionMs,
       logLevel: o.logLevel,
+      reconcile: o.reconcile,
       onBreach: (b: RunnerBreach) => { violate('capacity', `${b.node}: ${b.task} ${b.message}`) },
       onRun: ({ node, task, kind }) => {
         const { instance } = parseAttempt(task)
@@ -167,7 +190,8 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   const t0 = cluster.nowMs
 
   // ---- the scenario ----
-  const submitted = new Map<number, string>()
+  /** Job name → the id its submission got. */
+  const submitted = new Map<string, string>()
   const acked = new Map<string, Acked>()
   const faults: Partial<Record<StepKind, number>> = {}
   let lastFaultAt = -Infinity
@@ -181,7 +205,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   }
   const quiet = (): boolean => !cluster.network.faulty && cluster.network.settings.lossRate === 0 && ids.every((id) => cluster.status(id) !== 'paused')
 
-  const apply = (step: Step, index: number): void => {
+  const apply = (step: Step): void => {
     if (FAULT_KINDS.has(step.kind)) {
       faults[step.kind] = (faults[step.kind] ?? 0) + 1
       lastFaultAt = cluster.nowMs
@@ -191,13 +215,13 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
         const node = app(`n${step.node}`)
         if (node === null || cluster.status(`n${step.node}`) !== 'up') return
         const { record, stored } = node.submit(step.job)
-        submitted.set(index, record.id)
+        submitted.set(step.job.name, record.id)
         stored.then(() => { ack(record.id, record.version, false) }, () => {})
         return
       }
       case 'stop':
       case 'scale': {
-        const job = submitted.get(step.submit)
+        const job = submitted.get(step.job)
         const node = app(`n${step.node}`)
         if (job === undefined || node === null || cluster.status(`n${step.node}`) !== 'up') return
         const write = step.kind === 'stop' ? node.stopJob(job) : node.scaleJob(job, step.count)
@@ -247,7 +271,6 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
 
   /** A crash on a quiet network: every live member must see it dead within the bound, unless another fault came meanwhile. */
   function checkDetection (id: string, at: number, life: number): void {
-    crashChecks++
     const seen = new Map<string, number>()
     const watch = (): void => {
       if (cluster.lifeOf(id) !== life || cluster.status(id) !== 'crashed' || lastFaultAt > at) return
@@ -257,11 +280,13 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
         if (!seen.has(observer) && (s === 'dead' || s === 'left' || s === undefined)) seen.set(observer, cluster.nowMs - at)
       }
       if (observers.every((obs) => seen.has(obs))) {
+        crashChecks++
         slowestDetectionMs = Math.max(slowestDetectionMs, ...seen.values())
         return
       }
       if (cluster.nowMs - at > bound) {
         const late = observers.filter((obs) => !seen.has(obs))
+        crashChecks++
         violate('crash-detection', `${id} crashed at ${at} ms on a quiet network; after ${cluster.nowMs - at} ms (bound ${bound} ms) ${late.join(', ')} still see it ${late.map((obs) => cluster.stateOf(obs, id)).join(', ')}`)
         return
       }
@@ -270,7 +295,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     cluster.at(cluster.nowMs + 100, watch)
   }
 
-  scenario.steps.forEach((step, index) => { cluster.at(t0 + step.atMs, () => { apply(step, index) }) })
+  for (const step of scenario.steps) cluster.at(t0 + step.atMs, () => { apply(step) })
   const lastStep = scenario.steps.reduce((m, s) => Math.max(m, s.atMs), 0)
   await run(lastStep + o.tickMs)
 
@@ -359,5 +384,6 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     duplicateRuns,
     crashChecks,
     slowestDetectionMs,
+    digest: digestOf(ids.map((id) => app(id)).find((n) => n !== null)),
   }
 }
