@@ -11,6 +11,7 @@ import type { NodeRecord } from '../crdt/schema.ts'
 import type { Member, MemberEvent } from '../membership/types.ts'
 import { labelKeyProblem } from './config.ts'
 import { InputError, MurmurError } from './errors.ts'
+import { type FaultRules, type FaultsView, parseFaultRules } from './faults.ts'
 import type { StateInfo } from './state.ts'
 import type { LogChunk, LogStream } from './executor/logs.ts'
 import type { Isolation, TaskInfo } from './executor/types.ts'
@@ -45,6 +46,12 @@ export interface ApiBackend {
   /** The records behind a state change, for the event stream. */
   jobRecord: (id: string) => JobRecord | undefined
   taskRecords: (id: string) => TaskRecord[]
+  /** Testnet fault rules; only a node started with --fault-injection has them (and the /v1/admin routes). */
+  faults?: {
+    get: () => FaultsView
+    /** Replaces every rule; throws InputError for a rule the node cannot take. */
+    set: (rules: FaultRules) => FaultsView
+  } | undefined
 }
 
 const tasksQuery = z.object({
@@ -249,6 +256,13 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
       await backend.jobs().logs(request.params.id, { stream: q.stream, offset: q.offset, length: q.length, tail: q.tail, follow: q.follow }, signal))
   })
   app.get('/v1/status', async () => await backend.status())
+
+  // --- testnet only: network faults (node/faults.ts) ---------------------------------
+  const faults = backend.faults
+  if (faults !== undefined) {
+    app.get('/v1/admin/faults', async () => faults.get())
+    app.put('/v1/admin/faults', async (request) => faults.set(parseFaultRules(request.body, 'faults')))
+  }
 
   app.get('/v1/events', async (request, reply) => {
     if (eventStreams.size >= API_LIMITS.eventStreamsMax) {

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { type MembershipConfig, PRESETS, membershipConfig } from '../membership/config.ts'
 import { InputError } from './errors.ts'
+import { type FaultRules, parseFaultRules } from './faults.ts'
 import type { ReconcileConfig } from './reconcile/loop.ts'
 import { parseCpu, parseDuration, parseSize } from './units.ts'
 
@@ -37,6 +38,14 @@ export interface NodeConfig {
   isolation: 'auto' | 'cgroup-v2' | 'cgroup-v1' | 'none'
   /** Timing of the reconcile loop (node/reconcile/loop.ts); the defaults suit both profiles. */
   reconcile: Partial<ReconcileConfig>
+  /**
+   * Testnets only: the node takes network fault rules on /v1/admin/faults
+   * (node/faults.ts). Never on unless asked for: anyone who reaches the API could
+   * cut the node off.
+   */
+  faultInjection: boolean
+  /** The rules to start with (a testnet restarts a node inside its partition). */
+  faultRules: FaultRules | null
 }
 
 /** The shared state: how it spreads, and how long what is over is kept. */
@@ -76,6 +85,8 @@ export interface RawNodeOptions {
   jobRetention?: string
   nodeRetention?: string
   isolation?: string
+  faultInjection?: boolean
+  faultRules?: string
 }
 
 export const DEFAULTS = Object.freeze({
@@ -134,6 +145,7 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
   if (isolation !== 'auto' && isolation !== 'cgroup-v2' && isolation !== 'cgroup-v1' && isolation !== 'none') {
     throw new InputError('BAD_FLAG', `--isolation must be auto, cgroup-v2, cgroup-v1 or none, got '${isolation}'`)
   }
+  if (raw.faultRules !== undefined && raw.faultInjection !== true) throw new InputError('BAD_FLAG', '--fault-rules needs --fault-injection (testnets only)')
   return {
     isolation,
     dataDir: raw.dataDir ?? DEFAULTS.dataDir,
@@ -164,7 +176,19 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
       maintainIntervalMs: DEFAULTS.maintainIntervalMs,
     },
     reconcile: {},
+    faultInjection: raw.faultInjection ?? false,
+    faultRules: raw.faultRules === undefined ? null : faultRules(raw.faultRules),
   }
+}
+
+function faultRules (text: string): FaultRules {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    throw new InputError('BAD_FLAG', `--fault-rules must be JSON such as {"blocked":[],"delayMs":200}, got '${text.slice(0, 80)}'`)
+  }
+  return parseFaultRules(json, '--fault-rules')
 }
 
 function retention (name: string, text: string | undefined, fallback: number): number {

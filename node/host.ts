@@ -4,12 +4,14 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { gossipsub } from '@libp2p/gossipsub'
+import type { RPC } from '@libp2p/gossipsub/message'
 import { identify } from '@libp2p/identify'
-import type { PrivateKey } from '@libp2p/interface'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { SYNC_LIMITS } from '../crdt/sync.ts'
+import type { FaultInjector } from './faults.ts'
 
 export interface HostInit {
   privateKey: PrivateKey
@@ -19,6 +21,8 @@ export interface HostInit {
   port: number
   mdns: boolean
   dialTimeoutMs: number
+  /** Testnet fault rules (--fault-injection): a connection gater, and a filter on inbound gossip. */
+  faults?: FaultInjector
 }
 
 export type Host = Libp2p<{
@@ -43,7 +47,7 @@ export const HOST_LIMITS = Object.freeze({
 
 export async function createHost (init: HostInit): Promise<Host> {
   const ip = init.host.includes(':') ? 'ip6' : 'ip4'
-  return await createLibp2p({
+  const host = await createLibp2p({
     privateKey: init.privateKey,
     addresses: { listen: [`/${ip}/${init.host}/tcp/${init.port}`] },
     transports: [tcp()],
@@ -75,8 +79,31 @@ export async function createHost (init: HostInit): Promise<Host> {
         emitSelf: false,
       }),
     },
+    ...(init.faults === undefined ? {} : { connectionGater: init.faults.gater() }),
     start: false,
   }) as Host
+  if (init.faults !== undefined) filterGossip(host, init.faults)
+  return host
+}
+
+/** The method of gossipsub's implementation (not of its interface) that every RPC read from a peer goes through. */
+interface RpcReceiver {
+  handleReceivedRpc: (from: PeerId, rpc: RPC) => Promise<void>
+}
+
+/**
+ * Every RPC a peer sends on gossipsub (messages, subscriptions and control) passes
+ * the fault rules as one datagram, before gossipsub sees any of it. gossipsub
+ * calls this method per RPC without waiting for it, so a delay holds up only that RPC.
+ */
+function filterGossip (host: Host, faults: FaultInjector): void {
+  const pubsub = host.services.pubsub as unknown as RpcReceiver
+  // A gossipsub that renamed it would let every gossip message through unnoticed: fail loudly instead.
+  if (typeof pubsub.handleReceivedRpc !== 'function') throw new Error('this gossipsub has no handleReceivedRpc(): fault injection cannot filter gossip; update node/host.ts')
+  const handle = pubsub.handleReceivedRpc.bind(pubsub)
+  pubsub.handleReceivedRpc = async (from, rpc) => {
+    if (await faults.arrive(from.toString(), 'gossip') === null) await handle(from, rpc)
+  }
 }
 
 function hex (bytes: Uint8Array | undefined): string {

@@ -13,6 +13,7 @@ import { LIMITS, decodeMessage, encodeMessage } from '../membership/codec.ts'
 import type { MembershipConfig } from '../membership/config.ts'
 import { Swim } from '../membership/swim.ts'
 import type { Member, MemberEvent, MemberMeta, Message, Outbound } from '../membership/types.ts'
+import type { FaultInjector } from './faults.ts'
 import type { Host } from './host.ts'
 import { isOversized, isStreamGone } from './streams.ts'
 
@@ -55,6 +56,8 @@ export interface MembershipServiceInit {
   tickMs: number
   dialTimeoutMs: number
   log: Logger
+  /** Testnet fault rules: every frame received passes them. */
+  faults?: FaultInjector
 }
 
 /** Emits 'event' (MemberEvent) for every change, after the state machine made it. */
@@ -68,6 +71,7 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
   private readonly log: Logger
   private readonly tickMs: number
   private readonly dialTimeoutMs: number
+  private readonly faults: FaultInjector | undefined
   private readonly links = new Map<string, Link>()
   private readonly pending = new Set<Promise<void>>()
   private timer: NodeJS.Timeout | null = null
@@ -83,6 +87,7 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
     this.log = init.log
     this.tickMs = init.tickMs
     this.dialTimeoutMs = init.dialTimeoutMs
+    this.faults = init.faults
     this.swim = new Swim({
       self: { id: init.host.peerId.toString(), addrs: this.ownAddrs(), meta: init.meta },
       config: init.config,
@@ -346,9 +351,18 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
           this.reject(decoded.reason, from, decoded.error)
           continue
         }
-        this.receive(from, decoded.message)
+        this.deliver(from, decoded.message)
       }
     })()
+  }
+
+  /** Through the fault rules, when a testnet set some: each frame is a datagram, delayed or lost on its own. */
+  private deliver (from: string, message: Message): void {
+    if (this.faults === undefined) {
+      this.receive(from, message)
+      return
+    }
+    void this.faults.arrive(from, 'membership').then((dropped) => { if (dropped === null) this.receive(from, message) })
   }
 
   private receive (from: string, message: Message): void {

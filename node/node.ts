@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events'
 import { join } from 'node:path'
 import type { PeerInfo } from '@libp2p/interface'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { NodeRecord } from '../crdt/schema.ts'
@@ -15,6 +15,7 @@ import type { NodeConfig } from './config.ts'
 import { type DataDir, openDataDir, removeRuntime, writeRuntime } from './datadir.ts'
 import { MurmurError } from './errors.ts'
 import { Executor } from './executor/executor.ts'
+import { FaultInjector, type FaultRules } from './faults.ts'
 import { type Host, createHost } from './host.ts'
 import { MembershipService } from './membership.ts'
 import { JobService } from './jobs/service.ts'
@@ -80,7 +81,10 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     const log = rootLog.child({ node: dataDir.peerId.slice(-8) })
     const cleanup: Array<() => Promise<unknown>> = [dataDir.release]
     try {
-      const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs })
+      const faults = config.faultInjection
+        ? new FaultInjector({ self: dataDir.peerId, log: log.child({ component: 'faults' }), rules: config.faultRules ?? undefined })
+        : undefined
+      const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs, faults })
       let membershipRef: MembershipService | undefined
       // The state database opens before the network: a corrupt one stops the start at once.
       const state = await StateService.open({
@@ -91,6 +95,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         log: log.child({ component: 'state' }),
         peers: () => membershipRef?.members().filter((m) => m.state === 'alive' && m.id !== dataDir.peerId).map((m) => m.id) ?? [],
         memberState: (id) => membershipRef?.swim.member(id)?.state,
+        faults,
       })
       cleanup.unshift(async () => { await state.stop() })
       const executor = Executor.open({
@@ -140,6 +145,16 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         },
         jobRecord: (id) => state.state.job(id),
         taskRecords: (id) => state.state.taskClaims(id),
+        faults: faults === undefined ? undefined : {
+          get: () => faults.view(),
+          set: (rules: FaultRules) => {
+            // A partition closes what is open: the gater only stops new connections.
+            for (const peer of faults.set(rules)) {
+              void host.hangUp(peerIdFromString(peer)).catch((err: Error) => { log.debug({ peer, err: err.message }, 'could not close the connection to a blocked peer') })
+            }
+            return faults.view()
+          },
+        },
       }, log)
       await api.listen({ host: config.apiHost, port: config.apiPort }).catch((err: Error) => { throw portError(err, '--api-port', config.apiPort) })
       cleanup.unshift(async () => { await api.close() })
@@ -154,6 +169,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         tickMs: config.tickMs,
         dialTimeoutMs: config.dialTimeoutMs,
         log: log.child({ component: 'membership' }),
+        faults,
       })
       membership.on('event', (event) => {
         logMemberEvent(log, event, membership.swim.health)
@@ -183,7 +199,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         logs: async (req, signal) => await jobsRef!.localLogs(req, signal),
         usage: (tasks) => jobsRef!.localUsage(tasks),
         kill: async (task) => { reconciler.kill(task) },
-      }, log.child({ component: 'rpc' }))
+      }, log.child({ component: 'rpc' }), faults)
       await rpc.start()
       cleanup.unshift(async () => { await rpc.stop() })
       const jobs = jobsRef = new JobService({ self: dataDir.peerId, state, reconciler, executor, rpc, log: log.child({ component: 'jobs' }) })

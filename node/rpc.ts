@@ -12,6 +12,7 @@ import { z } from 'zod'
 import { MurmurError } from './errors.ts'
 import type { LogChunk } from './executor/logs.ts'
 import type { TaskUsage } from './executor/types.ts'
+import { type FaultInjector, admitFrame } from './faults.ts'
 import type { Host } from './host.ts'
 import { isOversized, isStreamGone } from './streams.ts'
 
@@ -65,16 +66,19 @@ export class TaskRpc {
   private readonly log: Logger
   private readonly handlers: RpcHandlers
   private readonly serving = new Set<AbortController>()
+  /** Testnet fault rules: every frame received, asked for or served, passes them. */
+  private readonly faults: FaultInjector | undefined
 
-  constructor (host: Host, handlers: RpcHandlers, log: Logger) {
+  constructor (host: Host, handlers: RpcHandlers, log: Logger, faults?: FaultInjector) {
     this.host = host
     this.handlers = handlers
     this.log = log
+    this.faults = faults
   }
 
   async start (): Promise<void> {
-    await this.host.handle(TASKS_PROTOCOL, (stream) => { void this.serve(stream) }, { maxInboundStreams: RPC_LIMITS.inboundStreamsMax })
-    await this.host.handle(TASK_FOLLOW_PROTOCOL, (stream) => { void this.serve(stream) }, { maxInboundStreams: RPC_LIMITS.inboundFollowsMax })
+    await this.host.handle(TASKS_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: RPC_LIMITS.inboundStreamsMax })
+    await this.host.handle(TASK_FOLLOW_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: RPC_LIMITS.inboundFollowsMax })
   }
 
   async stop (): Promise<void> {
@@ -99,7 +103,7 @@ export class TaskRpc {
     let header: unknown
     try {
       await send(lp, 'J', Buffer.from(JSON.stringify({ op: 'logs', ...req })), timeout)
-      header = await readJson(lp, 'J', peer, timeout)
+      header = await readJson(lp, 'J', peer, timeout, this.faults)
     } catch (err) {
       raw.abort(err as Error)
       throw remoteError(peer, err)
@@ -108,7 +112,7 @@ export class TaskRpc {
       const chunks: Buffer[] = []
       try {
         for (;;) {
-          const frame = await readFrame(lp, peer, timeout)
+          const frame = await readFrame(lp, peer, timeout, this.faults)
           if (frame.tag === 'E') break
           if (frame.tag !== 'D') throw answerError(peer, frame.body)
           chunks.push(frame.body)
@@ -120,11 +124,12 @@ export class TaskRpc {
       await raw.close().catch(() => {})
       return { range: header as Omit<LogChunk, 'data'>, data: Buffer.concat(chunks) }
     }
+    const faults = this.faults
     return {
       follow: (async function * () {
         try {
           for (;;) {
-            const frame = await readFrame(lp, peer, signal)
+            const frame = await readFrame(lp, peer, signal, faults)
             if (frame.tag === 'E') return
             if (frame.tag !== 'D') throw answerError(peer, frame.body)
             yield frame.body
@@ -143,7 +148,7 @@ export class TaskRpc {
     const { lp, raw } = await this.open(peer, timeout)
     try {
       await send(lp, 'J', Buffer.from(JSON.stringify(req)), timeout)
-      const answer = await readJson(lp, 'J', peer, timeout)
+      const answer = await readJson(lp, 'J', peer, timeout, this.faults)
       await raw.close().catch(() => {})
       return answer
     } catch (err) {
@@ -162,14 +167,14 @@ export class TaskRpc {
     return { lp: lpStream(raw, { maxDataLength: RPC_LIMITS.frameBytesMax }), raw }
   }
 
-  private async serve (raw: Stream): Promise<void> {
+  private async serve (raw: Stream, peer: string): Promise<void> {
     const controller = new AbortController()
     this.serving.add(controller)
     raw.addEventListener('close', () => { controller.abort() }, { once: true })
     const lp = lpStream(raw, { maxDataLength: RPC_LIMITS.requestBytesMax })
     const signal = controller.signal
     try {
-      const first = await readFrame(lp, 'a peer', AbortSignal.any([signal, AbortSignal.timeout(RPC_LIMITS.timeoutMs)]))
+      const first = await readFrame(lp, peer, AbortSignal.any([signal, AbortSignal.timeout(RPC_LIMITS.timeoutMs)]), this.faults)
       let parsed: ReturnType<typeof rpcRequestSchema.safeParse>
       try {
         parsed = rpcRequestSchema.safeParse(JSON.parse(first.body.toString('utf8')))
@@ -220,7 +225,7 @@ async function sendJson (lp: LengthPrefixedStream<Stream>, tag: 'J' | 'E', value
   await send(lp, tag, Buffer.from(JSON.stringify(value)), signal)
 }
 
-async function readFrame (lp: LengthPrefixedStream<Stream>, peer: string, signal: AbortSignal): Promise<{ tag: string, body: Buffer }> {
+async function readFrame (lp: LengthPrefixedStream<Stream>, peer: string, signal: AbortSignal, faults: FaultInjector | undefined): Promise<{ tag: string, body: Buffer }> {
   let bytes: Uint8Array
   try {
     bytes = (await lp.read({ signal })).subarray()
@@ -228,12 +233,13 @@ async function readFrame (lp: LengthPrefixedStream<Stream>, peer: string, signal
     if (isOversized(err)) throw new MurmurError('BAD_PEER_REPLY', `${peer} sent a frame over the size limit`, 1, 502)
     throw err
   }
+  await admitFrame(faults, peer, 'rpc', signal)
   if (bytes.length === 0) throw new MurmurError('BAD_PEER_REPLY', `${peer} sent an empty frame`, 1, 502)
   return { tag: String.fromCharCode(bytes[0]!), body: Buffer.from(bytes.buffer, bytes.byteOffset + 1, bytes.length - 1) }
 }
 
-async function readJson (lp: LengthPrefixedStream<Stream>, tag: 'J', peer: string, signal: AbortSignal): Promise<unknown> {
-  const frame = await readFrame(lp, peer, signal)
+async function readJson (lp: LengthPrefixedStream<Stream>, tag: 'J', peer: string, signal: AbortSignal, faults: FaultInjector | undefined): Promise<unknown> {
+  const frame = await readFrame(lp, peer, signal, faults)
   let value: unknown
   try {
     value = JSON.parse(frame.body.toString('utf8'))

@@ -20,6 +20,7 @@ import {
 } from '../crdt/sync.ts'
 import type { StateConfig } from './config.ts'
 import { MurmurError } from './errors.ts'
+import { type FaultInjector, FaultDropped, admitFrame } from './faults.ts'
 import { type Host, STATE_TOPIC } from './host.ts'
 import { StateStore, resetState } from './state-store.ts'
 import { isOversized } from './streams.ts'
@@ -76,6 +77,8 @@ export interface StateServiceInit {
   peers: () => string[]
   /** 'alive', 'suspect', 'dead', 'left', or undefined for a node membership does not know. */
   memberState: (id: string) => string | undefined
+  /** Testnet fault rules: every sync frame received passes them (gossip passes them in host.ts). */
+  faults?: FaultInjector
 }
 
 export class StateService extends EventEmitter<{ change: [StateChange] }> {
@@ -86,6 +89,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private readonly log: Logger
   private readonly peers: () => string[]
   private readonly memberState: (id: string) => string | undefined
+  private readonly faults: FaultInjector | undefined
   private readonly syncs = new Map<string, PeerSync>()
   private readonly running = new Map<string, Promise<PeerSync>>()
   private readonly notAliveSince = new Map<string, number>()
@@ -123,6 +127,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     this.log = init.log
     this.peers = init.peers
     this.memberState = init.memberState
+    this.faults = init.faults
     this.tokens = init.config.publishPerSecondMax
   }
 
@@ -519,7 +524,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       await stream.close({ signal }).catch(() => {})
     } catch (err) {
       record.error = (err as Error).message
-      if (!(err instanceof PeerError) && !this.stopped) this.log.warn({ peer, err: record.error }, 'could not answer a sync request')
+      if (!(err instanceof PeerError) && !(err instanceof FaultDropped) && !this.stopped) this.log.warn({ peer, err: record.error }, 'could not answer a sync request')
       if (err instanceof PeerError) {
         this.stats.sync.rejected[err.reason] = (this.stats.sync.rejected[err.reason] ?? 0) + 1
         this.log.warn({ peer, reason: err.reason, err: err.message }, 'dropped a bad sync request')
@@ -569,6 +574,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       if (isOversized(err)) throw new PeerError('oversized', `a sync frame over ${SYNC_LIMITS.frameBytesMax} bytes`)
       throw err
     }
+    await admitFrame(this.faults, record.peer, 'sync', signal)
     record.receivedBytes += bytes.byteLength
     const frame = decodeFrame(bytes)
     if ('error' in frame) throw new PeerError('malformed', frame.error)

@@ -41,6 +41,8 @@ node.command('start')
   .option('--isolation <mode>', 'how to contain tasks: auto, cgroup-v2, cgroup-v1 or none', 'auto')
   .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
   .option('--pretty', 'human-readable logs instead of JSON')
+  .option('--fault-injection', 'testnets only: take network fault rules (partitions, cuts, delay, loss) on /v1/admin/faults')
+  .addOption(new Option('--fault-rules <json>', 'testnets only: the fault rules to start with').hideHelp())
   .action(async (opts: Record<string, unknown>) => {
     // The node runtime (libp2p and all) is loaded only for this command.
     const { runNode } = await import('../../node/main.ts')
