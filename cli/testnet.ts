@@ -1,6 +1,7 @@
 // `murmur testnet …`: a cluster of real node processes on this machine.
 
 import type { Command } from 'commander'
+import { parseDuration } from '../node/units.ts'
 import * as testnet from '../testnet/local/testnet.ts'
 import { DEFAULT_DIR } from '../testnet/local/state.ts'
 import { followLogs } from './logs.ts'
@@ -94,11 +95,119 @@ export function registerTestnet (program: Command): void {
       .description(description)
       .option(...dirOption)
       .action(async (index: string, opts: DirOption) => {
-        if (!/^\d+$/.test(index)) throw new testnet.TestnetError(`<index> must be a node number such as 0 or 2, got '${index}'`, 2)
-        await run(opts.dir, Number(index))
+        await run(opts.dir, nodeIndex(index, '<index>'))
         process.stdout.write(`node ${index} ${done}\n`)
       })
   }
+  registerNetworkFaults(cmd, dirOption)
+}
+
+/** partition, heal, delay, loss and faults: what breaks the network between the nodes, not the nodes. */
+function registerNetworkFaults (cmd: Command, dirOption: readonly [string, string, string]): void {
+  cmd.command('partition [groups...]')
+    .description('split the nodes into groups that cannot reach each other (0,1 2,3,4; nodes not named form one more group), or cut one way with --from and --to')
+    .option('--from <index>', "one-way cut: this node's messages no longer reach --to")
+    .option('--to <index>', 'the node that stops hearing --from')
+    .option(...dirOption)
+    .action(async (groups: string[], opts: DirOption & { from?: string, to?: string }) => {
+      if (opts.from !== undefined || opts.to !== undefined) {
+        if (opts.from === undefined || opts.to === undefined || groups.length > 0) {
+          throw new testnet.TestnetError('a one-way cut takes both --from and --to and no groups: murmur testnet partition --from 0 --to 1', 2)
+        }
+        const from = nodeIndex(opts.from, '--from')
+        const to = nodeIndex(opts.to, '--to')
+        await testnet.cut(opts.dir, from, to)
+        process.stdout.write(`cut: node ${from}'s messages no longer reach node ${to} (node ${to}'s still reach node ${from})\n`)
+        return
+      }
+      if (groups.length === 0) throw new testnet.TestnetError('name the groups, e.g. murmur testnet partition 0,1 2,3,4 (or --from 0 --to 1 for a one-way cut)', 2)
+      await testnet.partition(opts.dir, groups.map(group))
+      process.stdout.write(`partitioned: ${await testnet.partitionOf(opts.dir)}\n`)
+    })
+
+  cmd.command('heal')
+    .description('remove every network fault: partitions, cuts, delay and loss, on every node')
+    .option(...dirOption)
+    .action(async (opts: DirOption) => {
+      await testnet.heal(opts.dir)
+      process.stdout.write('healed: no network faults\n')
+    })
+
+  cmd.command('delay <index> <duration>')
+    .description('delay everything node i receives, e.g. 200ms (0 removes it)')
+    .option('--jitter <duration>', 'vary each delay by up to this much either way, e.g. 50ms', '0')
+    .option(...dirOption)
+    .action(async (index: string, duration: string, opts: DirOption & { jitter: string }) => {
+      const i = nodeIndex(index, '<index>')
+      const ms = durationArg(duration, '<duration>')
+      const jitterMs = durationArg(opts.jitter, '--jitter')
+      await testnet.delay(opts.dir, i, ms, jitterMs)
+      process.stdout.write(ms === 0 ? `node ${i}: no delay\n` : `node ${i}: what it receives arrives ${ms} ms${jitterMs > 0 ? ` ± ${jitterMs} ms` : ''} late\n`)
+    })
+
+  cmd.command('loss <index> <rate>')
+    .description('lose this share of what node i receives: 20% or 0.2 (0 removes it; below 100%)')
+    .option(...dirOption)
+    .action(async (index: string, rate: string, opts: DirOption) => {
+      const i = nodeIndex(index, '<index>')
+      const r = lossRate(rate)
+      await testnet.loss(opts.dir, i, r)
+      process.stdout.write(r === 0 ? `node ${i}: no loss\n` : `node ${i}: loses ${percent(r)} of what it receives\n`)
+    })
+
+  cmd.command('faults')
+    .description('the network faults of every node: who it cannot reach, whom it no longer hears, delay and loss')
+    .option(...dirOption)
+    .option('--json', 'print one JSON document')
+    .action(async (opts: DirOption & { json?: boolean }) => {
+      const nodes = await testnet.faults(opts.dir)
+      if (opts.json === true) {
+        process.stdout.write(JSON.stringify({ partition: await testnet.partitionOf(opts.dir), nodes }, null, 2) + '\n')
+        return
+      }
+      process.stdout.write(`${await testnet.partitionOf(opts.dir)}\n`)
+      process.stdout.write(table(
+        ['NODE', 'PEER ID', 'CANNOT REACH', 'NO LONGER HEARS', 'DELAY', 'LOSS'],
+        nodes.map((n) => [String(n.index), n.peerId ?? '-', list(n.blocked), list(n.cutFrom),
+          n.delayMs === 0 ? '-' : `${n.delayMs}ms${n.jitterMs > 0 ? ` ±${n.jitterMs}ms` : ''}`, n.lossRate === 0 ? '-' : percent(n.lossRate)]),
+      ) + '\n')
+    })
+}
+
+function nodeIndex (text: string, what: string): number {
+  if (!/^\d+$/.test(text)) throw new testnet.TestnetError(`${what} must be a node number such as 0 or 2, got '${text}'`, 2)
+  return Number(text)
+}
+
+/** "0,1,2" → [0, 1, 2]. */
+function group (text: string): number[] {
+  if (!/^\d+(,\d+)*$/.test(text)) throw new testnet.TestnetError(`'${text}' is not a group of nodes: write node numbers joined by commas, e.g. 0,1 2,3,4`, 2)
+  return text.split(',').map(Number)
+}
+
+function durationArg (text: string, what: string): number {
+  try {
+    return parseDuration(text)
+  } catch (err) {
+    throw new testnet.TestnetError(`${what}: ${(err as Error).message}`, 2)
+  }
+}
+
+/** "20%" or "0.2" → 0.2. */
+function lossRate (text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$/.exec(text)
+  if (match === null) throw new testnet.TestnetError(`<rate> must be a share such as 20% or 0.2, got '${text}'`, 2)
+  const rate = match[2] === '%' ? Number(match[1]) / 100 : Number(match[1])
+  if (rate >= 1) throw new testnet.TestnetError(`<rate> must be below 100%, got '${text}'; a node that hears nothing is partitioned: murmur testnet partition <index>`, 2)
+  return rate
+}
+
+function percent (rate: number): string {
+  return `${Math.round(rate * 1000) / 10}%`
+}
+
+function list (indexes: number[]): string {
+  return indexes.length === 0 ? '-' : indexes.join(',')
 }
 
 function nodeTable (nodes: testnet.NodeStatus[]): string {

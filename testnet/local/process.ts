@@ -3,11 +3,12 @@
 // signalled only by PID after checking that the PID is still that node.
 
 import { spawn } from 'node:child_process'
-import { openSync, closeSync, readFileSync } from 'node:fs'
+import { openSync, closeSync, readFileSync, readdirSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
-import { join, resolve } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { FaultRules } from '../../node/faults.ts'
 import { statFields } from '../../node/proc.ts'
 
 export const CLI_PATH = resolve(fileURLToPath(new URL('../../cli/bin/murmur.ts', import.meta.url)))
@@ -20,6 +21,9 @@ export interface SpawnInit {
   join: string[]
   labels: Record<string, string>
   extraArgs?: string[]
+  /** Testnets: the node takes fault rules on its admin endpoint, starting with these. */
+  faultInjection?: boolean
+  faultRules?: FaultRules | null
 }
 
 export function spawnNode (init: SpawnInit): number {
@@ -34,6 +38,8 @@ export function spawnNode (init: SpawnInit): number {
     '--profile', 'local',
     ...init.join.flatMap((a) => ['--join', a]),
     ...Object.entries(init.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]),
+    ...(init.faultInjection === true ? ['--fault-injection'] : []),
+    ...(init.faultRules === null || init.faultRules === undefined ? [] : ['--fault-rules', JSON.stringify(init.faultRules)]),
     ...(init.extraArgs ?? []),
   ]
   const log = openSync(init.logFile, 'a')
@@ -48,23 +54,81 @@ export function spawnNode (init: SpawnInit): number {
 }
 
 /**
- * True when `pid` runs and is the node of `dataDir`: a PID that the OS has since
- * given to another process is never signalled.
+ * True when `pid` runs and is the node of `dataDir` (paused counts: it still
+ * runs); false when it is gone, a zombie, or a process the OS has since given
+ * the PID to. Throws when /proc cannot tell (EMFILE, ENOMEM): a testnet that took
+ * "cannot tell" for "exited" removed the data dir of a node that still ran.
  */
 export function isNodeProcess (pid: number | null, dataDir: string): boolean {
   if (pid === null) return false
   try {
     process.kill(pid, 0)
-  } catch {
-    return false
+  } catch (err) {
+    // EPERM: a process of another user, so not a node this testnet started.
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH' || (err as NodeJS.ErrnoException).code === 'EPERM') return false
+    throw err
   }
+  const args = commandLine(pid)
+  if (args === null || nodeDataDir(args) !== resolve(dataDir)) return false
+  const state = statFields(pid)?.[0]
+  return state !== undefined && state !== 'Z'
+}
+
+/** The process's arguments, null if it is gone; throws when /proc cannot tell. */
+function commandLine (pid: number): string[] | null {
+  let text: string
   try {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
-    const at = cmdline.indexOf('--data-dir')
-    return at >= 0 && resolve(cmdline[at + 1] ?? '') === resolve(dataDir) && processState(pid) !== 'Z'
-  } catch {
-    return false
+    text = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ESRCH') return null
+    throw err
   }
+  // Empty for a zombie or a process on its way out.
+  return text === '' ? null : text.split('\0')
+}
+
+/** The resolved --data-dir of a `murmur node start` command line, or null for any other command. */
+export function nodeDataDir (args: string[]): string | null {
+  const start = args.findIndex((a, i) => a === 'node' && args[i + 1] === 'start')
+  const at = args.indexOf('--data-dir')
+  if (start < 0 || at < 0 || args[at + 1] === undefined) return null
+  return resolve(args[at + 1]!)
+}
+
+/**
+ * Every `murmur node start` process whose data dir is a node dir of the testnet in
+ * `dir` (`<dir>/node-<n>`, as up and add name them): what it may have started,
+ * found without its state file (missing after a crash, or stale). Matched by the
+ * data dir on the command line, never by a process name.
+ */
+export function findNodeProcesses (dir: string): Array<{ pid: number, dataDir: string }> {
+  const root = resolve(dir)
+  const found: Array<{ pid: number, dataDir: string }> = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    const pid = Number(entry)
+    if (pid === process.pid) continue
+    let args: string[] | null
+    try {
+      args = commandLine(pid)
+    } catch (err) {
+      // A process we may not read is another user's, so not ours; anything else means we cannot tell.
+      if ((err as NodeJS.ErrnoException).code === 'EACCES' || (err as NodeJS.ErrnoException).code === 'EPERM') continue
+      throw err
+    }
+    const dataDir = args === null ? null : nodeDataDir(args)
+    if (dataDir !== null && dirname(dataDir) === root && NODE_DIR.test(basename(dataDir))) found.push({ pid, dataDir })
+  }
+  return found
+}
+
+/** The name of a node's data dir in a testnet's dir (its log is that name with .log). */
+export const NODE_DIR = /^node-\d+$/
+
+export function isInside (path: string, dir: string): boolean {
+  const rel = relative(resolve(dir), resolve(path))
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)
 }
 
 /** The process's state letter from /proc (R, S, T for stopped, Z for zombie), or null. */

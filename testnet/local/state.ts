@@ -6,6 +6,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
 import { tryLock } from '../../node/pidlock.ts'
+import { NO_NETWORK_FAULTS, testnetFaultsSchema } from './faults.ts'
 
 export const DEFAULT_DIR = '.murmur/testnet'
 const FILE = 'testnet.json'
@@ -20,12 +21,16 @@ const nodeSchema = z.object({
   peerId: z.string().nullable(),
   addrs: z.array(z.string()),
   apiUrl: z.string(),
+  /** The fault rules changed while the node was paused: they are sent on resume. */
+  rulesPending: z.boolean().default(false),
 })
 const stateSchema = z.object({
   version: z.literal(1),
   dir: z.string(),
   createdAt: z.string(),
   nodes: z.array(nodeSchema),
+  /** The network faults, by node index: they outlive the node processes, as a broken network does. */
+  faults: testnetFaultsSchema.default({ ...NO_NETWORK_FAULTS }),
 })
 
 export type TestnetNode = z.infer<typeof nodeSchema>
@@ -75,24 +80,41 @@ const LOCK = 'testnet.lock'
 /** How long a command waits for another one on the same testnet before giving up. */
 const LOCK_WAIT_MS = 90_000
 
+/** The commands of this process on each testnet dir, one after another (the lock file knows processes, not calls). */
+const queues = new Map<string, Promise<void>>()
+
 /**
- * Runs `fn` holding the testnet's lock, so that two commands (say `add` and
- * `restart` from two terminals) never read, change and write the state file over
- * each other and lose a PID. A lock left by a process that is gone is taken over.
+ * Runs `fn` holding the testnet's lock, so that two commands (say `down` and
+ * `restart`, from two terminals or from one program) never read, change and
+ * write the state file over each other: a `down` that read the state before a
+ * concurrent restart wrote its new PID stopped the rest, removed the data dirs and
+ * left that node running. A lock left by a process that is gone is taken over.
  */
 export async function withStateLock<T> (dir: string, fn: () => Promise<T>): Promise<T> {
-  await mkdir(resolve(dir), { recursive: true })
-  const path = join(resolve(dir), LOCK)
-  const deadline = Date.now() + LOCK_WAIT_MS
-  let lock = await tryLock(path)
-  while ('heldBy' in lock) {
-    if (Date.now() > deadline) throw new Error(`another murmur command (pid ${lock.heldBy}) is changing the testnet in ${resolve(dir)}; wait for it to finish`)
-    await new Promise((r) => setTimeout(r, 50))
-    lock = await tryLock(path)
-  }
+  const root = resolve(dir)
+  let done!: () => void
+  const turn = new Promise<void>((resolve) => { done = resolve })
+  const before = queues.get(root) ?? Promise.resolve()
+  const mine = before.then(async () => { await turn })
+  queues.set(root, mine)
+  await before
   try {
-    return await fn()
+    await mkdir(root, { recursive: true })
+    const path = join(root, LOCK)
+    const deadline = Date.now() + LOCK_WAIT_MS
+    let lock = await tryLock(path)
+    while ('heldBy' in lock) {
+      if (Date.now() > deadline) throw new Error(`another murmur command (pid ${lock.heldBy}) is changing the testnet in ${root}; wait for it to finish`)
+      await new Promise((r) => setTimeout(r, 50))
+      lock = await tryLock(path)
+    }
+    try {
+      return await fn()
+    } finally {
+      await lock.release()
+    }
   } finally {
-    await lock.release()
+    done()
+    if (queues.get(root) === mine) queues.delete(root)
   }
 }

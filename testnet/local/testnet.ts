@@ -1,13 +1,29 @@
-// A cluster of real node processes on 127.0.0.1: up, down, status, and the
-// faults a tester injects by hand (kill, stop, restart, pause, resume).
+// A cluster of real node processes on 127.0.0.1: up, down, status, the faults a
+// tester injects on processes (kill, stop, restart, pause, resume), and on the
+// network (partition, cut, delay, loss, heal). Every command that changes the
+// testnet holds its lock (state.ts), so that two of them never interleave.
+//
+// Network faults on loopback need no root: every node is started with
+// --fault-injection and takes its rules (node/faults.ts) on its admin endpoint.
+// The rules live in testnet.json by node index, so a restarted node gets its
+// own again at start, and a paused one when it resumes.
 
-import { rm, mkdir } from 'node:fs/promises'
-import { isAbsolute, join, relative, resolve } from 'node:path'
+import { mkdir, rm, stat } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { connect } from '../../cli/client.ts'
-import { type TestnetNode, type TestnetState, DEFAULT_DIR, readState, removeState, writeState } from './state.ts'
-import { freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
-import { purgeTasks } from '../../node/executor/executor.ts'
+import { putRules } from './admin.ts'
+import { STOP_GRACE_MS, teardown, terminate } from './down.ts'
+import { TestnetError } from './errors.ts'
+import {
+  type NodeFaults, type TestnetFaults, NO_NETWORK_FAULTS, describeNode, describePartition, hasFaults, reaches, rulesFor,
+  withCut, withDelay, withLoss, withPartition,
+} from './faults.ts'
+import { type TestnetNode, type TestnetState, DEFAULT_DIR, readState, withStateLock, writeState } from './state.ts'
+import { findNodeProcesses, freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
+
+export { TestnetError } from './errors.ts'
+export type { NodeFaults } from './faults.ts'
 
 export interface UpOptions {
   nodes: number
@@ -25,17 +41,8 @@ export const TESTNET_LIMITS = Object.freeze({
   /** A node process that has not written its runtime file by then failed to start. */
   nodeStartMs: 30_000,
   /** SIGTERM gives a node this long to leave before SIGKILL. */
-  stopGraceMs: 5_000,
+  stopGraceMs: STOP_GRACE_MS,
 })
-
-export class TestnetError extends Error {
-  override name = 'TestnetError'
-  readonly exitCode: 1 | 2
-  constructor (message: string, exitCode: 1 | 2 = 1) {
-    super(message)
-    this.exitCode = exitCode
-  }
-}
 
 export type ProcessStatus = 'running' | 'paused' | 'exited'
 
@@ -49,49 +56,54 @@ export async function up (options: UpOptions): Promise<TestnetState> {
   if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > TESTNET_LIMITS.nodesMax) {
     throw new TestnetError(`--nodes must be a whole number from 1 to ${TESTNET_LIMITS.nodesMax}, got ${options.nodes}`, 2)
   }
-  const existing = await readState(dir)
-  if (existing !== null) {
-    if (existing.nodes.some((n) => isNodeProcess(n.pid, n.dataDir))) {
+  return await withStateLock(dir, async () => {
+    const existing = await readStateOrStale(dir, progress)
+    if (existing?.nodes.some((n) => isNodeProcess(n.pid, n.dataDir)) === true || findNodeProcesses(dir).length > 0) {
       throw new TestnetError(`a testnet is already running in ${dir}; run 'murmur testnet down' first`)
     }
-    await cleanup(existing)
-  }
-  await mkdir(dir, { recursive: true })
-  const ports = await freePorts(options.nodes * 2)
-  const state: TestnetState = { version: 1, dir, createdAt: new Date().toISOString(), nodes: [] }
-  for (let i = 0; i < options.nodes; i++) {
-    state.nodes.push({
-      index: i,
-      pid: null,
-      port: ports[2 * i]!,
-      apiPort: ports[2 * i + 1]!,
-      dataDir: join(dir, `node-${i}`),
-      logFile: join(dir, `node-${i}.log`),
-      peerId: null,
-      addrs: [],
-      apiUrl: `http://127.0.0.1:${ports[2 * i + 1]!}`,
-    })
-  }
-  await writeState(state)
-  const deadline = Date.now() + (options.timeoutMs ?? 60_000)
-  try {
-    progress(`starting node 0 of ${options.nodes}`)
-    await startNode(state, state.nodes[0]!, [], options.extraArgs)
-    const seed = state.nodes[0]!.addrs
-    progress(`starting nodes 1–${options.nodes - 1}, joining through node 0`)
-    // Settled, not all: every spawn has happened (and is in the state file) before we give up.
-    const results = await Promise.allSettled(state.nodes.slice(1).map(async (node) => { await startNode(state, node, seed, options.extraArgs) }))
-    const failed = results.find((r) => r.status === 'rejected')
-    if (failed !== undefined) throw failed.reason
-    await waitForConvergence(state, options.nodes, deadline, progress)
-  } catch (err) {
-    progress(`start failed; stopping what was started (logs kept in ${dir})`)
-    await down({ dir, keepData: true })
-    throw err
-  }
-  return state
+    // What an earlier testnet left here (data dirs, logs, a state file) goes first.
+    await teardown(dir, existing, { keepData: false, progress })
+    await mkdir(dir, { recursive: true })
+    const ports = await freePorts(options.nodes * 2)
+    const state: TestnetState = { version: 1, dir, createdAt: new Date().toISOString(), nodes: [], faults: { ...NO_NETWORK_FAULTS } }
+    for (let i = 0; i < options.nodes; i++) state.nodes.push(newNode(dir, i, ports[2 * i]!, ports[2 * i + 1]!))
+    await writeState(state)
+    const deadline = Date.now() + (options.timeoutMs ?? 60_000)
+    try {
+      progress(`starting node 0 of ${options.nodes}`)
+      await startNode(state, state.nodes[0]!, [], options.extraArgs)
+      const seed = state.nodes[0]!.addrs
+      progress(`starting nodes 1–${options.nodes - 1}, joining through node 0`)
+      // Settled, not all: every spawn has happened (and is in the state file) before we give up.
+      const results = await Promise.allSettled(state.nodes.slice(1).map(async (node) => { await startNode(state, node, seed, options.extraArgs) }))
+      const failed = results.find((r) => r.status === 'rejected')
+      if (failed !== undefined) throw failed.reason
+      await waitForConvergence(state, options.nodes, deadline, progress)
+    } catch (err) {
+      progress(`start failed; stopping what was started (logs kept in ${dir})`)
+      await teardown(dir, state, { keepData: true, progress })
+      throw err
+    }
+    return state
+  })
 }
 
+function newNode (dir: string, index: number, port: number, apiPort: number): TestnetNode {
+  return {
+    index,
+    pid: null,
+    port,
+    apiPort,
+    dataDir: join(dir, `node-${index}`),
+    logFile: join(dir, `node-${index}.log`),
+    peerId: null,
+    addrs: [],
+    apiUrl: `http://127.0.0.1:${apiPort}`,
+    rulesPending: false,
+  }
+}
+
+/** Spawns the node with the fault rules it is under, and waits for its runtime file. */
 async function startNode (state: TestnetState, node: TestnetNode, seeds: string[], extraArgs: string[] = []): Promise<void> {
   await rm(join(node.dataDir, 'node.json'), { force: true })
   await mkdir(node.dataDir, { recursive: true })
@@ -103,7 +115,10 @@ async function startNode (state: TestnetState, node: TestnetNode, seeds: string[
     join: seeds,
     labels: { 'testnet.index': String(node.index) },
     extraArgs,
+    faultInjection: true,
+    faultRules: hasFaults(state.faults) ? rulesFor(state.faults, node.index, peerIds(state)) : null,
   })
+  node.rulesPending = false
   await writeState(state)
   const deadline = Date.now() + TESTNET_LIMITS.nodeStartMs
   while (Date.now() < deadline) {
@@ -158,44 +173,16 @@ export interface DownOptions {
   onProgress?: (message: string) => void
 }
 
-/** Stops every node (SIGTERM, then SIGKILL after the grace time) and removes the testnet. */
+/**
+ * Stops every node (a paused one is continued first; SIGTERM, then SIGKILL after
+ * the grace time) and removes the testnet: also what a crashed CLI or node left,
+ * with the state file missing or stale (down.ts).
+ */
 export async function down (options: DownOptions = {}): Promise<{ stopped: number, killed: number }> {
   const dir = resolve(options.dir ?? DEFAULT_DIR)
-  const state = await readState(dir)
-  if (state === null) return { stopped: 0, killed: 0 }
   const progress = options.onProgress ?? (() => {})
-  const running = state.nodes.filter((n) => isNodeProcess(n.pid, n.dataDir))
-  if (running.length > 0) progress(`stopping ${running.length} node(s)`)
-  let killed = 0
-  await Promise.all(running.map(async (node) => {
-    if (!await terminate(node)) killed++
-  }))
-  if (options.keepData !== true) await cleanup(state)
-  await removeState(dir)
-  return { stopped: running.length - killed, killed }
-}
-
-/** SIGTERM (after SIGCONT, in case it is paused), SIGKILL if it does not go; true if it left by itself. */
-async function terminate (node: TestnetNode): Promise<boolean> {
-  if (!isNodeProcess(node.pid, node.dataDir)) return true
-  const pid = node.pid!
-  signal(pid, 'SIGCONT')
-  signal(pid, 'SIGTERM')
-  if (await waitForExit(pid, node.dataDir, TESTNET_LIMITS.stopGraceMs)) return true
-  signal(pid, 'SIGKILL')
-  await waitForExit(pid, node.dataDir, TESTNET_LIMITS.stopGraceMs)
-  return false
-}
-
-async function cleanup (state: TestnetState): Promise<void> {
-  for (const node of state.nodes) {
-    // Only what the testnet made itself: never a path outside its own dir.
-    if (!isInside(node.dataDir, state.dir) || !isInside(node.logFile, state.dir)) continue
-    // A node that was killed left its tasks running, for a next life that will not come.
-    await purgeTasks(join(node.dataDir, 'tasks')).catch(() => {})
-    await rm(node.dataDir, { recursive: true, force: true })
-    await rm(node.logFile, { force: true })
-  }
+  if (!await exists(dir)) return { stopped: 0, killed: 0 }
+  return await withStateLock(dir, async () => await teardown(dir, await readStateOrStale(dir, progress), { keepData: options.keepData === true, progress }))
 }
 
 export async function status (dir: string = DEFAULT_DIR): Promise<{ dir: string, nodes: NodeStatus[] } | null> {
@@ -212,9 +199,14 @@ function processStatus (node: TestnetNode): ProcessStatus {
   return processState(node.pid!) === 'T' ? 'paused' : 'running'
 }
 
-async function nodeOf (dir: string, index: number): Promise<{ state: TestnetState, node: TestnetNode }> {
+async function requireState (dir: string): Promise<TestnetState> {
   const state = await readState(resolve(dir))
   if (state === null) throw new TestnetError(`no testnet in ${resolve(dir)}; start one with 'murmur testnet up'`)
+  return state
+}
+
+async function nodeOf (dir: string, index: number): Promise<{ state: TestnetState, node: TestnetNode }> {
+  const state = await requireState(dir)
   const node = state.nodes[index]
   if (!Number.isInteger(index) || node === undefined) {
     throw new TestnetError(`no node ${index} in the testnet: it has nodes 0–${state.nodes.length - 1}`, 2)
@@ -222,74 +214,186 @@ async function nodeOf (dir: string, index: number): Promise<{ state: TestnetStat
   return { state, node }
 }
 
-async function running (dir: string, index: number): Promise<TestnetNode> {
-  const { node } = await nodeOf(dir, index)
-  if (!isNodeProcess(node.pid, node.dataDir)) throw new TestnetError(`node ${index} is not running; 'murmur testnet restart ${index}' starts it`)
-  return node
+async function running (dir: string, index: number): Promise<{ state: TestnetState, node: TestnetNode }> {
+  const found = await nodeOf(dir, index)
+  if (!isNodeProcess(found.node.pid, found.node.dataDir)) throw new TestnetError(`node ${index} is not running; 'murmur testnet restart ${index}' starts it`)
+  return found
 }
 
 /** SIGKILL: a crash, with no goodbye. */
 export async function kill (dir: string, index: number): Promise<void> {
-  const node = await running(dir, index)
-  signal(node.pid!, 'SIGKILL')
-  await waitForExit(node.pid!, node.dataDir, TESTNET_LIMITS.stopGraceMs)
+  await withStateLock(dir, async () => {
+    const { node } = await running(dir, index)
+    signal(node.pid!, 'SIGKILL')
+    await waitForExit(node.pid!, node.dataDir, TESTNET_LIMITS.stopGraceMs)
+  })
 }
 
 /** SIGTERM: the node leaves gracefully. */
 export async function stop (dir: string, index: number): Promise<void> {
-  const node = await running(dir, index)
-  await terminate(node)
+  await withStateLock(dir, async () => {
+    const { node } = await running(dir, index)
+    await terminate(node.pid!, node.dataDir)
+  })
 }
 
 /** SIGSTOP: the process freezes; its connections stay open and stop answering. */
 export async function pause (dir: string, index: number): Promise<void> {
-  const node = await running(dir, index)
-  signal(node.pid!, 'SIGSTOP')
+  await withStateLock(dir, async () => {
+    const { node } = await running(dir, index)
+    signal(node.pid!, 'SIGSTOP')
+  })
 }
 
+/** SIGCONT; then the fault rules that changed while it was frozen. */
 export async function resume (dir: string, index: number): Promise<void> {
-  const node = await running(dir, index)
-  signal(node.pid!, 'SIGCONT')
+  await withStateLock(dir, async () => {
+    const { state, node } = await running(dir, index)
+    signal(node.pid!, 'SIGCONT')
+    if (node.rulesPending) await applyFaults(state, [node])
+  })
 }
 
 /** Stops the node if it runs, then starts it again with the same data dir and ports (and `extraArgs`, e.g. --reset-state). */
 export async function restart (dir: string, index: number, extraArgs?: string[]): Promise<TestnetNode> {
-  const { state, node } = await nodeOf(dir, index)
-  await terminate(node)
-  const others = state.nodes.filter((n) => n.index !== index && isNodeProcess(n.pid, n.dataDir) && processState(n.pid!) !== 'T')
-  await startNode(state, node, others.flatMap((n) => n.addrs.slice(0, 1)).slice(0, 3), extraArgs)
-  return node
+  return await withStateLock(dir, async () => {
+    const { state, node } = await nodeOf(dir, index)
+    // Judged before the stop: a node that could not join anyone is not stopped either.
+    const seeds = seedsFor(state, index)
+    if (node.pid !== null) await terminate(node.pid, node.dataDir)
+    await startNode(state, node, seeds, extraArgs)
+    return node
+  })
 }
 
-/** Adds one node to a running testnet, joining through up to three running nodes. */
+/** Adds one node to a running testnet, joining through up to three running nodes it can reach. */
 export async function add (dir: string, extraArgs?: string[]): Promise<TestnetNode> {
-  const state = await readState(resolve(dir))
-  if (state === null) throw new TestnetError(`no testnet in ${resolve(dir)}; start one with 'murmur testnet up'`)
-  if (state.nodes.length >= TESTNET_LIMITS.nodesMax) throw new TestnetError(`the testnet has ${state.nodes.length} nodes, the most it may have`)
-  const seeds = state.nodes.filter((n) => isNodeProcess(n.pid, n.dataDir) && processState(n.pid!) !== 'T')
-  if (seeds.length === 0) throw new TestnetError('no node of the testnet is running to join through; restart one first')
-  const [port, apiPort] = await freePorts(2)
-  const index = state.nodes.length
-  const node: TestnetNode = {
-    index,
-    pid: null,
-    port: port!,
-    apiPort: apiPort!,
-    dataDir: join(state.dir, `node-${index}`),
-    logFile: join(state.dir, `node-${index}.log`),
-    peerId: null,
-    addrs: [],
-    apiUrl: `http://127.0.0.1:${apiPort!}`,
-  }
-  state.nodes.push(node)
-  await writeState(state)
-  await startNode(state, node, seeds.flatMap((n) => n.addrs.slice(0, 1)).slice(0, 3), extraArgs)
-  return node
+  return await withStateLock(dir, async () => {
+    const state = await requireState(dir)
+    if (state.nodes.length >= TESTNET_LIMITS.nodesMax) throw new TestnetError(`the testnet has ${state.nodes.length} nodes, the most it may have`)
+    if (!state.nodes.some(answers)) throw new TestnetError('no node of the testnet is running to join through; restart one first')
+    const [port, apiPort] = await freePorts(2)
+    const node = newNode(state.dir, state.nodes.length, port!, apiPort!)
+    state.nodes.push(node)
+    await writeState(state)
+    await startNode(state, node, seedsFor(state, node.index), extraArgs)
+    // The others can name it in their rules only now that its peer id is known.
+    if (hasFaults(state.faults)) await applyFaults(state, state.nodes.filter((n) => n !== node))
+    return node
+  })
 }
 
-function isInside (path: string, dir: string): boolean {
-  const rel = relative(resolve(dir), resolve(path))
-  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)
+/**
+ * Up to three running, unpaused nodes that `index` can exchange messages with
+ * through the network faults. A node that could reach none would start alone, as
+ * a cluster of its own: refused, with what to do instead.
+ */
+function seedsFor (state: TestnetState, index: number): string[] {
+  const n = state.nodes.length
+  const others = state.nodes.filter((o) => o.index !== index && answers(o))
+  const reachable = others.filter((o) => reaches(state.faults, index, o.index, n) && reaches(state.faults, o.index, index, n))
+  if (others.length > 0 && reachable.length === 0) {
+    throw new TestnetError(`node ${index} could reach no running node through the network faults (${describePartition(state.faults, n)}); start it after 'murmur testnet heal', or restart a node on its side first`)
+  }
+  return reachable.flatMap((o) => o.addrs.slice(0, 1)).slice(0, 3)
+}
+
+/** Runs and is not paused: it can answer a join or a rule change. */
+function answers (node: TestnetNode): boolean {
+  return isNodeProcess(node.pid, node.dataDir) && processState(node.pid!) !== 'T'
+}
+
+// ---- network faults ------------------------------------------------------------
+
+/** Groups of node indexes that cannot reach each other; indexes not named form one more group. Replaces an earlier partition. */
+export async function partition (dir: string, groups: number[][]): Promise<void> {
+  await changeFaults(dir, (f, n) => withPartition(f, groups, n))
+}
+
+/** One-way: from's messages no longer reach to (to drops them; from still hears to). */
+export async function cut (dir: string, from: number, to: number): Promise<void> {
+  await changeFaults(dir, (f, n) => withCut(f, from, to, n))
+}
+
+/** Removes every network fault (partitions, cuts, delay, loss) on every node. */
+export async function heal (dir: string): Promise<void> {
+  await changeFaults(dir, () => ({ ...NO_NETWORK_FAULTS }))
+}
+
+/** Everything node `index` receives arrives ms ± jitterMs late; 0 removes the delay. */
+export async function delay (dir: string, index: number, ms: number, jitterMs = 0): Promise<void> {
+  await changeFaults(dir, (f, n) => withDelay(f, index, ms, jitterMs, n))
+}
+
+/** Node `index` loses this share of what it receives, in [0, 1); 0 removes the loss. */
+export async function loss (dir: string, index: number, rate: number): Promise<void> {
+  await changeFaults(dir, (f, n) => withLoss(f, index, rate, n))
+}
+
+/** The network faults of every node, by index, as testnet.json records them. */
+export async function faults (dir: string): Promise<NodeFaults[]> {
+  const state = await requireState(dir)
+  return state.nodes.map((n) => describeNode(state.faults, n.index, n.peerId, state.nodes.length))
+}
+
+/** The partition in words, "{0,1} | {2,3,4}", for output. */
+export async function partitionOf (dir: string): Promise<string> {
+  const state = await requireState(dir)
+  return describePartition(state.faults, state.nodes.length)
+}
+
+/** Records the change in testnet.json first (it outlives the processes), then gives every node its rules. */
+async function changeFaults (dir: string, change: (faults: TestnetFaults, nodeCount: number) => TestnetFaults): Promise<void> {
+  await withStateLock(dir, async () => {
+    const state = await requireState(dir)
+    state.faults = change(state.faults, state.nodes.length)
+    await writeState(state)
+    await applyFaults(state, state.nodes)
+  })
+}
+
+/**
+ * Sends each node its rules. A node that is not running gets them when it starts;
+ * a paused one when it resumes. A running node that does not take them fails the
+ * command, after the others have theirs.
+ */
+async function applyFaults (state: TestnetState, nodes: TestnetNode[]): Promise<void> {
+  const ids = peerIds(state)
+  const failures: string[] = []
+  await Promise.all(nodes.map(async (node) => {
+    if (!isNodeProcess(node.pid, node.dataDir)) return
+    if (processState(node.pid!) === 'T') {
+      node.rulesPending = true
+      return
+    }
+    try {
+      await putRules(node.apiUrl, rulesFor(state.faults, node.index, ids))
+      node.rulesPending = false
+    } catch (err) {
+      node.rulesPending = true
+      failures.push(`node ${node.index}: ${(err as Error).message}`)
+    }
+  }))
+  await writeState(state)
+  if (failures.length > 0) throw new TestnetError(`the faults are recorded, but not every node took its rules (${failures.sort().join('; ')}); they are sent again when it resumes or restarts`)
+}
+
+function peerIds (state: TestnetState): Array<string | null> {
+  return state.nodes.map((n) => n.peerId)
+}
+
+/** The state file, or null when there is none or it is not one of ours (down and up then go by the processes). */
+async function readStateOrStale (dir: string, progress: (m: string) => void): Promise<TestnetState | null> {
+  try {
+    return await readState(dir)
+  } catch (err) {
+    progress(`${(err as Error).message.split(';')[0]}; going by the node processes and dirs found instead`)
+    return null
+  }
+}
+
+async function exists (dir: string): Promise<boolean> {
+  return await stat(dir).then(() => true, () => false)
 }
 
 function lastLine (file: string): string {
@@ -306,4 +410,3 @@ function lastLine (file: string): string {
     return 'no log'
   }
 }
-
