@@ -144,8 +144,9 @@ export class FaultLog {
       d.at >= w.from && d.at <= (w.to ?? Infinity) + DEATH_GRACE_MS)
   }
 
+  /** Deaths of members of the testnet that no fault explains (a member it never had, say one a hostile peer made up, is not counted). */
   falseDeaths (deaths: readonly Death[]): Death[] {
-    return deaths.filter((d) => !this.explains(d))
+    return deaths.filter((d) => d.member >= 0 && !this.explains(d))
   }
 }
 

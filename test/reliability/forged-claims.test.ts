@@ -1,0 +1,90 @@
+// Reliability: a peer forges membership claims about others. Any peer that can
+// open a connection may send membership messages, and SWIM spreads what they
+// say; the nodes must stay correct: no live node taken for gone, failover intact.
+//   1. "node 1 left" at its current incarnation, to every other node;
+//   2. six members that do not exist, "alive" (they die at once: nobody answers
+//      for them), then a real node is SIGKILLed: its tasks must be placed again;
+//   3. "node 1 left" at the highest incarnation the codec admits.
+// Each part's failure is collected, so that one run shows all of them.
+// Not in `npm test` until membership refuses such claims (vitest.config.ts).
+
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import * as testnet from '../../testnet/local/testnet.ts'
+import { Cluster, describeDeaths, resultRow, sleep } from './harness.ts'
+import { HostilePeer } from './hostile-peer.ts'
+
+let cluster: Cluster
+let hostile: HostilePeer
+let started = 0
+
+beforeAll(async () => {
+  cluster = await Cluster.start('forged', 5)
+  hostile = await HostilePeer.start()
+  started = Date.now()
+}, 120_000)
+afterAll(async () => {
+  await hostile?.stop()
+  await cluster?.stop()
+}, 60_000)
+
+describe('reliability', () => {
+  it('forged membership claims about other nodes', async ({ task }) => {
+    const row = resultRow(task, 'hostile peer: forged membership claims')
+    const { net } = cluster
+    const failures: string[] = []
+    const addr = (i: number): string => net.nodes[i]!.addrs[0]!
+    await cluster.submit(0, { name: 'svc', type: 'service', count: 10 })
+    expect((await cluster.waitClean(cluster.all(), Date.now(), 60_000)).census.problems).toEqual([])
+    await cluster.pastNewcomerGrace()
+    const target = 1
+    const incarnation = async (): Promise<number> => (await net.client(0).members()).members.find((m) => m.id === net.peer(target))!.incarnation
+    const claimLeft = async (inc: number): Promise<void> => {
+      await Promise.all(cluster.except(target).map(async (i) => { await hostile.membership(addr(i), { type: 'gossip', updates: [{ kind: 'left', id: net.peer(target), incarnation: inc }] }) }))
+    }
+    const part = async (what: string, live: number[], since: number, timeoutMs = 20_000): Promise<number | null> => {
+      const { ms, census } = await cluster.waitClean(live, since, timeoutMs)
+      if (ms === null) failures.push(`${what}: not clean after ${timeoutMs / 1000} s: ${census.problems.slice(0, 3).join('; ')}`)
+      const deaths = cluster.faults.falseDeaths(cluster.watch.deaths).filter((d) => d.at >= since)
+      if (deaths.length > 0) failures.push(`${what}: ${describeDeaths(deaths, started)}`)
+      row.notes.push(`${what}: ${ms === null ? 'never clean' : `clean after ${(ms / 1000).toFixed(1)} s`}, ${deaths.length} false deaths`)
+      return ms
+    }
+
+    // 1. A live node "left", at the incarnation everyone knows it by.
+    const leftAt = Date.now()
+    await claimLeft(await incarnation())
+    await sleep(2_000)
+    await part('"node 1 left"', cluster.all(), leftAt)
+
+    // 2. Ghost members, then a real crash: the survivors must still take the dead node's tasks.
+    const ghosts = await Promise.all(Array.from({ length: 6 }, async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()))
+    await Promise.all(cluster.all().map(async (i) => {
+      await hostile.membership(addr(i), { type: 'gossip', updates: ghosts.map((id) => ({ kind: 'alive' as const, id, incarnation: 0, addrs: ['/ip4/127.0.0.1/tcp/9'], meta: { cpuMillis: 1000, memoryBytes: 1024 ** 3, labels: {} } })) })
+    }))
+    await sleep(5_000)
+    const majority = await Promise.all(cluster.all().map(async (i) => (await net.client(i).node()).reconcile.majority))
+    row.notes.push(`after 6 ghost members: ${majority.filter(Boolean).length}/5 nodes think they hold the majority`)
+    const victim = 4
+    const back = cluster.faults.open('SIGKILL', [victim])
+    const killedAt = Date.now()
+    await testnet.kill(cluster.dir, victim)
+    await part('ghost members, then SIGKILL of node 4', cluster.except(victim), killedAt)
+    const lost = (await cluster.census(cluster.except(victim))).lost
+    await cluster.restart(victim)
+    back()
+    await part('node 4 back', cluster.all(), Date.now())
+
+    // 3. "node 1 left" at the highest incarnation: it can refute only beyond what the codec admits.
+    const maxAt = Date.now()
+    await claimLeft(Number.MAX_SAFE_INTEGER)
+    await sleep(2_000)
+    row.recoverMs = await part('"node 1 left" at incarnation 2^53 − 1', cluster.all(), maxAt)
+
+    const end = await cluster.census(cluster.all())
+    cluster.score(row, end)
+    row.tasksLost = Math.max(row.tasksLost, lost.length)
+    expect(failures).toEqual([])
+  })
+})

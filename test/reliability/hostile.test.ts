@@ -1,0 +1,125 @@
+// Reliability: a peer that speaks the nodes' protocols wrongly, on a 5-node
+// cluster running a service. On membership, sync, task requests and the gossip
+// topic of every node: garbage, oversized frames, frames that never end and
+// streams of frames that never end; and a forged verdict that a live node is
+// dead. The nodes stay up, count what they dropped, see every honest node alive
+// throughout, and the service runs on, each instance once.
+// (test/e2e/state-hostile.test.ts and bad-input.test.ts check each kind of bad
+// frame on one node; this is all of them at once, on every node, under jobs.)
+
+import { Buffer } from 'node:buffer'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { encodeMessage } from '../../membership/codec.ts'
+import { MEMBERSHIP_PROTOCOL } from '../../node/membership.ts'
+import { TASKS_PROTOCOL } from '../../node/rpc.ts'
+import { SYNC_PROTOCOL } from '../../node/state.ts'
+import { waitUntil } from '../helpers/wait.ts'
+import { Cluster, describeDeaths, resultRow } from './harness.ts'
+import { HostilePeer } from './hostile-peer.ts'
+
+let cluster: Cluster
+let hostile: HostilePeer
+let started = 0
+
+beforeAll(async () => {
+  cluster = await Cluster.start('hostile', 5)
+  hostile = await HostilePeer.start()
+  started = Date.now()
+}, 120_000)
+afterAll(async () => {
+  await hostile?.stop()
+  await cluster?.stop()
+}, 60_000)
+
+const text = (s: string): Uint8Array => new TextEncoder().encode(s)
+const MiB = 1024 * 1024
+
+interface Counters { membership: Record<string, number>, sync: Record<string, number>, gossip: Record<string, number>, rssBytes: number }
+
+async function counters (cluster: Cluster, i: number): Promise<Counters> {
+  const client = cluster.net.client(i)
+  const [node, state] = await Promise.all([client.node(), client.state()])
+  return { membership: node.membership.rejected as Record<string, number>, sync: state.stats.sync.rejected, gossip: state.stats.gossip.dropped, rssBytes: node.process.rssBytes }
+}
+
+const rose = (after: Record<string, number>, before: Record<string, number>, key: string): number => (after[key] ?? 0) - (before[key] ?? 0)
+
+describe('reliability', () => {
+  it('a hostile peer on every protocol of every node', async ({ task }) => {
+    const row = resultRow(task, 'hostile peer: garbage, oversized, endless')
+    const { net } = cluster
+    const svc = await cluster.submit(0, { name: 'svc', type: 'service', count: 10 })
+    expect((await cluster.waitClean(cluster.all(), Date.now(), 60_000)).census.problems).toEqual([])
+    await cluster.pastNewcomerGrace()
+    const before = await Promise.all(cluster.all().map(async (i) => await counters(cluster, i)))
+    const addr = (i: number): string => net.nodes[i]!.addrs[0]!
+
+    // Garbage and oversized frames, on every node.
+    const taskReplies = await Promise.all(cluster.all().map(async (i) => {
+      await hostile.frames(addr(i), MEMBERSHIP_PROTOCOL, [text('{not json'), text(JSON.stringify({ type: 'ping', seq: -1, updates: [] }))], 1_000)
+      await hostile.frames(addr(i), MEMBERSHIP_PROTOCOL, [new Uint8Array(2 * MiB)], 1_000)
+      await hostile.frames(addr(i), SYNC_PROTOCOL, [Uint8Array.of(99, 1, 2, 3)], 1_000)
+      await hostile.frames(addr(i), SYNC_PROTOCOL, [new Uint8Array(40 * MiB)], 2_000)
+      const garbage = await hostile.frames(addr(i), TASKS_PROTOCOL, [text('X not a request')], 2_000)
+      const badJson = await hostile.frames(addr(i), TASKS_PROTOCOL, [text('J{"op":"kill"}')], 2_000)
+      const oversized = await hostile.frames(addr(i), TASKS_PROTOCOL, [Buffer.concat([text('J'), new Uint8Array(20 * 1024)])], 2_000)
+      return { garbage, badJson, oversized }
+    }))
+    await hostile.gossip(cluster.all().map(addr), cluster.all().map((i) => net.peer(i)), [
+      Uint8Array.of(1, 0xde, 0xad, 0xbe, 0xef),
+      Uint8Array.of(42, 0, 0),
+      new Uint8Array(300 * 1024).fill(1),
+      ...Array.from({ length: 200 }, (_, k) => Uint8Array.of(1, 0xff, k & 0xff)),
+    ])
+
+    // A forged verdict: a live node is dead, said to all the others.
+    const victim = 1
+    const incarnation = (await net.client(0).members()).members.find((m) => m.id === net.peer(victim))!.incarnation
+    await Promise.all(cluster.except(victim).map(async (i) => {
+      await hostile.membership(addr(i), { type: 'gossip', updates: [{ kind: 'dead', id: net.peer(victim), incarnation, from: net.peer((victim + 1) % 5) }] })
+    }))
+
+    // Frames that never end, and streams of frames that never end, on every node at once.
+    const ENDLESS_MS = 8_000
+    const ping = encodeMessage({ type: 'ping', seq: 1, updates: [] })
+    const endless = await Promise.all(cluster.all().map(async (i) => {
+      const [membershipCut, syncCut, tasksCut, pings, hellos] = await Promise.all([
+        hostile.trickle(addr(i), MEMBERSHIP_PROTOCOL, 512 * 1024, ENDLESS_MS),
+        hostile.trickle(addr(i), SYNC_PROTOCOL, 16 * MiB, ENDLESS_MS),
+        hostile.trickle(addr(i), TASKS_PROTOCOL, 8 * 1024, ENDLESS_MS),
+        hostile.flood(addr(i), MEMBERSHIP_PROTOCOL, ping, ENDLESS_MS),
+        hostile.flood(addr(i), TASKS_PROTOCOL, text('J{"op":"usage","tasks":[]}'), ENDLESS_MS),
+      ])
+      return { membershipCut, syncCut, tasksCut, pings, hellos }
+    }))
+    const attackEnd = Date.now()
+
+    // Every node: up, every honest node alive, its service running, each instance once.
+    for (const i of cluster.all()) expect((await net.client(i).health()).ok).toBe(true)
+    await waitUntil('every node to see every node alive', async () => await Promise.all(cluster.all().map(async (i) => (await net.client(i).members()).members.filter((m) => m.state === 'alive').length)),
+      (alive) => alive.every((n) => n === 5), 30_000)
+    const end = await cluster.waitClean(cluster.all(), attackEnd, 60_000)
+    row.recoverMs = end.ms
+    const falseDeaths = cluster.score(row, end.census)
+    expect(end.census.problems, 'the service runs, each instance once; the documents are equal').toEqual([])
+    expect(falseDeaths, describeDeaths(falseDeaths, started)).toEqual([])
+
+    // What each node dropped, and how it answered.
+    const after = await Promise.all(cluster.all().map(async (i) => await counters(cluster, i)))
+    for (const i of cluster.all()) {
+      const [b, a] = [before[i]!, after[i]!]
+      expect({ malformed: rose(a.membership, b.membership, 'malformed') >= 1, invalid: rose(a.membership, b.membership, 'invalid') >= 1, oversized: rose(a.membership, b.membership, 'oversized') >= 1 }, `node ${i} membership`).toEqual({ malformed: true, invalid: true, oversized: true })
+      expect({ malformed: rose(a.sync, b.sync, 'malformed') >= 1, oversized: rose(a.sync, b.sync, 'oversized') >= 1 }, `node ${i} sync`).toEqual({ malformed: true, oversized: true })
+      expect(rose(a.gossip, b.gossip, 'malformed'), `node ${i} gossip`).toBeGreaterThanOrEqual(1)
+      const replies = taskReplies[i]!
+      expect(Buffer.from(replies.garbage[0] ?? []).toString(), `node ${i} answers garbage with an error`).toMatch(/^J.*BAD_REQUEST/)
+      expect(Buffer.from(replies.badJson[0] ?? []).toString()).toMatch(/^J.*BAD_REQUEST/)
+      expect(replies.oversized, `node ${i} cuts an oversized request without answering`).toEqual([])
+      // A task request that never ends is cut by the node's request timeout.
+      expect(endless[i]!.tasksCut, `node ${i} cut the endless task request`).toBe(true)
+    }
+    const rss = after.map((a, i) => Math.round((a.rssBytes - before[i]!.rssBytes) / MiB))
+    row.notes.push(`RSS change per node ${rss.join('/')} MiB; membership pings flooded ${endless.map((e) => e.pings).join('/')}; endless frames cut by the node: membership ${endless.filter((e) => e.membershipCut).length}/5, sync ${endless.filter((e) => e.syncCut).length}/5, tasks ${endless.filter((e) => e.tasksCut).length}/5 within ${ENDLESS_MS / 1000} s`)
+    expect(svc.count).toBe(10)
+  })
+})
