@@ -14,15 +14,16 @@ export function registerTestnet (program: Command): void {
   const dirOption = ['--dir <path>', 'where the testnet keeps its state, data dirs and logs', DEFAULT_DIR] as const
 
   cmd.command('up')
-    .description('start N nodes on 127.0.0.1, wait until they all see each other, print their API addresses')
+    .description('start N nodes on 127.0.0.1 (or, with --netns, each in a network namespace), wait until they all see each other, print their API addresses')
     .option('-n, --nodes <n>', 'how many nodes', '3')
     .option(...dirOption)
     .option('--foreground', 'stay attached: show the merged logs, take everything down on Ctrl-C')
-    .action(async (opts: DirOption & { nodes: string, foreground?: boolean }) => {
+    .option('--netns', 'root only: every node in a network namespace of its own on a bridge; the kernel makes the network faults')
+    .action(async (opts: DirOption & { nodes: string, foreground?: boolean, netns?: boolean }) => {
       const nodes = Number(opts.nodes)
       const progress = (message: string): void => { process.stderr.write(`testnet: ${message}\n`) }
       const started = Date.now()
-      const state = await testnet.up({ nodes, dir: opts.dir, onProgress: progress })
+      const state = await testnet.up({ nodes, dir: opts.dir, onProgress: progress, netns: opts.netns === true })
       progress(`${nodes} node(s) up in ${((Date.now() - started) / 1000).toFixed(1)} s`)
       process.stdout.write(nodeTable(state.nodes.map((n) => ({ ...n, process: 'running' as const }))) + '\n')
       if (opts.foreground !== true) {
@@ -143,6 +144,7 @@ function registerNetworkFaults (cmd: Command, dirOption: readonly [string, strin
       const jitterMs = durationArg(opts.jitter, '--jitter')
       await testnet.delay(opts.dir, i, ms, jitterMs)
       process.stdout.write(ms === 0 ? `node ${i}: no delay\n` : `node ${i}: what it receives arrives ${ms} ms${jitterMs > 0 ? ` ± ${jitterMs} ms` : ''} late\n`)
+      if (ms > 0) await note(opts.dir, /netem/)
     })
 
   cmd.command('loss <index> <rate>')
@@ -153,6 +155,7 @@ function registerNetworkFaults (cmd: Command, dirOption: readonly [string, strin
       const r = lossRate(rate)
       await testnet.loss(opts.dir, i, r)
       process.stdout.write(r === 0 ? `node ${i}: no loss\n` : `node ${i}: loses ${percent(r)} of what it receives\n`)
+      if (r > 0) await note(opts.dir, /iptables/)
     })
 
   cmd.command('faults')
@@ -162,16 +165,22 @@ function registerNetworkFaults (cmd: Command, dirOption: readonly [string, strin
     .action(async (opts: DirOption & { json?: boolean }) => {
       const nodes = await testnet.faults(opts.dir)
       if (opts.json === true) {
-        process.stdout.write(JSON.stringify({ partition: await testnet.partitionOf(opts.dir), nodes }, null, 2) + '\n')
+        process.stdout.write(JSON.stringify({ partition: await testnet.partitionOf(opts.dir), notes: await testnet.networkNotes(opts.dir), nodes }, null, 2) + '\n')
         return
       }
       process.stdout.write(`${await testnet.partitionOf(opts.dir)}\n`)
+      for (const line of await testnet.networkNotes(opts.dir)) process.stdout.write(`note: ${line}\n`)
       process.stdout.write(table(
         ['NODE', 'PEER ID', 'CANNOT REACH', 'NO LONGER HEARS', 'DELAY', 'LOSS'],
         nodes.map((n) => [String(n.index), n.peerId ?? '-', list(n.blocked), list(n.cutFrom),
           n.delayMs === 0 ? '-' : `${n.delayMs}ms${n.jitterMs > 0 ? ` ±${n.jitterMs}ms` : ''}`, n.lossRate === 0 ? '-' : percent(n.lossRate)]),
       ) + '\n')
     })
+}
+
+/** On a --netns testnet whose kernel lacks a mechanism: the one line that says the nodes stand in for it. */
+async function note (dir: string, which: RegExp): Promise<void> {
+  for (const line of await testnet.networkNotes(dir)) if (which.test(line)) process.stdout.write(`note: ${line}\n`)
 }
 
 function nodeIndex (text: string, what: string): number {

@@ -1,6 +1,7 @@
 // Taking a testnet down: every node process it started stopped (a paused one
-// continued first), the tasks they left purged, their data dirs and logs removed,
-// and the state file last. It trusts the state file only as a hint: the node
+// continued first), the tasks they left purged (processes and cgroups), their
+// data dirs and logs removed, the network namespaces and links of a --netns
+// testnet deleted, and the state file last. It trusts the state file only as a hint: the node
 // processes are also found by the data dirs on their command lines, so a state
 // file that is missing (a crash between spawn and write) or stale (a PID written
 // by a command that raced) leaves nothing behind. A data dir is removed only once
@@ -10,6 +11,7 @@ import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { purgeTasks } from '../../node/executor/executor.ts'
 import { TestnetError } from './errors.ts'
+import { removeNetwork } from './netns.ts'
 import { NODE_DIR, findNodeProcesses, isInside, isNodeProcess, signal, waitForExit } from './process.ts'
 import { type TestnetState, removeState } from './state.ts'
 
@@ -47,6 +49,9 @@ export async function teardown (dir: string, state: TestnetState | null, options
     }
     for (const node of state?.nodes ?? []) if (isInside(node.logFile, dir)) await rm(node.logFile, { force: true })
   }
+  // Namespaces (with their veths, rules, chains and qdiscs) and the bridge: recorded, or found by the testnet's prefix.
+  const removed = await removeNetwork(dir, state?.netns ?? null)
+  if (removed.length > 0) options.progress(`removed ${removed.length} network namespace(s) and link(s)`)
   await removeState(dir)
   return { stopped: outcomes.filter((o) => o === 'stopped').length, killed: outcomes.filter((o) => o === 'killed').length }
 }

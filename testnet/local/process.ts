@@ -24,6 +24,13 @@ export interface SpawnInit {
   /** Testnets: the node takes fault rules on its admin endpoint, starting with these. */
   faultInjection?: boolean
   faultRules?: FaultRules | null
+  /** Where it listens for peers and serves its API (default 127.0.0.1). */
+  host?: string
+  /**
+   * Run inside this network namespace: by nsenter --net, which switches only the
+   * network (ip netns exec also remounts /sys, and the node would lose its cgroups).
+   */
+  netns?: string | null
 }
 
 export function spawnNode (init: SpawnInit): number {
@@ -32,8 +39,9 @@ export function spawnNode (init: SpawnInit): number {
     '--max-semi-space-size=1',
     CLI_PATH, 'node', 'start',
     '--data-dir', init.dataDir,
-    '--host', '127.0.0.1',
+    '--host', init.host ?? '127.0.0.1',
     '--port', String(init.port),
+    ...(init.host === undefined ? [] : ['--api-host', init.host]),
     '--api-port', String(init.apiPort),
     '--profile', 'local',
     ...init.join.flatMap((a) => ['--join', a]),
@@ -44,7 +52,10 @@ export function spawnNode (init: SpawnInit): number {
   ]
   const log = openSync(init.logFile, 'a')
   try {
-    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] })
+    const [cmd, argv] = init.netns === null || init.netns === undefined
+      ? [process.execPath, args]
+      : ['nsenter', [`--net=/run/netns/${init.netns}`, '--', process.execPath, ...args]]
+    const child = spawn(cmd, argv, { detached: true, stdio: ['ignore', log, log] })
     child.unref()
     if (child.pid === undefined) throw new Error(`could not start a node process for ${init.dataDir}`)
     return child.pid

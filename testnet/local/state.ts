@@ -23,6 +23,18 @@ const nodeSchema = z.object({
   apiUrl: z.string(),
   /** The fault rules changed while the node was paused: they are sent on resume. */
   rulesPending: z.boolean().default(false),
+  /** With --netns: the node's network namespace and its address on the bridge. */
+  netns: z.string().nullable().default(null),
+  address: z.string().nullable().default(null),
+})
+const netnsSchema = z.object({
+  id: z.string(),
+  subnet: z.string(),
+  bridge: z.string(),
+  iptables: z.string().nullable(),
+  netem: z.boolean(),
+  namespaces: z.array(z.string()),
+  links: z.array(z.string()),
 })
 const stateSchema = z.object({
   version: z.literal(1),
@@ -31,6 +43,8 @@ const stateSchema = z.object({
   nodes: z.array(nodeSchema),
   /** The network faults, by node index: they outlive the node processes, as a broken network does. */
   faults: testnetFaultsSchema.default({ ...NO_NETWORK_FAULTS }),
+  /** With --netns (testnet/local/netns.ts): the bridge, the namespaces and links made, what the kernel offers. */
+  netns: netnsSchema.nullable().default(null),
 })
 
 export type TestnetNode = z.infer<typeof nodeSchema>

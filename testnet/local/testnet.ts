@@ -5,8 +5,10 @@
 //
 // Network faults on loopback need no root: every node is started with
 // --fault-injection and takes its rules (node/faults.ts) on its admin endpoint.
-// The rules live in testnet.json by node index, so a restarted node gets its
-// own again at start, and a paused one when it resumes.
+// With --netns (root) every node has a network namespace of its own and the
+// kernel carries the faults (netns.ts); the nodes' filter only stands in for what
+// this kernel lacks. The faults live in testnet.json by node index, so a restarted
+// node gets its own again at start, and a paused one when it resumes.
 
 import { mkdir, rm, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -15,10 +17,12 @@ import { connect } from '../../cli/client.ts'
 import { putRules } from './admin.ts'
 import { STOP_GRACE_MS, teardown, terminate } from './down.ts'
 import { TestnetError } from './errors.ts'
+import type { FaultRules } from '../../node/faults.ts'
 import {
   type NodeFaults, type TestnetFaults, NO_NETWORK_FAULTS, describeNode, describePartition, hasFaults, reaches, rulesFor,
   withCut, withDelay, withLoss, withPartition,
 } from './faults.ts'
+import * as netns from './netns.ts'
 import { type TestnetNode, type TestnetState, DEFAULT_DIR, readState, withStateLock, writeState } from './state.ts'
 import { findNodeProcesses, freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
 
@@ -34,6 +38,8 @@ export interface UpOptions {
   timeoutMs?: number
   /** More flags for every `murmur node start`. */
   extraArgs?: string[]
+  /** Every node in a network namespace of its own, on a bridge (root only; netns.ts). */
+  netns?: boolean
 }
 
 export const TESTNET_LIMITS = Object.freeze({
@@ -56,20 +62,25 @@ export async function up (options: UpOptions): Promise<TestnetState> {
   if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > TESTNET_LIMITS.nodesMax) {
     throw new TestnetError(`--nodes must be a whole number from 1 to ${TESTNET_LIMITS.nodesMax}, got ${options.nodes}`, 2)
   }
+  if (options.netns === true) await netns.checkSupport()
   return await withStateLock(dir, async () => {
     const existing = await readStateOrStale(dir, progress)
     if (existing?.nodes.some((n) => isNodeProcess(n.pid, n.dataDir)) === true || findNodeProcesses(dir).length > 0) {
       throw new TestnetError(`a testnet is already running in ${dir}; run 'murmur testnet down' first`)
     }
-    // What an earlier testnet left here (data dirs, logs, a state file) goes first.
+    // What an earlier testnet left here (data dirs, logs, namespaces, a state file) goes first.
     await teardown(dir, existing, { keepData: false, progress })
     await mkdir(dir, { recursive: true })
-    const ports = await freePorts(options.nodes * 2)
-    const state: TestnetState = { version: 1, dir, createdAt: new Date().toISOString(), nodes: [], faults: { ...NO_NETWORK_FAULTS } }
-    for (let i = 0; i < options.nodes; i++) state.nodes.push(newNode(dir, i, ports[2 * i]!, ports[2 * i + 1]!))
-    await writeState(state)
+    const state: TestnetState = { version: 1, dir, createdAt: new Date().toISOString(), nodes: [], faults: { ...NO_NETWORK_FAULTS }, netns: null }
     const deadline = Date.now() + (options.timeoutMs ?? 60_000)
     try {
+      if (options.netns === true) {
+        await createNetwork(state, options.nodes, progress)
+      } else {
+        const ports = await freePorts(options.nodes * 2)
+        for (let i = 0; i < options.nodes; i++) state.nodes.push(newNode(dir, i, ports[2 * i]!, ports[2 * i + 1]!))
+        await writeState(state)
+      }
       progress(`starting node 0 of ${options.nodes}`)
       await startNode(state, state.nodes[0]!, [], options.extraArgs)
       const seed = state.nodes[0]!.addrs
@@ -88,7 +99,7 @@ export async function up (options: UpOptions): Promise<TestnetState> {
   })
 }
 
-function newNode (dir: string, index: number, port: number, apiPort: number): TestnetNode {
+function newNode (dir: string, index: number, port: number, apiPort: number, network?: netns.NodeNetwork): TestnetNode {
   return {
     index,
     pid: null,
@@ -98,9 +109,33 @@ function newNode (dir: string, index: number, port: number, apiPort: number): Te
     logFile: join(dir, `node-${index}.log`),
     peerId: null,
     addrs: [],
-    apiUrl: `http://127.0.0.1:${apiPort}`,
+    apiUrl: `http://${network?.address ?? '127.0.0.1'}:${apiPort}`,
     rulesPending: false,
+    netns: network?.netns ?? null,
+    address: network?.address ?? null,
   }
+}
+
+/** The bridge, then a namespace per node (each recorded in testnet.json before it is made), then what the kernel offers. */
+async function createNetwork (state: TestnetState, nodeCount: number, progress: (m: string) => void): Promise<void> {
+  const id = netns.testnetId(state.dir)
+  const subnet = await netns.pickSubnet(id)
+  const net: netns.Netns = { id, subnet, bridge: `murmur-${id}`, iptables: null, netem: false, namespaces: [], links: [] }
+  state.netns = net
+  const record = async (): Promise<void> => { await writeState(state) }
+  progress(`making a bridge ${net.bridge} on ${subnet}.0/24 and ${nodeCount} network namespaces`)
+  await netns.createBridge(net, record)
+  for (let i = 0; i < nodeCount; i++) {
+    state.nodes.push(newNode(state.dir, i, netns.NETNS_PORTS.peers, netns.NETNS_PORTS.api, await netns.createNodeNetwork(net, i, record)))
+    await record()
+    if (i > 0) continue
+    // Tried in the first namespace, then given to it and to every later one.
+    await netns.probeKernel(net, netns.namesOf(id, 0))
+    if (net.iptables !== null) await netns.addLossChain(net.iptables, netns.namesOf(id, 0).netns)
+  }
+  progress(`in the kernel: partitions and cuts (ip rule blackhole)${net.iptables === null ? '' : `, loss (${net.iptables} statistic)`}${net.netem ? ', delay (netem)' : ''}`)
+  for (const note of netns.notes(net)) progress(note)
+  await record()
 }
 
 /** Spawns the node with the fault rules it is under, and waits for its runtime file. */
@@ -116,7 +151,8 @@ async function startNode (state: TestnetState, node: TestnetNode, seeds: string[
     labels: { 'testnet.index': String(node.index) },
     extraArgs,
     faultInjection: true,
-    faultRules: hasFaults(state.faults) ? rulesFor(state.faults, node.index, peerIds(state)) : null,
+    faultRules: hasFaults(state.faults) ? nodeRules(state, node.index) : null,
+    ...(node.address === null ? {} : { host: node.address, netns: node.netns }),
   })
   node.rulesPending = false
   await writeState(state)
@@ -272,11 +308,20 @@ export async function add (dir: string, extraArgs?: string[]): Promise<TestnetNo
     const state = await requireState(dir)
     if (state.nodes.length >= TESTNET_LIMITS.nodesMax) throw new TestnetError(`the testnet has ${state.nodes.length} nodes, the most it may have`)
     if (!state.nodes.some(answers)) throw new TestnetError('no node of the testnet is running to join through; restart one first')
-    const [port, apiPort] = await freePorts(2)
-    const node = newNode(state.dir, state.nodes.length, port!, apiPort!)
+    const index = state.nodes.length
+    let node: TestnetNode
+    if (state.netns !== null) {
+      node = newNode(state.dir, index, netns.NETNS_PORTS.peers, netns.NETNS_PORTS.api, await netns.createNodeNetwork(state.netns, index, async () => { await writeState(state) }))
+    } else {
+      const [port, apiPort] = await freePorts(2)
+      node = newNode(state.dir, index, port!, apiPort!)
+    }
     state.nodes.push(node)
     await writeState(state)
-    await startNode(state, node, seedsFor(state, node.index), extraArgs)
+    const seeds = seedsFor(state, index)
+    // In a namespace, the kernel's rules are in place before the node sends its first packet.
+    if (state.netns !== null && hasFaults(state.faults)) await applyFaults(state, [node])
+    await startNode(state, node, seeds, extraArgs)
     // The others can name it in their rules only now that its peer id is known.
     if (hasFaults(state.faults)) await applyFaults(state, state.nodes.filter((n) => n !== node))
     return node
@@ -358,7 +403,10 @@ async function changeFaults (dir: string, change: (faults: TestnetFaults, nodeCo
  * command, after the others have theirs.
  */
 async function applyFaults (state: TestnetState, nodes: TestnetNode[]): Promise<void> {
-  const ids = peerIds(state)
+  if (state.netns !== null) {
+    const addresses = state.nodes.map((n) => n.address ?? '')
+    for (const node of nodes) await netns.applyKernelFaults(state.netns, state.faults, node.index, addresses)
+  }
   const failures: string[] = []
   await Promise.all(nodes.map(async (node) => {
     if (!isNodeProcess(node.pid, node.dataDir)) return
@@ -367,7 +415,7 @@ async function applyFaults (state: TestnetState, nodes: TestnetNode[]): Promise<
       return
     }
     try {
-      await putRules(node.apiUrl, rulesFor(state.faults, node.index, ids))
+      await putRules(node.apiUrl, nodeRules(state, node.index))
       node.rulesPending = false
     } catch (err) {
       node.rulesPending = true
@@ -378,8 +426,15 @@ async function applyFaults (state: TestnetState, nodes: TestnetNode[]): Promise<
   if (failures.length > 0) throw new TestnetError(`the faults are recorded, but not every node took its rules (${failures.sort().join('; ')}); they are sent again when it resumes or restarts`)
 }
 
-function peerIds (state: TestnetState): Array<string | null> {
-  return state.nodes.map((n) => n.peerId)
+/** What node `i` enforces itself: every rule on loopback; in namespaces, only what this kernel cannot do. */
+function nodeRules (state: TestnetState, i: number): FaultRules {
+  if (state.netns !== null) return netns.fallbackRules(state.netns, state.faults, i, state.nodes.length)
+  return rulesFor(state.faults, i, state.nodes.map((n) => n.peerId))
+}
+
+/** Lines that say which faults the nodes apply themselves because this kernel cannot (netns testnets only). */
+export async function networkNotes (dir: string): Promise<string[]> {
+  return netns.notes((await requireState(dir)).netns)
 }
 
 /** The state file, or null when there is none or it is not one of ours (down and up then go by the processes). */
