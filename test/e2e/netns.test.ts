@@ -5,14 +5,13 @@
 // `down` removes every namespace, link, process and dir, also without its state file.
 
 import { execFileSync } from 'node:child_process'
-import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Client, type MemberState, connect } from '../../cli/client.ts'
 import { getRules } from '../../testnet/local/admin.ts'
-import { NO_IPTABLES, NO_NETEM, namesOf, testnetId } from '../../testnet/local/netns.ts'
-import { findNodeProcesses } from '../../testnet/local/process.ts'
+import { NO_IPTABLES, NO_NETEM, namesOf } from '../../testnet/local/netns.ts'
 import { stateFile, type TestnetState } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur } from '../helpers/cli.ts'
@@ -40,14 +39,6 @@ const peerId = (i: number): string => net.nodes[i]!.peerId!
 async function views (observer: number, subjects: number[]): Promise<Array<MemberState | 'unknown'>> {
   const { members } = await client(observer).members()
   return subjects.map((s) => members.find((m) => m.id === peerId(s))?.state ?? 'unknown')
-}
-
-/** Names of this testnet's namespaces and links that exist now. */
-function leftovers (): string[] {
-  const prefix = `murmur-${testnetId(dir)}`
-  const namespaces = ip('netns', 'list').split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(prefix))
-  const links = [...ip('-o', 'link', 'show').matchAll(/^\d+: ([^:@\s]+)/gm)].map((m) => m[1]!).filter((n) => n.startsWith(prefix))
-  return [...namespaces, ...links]
 }
 
 describe.skipIf(!supported)('a --netns testnet (root)', () => {
@@ -120,15 +111,15 @@ describe.skipIf(!supported)('a --netns testnet (root)', () => {
     await testnet.delay(dir, 1, 0)
   })
 
-  it('down removes every namespace, link, process and dir, with a node paused and the state file gone', async () => {
+  it('down removes every namespace, link, process and dir, also after a crash left a node paused and no state file', async () => {
+    const before = await testnet.leftovers(dir)
+    expect(before.network).toHaveLength(7) // 3 namespaces, 3 veths, the bridge
     await testnet.pause(dir, 1)
     await rm(stateFile(dir))
-    const result = await murmur(['testnet', 'down', '--dir', dir])
-    expect(result.code, result.stderr).toBe(0)
-    expect(result.stdout).toBe('stopped 3 node(s)\n')
-    expect(leftovers()).toEqual([])
-    expect(findNodeProcesses(dir)).toEqual([])
-    expect((await readdir(dir)).filter((f) => f.startsWith('node-'))).toEqual([])
+    const down = await murmur(['testnet', 'down', '--dir', dir])
+    expect([down.code, down.stdout], down.stderr).toEqual([0, 'stopped 3 node(s)\n'])
+    expect(down.stderr).toMatch(/removed 7 network namespace\(s\) and link\(s\)/)
+    expect(await testnet.leftovers(dir)).toEqual({ processes: [], network: [], files: [] })
   })
 })
 

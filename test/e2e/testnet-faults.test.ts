@@ -3,12 +3,11 @@
 // through their API; bad input; and a `down` that leaves nothing behind with a
 // paused node and no state file.
 
-import { readdir, rm } from 'node:fs/promises'
+import { rm } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Client, type MemberState, connect } from '../../cli/client.ts'
 import type { FaultsView } from '../../node/faults.ts'
 import { getRules } from '../../testnet/local/admin.ts'
-import { findNodeProcesses } from '../../testnet/local/process.ts'
 import { stateFile, type TestnetState } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
@@ -138,9 +137,7 @@ describe('network faults on a 3-node loopback testnet', () => {
     await testnet.pause(dir, 2)
     await rm(stateFile(dir))
     const result = await murmur(['testnet', 'down', '--dir', dir])
-    expect(result.code, result.stderr).toBe(0)
-    expect(result.stdout).toBe('stopped 3 node(s)\n')
-    expect(findNodeProcesses(dir)).toEqual([])
-    expect((await readdir(dir)).filter((f) => f.startsWith('node-'))).toEqual([])
+    expect([result.code, result.stdout], result.stderr).toEqual([0, 'stopped 3 node(s)\n'])
+    expect(await testnet.leftovers(dir)).toEqual({ processes: [], network: [], files: [] })
   })
 })

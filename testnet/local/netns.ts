@@ -191,35 +191,45 @@ export async function applyKernelFaults (net: Netns, faults: TestnetFaults, i: n
 /**
  * Removes the namespaces and links of the testnet in `dir`: those recorded, and
  * any other named with its prefix (made by an `up` that crashed before it could
- * record them). Deleting a namespace deletes its veth, rules, chains and qdiscs.
+ * record them). Deleting a namespace deletes its veth, rules, chains and qdiscs;
+ * the kernel does that a moment later, and this waits until it has.
  */
 export async function removeNetwork (dir: string, recorded: Netns | null): Promise<string[]> {
-  const id = recorded?.id ?? testnetId(dir)
-  const prefix = `murmur-${id}`
+  const found = await networkOf(dir, recorded)
+  if (found === null) return []
+  const { namespaces, links } = found
+  if (namespaces.length + links.length > 0 && process.getuid?.() !== 0) {
+    throw new TestnetError(`the testnet's network namespaces and links (${[...namespaces, ...links].join(', ')}) can only be removed by root; run 'murmur testnet down' as root`)
+  }
+  for (const name of namespaces) await sh('ip', ['netns', 'del', name])
+  const bridge = `murmur-${recorded?.id ?? testnetId(dir)}`
+  if (links.includes(bridge)) await delLink(bridge)
+  // The host ends of the veths go with their namespaces, a moment later; a half-made one is deleted by hand.
+  const deadline = Date.now() + 5_000
+  for (let left = links; left.length > 0; left = (await networkOf(dir, recorded))?.links ?? []) {
+    if (Date.now() > deadline) {
+      for (const link of left) await delLink(link)
+      break
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return [...namespaces, ...links]
+}
+
+/** The namespaces and links of the testnet in `dir` that exist now (recorded or named with its prefix); null without `ip`. */
+export async function networkOf (dir: string, recorded: Netns | null): Promise<{ namespaces: string[], links: string[] } | null> {
+  const prefix = `murmur-${recorded?.id ?? testnetId(dir)}`
   const listed = await listNames()
-  if (listed === null) return []
-  const namespaces = new Set([...(recorded?.namespaces ?? []), ...listed.namespaces.filter((n) => n.startsWith(`${prefix}-`))])
-  const links = new Set([...(recorded?.links ?? []), ...listed.links.filter((n) => n.startsWith(prefix))])
-  const present = [...namespaces].filter((n) => listed.namespaces.includes(n)).length + [...links].filter((l) => listed.links.includes(l)).length
-  if (present > 0 && process.getuid?.() !== 0) {
-    throw new TestnetError(`the testnet's network namespaces and links (${prefix}…) can only be removed by root; run 'murmur testnet down' as root`)
+  if (listed === null) return null
+  const ours = (name: string, made: string[] | undefined, separator: string): boolean => name.startsWith(`${prefix}${separator}`) || (made ?? []).includes(name)
+  return {
+    namespaces: listed.namespaces.filter((n) => ours(n, recorded?.namespaces, '-')),
+    links: listed.links.filter((l) => ours(l, recorded?.links, '')),
   }
-  const removed: string[] = []
-  for (const name of namespaces) {
-    if (!listed.namespaces.includes(name)) continue
-    await sh('ip', ['netns', 'del', name])
-    removed.push(name)
-  }
-  // The host ends of the veths go with their namespaces (the kernel may take a moment); the bridge goes now.
-  for (const link of links) {
-    if (!listed.links.includes(link)) continue
-    const gone = await sh('ip', ['link', 'del', link]).then(() => false, (err: Error) => {
-      if (/Cannot find device/.test(err.message)) return true
-      throw err
-    })
-    if (!gone) removed.push(link)
-  }
-  return removed
+}
+
+async function delLink (name: string): Promise<void> {
+  await sh('ip', ['link', 'del', name]).catch((err: Error) => { if (!/Cannot find device/.test(err.message)) throw err })
 }
 
 /** Namespace and link names on this host, or null without the ip command. */

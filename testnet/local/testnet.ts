@@ -10,7 +10,7 @@
 // this kernel lacks. The faults live in testnet.json by node index, so a restarted
 // node gets its own again at start, and a paused one when it resumes.
 
-import { mkdir, rm, stat } from 'node:fs/promises'
+import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { connect } from '../../cli/client.ts'
@@ -24,7 +24,7 @@ import {
 } from './faults.ts'
 import * as netns from './netns.ts'
 import { type TestnetNode, type TestnetState, DEFAULT_DIR, readState, withStateLock, writeState } from './state.ts'
-import { findNodeProcesses, freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
+import { NODE_DIR, findNodeProcesses, freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
 
 export { TestnetError } from './errors.ts'
 export type { NodeFaults } from './faults.ts'
@@ -219,6 +219,17 @@ export async function down (options: DownOptions = {}): Promise<{ stopped: numbe
   const progress = options.onProgress ?? (() => {})
   if (!await exists(dir)) return { stopped: 0, killed: 0 }
   return await withStateLock(dir, async () => await teardown(dir, await readStateOrStale(dir, progress), { keepData: options.keepData === true, progress }))
+}
+
+/**
+ * What of the testnet in `dir` is still there: node processes, network namespaces
+ * and links, node dirs, logs and the state file. All empty after a `down`.
+ */
+export async function leftovers (dir: string = DEFAULT_DIR): Promise<{ processes: number[], network: string[], files: string[] }> {
+  const root = resolve(dir)
+  const network = await netns.networkOf(root, null)
+  const files = (await readdir(root).catch(() => [] as string[])).filter((f) => NODE_DIR.test(f.replace(/\.log$/, '')) || f === 'testnet.json')
+  return { processes: findNodeProcesses(root).map((p) => p.pid), network: network === null ? [] : [...network.namespaces, ...network.links], files }
 }
 
 export async function status (dir: string = DEFAULT_DIR): Promise<{ dir: string, nodes: NodeStatus[] } | null> {
