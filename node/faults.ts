@@ -29,7 +29,6 @@ import { z } from 'zod'
 import { InputError } from './errors.ts'
 
 export type FaultPath = 'membership' | 'gossip' | 'sync' | 'rpc'
-export const FAULT_PATHS: readonly FaultPath[] = ['membership', 'gossip', 'sync', 'rpc']
 export type DropReason = 'blocked' | 'cut' | 'loss'
 
 export interface FaultRules {
@@ -52,7 +51,7 @@ export const FAULT_LIMITS = Object.freeze({
 const peerId = z.string().regex(/^[1-9A-HJ-NP-Za-km-z]{40,128}$/, 'must be a peer id (base58, as `murmur members` shows)')
 
 /** The body of PUT /v1/admin/faults and of --fault-rules: every field optional, the whole rule set replaced. */
-export const faultRulesSchema = z.object({
+const faultRulesSchema = z.object({
   blocked: z.array(peerId).max(FAULT_LIMITS.peersMax).default([]),
   cutFrom: z.array(peerId).max(FAULT_LIMITS.peersMax).default([]),
   delayMs: z.number().int().min(0).max(FAULT_LIMITS.delayMsMax).default(0),
@@ -60,7 +59,7 @@ export const faultRulesSchema = z.object({
   lossRate: z.number().min(0).lt(1, 'must be below 1: a node that hears nothing is partitioned; block its peers instead').default(0),
 }).strict().refine((r) => r.jitterMs <= r.delayMs, { message: 'must be at most delayMs (the delay is delayMs ± jitterMs)', path: ['jitterMs'] })
 
-export const FAULT_RULES_USAGE = '{ "blocked": [peer ids], "cutFrom": [peer ids], "delayMs": 200, "jitterMs": 50, "lossRate": 0.2 }'
+const FAULT_RULES_USAGE = '{ "blocked": [peer ids], "cutFrom": [peer ids], "delayMs": 200, "jitterMs": 50, "lossRate": 0.2 }'
 
 /** Rules from untrusted input (a request body, a flag), or a one-line InputError that names the field. */
 export function parseFaultRules (input: unknown, what: string): FaultRules {
@@ -101,10 +100,6 @@ export function judge (rules: CompiledRules, peer: string, random: () => number)
 export function blockedAdded (before: FaultRules, after: FaultRules): string[] {
   const had = new Set(before.blocked)
   return after.blocked.filter((p) => !had.has(p))
-}
-
-export function isNone (rules: FaultRules): boolean {
-  return rules.blocked.length === 0 && rules.cutFrom.length === 0 && rules.delayMs === 0 && rules.lossRate === 0
 }
 
 export interface FaultStats {

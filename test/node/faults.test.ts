@@ -5,7 +5,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import {
-  FaultDropped, FaultInjector, NO_FAULTS, admitFrame, blockedAdded, compile, isNone, judge, parseFaultRules, type FaultRules,
+  FaultDropped, FaultInjector, NO_FAULTS, admitFrame, blockedAdded, compile, judge, parseFaultRules, type FaultRules,
 } from '../../node/faults.ts'
 
 const A = '12D3KooWET4EbJ1yYfKQ7iTMRpsaXYY9BD2oUagP3YTFS6owyeFk'
@@ -73,12 +73,6 @@ describe('rule changes', () => {
     expect(blockedAdded(rules({ blocked: [A] }), rules({ blocked: [A, B] }))).toEqual([B])
     expect(blockedAdded(rules({ blocked: [A, B] }), rules({ blocked: [] }))).toEqual([])
     expect(blockedAdded(rules({ cutFrom: [A] }), rules({ blocked: [A] }))).toEqual([A])
-  })
-
-  it('isNone is true only for no rule at all', () => {
-    expect(isNone(NO_FAULTS)).toBe(true)
-    expect(isNone(rules({ jitterMs: 0, delayMs: 1 }))).toBe(false)
-    expect(isNone(rules({ cutFrom: [A] }))).toBe(false)
   })
 })
 
