@@ -6,6 +6,8 @@
 // attached to its test; reporter.ts prints the rows as a table.
 
 import { readFileSync } from 'node:fs'
+import { copyFile, mkdir } from 'node:fs/promises'
+import { basename, join } from 'node:path'
 import type { TaskMeta } from 'vitest'
 import { connect } from '../../cli/client.ts'
 import { parseAttempt } from '../../node/jobs/instances.ts'
@@ -257,6 +259,17 @@ export class Cluster {
     return ack
   }
 
+  /** Where each instance of a job has a process: its pids, by the index of the node that started it. */
+  where (ack: Ack): Map<string, Array<{ pid: number, node: number }>> {
+    const out = new Map<string, Array<{ pid: number, node: number }>>()
+    for (const p of markedTasks(ack.mark)) {
+      let list = out.get(p.instance)
+      if (list === undefined) out.set(p.instance, list = [])
+      list.push({ pid: p.pid, node: this.net.index(p.node) })
+    }
+    return out
+  }
+
   /** Restarts node `i` (same data dir and ports) and keeps its new record. */
   async restart (i: number, extraArgs?: string[]): Promise<void> {
     this.net.nodes[i] = await testnet.restart(this.dir, i, extraArgs)
@@ -398,6 +411,12 @@ export class Cluster {
   /** Stops every job, waits for their processes to end, then stops the testnet. */
   async stop (): Promise<void> {
     await this.watch.stop()
+    const keep = process.env.RELIABILITY_KEEP_LOGS
+    if (keep !== undefined) {
+      // For a look at what the nodes said: their logs, copied out before `down` removes them.
+      await mkdir(keep, { recursive: true })
+      for (const n of this.net.nodes) await copyFile(n.logFile, join(keep, `${basename(this.dir)}-node-${n.index}.log`)).catch(() => {})
+    }
     const marks = this.marks
     await stopTestnet(this.dir)
     // `down` ends the tasks of every node, including killed ones (purgeTasks); anything left is a leak.
