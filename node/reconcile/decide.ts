@@ -270,8 +270,12 @@ function sumOn (allocations: readonly Allocation[], node: string, key: 'cpuMilli
  *
  * The recently stable membership is every member that is alive or suspect, or
  * that became dead less than `windowMs` ago; members that left, and the dead
- * beyond the window, are not in it. This side is what this node reaches (alive
- * and suspect members, itself included). It holds the majority when it has
+ * beyond the window, are not in it. This side is what this node reaches: the
+ * members it sees alive, itself included. A suspect is not reached: a node cut
+ * off sees every other member suspect long before it sees them dead (an isolated
+ * node's suspicions are never confirmed, and Lifeguard slows its probes), and
+ * counting suspects made it a majority while the first of them was dead and the
+ * rest still suspect (found by testnet/sim). It holds the majority when it has
  * more than half of the stable membership, or exactly half and the stable
  * member with the lowest id. A node cut off alone in a cluster of three or more
  * is never a majority; the side that lost nodes for good becomes one again once
@@ -283,8 +287,8 @@ export function majority (members: ReadonlyArray<{ id: string, state: string, st
   let lowest: string | undefined
   let lowestReached = false
   for (const m of members) {
-    const reachable = m.state === 'alive' || m.state === 'suspect'
-    if (!reachable && !(m.state === 'dead' && now - m.stateSinceMs < windowMs)) continue
+    const reachable = m.state === 'alive'
+    if (!reachable && m.state !== 'suspect' && !(m.state === 'dead' && now - m.stateSinceMs < windowMs)) continue
     stable++
     if (reachable) reached++
     if (lowest === undefined || m.id < lowest) { lowest = m.id; lowestReached = reachable }

@@ -571,10 +571,19 @@ describe('majority', () => {
   const m = (id: string, state: string, ago = 1_000): Member => ({ id, state, stateSinceMs: NOW - ago })
 
   it('5 stable members: 3 reachable hold the majority, 2 do not', () => {
-    expect(majority([m('a', 'alive'), m('b', 'alive'), m('c', 'suspect'), m('d', 'dead'), m('e', 'dead')], NOW, WINDOW)).toBe(true)
+    expect(majority([m('a', 'alive'), m('b', 'alive'), m('c', 'alive'), m('d', 'dead'), m('e', 'dead')], NOW, WINDOW)).toBe(true)
     expect(majority([m('a', 'dead'), m('b', 'dead'), m('c', 'dead'), m('d', 'alive'), m('e', 'alive')], NOW, WINDOW)).toBe(false)
     // The lowest id does not help a side without the tie.
     expect(majority([m('a', 'alive'), m('b', 'alive'), m('c', 'dead'), m('d', 'dead'), m('e', 'dead')], NOW, WINDOW)).toBe(false)
+  })
+
+  it('a suspect counts in the membership but not as reached: a node cut off sees the others suspect long before dead (found by the simulator)', () => {
+    // Alone and cut off: each of the others in turn goes suspect, then dead. While one is dead and
+    // the rest only suspect, counting suspects as reached made this node a majority of 4 of 5.
+    expect(majority([m('a', 'alive'), m('b', 'suspect'), m('c', 'suspect'), m('d', 'suspect'), m('e', 'dead')], NOW, WINDOW)).toBe(false)
+    expect(majority([m('a', 'alive'), m('b', 'alive'), m('c', 'suspect'), m('d', 'dead'), m('e', 'dead')], NOW, WINDOW)).toBe(false)
+    // A false suspicion within the majority side costs it the majority only if it leaves it at half or less.
+    expect(majority([m('a', 'alive'), m('b', 'alive'), m('c', 'alive'), m('d', 'suspect'), m('e', 'alive')], NOW, WINDOW)).toBe(true)
   })
 
   it('a member dead longer than the window no longer counts', () => {
@@ -594,7 +603,8 @@ describe('majority', () => {
     expect(majority([m('a', 'dead'), m('b', 'dead'), m('c', 'alive'), m('d', 'alive')], NOW, WINDOW)).toBe(false)
     // Order of the list does not matter.
     expect(majority([m('d', 'alive'), m('c', 'alive'), m('b', 'dead'), m('a', 'dead')], NOW, WINDOW)).toBe(false)
-    expect(majority([m('d', 'dead'), m('c', 'dead'), m('b', 'suspect'), m('a', 'alive')], NOW, WINDOW)).toBe(true)
+    expect(majority([m('d', 'dead'), m('c', 'dead'), m('b', 'alive'), m('a', 'alive')], NOW, WINDOW)).toBe(true)
+    expect(majority([m('d', 'dead'), m('c', 'dead'), m('b', 'suspect'), m('a', 'alive')], NOW, WINDOW)).toBe(false)
   })
 
   it('a lone node of 1 holds the majority; a lone node of 3 does not', () => {
