@@ -117,6 +117,8 @@ export class Reconciler {
   /** Jobs skipped by passes until a change of their records (see isInert). */
   private readonly inert = new Set<string>()
   private lastPassEnd = 0
+  /** When this node's loop started (constructed, until start()). */
+  private startedAt: number
   private timer: Timer | null = null
   private closed = false
   private readonly unsubscribe: Array<() => void> = []
@@ -129,6 +131,7 @@ export class Reconciler {
     this.members = init.members
     this.log = init.log
     this.clock = init.clock ?? systemClock
+    this.startedAt = this.clock.now()
     this.config = { ...RECONCILE_CONFIG, ...init.config }
   }
 
@@ -137,6 +140,7 @@ export class Reconciler {
    * starts the loop. Call after the first sync and the executor's recovery.
    */
   start (onChange: (listener: (change?: StateChange) => void) => () => void): void {
+    this.startedAt = this.clock.now()
     for (const info of this.executor.list()) {
       if (info.phase === 'ended') continue
       const { instance, restarts } = parseAttempt(info.id)
@@ -210,10 +214,14 @@ export class Reconciler {
 
   /** The view a pass decides on: the nodes with records, alive as membership sees them. */
   view (): { nodes: NodeView[], majority: boolean, memberState: Map<string, string> } {
-    const members = this.members()
+    const members: Array<Pick<Member, 'id' | 'state' | 'stateSinceMs'>> = this.members()
     const memberState = new Map(members.map((m) => [m.id, m.state]))
     const nodes: NodeView[] = this.state.state.nodes().map((n) => {
       const s = n.id === this.self ? 'alive' : memberState.get(n.id)
+      // A node the state knows and membership does not (a node restarted during a partition learns
+      // only its own side's members: SWIM takes no news of members it never knew) counts in the
+      // majority as dead since this node started (found by testnet/sim).
+      if (s === undefined) members.push({ id: n.id, state: 'dead', stateSinceMs: this.startedAt })
       return { id: n.id, alive: s === 'alive' || s === 'suspect', cpuMillis: n.cpuMillis, memoryBytes: n.memoryBytes, labels: n.labels }
     })
     return { nodes, majority: majority(members, this.clock.now(), this.config.stableWindowMs), memberState }
