@@ -67,6 +67,21 @@ describe('the cluster simulator', () => {
     expect(result.acknowledged).toBe(1)
   }, 60_000)
 
+  it('holds a 3/2 partition to the partition rule, and catches a minority that forgets its dead (planted)', async () => {
+    const scenario: Scenario = { seed: 21, nodes: 5, skewsMs: [0, 0, 0, 0, 0], steps: [
+      { atMs: 0, kind: 'submit', node: 0, job: service('web', 10) },
+      { atMs: 5_000, kind: 'partition', groups: [[0, 1], [2, 3, 4]] },
+      { atMs: 45_000, kind: 'heal' },
+    ] }
+    const result = await runScenario(scenario)
+    expect(result.violations, explain(result)).toEqual([])
+    // The majority side re-placed what the minority ran: those ran twice until the heal.
+    expect(result.duplicateRuns).toBeGreaterThan(0)
+    // A dead member that stops counting at once leaves the minority believing it is the whole cluster.
+    const planted = await runScenario(scenario, { reconcile: { stableWindowMs: 0 } })
+    expect(planted.violations.map((v) => v.invariant)).toContain('partition')
+  }, 60_000)
+
   it('catches a planted bug (duplicates never stopped) and shrinks it to a short trace that replays', async () => {
     const world = { reconcile: { duplicateGraceMs: Number.MAX_SAFE_INTEGER } }
     const scenario = generate(1, { nodes: 5, chaosMs: 30_000 })

@@ -14,7 +14,7 @@ import { EventEmitter } from 'node:events'
 import type { Clock } from '../../node/clock.ts'
 import { MurmurError } from '../../node/errors.ts'
 import type { LogChunk } from '../../node/executor/logs.ts'
-import type { Isolation, RecoverReport, TaskExit, TaskInfo, TaskRunner, TaskSpec } from '../../node/executor/types.ts'
+import type { FoundTask, Isolation, RecoverReport, TaskExit, TaskInfo, TaskRunner, TaskSpec } from '../../node/executor/types.ts'
 import type { Rng } from './rng.ts'
 
 /** How a simulated task behaves, read from its command line. */
@@ -46,8 +46,8 @@ export interface SimRunnerInit {
   rng: Rng
   capacity: { cpuMillis: number, memoryBytes: number }
   onBreach: (breach: RunnerBreach) => void
-  /** Every start and every end, for the simulator's count of runs. */
-  onRun?: (event: { node: string, task: string, kind: 'start' | 'end', exit?: TaskExit }) => void
+  /** Every start asked for (`begin`), every start done and every end, for the simulator's count of runs. */
+  onRun?: (event: { node: string, task: string, kind: 'begin' | 'start' | 'end', exit?: TaskExit }) => void
 }
 
 const START_MS = [2, 30] as const
@@ -75,6 +75,7 @@ export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements Tas
       id: spec.id, job: spec.job, phase: 'running', pid: null, startedAt: clock.now(), finishedAt: null, exit: null, usage: null, cgroup: null, dir: '', adopted: false, spec,
     }
     this.tasks.set(spec.id, info)
+    this.init.onRun?.({ node: this.init.node, task: spec.id, kind: 'begin' })
     const committed = this.committed()
     if (committed.cpuMillis > this.init.capacity.cpuMillis || committed.memoryBytes > this.init.capacity.memoryBytes) {
       this.init.onBreach({ node: this.init.node, task: spec.id, message: `over capacity: ${committed.cpuMillis}m of ${this.init.capacity.cpuMillis}m cpu, ${committed.memoryBytes} of ${this.init.capacity.memoryBytes} bytes` })
@@ -124,8 +125,35 @@ export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements Tas
     return out
   }
 
-  async recover (): Promise<RecoverReport> {
-    return { adopted: [], stopped: [], ended: [], strays: [] }
+  /**
+   * A new life of the node judges what its previous life left running: `decide`
+   * (node/recovery.ts in a node) keeps a task or stops it. Tasks that ended
+   * meanwhile are reported as ended; their exits went to nobody.
+   */
+  async recover (decide: (task: FoundTask) => 'adopt' | 'stop'): Promise<RecoverReport> {
+    const report: RecoverReport = { adopted: [], stopped: [], ended: [], strays: [] }
+    const stops: Array<Promise<TaskInfo>> = []
+    for (const t of this.tasks.values()) {
+      if (t.phase === 'ended') {
+        report.ended.push(t.id)
+        continue
+      }
+      if (decide({ id: t.id, job: t.job, spec: t.spec, startedAt: t.startedAt, alive: true }) === 'adopt') {
+        t.adopted = true
+        report.adopted.push(t.id)
+      } else {
+        report.stopped.push(t.id)
+        stops.push(this.stop(t.id))
+      }
+    }
+    await Promise.all(stops)
+    return report
+  }
+
+  /** The node process that listened died: its tasks go on, their exits reach nobody until a new life listens. */
+  detach (): void {
+    this.removeAllListeners('exit')
+    for (const t of this.tasks.values()) t.adopted = false
   }
 
   async readLogs (): Promise<LogChunk> {
@@ -161,7 +189,7 @@ export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements Tas
     return { cpuMillis, memoryBytes, tasks }
   }
 
-  /** The machine goes down with the node: every task ends with it, unannounced. */
+  /** The machine goes down: every task ends with it, unannounced. */
   async close (): Promise<void> {
     this.closed = true
     for (const t of this.tasks.values()) if (t.phase !== 'ended') this.end(t, { reason: 'lost', code: null, signal: null, message: 'the machine went down', oomKills: 0 }, false)

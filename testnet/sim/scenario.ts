@@ -24,7 +24,8 @@ export type Step =
   | { atMs: number, kind: 'submit', node: number, job: JobInput }
   | { atMs: number, kind: 'stop', node: number, job: string }
   | { atMs: number, kind: 'scale', node: number, job: string, count: number }
-  | { atMs: number, kind: 'crash', node: number }
+  /** The node process dies (SIGKILL); with `machine`, its machine too, and the tasks on it. */
+  | { atMs: number, kind: 'crash', node: number, machine?: boolean }
   | { atMs: number, kind: 'restart', node: number, skewMs: number }
   | { atMs: number, kind: 'pause', node: number }
   | { atMs: number, kind: 'resume', node: number }
@@ -108,7 +109,7 @@ export function generate (seed: number, options: Partial<ScenarioOptions> & { no
     if (f < 0.2 && up.length > 1) {
       const node = rng.pick(up)
       status[node] = 'crashed'
-      steps.push({ atMs: t, kind: 'crash', node })
+      steps.push({ atMs: t, kind: 'crash', node, ...(rng.chance(0.4) ? { machine: true } : {}) })
       later.push({ atMs: t + rng.between(2_000, 20_000), kind: 'restart', node, skewMs: rng.chance(0.3) ? rng.between(-1_500, 1_500) : 0 })
     } else if (f < 0.35 && up.length > 1) {
       const node = rng.pick(up)
@@ -162,7 +163,7 @@ export function describeStep (step: Step, index: number): string {
     case 'submit': return `${at} submit on n${step.node}: ${step.job.type} ${step.job.name} ×${step.job.count} (${step.job.args.join(' ')}, ${step.job.cpu}, ${step.job.memory}${step.job.partition === 'both' ? ', partition: both' : ''})`
     case 'stop': return `${at} stop ${step.job} on n${step.node}`
     case 'scale': return `${at} scale ${step.job} to ${step.count} on n${step.node}`
-    case 'crash': return `${at} crash n${step.node}`
+    case 'crash': return `${at} crash n${step.node}${step.machine === true ? ' and its machine (its tasks end)' : ' (its tasks go on)'}`
     case 'restart': return `${at} restart n${step.node}${step.skewMs !== 0 ? ` (clock off by ${step.skewMs} ms)` : ''}`
     case 'pause': return `${at} freeze n${step.node}`
     case 'resume': return `${at} resume n${step.node}`

@@ -62,7 +62,7 @@ export interface SimStateInit {
 
 export class SimState {
   readonly state: ClusterState
-  readonly stats = { gossipSent: 0, gossipApplied: 0, gaps: 0, syncs: 0, refused: 0 }
+  readonly stats = { gossipSent: 0, gossipApplied: 0, gaps: 0, syncs: 0, diffsApplied: 0, refused: 0 }
   private readonly init: SimStateInit
   private readonly config: SimStateConfig
   private readonly notAliveSince = new Map<string, number>()
@@ -124,7 +124,8 @@ export class SimState {
       case KIND.diff: {
         const frame = decodeFrame(body)
         if ('error' in frame || frame.type !== 'diff') { this.stats.refused++; return }
-        if (!applyRemote(this.state.doc, frame.update, ORIGIN.remote).ok) this.stats.refused++
+        if (applyRemote(this.state.doc, frame.update, ORIGIN.remote).ok) this.stats.diffsApplied++
+        else this.stats.refused++
         return
       }
       default:

@@ -20,12 +20,15 @@ import * as Y from 'yjs'
 import { stateFingerprint, stateVectorOf } from '../../crdt/sync.ts'
 import { crashDetectionBoundMs, LAN, LOCAL, type MembershipConfig } from '../../membership/config.ts'
 import type { MemberMeta } from '../../membership/types.ts'
-import { instanceId, parseAttempt } from '../../node/jobs/instances.ts'
+import { instanceId, jobOfInstance, parseAttempt } from '../../node/jobs/instances.ts'
 import { readSpec } from '../../node/jobs/spec.ts'
+import { isLiveState } from '../../node/reconcile/decide.ts'
 import type { ReconcileConfig } from '../../node/reconcile/loop.ts'
 import { SimCluster } from './cluster.ts'
-import { SimNode } from './node.ts'
-import type { RunnerBreach } from './runner.ts'
+import { SimClock } from './clock.ts'
+import { type SimMachine, SimNode } from './node.ts'
+import { Rng } from './rng.ts'
+import { type RunnerBreach, SimRunner } from './runner.ts'
 import { FAULT_KINDS, type Scenario, type Step, type StepKind } from './scenario.ts'
 import type { SimDisk } from './state.ts'
 
@@ -81,7 +84,7 @@ function digestOf (node: SimNode | null | undefined): string {
 export const SIM_EPOCH_MS = Date.UTC(2026, 0, 1)
 
 export interface Violation {
-  invariant: 'capacity' | 'crash-detection' | 'exception' | 'setup' | 'membership' | 'documents' | 'placement' | 'batch' | 'acknowledged'
+  invariant: 'capacity' | 'crash-detection' | 'exception' | 'partition' | 'setup' | 'membership' | 'documents' | 'placement' | 'batch' | 'acknowledged'
   atMs: number
   detail: string
 }
@@ -114,7 +117,8 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   const o = { ...WORLD_DEFAULTS, ...options }
   const preset: MembershipConfig = o.preset === 'local' ? LOCAL : LAN
   const ids = Array.from({ length: scenario.nodes }, (_, i) => `n${i}`)
-  const disks = new Map<string, SimDisk>(ids.map((id) => [id, { updates: [] }]))
+  /** What outlives a node's process: its disk, and its machine's tasks (until the machine goes down: `epoch`). */
+  const machines = new Map<string, { disk: SimDisk, runner: SimRunner | null, epoch: number }>(ids.map((id) => [id, { disk: { updates: [] }, runner: null, epoch: 0 }]))
   const violations: Violation[] = []
   const violate = (invariant: Violation['invariant'], detail: string): void => {
     if (violations.filter((v) => v.invariant === invariant).length < 10) violations.push({ invariant, atMs: cluster.nowMs, detail })
@@ -133,37 +137,106 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     app: (context) => new SimNode({
       context,
       meta: o.meta,
-      disk: disks.get(context.id)!,
+      machine: machineOf(context.id),
       stableWindowMs: preset.deadRetentionMs,
       logLevel: o.logLevel,
       reconcile: o.reconcile,
-      onBreach: (b: RunnerBreach) => { violate('capacity', `${b.node}: ${b.task} ${b.message}`) },
-      onRun: ({ node, task, kind }) => {
-        const { instance } = parseAttempt(task)
-        let copies = live.get(instance)
-        if (kind === 'start') {
-          runs++
-          started.add(instance)
-          if (copies === undefined) live.set(instance, copies = new Map())
-          if ([...copies.keys()].some((n) => n !== node)) duplicateRuns++
-          copies.set(node, (copies.get(node) ?? 0) + 1)
-        } else if (copies !== undefined) {
-          const left = (copies.get(node) ?? 1) - 1
-          if (left > 0) copies.set(node, left)
-          else copies.delete(node)
-          if (copies.size === 0) live.delete(instance)
-        }
-      },
     }),
   })
-  /** A crashed node's tasks went with it. */
-  const forget = (node: string): void => {
-    for (const [instance, copies] of live) {
-      copies.delete(node)
+  /** The node's machine, with a runner whose timers run while the node process is frozen or dead, until the machine goes down. */
+  function machineOf (id: string): SimMachine {
+    const m = machines.get(id)!
+    if (m.runner === null) {
+      const epoch = m.epoch
+      const clock = new SimClock(cluster, (fn) => {
+        if (m.epoch !== epoch) return
+        try {
+          fn()
+        } catch (err) {
+          cluster.appErrors.push({ atMs: cluster.nowMs, id, error: err as Error })
+        }
+      }, cluster.skewOf(id), SIM_EPOCH_MS)
+      m.runner = new SimRunner({
+        node: id,
+        clock,
+        rng: new Rng(scenario.seed).fork(`machine/${id}/${epoch}`),
+        capacity: { cpuMillis: o.meta.cpuMillis, memoryBytes: o.meta.memoryBytes },
+        onBreach: (b: RunnerBreach) => { violate('capacity', `${b.node}: ${b.task} ${b.message}`) },
+        onRun,
+      })
+    }
+    return { disk: m.disk, runner: m.runner }
+  }
+  function onRun ({ node, task, kind }: { node: string, task: string, kind: 'begin' | 'start' | 'end' }): void {
+    const { instance } = parseAttempt(task)
+    let copies = live.get(instance)
+    if (kind === 'begin') {
+      // Checked as the node decides to start it, with what it knew and believed then.
+      if (copies !== undefined) checkMinority(node, instance, copies)
+      return
+    }
+    if (kind === 'start') {
+      runs++
+      started.add(instance)
+      if (copies === undefined) live.set(instance, copies = new Map())
+      if ([...copies.keys()].some((n) => n !== node)) duplicateRuns++
+      copies.set(node, (copies.get(node) ?? 0) + 1)
+    } else if (copies !== undefined) {
+      const left = (copies.get(node) ?? 1) - 1
+      if (left > 0) copies.set(node, left)
+      else copies.delete(node)
       if (copies.size === 0) live.delete(instance)
     }
   }
   const app = (id: string): SimNode | null => cluster.appOfNode(id) as SimNode | null
+  /** Membership's bound on detecting a crash (and so a cut) on a quiet network. */
+  const bound = crashDetectionBoundMs(cluster.config, scenario.nodes, o.tickMs)
+
+  /**
+   * The partition rule (DESIGN.md, "Partitions"): a node cut off with less than
+   * half of the cluster never takes over an instance it knows to be held on the
+   * other side, unless its job runs on every side (`partition: both`): not while
+   * it believes its side a minority, and not once it has had the time to see the
+   * cut (membership's detection bound; checkBelief holds it to that). Before,
+   * it cannot tell a cut from a crash of the nodes it no longer hears; and a claim
+   * that had not reached it before the cut is not known to it at all: it places
+   * the instance as new work. Both give a duplicate that the heal resolves.
+   */
+  function checkMinority (node: string, instance: string, copies: ReadonlyMap<string, number>): void {
+    const net = cluster.network
+    const linked = (a: string, b: string): boolean => net.reachable(a, b) && net.reachable(b, a)
+    const across = [...copies.keys()].filter((m) => m !== node && cluster.status(m) !== 'crashed' && !linked(node, m))
+    if (across.length === 0) return
+    const side = ids.filter((id) => cluster.status(id) === 'up' && linked(node, id)).length
+    const believesMajority = app(node)?.reconciler.majority ?? true
+    if (2 * side >= ids.length || (believesMajority && cluster.nowMs - lastFaultAt < bound)) return
+    const state = app(node)?.state.state
+    const record = state?.job(jobOfInstance(instance))
+    if (state === undefined || record === undefined || readSpec(record.spec)?.partition === 'both') return
+    const known = across.filter((m) => state.taskClaims(instance).some((c) => c.node === m && isLiveState(c.state)))
+    if (known.length === 0) return
+    violate('partition', `${node}, on a side of ${side} of ${ids.length} nodes (it believes ${believesMajority ? 'the majority' : 'a minority'}), started ${instance}, which it knew ${known.join(', ')} held on the other side`)
+  }
+
+  /**
+   * Once the sides have stood for the detection bound (a freeze or a restart
+   * changes them: a frozen process sees nothing meanwhile), every node on a side
+   * of less than half the cluster knows it is a minority.
+   */
+  function checkBelief (): void {
+    // The sides as they are now have stood the bound: no fault step since (a freeze, a crash, a new cut…).
+    if (cutSince !== Infinity && cluster.nowMs - lastFaultAt >= bound + 1_000) {
+      const net = cluster.network
+      for (const node of ids) {
+        if (cluster.status(node) !== 'up') continue
+        const side = ids.filter((id) => cluster.status(id) === 'up' && net.reachable(node, id) && net.reachable(id, node)).length
+        if (2 * side < ids.length && app(node)?.reconciler.majority === true) {
+          violate('partition', `${node} is on a side of ${side} of ${ids.length} nodes, cut ${cluster.nowMs - cutSince} ms ago (bound ${bound} ms), but believes it holds the majority`)
+        }
+      }
+    }
+    cluster.at(cluster.nowMs + 500, checkBelief)
+  }
   const drain = async (): Promise<void> => { await new Promise<void>((resolve) => { setImmediate(resolve) }) }
   const run = async (ms: number): Promise<void> => {
     const end = cluster.nowMs + ms
@@ -195,9 +268,11 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   const acked = new Map<string, Acked>()
   const faults: Partial<Record<StepKind, number>> = {}
   let lastFaultAt = -Infinity
+  /** Since when the network has had a partition or a cut (Infinity: it has none). */
+  let cutSince = Infinity
+
   let crashChecks = 0
   let slowestDetectionMs = 0
-  const bound = crashDetectionBoundMs(cluster.config, scenario.nodes, o.tickMs)
   const ack = (job: string, version: number, stopped: boolean): void => {
     const before = acked.get(job)
     if (before === undefined || before.version < version) acked.set(job, { job, version, stopped: stopped || (before?.stopped ?? false) })
@@ -233,7 +308,13 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
         if (cluster.status(id) !== 'up' && cluster.status(id) !== 'paused') return
         const wasQuiet = quiet()
         cluster.crash(id)
-        forget(id)
+        if (step.machine === true) {
+          // The machine goes down with it: its tasks end.
+          const m = machines.get(id)!
+          void m.runner?.close()
+          m.runner = null
+          m.epoch++
+        }
         if (wasQuiet) checkDetection(id, cluster.nowMs, cluster.lifeOf(id))
         return
       }
@@ -251,12 +332,15 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
         return
       case 'partition':
         cluster.partition(step.groups.map((g) => g.map((i) => `n${i}`)))
+        cutSince = cluster.nowMs
         return
       case 'cut':
         cluster.network.cut(`n${step.from}`, `n${step.to}`)
+        cutSince = cluster.nowMs
         return
       case 'heal':
         cluster.heal()
+        cutSince = Infinity
         return
       case 'link':
         cluster.network.setLink(`n${step.node}`, { delayMs: step.delayMs, jitterMs: step.jitterMs, lossRate: step.lossRate })
@@ -296,6 +380,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   }
 
   for (const step of scenario.steps) cluster.at(t0 + step.atMs, () => { apply(step) })
+  checkBelief()
   const lastStep = scenario.steps.reduce((m, s) => Math.max(m, s.atMs), 0)
   await run(lastStep + o.tickMs)
 
