@@ -79,6 +79,8 @@ export interface Client {
   job: (ref: string) => Promise<JobView>
   /** Stops every instance of a job on every node; resolves once the stop is stored. */
   stopJob: (ref: string) => Promise<JobView>
+  /** A service with a new instance count. */
+  scaleJob: (ref: string, count: number) => Promise<JobView>
   /** Every claim of every instance of a job, oldest first. */
   jobHistory: (ref: string) => Promise<HistoryView>
   /** The task instances of the cluster: live ones, or with `all` also finished and given-up ones. */
@@ -185,6 +187,7 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
     jobs: async (opts = {}) => await request('GET', `/v1/jobs${opts.all === true ? '?all=1' : ''}`),
     job: async (ref) => await request('GET', `/v1/jobs/${encodeURIComponent(ref)}`),
     stopJob: async (ref) => await request('POST', `/v1/jobs/${encodeURIComponent(ref)}/stop`),
+    scaleJob: async (ref, count) => await request('POST', `/v1/jobs/${encodeURIComponent(ref)}/scale`, { count }),
     jobHistory: async (ref) => await request('GET', `/v1/jobs/${encodeURIComponent(ref)}/history`),
     tasks: async (opts = {}) => await request('GET', `/v1/tasks?${query({ job: opts.job, node: opts.node, all: opts.all === true ? 1 : undefined })}`),
     task: async (id) => await request('GET', `/v1/tasks/${encodeURIComponent(id)}`),

@@ -112,6 +112,17 @@ export function registerJobs (program: Command): void {
       show(flags, view, () => `stopping ${view.id} (${plural(liveInstances(view), 'instance')})`)
     })
 
+  job.command('scale')
+    .description("change a service's number of instances: new ones are placed, those past the count stopped")
+    .argument('<job>', 'job id or name')
+    .argument('<count>', 'the new number of instances')
+    .option(...json)
+    .action(async (ref: string, count: string, flags: JsonFlag) => {
+      if (!/^\d+$/.test(count)) throw new InputError(`<count> must be a whole number such as 3, got '${count}'`)
+      const view = await client().scaleJob(ref, Number(count))
+      show(flags, view, () => `${view.id} now wants ${plural(view.spec?.count ?? Number(count), 'instance')}`)
+    })
+
   job.command('history')
     .description('every claim of every instance of a job, oldest first')
     .argument('<job>', 'job id or name')

@@ -243,6 +243,7 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   })
   app.get<{ Params: { ref: string } }>('/v1/jobs/:ref', async (request) => backend.jobs().job(request.params.ref))
   app.post<{ Params: { ref: string } }>('/v1/jobs/:ref/stop', async (request) => await backend.jobs().stop(request.params.ref))
+  app.post<{ Params: { ref: string }, Body: { count?: unknown } | undefined }>('/v1/jobs/:ref/scale', async (request) => await backend.jobs().scale(request.params.ref, request.body?.count))
   app.get<{ Params: { ref: string } }>('/v1/jobs/:ref/history', async (request) => backend.jobs().history(request.params.ref))
   app.get('/v1/tasks', async (request) => {
     const q = parseQuery(tasksQuery, request.query, 'job=<job>, node=<node id or its end>, all=1')

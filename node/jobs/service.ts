@@ -15,8 +15,8 @@ import type { Reconciler } from '../reconcile/loop.ts'
 import { CLAIM_STATUS, claimOf, demandOf, isLiveState } from '../reconcile/decide.ts'
 import type { LogsAnswer, LogsRequest, TaskRpc } from '../rpc.ts'
 import type { StateService } from '../state.ts'
-import { attemptId, jobOfInstance, latestTick, parseAttempt, tickOf } from './instances.ts'
-import { newJobRecord, stoppedJob } from './records.ts'
+import { attemptId, instanceId, jobOfInstance, latestTick, parseAttempt, tickOf } from './instances.ts'
+import { newJobRecord, scaledJob, stoppedJob } from './records.ts'
 import { JobSpecError, type JobSpec, normalizeJob, readSpec } from './spec.ts'
 import type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from './types.ts'
 
@@ -118,6 +118,25 @@ export class JobService {
     return this.view(stopped)
   }
 
+  /** A service with a new instance count: new instances are placed, those past the count stopped, everywhere. */
+  async scale (ref: string, count: unknown): Promise<JobView> {
+    const record = this.find(ref)
+    let scaled: JobRecord
+    try {
+      if (typeof count !== 'number') throw new JobSpecError(`count must be a number, got ${count === undefined ? 'nothing' : JSON.stringify(count)}; send {"count": 3}`)
+      scaled = scaledJob(record, count, Date.now())
+    } catch (err) {
+      if (err instanceof JobSpecError) throw new InputError('BAD_SCALE', err.message)
+      throw err
+    }
+    const spec = readSpec(scaled.spec)!
+    this.checkFits(spec)
+    await this.state.write((s) => { s.putJob(scaled) })
+    this.reconciler.schedule()
+    this.log.info({ job: record.id, from: readSpec(record.spec)?.count, to: spec.count }, 'job scaled')
+    return this.view(scaled)
+  }
+
   history (ref: string): HistoryView {
     const record = this.find(ref)
     const tasks = this.state.state.taskIdsOf(record.id).flatMap((id) => this.state.state.taskClaims(id))
@@ -130,7 +149,12 @@ export class JobService {
     const spec = readSpec(record.spec)
     const live = this.liveness()
     const ids = new Set<string>(this.state.state.taskIdsOf(record.id))
-    if (spec !== null && spec.cron === undefined) for (let i = 0; i < spec.count; i++) ids.add(`${record.id}.${i}`)
+    if (spec !== null && spec.cron === undefined) {
+      const current = new Set(Array.from({ length: spec.count }, (_, i) => instanceId(record.id, i)))
+      // Instances past the count of a scaled-down service belong to the job only while some still run.
+      for (const id of ids) if (!current.has(id) && !this.state.state.taskClaims(id).some((c) => isLiveState(c.state))) ids.delete(id)
+      for (const id of current) ids.add(id)
+    }
     const instances: InstanceView[] = []
     for (const id of [...ids].sort(compareInstances)) instances.push(this.instance(id, live, record.desired === 'stopped'))
     const counts: Record<string, number> = {}

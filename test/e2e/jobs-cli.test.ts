@@ -84,6 +84,11 @@ describe('murmur run and job commands', () => {
     expect(pool.nodes.alive).toBe(3)
     expect(pool.tasks.running).toBeGreaterThanOrEqual(2)
 
+    const scale = await murmur([...on(2), 'job', 'scale', 'web', '3'])
+    expect(scale.code, scale.stderr).toBe(0)
+    expect(scale.stdout).toMatch(new RegExp(`${id} now wants 3 instances`))
+    await waitUntil('a third instance running', async () => await connect(nodes[0]!.apiUrl).job(id), (j) => j.instances.filter((i) => i.state === 'running').length === 3, 20_000)
+
     const stop = await murmur([...on(1), 'job', 'stop', 'web'])
     expect(stop.code).toBe(0)
     expect(stop.stdout).toMatch(new RegExp(`stopping ${id}`))
@@ -99,6 +104,7 @@ describe('murmur run and job commands', () => {
       { args: ['run', '--cron', 'not a schedule', '--', 'true'], message: /^murmur: schedule: 'not a schedule' is not a cron schedule/ },
       { args: ['job', 'status', 'no-such-job'], message: /^murmur: no job 'no-such-job'/ },
       { args: ['logs', 'no-such-task.0'], message: /^murmur: no task 'no-such-task.0'/ },
+      { args: ['job', 'scale', 'no-such-job', 'many'], message: /^murmur: <count> must be a whole number such as 3, got 'many'$/ },
       { args: ['job', 'run', join(specDir, 'missing.yaml')], message: /missing\.yaml/ },
     ]
     for (const c of cases) {

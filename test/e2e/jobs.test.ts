@@ -309,6 +309,26 @@ describe('jobs on a 5-node testnet', () => {
     expect(await net.client(3).stopJob(submitted.id)).toMatchObject({ desired: 'stopped', version: stopped.version })
   })
 
+  it('scaleJob grows a service and shrinks it, from any node, by id or name; a batch job or a bad count is refused', async () => {
+    const m = mark('scale')
+    const submitted = await net.client(1).submitJob({ name: 'scale-me', type: 'service', ...sh(LOOP, m), count: 2, ...SMALL, grace: '1s' })
+    const { view } = await waitSettled(1, submitted.id, 2)
+    const up = await net.client(3).scaleJob(submitted.id, 4)
+    expect(up.spec?.count).toBe(4)
+    expect(up.version).toBeGreaterThan(view.version)
+    await waitSettled(0, submitted.id, 4)
+    await waitUntil('4 task processes', async () => markedPids(m), (p) => p.length === 4, 15_000)
+    await net.client(4).scaleJob('scale-me', 1)
+    const down = await waitSettled(2, submitted.id, 1)
+    expect(down.view.instances.map((i) => i.id)).toEqual([`${submitted.id}.0`])
+    await waitUntil('1 task process', async () => markedPids(m), (p) => p.length === 1, 20_000)
+    await expectRefused(net.client(0).scaleJob(submitted.id, 0), 400, 'BAD_SCALE', /count must be a whole number from 1/)
+    const batch = await net.client(0).submitJob({ name: 'scale-batch', ...sh('true', mark('scale-batch')), ...SMALL })
+    await expectRefused(net.client(0).scaleJob(batch.id, 2), 400, 'BAD_SCALE', /only a service can be scaled/)
+    await expectRefused(net.client(0).scaleJob('no-such-job', 2), 404, 'NO_SUCH_JOB', /no job 'no-such-job'/)
+    await stopAndReap(submitted.id, m)
+  })
+
   it('200 jobs submitted at once through every node all run, each instance finished exactly once, and the states agree', async () => {
     const JOBS = 200
     const m = mark('many')
