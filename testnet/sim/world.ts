@@ -5,7 +5,9 @@
 //   ─▶ settle until the cluster is clean ─▶ hold a while ─▶ check every invariant
 //
 // Checked all along: no node over its capacity; a crash on a healthy network is
-// detected within membership's bound; no exception in any node's code.
+// detected within membership's bound; a node on a minority side takes over
+// nothing it knows to be held on the other side, and knows it is a minority once
+// the sides have stood that bound; no exception in any node's code.
 // Checked at the end: membership agrees among the live nodes; all documents are
 // equal; every job's desired instances run, each on exactly one live node, and
 // nothing else runs; every batch job finished, every instance run at least once;
