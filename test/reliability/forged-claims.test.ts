@@ -52,6 +52,13 @@ describe('reliability', () => {
       return ms
     }
 
+    // 0. A live node "dead", twice in one message, at the incarnation everyone knows it by.
+    const deadAt = Date.now()
+    const dead = { kind: 'dead' as const, id: net.peer(target), incarnation: await incarnation(), from: net.peer((target + 1) % 5) }
+    await Promise.all(cluster.except(target).map(async (i) => { await hostile.membership(addr(i), { type: 'gossip', updates: [dead, dead] }) }))
+    await sleep(2_000)
+    await part('"node 1 is dead", twice', cluster.all(), deadAt)
+
     // 1. A live node "left", at the incarnation everyone knows it by.
     const leftAt = Date.now()
     await claimLeft(await incarnation())
