@@ -10,34 +10,22 @@
 
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import * as testnet from '../../testnet/local/testnet.ts'
-import { Cluster, describeDeaths, resultRow, sleep } from './harness.ts'
-import { HostilePeer } from './hostile-peer.ts'
+import { describeDeaths, resultRow, seconds, sleep, steadyService, useCluster } from './harness.ts'
+import { useHostilePeer } from './hostile-peer.ts'
 
-let cluster: Cluster
-let hostile: HostilePeer
-let started = 0
-
-beforeAll(async () => {
-  cluster = await Cluster.start('forged', 5)
-  hostile = await HostilePeer.start()
-  started = Date.now()
-}, 120_000)
-afterAll(async () => {
-  await hostile?.stop()
-  await cluster?.stop()
-}, 60_000)
+const t = useCluster('forged', 5, steadyService(10))
+const h = useHostilePeer()
 
 describe('reliability', () => {
   it('forged membership claims about other nodes', async ({ task }) => {
     const row = resultRow(task, 'hostile peer: forged membership claims')
+    const { cluster } = t
+    const hostile = h.peer
     const { net } = cluster
     const failures: string[] = []
     const addr = (i: number): string => net.nodes[i]!.addrs[0]!
-    await cluster.submit(0, { name: 'svc', type: 'service', count: 10 })
-    expect((await cluster.waitClean(cluster.all(), Date.now(), 60_000)).census.problems).toEqual([])
-    await cluster.pastNewcomerGrace()
     const target = 1
     const incarnation = async (): Promise<number> => (await net.client(0).members()).members.find((m) => m.id === net.peer(target))!.incarnation
     const claimLeft = async (inc: number): Promise<void> => {
@@ -47,8 +35,8 @@ describe('reliability', () => {
       const { ms, census } = await cluster.waitClean(live, since, timeoutMs)
       if (ms === null) failures.push(`${what}: not clean after ${timeoutMs / 1000} s: ${census.problems.slice(0, 3).join('; ')}`)
       const deaths = cluster.faults.falseDeaths(cluster.watch.deaths).filter((d) => d.at >= since)
-      if (deaths.length > 0) failures.push(`${what}: ${describeDeaths(deaths, started)}`)
-      row.notes.push(`${what}: ${ms === null ? 'never clean' : `clean after ${(ms / 1000).toFixed(1)} s`}, ${deaths.length} false deaths`)
+      if (deaths.length > 0) failures.push(`${what}: ${describeDeaths(deaths, cluster.startedAt)}`)
+      row.notes.push(`${what}: clean ${seconds(ms)}, ${deaths.length} false deaths`)
       return ms
     }
 

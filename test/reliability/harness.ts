@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs'
 import { copyFile, mkdir } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import type { TaskMeta } from 'vitest'
+import { afterAll, beforeAll, expect, type TaskMeta } from 'vitest'
 import { connect } from '../../cli/client.ts'
 import { parseAttempt } from '../../node/jobs/instances.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
@@ -210,6 +210,8 @@ export class Cluster {
   readonly watch: DeathWatch
   readonly dir: string
   readonly net: Net
+  /** When the testnet was up: the origin of the times in messages. */
+  readonly startedAt = Date.now()
   private readonly mark: string
   private seq = 0
 
@@ -259,6 +261,17 @@ export class Cluster {
     return ack
   }
 
+  /** The pids of every task process of this cluster's jobs now. */
+  pids (): Set<number> {
+    return new Set(this.marks.flatMap((m) => markedTasks(m).map((p) => p.pid)))
+  }
+
+  /** Those of `processes` that no longer run. */
+  stopped (processes: ReadonlyArray<{ pid: number, node: number }>): string[] {
+    const running = this.pids()
+    return processes.filter((p) => !running.has(p.pid)).map((p) => `pid ${p.pid} on node ${p.node}`)
+  }
+
   /** Where each instance of a job has a process: its pids, by the index of the node that started it. */
   where (ack: Ack): Map<string, Array<{ pid: number, node: number }>> {
     const out = new Map<string, Array<{ pid: number, node: number }>>()
@@ -268,6 +281,35 @@ export class Cluster {
       list.push({ pid: p.pid, node: this.net.index(p.node) })
     }
     return out
+  }
+
+  /**
+   * Splits the cluster into `groups` (the nodes no group names form one more) for
+   * `ms`. `during` runs once the split is in place (to submit jobs on each side,
+   * say) and returns the check of what must hold while it lasts (see holdsUntil).
+   * Heals in any case; notes how long the sides took to do their part.
+   */
+  async split (row: ResultRow, groups: number[][], ms: number, during: () => Promise<() => Promise<string[]>>): Promise<{ problems: string[], healAt: number }> {
+    const rest = this.all().filter((i) => !groups.flat().includes(i))
+    const sides = rest.length > 0 ? [...groups, rest] : groups
+    const splitAt = Date.now()
+    const close = this.faults.partition(`partition ${sides.map((g) => g.join(',')).join(' | ')}`, sides)
+    await testnet.partition(this.dir, groups)
+    try {
+      const check = await during()
+      const held = await holdsUntil(check, splitAt, splitAt + ms)
+      row.notes.push(`split → each side doing its part ${seconds(held.heldAfterMs)}`)
+      return { problems: held.problems, healAt: Date.now() }
+    } finally {
+      await testnet.heal(this.dir)
+      close()
+    }
+  }
+
+  /** The nodes whose majority flag (GET /v1/node) is not what `expected` says, in words. */
+  async majorityProblems (expected: (i: number) => boolean): Promise<string[]> {
+    const flags = await Promise.all(this.all().map(async (i) => (await this.net.client(i).node()).reconcile.majority))
+    return flags.flatMap((m, i) => m === expected(i) ? [] : [`node ${i} ${m ? 'holds' : 'lacks'} the majority`])
   }
 
   /** Restarts node `i` (same data dir and ports) and keeps its new record. */
@@ -399,13 +441,30 @@ export class Cluster {
     return { ms: census.clean ? census.at - since : null, census }
   }
 
-  /** Fills the row's counts from a final census and the deaths seen. */
-  score (row: ResultRow, census: Census): Death[] {
+  /** Fills the row's counts from a final census and the deaths seen (since `since`); returns the false deaths. */
+  score (row: ResultRow, census: Census, since = 0): Death[] {
     row.tasksLost = census.lost.length
     row.duplicateRuns = census.duplicates.length
-    const falseDeaths = this.faults.falseDeaths(this.watch.deaths)
+    const falseDeaths = this.faults.falseDeaths(this.watch.deaths).filter((d) => d.at >= since)
     row.falseDeaths = falseDeaths.length
     return falseDeaths
+  }
+
+  /**
+   * The end of a scenario: waits until the cluster is clean, records on the row
+   * the time from `since` (unless `recover` is false), what was lost or run twice
+   * and the false deaths (since `deathsSince`), and checks that there are none.
+   */
+  async finish (row: ResultRow, since: number, opts: { live?: readonly number[], timeoutMs?: number, recover?: boolean, deathsSince?: number, note?: string } = {}): Promise<Census> {
+    const end = await this.waitClean(opts.live ?? this.all(), since, opts.timeoutMs ?? 60_000)
+    if (opts.recover !== false) row.recoverMs = end.ms
+    if (opts.note !== undefined) row.notes.push(`${opts.note} → clean ${seconds(end.ms)}`)
+    const falseDeaths = this.score(row, end.census, opts.deathsSince)
+    expect(end.census.problems, 'a clean cluster: every acknowledged job known everywhere and running (or done) exactly once, the documents equal').toEqual([])
+    expect(end.census.lost, 'acknowledged instances lost').toEqual([])
+    expect(end.census.duplicates, 'instances run more than once').toEqual([])
+    expect(falseDeaths, describeDeaths(falseDeaths, this.startedAt)).toEqual([])
+    return end.census
   }
 
   /** Stops every job, waits for their processes to end, then stops the testnet. */
@@ -425,6 +484,59 @@ export class Cluster {
     const left = marks.flatMap(markedPids)
     if (left.length > 0) throw new Error(`task processes outlived the testnet: ${left.join(', ')}`)
   }
+}
+
+/**
+ * A cluster for the tests of one file: started before them (`nodes` nodes, then
+ * `setup`), stopped after them, network faults healed first.
+ */
+export function useCluster (name: string, nodes: number, setup?: (cluster: Cluster) => Promise<void>): { cluster: Cluster } {
+  const holder = {} as { cluster: Cluster }
+  beforeAll(async () => {
+    holder.cluster = await Cluster.start(name, nodes)
+    await setup?.(holder.cluster)
+  }, 120_000)
+  afterAll(async () => {
+    if (holder.cluster === undefined) return
+    await testnet.heal(holder.cluster.dir).catch(() => {})
+    await holder.cluster.stop()
+  }, 60_000)
+  return holder
+}
+
+/**
+ * A `useCluster` setup: one service of `count` instances running, each once, and
+ * every member past its newcomer grace: the steady state a fault should hit.
+ */
+export function steadyService (count: number, spec: Record<string, unknown> = {}): (cluster: Cluster) => Promise<void> {
+  return async (cluster) => {
+    await cluster.submit(0, { name: 'svc', type: 'service', count, ...spec })
+    expect((await cluster.waitClean(cluster.all(), Date.now(), 60_000)).census.problems, 'the service runs before the fault').toEqual([])
+    await cluster.pastNewcomerGrace()
+  }
+}
+
+/**
+ * While a fault lasts: waits (until 2 s before `untilMs`) for `check` to find
+ * nothing wrong, then checks again every 500 ms until `untilMs`. Returns what
+ * the last check found, and how long after `since` it first held.
+ */
+export async function holdsUntil (check: () => Promise<string[]>, since: number, untilMs: number): Promise<{ problems: string[], heldAfterMs: number | null }> {
+  let heldAt: number | null = null
+  let problems = await check()
+  for (;;) {
+    if (problems.length === 0) heldAt ??= Date.now()
+    else if (heldAt !== null || Date.now() > untilMs - 2_000) break
+    if (Date.now() >= untilMs) break
+    await sleep(heldAt === null ? 250 : 500)
+    problems = await check()
+  }
+  return { problems, heldAfterMs: heldAt === null ? null : heldAt - since }
+}
+
+/** A duration for a note: "in 1.2 s", or "never". */
+export function seconds (ms: number | null): string {
+  return ms === null ? 'never' : `in ${(ms / 1000).toFixed(1)} s`
 }
 
 /** Describes deaths for an assertion message. */

@@ -7,6 +7,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { afterAll, beforeAll } from 'vitest'
 import { encodeMessage } from '../../membership/codec.ts'
 import type { Message } from '../../membership/types.ts'
 import { createHost, type Host, STATE_TOPIC } from '../../node/host.ts'
@@ -118,6 +119,14 @@ export class HostilePeer {
       (subscribers) => peers.every((p) => subscribers.includes(p)), 15_000)
     for (const payload of payloads) await pubsub.publish(STATE_TOPIC, payload)
   }
+}
+
+/** A hostile peer for the tests of one file: started before them, stopped after them. */
+export function useHostilePeer (): { peer: HostilePeer } {
+  const holder = {} as { peer: HostilePeer }
+  beforeAll(async () => { holder.peer = await HostilePeer.start() })
+  afterAll(async () => { await holder.peer?.stop() })
+  return holder
 }
 
 function varint (n: number): Uint8Array {

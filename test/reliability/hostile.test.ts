@@ -8,28 +8,17 @@
 // Forged membership claims are in forged-claims.test.ts.)
 
 import { Buffer } from 'node:buffer'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { encodeMessage } from '../../membership/codec.ts'
 import { MEMBERSHIP_PROTOCOL } from '../../node/membership.ts'
 import { TASKS_PROTOCOL } from '../../node/rpc.ts'
 import { SYNC_PROTOCOL } from '../../node/state.ts'
 import { waitUntil } from '../helpers/wait.ts'
-import { Cluster, describeDeaths, resultRow } from './harness.ts'
-import { HostilePeer } from './hostile-peer.ts'
+import { type Cluster, resultRow, steadyService, useCluster } from './harness.ts'
+import { useHostilePeer } from './hostile-peer.ts'
 
-let cluster: Cluster
-let hostile: HostilePeer
-let started = 0
-
-beforeAll(async () => {
-  cluster = await Cluster.start('hostile', 5)
-  hostile = await HostilePeer.start()
-  started = Date.now()
-}, 120_000)
-afterAll(async () => {
-  await hostile?.stop()
-  await cluster?.stop()
-}, 60_000)
+const t = useCluster('hostile', 5, steadyService(10))
+const h = useHostilePeer()
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s)
 const MiB = 1024 * 1024
@@ -47,17 +36,17 @@ const rose = (after: Record<string, number>, before: Record<string, number>, key
 describe('reliability', () => {
   it('a hostile peer on every protocol of every node', async ({ task }) => {
     const row = resultRow(task, 'hostile peer: garbage, oversized, endless')
+    const { cluster } = t
+    const hostile = h.peer
     const { net } = cluster
-    const svc = await cluster.submit(0, { name: 'svc', type: 'service', count: 10 })
-    expect((await cluster.waitClean(cluster.all(), Date.now(), 60_000)).census.problems).toEqual([])
-    await cluster.pastNewcomerGrace()
     const before = await Promise.all(cluster.all().map(async (i) => await counters(cluster, i)))
     const addr = (i: number): string => net.nodes[i]!.addrs[0]!
 
     // Garbage and oversized frames, on every node.
     const taskReplies = await Promise.all(cluster.all().map(async (i) => {
-      await hostile.frames(addr(i), MEMBERSHIP_PROTOCOL, [text('{not json'), text(JSON.stringify({ type: 'ping', seq: -1, updates: [] }))], 1_000)
-      await hostile.frames(addr(i), MEMBERSHIP_PROTOCOL, [new Uint8Array(2 * MiB)], 1_000)
+      // A membership stream is never answered on: a moment to read it is enough.
+      await hostile.frames(addr(i), MEMBERSHIP_PROTOCOL, [text('{not json'), text(JSON.stringify({ type: 'ping', seq: -1, updates: [] }))], 300)
+      await hostile.frames(addr(i), MEMBERSHIP_PROTOCOL, [new Uint8Array(2 * MiB)], 500)
       await hostile.frames(addr(i), SYNC_PROTOCOL, [Uint8Array.of(99, 1, 2, 3)], 1_000)
       await hostile.frames(addr(i), SYNC_PROTOCOL, [new Uint8Array(40 * MiB)], 2_000)
       const garbage = await hostile.frames(addr(i), TASKS_PROTOCOL, [text('X not a request')], 2_000)
@@ -91,11 +80,7 @@ describe('reliability', () => {
     for (const i of cluster.all()) expect((await net.client(i).health()).ok).toBe(true)
     await waitUntil('every node to see every node alive', async () => await Promise.all(cluster.all().map(async (i) => (await net.client(i).members()).members.filter((m) => m.state === 'alive').length)),
       (alive) => alive.every((n) => n === 5), 30_000)
-    const end = await cluster.waitClean(cluster.all(), attackEnd, 60_000)
-    row.recoverMs = end.ms
-    const falseDeaths = cluster.score(row, end.census)
-    expect(end.census.problems, 'the service runs, each instance once; the documents are equal').toEqual([])
-    expect(falseDeaths, describeDeaths(falseDeaths, started)).toEqual([])
+    await cluster.finish(row, attackEnd)
 
     // What each node dropped, and how it answered.
     const after = await Promise.all(cluster.all().map(async (i) => await counters(cluster, i)))
@@ -113,6 +98,5 @@ describe('reliability', () => {
     }
     const rss = after.map((a, i) => Math.round((a.rssBytes - before[i]!.rssBytes) / MiB))
     row.notes.push(`RSS change per node ${rss.join('/')} MiB; membership pings flooded ${endless.map((e) => e.pings).join('/')}; endless frames cut by the node: membership ${endless.filter((e) => e.membershipCut).length}/5, sync ${endless.filter((e) => e.syncCut).length}/5, tasks ${endless.filter((e) => e.tasksCut).length}/5 within ${ENDLESS_MS / 1000} s`)
-    expect(svc.count).toBe(10)
   })
 })
