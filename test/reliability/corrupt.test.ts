@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
-import { resultRow, useCluster } from './harness.ts'
+import { resultRow, SCENARIO_MS, useCluster } from './harness.ts'
 
 const t = useCluster('corrupt', 5)
 
@@ -89,5 +89,5 @@ describe('reliability', () => {
     row.notes.push(`LevelDB ${dropped === null ? 'reported nothing' : `dropped ${dropped[1]} bytes`}; the node warned: ${said.length === 0 ? 'nothing' : said.map((m) => `"${m}"`).join(', ')}`)
     damaged()
     await cluster.finish(row, restartedAt, { recover: false, note: 'damaged node back' })
-  })
+  }, SCENARIO_MS)
 })

@@ -12,7 +12,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
 import * as testnet from '../../testnet/local/testnet.ts'
-import { describeDeaths, resultRow, seconds, sleep, steadyService, useCluster } from './harness.ts'
+import { describeDeaths, resultRow, SCENARIO_MS, seconds, sleep, steadyService, useCluster } from './harness.ts'
 import { useHostilePeer } from './hostile-peer.ts'
 
 const t = useCluster('forged', 5, steadyService(10))
@@ -81,5 +81,5 @@ describe('reliability', () => {
     cluster.score(row, end)
     row.tasksLost = Math.max(row.tasksLost, lost.length)
     expect(failures).toEqual([])
-  })
+  }, SCENARIO_MS)
 })

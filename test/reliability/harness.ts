@@ -43,6 +43,13 @@ export function resultRow (task: { meta: TaskMeta }, scenario: string): ResultRo
   return row
 }
 
+/**
+ * A scenario's time limit in vitest: its own waits (60–120 s, each saying what it
+ * saw) fail first; this catches only a hang. npm test's default of 60 s is less
+ * than one of those waits on a loaded machine.
+ */
+export const SCENARIO_MS = 300_000
+
 /** Tiny tasks: the suite runs hundreds on 2 cores. */
 export const SMALL = { cpu: '10m', memory: '16M' } as const
 /** A service that runs until stopped: one process (sh) per instance, carrying the mark. */
@@ -259,6 +266,11 @@ export class Cluster {
     const ack: Ack = { id: view.id, type: spec.type, count: spec.count, mark, on, partition: spec.partition === 'both' ? 'both' : 'majority' }
     this.acks.push(ack)
     return ack
+  }
+
+  /** A step of the scenario, printed with RELIABILITY_DEBUG=1 (with every census that was not clean). */
+  step (what: string): void {
+    if (process.env.RELIABILITY_DEBUG !== undefined) console.log(`+${((Date.now() - this.startedAt) / 1000).toFixed(1)} s: ${what}`)
   }
 
   /** The pids of every task process of this cluster's jobs now. */
@@ -495,7 +507,7 @@ export function useCluster (name: string, nodes: number, setup?: (cluster: Clust
   beforeAll(async () => {
     holder.cluster = await Cluster.start(name, nodes)
     await setup?.(holder.cluster)
-  }, 120_000)
+  }, 240_000)
   afterAll(async () => {
     if (holder.cluster === undefined) return
     await testnet.heal(holder.cluster.dir).catch(() => {})

@@ -14,7 +14,7 @@ import { MEMBERSHIP_PROTOCOL } from '../../node/membership.ts'
 import { TASKS_PROTOCOL } from '../../node/rpc.ts'
 import { SYNC_PROTOCOL } from '../../node/state.ts'
 import { waitUntil } from '../helpers/wait.ts'
-import { type Cluster, resultRow, steadyService, useCluster } from './harness.ts'
+import { type Cluster, resultRow, SCENARIO_MS, steadyService, useCluster } from './harness.ts'
 import { useHostilePeer } from './hostile-peer.ts'
 
 const t = useCluster('hostile', 5, steadyService(10))
@@ -98,5 +98,5 @@ describe('reliability', () => {
     }
     const rss = after.map((a, i) => Math.round((a.rssBytes - before[i]!.rssBytes) / MiB))
     row.notes.push(`RSS change per node ${rss.join('/')} MiB; membership pings flooded ${endless.map((e) => e.pings).join('/')}; endless frames cut by the node: membership ${endless.filter((e) => e.membershipCut).length}/5, sync ${endless.filter((e) => e.syncCut).length}/5, tasks ${endless.filter((e) => e.tasksCut).length}/5 within ${ENDLESS_MS / 1000} s`)
-  })
+  }, SCENARIO_MS)
 })

@@ -5,7 +5,7 @@
 // node's, stays.
 
 import { describe, expect, it } from 'vitest'
-import { type Ack, resultRow, useCluster } from './harness.ts'
+import { type Ack, resultRow, SCENARIO_MS, useCluster } from './harness.ts'
 
 const LONE = 4
 const CUT_MS = 20_000
@@ -51,5 +51,5 @@ describe('reliability', () => {
 
     await cluster.finish(row, healAt, { timeoutMs: 90_000 })
     expect(cluster.stopped(originals), 'processes from before the cut that stopped').toEqual([])
-  })
+  }, SCENARIO_MS)
 })

@@ -5,7 +5,7 @@
 
 import { describe, expect, it } from 'vitest'
 import * as testnet from '../../testnet/local/testnet.ts'
-import { type Ack, resultRow, useCluster } from './harness.ts'
+import { type Ack, resultRow, SCENARIO_MS, useCluster } from './harness.ts'
 
 const t = useCluster('kill-all', 5)
 
@@ -23,17 +23,20 @@ describe('reliability', () => {
     const burst: Ack[] = await Promise.all(Array.from({ length: 10 }, async (_, k) => await cluster.submit(k % 5, k % 2 === 0
       ? { name: `late-svc-${k}`, type: 'service', count: 2 }
       : { name: `late-batch-${k}`, type: 'batch', count: 2, script: 'sleep 1' })))
+    cluster.step('burst acknowledged')
     const crash = cluster.faults.open('SIGKILL of every node', cluster.all())
     await Promise.all(cluster.all().map(async (i) => { await testnet.kill(cluster.dir, i) }))
 
     // One after another (the testnet restarts one node at a time): the first joins
     // nobody, the rest join through those already up. Recovery counts from the last one up.
     const restarting = Date.now()
+    cluster.step('all killed')
     for (const i of cluster.all()) await cluster.restart(i)
     crash()
+    cluster.step('all restarted')
     const allUp = Date.now()
     row.notes.push(`${burst.length} jobs acknowledged just before the crash; the 5 restarts took ${((allUp - restarting) / 1000).toFixed(1)} s`)
     const end = await cluster.finish(row, allUp, { timeoutMs: 90_000 })
     expect(end.orphans).toBe(0)
-  })
+  }, SCENARIO_MS)
 })

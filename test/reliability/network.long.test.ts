@@ -8,7 +8,7 @@
 
 import { describe, expect, it } from 'vitest'
 import * as testnet from '../../testnet/local/testnet.ts'
-import { resultRow, seconds, sleep, steadyService, useCluster } from './harness.ts'
+import { resultRow, SCENARIO_MS, seconds, sleep, steadyService, useCluster } from './harness.ts'
 
 const t = useCluster('network', 5, steadyService(10, { spread: [{ label: 'testnet.index', maxSkew: 1 }] }))
 
@@ -32,7 +32,7 @@ describe('reliability', () => {
     // Nothing moved: every process of before still runs.
     expect(cluster.stopped(before), 'processes stopped by the cut').toEqual([])
     await cluster.finish(row, healAt, { deathsSince: from })
-  })
+  }, SCENARIO_MS)
 
   it('a node frozen (SIGSTOP) for 10 s, then resumed', async ({ task }) => {
     const row = resultRow(task, 'SIGSTOP a node for 10 s')
@@ -57,7 +57,7 @@ describe('reliability', () => {
     const kept = [...held.values()].flat().filter((p) => p.node === frozen)
     await cluster.finish(row, resumedAt, { deathsSince: from })
     row.notes.push(`${kept.length - cluster.stopped(kept).length}/${kept.length} of the frozen node's processes kept after the resume`)
-  })
+  }, SCENARIO_MS)
 
   it('20 % loss of what one node receives, for 30 s', async ({ task }) => {
     const row = resultRow(task, '20 % message loss on one node for 30 s')
@@ -85,5 +85,5 @@ describe('reliability', () => {
     row.notes.push(`at most ${worst} member(s) seen not alive at once by a node without loss`)
     expect(cluster.stopped(before), 'processes stopped by the loss').toEqual([])
     await cluster.finish(row, healAt, { deathsSince: from })
-  })
+  }, SCENARIO_MS)
 })

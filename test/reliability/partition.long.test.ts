@@ -7,7 +7,7 @@
 // the split still runs), and nothing acknowledged on either side is lost.
 
 import { describe, expect, it } from 'vitest'
-import { type Ack, resultRow, useCluster } from './harness.ts'
+import { type Ack, resultRow, SCENARIO_MS, useCluster } from './harness.ts'
 
 const MAJORITY = [0, 1, 2]
 const MINORITY = [3, 4]
@@ -65,5 +65,5 @@ describe('reliability', () => {
     await cluster.finish(row, healAt, { timeoutMs: 90_000 })
     // The older claim stays: what ran before the split still runs, where it ran.
     expect(cluster.stopped(originals), 'processes from before the split that stopped').toEqual([])
-  })
+  }, SCENARIO_MS)
 })

@@ -5,7 +5,7 @@
 // spread one instance a node (perNodeMax 1), so a node's leave costs it one at most.
 
 import { describe, expect, it } from 'vitest'
-import { type Ack, markedTasks, resultRow, sleep, useCluster } from './harness.ts'
+import { type Ack, markedTasks, resultRow, SCENARIO_MS, sleep, useCluster } from './harness.ts'
 
 const t = useCluster('rolling', 5)
 
@@ -84,5 +84,5 @@ describe('reliability', () => {
     row.notes.push(`${cluster.acks.length - services.length} batch jobs acknowledged during the restarts (${refused} refused or timed out); lowest running: ${floors.join(', ')}; recovery is the worst node back → clean`)
     await cluster.finish(row, Date.now(), { recover: false, timeoutMs: 120_000 })
     for (const s of services) expect(floor.lowest.get(s.id)!.running, `${s.id} never below count − 1`).toBeGreaterThanOrEqual(s.count - 1)
-  })
+  }, SCENARIO_MS)
 })

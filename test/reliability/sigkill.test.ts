@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
-import { resultRow, useCluster } from './harness.ts'
+import { resultRow, SCENARIO_MS, useCluster } from './harness.ts'
 
 const VICTIM = 2
 const POOL = { label: 'rel.pool', op: 'eq', value: 'a' } as const
@@ -46,5 +46,5 @@ describe('reliability', () => {
     await cluster.restart(VICTIM)
     back()
     await cluster.finish(row, restartedAt, { recover: false, note: 'victim restarted' })
-  })
+  }, SCENARIO_MS)
 })
