@@ -15,7 +15,8 @@ import * as testnet from '../../testnet/local/testnet.ts'
 import { describeDeaths, resultRow, SCENARIO_MS, seconds, sleep, steadyService, useCluster } from './harness.ts'
 import { useHostilePeer } from './hostile-peer.ts'
 
-const t = useCluster('forged', 5, steadyService(10))
+// Two instances on each node: every node the forged claims are about holds some.
+const t = useCluster('forged', 5, steadyService(10, { spread: [{ label: 'testnet.index', maxSkew: 1 }] }))
 const h = useHostilePeer()
 
 describe('reliability', () => {

@@ -343,11 +343,14 @@ export class Cluster {
     const views = await Promise.all(live.map(async (i) => {
       const client = this.net.client(i, 10_000)
       try {
-        const [state, tasks, jobs] = await Promise.all([
+        const [state, tasks, members, jobs] = await Promise.all([
           client.state(),
           client.nodeTasks(),
+          client.members(),
           Promise.all(acks.map(async (a) => await client.jobHistory(a.id).catch(() => null))),
         ])
+        // Membership agrees: every live node sees every other live node alive.
+        for (const m of members.members) if (livePeers.has(m.id) && m.state !== 'alive') problems.push(`node ${i} sees node ${this.net.index(m.id)} ${m.state}`)
         return { i, digest: state.digest, tasks: tasks.tasks, jobs }
       } catch (err) {
         problems.push(`node ${i} does not answer: ${(err as Error).message}`)
