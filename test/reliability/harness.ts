@@ -310,7 +310,7 @@ export class Cluster {
     try {
       const check = await during()
       const held = await holdsUntil(check, splitAt, splitAt + ms)
-      row.notes.push(`split → each side doing its part ${seconds(held.heldAfterMs)}`)
+      row.notes.push(`split → each side doing its part ${seconds(held.heldAfterMs)}${held.problems.length === 0 ? '' : ` (${held.problems[0]})`}`)
       return { problems: held.problems, healAt: Date.now() }
     } finally {
       await testnet.heal(this.dir)

@@ -55,7 +55,8 @@ describe('reliability', () => {
         return [...problems, ...await cluster.majorityProblems((i) => i !== LONE)]
       }
     })
-    expect(problems, 'during the cut').toEqual([])
+    // Soft: the heal and what follows are measured and checked too.
+    expect.soft(problems, 'during the cut').toEqual([])
 
     await cluster.finish(row, healAt, { timeoutMs: 90_000 })
     expect(cluster.stopped(originals), 'processes from before the cut that stopped').toEqual([])

@@ -60,7 +60,8 @@ describe('reliability', () => {
         return [...problems, ...await cluster.majorityProblems((i) => MAJORITY.includes(i))]
       }
     })
-    expect(problems, 'during the split').toEqual([])
+    // Soft: the heal and what follows are measured and checked too.
+    expect.soft(problems, 'during the split').toEqual([])
 
     await cluster.finish(row, healAt, { timeoutMs: 90_000 })
     // The older claim stays: what ran before the split still runs, where it ran.

@@ -6,10 +6,19 @@
 import type { Reporter, TestModule } from 'vitest/node'
 import type { ResultRow } from './harness.ts'
 
+/** The order of the table: the issue's, whatever order the files ran in. */
+const ORDER = ['sigkill', 'partition', 'isolated', 'network', 'rolling', 'kill-all', 'corrupt', 'hostile', 'forged-claims']
+
+function rank (module: TestModule): number {
+  const name = /\/test\/reliability\/([^/.]+)[^/]*$/.exec(module.moduleId)?.[1] ?? ''
+  const at = ORDER.indexOf(name)
+  return at < 0 ? ORDER.length : at
+}
+
 export default class ReliabilityTable implements Reporter {
   onTestRunEnd (modules: ReadonlyArray<TestModule>): void {
     const rows: Array<{ result: string, row: ResultRow | undefined, name: string }> = []
-    for (const module of modules) {
+    for (const module of [...modules].sort((a, b) => rank(a) - rank(b))) {
       if (!module.moduleId.includes('/test/reliability/')) continue
       for (const test of module.children.allTests()) {
         const state = test.result().state
