@@ -22,7 +22,7 @@ export interface ResultRow {
   recoverMs: number | null
   /** Acknowledged instances not running (a service) or never finished (a batch) at the end; jobs a node does not know. */
   tasksLost: number
-  /** Instances run by more than one node at the end: live claims, executors or processes. */
+  /** Service instances run by more than one node at the end (live claims, executors or processes), and batch instances finished twice. */
   duplicateRuns: number
   /** Members declared dead (or left) by a node although no fault of the scenario explains it. */
   falseDeaths: number
@@ -195,13 +195,19 @@ export function markedTasks (mark: string): TaskProcess[] {
 /** What one census found: problems in words, and the counts the table shows. */
 export interface Census {
   at: number
-  /** Every live node agrees on every acknowledged job, each instance runs once, the documents are equal. */
+  /** Every live node sees the others alive and agrees on every acknowledged job, each instance runs once, the documents are equal. */
   clean: boolean
   problems: string[]
   /** Instances (or jobs, as `<job>: unknown to node i`) lost: not running, not finished, not known. */
   lost: string[]
-  /** Instances run by more than one live node (claims, executors or processes). */
+  /** Service instances run by more than one live node (claims, executors or processes). */
   duplicates: string[]
+  /**
+   * Batch instances finished on more than one node: two claims made while views
+   * differed, both run to the end before the claim rule could stop one. At least
+   * once allows it; the table counts it as a duplicate run.
+   */
+  reruns: string[]
   /** Task processes left by nodes that are not live (killed and not back yet). */
   orphans: number
   digestsEqual: boolean
@@ -337,6 +343,7 @@ export class Cluster {
     const problems: string[] = []
     const lost = new Set<string>()
     const duplicates = new Set<string>()
+    const reruns = new Set<string>()
     const livePeers = new Set(live.map((i) => this.net.peer(i)))
     const name = (peer: string | null): string => `node ${this.net.index(peer)}`
 
@@ -398,7 +405,7 @@ export class Cluster {
           for (const id of instances) {
             const claims = byId.get(id) ?? []
             // Finished by more than one node: it ran twice.
-            if (claims.filter((c) => c.state === 'exited').length > 1) duplicates.add(id)
+            if (claims.filter((c) => c.state === 'exited').length > 1) reruns.add(id)
             // Not finished by anyone, and not under way: lost (at the end of a scenario).
             if (!claims.some((c) => c.state === 'exited' || isLive(c))) lost.add(id)
           }
@@ -435,6 +442,7 @@ export class Cluster {
       problems,
       lost: [...lost].sort(),
       duplicates: [...duplicates].sort(),
+      reruns: [...reruns].sort(),
       orphans,
       digestsEqual,
     }
@@ -459,7 +467,9 @@ export class Cluster {
   /** Fills the row's counts from a final census and the deaths seen (since `since`); returns the false deaths. */
   score (row: ResultRow, census: Census, since = 0): Death[] {
     row.tasksLost = census.lost.length
-    row.duplicateRuns = census.duplicates.length
+    row.duplicateRuns = census.duplicates.length + census.reruns.length
+    const reruns = census.reruns.length === 0 ? '' : `${census.reruns.length} batch instance(s) finished twice (at least once allows it)`
+    if (reruns !== '' && !row.notes.includes(reruns)) row.notes.push(reruns)
     const falseDeaths = this.faults.falseDeaths(this.watch.deaths).filter((d) => d.at >= since)
     row.falseDeaths = falseDeaths.length
     return falseDeaths
