@@ -56,6 +56,12 @@ export interface ReconcileInput {
   claimedInstances: (job: string) => Iterable<string>
   /** The nodes with a record in the state; `alive` means reachable in this node's membership view. */
   nodes: readonly NodeView[]
+  /**
+   * Nodes this node sees suspect: their claims still hold, but no new work is placed on
+   * them (a node cut off keeps the others suspect for a long time, and work placed on
+   * them would never start).
+   */
+  suspect?: ReadonlySet<string>
   /** Whether this node's side holds a majority of the recently stable membership (see `majority`). */
   majority: boolean
   /** Instances this node runs or is about to run, or is stopping. */
@@ -226,7 +232,9 @@ export function decide (input: ReconcileInput): Decisions {
 
   let placed: ReturnType<typeof plan> = { placements: [], pending: [] }
   try {
-    if (toPlace.length > 0) placed = plan({ nodes: input.nodes, allocations }, toPlace)
+    const suspect = input.suspect
+    const placeable = suspect === undefined || suspect.size === 0 ? input.nodes : input.nodes.map((n) => suspect.has(n.id) ? { ...n, alive: false } : n)
+    if (toPlace.length > 0) placed = plan({ nodes: placeable, allocations }, toPlace)
   } catch (err) {
     errors.push({ job: '', message: `placement: ${(err as Error).message}` })
   }

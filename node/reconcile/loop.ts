@@ -276,7 +276,7 @@ export class Reconciler {
       return more === undefined ? ids : new Set([...ids, ...more])
     }
     for (const [id, until] of this.holdOff) if (until <= now) this.holdOff.delete(id)
-    const { nodes, majority: side } = this.view()
+    const { nodes, majority: side, memberState } = this.view()
     if (side !== this.lastMajority) {
       this.log.warn({ majority: side }, side ? 'this side of the cluster holds the majority again: it takes over tasks of unreachable nodes' : 'this node reaches only a minority of the cluster: it keeps its tasks and places new jobs, but takes over no others')
     }
@@ -289,6 +289,7 @@ export class Reconciler {
       claimedInstances,
       nodes,
       majority: side,
+      suspect: new Set([...memberState].flatMap(([id, s]) => s === 'suspect' ? [id] : [])),
       local: new Set(this.local.keys()),
       openSince: (id) => this.openSince.get(id),
       holdOff: new Set(this.holdOff.keys()),
