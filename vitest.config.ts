@@ -3,9 +3,8 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // Only in `npm run test:reliability` (vitest.reliability.config.ts): the long reliability
-    // scenarios, and forged membership claims, which fail until membership refuses them.
-    exclude: ['**/node_modules/**', 'test/reliability/**/*.long.test.ts', 'test/reliability/forged-claims.test.ts'],
+    // Only in `npm run test:reliability` (vitest.reliability.config.ts): the long reliability scenarios.
+    exclude: ['**/node_modules/**', 'test/reliability/**/*.long.test.ts'],
     // End-to-end tests start real node processes on a 2-core machine: run test
     // files one after another so that they do not starve each other's timers.
     fileParallelism: false,

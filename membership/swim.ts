@@ -21,6 +21,9 @@ import type {
   Effects, Member, MemberMeta, MemberRecord, MemberState, Message, Outbound, SelfInit, Update,
 } from './types.ts'
 
+/** Incarnations at or above this are refused from others: the codec admits no higher one to refute with. */
+const INCARNATION_MAX = Number.MAX_SAFE_INTEGER - 1
+
 interface Probe {
   seq: number
   target: string
@@ -155,8 +158,12 @@ export class Swim {
     // from one: its verdicts were witnessed by nobody we can reach, so its "dead" is
     // only a suspicion here, as in a push-pull. Taken as deaths, a healed
     // partition's stale verdicts would kill members their own side sees alive.
-    const doubted = sender !== undefined && (sender.state === 'dead' || sender.state === 'left')
-    this.applyUpdates(message.updates, nowMs, doubted)
+    // A sender that is no member at all (any peer that can connect may send to us) is
+    // doubted the same way, and its goodbyes for others are not taken at all (found by
+    // the reliability suite's forged claims).
+    const stranger = sender === undefined && from !== this.id
+    const doubted = stranger || (sender !== undefined && (sender.state === 'dead' || sender.state === 'left'))
+    this.applyUpdates(message.updates, nowMs, doubted, from)
     switch (message.type) {
       case 'ping': return this.onPing(from, message.seq)
       case 'ack': return this.onAck(message.seq, nowMs)
@@ -449,8 +456,12 @@ export class Swim {
 
   // ---- applying updates -----------------------------------------------------
 
-  private applyUpdates (updates: Update[], nowMs: number, doubted = false): void {
+  private applyUpdates (updates: Update[], nowMs: number, doubted = false, from: string | null = null): void {
     for (const update of updates) {
+      // At the highest incarnation the codec admits, a claim could never be outbid (a refutation needs one more).
+      if (update.incarnation >= INCARNATION_MAX) continue
+      // A goodbye is believed from the member itself, or relayed by a member we hold alive.
+      if (update.kind === 'left' && doubted && update.id !== from) continue
       if (doubted && update.kind === 'dead') this.applySuspect({ kind: 'suspect', id: update.id, incarnation: update.incarnation, from: update.from }, nowMs)
       else this.applyUpdate(update, nowMs)
     }

@@ -214,8 +214,13 @@ export class Reconciler {
 
   /** The view a pass decides on: the nodes with records, alive as membership sees them. */
   view (): { nodes: NodeView[], majority: boolean, memberState: Map<string, string> } {
-    const members: Array<Pick<Member, 'id' | 'state' | 'stateSinceMs'>> = this.members()
-    const memberState = new Map(members.map((m) => [m.id, m.state]))
+    const all = this.members()
+    const memberState = new Map(all.map((m) => [m.id, m.state]))
+    // Only cluster nodes count in the majority: members with a record in the shared state. Anyone
+    // can make SWIM hear of members that do not exist, and those would die and count against every
+    // side (found by the reliability suite's forged claims).
+    const state = this.state.state
+    const members: Array<Pick<Member, 'id' | 'state' | 'stateSinceMs'>> = all.filter((m) => m.id === this.self || state.node(m.id) !== undefined)
     const nodes: NodeView[] = this.state.state.nodes().map((n) => {
       const s = n.id === this.self ? 'alive' : memberState.get(n.id)
       // A node the state knows and membership does not (a node restarted during a partition learns

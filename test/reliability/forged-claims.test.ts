@@ -6,7 +6,6 @@
 //      for them), then a real node is SIGKILLed: its tasks must be placed again;
 //   3. "node 1 left" at the highest incarnation the codec admits.
 // Each part's failure is collected, so that one run shows all of them.
-// Not in `npm test` until membership refuses such claims (vitest.config.ts).
 
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
