@@ -404,3 +404,23 @@ describe('stall detection', () => {
     expect(dead).toBe(Math.ceil(max / 10) * 10 + 6_000)
   })
 })
+
+describe('claims from a peer that is no member (found by the reliability suite)', () => {
+  it('takes its "dead" only as a suspicion, even twice in one message, and none of its goodbyes for others', () => {
+    const [a] = swims('a', 'b', 'c')
+    a.receive('mallory', gossip({ kind: 'dead', id: 'b', incarnation: 0, from: 'c' }, { kind: 'dead', id: 'b', incarnation: 0, from: 'c' }), 10)
+    expect(a.member('b')!.state).toBe('suspect')
+    a.receive('mallory', gossip({ kind: 'left', id: 'c', incarnation: 0 }), 11)
+    expect(a.member('c')!.state).toBe('alive')
+    // The member itself may say goodbye; a member held alive may relay it.
+    a.receive('b', gossip({ kind: 'left', id: 'c', incarnation: 0 }), 12)
+    expect(a.member('c')!.state).toBe('left')
+  })
+
+  it('takes no claim at the highest incarnation, which could never be outbid', () => {
+    const [a] = swims('a', 'b', 'c')
+    a.receive('c', gossip({ kind: 'suspect', id: 'b', incarnation: Number.MAX_SAFE_INTEGER, from: 'c' }), 10)
+    expect(a.member('b')!.state).toBe('alive')
+    expect(a.member('b')!.incarnation).toBe(0)
+  })
+})
