@@ -57,9 +57,11 @@ export interface ReconcileInput {
   /** The nodes with a record in the state; `alive` means reachable in this node's membership view. */
   nodes: readonly NodeView[]
   /**
-   * Nodes this node sees suspect: their claims still hold, but no new work is placed on
-   * them (a node cut off keeps the others suspect for a long time, and work placed on
-   * them would never start).
+   * Nodes this node sees suspect: their claims still hold. On a minority side no new
+   * work is placed on them (a node cut off keeps the others suspect for the whole cut,
+   * and work placed on them would never start). On a majority side they stay
+   * candidates: suspicions come and go under load, and every node must compute the same
+   * placement, or two chosen nodes both claim.
    */
   suspect?: ReadonlySet<string>
   /** Whether this node's side holds a majority of the recently stable membership (see `majority`). */
@@ -233,7 +235,7 @@ export function decide (input: ReconcileInput): Decisions {
   let placed: ReturnType<typeof plan> = { placements: [], pending: [] }
   try {
     const suspect = input.suspect
-    const placeable = suspect === undefined || suspect.size === 0 ? input.nodes : input.nodes.map((n) => suspect.has(n.id) ? { ...n, alive: false } : n)
+    const placeable = input.majority || suspect === undefined || suspect.size === 0 ? input.nodes : input.nodes.map((n) => suspect.has(n.id) ? { ...n, alive: false } : n)
     if (toPlace.length > 0) placed = plan({ nodes: placeable, allocations }, toPlace)
   } catch (err) {
     errors.push({ job: '', message: `placement: ${(err as Error).message}` })

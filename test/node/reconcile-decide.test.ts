@@ -384,13 +384,16 @@ describe('decide: the partition rule', () => {
     expect(unionOfClaims(decideAll(w))).toEqual(p.placements.map((x) => ({ node: x.node, instance: x.task, generation: 1 })).sort((x, y) => x.instance.localeCompare(y.instance)))
   })
 
-  it('new work goes to the nodes this one sees alive, not to suspects; a suspect holder keeps its claim (found by the reliability suite)', () => {
+  it('on a minority side new work goes to the nodes this one sees alive, not to suspects; a suspect holder keeps its claim (found by the reliability suite)', () => {
     // Cut off alone, a node keeps the others suspect for the whole cut: work placed on them would never start.
     const web = job('web', { count: 3 }, { submittedBy: 'a' })
     const lone = decide({ ...inputOf({ nodes: [node('a'), node('b'), node('c')], jobs: [web], majority: false }, 'a'), suspect: new Set(['b', 'c']) })
     expect(lone.actions.filter((x) => x.kind === 'claim').map((x) => x.instance).sort()).toEqual(['web.0', 'web.1', 'web.2'])
-    const held = decide({ ...inputOf({ nodes: [node('a'), node('b')], jobs: [job('api')], claims: [claim('api.0', 'b')] }, 'a'), suspect: new Set(['b']) })
+    const held = decide({ ...inputOf({ nodes: [node('a'), node('b')], jobs: [job('api')], claims: [claim('api.0', 'b')], majority: false }, 'a'), suspect: new Set(['b']) })
     expect(held.actions).toEqual([])
+    // On the majority side a suspicion (they come and go under load) does not change the placement every node computes.
+    const w: World = { nodes: [node('a'), node('b'), node('c')], jobs: [web] }
+    expect(decide({ ...inputOf(w, 'a'), suspect: new Set(['b', 'c']) }).actions).toEqual(decideAs(w, 'a').actions)
   })
 
   it('an instance given up by an unreachable node is placed on a minority side', () => {
