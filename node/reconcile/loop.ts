@@ -76,6 +76,9 @@ interface Local {
  */
 const CLAIM_WRITE_DELAY_MS = 250
 
+/** A suspicion this old is taken for a cut, not a moment of load (see longSuspects). */
+const LONG_SUSPECT_MS = 5_000
+
 /** What the loop needs of the state service: the document, and writes that resolve once on disk. */
 export type StateWriter = Pick<StateService, 'state' | 'write'>
 
@@ -182,6 +185,17 @@ export class Reconciler {
     await this.flush()
   }
 
+  /**
+   * Members suspect for longer than a suspicion lasts on a working network: a node cut
+   * off keeps the others suspect for the whole cut; under load, suspicions come and go
+   * within a second or two, and must not change the placement only some nodes compute.
+   */
+  private longSuspects (now: number): Set<string> {
+    const out = new Set<string>()
+    for (const m of this.members()) if (m.state === 'suspect' && now - m.stateSinceMs >= LONG_SUSPECT_MS) out.add(m.id)
+    return out
+  }
+
   /** Why an instance is pending, as the last pass saw it. */
   pending (instance: string): { job: string, message: string } | undefined {
     return this.last.pending.get(instance)
@@ -281,7 +295,7 @@ export class Reconciler {
       return more === undefined ? ids : new Set([...ids, ...more])
     }
     for (const [id, until] of this.holdOff) if (until <= now) this.holdOff.delete(id)
-    const { nodes, majority: side, memberState } = this.view()
+    const { nodes, majority: side } = this.view()
     if (side !== this.lastMajority) {
       this.log.warn({ majority: side }, side ? 'this side of the cluster holds the majority again: it takes over tasks of unreachable nodes' : 'this node reaches only a minority of the cluster: it keeps its tasks and places new jobs, but takes over no others')
     }
@@ -294,7 +308,7 @@ export class Reconciler {
       claimedInstances,
       nodes,
       majority: side,
-      suspect: new Set([...memberState].flatMap(([id, s]) => s === 'suspect' ? [id] : [])),
+      suspect: this.longSuspects(now),
       local: new Set(this.local.keys()),
       openSince: (id) => this.openSince.get(id),
       holdOff: new Set(this.holdOff.keys()),

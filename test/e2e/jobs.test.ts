@@ -329,7 +329,7 @@ describe('jobs on a 5-node testnet', () => {
     await stopAndReap(submitted.id, m)
   })
 
-  it('200 jobs submitted at once through every node all run, each instance finished exactly once, and the states agree', async () => {
+  it('200 jobs submitted at once through every node all run, each instance finished at least once and none left live, and the states agree', async () => {
     const JOBS = 200
     const m = mark('many')
     const runs = join(dir, 'runs.log')
@@ -348,16 +348,22 @@ describe('jobs on a 5-node testnet', () => {
     const digests = await Promise.all(net.nodes.map(async (_, i) => (await net.client(i, 15_000).state()).digest))
     expect(new Set(digests).size, JSON.stringify(digests)).toBe(1)
 
-    // Every instance: exactly one `exited` claim, no other finished one, none live.
+    // Every instance: at least one `exited` claim (a batch runs at least once), none failed, none live.
+    // Two exited claims are two claims made while views differed, both done before the claim rule
+    // acted: allowed by the promise, and printed.
     const claims = (await net.client(0, 15_000).tasks({ all: true })).tasks.filter((t) => ids.has(t.job))
     const grouped = byInstance(claims as unknown as TaskRecord[])
     expect(grouped.size).toBe(JOBS)
     const wrong: string[] = []
+    const twice: string[] = []
     for (const [id, list] of grouped) {
       const exited = list.filter((c) => c.state === 'exited').length
-      if (exited !== 1 || list.some((c) => c.state === 'failed' || isLive(c))) wrong.push(`${id}: ${list.map((c) => `${net.index(c.node)}:${c.state}:g${c.generation}`).join(' ')}`)
+      const line = `${id}: ${list.map((c) => `${net.index(c.node)}:${c.state}:g${c.generation}`).join(' ')}`
+      if (exited === 0 || list.some((c) => c.state === 'failed' || isLive(c))) wrong.push(line)
+      else if (exited > 1) twice.push(line)
     }
-    expect(wrong, `${wrong.length} instances not finished exactly once`).toEqual([])
+    expect(wrong, `${wrong.length} instances not finished`).toEqual([])
+    if (twice.length > 0) console.log(`200 jobs: ${twice.length} instances finished on two nodes:\n${twice.join('\n')}`)
     // At least once: every job's command ran. A second run by a duplicate claim (views differ for a
     // moment) is allowed, and printed; a run that no claim accounts for is not.
     const lines = readFileSync(runs, 'utf8').split('\n').filter((l) => l !== '')
