@@ -91,6 +91,35 @@ export function parseSpaceKey (key: string): { node: string, life: string } | nu
   return { node: key.slice(0, slash), life: key.slice(slash + 1) }
 }
 
+/**
+ * `RetentionPolicy.isGone` from a membership view: a node is gone for good once it
+ * has not been reachable (alive or suspect) for `retentionMs`, counted from when
+ * this tracker first saw it unreachable.
+ */
+export class GoneTracker {
+  private readonly notReachableSince = new Map<string, number>()
+  private readonly retentionMs: number
+
+  constructor (retentionMs: number) {
+    this.retentionMs = retentionMs
+  }
+
+  isGone (id: string, reachable: boolean, now: number): boolean {
+    if (reachable) {
+      this.notReachableSince.delete(id)
+      return false
+    }
+    let since = this.notReachableSince.get(id)
+    if (since === undefined) this.notReachableSince.set(id, since = now)
+    return now - since >= this.retentionMs
+  }
+
+  /** Forgets nodes maintenance removed. */
+  forget (id: string): void {
+    this.notReachableSince.delete(id)
+  }
+}
+
 export class ClusterState {
   readonly doc: Y.Doc
   /** This node's id, and the life id of its state database (new after a reset). */

@@ -13,7 +13,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { Logger } from 'pino'
 import * as Y from 'yjs'
-import { type InvalidRecord, ClusterState, ORIGIN, type StateChange } from '../crdt/state.ts'
+import { type InvalidRecord, ClusterState, GoneTracker, ORIGIN, type StateChange } from '../crdt/state.ts'
 import {
   type Frame, SYNC_LIMITS, applyRemote, decodeFrame, diffFor, encodeFrame, stateFingerprint,
   stateVectorOf, summarizeStateVector, type StateVectorSummary,
@@ -91,8 +91,9 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private readonly memberState: (id: string) => string | undefined
   private readonly faults: FaultInjector | undefined
   private readonly syncs = new Map<string, PeerSync>()
+  /** Which nodes are gone for good, for maintenance. */
+  private readonly gone: GoneTracker
   private readonly running = new Map<string, Promise<PeerSync>>()
-  private readonly notAliveSince = new Map<string, number>()
   private readonly timers: NodeJS.Timeout[] = []
   private outbox: Uint8Array[] = []
   private flushTimer: NodeJS.Timeout | null = null
@@ -128,6 +129,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     this.peers = init.peers
     this.memberState = init.memberState
     this.faults = init.faults
+    this.gone = new GoneTracker(init.config.nodeRetentionMs)
     this.tokens = init.config.publishPerSecondMax
   }
 
@@ -271,7 +273,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       now,
       taskRetentionMs: this.config.taskRetentionMs,
       jobRetentionMs: this.config.jobRetentionMs,
-      isGone: (id) => this.isGone(id, now),
+      isGone: (id) => this.gone.isGone(id, this.isMember(id), now),
     })
     const m = this.stats.maintenance
     m.runs++
@@ -280,7 +282,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     m.removedNodes += report.removedNodes.length
     m.rotatedSpaces += report.rotatedSpaces
     m.lastMs = Math.round((performance.now() - started) * 10) / 10
-    for (const id of report.removedNodes) this.notAliveSince.delete(id)
+    for (const id of report.removedNodes) this.gone.forget(id)
     const changed = report.removedTasks + report.removedJobs + report.removedNodes.length + report.rotatedSpaces + report.migratedRecords + report.adoptedJobs + report.removedSpaces
     if (changed > 0) this.log.info({ ...report, ms: m.lastMs }, 'state maintenance')
   }
@@ -627,16 +629,6 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     return { stateVector: summarizeStateVector(stateVectorOf(this.state.doc)), digest: Buffer.from(digestBytes).toString('hex') }
   }
 
-  /** Gone for good: not alive or suspect in our membership view for the node retention time. */
-  private isGone (id: string, now: number): boolean {
-    if (this.isMember(id)) {
-      this.notAliveSince.delete(id)
-      return false
-    }
-    let since = this.notAliveSince.get(id)
-    if (since === undefined) this.notAliveSince.set(id, since = now)
-    return now - since >= this.config.nodeRetentionMs
-  }
 
   private readonly onInvalid = (invalid: InvalidRecord): void => {
     this.stats.invalidRecords++

@@ -76,7 +76,7 @@ interface Local {
  */
 const CLAIM_WRITE_DELAY_MS = 250
 
-/** A suspicion this old is taken for a cut, not a moment of load (see longSuspects). */
+/** A suspicion this old is taken for a cut, not a moment of load (see view). */
 const LONG_SUSPECT_MS = 5_000
 
 /** What the loop needs of the state service: the document, and writes that resolve once on disk. */
@@ -185,17 +185,6 @@ export class Reconciler {
     await this.flush()
   }
 
-  /**
-   * Members suspect for longer than a suspicion lasts on a working network: a node cut
-   * off keeps the others suspect for the whole cut; under load, suspicions come and go
-   * within a second or two, and must not change the placement only some nodes compute.
-   */
-  private longSuspects (now: number): Set<string> {
-    const out = new Set<string>()
-    for (const m of this.members()) if (m.state === 'suspect' && now - m.stateSinceMs >= LONG_SUSPECT_MS) out.add(m.id)
-    return out
-  }
-
   /** Why an instance is pending, as the last pass saw it. */
   pending (instance: string): { job: string, message: string } | undefined {
     return this.last.pending.get(instance)
@@ -227,9 +216,14 @@ export class Reconciler {
   }
 
   /** The view a pass decides on: the nodes with records, alive as membership sees them. */
-  view (): { nodes: NodeView[], majority: boolean, memberState: Map<string, string> } {
+  view (): { nodes: NodeView[], majority: boolean, memberState: Map<string, string>, longSuspects: Set<string> } {
     const all = this.members()
+    const now = this.clock.now()
     const memberState = new Map(all.map((m) => [m.id, m.state]))
+    // Suspect for longer than a suspicion lasts on a working network: a node cut off keeps the others
+    // suspect for the whole cut; under load, suspicions come and go within a second or two, and must
+    // not change the placement only some nodes compute.
+    const longSuspects = new Set(all.filter((m) => m.state === 'suspect' && now - m.stateSinceMs >= LONG_SUSPECT_MS).map((m) => m.id))
     // Only cluster nodes count in the majority: members with a record in the shared state. Anyone
     // can make SWIM hear of members that do not exist, and those would die and count against every
     // side (found by the reliability suite's forged claims).
@@ -243,7 +237,7 @@ export class Reconciler {
       if (s === undefined) members.push({ id: n.id, state: 'dead', stateSinceMs: this.startedAt })
       return { id: n.id, alive: s === 'alive' || s === 'suspect', cpuMillis: n.cpuMillis, memoryBytes: n.memoryBytes, labels: n.labels }
     })
-    return { nodes, majority: majority(members, this.clock.now(), this.config.stableWindowMs), memberState }
+    return { nodes, majority: majority(members, now, this.config.stableWindowMs), memberState, longSuspects }
   }
 
   /**
@@ -295,7 +289,7 @@ export class Reconciler {
       return more === undefined ? ids : new Set([...ids, ...more])
     }
     for (const [id, until] of this.holdOff) if (until <= now) this.holdOff.delete(id)
-    const { nodes, majority: side } = this.view()
+    const { nodes, majority: side, longSuspects } = this.view()
     if (side !== this.lastMajority) {
       this.log.warn({ majority: side }, side ? 'this side of the cluster holds the majority again: it takes over tasks of unreachable nodes' : 'this node reaches only a minority of the cluster: it keeps its tasks and places new jobs, but takes over no others')
     }
@@ -308,7 +302,7 @@ export class Reconciler {
       claimedInstances,
       nodes,
       majority: side,
-      suspect: this.longSuspects(now),
+      suspect: longSuspects,
       local: new Set(this.local.keys()),
       openSince: (id) => this.openSince.get(id),
       holdOff: new Set(this.holdOff.keys()),

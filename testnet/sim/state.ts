@@ -12,7 +12,7 @@
 // A crash loses what was not on the disk yet: an acknowledged write never is.
 
 import * as Y from 'yjs'
-import { ClusterState, ORIGIN, type StateChange } from '../../crdt/state.ts'
+import { ClusterState, GoneTracker, ORIGIN, type StateChange } from '../../crdt/state.ts'
 import { applyRemote, decodeFrame, diffFor, encodeFrame } from '../../crdt/sync.ts'
 import type { MemberEvent } from '../../membership/types.ts'
 import type { Clock } from '../../node/clock.ts'
@@ -65,7 +65,7 @@ export class SimState {
   readonly stats = { gossipSent: 0, gossipApplied: 0, gaps: 0, syncs: 0, diffsApplied: 0, refused: 0 }
   private readonly init: SimStateInit
   private readonly config: SimStateConfig
-  private readonly notAliveSince = new Map<string, number>()
+  private readonly gone: GoneTracker
   private lastWrite: Promise<void> | null = null
   private readonly listeners = new Set<(change: StateChange) => void>()
   private closed = false
@@ -73,6 +73,7 @@ export class SimState {
   constructor (init: SimStateInit) {
     this.init = init
     this.config = { ...SIM_STATE_CONFIG, ...init.config }
+    this.gone = new GoneTracker(this.config.nodeRetentionMs)
     const doc = new Y.Doc()
     // Yjs picks a random client id per document: the simulation draws it from its seed.
     doc.clientID = init.rng.uint32()
@@ -183,20 +184,15 @@ export class SimState {
 
   private maintain (): void {
     const now = this.init.clock.now()
-    this.state.maintain({
+    const report = this.state.maintain({
       now,
       taskRetentionMs: this.config.taskRetentionMs,
       jobRetentionMs: this.config.jobRetentionMs,
       isGone: (id) => {
         const s = this.init.memberState(id)
-        if (s === 'alive' || s === 'suspect') {
-          this.notAliveSince.delete(id)
-          return false
-        }
-        let since = this.notAliveSince.get(id)
-        if (since === undefined) this.notAliveSince.set(id, since = now)
-        return now - since >= this.config.nodeRetentionMs
+        return this.gone.isGone(id, s === 'alive' || s === 'suspect', now)
       },
     })
+    for (const id of report.removedNodes) this.gone.forget(id)
   }
 }
