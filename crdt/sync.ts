@@ -68,6 +68,100 @@ export function decodeFrame (bytes: Uint8Array): Frame | { error: string } {
   }
 }
 
+/**
+ * One anti-entropy exchange with one peer, as a pure state machine: frames in,
+ * frames to send and an update to apply out. Both transports drive it, the
+ * libp2p stream of a node and the simulated network, so the order of the
+ * exchange is one piece of code:
+ *
+ *   asker                          answerer
+ *   hello(sv) ───────────────────▶
+ *             ◀─────────────────── hello(sv), diff(what the asker lacks)
+ *   diff(what the answerer lacks) ▶
+ *
+ * The answerer also answers a `digest-request` with a `digest` (its state vector
+ * and a hash of its state, computed by the caller) and is done. Each side
+ * computes its diff before it applies the other's, so the diff is no larger than
+ * it must be.
+ */
+export class SyncSession {
+  readonly role: 'ask' | 'answer'
+  private readonly doc: Y.Doc
+  private readonly digest: (() => { sv: Uint8Array, digest: Uint8Array }) | undefined
+  private expecting: 'hello' | 'first' | 'diff' | 'nothing'
+  private peerSv: Uint8Array | null = null
+  /** The answerer was asked for its digest, not for an exchange of state. */
+  digestOnly = false
+
+  private constructor (role: 'ask' | 'answer', doc: Y.Doc, digest?: () => { sv: Uint8Array, digest: Uint8Array }) {
+    this.role = role
+    this.doc = doc
+    this.digest = digest
+    this.expecting = role === 'ask' ? 'hello' : 'first'
+  }
+
+  /** The asking side, with the frame it opens the exchange with. */
+  static ask (doc: Y.Doc): { session: SyncSession, send: Frame[] } {
+    return { session: new SyncSession('ask', doc), send: [{ type: 'hello', sv: Y.encodeStateVector(doc) }] }
+  }
+
+  /** The answering side; `digest` answers a digest request. */
+  static answer (doc: Y.Doc, digest: () => { sv: Uint8Array, digest: Uint8Array }): SyncSession {
+    return new SyncSession('answer', doc, digest)
+  }
+
+  get done (): boolean { return this.expecting === 'nothing' }
+
+  /** The type of frame the session waits for next, or null once it is done. */
+  get next (): 'hello' | 'diff' | 'hello or digest-request' | null {
+    switch (this.expecting) {
+      case 'hello': return 'hello'
+      case 'first': return 'hello or digest-request'
+      case 'diff': return 'diff'
+      case 'nothing': return null
+    }
+  }
+
+  /** Takes the peer's next frame. A frame out of order is an error that names what was expected. */
+  receive (frame: Frame): SessionStep | { error: string } {
+    switch (this.expecting) {
+      case 'hello':
+        if (frame.type !== 'hello') return unexpected('hello', frame)
+        this.peerSv = frame.sv
+        this.expecting = 'diff'
+        return { send: [], apply: null, done: false }
+      case 'first':
+        if (frame.type === 'digest-request' && this.digest !== undefined) {
+          this.expecting = 'nothing'
+          this.digestOnly = true
+          return { send: [{ type: 'digest', ...this.digest() }], apply: null, done: true }
+        }
+        if (frame.type !== 'hello') return unexpected('hello or digest-request', frame)
+        this.expecting = 'diff'
+        return { send: [{ type: 'hello', sv: Y.encodeStateVector(this.doc) }, { type: 'diff', update: diffFor(this.doc, frame.sv) }], apply: null, done: false }
+      case 'diff': {
+        if (frame.type !== 'diff') return unexpected('diff', frame)
+        this.expecting = 'nothing'
+        const send: Frame[] = this.role === 'ask' ? [{ type: 'diff', update: diffFor(this.doc, this.peerSv!) }] : []
+        return { send, apply: frame.update, done: true }
+      }
+      case 'nothing':
+        return { error: `the exchange is over, got ${frame.type}` }
+    }
+  }
+}
+
+/** What a session step asks of its driver: send these frames, then apply this update from the peer (if any). */
+export interface SessionStep {
+  send: Frame[]
+  apply: Uint8Array | null
+  done: boolean
+}
+
+function unexpected (expected: string, frame: Frame): { error: string } {
+  return { error: `expected ${expected}, got ${frame.type}` }
+}
+
 function withTag (tag: number, body: Uint8Array): Uint8Array {
   const out = new Uint8Array(1 + body.length)
   out[0] = tag
@@ -103,7 +197,8 @@ export type Verdict =
 /**
  * Checks an update from a peer against a document without changing it. An update
  * that passes applies whole, at once, and leaves nothing pending in Yjs (whose
- * pending structs are retried on every later update, FIELD-NOTES).
+ * pending structs are retried on every later update, which made 10,000 updates
+ * in reverse order take about a minute to apply).
  */
 export function checkUpdate (doc: Y.Doc, update: Uint8Array): Verdict {
   let decoded: ReturnType<typeof Y.decodeUpdate>

@@ -13,17 +13,21 @@ import type { MemberEvent } from '../membership/types.ts'
 import { type NodeInfo, createApi } from './api.ts'
 import type { NodeConfig } from './config.ts'
 import { type DataDir, openDataDir, removeRuntime, writeRuntime } from './datadir.ts'
+import { boot, reconcileConfig } from './boot.ts'
+import { systemClock } from './clock.ts'
 import { MurmurError } from './errors.ts'
 import { Executor } from './executor/executor.ts'
 import { FaultInjector, type FaultRules } from './faults.ts'
 import { type Host, createHost } from './host.ts'
-import { MembershipService } from './membership.ts'
+import { LocalTasks } from './jobs/local.ts'
 import { JobService } from './jobs/service.ts'
-import { RECONCILE_DEFAULTS } from './reconcile/decide.ts'
+import { Lifecycle, bounded } from './lifecycle.ts'
+import { MembershipService } from './membership.ts'
 import { Reconciler } from './reconcile/loop.ts'
-import { keepOnRestart } from './recovery.ts'
 import { TaskRpc } from './rpc.ts'
-import { StateService } from './state.ts'
+import { StateService, loadState } from './state.ts'
+import { StateStore, resetState } from './state-store.ts'
+import { Libp2pStateTransport } from './state-transport.ts'
 
 /** Label changes reach membership at most this often (they are in the shared state at once). */
 const LABEL_ANNOUNCE_MS = 1_000
@@ -36,6 +40,20 @@ export interface RuntimeInfo {
   startedAt: string
 }
 
+/** A node's parts, by name, in the order they start (they stop in reverse). */
+interface NodeParts {
+  storage: StateStore
+  executor: Executor
+  host: Host
+  api: FastifyInstance
+  membership: MembershipService
+  state: StateService
+  reconciler: Reconciler
+  rpc: TaskRpc
+  jobs: JobService
+  node: MurmurNode
+}
+
 export class MurmurNode extends EventEmitter<{ leave: [] }> {
   readonly config: NodeConfig
   readonly log: Logger
@@ -43,13 +61,12 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   readonly host: Host
   readonly membership: MembershipService
   readonly state: StateService
-  readonly api: FastifyInstance
   readonly apiUrl: string
   readonly executor: Executor
   readonly reconciler: Reconciler
   readonly jobs: JobService
-  readonly rpc: TaskRpc
   readonly startedAt = new Date()
+  private readonly parts: Lifecycle<NodeParts>
   private stopping: Promise<void> | null = null
   /** Labels as set by flags and later through the API. */
   private labels: Record<string, string>
@@ -57,94 +74,86 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   private pruneTimer: NodeJS.Timeout | null = null
   private lastAnnounce = 0
 
-  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, host: Host, membership: MembershipService, state: StateService, api: FastifyInstance, apiUrl: string, executor: Executor, reconciler: Reconciler, jobs: JobService, rpc: TaskRpc }) {
+  private constructor (init: { config: NodeConfig, log: Logger, dataDir: DataDir, parts: Lifecycle<NodeParts>, apiUrl: string }) {
     super()
+    const { parts } = init
     this.config = init.config
     this.log = init.log
     this.dataDir = init.dataDir
-    this.host = init.host
-    this.membership = init.membership
-    this.state = init.state
-    this.api = init.api
+    this.parts = parts
+    this.host = parts.get('host')
+    this.membership = parts.get('membership')
+    this.state = parts.get('state')
     this.apiUrl = init.apiUrl
-    this.executor = init.executor
-    this.reconciler = init.reconciler
-    this.jobs = init.jobs
-    this.rpc = init.rpc
+    this.executor = parts.get('executor')
+    this.reconciler = parts.get('reconciler')
+    this.jobs = parts.get('jobs')
     // Labels set through the API survive a restart; flags given again win.
-    this.labels = { ...init.state.state.node(init.dataDir.peerId)?.labels, ...init.config.labels }
+    this.labels = { ...this.state.state.node(init.dataDir.peerId)?.labels, ...init.config.labels }
   }
 
-  /** Starts a node, joins through config.join, and returns once it is a member. */
+  /**
+   * Starts a node, joins through config.join, and returns once it is a member.
+   * The parts start in order, each given what started before it; if one fails,
+   * those before it stop in reverse.
+   */
   static async start (config: NodeConfig, rootLog: Logger): Promise<MurmurNode> {
     const dataDir = await openDataDir(config.dataDir, (key) => peerIdFromPrivateKey(key).toString())
-    const log = rootLog.child({ node: dataDir.peerId.slice(-8) })
-    const cleanup: Array<() => Promise<unknown>> = [dataDir.release]
+    const self = dataDir.peerId
+    const log = rootLog.child({ node: self.slice(-8) })
+    const parts = new Lifecycle<NodeParts>()
+    parts.onStop('data dir', async () => { await removeRuntime(dataDir.path).catch(() => {}); await dataDir.release() })
     try {
       const faults = config.faultInjection
-        ? new FaultInjector({ self: dataDir.peerId, log: log.child({ component: 'faults' }), rules: config.faultRules ?? undefined })
+        ? new FaultInjector({ self, log: log.child({ component: 'faults' }), rules: config.faultRules ?? undefined })
         : undefined
-      const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs, faults })
-      let membershipRef: MembershipService | undefined
       // The state database opens before the network: a corrupt one stops the start at once.
-      const state = await StateService.open({
-        host,
-        self: dataDir.peerId,
-        dir: join(dataDir.path, 'state'),
-        config: config.state,
-        log: log.child({ component: 'state' }),
-        peers: () => membershipRef?.members().filter((m) => m.state === 'alive' && m.id !== dataDir.peerId).map((m) => m.id) ?? [],
-        memberState: (id) => membershipRef?.swim.member(id)?.state,
-        faults,
-      })
-      cleanup.unshift(async () => { await state.stop() })
-      const executor = Executor.open({
-        nodeId: dataDir.peerId,
+      const stateDir = join(dataDir.path, 'state')
+      const storage = await parts.add('storage', await openStore(stateDir, config.state.resetState, log), undefined, async () => { await storage.close() })
+      const loaded = await loadState({ self, storage, log: log.child({ component: 'state' }), random: Math.random, where: stateDir })
+      const executor = await parts.add('executor', Executor.open({
+        nodeId: self,
         dir: join(dataDir.path, 'tasks'),
         capacity: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes },
         isolation: config.isolation,
         log: log.child({ component: 'executor' }),
+      }), undefined, async () => {
+        // Tasks the node did not hand back (a leave does) are stopped, not left behind.
+        await executor.stopAll(Math.max(0, config.stopTimeoutMs - 1_000)).catch((err: Error) => { log.warn({ err: err.message }, 'tasks did not all stop') })
+        await executor.close()
       })
-      cleanup.unshift(async () => { await executor.close() })
-      await Promise.resolve(host.start()).catch((err: Error) => { throw portError(err, '--port', config.port) })
-      cleanup.unshift(async () => { await bounded(Promise.resolve(host.stop()), config.stopTimeoutMs) })
+      const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs, faults })
+      await parts.add('host', host, async () => { await Promise.resolve(host.start()).catch((err: Error) => { throw portError(err, '--port', config.port) }) }, async () => { await Promise.resolve(host.stop()) })
 
-      let node: MurmurNode | undefined
+      // The API listens before the other parts start: until they are there it answers 503.
       const events = new EventEmitter<{ event: [MemberEvent], state: [StateChange] }>()
-      state.on('change', (change) => { events.emit('state', change) })
-      // The API listens before the node object exists: until then it answers 503.
-      const ready = (): MurmurNode => {
-        if (node === undefined) throw new MurmurError('STARTING', 'the node is still starting; retry in a moment', 1, 503)
-        return node
-      }
       const api = createApi({
-        id: dataDir.peerId,
-        self: () => ready().info(),
-        members: () => ready().membership.members(),
+        id: self,
+        self: () => parts.get('node').info(),
+        members: () => parts.get('membership').members(),
         onMemberEvent: (listener) => {
           events.on('event', listener)
           return () => events.off('event', listener)
         },
-        leave: () => { ready().emit('leave') },
-        state: () => state.info(),
-        stateNodes: () => state.state.nodes(),
-        compareState: async (peer) => await state.compare(peer),
+        leave: () => { parts.get('node').emit('leave') },
+        state: () => parts.get('state').info(),
+        stateNodes: () => loaded.nodes(),
+        compareState: async (peer) => await parts.get('state').compare(peer),
         onStateChange: (listener) => {
           events.on('state', listener)
           return () => events.off('state', listener)
         },
-        updateLabels: async (set, remove) => await ready().updateLabels(set, remove),
+        updateLabels: async (set, remove) => await parts.get('node').updateLabels(set, remove),
         tasks: () => executor.list(),
         readTaskLogs: async (id, stream, opts) => await executor.readLogs(id, stream, opts),
         followTaskLogs: (id, stream, opts) => executor.followLogs(id, stream, opts),
-        jobs: () => ready().jobs,
+        jobs: () => parts.get('jobs'),
         status: async () => {
-          const n = ready()
-          const members = n.membership.members()
-          return await n.jobs.status(members, members.filter((m) => m.meta.isolation === 'none' && (m.state === 'alive' || m.state === 'suspect')).map((m) => m.id))
+          const members = parts.get('membership').members()
+          return await parts.get('jobs').status(members, members.filter((m) => m.meta.isolation === 'none' && (m.state === 'alive' || m.state === 'suspect')).map((m) => m.id))
         },
-        jobRecord: (id) => state.state.job(id),
-        taskRecords: (id) => state.state.taskClaims(id),
+        jobRecord: (id) => loaded.job(id),
+        taskRecords: (id) => loaded.taskClaims(id),
         faults: faults === undefined ? undefined : {
           get: () => faults.view(),
           set: (rules: FaultRules) => {
@@ -156,8 +165,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
           },
         },
       }, log)
-      await api.listen({ host: config.apiHost, port: config.apiPort }).catch((err: Error) => { throw portError(err, '--api-port', config.apiPort) })
-      cleanup.unshift(async () => { await api.close() })
+      await parts.add('api', api, async () => { await api.listen({ host: config.apiHost, port: config.apiPort }).catch((err: Error) => { throw portError(err, '--api-port', config.apiPort) }) }, async () => { await api.close() })
       const address = api.server.address()
       const apiPort = typeof address === 'object' && address !== null ? address.port : config.apiPort
       const apiUrl = `http://${config.apiHost.includes(':') ? `[${config.apiHost}]` : config.apiHost}:${apiPort}`
@@ -165,7 +173,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       const membership = new MembershipService({
         host,
         config: config.membership,
-        meta: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes, labels: { ...state.state.node(dataDir.peerId)?.labels, ...config.labels }, apiUrl, isolation: executor.isolation.kind },
+        meta: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes, labels: { ...loaded.node(self)?.labels, ...config.labels }, apiUrl, isolation: executor.isolation.kind },
         tickMs: config.tickMs,
         dialTimeoutMs: config.dialTimeoutMs,
         log: log.child({ component: 'membership' }),
@@ -175,62 +183,70 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         logMemberEvent(log, event, membership.swim.health)
         events.emit('event', event)
       })
-      membershipRef = membership
-      await membership.start()
-      cleanup.unshift(async () => { await membership.stop() })
-      await state.start()
-      const reconciler = new Reconciler({
-        self: dataDir.peerId,
+      await parts.add('membership', membership, async () => { await membership.start() }, async () => { await membership.stop() })
+      const state = new StateService({
+        state: loaded,
+        storage,
+        transport: new Libp2pStateTransport(host, faults),
+        members: {
+          peers: () => membership.members().filter((m) => m.state === 'alive' && m.id !== self).map((m) => m.id),
+          stateOf: (id) => membership.swim.member(id)?.state,
+        },
+        config: config.state,
+        log: log.child({ component: 'state' }),
+      })
+      state.on('change', (change) => { events.emit('state', change) })
+      await parts.add('state', state, async () => { await state.start() }, async () => { await state.stop() })
+      const reconciler = await parts.add('reconciler', new Reconciler({
+        self,
         state,
         executor,
         members: () => membership.members(),
         log: log.child({ component: 'reconcile' }),
-        config: {
-          // "Recently stable": a dead member counts towards the majority for as long as membership remembers it.
-          stableWindowMs: config.membership.deadRetentionMs,
-          // A missed cron tick is caught up only while its run's records are surely still in the state.
-          cronCatchUpMs: Math.min(RECONCILE_DEFAULTS.cronCatchUpMs, config.state.taskRetentionMs / 2),
-          ...config.reconcile,
-        },
-      })
-      cleanup.unshift(async () => { await reconciler.close() })
-      let jobsRef: JobService | undefined
+        config: reconcileConfig({ deadRetentionMs: config.membership.deadRetentionMs, taskRetentionMs: config.state.taskRetentionMs }, config.reconcile),
+      }), undefined, async () => { await reconciler.close() })
+      const local = new LocalTasks(reconciler, executor)
       const rpc = new TaskRpc(host, {
-        logs: async (req, signal) => await jobsRef!.localLogs(req, signal),
-        usage: (tasks) => jobsRef!.localUsage(tasks),
+        logs: async (req, signal) => await local.logs(req, signal),
+        usage: (tasks) => local.usage(tasks),
         kill: async (task) => { reconciler.kill(task) },
       }, log.child({ component: 'rpc' }), faults)
-      await rpc.start()
-      cleanup.unshift(async () => { await rpc.stop() })
-      const jobs = jobsRef = new JobService({ self: dataDir.peerId, state, reconciler, executor, rpc, log: log.child({ component: 'jobs' }) })
-      node = new MurmurNode({ config, log, dataDir, host, membership, state, api, apiUrl, executor, reconciler, jobs, rpc })
+      await parts.add('rpc', rpc, async () => { await rpc.start() }, async () => { await rpc.stop() })
+      await parts.add('jobs', new JobService({ self, state, reconciler, local, peers: rpc, log: log.child({ component: 'jobs' }) }))
+      const node = await parts.add('node', new MurmurNode({ config, log, dataDir, parts, apiUrl }))
 
-      if (config.mdns) host.addEventListener('peer:discovery', (evt: CustomEvent<PeerInfo>) => { node!.discovered(evt.detail) })
-      if (config.join.length > 0) {
-        log.info({ join: config.join }, 'joining')
-        await membership.join(config.join, config.joinTimeoutMs).catch((err: Error) => {
-          throw new MurmurError('JOIN_FAILED', `could not join the cluster: ${err.message}; check the address and that a node runs there`)
-        })
-        await node.initialSync()
-      }
-      // After a --reset-state, the labels set earlier come back from the cluster's copy of our record.
-      node.adoptStoredLabels()
-      await node.writeOwnRecord()
-      // Only now, with the cluster's view of what this node should run, is the previous life judged.
-      await node.recoverTasks()
-      // From here on this node acts on the cluster's jobs: it has synced, and judged its previous life.
-      reconciler.start((listener) => {
-        const onMember = (): void => { listener() }
-        state.on('change', listener)
-        membership.on('event', onMember)
-        return () => { state.off('change', listener); membership.off('event', onMember) }
+      if (config.mdns) host.addEventListener('peer:discovery', (evt: CustomEvent<PeerInfo>) => { node.discovered(evt.detail) })
+      if (config.join.length > 0) log.info({ join: config.join }, 'joining')
+      await boot({
+        self,
+        log,
+        clock: systemClock,
+        state,
+        executor,
+        reconciler,
+        join: config.join.length === 0 ? undefined : async () => {
+          await membership.join(config.join, config.joinTimeoutMs).catch((err: Error) => {
+            throw new MurmurError('JOIN_FAILED', `could not join the cluster: ${err.message}; check the address and that a node runs there`)
+          })
+        },
+        aliveMembers: () => membership.members().filter((m) => m.id !== self && m.state === 'alive').map((m) => m.id),
+        ownRecord: () => node.ownRecord(),
+        // After a --reset-state, the labels set earlier come back from the cluster's copy of our record.
+        afterSync: () => { node.adoptStoredLabels() },
+        triggers: (listener) => {
+          const onMember = (): void => { listener() }
+          state.on('change', listener)
+          membership.on('event', onMember)
+          return () => { state.off('change', listener); membership.off('event', onMember) }
+        },
       })
-      state.on('change', (change) => { node!.guardOwnRecord(change) })
+      node.pruneEndedTasks()
+      state.on('change', (change) => { node.guardOwnRecord(change) })
       await writeRuntime(dataDir.path, node.runtime())
-      log.info({ peerId: dataDir.peerId, addrs: node.runtime().addrs, api: apiUrl }, 'node started')
+      log.info({ peerId: self, addrs: node.runtime().addrs, api: apiUrl }, 'node started')
       return node
     } catch (err) {
-      for (const step of cleanup) await step().catch(() => {})
+      await parts.stop(config.stopTimeoutMs, log)
       throw err
     }
   }
@@ -256,33 +272,14 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     }
   }
 
-  /** After joining: one round of anti-entropy with a member, so the node starts with the cluster's state. */
-  private async initialSync (): Promise<void> {
-    const started = performance.now()
-    for (const member of this.membership.members()) {
-      if (member.id === this.dataDir.peerId || member.state !== 'alive') continue
-      const result = await this.state.syncWith(member.id, 'start')
-      if (result.ok) {
-        this.log.info({ peer: member.id, ms: Math.round(performance.now() - started), received: result.receivedBytes, ...this.state.state.counts() }, 'state synced with the cluster')
-        return
-      }
-    }
-    this.log.warn('could not sync the state with any member yet; it will arrive by gossip and anti-entropy')
-  }
-
-  /** Adopts the tasks of the previous life that the cluster still assigns here, stops the rest, removes strays. */
-  private async recoverTasks (): Promise<void> {
-    const self = this.dataDir.peerId
-    const report = await this.executor.recover((task) => keepOnRestart(this.state.state, self, task))
-    // Ended tasks keep their logs for the task retention, then go (each holds two open files).
+  /** Ended tasks keep their logs for the task retention, then go (each holds two open files). */
+  private pruneEndedTasks (): void {
     const retention = this.config.state.taskRetentionMs
     this.pruneTimer = setInterval(() => {
       this.executor.prune(Date.now() - retention).then((pruned) => {
         if (pruned.length > 0) this.log.info({ tasks: pruned.length }, 'removed ended tasks past their retention')
       }, (err: Error) => { this.log.warn({ err: err.message }, 'could not remove ended tasks') })
     }, Math.min(retention, 60_000)).unref()
-    const found = report.adopted.length + report.stopped.length + report.ended.length + report.strays.length
-    if (found > 0) this.log.info({ ...report }, `previous life: ${report.adopted.length} tasks adopted, ${report.stopped.length} stopped, ${report.ended.length} had ended, ${report.strays.length} strays removed`)
   }
 
   private adoptStoredLabels (): void {
@@ -310,7 +307,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     else this.announceTimer = setTimeout(announce, wait)
   }
 
-  private ownRecord (): NodeRecord {
+  ownRecord (): NodeRecord {
     return {
       id: this.dataDir.peerId,
       addrs: this.host.getMultiaddrs().map((a) => a.toString()).slice(0, 16),
@@ -380,15 +377,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     // place them again at once (a node that dies keeps them, for its next life).
     await bounded(this.reconciler.releaseAll('the node left the cluster', Math.max(0, timeout - 2_000)), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'tasks did not all stop') })
     await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
-    await bounded(this.api.close(), timeout).catch(() => {})
-    await this.rpc.stop()
-    await bounded(this.executor.stopAll(Math.max(0, timeout - 1_000)), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'tasks did not all stop') })
-    await this.executor.close()
-    await bounded(this.state.stop(), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'the state did not close cleanly') })
-    await this.membership.stop().catch(() => {})
-    await bounded(Promise.resolve(this.host.stop()), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'libp2p did not stop cleanly') })
-    await removeRuntime(this.dataDir.path).catch(() => {})
-    await this.dataDir.release()
+    await this.parts.stop(timeout, this.log)
     this.log.info('node stopped')
   }
 
@@ -427,13 +416,11 @@ function portError (err: Error, flag: string, port: number): Error {
   return err
 }
 
-async function bounded<T> (promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([promise, new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => { reject(new Error(`did not finish within ${ms} ms`)) }, ms)
-    })])
-  } finally {
-    clearTimeout(timer)
+/** Opens the state database (with --reset-state, moved aside first and started empty). */
+async function openStore (dir: string, reset: boolean, log: Logger): Promise<StateStore> {
+  if (reset) {
+    const aside = await resetState(dir)
+    if (aside !== null) log.warn({ dir, movedTo: aside }, 'state database moved aside (--reset-state); starting empty, peers will fill it')
   }
+  return await StateStore.open(dir, { log: log.child({ component: 'state-store' }) })
 }

@@ -1,31 +1,31 @@
-// The cluster state on a node: the document of crdt/, kept in level, spread by
-// gossipsub and repaired by anti-entropy over a protocol of ours.
+// The cluster state on a node: the document of crdt/, kept in a store, spread by
+// gossip and repaired by anti-entropy.
 //
-//   write ─▶ doc ─update─▶ level (fsync) ─▶ ack ─▶ gossip batch ─▶ topic
-//   topic ─▶ check ─▶ doc ─▶ level            (a gap: anti-entropy with the sender)
-//   new connection / every syncInterval ─▶ hello ⇄ hello, diff ⇄ diff
+//   write ─▶ doc ─update─▶ store (fsync) ─▶ ack ─▶ gossip batch ─▶ transport.publish
+//   gossip in ─▶ check ─▶ doc ─▶ store       (a gap: anti-entropy with the sender)
+//   new connection / every syncInterval ─▶ a SyncSession (crdt/sync.ts) over a channel
+//
+// Everything it touches comes in as an interface: the clock, a source of
+// randomness, the store (level on a node, a simulated disk in testnet/sim) and the
+// transport (libp2p on a node, the simulated network in testnet/sim), so the
+// simulator runs this very service.
 
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import { type Message, TopicValidatorResult } from '@libp2p/gossipsub'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { Logger } from 'pino'
 import * as Y from 'yjs'
 import { type InvalidRecord, ClusterState, GoneTracker, ORIGIN, type StateChange } from '../crdt/state.ts'
 import {
-  type Frame, SYNC_LIMITS, applyRemote, decodeFrame, diffFor, encodeFrame, stateFingerprint,
+  type Frame, SYNC_LIMITS, SyncSession, applyRemote, decodeFrame, encodeFrame, stateFingerprint,
   stateVectorOf, summarizeStateVector, type StateVectorSummary,
 } from '../crdt/sync.ts'
+import { type Clock, systemClock } from './clock.ts'
 import type { StateConfig } from './config.ts'
 import { MurmurError } from './errors.ts'
-import { type FaultInjector, FaultDropped, admitFrame } from './faults.ts'
-import { type Host, STATE_TOPIC } from './host.ts'
-import { StateStore, resetState } from './state-store.ts'
-import { isOversized } from './streams.ts'
+import { FaultDropped } from './faults.ts'
+import type { StateStore } from './state-store.ts'
+import { PeerError, type StateTransport, type SyncChannel } from './state-transport.ts'
 
-export const SYNC_PROTOCOL = '/murmur/sync/1.0.0'
 /** The first byte of a gossip message: the format of what follows (a Yjs v1 update). */
 const GOSSIP_FORMAT = 1
 const SYNC_TIMEOUT_MS = 15_000
@@ -33,6 +33,19 @@ const SYNC_TIMEOUT_MS = 15_000
 const WRITES_IN_FLIGHT_MAX = 1_024
 /** Peers remembered for `murmur state`; the oldest entry goes first. */
 const SYNC_LOG_MAX = 1_000
+/** A connection from a peer membership does not know yet is synced with after this, if it is a member by then. */
+const NEW_PEER_SYNC_DELAY_MS = 500
+
+/** What the service needs of a store: level's StateStore on a node, a simulated disk in testnet/sim. */
+export type StateStorage = Pick<StateStore, 'load' | 'append' | 'compact' | 'setSnapshotSource' | 'stats' | 'close'>
+
+/** What the service needs of membership. */
+export interface StateMembers {
+  /** Alive members other than this node: whom anti-entropy may pick. */
+  peers (): string[]
+  /** 'alive', 'suspect', 'dead', 'left', or undefined for a node membership does not know. */
+  stateOf (id: string): string | undefined
+}
 
 export interface PeerSync {
   peer: string
@@ -61,46 +74,82 @@ export interface StateInfo {
   records: { nodes: number, jobs: number, tasks: number, spaces: number }
   stateVector: StateVectorSummary
   digest: string
-  store: ReturnType<StateStore['stats']>
+  store: ReturnType<StateStorage['stats']>
   stats: StateStats
   syncs: PeerSync[]
 }
 
-export interface StateServiceInit {
-  host: Host
+export interface StateLoadInit {
   self: string
-  /** The LevelDB directory (<data-dir>/state). */
-  dir: string
+  storage: StateStorage
+  log: Logger
+  /** Where the document's Yjs client id comes from: fresh per process, never reused. */
+  random?: () => number
+  /** Names the store in the one-line error about a damaged one. */
+  where: string
+}
+
+export interface StateServiceInit {
+  /** The document, loaded from `storage` (loadState). */
+  state: ClusterState
+  storage: StateStorage
+  transport: StateTransport
+  members: StateMembers
   config: StateConfig
   log: Logger
-  /** Alive members other than this node: who anti-entropy may pick. */
-  peers: () => string[]
-  /** 'alive', 'suspect', 'dead', 'left', or undefined for a node membership does not know. */
-  memberState: (id: string) => string | undefined
-  /** Testnet fault rules: every sync frame received passes them (gossip passes them in host.ts). */
-  faults?: FaultInjector
+  clock?: Clock
+  random?: () => number
+}
+
+/** Loads the document from its store: the snapshot, then the log. */
+export async function loadState (init: StateLoadInit): Promise<ClusterState> {
+  const { storage, log, where } = init
+  const started = performance.now()
+  const loaded = await storage.load()
+  const doc = new Y.Doc()
+  // Yjs silently changes a document's client id when a remote update uses the same one: a
+  // random id per process, never derived from the node id and never reused across restarts.
+  if (init.random !== undefined) doc.clientID = Math.floor(init.random() * 0x1_0000_0000)
+  try {
+    doc.transact(() => {
+      if (loaded.snapshot !== null) Y.applyUpdate(doc, loaded.snapshot)
+      for (const update of loaded.updates) Y.applyUpdate(doc, update)
+    }, ORIGIN.load)
+  } catch (err) {
+    throw new MurmurError('STATE_CORRUPT', `the state database in ${where} holds an update that cannot be read (${(err as Error).message}); start the node with --reset-state to move it aside and refill it from the other nodes`, 2)
+  }
+  if (doc.store.pendingStructs !== null || doc.store.pendingDs !== null) {
+    log.warn({ where }, 'the stored state has a gap; peers will fill it')
+    doc.store.pendingStructs = null
+    doc.store.pendingDs = null
+  }
+  const state = new ClusterState({ self: init.self, life: loaded.lifeId, doc })
+  log.info({ life: loaded.lifeId, updates: loaded.updates.length, snapshotBytes: loaded.snapshot?.length ?? 0, ...state.counts(), ms: Math.round(performance.now() - started) }, 'state loaded')
+  return state
 }
 
 export class StateService extends EventEmitter<{ change: [StateChange] }> {
   readonly state: ClusterState
-  private readonly host: Host
-  private readonly store: StateStore
+  private readonly transport: StateTransport
+  private readonly store: StateStorage
+  private readonly members: StateMembers
   private readonly config: StateConfig
   private readonly log: Logger
-  private readonly peers: () => string[]
-  private readonly memberState: (id: string) => string | undefined
-  private readonly faults: FaultInjector | undefined
+  private readonly clock: Clock
+  private readonly random: () => number
   private readonly syncs = new Map<string, PeerSync>()
   /** Which nodes are gone for good, for maintenance. */
   private readonly gone: GoneTracker
   private readonly running = new Map<string, Promise<PeerSync>>()
-  private readonly timers: NodeJS.Timeout[] = []
+  private syncTimer: ReturnType<Clock['setInterval']> | null = null
+  private maintainTimer: ReturnType<Clock['setInterval']> | null = null
   private outbox: Uint8Array[] = []
-  private flushTimer: NodeJS.Timeout | null = null
+  private flushTimer: ReturnType<Clock['setTimeout']> | null = null
   private tokens: number
-  private tokensAt = Date.now()
+  private tokensAt: number
   /** The append of the last local update, for write() to await. */
   private lastLocalAppend: Promise<void> | null = null
+  private started = false
   private stopped = false
   private writesInFlight = 0
   /** Aborts every sync in progress when the node stops. */
@@ -119,84 +168,48 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     maintenance: { runs: 0, removedTasks: 0, removedJobs: 0, removedNodes: 0, rotatedSpaces: 0, lastMs: null },
   }
 
-  private constructor (init: StateServiceInit, store: StateStore, state: ClusterState) {
+  constructor (init: StateServiceInit) {
     super()
-    this.host = init.host
-    this.store = store
-    this.state = state
+    this.state = init.state
+    this.store = init.storage
+    this.transport = init.transport
+    this.members = init.members
     this.config = init.config
     this.log = init.log
-    this.peers = init.peers
-    this.memberState = init.memberState
-    this.faults = init.faults
+    this.clock = init.clock ?? systemClock
+    this.random = init.random ?? Math.random
     this.gone = new GoneTracker(init.config.nodeRetentionMs)
     this.tokens = init.config.publishPerSecondMax
-  }
-
-  /** Opens (or, with resetState, moves aside and recreates) the database and loads the document. */
-  static async open (init: StateServiceInit): Promise<StateService> {
-    const { dir, log, config } = init
-    if (config.resetState) {
-      const aside = await resetState(dir)
-      if (aside !== null) log.warn({ dir, movedTo: aside }, 'state database moved aside (--reset-state); starting empty, peers will fill it')
-    }
-    const started = performance.now()
-    const store = await StateStore.open(dir, { log: log.child({ component: 'state-store' }) })
-    let state: ClusterState
-    try {
-      const loaded = await store.load()
-      const doc = new Y.Doc()
-      try {
-        doc.transact(() => {
-          if (loaded.snapshot !== null) Y.applyUpdate(doc, loaded.snapshot)
-          for (const update of loaded.updates) Y.applyUpdate(doc, update)
-        }, ORIGIN.load)
-      } catch (err) {
-        throw new MurmurError('STATE_CORRUPT', `the state database in ${dir} holds an update that cannot be read (${(err as Error).message}); start the node with --reset-state to move it aside and refill it from the other nodes`, 2)
-      }
-      if (doc.store.pendingStructs !== null || doc.store.pendingDs !== null) {
-        log.warn({ dir }, 'the stored state has a gap; peers will fill it')
-        doc.store.pendingStructs = null
-        doc.store.pendingDs = null
-      }
-      state = new ClusterState({ self: init.self, life: loaded.lifeId, doc })
-      log.info({ life: loaded.lifeId, updates: loaded.updates.length, snapshotBytes: loaded.snapshot?.length ?? 0, ...state.counts(), ms: Math.round(performance.now() - started) }, 'state loaded')
-    } catch (err) {
-      await store.close().catch(() => {})
-      throw err
-    }
-    const service = new StateService(init, store, state)
-    store.setSnapshotSource(() => Y.encodeStateAsUpdate(state.doc))
-    state.doc.on('update', service.onUpdate)
+    this.tokensAt = this.clock.monotonic()
+    const state = this.state
+    this.store.setSnapshotSource(() => Y.encodeStateAsUpdate(state.doc))
+    state.doc.on('update', this.onUpdate)
     state.onChange((change) => {
       // Written back in the same turn as the removal: no stop or crash falls in between.
-      if (!change.local && state.lostRecords() > 0) service.restoreLost()
+      if (!change.local && state.lostRecords() > 0) this.restoreLost()
       try {
-        service.emit('change', change)
+        this.emit('change', change)
       } catch (err) {
-        log.error({ err: (err as Error).message }, 'a state change listener failed')
+        this.log.error({ err: (err as Error).message }, 'a state change listener failed')
       }
     })
-    state.onInvalid(service.onInvalid)
-    return service
+    state.onInvalid(this.onInvalid)
   }
 
   async start (): Promise<void> {
-    await this.host.handle(SYNC_PROTOCOL, (stream, connection) => {
-      const serving = this.serve(stream, connection).finally(() => { this.serving.delete(serving) })
-      this.serving.add(serving)
-    }, {
-      // Frames are large (up to 32 MiB): a few syncs per peer at once, not dozens.
-      maxInboundStreams: 4,
+    if (this.started) return
+    this.started = true
+    await this.transport.start({
+      validate: (from, data) => this.validate(from, data),
+      gossip: (from, data) => { this.onGossip(from, data) },
+      channel: (channel) => {
+        const serving = this.serve(channel).finally(() => { this.serving.delete(serving) })
+        this.serving.add(serving)
+      },
+      connected: (peer) => { this.onConnect(peer) },
     })
-    const pubsub = this.host.services.pubsub
-    pubsub.topicValidators.set(STATE_TOPIC, (_peer, msg) => this.validate(msg))
-    pubsub.addEventListener('message', this.onGossip)
-    pubsub.subscribe(STATE_TOPIC)
-    this.host.addEventListener('peer:connect', this.onConnect)
-    this.timers.push(setInterval(() => { this.syncRandom() }, this.config.syncIntervalMs))
-    this.timers.push(setInterval(() => { this.maintain() }, this.config.maintainIntervalMs))
-    for (const timer of this.timers) timer.unref()
+    this.syncTimer = this.clock.setInterval(() => { this.syncRandom() }, this.config.syncIntervalMs)
+    this.maintainTimer = this.clock.setInterval(() => { this.maintain() }, this.config.maintainIntervalMs)
   }
 
   /**
@@ -239,10 +252,9 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   /** Whether this node's copy equals a peer's: same state vector and same canonical state. */
   async compare (peer: string): Promise<{ peer: string, equal: boolean, local: { stateVector: StateVectorSummary, digest: string }, remote: { stateVector: StateVectorSummary, digest: string } }> {
-    if (this.memberState(peer) === undefined) throw new MurmurError('NOT_A_MEMBER', `no member has the peer id ${peer}; see 'murmur members' for the ids`, 2, 404)
-    const frames = await this.request(peer, { type: 'digest-request' }, 1)
-    const reply = frames[0]
-    if (reply?.type !== 'digest') throw new MurmurError('BAD_PEER_REPLY', `peer ${peer} did not answer with a digest`)
+    if (this.members.stateOf(peer) === undefined) throw new MurmurError('NOT_A_MEMBER', `no member has the peer id ${peer}; see 'murmur members' for the ids`, 2, 404)
+    const reply = await this.request(peer, { type: 'digest-request' })
+    if (reply.type !== 'digest') throw new MurmurError('BAD_PEER_REPLY', `peer ${peer} did not answer with a digest`)
     const local = this.digest()
     const remote = { stateVector: summarizeStateVector(Y.decodeStateVector(reply.sv)), digest: Buffer.from(reply.digest).toString('hex') }
     return { peer, equal: local.digest === remote.digest, local: { stateVector: local.stateVector, digest: local.digest }, remote }
@@ -267,8 +279,8 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   /** Runs retention and compaction now (also on a timer). */
   maintain (): void {
     if (this.stopped) return
-    const started = performance.now()
-    const now = Date.now()
+    const started = this.clock.monotonic()
+    const now = this.clock.now()
     const report = this.state.maintain({
       now,
       taskRetentionMs: this.config.taskRetentionMs,
@@ -281,29 +293,29 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     m.removedJobs += report.removedJobs
     m.removedNodes += report.removedNodes.length
     m.rotatedSpaces += report.rotatedSpaces
-    m.lastMs = Math.round((performance.now() - started) * 10) / 10
+    m.lastMs = Math.round((this.clock.monotonic() - started) * 10) / 10
     for (const id of report.removedNodes) this.gone.forget(id)
     const changed = report.removedTasks + report.removedJobs + report.removedNodes.length + report.rotatedSpaces + report.migratedRecords + report.adoptedJobs + report.removedSpaces
     if (changed > 0) this.log.info({ ...report, ms: m.lastMs }, 'state maintenance')
   }
 
+  /**
+   * Stops gossip and anti-entropy (the store is closed by its owner, after). Acknowledged writes still
+   * waiting for their gossip batch go out first, rate or not: there is no
+   * anti-entropy with a stopped node.
+   */
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
-    for (const timer of this.timers) clearInterval(timer)
-    if (this.flushTimer !== null) clearTimeout(this.flushTimer)
-    this.host.removeEventListener('peer:connect', this.onConnect)
-    const pubsub = this.host.services.pubsub
-    pubsub.removeEventListener('message', this.onGossip)
-    // Acknowledged writes still waiting for their gossip batch go out now, rate or not.
+    this.clock.clearInterval(this.syncTimer)
+    this.clock.clearInterval(this.maintainTimer)
+    this.clock.clearTimeout(this.flushTimer)
     await Promise.allSettled([...this.storing])
-    await this.publish(this.takeOutbox()).catch(() => {})
-    try { pubsub.unsubscribe(STATE_TOPIC) } catch {}
+    if (this.started) await this.publish(this.takeOutbox()).catch(() => {})
     this.aborter.abort(new Error('the node is stopping'))
-    await this.host.unhandle(SYNC_PROTOCOL).catch(() => {})
+    if (this.started) await this.transport.stop().catch(() => {})
     await Promise.allSettled([...this.running.values(), ...this.serving])
     this.state.doc.off('update', this.onUpdate)
-    await this.store.close()
   }
 
   /**
@@ -354,7 +366,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   private queueGossip (update: Uint8Array): void {
     this.outbox.push(update)
-    if (!this.stopped) this.flushTimer ??= setTimeout(() => { this.flush() }, this.config.gossipBatchMs)
+    if (!this.stopped) this.flushTimer ??= this.clock.setTimeout(() => { this.flush() }, this.config.gossipBatchMs, true)
   }
 
   /** The batch to publish, as one update; null when there is none. */
@@ -371,14 +383,14 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       // Too big for one message: the peers fetch it by anti-entropy, with us.
       this.stats.gossip.skippedLarge++
       this.log.debug({ bytes: update.byteLength }, 'change too large to gossip; syncing with peers instead')
-      if (!this.stopped) for (const peer of this.peers()) void this.syncWith(peer, 'large change').catch(() => {})
+      if (!this.stopped) for (const peer of this.members.peers()) void this.syncWith(peer, 'large change').catch(() => {})
       return
     }
     const data = new Uint8Array(1 + update.byteLength)
     data[0] = GOSSIP_FORMAT
     data.set(update, 1)
     try {
-      await this.host.services.pubsub.publish(STATE_TOPIC, data)
+      await this.transport.publish(data)
       this.stats.gossip.published++
       this.stats.gossip.publishedBytes += data.byteLength
     } catch (err) {
@@ -389,13 +401,13 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private flush (): void {
     this.flushTimer = null
     if (this.stopped || this.outbox.length === 0) return
-    const now = Date.now()
+    const now = this.clock.monotonic()
     const rate = this.config.publishPerSecondMax
     this.tokens = Math.min(rate, this.tokens + (now - this.tokensAt) * rate / 1000)
     this.tokensAt = now
     if (this.tokens < 1) {
       // Over the rate: wait for the next token; changes meanwhile join this batch.
-      this.flushTimer = setTimeout(() => { this.flush() }, Math.ceil((1 - this.tokens) * 1000 / rate))
+      this.flushTimer = this.clock.setTimeout(() => { this.flush() }, Math.ceil((1 - this.tokens) * 1000 / rate), true)
       return
     }
     this.tokens--
@@ -404,37 +416,36 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   // ---- gossip in -----------------------------------------------------------------
 
-  /** Runs before gossipsub forwards a message: garbage is rejected (and its sender penalised), not spread. */
-  private validate (msg: Message): TopicValidatorResult {
-    const data = msg.data
-    if (data.byteLength < 2 || data[0] !== GOSSIP_FORMAT || data.byteLength > SYNC_LIMITS.gossipBytesMax + 1) return this.dropGossip('malformed', msg)
-    try {
-      Y.decodeUpdate(data.subarray(1))
-    } catch {
-      return this.dropGossip('malformed', msg)
+  /** Runs before the transport relays a message: garbage is refused (and not spread). */
+  private validate (from: string | undefined, data: Uint8Array): string | null {
+    let reason: string | null = null
+    if (data.byteLength < 2 || data[0] !== GOSSIP_FORMAT || data.byteLength > SYNC_LIMITS.gossipBytesMax + 1) reason = 'malformed'
+    else {
+      try {
+        Y.decodeUpdate(data.subarray(1))
+      } catch {
+        reason = 'malformed'
+      }
     }
-    return TopicValidatorResult.Accept
+    if (reason !== null) {
+      this.stats.gossip.dropped[reason] = (this.stats.gossip.dropped[reason] ?? 0) + 1
+      this.log.warn({ reason, from, bytes: data.byteLength }, 'dropped a bad state update from gossip')
+    }
+    return reason
   }
 
-  private dropGossip (reason: string, msg: Message): TopicValidatorResult {
-    this.stats.gossip.dropped[reason] = (this.stats.gossip.dropped[reason] ?? 0) + 1
-    this.log.warn({ reason, from: msg.type === 'signed' ? msg.from.toString() : undefined, bytes: msg.data.byteLength }, 'dropped a bad state update from gossip')
-    return TopicValidatorResult.Reject
-  }
-
-  private readonly onGossip = (evt: CustomEvent<Message>): void => {
-    const msg = evt.detail
-    if (msg.topic !== STATE_TOPIC || this.stopped) return
+  private onGossip (from: string | undefined, data: Uint8Array): void {
+    if (this.stopped) return
     this.stats.gossip.received++
-    const verdict = applyRemote(this.state.doc, msg.data.subarray(1), ORIGIN.remote)
+    const verdict = applyRemote(this.state.doc, data.subarray(1), ORIGIN.remote)
     if (verdict.ok) {
       this.stats.gossip.applied++
       return
     }
     this.stats.gossip.dropped[verdict.reason] = (this.stats.gossip.dropped[verdict.reason] ?? 0) + 1
-    if (verdict.reason === 'gap' && msg.type === 'signed' && this.isMember(msg.from.toString())) {
+    if (verdict.reason === 'gap' && from !== undefined && this.isMember(from)) {
       // We missed something the sender has: fetch it all by state vectors.
-      void this.syncWith(msg.from.toString(), 'gap in gossip').catch(() => {})
+      void this.syncWith(from, 'gap in gossip').catch(() => {})
     } else if (verdict.reason !== 'gap') {
       this.log.warn({ reason: verdict.reason }, 'dropped a state update from gossip')
     }
@@ -443,145 +454,140 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   // ---- anti-entropy --------------------------------------------------------------
 
   private isMember (id: string): boolean {
-    const state = this.memberState(id)
+    const state = this.members.stateOf(id)
     return state === 'alive' || state === 'suspect'
   }
 
-  private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
-    const peer = evt.detail.toString()
+  private onConnect (peer: string): void {
+    if (this.stopped) return
     // Only members: a connection from anything else is not a cluster node.
     if (!this.isMember(peer)) {
       // Membership may learn of it a moment later (the connection comes first).
-      setTimeout(() => {
+      this.clock.setTimeout(() => {
         if (!this.stopped && this.isMember(peer)) void this.syncWith(peer, 'new connection').catch(() => {})
-      }, 500).unref()
+      }, NEW_PEER_SYNC_DELAY_MS, true)
       return
     }
     void this.syncWith(peer, 'new connection').catch(() => {})
   }
 
   private syncRandom (): void {
-    const peers = this.peers()
+    const peers = this.members.peers()
     if (peers.length === 0 || this.stopped) return
-    const peer = peers[Math.floor(Math.random() * peers.length)]!
+    const peer = peers[Math.floor(this.random() * peers.length)]!
     void this.syncWith(peer, 'periodic').catch(() => {})
   }
 
+  private newRecord (peer: string, direction: PeerSync['direction'], reason: string): PeerSync {
+    return { peer, at: new Date(this.clock.now()).toISOString(), direction, reason, ok: false, ms: 0, sentBytes: 0, receivedBytes: 0 }
+  }
+
   private async runSync (peer: string, reason: string): Promise<PeerSync> {
-    const started = performance.now()
+    const started = this.clock.monotonic()
     this.stats.sync.started++
-    const record: PeerSync = { peer, at: new Date().toISOString(), direction: 'out', reason, ok: false, ms: 0, sentBytes: 0, receivedBytes: 0 }
+    const record = this.newRecord(peer, 'out', reason)
+    const deadline = this.deadline()
+    let channel: SyncChannel | undefined
     try {
-      await this.exchange(peer, record)
+      if (this.stopped) throw new Error('the node is stopping')
+      channel = await this.transport.open(peer, deadline.signal)
+      const { session, send } = SyncSession.ask(this.state.doc)
+      await this.drive(channel, session, send, record, deadline.signal)
+      await channel.close(deadline.signal)
       record.ok = true
     } catch (err) {
+      channel?.abort(err as Error)
       this.stats.sync.failed++
       record.error = (err as Error).message
       this.log.debug({ peer, reason, err: record.error }, 'anti-entropy failed')
+    } finally {
+      deadline.clear()
     }
-    record.ms = Math.round(performance.now() - started)
+    record.ms = Math.round(this.clock.monotonic() - started)
     this.remember(record)
     return record
   }
 
-  private async exchange (peer: string, record: PeerSync): Promise<void> {
-    const signal = this.syncSignal()
-    const raw = await this.host.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal })
-    const lp = lpStream(raw, { maxDataLength: SYNC_LIMITS.frameBytesMax })
-    try {
-      await this.send(lp, { type: 'hello', sv: Y.encodeStateVector(this.state.doc) }, record, signal)
-      const hello = await this.receive(lp, 'hello', record, signal)
-      const diff = await this.receive(lp, 'diff', record, signal)
-      await this.send(lp, { type: 'diff', update: diffFor(this.state.doc, hello.sv) }, record, signal)
-      this.applyDiff(peer, diff.update)
-      await raw.close({ signal }).catch(() => {})
-    } catch (err) {
-      raw.abort(err as Error)
-      throw err
-    }
-  }
-
   /** The answering side of anti-entropy and of digest requests. */
-  private async serve (stream: Stream, connection: Connection): Promise<void> {
-    const peer = connection.remotePeer.toString()
-    const started = performance.now()
-    const signal = this.syncSignal()
-    const lp = lpStream(stream, { maxDataLength: SYNC_LIMITS.frameBytesMax })
-    const record: PeerSync = { peer, at: new Date().toISOString(), direction: 'in', reason: 'asked', ok: false, ms: 0, sentBytes: 0, receivedBytes: 0 }
+  private async serve (channel: SyncChannel): Promise<void> {
+    const started = this.clock.monotonic()
+    const deadline = this.deadline()
+    const record = this.newRecord(channel.peer, 'in', 'asked')
+    const session = SyncSession.answer(this.state.doc, () => {
+      const { sv, digestBytes } = this.digestBytes()
+      return { sv, digest: digestBytes }
+    })
     try {
-      const first = await this.receive(lp, null, record, signal)
-      if (first.type === 'digest-request') {
-        const { sv, digestBytes } = this.digestBytes()
-        await this.send(lp, { type: 'digest', sv, digest: digestBytes }, record, signal)
-        await stream.close({ signal }).catch(() => {})
-        return
-      }
-      if (first.type !== 'hello') throw new PeerError('unexpected', `expected hello or digest-request, got ${first.type}`)
-      this.stats.sync.served++
-      await this.send(lp, { type: 'hello', sv: Y.encodeStateVector(this.state.doc) }, record, signal)
-      await this.send(lp, { type: 'diff', update: diffFor(this.state.doc, first.sv) }, record, signal)
-      const diff = await this.receive(lp, 'diff', record, signal)
-      this.applyDiff(peer, diff.update)
+      await this.drive(channel, session, [], record, deadline.signal)
+      await channel.close(deadline.signal)
       record.ok = true
-      await stream.close({ signal }).catch(() => {})
     } catch (err) {
       record.error = (err as Error).message
-      if (!(err instanceof PeerError) && !(err instanceof FaultDropped) && !this.stopped) this.log.warn({ peer, err: record.error }, 'could not answer a sync request')
       if (err instanceof PeerError) {
         this.stats.sync.rejected[err.reason] = (this.stats.sync.rejected[err.reason] ?? 0) + 1
-        this.log.warn({ peer, reason: err.reason, err: err.message }, 'dropped a bad sync request')
+        this.log.warn({ peer: channel.peer, reason: err.reason, err: err.message }, 'dropped a bad sync request')
+      } else if (!(err instanceof FaultDropped) && !this.stopped) {
+        this.log.warn({ peer: channel.peer, err: record.error }, 'could not answer a sync request')
       }
-      stream.abort(err as Error)
+      channel.abort(err as Error)
     } finally {
-      record.ms = Math.round(performance.now() - started)
-      if (record.reason === 'asked' && (record.ok || record.error !== undefined)) this.remember(record)
+      deadline.clear()
+      record.ms = Math.round(this.clock.monotonic() - started)
+      // A digest request is not an exchange of state: it is not remembered as a sync.
+      if (!session.digestOnly) this.remember(record)
     }
   }
 
-  /** Sends one request frame on a fresh stream and reads `replies` frames back. */
-  private async request (peer: string, frame: Frame, replies: number): Promise<Frame[]> {
-    const signal = this.syncSignal()
-    let raw: Stream
+  /** Runs a sync session over a channel: `first` out, then the peer's frames in until the session is done. */
+  private async drive (channel: SyncChannel, session: SyncSession, first: Frame[], record: PeerSync, signal: AbortSignal): Promise<void> {
+    for (const frame of first) await this.send(channel, frame, record, signal)
+    while (!session.done) {
+      const frame = await this.receive(channel, record, signal)
+      const step = session.receive(frame)
+      if ('error' in step) throw new PeerError('unexpected', step.error)
+      if (session.role === 'answer' && frame.type === 'hello') this.stats.sync.served++
+      for (const out of step.send) await this.send(channel, out, record, signal)
+      if (step.apply !== null) this.applyDiff(channel.peer, step.apply)
+    }
+  }
+
+  /** Sends one request frame on a fresh channel and reads one frame back. */
+  private async request (peer: string, frame: Frame): Promise<Frame> {
+    const deadline = this.deadline()
+    let channel: SyncChannel
     try {
-      raw = await this.host.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal })
+      channel = await this.transport.open(peer, deadline.signal)
     } catch (err) {
+      deadline.clear()
       throw new MurmurError('PEER_UNREACHABLE', `cannot reach peer ${peer}: ${(err as Error).message}`)
     }
-    const lp = lpStream(raw, { maxDataLength: SYNC_LIMITS.frameBytesMax })
-    const record: PeerSync = { peer, at: '', direction: 'out', reason: 'request', ok: false, ms: 0, sentBytes: 0, receivedBytes: 0 }
+    const record = this.newRecord(peer, 'out', 'request')
     try {
-      await this.send(lp, frame, record, signal)
-      const out: Frame[] = []
-      for (let i = 0; i < replies; i++) out.push(await this.receive(lp, null, record, signal))
-      await raw.close({ signal }).catch(() => {})
-      return out
+      await this.send(channel, frame, record, deadline.signal)
+      const reply = await this.receive(channel, record, deadline.signal)
+      await channel.close(deadline.signal)
+      return reply
     } catch (err) {
-      raw.abort(err as Error)
+      channel.abort(err as Error)
       throw new MurmurError('PEER_FAILED', `peer ${peer} did not answer: ${(err as Error).message}`)
+    } finally {
+      deadline.clear()
     }
   }
 
-  private async send (lp: LengthPrefixedStream<Stream>, frame: Frame, record: PeerSync, signal: AbortSignal): Promise<void> {
+  private async send (channel: SyncChannel, frame: Frame, record: PeerSync, signal: AbortSignal): Promise<void> {
     const bytes = encodeFrame(frame)
     if (bytes.byteLength > SYNC_LIMITS.frameBytesMax) throw new Error(`the ${frame.type} frame of ${bytes.byteLength} bytes is over the sync limit of ${SYNC_LIMITS.frameBytesMax}`)
-    await lp.write(bytes, { signal })
+    await channel.write(bytes, signal)
     record.sentBytes += bytes.byteLength
   }
 
-  private async receive<T extends Frame['type']> (lp: LengthPrefixedStream<Stream>, expected: T | null, record: PeerSync, signal: AbortSignal): Promise<Extract<Frame, { type: T }>> {
-    let bytes: Uint8Array
-    try {
-      bytes = (await lp.read({ signal })).subarray()
-    } catch (err) {
-      if (isOversized(err)) throw new PeerError('oversized', `a sync frame over ${SYNC_LIMITS.frameBytesMax} bytes`)
-      throw err
-    }
-    await admitFrame(this.faults, record.peer, 'sync', signal)
+  private async receive (channel: SyncChannel, record: PeerSync, signal: AbortSignal): Promise<Frame> {
+    const bytes = await channel.read(signal)
     record.receivedBytes += bytes.byteLength
     const frame = decodeFrame(bytes)
     if ('error' in frame) throw new PeerError('malformed', frame.error)
-    if (expected !== null && frame.type !== expected) throw new PeerError('unexpected', `expected ${expected}, got ${frame.type}`)
-    return frame as Extract<Frame, { type: T }>
+    return frame
   }
 
   private applyDiff (peer: string, update: Uint8Array): void {
@@ -590,8 +596,11 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     this.stats.sync.appliedBytes += update.byteLength
   }
 
-  private syncSignal (): AbortSignal {
-    return AbortSignal.any([AbortSignal.timeout(SYNC_TIMEOUT_MS), this.aborter.signal])
+  /** A signal that aborts after SYNC_TIMEOUT_MS on this service's clock, or when the node stops. */
+  private deadline (): { signal: AbortSignal, clear: () => void } {
+    const timeout = new AbortController()
+    const timer = this.clock.setTimeout(() => { timeout.abort(new MurmurError('SYNC_TIMEOUT', `no answer within ${SYNC_TIMEOUT_MS} ms`)) }, SYNC_TIMEOUT_MS, true)
+    return { signal: AbortSignal.any([timeout.signal, this.aborter.signal]), clear: () => { this.clock.clearTimeout(timer) } }
   }
 
   private remember (record: PeerSync): void {
@@ -617,7 +626,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
    * records, so a busy node recomputes it at most once a second.
    */
   private documentBytes (): number {
-    const now = Date.now()
+    const now = this.clock.monotonic()
     if (this.sizeCache === null || (this.sizeCache.version !== this.version && now - this.sizeCache.at >= 1_000)) {
       this.sizeCache = { version: this.version, at: now, bytes: Y.encodeStateAsUpdate(this.state.doc).byteLength }
     }
@@ -629,19 +638,8 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     return { stateVector: summarizeStateVector(stateVectorOf(this.state.doc)), digest: Buffer.from(digestBytes).toString('hex') }
   }
 
-
   private readonly onInvalid = (invalid: InvalidRecord): void => {
     this.stats.invalidRecords++
     this.log.warn(invalid, 'skipped an invalid record in the cluster state')
-  }
-}
-
-/** A peer broke the sync protocol; `reason` is the counter it goes to. */
-class PeerError extends Error {
-  override name = 'PeerError'
-  readonly reason: string
-  constructor (reason: string, message: string) {
-    super(message)
-    this.reason = reason
   }
 }

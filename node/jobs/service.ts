@@ -3,52 +3,59 @@
 // for people, asking the nodes that run the tasks for their use and their logs.
 
 import { randomBytes } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { JobRecord, TaskRecord } from '../../crdt/schema.ts'
 import { explain } from '../../placement/explain.ts'
 import { resolveClaims } from '../../placement/claims.ts'
+import { type Clock, systemClock } from '../clock.ts'
 import { InputError, MurmurError } from '../errors.ts'
-import type { LogStream } from '../executor/logs.ts'
-import type { TaskRunner, TaskUsage } from '../executor/types.ts'
 import type { Reconciler } from '../reconcile/loop.ts'
 import { CLAIM_STATUS, claimOf, demandOf, isLiveState } from '../reconcile/decide.ts'
 import type { LogsAnswer, LogsRequest, TaskRpc } from '../rpc.ts'
 import type { StateService } from '../state.ts'
-import { attemptId, instanceId, jobOfInstance, latestTick, parseAttempt, tickOf } from './instances.ts'
+import { attemptId, instanceId, jobOfInstance, latestTick, tickOf } from './instances.ts'
+import { type LocalTasks, noTask } from './local.ts'
 import { newJobRecord, scaledJob, stoppedJob } from './records.ts'
 import { JobSpecError, type JobSpec, normalizeJob, readSpec } from './spec.ts'
 import type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from './types.ts'
+
+/** What the service asks of the nodes that run tasks: the task RPC on a node, the simulated network in testnet/sim. */
+export type TaskPeers = Pick<TaskRpc, 'usage' | 'kill' | 'logs'>
 
 export interface JobServiceInit {
   self: string
   state: StateService
   reconciler: Reconciler
-  executor: TaskRunner
-  rpc: TaskRpc
+  /** This node's own tasks (what the task RPC answers for them too). */
+  local: LocalTasks
+  peers: TaskPeers
   log: Logger
+  clock?: Clock
+  /** A fresh job id suffix (8 hex digits). */
+  newId?: () => string
 }
 
 const RUNNING_LIKE = new Set(['claimed', 'starting', 'running'])
-
-/** How often a log follow looks for the next attempt of a restarting instance. */
-const FOLLOW_POLL_MS = 100
 
 export class JobService {
   private readonly self: string
   private readonly state: StateService
   private readonly reconciler: Reconciler
-  private readonly executor: TaskRunner
-  private readonly rpc: TaskRpc
+  private readonly local: LocalTasks
+  private readonly peers: TaskPeers
   private readonly log: Logger
+  private readonly clock: Clock
+  private readonly newId: () => string
 
   constructor (init: JobServiceInit) {
     this.self = init.self
     this.state = init.state
     this.reconciler = init.reconciler
-    this.executor = init.executor
-    this.rpc = init.rpc
+    this.local = init.local
+    this.peers = init.peers
     this.log = init.log
+    this.clock = init.clock ?? systemClock
+    this.newId = init.newId ?? (() => randomBytes(4).toString('hex'))
   }
 
   // --- jobs ------------------------------------------------------------------
@@ -63,7 +70,7 @@ export class JobService {
       throw err
     }
     this.checkFits(job.spec)
-    const record = newJobRecord(job, this.self, Date.now(), randomBytes(4).toString('hex'))
+    const record = newJobRecord(job, this.self, this.clock.now(), this.newId())
     await this.state.write((s) => { s.putJob(record) })
     this.reconciler.schedule()
     this.log.info({ job: record.id, type: record.type, count: job.spec.count }, 'job submitted')
@@ -111,7 +118,7 @@ export class JobService {
   async stop (ref: string): Promise<JobView> {
     const record = this.find(ref)
     if (record.desired === 'stopped') return this.view(record)
-    const stopped = stoppedJob(record, Date.now())
+    const stopped = stoppedJob(record, this.clock.now())
     await this.state.write((s) => { s.putJob(stopped) })
     this.reconciler.schedule()
     this.log.info({ job: record.id }, 'job stopped')
@@ -124,7 +131,7 @@ export class JobService {
     let scaled: JobRecord
     try {
       if (typeof count !== 'number') throw new JobSpecError(`count must be a number, got ${count === undefined ? 'nothing' : JSON.stringify(count)}; send {"count": 3}`)
-      scaled = scaledJob(record, count, Date.now())
+      scaled = scaledJob(record, count, this.clock.now())
     } catch (err) {
       if (err instanceof JobSpecError) throw new InputError('BAD_SCALE', err.message)
       throw err
@@ -162,7 +169,7 @@ export class JobService {
     const status = jobStatus(record, spec, instances)
     let nextRun: number | null = null
     if (spec?.cron !== undefined && record.desired === 'running') {
-      const now = Date.now()
+      const now = this.clock.now()
       // The next tick after now: the latest tick of a moment far enough ahead is found by stepping.
       for (let probe = now + 1000; probe < now + 366 * 86_400_000 && nextRun === null; probe += Math.max(1000, probe - now)) {
         const t = latestTick(spec.cron, probe)
@@ -252,22 +259,12 @@ export class JobService {
     await Promise.all([...byNode].map(async ([node, list]) => {
       const ids = list.map((t) => t.id)
       try {
-        const usage = node === this.self ? this.localUsage(ids) : await this.rpc.usage(node, ids, AbortSignal.timeout(1_500))
+        const usage = node === this.self ? this.local.usage(ids) : await this.peers.usage(node, ids, AbortSignal.timeout(1_500))
         for (const t of list) t.usage = usage[t.id] ?? null
       } catch (err) {
         this.log.debug({ node, err: (err as Error).message }, 'no task usage from a node')
       }
     }))
-  }
-
-  /** The use of instances this node runs (their current attempts). */
-  localUsage (instances: string[]): Record<string, TaskUsage | null> {
-    const out: Record<string, TaskUsage | null> = {}
-    for (const id of instances) {
-      const attempt = this.reconciler.attempt(id)
-      out[id] = attempt === undefined ? null : this.executor.inspect(attempt)?.usage ?? null
-    }
-    return out
   }
 
   task (id: string): TaskDetail {
@@ -283,7 +280,7 @@ export class JobService {
     const task = this.task(id)
     if (!isLiveState(task.state)) throw new MurmurError('TASK_NOT_RUNNING', `task ${id} is not running (it is ${task.state} on ${task.node})`, 2, 409)
     if (task.node === this.self) this.reconciler.kill(id)
-    else await this.rpc.kill(task.node, id)
+    else await this.peers.kill(task.node, id)
     this.log.info({ task: id, node: task.node }, 'task killed on request')
     return { task: id, node: task.node }
   }
@@ -318,53 +315,8 @@ export class JobService {
   /** A task's logs from the node that runs it (or ran it last). */
   async logs (id: string, req: Omit<LogsRequest, 'op' | 'task'>, signal: AbortSignal): Promise<LogsAnswer> {
     const task = this.task(id)
-    if (task.node === this.self) return await this.localLogs({ op: 'logs', task: id, ...req }, signal)
-    return await this.rpc.logs(task.node, { task: id, ...req }, signal)
-  }
-
-  /** Logs of an instance on this node: its current attempt, or the latest one it ran. */
-  async localLogs (req: LogsRequest, signal: AbortSignal): Promise<LogsAnswer> {
-    // The current attempt, unless it has not started yet (a restart waiting out its backoff): then the one before.
-    const current = this.reconciler.attempt(req.task)
-    const attempt = current !== undefined && this.executor.inspect(current) !== undefined ? current : this.latestAttempt(req.task)
-    if (attempt === undefined) throw noTask(req.task)
-    const stream: LogStream = req.stream
-    if (req.follow === true) return { follow: this.followAttempts(req.task, attempt, stream, { offset: req.offset, tail: req.tail }, signal) }
-    const chunk = await this.executor.readLogs(attempt, stream, { offset: req.offset, length: req.length, tail: req.tail, signal })
-    const { data, ...range } = chunk
-    return { range, data }
-  }
-
-  /**
-   * Follows an instance's logs across its restarts in place: when one attempt ends
-   * and this node starts the next (after its backoff), the next one's bytes follow
-   * from their start. Ends when the instance no longer runs here, or on `signal`.
-   */
-  private async * followAttempts (instance: string, first: string, stream: LogStream, from: { offset?: number | undefined, tail?: number | undefined }, signal: AbortSignal): AsyncIterable<Buffer> {
-    let attempt: string | undefined = first
-    let opts = from
-    while (attempt !== undefined && !signal.aborted) {
-      yield * this.executor.followLogs(attempt, stream, { ...opts, signal })
-      opts = { offset: 0 }
-      // Then the attempt after it, every one in turn (a quick one may have come and gone already),
-      // once its start has begun; unless the instance no longer runs here.
-      const next = attemptId(instance, parseAttempt(attempt).restarts + 1)
-      attempt = undefined
-      while (!signal.aborted) {
-        if (this.executor.inspect(next) !== undefined) { attempt = next; break }
-        if (this.reconciler.attempt(instance) === undefined) break
-        await sleep(FOLLOW_POLL_MS, undefined, { signal }).catch(() => {})
-      }
-    }
-  }
-
-  private latestAttempt (instance: string): string | undefined {
-    let best: { id: string, restarts: number } | undefined
-    for (const t of this.executor.list()) {
-      const a = parseAttempt(t.id)
-      if (a.instance === instance && (best === undefined || a.restarts > best.restarts)) best = { id: t.id, restarts: a.restarts }
-    }
-    return best?.id
+    if (task.node === this.self) return await this.local.logs({ op: 'logs', task: id, ...req }, signal)
+    return await this.peers.logs(task.node, { task: id, ...req }, signal)
   }
 
   // --- the pool ----------------------------------------------------------------
@@ -454,10 +406,6 @@ function compareInstances (a: string, b: string): number {
   const mb = /^(.*)\.(\d+)$/.exec(b)
   if (ma !== null && mb !== null && ma[1] === mb[1]) return Number(ma[2]) - Number(mb[2])
   return a < b ? -1 : a > b ? 1 : 0
-}
-
-function noTask (id: string): MurmurError {
-  return new MurmurError('NO_SUCH_TASK', `no task '${id}' in the cluster; 'murmur ps --all' lists the tasks`, 2, 404)
 }
 
 function mib (bytes: number): string {

@@ -12,7 +12,9 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { StateConfig } from '../../node/config.ts'
 import { type Host, STATE_TOPIC, createHost } from '../../node/host.ts'
-import { StateService } from '../../node/state.ts'
+import { StateService, loadState } from '../../node/state.ts'
+import { StateStore } from '../../node/state-store.ts'
+import { Libp2pStateTransport } from '../../node/state-transport.ts'
 import { nodeRecord } from '../crdt/helpers.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -38,18 +40,22 @@ async function peer (dir: string, name: string, others: () => Peer[]): Promise<P
   const privateKey = await generateKeyPair('Ed25519')
   const id = peerIdFromPrivateKey(privateKey).toString()
   const host = await createHost({ privateKey, host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000 })
-  const service = await StateService.open({
-    host,
-    self: id,
-    dir: join(dir, name),
+  const log = pino({ level: 'silent' })
+  const storage = await StateStore.open(join(dir, name), { log })
+  const service = new StateService({
+    state: await loadState({ self: id, storage, log, where: name }),
+    storage,
+    transport: new Libp2pStateTransport(host),
+    members: {
+      peers: () => others().filter((p) => p.id !== id).map((p) => p.id),
+      stateOf: (m) => others().some((p) => p.id === m) ? 'alive' : undefined,
+    },
     config,
-    log: pino({ level: 'silent' }),
-    peers: () => others().filter((p) => p.id !== id).map((p) => p.id),
-    memberState: (m) => others().some((p) => p.id === m) ? 'alive' : undefined,
+    log,
   })
   await host.start()
   await service.start()
-  cleanup.push(async () => { await service.stop() }, async () => { await host.stop() })
+  cleanup.push(async () => { await storage.close() }, async () => { await service.stop() }, async () => { await host.stop() })
   return { host, service, id }
 }
 
