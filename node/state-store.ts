@@ -5,21 +5,39 @@
 // the updates it covers, so a crash leaves either the old or the new state, never half.
 //
 // Keys (utf8, sorting as bytes):
-//   m:format  the layout version ('1')
+//   m:format  the layout version ('2'; a format 1 database is rewritten on open)
 //   m:life    a random id written when the database is created: a reset database
 //             (moved aside and refilled from the other nodes) is a new life
 //   m:seq     the first sequence number after the snapshot (16 hex digits), so that
 //             sequence numbers continue after a compaction left the log empty
 //   s         the snapshot
 //   u<seq>    an update, seq as 16 hex digits
-// Values are bytes (valueEncoding 'view').
+// Values are bytes (valueEncoding 'view'). Since format 2 the snapshot and each update
+// start with a CRC-32 (4 bytes, big-endian) over the key and the payload: LevelDB
+// does not check its table blocks' checksums when it reads (classic-level offers no
+// way to ask), and a damaged block that was stored uncompressed reads back as wrong
+// bytes without an error. Wrong bytes applied to the document would stay wrong,
+// since the peers sync by state vector and would never send those clocks again.
+//
+// Damage is looked for on open, and reported rather than refused: LevelDB, finding
+// a damaged record in its write-ahead log, drops it and goes on (it says so only in
+// the LOG file of the database dir, which we read); a gap in the update sequence
+// numbers shows updates lost in the middle; a failed checksum shows a damaged
+// record, which is skipped. The node then starts with what is left and its
+// peers refill the rest at its start-up sync, as they would after --reset-state
+// (which would throw away the intact part as well). Refusing to start would only
+// keep the node down until an operator runs that. What no peer had received is lost
+// either way; the store says how much it lost, once in the log at error level and in
+// stats().damage (so `murmur state --json` shows it), and compacts once the document
+// holds what was loaded, so that the gap is not reported again at every start.
 //
 // Writes go through one queue in call order. Appends that arrive while a write is in
 // flight go together into the next batch (group commit), fsynced if any of them asked.
 
 import { randomUUID } from 'node:crypto'
-import { readdir, rename, stat } from 'node:fs/promises'
-import { resolve } from 'node:path'
+import { readdir, readFile, rename, stat } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { crc32 } from 'node:zlib'
 import { Level } from 'level'
 import type { Logger } from 'pino'
 import { MurmurError } from './errors.ts'
@@ -36,6 +54,31 @@ export interface LoadedState {
   snapshot: Uint8Array | null
   updates: Uint8Array[]
   lifeId: string
+  /**
+   * What was found missing or damaged: by open for the first load, by this read for
+   * a later one (then droppedBytes is 0: LevelDB reports only when it opens). Null
+   * when nothing was.
+   */
+  damage: StoreDamage | null
+}
+
+/** What the store found lost when it opened the database. */
+export interface StoreDamage {
+  /** Bytes LevelDB dropped from its write-ahead log when it opened the database (its LOG file says so). */
+  droppedBytes: number
+  /**
+   * Updates missing from the log: gaps in the sequence numbers. Updates lost at the
+   * end of the log leave no gap; droppedBytes counts those. A write that failed and
+   * that no snapshot covered afterwards (see writeBatch) leaves a gap too: that update
+   * is missing from the disk as well.
+   */
+  missingUpdates: number
+  /** Updates that failed their checksum, skipped. */
+  corruptUpdates: number
+  /** Whether the snapshot failed its checksum (then it is skipped: the peers refill the document). */
+  corruptSnapshot: boolean
+  /** LevelDB's own lines about it, at most 5, paths in the database dir made relative. */
+  reports: string[]
 }
 
 export interface StateStoreStats {
@@ -50,9 +93,15 @@ export interface StateStoreStats {
   lastCompactionMs: number | null
   /** Appends written by this process. */
   appends: number
+  /** What open found lost or damaged; null when nothing was. */
+  damage: StoreDamage | null
 }
 
-const FORMAT = 1
+const FORMAT = 2
+/** Bytes of the checksum in front of each stored snapshot and update (format 2). */
+const CHECKSUM_BYTES = 4
+/** How many of LevelDB's corruption lines a damage report keeps. */
+const REPORTS_MAX = 5
 const KEY_FORMAT = 'm:format'
 const KEY_LIFE = 'm:life'
 const KEY_SEQ = 'm:seq'
@@ -80,6 +129,12 @@ interface Scan {
   format: number | undefined
   snapshot: Uint8Array | null
   updates: Uint8Array[]
+  /** The sequence number of each of `updates`. */
+  seqs: number[]
+  /** Gaps in the sequence numbers, failed checksums. */
+  missingUpdates: number
+  corruptUpdates: number
+  corruptSnapshot: boolean
   /** The lowest and one past the highest sequence number in the log. */
   firstSeq: number
   nextSeq: number
@@ -114,8 +169,11 @@ export class StateStore {
   private lastCompactionMs: number | null = null
   private appends = 0
   private autoCompactNotBefore = 0
+  private readonly damage: StoreDamage | null
+  /** The log holds a gap or damaged records: compact even if no valid update is in it. */
+  private repairPending: boolean
 
-  private constructor (dir: string, db: Level<string, Uint8Array>, options: StateStoreOptions, lifeId: string, scan: Scan) {
+  private constructor (dir: string, db: Level<string, Uint8Array>, options: StateStoreOptions, lifeId: string, scan: Scan, damage: StoreDamage | null) {
     this.dir = dir
     this.db = db
     this.log = options.log
@@ -127,12 +185,16 @@ export class StateStore {
     this.logUpdates = scan.updates.length
     this.logBytes = scan.logBytes
     this.snapshotBytes = scan.snapshot?.byteLength ?? 0
-    this.preloaded = { snapshot: scan.snapshot, updates: scan.updates, lifeId }
+    this.damage = damage
+    this.repairPending = damage !== null && (damage.missingUpdates > 0 || damage.corruptUpdates > 0 || damage.corruptSnapshot)
+    this.preloaded = { snapshot: scan.snapshot, updates: scan.updates, lifeId, damage }
   }
 
   /**
    * Opens (or creates) the database in `dir` and reads it through once, so that a
-   * corrupt database fails here with STATE_CORRUPT rather than later.
+   * corrupt database fails here with STATE_CORRUPT rather than later. A database
+   * that can be read but lost records is opened, and the loss reported (see the top
+   * of this file).
    */
   static async open (dir: string, options: StateStoreOptions): Promise<StateStore> {
     const path = resolve(dir)
@@ -144,6 +206,7 @@ export class StateStore {
       throw openError(path, err)
     }
     try {
+      const dropped = await leveldbDrops(path)
       let scan: Scan
       try {
         scan = await readAll(db)
@@ -166,8 +229,15 @@ export class StateStore {
           throw new MurmurError('STATE_WRITE_FAILED', `cannot write to the state database in ${path} (${reasonOf(err, path)})`)
         }
         options.log.debug({ dir: path, lifeId }, 'state database created')
+      } else if ((scan.format ?? 1) < FORMAT) {
+        await upgrade(db, path, scan)
+        options.log.info({ dir: path, from: scan.format ?? 1, to: FORMAT, updates: scan.updates.length }, 'state database upgraded')
       }
-      return new StateStore(path, db, options, lifeId, scan)
+      const damage = damageOf(scan, dropped)
+      if (damage !== null) {
+        options.log.error({ dir: path, ...damage }, `state database damaged: ${describeDamage(damage)}; the node starts with the rest and its peers refill what they have, a write that had reached no peer is lost`)
+      }
+      return new StateStore(path, db, options, lifeId, scan, damage)
     } catch (err) {
       await db.close().catch(() => {})
       throw err
@@ -191,7 +261,7 @@ export class StateStore {
       if (this.closing !== undefined) throw closedError(this.dir)
       throw corrupt(this.dir, reasonOf(err, this.dir))
     }
-    return { snapshot: scan.snapshot, updates: scan.updates, lifeId: this.lifeId }
+    return { snapshot: scan.snapshot, updates: scan.updates, lifeId: this.lifeId, damage: damageOf(scan, { bytes: 0, reports: [] }) }
   }
 
   /**
@@ -214,6 +284,15 @@ export class StateStore {
    */
   setSnapshotSource (source: () => Uint8Array): void {
     this.source = source
+    if (this.repairPending) {
+      // The document now holds what was loaded: a snapshot of it replaces the
+      // damaged log, so the next open does not report the same loss again.
+      this.compact().then(() => {
+        this.log.info({ dir: this.dir }, 'state log rewritten after the damage found on open')
+      }, (err: Error) => {
+        this.log.warn({ dir: this.dir, err: err.message }, 'could not rewrite the damaged state log; the next start will report the damage again')
+      })
+    }
   }
 
   /** Compacts now (also used by tests and on clean shutdown). Waits for earlier appends. */
@@ -233,6 +312,7 @@ export class StateStore {
       compactions: this.compactions,
       lastCompactionMs: this.lastCompactionMs,
       appends: this.appends,
+      damage: this.damage,
     }
   }
 
@@ -288,7 +368,8 @@ export class StateStore {
     const ops: Op[] = []
     let sync = false
     for (const pending of batch) {
-      ops.push({ type: 'put', key: updateKey(this.nextSeq++), value: pending.update })
+      const key = updateKey(this.nextSeq++)
+      ops.push({ type: 'put', key, value: seal(key, pending.update) })
       if (pending.durable) sync = true
     }
     // A failed batch leaves a gap in the sequence: a number that may have been
@@ -327,7 +408,7 @@ export class StateStore {
       fail(new MurmurError('STATE_NO_SNAPSHOT_SOURCE', 'cannot compact the state log: no snapshot source is set'))
       return
     }
-    if (this.logUpdates === 0) {
+    if (this.logUpdates === 0 && !this.repairPending) {
       for (const request of requests) request.resolve()
       return
     }
@@ -344,7 +425,7 @@ export class StateStore {
     const from = this.firstSeq
     const to = this.nextSeq
     const ops: Op[] = [
-      { type: 'put', key: KEY_SNAPSHOT, value: snapshot },
+      { type: 'put', key: KEY_SNAPSHOT, value: seal(KEY_SNAPSHOT, snapshot) },
       { type: 'put', key: KEY_SEQ, value: encoder.encode(seqHex(to)) },
     ]
     for (let seq = from; seq < to; seq++) ops.push({ type: 'del', key: updateKey(seq) })
@@ -372,6 +453,7 @@ export class StateStore {
     this.snapshotBytes = snapshot.byteLength
     this.compactions++
     this.lastCompactionMs = ms
+    this.repairPending = false
     for (const request of requests) request.resolve()
   }
 }
@@ -415,11 +497,25 @@ function hexSeq (text: string): number {
 }
 
 async function readAll (db: Level<string, Uint8Array>): Promise<Scan> {
-  const scan: Scan = { lifeId: undefined, format: undefined, snapshot: null, updates: [], firstSeq: 0, nextSeq: 0, logBytes: 0, empty: true }
+  const scan: Scan = {
+    lifeId: undefined,
+    format: undefined,
+    snapshot: null,
+    updates: [],
+    seqs: [],
+    missingUpdates: 0,
+    corruptUpdates: 0,
+    corruptSnapshot: false,
+    firstSeq: 0,
+    nextSeq: 0,
+    logBytes: 0,
+    empty: true,
+  }
   let seqAfterSnapshot = 0
   let first: number | undefined
   let last: number | undefined
-  // The whole key space, so that every table file is read once.
+  // The whole key space, so that every table file is read once. The m: keys sort
+  // before the snapshot and the updates: the format is known when they are read.
   for await (const [key, value] of db.iterator()) {
     scan.empty = false
     if (key === KEY_LIFE) {
@@ -430,18 +526,114 @@ async function readAll (db: Level<string, Uint8Array>): Promise<Scan> {
     } else if (key === KEY_SEQ) {
       seqAfterSnapshot = hexSeq(decoder.decode(value))
     } else if (key === KEY_SNAPSHOT) {
-      scan.snapshot = value
+      const payload = unseal(key, value, scan.format)
+      if (payload === null) scan.corruptSnapshot = true
+      else scan.snapshot = payload
     } else if (key.startsWith(UPDATE_PREFIX)) {
       const seq = hexSeq(key.slice(UPDATE_PREFIX.length))
+      // Updates follow the snapshot's sequence number, or 0, one by one.
+      const expected = last === undefined ? seqAfterSnapshot : last + 1
+      if (seq > expected) scan.missingUpdates += seq - expected
       first ??= seq
       last = seq
-      scan.updates.push(value)
-      scan.logBytes += value.byteLength
+      const payload = unseal(key, value, scan.format)
+      if (payload === null) {
+        scan.corruptUpdates++
+        continue
+      }
+      scan.updates.push(payload)
+      scan.seqs.push(seq)
+      scan.logBytes += payload.byteLength
     }
   }
   scan.nextSeq = Math.max(seqAfterSnapshot, last === undefined ? 0 : last + 1)
   scan.firstSeq = first ?? scan.nextSeq
   return scan
+}
+
+/** A stored value: the CRC-32 of key and payload, then the payload. */
+function seal (key: string, payload: Uint8Array): Uint8Array {
+  const value = new Uint8Array(CHECKSUM_BYTES + payload.byteLength)
+  new DataView(value.buffer).setUint32(0, checksum(key, payload))
+  value.set(payload, CHECKSUM_BYTES)
+  return value
+}
+
+/** The payload of a stored value, or null if it fails its checksum. Format 1 values have none. */
+function unseal (key: string, value: Uint8Array, format: number | undefined): Uint8Array | null {
+  if ((format ?? 1) < 2) return value
+  if (value.byteLength < CHECKSUM_BYTES) return null
+  const payload = value.subarray(CHECKSUM_BYTES)
+  const stored = new DataView(value.buffer, value.byteOffset, CHECKSUM_BYTES).getUint32(0)
+  return stored === checksum(key, payload) ? payload : null
+}
+
+function checksum (key: string, payload: Uint8Array): number {
+  return crc32(payload, crc32(key))
+}
+
+/** Rewrites a format 1 database (values without checksums) as format 2, in one atomic batch. */
+async function upgrade (db: Level<string, Uint8Array>, path: string, scan: Scan): Promise<void> {
+  const ops: Op[] = [{ type: 'put', key: KEY_FORMAT, value: encoder.encode(String(FORMAT)) }]
+  if (scan.snapshot !== null) ops.push({ type: 'put', key: KEY_SNAPSHOT, value: seal(KEY_SNAPSHOT, scan.snapshot) })
+  scan.seqs.forEach((seq, i) => {
+    const key = updateKey(seq)
+    ops.push({ type: 'put', key, value: seal(key, scan.updates[i]!) })
+  })
+  try {
+    await db.batch(ops, { sync: true })
+  } catch (err) {
+    throw new MurmurError('STATE_WRITE_FAILED', `cannot write to the state database in ${path} (${reasonOf(err, path)})`)
+  }
+}
+
+/**
+ * What LevelDB says it dropped while opening the database. It writes a new LOG file
+ * at each open (the previous one becomes LOG.old), so this is about this open only.
+ * A record torn by a crash at the very end of the log is not reported by LevelDB
+ * (it is not corruption); a damaged one anywhere is ('dropping N bytes; Corruption: ...').
+ */
+async function leveldbDrops (path: string): Promise<{ bytes: number, reports: string[] }> {
+  let text: string
+  try {
+    text = await readFile(join(path, 'LOG'), 'utf8')
+  } catch {
+    return { bytes: 0, reports: [] }
+  }
+  let bytes = 0
+  const reports: string[] = []
+  for (const line of text.split('\n')) {
+    if (!line.includes('Corruption')) continue
+    const dropped = /dropping (\d+) bytes/.exec(line)
+    if (dropped !== null) bytes += Number(dropped[1])
+    // '2026/01/02-03:04:05.123456 7f00c0ffee00 (ignoring error) /dir/000005.log: dropping ...'
+    const said = line.replace(/^\d{4}\/\d\d\/\d\d-[\d:.]+ [0-9a-f]+ /, '').replace(/^\(ignoring error\) /, '').replaceAll(`${path}/`, '').trim()
+    if (reports.length < REPORTS_MAX) reports.push(said.length > 160 ? `${said.slice(0, 157)}...` : said)
+  }
+  return { bytes, reports }
+}
+
+function damageOf (scan: Scan, dropped: { bytes: number, reports: string[] }): StoreDamage | null {
+  const damage: StoreDamage = {
+    droppedBytes: dropped.bytes,
+    missingUpdates: scan.missingUpdates,
+    corruptUpdates: scan.corruptUpdates,
+    corruptSnapshot: scan.corruptSnapshot,
+    reports: dropped.reports,
+  }
+  const found = damage.droppedBytes > 0 || damage.reports.length > 0 || damage.missingUpdates > 0 || damage.corruptUpdates > 0 || damage.corruptSnapshot
+  return found ? damage : null
+}
+
+/** The damage in words, one line: 'LevelDB dropped 5760 bytes of its log, 24 updates are missing'. */
+function describeDamage (damage: StoreDamage): string {
+  const parts: string[] = []
+  if (damage.droppedBytes > 0) parts.push(`LevelDB dropped ${damage.droppedBytes} bytes of its log`)
+  else if (damage.reports.length > 0) parts.push(`LevelDB reported corruption (${damage.reports[0]})`)
+  if (damage.missingUpdates > 0) parts.push(`${damage.missingUpdates} updates are missing`)
+  if (damage.corruptUpdates > 0) parts.push(`${damage.corruptUpdates} updates failed their checksum`)
+  if (damage.corruptSnapshot) parts.push('the snapshot failed its checksum')
+  return parts.join(', ')
 }
 
 /** Refuses a path that is a file, or a directory holding something that is not LevelDB's. */

@@ -1,7 +1,8 @@
 // The durable log of the replicated document: appends come back in order after a
 // restart, group commit, compaction in one atomic batch, nothing acknowledged is lost
-// when the process is SIGKILLed, and a corrupt database is refused with one line
-// that says what to do.
+// when the process is SIGKILLed, a corrupt database is refused with one line that
+// says what to do, and one that lost records (LevelDB dropping part of its log, a
+// record that fails its checksum) is opened with the loss reported.
 //
 // Measured on the development machine (2 cores, ext4 on a VM disk), 100-byte updates,
 // durable: true: about 2,000-2,600 appends/s when each waits for the previous one (one
@@ -11,13 +12,13 @@
 
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Level } from 'level'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { MurmurError } from '../../node/errors.ts'
 import { resetState, StateStore, type StateStoreOptions } from '../../node/state-store.ts'
@@ -93,7 +94,8 @@ describe('StateStore', () => {
     expect(loaded.snapshot).toBeNull()
     expect(loaded.updates.map(text)).toEqual(Array.from({ length: 50 }, (_, i) => `update ${i}`))
     expect(loaded.lifeId).toBe(first.lifeId)
-    expect(store.stats()).toMatchObject({ updates: 50, appends: 0 })
+    expect(loaded.damage).toBeNull()
+    expect(store.stats()).toMatchObject({ updates: 50, appends: 0, damage: null })
     // A second load reads the same again (the first came from what open read).
     await store.append(bytes('update 50'), { durable: false })
     expect((await store.load()).updates.map(text).at(-1)).toBe('update 50')
@@ -292,6 +294,8 @@ await Promise.all([writer(), writer(), writer(), writer()])
     const present = new Set([...inSnapshot, ...inLog])
     const missing = acked.filter((n) => !present.has(n))
     expect(missing).toEqual([])
+    // A kill is not damage: nothing reported.
+    expect(loaded.damage).toBeNull()
     // The log is in append order.
     expect(inLog).toEqual([...inLog].sort((a, b) => a - b))
     // And the store carries on.
@@ -365,6 +369,176 @@ await Promise.all([writer(), writer(), writer(), writer()])
       expect(loaded).toMatchObject({ snapshot: null, updates: [] })
       if (lifeId !== undefined) expect(loaded.lifeId).not.toBe(lifeId)
     })
+  })
+
+  describe('damage found when the database is opened', () => {
+    /** Flips 64 bytes in the middle of the largest table or log file, as the reliability suite's corrupt scenario does. */
+    async function damageMiddle (dir: string): Promise<string> {
+      const files = (await readdir(dir)).filter((f) => /\.(ldb|log)$/.test(f))
+      const sized = await Promise.all(files.map(async (f) => ({ f, size: (await stat(join(dir, f))).size })))
+      const { f } = sized.sort((a, b) => b.size - a.size)[0]!
+      const data = await readFile(join(dir, f))
+      const at = Math.floor(data.length / 2)
+      for (let k = at; k < Math.min(data.length, at + 64); k++) data[k] = data[k]! ^ 0xff
+      await writeFile(join(dir, f), data)
+      return f
+    }
+
+    function capture (): { log: Logger, lines: Array<Record<string, unknown>> } {
+      const lines: Array<Record<string, unknown>> = []
+      const log = pino({ level: 'debug' }, { write: (line: string) => { lines.push(JSON.parse(line) as Record<string, unknown>) } })
+      return { log, lines }
+    }
+
+    it('a write-ahead log damaged in the middle: LevelDB drops records; the store says what was lost, and compacts the gap away', async () => {
+      const dir = await stateDir()
+      let store = await open(dir)
+      // 500 updates of 200 bytes: about 120 kB of LevelDB log, four of its 32 kB blocks,
+      // so that records after the damaged block survive and leave a gap.
+      for (let i = 0; i < 500; i++) await store.append(bytes(`${String(i).padStart(4, '0')} ${'x'.repeat(195)}`), { durable: false })
+      await store.close()
+      expect(await damageMiddle(dir)).toMatch(/\.log$/)
+
+      const { log, lines } = capture()
+      store = await open(dir, { log })
+      const loaded = await store.load()
+      const kept = loaded.updates.map((u) => Number(text(u).slice(0, 4)))
+      expect(kept.length).toBeLessThan(500)
+      // What is left is in order, and the tail after the damaged block is there.
+      expect(kept).toEqual([...kept].sort((a, b) => a - b))
+      expect(kept.at(-1)).toBe(499)
+      const damage = store.stats().damage
+      expect(damage).not.toBeNull()
+      expect(damage!.droppedBytes).toBeGreaterThan(0)
+      expect(damage!.missingUpdates).toBe(500 - kept.length)
+      expect(damage!.corruptUpdates).toBe(0)
+      expect(damage!.corruptSnapshot).toBe(false)
+      expect(damage!.reports.length).toBeGreaterThan(0)
+      expect(damage!.reports.join('\n')).toMatch(/^\d+\.log: dropping \d+ bytes; Corruption: /m)
+      expect(damage!.reports.join('\n')).not.toContain(dir)
+      expect(loaded.damage).toEqual(damage)
+      const said = lines.filter((l) => l.level === 50)
+      expect(said).toHaveLength(1)
+      expect(said[0]).toMatchObject({ dir, droppedBytes: damage!.droppedBytes, missingUpdates: 500 - kept.length })
+      expect(String(said[0]!.msg)).toMatch(/^state database damaged: LevelDB dropped \d+ bytes of its log, \d+ updates are missing; /)
+      expect(String(said[0]!.msg)).not.toContain('\n')
+
+      // Once the document holds what was loaded, the store compacts: the next start
+      // does not report the same gap again.
+      store.setSnapshotSource(() => bytes(JSON.stringify(kept)))
+      await vi.waitFor(() => { expect(store.stats()).toMatchObject({ compactions: 1, updates: 0 }) })
+      await store.close()
+      store = await open(dir)
+      expect(store.stats().damage).toBeNull()
+      const reloaded = await store.load()
+      expect(reloaded.damage).toBeNull()
+      expect(JSON.parse(text(reloaded.snapshot!))).toEqual(kept)
+    })
+
+    /** Flips one byte in the middle of `payload` where it is stored in a table file of the closed database in `dir`. */
+    async function flipInTable (dir: string, payload: Uint8Array): Promise<void> {
+      const db = new Level<string, Uint8Array>(dir, { valueEncoding: 'view' })
+      await (db as unknown as { compactRange: (start: string, end: string) => Promise<void> }).compactRange('\u0000', '\uffff')
+      await db.close()
+      for (const f of (await readdir(dir)).filter((name) => name.endsWith('.ldb'))) {
+        const data = await readFile(join(dir, f))
+        const at = data.indexOf(payload)
+        if (at < 0) continue
+        const k = at + payload.length / 2
+        data[k] = data[k]! ^ 0xff
+        await writeFile(join(dir, f), data)
+        return
+      }
+      throw new Error('the payload is in no table file')
+    }
+
+    /** Bytes that do not compress: LevelDB stores their table block as is, and does not check its checksum when reading. */
+    const noise = (n: number): Uint8Array => crypto.getRandomValues(new Uint8Array(n))
+
+    it('an update whose bytes changed in a table file fails its checksum: skipped and counted, not applied', async () => {
+      const dir = await stateDir()
+      let store = await open(dir)
+      const payloads = Array.from({ length: 100 }, () => noise(200))
+      for (const p of payloads) await store.append(p, { durable: false })
+      await store.close()
+      await flipInTable(dir, payloads[50]!)
+
+      const { log, lines } = capture()
+      store = await open(dir, { log })
+      const loaded = await store.load()
+      const hex = (u: Uint8Array): string => Buffer.from(u).toString('hex')
+      expect(loaded.updates.map(hex)).toEqual(payloads.filter((_, i) => i !== 50).map(hex))
+      expect(loaded.damage).toEqual({ droppedBytes: 0, missingUpdates: 0, corruptUpdates: 1, corruptSnapshot: false, reports: [] })
+      expect(store.stats()).toMatchObject({ updates: 99, damage: loaded.damage })
+      expect(lines.filter((l) => l.level === 50).map((l) => l.msg)).toEqual([expect.stringMatching(/^state database damaged: 1 updates failed their checksum; /)])
+      // A snapshot replaces the log, the damaged record included.
+      store.setSnapshotSource(() => bytes('document'))
+      await vi.waitFor(() => { expect(store.stats().compactions).toBe(1) })
+      await store.close()
+      expect((await rawKeys(dir)).filter((k) => k.startsWith('u'))).toEqual([])
+    })
+
+    it('a snapshot whose bytes changed fails its checksum: skipped, and compacted even with an empty log', async () => {
+      const dir = await stateDir()
+      let store = await open(dir)
+      const snapshot = noise(5000)
+      store.setSnapshotSource(() => snapshot)
+      await store.append(bytes('u'), { durable: false })
+      await store.compact()
+      await store.close()
+      await flipInTable(dir, snapshot)
+
+      store = await open(dir)
+      const loaded = await store.load()
+      expect(loaded.snapshot).toBeNull()
+      expect(loaded.updates).toEqual([])
+      expect(loaded.damage).toMatchObject({ corruptSnapshot: true, corruptUpdates: 0, missingUpdates: 0 })
+      store.setSnapshotSource(() => bytes('refilled'))
+      await vi.waitFor(() => { expect(store.stats().compactions).toBe(1) })
+      await store.close()
+      store = await open(dir)
+      expect(text((await store.load()).snapshot!)).toBe('refilled')
+      expect(store.stats().damage).toBeNull()
+    })
+  })
+
+  it('upgrades a format 1 database (values without checksums) in place', async () => {
+    const dir = await stateDir()
+    const lifeId = '00000000-0000-4000-8000-000000000001'
+    const db = new Level<string, Uint8Array>(dir, { valueEncoding: 'view' })
+    const seq = (n: number): string => n.toString(16).padStart(16, '0')
+    await db.batch([
+      { type: 'put', key: 'm:format', value: bytes('1') },
+      { type: 'put', key: 'm:life', value: bytes(lifeId) },
+      { type: 'put', key: 'm:seq', value: bytes(seq(2)) },
+      { type: 'put', key: 's', value: bytes('snapshot') },
+      { type: 'put', key: `u${seq(2)}`, value: bytes('two') },
+      { type: 'put', key: `u${seq(3)}`, value: bytes('three') },
+    ])
+    await db.close()
+
+    let store = await open(dir)
+    const loaded = await store.load()
+    expect({ ...loaded, snapshot: text(loaded.snapshot!), updates: loaded.updates.map(text) }).toEqual({ lifeId, snapshot: 'snapshot', updates: ['two', 'three'], damage: null })
+    await store.append(bytes('four'), { durable: true })
+    await store.close()
+    const raw = new Level<string, Uint8Array>(dir, { valueEncoding: 'view' })
+    expect(text((await raw.get('m:format'))!)).toBe('2')
+    expect((await raw.get(`u${seq(2)}`))!.byteLength).toBe(4 + 3)
+    await raw.close()
+
+    store = await open(dir)
+    const reloaded = await store.load()
+    expect({ ...reloaded, snapshot: text(reloaded.snapshot!), updates: reloaded.updates.map(text) }).toEqual({ lifeId, snapshot: 'snapshot', updates: ['two', 'three', 'four'], damage: null })
+  })
+
+  it('refuses a database of a newer format with STATE_NEWER', async () => {
+    const dir = await stateDir()
+    const db = new Level<string, Uint8Array>(dir, { valueEncoding: 'view' })
+    await db.batch([{ type: 'put', key: 'm:format', value: bytes('3') }, { type: 'put', key: 'm:life', value: bytes('x') }])
+    await db.close()
+    const err = await expectCode(StateStore.open(dir, { log: pino({ level: 'silent' }) }), 'STATE_NEWER')
+    expect(err.message).toMatch(/format 3\); upgrade murmur$/)
   })
 
   it('refuses a database that is already open with STATE_LOCKED', async () => {

@@ -2,12 +2,14 @@
 // whole, the start is refused with one line that names the dir and the fix; the
 // cluster carries on without the node; `--reset-state` brings it back, filled
 // from its peers, and what its previous life left running is adopted or stopped.
-// Damaged in the middle of a file, the node must refuse too, or start and be
-// filled from its peers: never run on a state that stays wrong.
+// Damaged in the middle of a file, the node must refuse too, or start, say what it
+// lost (in its log and in `murmur state --json`) and be filled from its peers: never
+// run on a state that stays wrong, nor lose records without a word.
 
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
+import type { StoreDamage } from '../../node/state-store.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
 import { resultRow, SCENARIO_MS, useCluster } from './harness.ts'
@@ -71,22 +73,41 @@ describe('reliability', () => {
     await testnet.kill(cluster.dir, second)
     const secondState = join(net.nodes[second]!.dataDir, 'state')
     const file = await damageMiddle(secondState)
-    const logBefore = (await readFile(net.nodes[second]!.logFile, 'utf8')).length
+    const logFile = net.nodes[second]!.logFile
+    const logBefore = (await readFile(logFile, 'utf8')).length
+    /** The node's warnings and errors about its state since the restart. */
+    const warnings = async (): Promise<string[]> => (await readFile(logFile, 'utf8')).slice(logBefore).split('\n').filter((l) => /"level":(40|50|60)/.test(l) && /state/.test(l)).map((l) => (JSON.parse(l) as { msg: string }).msg)
     const restartedAt = Date.now()
+    let started = true
     try {
       await cluster.restart(second)
-      // It started: then it must end up equal to its peers, running what the cluster gives it.
-      row.notes.push(`${file} damaged in the middle: started, refilled from the peers`)
     } catch (err) {
       // Refused: with the one line that says what to do.
+      started = false
       expect((err as Error).message).toMatch(/--reset-state/)
       row.notes.push(`${file} damaged in the middle: refused`)
       await cluster.restart(second, ['--reset-state'])
     }
-    // What LevelDB and the node said about it (a note for the table: LevelDB drops a damaged log record and goes on).
+    // What LevelDB said about it: it drops a damaged log record and goes on.
     const dropped = /dropping (\d+) bytes; Corruption/.exec(await readFile(join(secondState, 'LOG'), 'utf8').catch(() => ''))
-    const said = (await readFile(net.nodes[second]!.logFile, 'utf8')).slice(logBefore).split('\n').filter((l) => /"level":(40|50|60)/.test(l) && /state/.test(l)).map((l) => (JSON.parse(l) as { msg: string }).msg)
-    row.notes.push(`LevelDB ${dropped === null ? 'reported nothing' : `dropped ${dropped[1]} bytes`}; the node warned: ${said.length === 0 ? 'nothing' : said.map((m) => `"${m}"`).join(', ')}`)
+    if (started) {
+      // It started: it must say what it lost, in its log and to an operator's
+      // `murmur state --json`, then end up equal to its peers (finish checks that).
+      const shown = await murmur(['state', '--json', '--api', net.nodes[second]!.apiUrl])
+      expect(shown.code, shown.stderr).toBe(0)
+      const damage = (JSON.parse(shown.stdout) as { store: { damage?: StoreDamage | null } }).store.damage ?? null
+      expect(damage, `murmur state --json shows no damage after ${file} was damaged in the middle (LevelDB ${dropped === null ? 'reported nothing' : `dropped ${dropped[1]} bytes`})`).not.toBeNull()
+      await vi.waitFor(async () => { expect(await warnings()).toContainEqual(expect.stringMatching(/^state database damaged: /)) }, { timeout: 10_000, interval: 250 })
+      const lost = [
+        damage!.droppedBytes > 0 ? `${damage!.droppedBytes} bytes dropped by LevelDB` : '',
+        damage!.missingUpdates > 0 ? `${damage!.missingUpdates} updates missing` : '',
+        damage!.corruptUpdates > 0 ? `${damage!.corruptUpdates} updates failing their checksum` : '',
+        damage!.corruptSnapshot ? 'the snapshot failing its checksum' : '',
+      ].filter((part) => part !== '')
+      row.notes.push(`${file} damaged in the middle: started, refilled from the peers; murmur state shows ${lost.join(', ')}`)
+    }
+    const said = await warnings()
+    row.notes.push(`LevelDB ${dropped === null ? 'reported nothing' : `dropped ${dropped[1]} bytes`}; the node warned: ${said.length === 0 ? 'nothing' : said.map((m) => `"${m.length > 120 ? `${m.slice(0, 117)}...` : m}"`).join(', ')}`)
     damaged()
     await cluster.finish(row, restartedAt, { recover: false, note: 'damaged node back' })
   }, SCENARIO_MS)
