@@ -164,20 +164,31 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
     tickMs: DEFAULTS.tickMs,
     dialTimeoutMs: DEFAULTS.dialTimeoutMs,
     stopTimeoutMs: DEFAULTS.stopTimeoutMs,
-    state: {
+    state: stateConfig(profile, {
       resetState: raw.resetState ?? false,
       taskRetentionMs: retention('--task-retention', raw.taskRetention, DEFAULTS.taskRetentionMs),
       jobRetentionMs: retention('--job-retention', raw.jobRetention, DEFAULTS.jobRetentionMs),
       nodeRetentionMs: retention('--node-retention', raw.nodeRetention, DEFAULTS.nodeRetentionMs),
-      // On one machine a partition heals in a moment; on a LAN, every 5 s is plenty next to gossip.
-      syncIntervalMs: profile === 'local' ? 2_000 : 5_000,
-      gossipBatchMs: DEFAULTS.gossipBatchMs,
-      publishPerSecondMax: DEFAULTS.publishPerSecondMax,
-      maintainIntervalMs: DEFAULTS.maintainIntervalMs,
-    },
+    }),
     reconcile: {},
     faultInjection: raw.faultInjection ?? false,
     faultRules: raw.faultRules === undefined ? null : faultRules(raw.faultRules),
+  }
+}
+
+/** The shared state's settings for a profile; a node and the simulator take them from here. */
+export function stateConfig (profile: 'lan' | 'local', overrides: Partial<StateConfig> = {}): StateConfig {
+  return {
+    resetState: false,
+    taskRetentionMs: DEFAULTS.taskRetentionMs,
+    jobRetentionMs: DEFAULTS.jobRetentionMs,
+    nodeRetentionMs: DEFAULTS.nodeRetentionMs,
+    // On one machine a partition heals in a moment; on a LAN, every 5 s is plenty next to gossip.
+    syncIntervalMs: profile === 'local' ? 2_000 : 5_000,
+    gossipBatchMs: DEFAULTS.gossipBatchMs,
+    publishPerSecondMax: DEFAULTS.publishPerSecondMax,
+    maintainIntervalMs: DEFAULTS.maintainIntervalMs,
+    ...overrides,
   }
 }
 

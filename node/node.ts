@@ -15,17 +15,17 @@ import type { NodeConfig } from './config.ts'
 import { type DataDir, openDataDir, removeRuntime, writeRuntime } from './datadir.ts'
 import { boot, reconcileConfig } from './boot.ts'
 import { systemClock } from './clock.ts'
+import { type CoreParts, startCore } from './core.ts'
 import { MurmurError } from './errors.ts'
 import { Executor } from './executor/executor.ts'
 import { FaultInjector, type FaultRules } from './faults.ts'
 import { type Host, createHost } from './host.ts'
-import { LocalTasks } from './jobs/local.ts'
-import { JobService } from './jobs/service.ts'
+import type { JobService } from './jobs/service.ts'
 import { Lifecycle, bounded } from './lifecycle.ts'
 import { MembershipService } from './membership.ts'
-import { Reconciler } from './reconcile/loop.ts'
+import type { Reconciler } from './reconcile/loop.ts'
 import { TaskRpc } from './rpc.ts'
-import { StateService, loadState } from './state.ts'
+import { type StateService, loadState } from './state.ts'
 import { StateStore, resetState } from './state-store.ts'
 import { Libp2pStateTransport } from './state-transport.ts'
 
@@ -41,16 +41,12 @@ export interface RuntimeInfo {
 }
 
 /** A node's parts, by name, in the order they start (they stop in reverse). */
-interface NodeParts {
+interface NodeParts extends CoreParts {
   storage: StateStore
   executor: Executor
   host: Host
   api: FastifyInstance
   membership: MembershipService
-  state: StateService
-  reconciler: Reconciler
-  rpc: TaskRpc
-  jobs: JobService
   node: MurmurNode
 }
 
@@ -184,35 +180,25 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         events.emit('event', event)
       })
       await parts.add('membership', membership, async () => { await membership.start() }, async () => { await membership.stop() })
-      const state = new StateService({
-        state: loaded,
+      const { state, reconciler, jobs } = await startCore(parts, {
+        self,
+        log,
+        clock: systemClock,
+        random: Math.random,
+        loaded,
         storage,
         transport: new Libp2pStateTransport(host, faults),
         members: {
           peers: () => membership.members().filter((m) => m.state === 'alive' && m.id !== self).map((m) => m.id),
           stateOf: (id) => membership.swim.member(id)?.state,
+          list: () => membership.members(),
         },
-        config: config.state,
-        log: log.child({ component: 'state' }),
+        executor,
+        state: config.state,
+        reconcile: reconcileConfig({ deadRetentionMs: config.membership.deadRetentionMs, taskRetentionMs: config.state.taskRetentionMs }, config.reconcile),
+        rpc: (handlers) => new TaskRpc(host, handlers, log.child({ component: 'rpc' }), faults),
       })
       state.on('change', (change) => { events.emit('state', change) })
-      await parts.add('state', state, async () => { await state.start() }, async () => { await state.stop() })
-      const reconciler = await parts.add('reconciler', new Reconciler({
-        self,
-        state,
-        executor,
-        members: () => membership.members(),
-        log: log.child({ component: 'reconcile' }),
-        config: reconcileConfig({ deadRetentionMs: config.membership.deadRetentionMs, taskRetentionMs: config.state.taskRetentionMs }, config.reconcile),
-      }), undefined, async () => { await reconciler.close() })
-      const local = new LocalTasks(reconciler, executor)
-      const rpc = new TaskRpc(host, {
-        logs: async (req, signal) => await local.logs(req, signal),
-        usage: (tasks) => local.usage(tasks),
-        kill: async (task) => { reconciler.kill(task) },
-      }, log.child({ component: 'rpc' }), faults)
-      await parts.add('rpc', rpc, async () => { await rpc.start() }, async () => { await rpc.stop() })
-      await parts.add('jobs', new JobService({ self, state, reconciler, local, peers: rpc, log: log.child({ component: 'jobs' }) }))
       const node = await parts.add('node', new MurmurNode({ config, log, dataDir, parts, apiUrl }))
 
       if (config.mdns) host.addEventListener('peer:discovery', (evt: CustomEvent<PeerInfo>) => { node.discovered(evt.detail) })

@@ -1,23 +1,29 @@
-// One complete simulated node, for one life of its process: the real membership
-// state machine (driven by the cluster), the real ClusterState with the real sync
-// steps (state.ts), the real reconcile loop with its pure `decide` and placement,
-// and the machine's simulated task runner, whose tasks outlive a crash of the
-// node process (as a node's do). It starts as node/node.ts does: join, sync with
-// a member, write its record, judge what its previous life left running
-// (node/recovery.ts), then reconcile. Users' requests go through the same record
-// builders as the API's (node/jobs/records.ts).
+// One complete simulated node, for one life of its process, built from the
+// node's own parts: membership is the real SWIM state machine (driven by the
+// cluster), and node/core.ts builds the state service, the reconcile loop, the
+// task RPC and the jobs service exactly as node/node.ts does, over the simulated
+// network (transport.ts, rpc.ts), a simulated disk and the machine's simulated
+// task runner, whose tasks outlive a crash of the node process (as a node's do).
+// It boots with node/boot.ts: join, sync, write its record, judge what its
+// previous life left running, reconcile. Users' requests go to the jobs service,
+// as the API's do.
 
 import pino, { type Logger } from 'pino'
-import type { JobRecord } from '../../crdt/schema.ts'
+import type { NodeRecord } from '../../crdt/schema.ts'
 import type { MemberEvent, MemberMeta } from '../../membership/types.ts'
-import { newJobRecord, scaledJob, stoppedJob } from '../../node/jobs/records.ts'
-import { normalizeJob } from '../../node/jobs/spec.ts'
-import { RECONCILE_DEFAULTS } from '../../node/reconcile/decide.ts'
-import { keepOnRestart } from '../../node/recovery.ts'
-import { type ReconcileConfig, Reconciler } from '../../node/reconcile/loop.ts'
+import { boot, reconcileConfig } from '../../node/boot.ts'
+import { stateConfig } from '../../node/config.ts'
+import { type CoreParts, startCore } from '../../node/core.ts'
+import type { JobService } from '../../node/jobs/service.ts'
+import type { JobView } from '../../node/jobs/types.ts'
+import { Lifecycle } from '../../node/lifecycle.ts'
+import type { ReconcileConfig, Reconciler } from '../../node/reconcile/loop.ts'
+import { loadState, type StateService } from '../../node/state.ts'
+import type { StateConfig } from '../../node/config.ts'
 import type { AppContext, SimApp } from './cluster.ts'
+import { SimTaskRpc } from './rpc.ts'
 import type { SimRunner } from './runner.ts'
-import { type SimDisk, SIM_STATE_CONFIG, SimState, type SimStateConfig } from './state.ts'
+import { type SimDisk, SimStateTransport, SimStorage } from './transport.ts'
 
 /** What outlives the node process: its disk, and the tasks running on the machine. */
 export interface SimMachine {
@@ -25,16 +31,20 @@ export interface SimMachine {
   runner: SimRunner
 }
 
-/** How long a node that has joined waits for its first sync before it goes on (node.ts tries each member once). */
-const START_SYNC_MS = 10_000
+/** How long an append takes to be on the simulated disk (an fsync), drawn in [min, max]. */
+const FSYNC_MS = [1, 8] as const
+/** The first byte of an app message: which part of the node it is for. */
+const CHANNEL = { state: 1, rpc: 2 } as const
 
 export interface SimNodeInit {
   context: AppContext
   meta: MemberMeta
   machine: SimMachine
+  /** The node profile whose settings the node runs with (as `--profile`). */
+  profile: 'lan' | 'local'
   /** How long dead members count in the majority (a node uses membership's deadRetentionMs). */
   stableWindowMs: number
-  state?: Partial<SimStateConfig>
+  state?: Partial<StateConfig>
   reconcile?: Partial<ReconcileConfig>
   /** pino's level for the node's logs (default silent; SIM_LOG=info shows them). */
   logLevel?: string
@@ -42,126 +52,143 @@ export interface SimNodeInit {
 
 export class SimNode implements SimApp {
   readonly id: string
-  readonly state: SimState
   readonly runner: SimRunner
-  readonly reconciler: Reconciler
   private readonly context: AppContext
   private readonly log: Logger
   private readonly meta: MemberMeta
-  /** The loop's listener, also told of membership events (as node.ts does). */
-  private listener: (() => void) | null = null
+  private readonly parts = new Lifecycle<CoreParts>()
+  private readonly transport: SimStateTransport
+  private core: CoreParts | null = null
+  private rpc: SimTaskRpc | null = null
+  private readonly memberListeners = new Set<(event: MemberEvent) => void>()
   private closed = false
 
   constructor (init: SimNodeInit) {
-    const { context, meta } = init
+    const { context } = init
     this.id = context.id
     this.context = context
-    this.meta = meta
-    const reachable = (): string[] => context.swim.list().filter((m) => m.id !== context.id && (m.state === 'alive' || m.state === 'suspect')).map((m) => m.id)
-    this.log = pino({ level: init.logLevel ?? 'silent', base: { node: context.id, life: context.life } })
-    this.state = new SimState({
-      self: context.id,
-      life: 'disk0',
-      disk: init.machine.disk,
-      clock: context.clock,
-      rng: context.rng.fork('state'),
-      send: context.send,
-      peers: reachable,
-      memberState: (id) => context.swim.member(id)?.state,
-      config: init.state,
-    })
+    this.meta = init.meta
     this.runner = init.machine.runner
-    this.reconciler = new Reconciler({
+    this.log = pino({ level: init.logLevel ?? 'silent', base: { node: context.id, life: context.life } })
+    const send = (channel: number) => (to: string, bytes: Uint8Array): void => {
+      const message = new Uint8Array(bytes.length + 1)
+      message[0] = channel
+      message.set(bytes, 1)
+      context.send(to, message)
+    }
+    this.transport = new SimStateTransport({
       self: context.id,
-      state: this.state,
-      executor: this.runner,
-      members: () => context.swim.list(),
+      send: send(CHANNEL.state),
+      reachable: () => context.swim.list().filter((m) => m.id !== context.id && (m.state === 'alive' || m.state === 'suspect')).map((m) => m.id),
+    })
+    this.start(init, send(CHANNEL.rpc)).catch((err: Error) => { if (!this.closed) context.report(err) })
+  }
+
+  /** The node's parts, once it has built them (null while its process starts). */
+  get state (): StateService | undefined { return this.core?.state }
+  get reconciler (): Reconciler | undefined { return this.core?.reconciler }
+  get jobs (): JobService | undefined { return this.core?.jobs }
+
+  private async start (init: SimNodeInit, sendRpc: (to: string, bytes: Uint8Array) => void): Promise<void> {
+    const { clock, id, rng, swim } = this.context
+    const storage = new SimStorage(init.machine.disk, clock, rng.fork('disk'), FSYNC_MS)
+    const random = rng.fork('state')
+    const loaded = await loadState({ self: id, storage, log: this.log, random: () => random.next(), where: `the simulated disk of ${id}` })
+    if (this.closed) return
+    const state = stateConfig(init.profile, init.state)
+    const ids = rng.fork('ids')
+    const alive = (): string[] => swim.list().filter((m) => m.id !== id && m.state === 'alive').map((m) => m.id)
+    let rpc: SimTaskRpc | null = null
+    this.core = await startCore(this.parts, {
+      self: id,
       log: this.log,
-      clock: context.clock,
-      config: {
-        stableWindowMs: init.stableWindowMs,
-        cronCatchUpMs: Math.min(RECONCILE_DEFAULTS.cronCatchUpMs, (init.state?.taskRetentionMs ?? SIM_STATE_CONFIG.taskRetentionMs) / 2),
-        ...init.reconcile,
+      clock,
+      random: () => random.next(),
+      newId: () => ids.uint32().toString(16).padStart(8, '0'),
+      loaded,
+      storage,
+      transport: this.transport,
+      members: {
+        peers: alive,
+        stateOf: (m) => swim.member(m)?.state,
+        list: () => swim.list(),
+      },
+      executor: this.runner,
+      state,
+      reconcile: reconcileConfig({ deadRetentionMs: init.stableWindowMs, taskRetentionMs: state.taskRetentionMs }, init.reconcile),
+      rpc: (handlers) => (rpc = new SimTaskRpc({ self: id, clock, send: sendRpc, handlers })),
+    })
+    this.rpc = rpc
+    if (this.closed) return
+    const core = this.core
+    await boot({
+      self: id,
+      log: this.log,
+      clock,
+      state: core.state,
+      executor: this.runner,
+      reconciler: core.reconciler,
+      // The cluster drives SWIM's join; the node waits until it is a member (sees another alive). A node of a
+      // cluster that has only ever had one member waits until one joins it: with a membership that knows
+      // nobody else it must not act on what its disk says.
+      join: async () => {
+        while (!this.closed && alive().length === 0) await new Promise<void>((resolve) => { clock.setTimeout(resolve, 100) })
+      },
+      aliveMembers: alive,
+      ownRecord: () => this.ownRecord(),
+      triggers: (listener) => {
+        const onMember = (): void => { listener() }
+        core.state.on('change', listener)
+        this.memberListeners.add(onMember)
+        return () => { core.state.off('change', listener); this.memberListeners.delete(onMember) }
       },
     })
-    this.boot().catch((err: Error) => { if (!this.closed) context.report(err) })
   }
 
-  private async boot (): Promise<void> {
-    const { clock, id } = this.context
-    await this.initialSync()
-    const now = clock.now()
-    const meta = this.meta
-    await this.state.write((s) => {
-      s.setNode({ id, addrs: [`sim://${id}`], apiUrl: `sim://${id}`, cpuMillis: meta.cpuMillis, memoryBytes: meta.memoryBytes, labels: meta.labels, startedAt: now, updatedAt: now })
-    })
-    if (this.closed) return
-    // Only now, with the cluster's view of what this node should run, is the previous life judged.
-    await this.runner.recover((task) => keepOnRestart(this.state.state, id, task))
-    if (this.closed) return
-    this.reconciler.start((listener) => {
-      const off = this.state.onChange(listener)
-      this.listener = listener
-      return () => { off(); this.listener = null }
-    })
+  private ownRecord (): NodeRecord {
+    const now = this.context.clock.now()
+    const { id } = this.context
+    return { id, addrs: [`sim://${id}`], apiUrl: `sim://${id}`, cpuMillis: this.meta.cpuMillis, memoryBytes: this.meta.memoryBytes, labels: this.meta.labels, startedAt: now, updatedAt: now }
   }
 
-  /**
-   * Waits until the node has joined (it sees another member alive), then until a
-   * member answered a sync (asking one every half second, at most START_SYNC_MS).
-   * A node cannot join in a simulated cluster that has only ever had one member:
-   * `alone` lets the first one go on.
-   */
-  private async initialSync (): Promise<void> {
-    const { clock, swim, id, rng } = this.context
-    const sleep = async (ms: number): Promise<void> => { await new Promise<void>((resolve) => { clock.setTimeout(resolve, ms) }) }
-    const alive = (): string[] => swim.list().filter((m) => m.id !== id && m.state === 'alive').map((m) => m.id)
-    // A node that cannot join does not start (node.ts: JOIN_FAILED; its supervisor starts it again): it
-    // must not act on what its disk says with a membership that knows nobody else.
-    while (!this.closed && alive().length === 0) await sleep(100)
-    const deadline = clock.monotonic() + START_SYNC_MS
-    while (!this.closed && this.state.stats.diffsApplied === 0 && clock.monotonic() < deadline) {
-      const members = alive()
-      if (members.length > 0) this.state.syncWith(rng.pick(members))
-      await sleep(500)
-    }
+  /** Submits a job as `murmur run` would; resolves once it is on this node's disk (the API's answer). */
+  async submit (input: unknown): Promise<JobView> {
+    return await this.ready().submit(input)
   }
 
-  /** Submits a job as `murmur run` would: its record at once, and `stored` once it is on this node's disk (the API's answer). */
-  submit (input: unknown): { record: JobRecord, stored: Promise<void> } {
-    const record = newJobRecord(normalizeJob(input), this.id, this.context.clock.now(), this.context.rng.uint32().toString(16).padStart(8, '0'))
-    return { record, stored: this.state.write((s) => { s.putJob(record) }) }
+  async stopJob (ref: string): Promise<JobView> {
+    return await this.ready().stop(ref)
   }
 
-  async stopJob (id: string): Promise<JobRecord | undefined> {
-    const record = this.state.state.job(id)
-    if (record === undefined || record.desired === 'stopped') return record
-    const stopped = stoppedJob(record, this.context.clock.now())
-    await this.state.write((s) => { s.putJob(stopped) })
-    return stopped
+  async scaleJob (ref: string, count: number): Promise<JobView> {
+    return await this.ready().scale(ref, count)
   }
 
-  async scaleJob (id: string, count: number): Promise<JobRecord | undefined> {
-    const record = this.state.state.job(id)
-    if (record === undefined || record.type !== 'service' || record.desired !== 'running') return undefined
-    const scaled = scaledJob(record, count, this.context.clock.now())
-    await this.state.write((s) => { s.putJob(scaled) })
-    return scaled
+  private ready (): JobService {
+    return this.parts.get('jobs')
   }
 
   receive (from: string, bytes: Uint8Array): void {
-    this.state.receive(from, bytes)
+    if (this.closed || bytes.length === 0) return
+    const body = bytes.subarray(1)
+    if (bytes[0] === CHANNEL.state) this.transport.receive(from, body)
+    else if (bytes[0] === CHANNEL.rpc) this.rpc?.receive(from, body)
   }
 
   onMemberEvent (event: MemberEvent): void {
-    this.state.onMemberEvent(event)
-    this.listener?.()
+    // A member came (back) alive: a new connection, as libp2p reports it to the state service.
+    if (event.member.state === 'alive' && event.member.id !== this.id) this.transport.connected(event.member.id)
+    for (const listener of this.memberListeners) listener(event)
   }
 
-  /** The process ends: nothing more is written; the machine's tasks go on without it. */
+  /**
+   * The process ends, at once: nothing is stopped in order and nothing more is
+   * sent or written (the cluster drops this life's timers and messages); the
+   * machine's tasks go on without it.
+   */
   close (): void {
     this.closed = true
-    this.state.close()
+    this.memberListeners.clear()
     this.runner.detach()
   }
 }

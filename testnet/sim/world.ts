@@ -25,14 +25,15 @@ import type { MemberMeta } from '../../membership/types.ts'
 import { instanceId, jobOfInstance, parseAttempt } from '../../node/jobs/instances.ts'
 import { readSpec } from '../../node/jobs/spec.ts'
 import { isLiveState } from '../../node/reconcile/decide.ts'
-import type { ReconcileConfig } from '../../node/reconcile/loop.ts'
+import type { ReconcileConfig, Reconciler } from '../../node/reconcile/loop.ts'
+import type { StateService } from '../../node/state.ts'
 import { SimCluster } from './cluster.ts'
 import { SimClock } from './clock.ts'
 import { type SimMachine, SimNode } from './node.ts'
 import { Rng } from './rng.ts'
 import { type RunnerBreach, SimRunner } from './runner.ts'
 import { FAULT_KINDS, type Scenario, type Step, type StepKind } from './scenario.ts'
-import type { SimDisk } from './state.ts'
+import type { SimDisk } from './transport.ts'
 
 export interface WorldOptions {
   preset: 'lan' | 'local'
@@ -57,8 +58,15 @@ export const WORLD_DEFAULTS: Readonly<WorldOptions> = Object.freeze({
   meta: Object.freeze({ cpuMillis: 8_000, memoryBytes: 16 * 1024 ** 3, labels: Object.freeze({ zone: 'sim' }) }) as MemberMeta,
 })
 
+/** A node that has built its parts (a process just restarted may not have yet). */
+type Booted = SimNode & { readonly state: StateService, readonly reconciler: Reconciler }
+
+function booted (node: SimNode | null | undefined): node is Booted {
+  return node != null && node.state !== undefined && node.reconciler !== undefined
+}
+
 /** How two nodes' documents differ, in a few words: writers one has more of, or the same writers and other deletions. */
-function docDifference (a: SimNode, b: SimNode): string {
+function docDifference (a: Booted, b: Booted): string {
   const sa = stateVectorOf(a.state.state.doc)
   const sb = stateVectorOf(b.state.state.doc)
   const lines: string[] = []
@@ -78,7 +86,7 @@ export function crashedRun (scenario: Scenario, err: unknown): RunResult {
 }
 
 function digestOf (node: SimNode | null | undefined): string {
-  if (node == null) return ''
+  if (!booted(node)) return ''
   return createHash('sha256').update(stateFingerprint(node.state.state.doc)).digest('hex').slice(0, 16)
 }
 
@@ -140,6 +148,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
       context,
       meta: o.meta,
       machine: machineOf(context.id),
+      profile: o.preset,
       stableWindowMs: preset.deadRetentionMs,
       logLevel: o.logLevel,
       reconcile: o.reconcile,
@@ -211,9 +220,9 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     const across = [...copies.keys()].filter((m) => m !== node && cluster.status(m) !== 'crashed' && !linked(node, m))
     if (across.length === 0) return
     const side = ids.filter((id) => cluster.status(id) === 'up' && linked(node, id)).length
-    const believesMajority = app(node)?.reconciler.majority ?? true
+    const believesMajority = app(node)?.reconciler?.majority ?? true
     if (2 * side >= ids.length || (believesMajority && cluster.nowMs - lastFaultAt < bound)) return
-    const state = app(node)?.state.state
+    const state = app(node)?.state?.state
     const record = state?.job(jobOfInstance(instance))
     if (state === undefined || record === undefined || readSpec(record.spec)?.partition === 'both') return
     const known = across.filter((m) => state.taskClaims(instance).some((c) => c.node === m && isLiveState(c.state)))
@@ -233,7 +242,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
       for (const node of ids) {
         if (cluster.status(node) !== 'up') continue
         const side = ids.filter((id) => cluster.status(id) === 'up' && net.reachable(node, id) && net.reachable(id, node)).length
-        if (2 * side < ids.length && app(node)?.reconciler.majority === true) {
+        if (2 * side < ids.length && app(node)?.reconciler?.majority === true) {
           violate('partition', `${node} is on a side of ${side} of ${ids.length} nodes, cut ${cluster.nowMs - cutSince} ms ago (bound ${bound} ms), but believes it holds the majority`)
         }
       }
@@ -266,8 +275,8 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   const t0 = cluster.nowMs
 
   // ---- the scenario ----
-  /** Job name → the id its submission got. */
-  const submitted = new Map<string, string>()
+  /** The names of the jobs submitted: a stop or scale names one (a job is found by its name, as `murmur job stop web`). */
+  const submitted = new Set<string>()
   const acked = new Map<string, Acked>()
   const faults: Partial<Record<StepKind, number>> = {}
   let lastFaultAt = -Infinity
@@ -292,18 +301,17 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
       case 'submit': {
         const node = app(`n${step.node}`)
         if (node === null || cluster.status(`n${step.node}`) !== 'up') return
-        const { record, stored } = node.submit(step.job)
-        submitted.set(step.job.name, record.id)
-        stored.then(() => { ack(record.id, record.version, false) }, () => {})
+        submitted.add(step.job.name)
+        node.submit(step.job).then((view) => { ack(view.id, view.version, false) }, () => {})
         return
       }
       case 'stop':
       case 'scale': {
-        const job = submitted.get(step.job)
         const node = app(`n${step.node}`)
-        if (job === undefined || node === null || cluster.status(`n${step.node}`) !== 'up') return
-        const write = step.kind === 'stop' ? node.stopJob(job) : node.scaleJob(job, step.count)
-        write.then((r) => { if (r !== undefined) ack(r.id, r.version, r.desired === 'stopped') }, () => {})
+        if (!submitted.has(step.job) || node === null || cluster.status(`n${step.node}`) !== 'up') return
+        // Refused (the node does not know the job yet, or it cannot be scaled): nothing is acknowledged.
+        const write = step.kind === 'stop' ? node.stopJob(step.job) : node.scaleJob(step.job, step.count)
+        write.then((view) => { ack(view.id, view.version, view.desired === 'stopped') }, () => {})
         return
       }
       case 'crash': {
@@ -412,7 +420,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     const disagreements = cluster.disagreements(5)
     for (const d of disagreements) add('membership', d)
     if (quick && out.length > 0) return out
-    const nodes = ids.map((id) => app(id)).filter((n): n is SimNode => n !== null)
+    const nodes = ids.map((id) => app(id)).filter(booted)
     if (nodes.length !== ids.length) add('membership', `only ${nodes.length} of ${ids.length} nodes run`)
     // State vectors first: cheap, and they differ whenever a write has not reached everyone.
     const vectors = nodes.map((n) => Buffer.from(Y.encodeStateVector(n.state.state.doc)).toString('base64'))
