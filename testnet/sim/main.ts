@@ -149,6 +149,9 @@ function report (results: RunResult[], wallMs: number, json: boolean): void {
     acknowledgedJobs: results.reduce((a, r) => a + r.acknowledged, 0),
     taskRuns: results.reduce((a, r) => a + r.runs, 0),
     duplicateRuns: results.reduce((a, r) => a + r.duplicateRuns, 0),
+    batchRunTwice: results.reduce((a, r) => a + r.batchRunTwice, 0),
+    quietSeeds: results.filter((r) => r.quiet).length,
+    batchRunTwiceInQuietSeeds: results.filter((r) => r.quiet).reduce((a, r) => a + r.batchRunTwice, 0),
     crashDetections: results.reduce((a, r) => a + r.crashChecks, 0),
     slowestDetectionMs: Math.max(0, ...results.map((r) => r.slowestDetectionMs)),
     cleanAfterHealMs: clean.length === 0 ? null : { median: clean[Math.floor(clean.length / 2)], max: clean[clean.length - 1] },
@@ -159,7 +162,7 @@ function report (results: RunResult[], wallMs: number, json: boolean): void {
   }
   process.stdout.write(`\n${summary.seeds} seed(s), ${failed.length} failed${failed.length > 0 ? ` (${summary.failed.slice(0, 20).join(', ')})` : ''}; ${summary.simulatedHours} simulated hours in ${summary.wallSeconds} s\n`)
   process.stdout.write(`faults injected: ${summary.faultsInjected} (${Object.entries(faults).sort().map(([k, n]) => `${k} ${n}`).join(', ')})\n`)
-  process.stdout.write(`jobs acknowledged ${summary.acknowledgedJobs}, task runs ${summary.taskRuns}, runs while another copy ran ${summary.duplicateRuns}; crashes timed ${summary.crashDetections}, slowest detection ${summary.slowestDetectionMs} ms; clean after the heal: ${summary.cleanAfterHealMs === null ? '-' : `median ${summary.cleanAfterHealMs.median} ms, max ${summary.cleanAfterHealMs.max} ms`}\n`)
+  process.stdout.write(`jobs acknowledged ${summary.acknowledgedJobs}, task runs ${summary.taskRuns}, runs while another copy ran ${summary.duplicateRuns}, batch instances run twice ${summary.batchRunTwice} (${summary.batchRunTwiceInQuietSeeds} in the ${summary.quietSeeds} seeds with no fault); crashes timed ${summary.crashDetections}, slowest detection ${summary.slowestDetectionMs} ms; clean after the heal: ${summary.cleanAfterHealMs === null ? '-' : `median ${summary.cleanAfterHealMs.median} ms, max ${summary.cleanAfterHealMs.max} ms`}\n`)
   for (const r of failed.slice(0, 5)) {
     for (const v of r.violations.slice(0, 3)) process.stdout.write(`  seed ${r.seed}: ${v.invariant} at ${(v.atMs / 1000).toFixed(2)} s: ${v.detail}\n`)
   }

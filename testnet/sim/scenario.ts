@@ -47,12 +47,18 @@ export interface ScenarioOptions {
   meanGapMs: number
   /** Whether faults are injected (else requests only). */
   faults: boolean
+  /**
+   * Every this many seeds, one has no fault even when `faults` is on: a quiet
+   * seed, where every batch instance must run exactly once (0: none).
+   */
+  quietEvery: number
 }
 
 export const SCENARIO_DEFAULTS: Readonly<Omit<ScenarioOptions, 'nodes'>> = Object.freeze({
   chaosMs: 60_000,
   meanGapMs: 1_500,
   faults: true,
+  quietEvery: 8,
 })
 
 export interface Scenario {
@@ -66,6 +72,7 @@ export interface Scenario {
 /** Draws a scenario from a seed: the same seed, the same scenario. */
 export function generate (seed: number, options: Partial<ScenarioOptions> & { nodes: number }): Scenario {
   const o = { ...SCENARIO_DEFAULTS, ...options }
+  if (o.quietEvery > 0 && seed % o.quietEvery === 0) o.faults = false
   const rng = new Rng(seed).fork('scenario')
   const n = o.nodes
   const skewsMs = Array.from({ length: n }, () => rng.chance(0.3) ? rng.between(-1_500, 1_500) : 0)

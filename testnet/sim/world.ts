@@ -81,7 +81,7 @@ export function crashedRun (scenario: Scenario, err: unknown): RunResult {
   return {
     seed: scenario.seed, nodes: scenario.nodes, steps: scenario.steps.length, simulatedMs: 0, faults: {},
     violations: [{ invariant: 'exception', atMs: 0, detail: `the run threw: ${e.stack ?? String(e)}` }],
-    cleanAfterMs: undefined, acknowledged: 0, runs: 0, duplicateRuns: 0, crashChecks: 0, slowestDetectionMs: 0, digest: '',
+    cleanAfterMs: undefined, acknowledged: 0, runs: 0, duplicateRuns: 0, batchRunTwice: 0, quiet: false, crashChecks: 0, slowestDetectionMs: 0, digest: '',
   }
 }
 
@@ -94,7 +94,7 @@ function digestOf (node: SimNode | null | undefined): string {
 export const SIM_EPOCH_MS = Date.UTC(2026, 0, 1)
 
 export interface Violation {
-  invariant: 'capacity' | 'crash-detection' | 'exception' | 'partition' | 'setup' | 'membership' | 'documents' | 'placement' | 'batch' | 'acknowledged'
+  invariant: 'capacity' | 'crash-detection' | 'exception' | 'partition' | 'setup' | 'membership' | 'documents' | 'placement' | 'batch' | 'acknowledged' | 'exactly-once'
   atMs: number
   detail: string
 }
@@ -113,6 +113,10 @@ export interface RunResult {
   /** Task starts in all, and starts of an instance while another copy of it ran elsewhere. */
   runs: number
   duplicateRuns: number
+  /** Batch instances claimed and run more than once (by two nodes, or twice by one): allowed under faults only. */
+  batchRunTwice: number
+  /** The scenario injected no fault: every batch instance must run exactly once. */
+  quiet: boolean
   /** Crashes on a quiet network whose detection was timed to the end. */
   crashChecks: number
   /** Longest time a crash took to be seen dead by every live member (checked crashes). */
@@ -136,6 +140,8 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   /** instance → nodes where a copy runs now (started and not ended), kept from the runners' reports. */
   const live = new Map<string, Map<string, number>>()
   const started = new Set<string>()
+  /** Batch instance → the nodes that started a first attempt of it (a claim's run; later attempts are its retries in place). */
+  const batchRuns = new Map<string, string[]>()
   let runs = 0
   let duplicateRuns = 0
   const cluster: SimCluster = new SimCluster({
@@ -190,6 +196,11 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     if (kind === 'start') {
       runs++
       started.add(instance)
+      if (restarts === 0 && batchJobs.has(jobOfInstance(instance))) {
+        const by = batchRuns.get(instance)
+        if (by === undefined) batchRuns.set(instance, [node])
+        else by.push(node)
+      }
       if (copies === undefined) live.set(instance, copies = new Map())
       if ([...copies.keys()].some((n) => n !== node)) duplicateRuns++
       copies.set(node, (copies.get(node) ?? 0) + 1)
@@ -277,6 +288,8 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   // ---- the scenario ----
   /** The names of the jobs submitted: a stop or scale names one (a job is found by its name, as `murmur job stop web`). */
   const submitted = new Set<string>()
+  /** The ids of the batch jobs submitted. */
+  const batchJobs = new Set<string>()
   const acked = new Map<string, Acked>()
   const faults: Partial<Record<StepKind, number>> = {}
   let lastFaultAt = -Infinity
@@ -303,6 +316,8 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
         if (node === null || cluster.status(`n${step.node}`) !== 'up') return
         submitted.add(step.job.name)
         node.submit(step.job).then((view) => { ack(view.id, view.version, false) }, () => {})
+        // The record is in the node's document at once, and may run before the answer.
+        if (step.job.type === 'batch') { const id = node.jobs?.find(step.job.name).id; if (id !== undefined) batchJobs.add(id) }
         return
       }
       case 'stop':
@@ -410,6 +425,10 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   // Still clean after the hold: give what is in flight (a crash-looping service's latest record) a moment to land.
   await runUntil(() => problems(true).length === 0, 5_000, o.tickMs)
   for (const p of problems(false)) violations.push(p)
+  const runTwice = [...batchRuns].filter(([, by]) => by.length > 1)
+  const faultFree = scenario.steps.every((s) => !FAULT_KINDS.has(s.kind))
+  // Exactly once when nothing fails: no node suspected, cut off, paused or lost, so no claim is ever made twice.
+  if (faultFree) for (const [id, by] of runTwice.slice(0, 10)) violate('exactly-once', `batch instance ${id} ran ${by.length} times (on ${by.join(', ')}) in a run with no fault`)
   for (const e of cluster.appErrors) violate('exception', `${e.id} at ${e.atMs} ms: ${e.error.stack ?? e.error.message}`)
   if (cleanAfterMs === undefined && violations.length === 0) violate('setup', `the cluster was not clean within ${o.settleMs} ms of the heal`)
 
@@ -479,6 +498,8 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     acknowledged: acked.size,
     runs,
     duplicateRuns,
+    batchRunTwice: runTwice.length,
+    quiet: faultFree,
     crashChecks,
     slowestDetectionMs,
     digest: digestOf(ids.map((id) => app(id)).find((n) => n !== null)),
