@@ -29,6 +29,15 @@ export function renderState (info: StateInfo, now: number): string {
     `retention  ${info.stats.maintenance.removedTasks} tasks, ${info.stats.maintenance.removedJobs} jobs, ${info.stats.maintenance.removedNodes} nodes removed; ${info.stats.maintenance.rotatedSpaces} spaces compacted`,
   ]
   if (info.stats.invalidRecords > 0) lines.push(`invalid    ${info.stats.invalidRecords} records skipped (see the node's log)`)
+  const damage = info.store.damage
+  if (damage !== null) {
+    const parts = []
+    if (damage.droppedBytes > 0) parts.push(`${formatBytes(damage.droppedBytes)} dropped by LevelDB`)
+    if (damage.missingUpdates > 0) parts.push(`${damage.missingUpdates} updates missing`)
+    if (damage.corruptUpdates > 0) parts.push(`${damage.corruptUpdates} updates failed their checksum`)
+    if (damage.corruptSnapshot) parts.push('the snapshot failed its checksum')
+    lines.push(`damage     found at start: ${parts.join(', ')}; the peers refill what they have (see the node's log)`)
+  }
   if (info.syncs.length === 0) return lines.join('\n') + '\n\nno sync with a peer yet'
   const rows = info.syncs.map((s) => [
     s.peer,
