@@ -100,8 +100,13 @@ describe('the state service on real hosts', () => {
     })
     await waitUntil('b to see the task', async () => b.service.state.taskClaims('t1').length, (n) => n === 1, 10_000, 50)
     // b takes a for gone (as one cut off alone for a day would) and removes its records.
-    await b.service.write((s) => { s.maintain({ now: 1, taskRetentionMs: 1, jobRetentionMs: 1, isGone: (id) => id === a.id }) })
+    // The removal is in b's document once write() has run its transaction, but write()
+    // resolves only when the update is on disk, and the gossip goes out in parallel
+    // with the fsync: a can have written the record back, and b applied that, before
+    // the await returns. So the removal is checked before awaiting the disk.
+    const removed = b.service.write((s) => { s.maintain({ now: 1, taskRetentionMs: 1, jobRetentionMs: 1, isGone: (id) => id === a.id }) })
     expect(b.service.state.taskClaims('t1')).toHaveLength(0)
+    await removed
     await waitUntil('a to write it back and b to have it again', async () => b.service.state.taskClaims('t1').length, (n) => n === 1, 10_000, 50)
     expect(a.service.state.taskClaims('t1')).toHaveLength(1)
   })

@@ -58,7 +58,8 @@ export interface AppError {
   error: Error
 }
 
-interface SimNode {
+/** The cluster's record of one member: its membership state machine, its current life and that life's app (for a complete node, node.ts's SimNode). */
+interface SimMember {
   readonly id: string
   readonly addr: string
   status: NodeStatus
@@ -116,7 +117,7 @@ export class SimCluster implements NetworkHost {
   nowMs = 0
   private readonly rng: Rng
   private readonly metaOf: (id: string, rng: Rng) => MemberMeta
-  private readonly nodes = new Map<string, SimNode>()
+  private readonly nodes = new Map<string, SimMember>()
   /** Each member's view, kept from its events so that checks are cheap. */
   private readonly views = new Map<string, Map<string, MemberState>>()
   private readonly aliveCounts = new Map<string, number>()
@@ -150,7 +151,7 @@ export class SimCluster implements NetworkHost {
     if (this.nodes.has(id)) throw new Error(`member ${id} exists`)
     const addr = `sim://${id}`
     const meta = this.makeMeta(id)
-    const node: SimNode = { id, addr, status: 'up', swim: null as unknown as Swim, life: 0, meta, clock: null as unknown as SimClock, app: null, frozen: [], joinAddrs: [], nextJoinMs: 0 }
+    const node: SimMember = { id, addr, status: 'up', swim: null as unknown as Swim, life: 0, meta, clock: null as unknown as SimClock, app: null, frozen: [], joinAddrs: [], nextJoinMs: 0 }
     this.nodes.set(id, node)
     this.network.register(id, addr)
     this.startLife(node, 0, skewMs)
@@ -401,19 +402,19 @@ export class SimCluster implements NetworkHost {
 
   // ---- internals ------------------------------------------------------------
 
-  private node (id: string): SimNode {
+  private node (id: string): SimMember {
     const node = this.nodes.get(id)
     if (node === undefined) throw new Error(`no member ${id}`)
     return node
   }
 
-  private setStatus (node: SimNode, status: NodeStatus): void {
+  private setStatus (node: SimMember, status: NodeStatus): void {
     node.status = status
     this.network.setStatus(node.id, status === 'left' ? 'crashed' : status)
   }
 
   /** A new process for the member: membership from scratch, a new clock, a new app. */
-  private startLife (node: SimNode, life: number, skewMs?: number): void {
+  private startLife (node: SimMember, life: number, skewMs?: number): void {
     node.life = life
     node.frozen = []
     node.clock = new SimClock(this, (fn) => { this.guarded(node, life, fn) }, skewMs ?? node.clock?.skewMs ?? 0, this.epochMs)
@@ -437,7 +438,7 @@ export class SimCluster implements NetworkHost {
     this.guarded(node, life, () => { node.app = this.appOf!(context) })
   }
 
-  private endLife (node: SimNode): void {
+  private endLife (node: SimMember): void {
     const app = node.app
     node.app = null
     node.frozen = []
@@ -451,7 +452,7 @@ export class SimCluster implements NetworkHost {
   }
 
   /** Runs app code of one life: dropped once that life ended, deferred while frozen, its exceptions kept. */
-  private guarded (node: SimNode, life: number, fn: () => void): void {
+  private guarded (node: SimMember, life: number, fn: () => void): void {
     if (node.life !== life || node.status === 'crashed' || node.status === 'left') return
     if (node.status === 'paused') {
       node.frozen.push(fn)
@@ -465,7 +466,7 @@ export class SimCluster implements NetworkHost {
   }
 
   /** The member's own wall clock: the cluster's time plus its skew. */
-  private nowOf (node: SimNode): number {
+  private nowOf (node: SimMember): number {
     return node.clock.now()
   }
 
@@ -473,7 +474,7 @@ export class SimCluster implements NetworkHost {
     return this.metaOf(id, this.rng.fork(`meta/${id}`))
   }
 
-  private retryJoin (node: SimNode): void {
+  private retryJoin (node: SimMember): void {
     if (node.joinAddrs.length === 0 || this.nowMs < node.nextJoinMs) return
     if (this.views.get(node.id)!.size > 1) {
       node.joinAddrs = []
@@ -483,7 +484,7 @@ export class SimCluster implements NetworkHost {
     node.swim.join(node.joinAddrs)
   }
 
-  private flush (node: SimNode, nowMs: number): void {
+  private flush (node: SimMember, nowMs: number): void {
     const { messages, events } = node.swim.drain()
     for (const outbound of messages) this.network.send(node.id, outbound, nowMs)
     for (const event of events) {
@@ -505,7 +506,7 @@ export class SimCluster implements NetworkHost {
     for (const listener of this.listeners) listener(simEvent)
   }
 
-  private resetView (node: SimNode): void {
+  private resetView (node: SimMember): void {
     this.views.set(node.id, new Map([[node.id, 'alive']]))
     this.aliveCounts.set(node.id, 1)
   }
