@@ -114,8 +114,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         isolation: config.isolation,
         log: log.child({ component: 'executor' }),
       }), undefined, async () => {
-        // Tasks the node did not hand back (a leave does) are stopped, not left behind.
-        await executor.stopAll(Math.max(0, config.stopTimeoutMs - 1_000)).catch((err: Error) => { log.warn({ err: err.message }, 'tasks did not all stop') })
+        // Only stops watching: a start that fails leaves the previous life's tasks for the next one to judge.
         await executor.close()
       })
       const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs, faults })
@@ -363,6 +362,8 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     // place them again at once (a node that dies keeps them, for its next life).
     await bounded(this.reconciler.releaseAll('the node left the cluster', Math.max(0, timeout - 2_000)), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'tasks did not all stop') })
     await this.membership.leave(Math.min(1_000, timeout)).catch(() => {})
+    // What the loop did not hand back (a task it was still starting) is stopped too: nothing is left behind.
+    await bounded(this.executor.stopAll(Math.max(0, timeout - 1_000)), timeout).catch((err: Error) => { this.log.warn({ err: err.message }, 'tasks did not all stop') })
     await this.parts.stop(timeout, this.log)
     this.log.info('node stopped')
   }
