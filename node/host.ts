@@ -1,5 +1,6 @@
 // The libp2p host of one node: TCP, Noise, Yamux, identify and ping, with every
-// limit that matters for a cluster on one host set explicitly (FIELD-NOTES).
+// limit that matters for a cluster on one host set explicitly (node/README.md,
+// "libp2p on one host").
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -67,7 +68,8 @@ export async function createHost (init: HostInit): Promise<Host> {
       pubsub: gossipsub({
         // The first node of a cluster publishes before anyone subscribes.
         allowPublishToZeroTopicPeers: true,
-        // A testnet runs every node on one IP: colocation scoring would graylist them all (FIELD-NOTES).
+        // A testnet runs every node on one IP: colocation scoring would graylist them all
+        // (node/README.md, "libp2p on one host").
         scoreParams: { IPColocationFactorWeight: 0 },
         allowedTopics: [STATE_TOPIC],
         // A copy of a message already seen is dropped by its (signed) author and

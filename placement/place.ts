@@ -10,11 +10,12 @@ import { PlacementError, type TaskDemand, type View } from './types.ts'
 export interface PlaceOptions {
   /**
    * Best fit among this many first feasible candidates. 1, the default, is pure
-   * rendezvous: the first feasible node, as DESIGN.md has it; it spreads by
-   * capacity and depends least on free resources, which views disagree on while
-   * they converge. 2 packs tighter (more of the pool allocated before the first
-   * refusal in `npm run bench:placement`), with nodes filled unevenly and about
-   * three times as many decisions differing between slightly different views.
+   * rendezvous: the first feasible node (README.md, "Placement and the claim
+   * rule"); it spreads by capacity and depends least on free resources, which
+   * views disagree on while they converge. 2 packs tighter (more of the pool
+   * allocated before the first refusal in `npm run bench:placement`), with nodes
+   * filled unevenly and about three times as many decisions differing between
+   * slightly different views.
    */
   readonly choices?: number
   /**

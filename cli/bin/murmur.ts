@@ -1,6 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=1
 // (A small young generation: a node allocates little per second, and the default
-// semi-space holds ~20 MB of RSS for nothing; see FIELD-NOTES.)
+// semi-space grows to tens of MB for nothing; see cli/README.md, "Memory".)
 // The murmur command. Exit codes: 0 success, 1 the operation failed, 2 the input was wrong.
 
 import { Command, CommanderError, Option } from 'commander'

@@ -1,5 +1,6 @@
 // More than 11 nodes on one IP: the size at which libp2p's per-host inbound
-// connection limit and gossip scoring by IP used to break clusters (FIELD-NOTES).
+// connection limit and gossipsub's scoring by IP start to bind (node/README.md,
+// "libp2p on one host").
 // An in-memory transport would hide both, so this runs on TCP loopback.
 
 import { afterAll, beforeAll, expect, it } from 'vitest'

@@ -1,7 +1,7 @@
 // Reliability: one node of five cut off alone for 20 s. It keeps running its own
 // instances and starts none of the others' (alone, it is a minority), though it
 // places the instances of a job submitted to it on itself, the one node it
-// reaches (DESIGN.md, "Partitions"); the other four re-place its instances.
+// reaches (README.md, "Partitions"); the other four re-place its instances.
 // After the heal there is one copy of each instance: the older claim, the lone
 // node's, stays.
 

@@ -1,5 +1,5 @@
 // Reliability: a 5-node cluster split 3/2 for 20 s while jobs are submitted on
-// both sides, then healed (DESIGN.md, "Partitions"). During the split each side
+// both sides, then healed (README.md, "Partitions"). During the split each side
 // keeps running what it had and places its own new jobs; the majority re-places
 // the minority's instances, the minority adopts none of the majority's; a
 // `partition: both` service runs on both sides. After the heal the documents are
