@@ -1,7 +1,8 @@
 // The cluster state on a node: the document of crdt/, kept in a store, spread by
 // gossip and repaired by anti-entropy.
 //
-//   write ─▶ doc ─update─▶ store (fsync) ─▶ ack ─▶ gossip batch ─▶ transport.publish
+//   write ─▶ doc ─update─▶ store (fsync) ─▶ ack
+//                     └──▶ gossip batch ─▶ transport.publish   (at once, in parallel with the fsync)
 //   gossip in ─▶ check ─▶ doc ─▶ store       (a gap: anti-entropy with the sender)
 //   new connection / every syncInterval ─▶ a SyncSession (crdt/sync.ts) over a channel
 //
