@@ -1,13 +1,13 @@
 // Cgroups as the executor uses them: find what the machine offers (v2, v1, or
 // nothing usable), make one murmur-owned group per node and one group per task
-// below it, set limits, move a process in, read the accounting, kill all, remove.
+// below it, set limits, name the files a process is moved in by (the spawner
+// writes there), read the accounting, kill all, remove.
 //
 // The file formats are parsed by pure functions (tested on their own); the rest
 // is thin I/O on the cgroup file systems. Everything is synchronous: each call is
-// one small read or write on a virtual file system that answers in microseconds,
-// and the spawn path must not yield between creating a group and using it.
+// one small read or write on a virtual file system that answers in microseconds.
 
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync, writeSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -305,7 +305,6 @@ function enableControllers (dir: string): void {
 export class TaskCgroup {
   readonly root: CgroupRoot
   readonly name: string
-  private procFds: number[] | null = null
 
   constructor (root: CgroupRoot, name: string) {
     this.root = root
@@ -317,30 +316,9 @@ export class TaskCgroup {
     return this.root.dir('memory', this.name)!
   }
 
-  /** Opens cgroup.procs of every hierarchy now, so that adding a process is a few writes. */
-  prepare (): void {
-    if (this.procFds !== null) return
-    const fds: number[] = []
-    try {
-      for (const dir of this.root.allDirs(this.name)) fds.push(openSync(join(dir, 'cgroup.procs'), 'w'))
-    } catch (err) {
-      for (const fd of fds) closeSync(fd)
-      throw err
-    }
-    this.procFds = fds
-  }
-
-  /** Moves a process into the group in every hierarchy. */
-  addProcess (pid: number): void {
-    this.prepare()
-    const line = `${pid}\n`
-    for (const fd of this.procFds!) writeSync(fd, line)
-  }
-
-  release (): void {
-    if (this.procFds === null) return
-    for (const fd of this.procFds) try { closeSync(fd) } catch {}
-    this.procFds = null
+  /** cgroup.procs of every hierarchy: writing a pid to each moves that process into the group. */
+  procsFiles (): string[] {
+    return this.root.allDirs(this.name).map((dir) => join(dir, 'cgroup.procs'))
   }
 
   /** Every process in the group (the memory hierarchy's view in v1; the pids one if memory is gone). */
@@ -453,7 +431,6 @@ export class TaskCgroup {
 
   /** Removes the group from every hierarchy; it must be empty. Retries while the kernel still tears exited processes down. */
   async remove (timeoutMs = 2_000): Promise<void> {
-    this.release()
     const deadline = Date.now() + timeoutMs
     for (const dir of this.root.allDirs(this.name)) {
       for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {

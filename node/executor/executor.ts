@@ -9,7 +9,6 @@
 //   tasks/<task>/alloc/           MURMUR_ALLOC_DIR, the default working dir
 //   tasks/<task>/logs/            stdout.log, stderr.log and their rotations
 
-import type { ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { chownSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -19,10 +18,11 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { bytesText, cpuText } from '../../placement/reasons.ts'
 import { InputError, MurmurError } from '../errors.ts'
-import { CgroupRoot, type HierarchyPlan, type TaskCgroup, detectHierarchies } from './cgroups.ts'
-import { DEFAULT_PATH, SHIM_NAME, StartFailure, launch, resolveCommand } from './launch.ts'
+import { type CgroupCounters, CgroupRoot, type HierarchyPlan, type TaskCgroup, detectHierarchies } from './cgroups.ts'
+import { DEFAULT_PATH, SHIM_NAME, StartFailure, resolveCommand } from './launch.ts'
 import { statFields } from '../proc.ts'
 import { LOG_DEFAULTS, type LogChunk, type LogStream, TaskLogs } from './logs.ts'
+import { type SpawnedExit, Spawner } from './spawner.ts'
 import type { FoundTask, Isolation, RecoverReport, Signalled, TaskExit, TaskInfo, TaskRunner, TaskSpec, TaskUsage } from './types.ts'
 
 export const RUNNER_DEFAULTS = Object.freeze({
@@ -99,7 +99,8 @@ interface Entry {
   name: string
   cgroup: TaskCgroup | null
   logs: TaskLogs
-  child: ChildProcess | null
+  /** Its exit will be reported (by the spawner, its parent); otherwise the sampler watches its pid or group. */
+  watched: boolean
   pidStart: string | null
   /** Set by stop(): the end is "killed", with the signal that did it. */
   stop: { at: number, kill: 'SIGTERM' | 'SIGKILL', graceMs: number } | null
@@ -122,6 +123,8 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
   private readonly starting = new Map<string, TaskSpec>()
   /** Starts in flight, until their process runs (or failed): a stop waits for them. */
   private readonly launching = new Map<string, Promise<TaskInfo>>()
+  /** Forks for the starts: the node's own fork was the largest cost of a start (see spawner.ts). */
+  private readonly spawner: Spawner
   private readonly sampler: NodeJS.Timeout
   private sampling = false
   private closed = false
@@ -133,6 +136,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     this.isolation = isolation
     this.root = root
     this.oldRoots = oldRoots
+    this.spawner = new Spawner(opts.log)
     this.sampler = setInterval(() => { void this.sample() }, opts.sampleMs ?? RUNNER_DEFAULTS.sampleMs).unref()
   }
 
@@ -173,12 +177,18 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       if (same >= 0) oldRoots.splice(same, 1)
     }
     const executor = new Executor(opts, isolation, root, oldRoots)
+    executor.spawner.warm()
     if (isolation.kind === 'none') {
       opts.log.warn({ isolation }, `tasks will run WITHOUT isolation (no CPU, memory or pid limits): ${isolation.detail}`)
     } else {
       opts.log.info({ isolation }, `tasks run in ${isolation.detail}`)
     }
     return executor
+  }
+
+  /** The spawner process that forks for this executor's starts (null until it said it is ready, or after it died), and its counts. */
+  spawnerInfo (): { pid: number | null, spawners: number, spawned: number, failed: number, died: number } {
+    return { pid: this.spawner.pid, ...this.spawner.stats }
   }
 
   committed (): { cpuMillis: number, memoryBytes: number, tasks: number } {
@@ -237,9 +247,19 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     const name = dirName(spec.id)
     const dir = join(this.opts.dir, name)
     const alloc = join(dir, 'alloc')
-    mkdirSync(alloc, { recursive: true })
+    try {
+      mkdirSync(dir)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'EEXIST' && code !== 'ENOENT') throw err
+      // EEXIST: left by nothing this executor knows (a start before recover(), a removal that failed): a new
+      // task starts anew. ENOENT: the tasks dir itself was removed under the node.
+      if (code === 'EEXIST') rmSync(dir, { recursive: true, force: true })
+      mkdirSync(dir, { recursive: true })
+    }
+    mkdirSync(alloc)
     if (spec.user !== undefined) chownSync(alloc, spec.user.uid, spec.user.gid)
-    const logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS)
+    const logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS, { fresh: true })
     const entry = this.newEntry(spec, name, dir, logs, Date.now())
     this.entries.set(spec.id, entry)
     this.starting.delete(spec.id)
@@ -266,37 +286,48 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
           await leftover.remove()
         }
         cgroup = this.root.createTask(name, { cpuMillis: spec.cpuMillis, memoryBytes: spec.memoryBytes, pidsMax: spec.pidsMax ?? RUNNER_DEFAULTS.pidsMax })
-        cgroup.prepare()
       }
-      const fds = logs.openWriters()
-      let child: ChildProcess
-      try {
-        child = launch({ file, args: spec.args, env, cwd, user: spec.user, stdout: fds.stdout, stderr: fds.stderr }, (pid) => { cgroup?.addProcess(pid) })
-      } finally {
-        logs.closeWriters()
+      // The spawner reports the exit after this start's continuation has run; held here in case it ever came first.
+      let early: SpawnedExit | undefined
+      let placed = false
+      const onExit = (exit: SpawnedExit): void => {
+        if (placed) this.spawnedExit(entry, exit)
+        else early = exit
       }
-      cgroup?.release()
-      entry.child = child
+      const paths = logs.writerPaths()
+      const spawned = await this.spawner.spawn({ file, args: spec.args, env, cwd, user: spec.user, stdout: paths.stdout, stderr: paths.stderr, procs: cgroup?.procsFiles() ?? [] }, onExit)
+      entry.watched = true
       entry.cgroup = cgroup
-      entry.info.pid = child.pid!
+      entry.info.pid = spawned.pid
       entry.info.cgroup = cgroup?.path ?? null
-      entry.pidStart = safely(() => pidStartTime(child.pid!), null)
-      child.once('exit', (code, signal) => { void this.finish(entry, { code, signal }) })
+      entry.pidStart = spawned.pidStart
+      placed = true
+      if (early !== undefined) this.spawnedExit(entry, early)
     } catch (err) {
-      if (cgroup !== null) await cgroup.remove().catch(() => {})
+      // A spawner that died after placing the shim may leave it in the group (the command never ran).
+      if (cgroup !== null) {
+        if (safely(() => cgroup!.pids().length > 0, true)) await cgroup.killAll().catch(() => {})
+        await cgroup.remove().catch(() => {})
+      }
       const message = err instanceof StartFailure ? err.message : `cannot start ${spec.command}: ${(err as Error).message}`
       await this.record(entry, { reason: 'start-failed', code: null, signal: null, message, oomKills: 0 })
       this.log.warn({ task: spec.id, job: spec.job, err: message }, 'task failed to start')
       return snapshot(entry)
     }
     try {
-      this.persist(entry)
+      this.persist(entry, true)
     } catch (err) {
       // It runs, and is stoppable; only a next life of the node will not know it (and remove it as a stray).
       this.log.error({ task: spec.id, err: (err as Error).message }, 'could not record the started task on disk')
     }
     this.log.info({ task: spec.id, job: spec.job, pid: entry.info.pid, cgroup: entry.info.cgroup, ms: round(performance.now() - requested) }, 'task started')
     return snapshot(entry)
+  }
+
+  /** The spawner's word on a task it started: its exit, or that it died first (then the sampler watches the task's pid). */
+  private spawnedExit (entry: Entry, exit: SpawnedExit): void {
+    if (exit === null) entry.watched = false
+    else void this.finish(entry, exit)
   }
 
   /** Refuses a start that would commit more CPU or memory than the node has, whatever placement believed. */
@@ -318,7 +349,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       name,
       cgroup: null,
       logs,
-      child: null,
+      watched: false,
       pidStart: null,
       stop: null,
       ended,
@@ -373,8 +404,8 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     } catch (err) {
       this.log.error({ task: entry.info.id, err: (err as Error).message }, 'could not empty the task\'s cgroup')
     }
-    // An adopted task has no child to report the end: it ends when its group is empty.
-    if (entry.child === null) await this.finish(entry, null)
+    // An adopted task has no parent to report the end: it ends when its group is empty.
+    if (!entry.watched) await this.finish(entry, null)
   }
 
   inspect (id: string): TaskInfo | undefined {
@@ -398,8 +429,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     const stop = entry.stop === null ? null : { ...entry.stop }
     let oomKills = 0
     if (entry.cgroup !== null) {
-      this.takeUsage(entry)
-      oomKills = safely(() => entry.cgroup!.counters().oomKills, 0)
+      oomKills = this.takeUsage(entry)?.oomKills ?? 0
       // The task is its main process: when that ends, the rest of the group goes with it.
       try {
         if (entry.cgroup.pids().length > 0) await entry.cgroup.killAll()
@@ -432,7 +462,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       return { ...base, reason: 'killed', message: `stopped on request: ${how}` }
     }
     if (status === null) {
-      return { ...base, reason: 'lost', message: 'ended while the node was not its parent (adopted after a restart): its exit code is unknown' }
+      return { ...base, reason: 'lost', message: 'ended while the node was not watching it as its parent (adopted after a restart, or its spawner died): its exit code is unknown' }
     }
     if ((code === 126 || code === 127) && Date.now() - entry.info.startedAt < 60_000) {
       const failure = await this.execFailure(entry)
@@ -474,7 +504,12 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     }
   }
 
-  private persist (entry: Entry): void {
+  /**
+   * Writes task.json. The first write (`fresh`) goes straight to the file: a crash in the middle leaves a
+   * record that does not parse, which the next life treats as it treats no record (a stray), as it would
+   * a crash just before the write. Later ones replace it whole.
+   */
+  private persist (entry: Entry, fresh = false): void {
     const record: TaskRecordFile = {
       format: 'murmur-task',
       spec: entry.info.spec as TaskRecordFile['spec'],
@@ -485,15 +520,18 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       exit: entry.info.exit,
       cgroup: entry.info.cgroup,
     }
-    writeJsonSync(join(entry.info.dir, 'task.json'), record)
+    const file = join(entry.info.dir, 'task.json')
+    if (fresh) writeFileSync(file, JSON.stringify(record) + '\n')
+    else writeJsonSync(file, record)
   }
 
-  /** Reads the task's accounting into its usage; keeps the peak where the kernel keeps none. */
-  private takeUsage (entry: Entry): void {
+  /** Reads the task's accounting into its usage; keeps the peak where the kernel keeps none. Returns the group's counters, if read. */
+  private takeUsage (entry: Entry): CgroupCounters | null {
     const previous = entry.info.usage
     let usage: TaskUsage | null = null
+    let c: CgroupCounters | null = null
     if (entry.cgroup !== null) {
-      const c = safely(() => entry.cgroup!.counters(), null)
+      c = safely(() => entry.cgroup!.counters(), null)
       if (c !== null) {
         usage = {
           cpuSeconds: c.cpuNanos / 1e9,
@@ -508,6 +546,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       if (p !== null) usage = { ...p, memoryPeakBytes: Math.max(p.memoryBytes, previous?.memoryPeakBytes ?? 0), sampledAt: Date.now() }
     }
     if (usage !== null) entry.info.usage = usage
+    return c
   }
 
   private async sample (): Promise<void> {
@@ -518,7 +557,8 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
         if (entry.info.phase === 'ended') continue
         this.takeUsage(entry)
         await entry.logs.rotateIfNeeded().catch((err: Error) => { this.log.warn({ task: entry.info.id, err: err.message }, 'could not rotate the task\'s logs') })
-        if (entry.child === null && !this.alive(entry)) await this.finish(entry, null)
+        // A start in flight has no pid to watch yet.
+        if (!entry.watched && !this.launching.has(entry.info.id) && !this.alive(entry)) await this.finish(entry, null)
       }
     } finally {
       this.sampling = false
@@ -660,8 +700,10 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     if (this.closed) return
     this.closed = true
     clearInterval(this.sampler)
+    // Starts still in flight are answered (or failed) before the spawner goes.
+    await Promise.allSettled([...this.launching.values()])
+    await this.spawner.close()
     for (const entry of this.entries.values()) {
-      entry.cgroup?.release()
       await entry.logs.close().catch(() => {})
     }
     // The root goes only if nothing is left in it.

@@ -1,10 +1,11 @@
 // Starting a process that never runs outside its cgroup.
 //
 // Node cannot run code between fork and exec, so the child starts as a tiny
-// shell that blocks reading fd 3. While it waits, the node writes its pid into
-// the task's cgroups; then one byte on fd 3 lets it exec the command, which
-// inherits the groups. If the pipe closes without that byte (the node died, or
-// the move failed), the shell exits 111 and the command never runs.
+// shell that blocks reading fd 3. While it waits, its parent (the node's spawner
+// process, spawner-main.ts) writes its pid into the task's cgroups; then one byte
+// on fd 3 lets it exec the command, which inherits the groups. If the pipe closes
+// without that byte (the spawner died, or the move failed), the shell exits 111
+// and the command never runs.
 
 import { type ChildProcess, spawn } from 'node:child_process'
 import { accessSync, constants, statSync } from 'node:fs'

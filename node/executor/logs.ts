@@ -16,7 +16,7 @@
 // so a stream holds at most maxBytes after each rotateIfNeeded() and can exceed
 // it by what the task writes until the next call.
 
-import { closeSync, constants, type FSWatcher, fstatSync, ftruncateSync, openSync, read, readSync, watch, write, writeSync } from 'node:fs'
+import { closeSync, constants, type FSWatcher, fstatSync, ftruncateSync, mkdirSync, openSync, read, readSync, watch, write, writeSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -112,8 +112,13 @@ export class TaskLogs {
     this.streams = streams
   }
 
-  static async open (dir: string, limits: LogLimits = LOG_DEFAULTS): Promise<TaskLogs> {
+  /**
+   * Opens the logs in `dir`, picking up what an earlier life wrote there; `fresh`: makes `dir`, which must not
+   * exist yet, for a task that starts now (nothing to read back, so no reads of the dir).
+   */
+  static async open (dir: string, limits: LogLimits = LOG_DEFAULTS, opts: { fresh?: boolean } = {}): Promise<TaskLogs> {
     checkLimits(limits)
+    if (opts.fresh === true) return TaskLogs.create(dir, limits)
     await mkdir(dir, { recursive: true })
     const saved = await loadState(dir)
     const stdout = await openStream(dir, 'stdout', saved)
@@ -125,8 +130,34 @@ export class TaskLogs {
       throw err
     }
     const logs = new TaskLogs(dir, { maxBytes: limits.maxBytes, files: limits.files }, { stdout: stdout.files, stderr: stderr.files })
-    if (saved === null || stdout.recovered || stderr.recovered) await logs.persist()
+    // A new dir's record would say what its absence says (base 0, nothing rotated): it is written at the first
+    // rotation instead, which saves every task start a file, a rename and an fsync.
+    const guessed = saved === null && (stdout.files.rotated.length > 0 || stderr.files.rotated.length > 0)
+    if (guessed || stdout.recovered || stderr.recovered) await logs.persist()
     return logs
+  }
+
+  private static create (dir: string, limits: LogLimits): TaskLogs {
+    mkdirSync(dir)
+    // No record until the first rotation: a missing one says the same (base 0, nothing rotated).
+    const stream = (name: LogStream): StreamFiles => {
+      const path = join(dir, `${name}.log`)
+      return { name, path, fd: openSync(path, constants.O_RDWR | constants.O_CREAT, FILE_MODE), base: 0, rotated: [] }
+    }
+    const stdout = stream('stdout')
+    let stderr: StreamFiles
+    try {
+      stderr = stream('stderr')
+    } catch (err) {
+      closeSync(stdout.fd)
+      throw err
+    }
+    return new TaskLogs(dir, { maxBytes: limits.maxBytes, files: limits.files }, { stdout, stderr })
+  }
+
+  /** The live files a child process appends to (opened O_WRONLY|O_APPEND|O_CREAT, mode 0o640, as openWriters() does). */
+  writerPaths (): { stdout: string, stderr: string } {
+    return { stdout: this.streams.stdout.path, stderr: this.streams.stderr.path }
   }
 
   /** Opens (O_WRONLY|O_APPEND|O_CREAT, mode 0o640) the write ends for a child process; the caller passes them as stdio and then calls closeWriters(). */

@@ -40,7 +40,7 @@ export interface TaskSpec {
  * - killed: stopped on request (`stop()`), by SIGTERM or after the grace period by SIGKILL;
  * - oom: the kernel killed it for exceeding its memory limit, by the cgroup's own counter;
  * - start-failed: it never ran (command not found, permission denied, no such workdir);
- * - lost: it ended while the node was not its parent (adopted after a restart), so its exit code is unknown.
+ * - lost: it ended while no process of the node was its parent (adopted after a restart, or its spawner died), so its exit code is unknown.
  */
 export type ExitReason = 'exited' | 'signaled' | 'killed' | 'oom' | 'start-failed' | 'lost'
 
