@@ -10,12 +10,18 @@
 //               event stream shows a claim of it `running`; one job at a time, each
 //               stopped (all its claims ended) before the next, after 5 warm-up jobs.
 //               The records' own times (one machine, one clock) split it into
-//               phases: request in, claimed, process started, running recorded, seen
+//               phases: request in, claimed and task entry made, running recorded, seen
 //   throughput  batch jobs of `true` submitted by --inflight workers spread over the
 //               nodes, as fast as the nodes accept, for a warm-up second and then
 //               --seconds: instances first seen running or exited (on any stream)
 //               per second in that window; then the backlog is drained. Refusals
-//               (503 OVERLOADED) are counted and retried after 50 ms
+//               (503 OVERLOADED) are counted and retried after 50 ms. Beside it,
+//               the nodes' own counters per start (GET /v1/node, /v1/state: state
+//               updates gossiped, received, applied; reconcile passes) and their
+//               CPU, their spawners' (node/executor/spawner.ts) included
+//   both        duplicate runs: instances that ran on more than one node, or more
+//               than once on one node, by the event streams (claims with a start
+//               time) and by the nodes' logs (each "task started" line is a process)
 //   sigkill     a service of 20 `sleep 600`; once all run, SIGKILL of the node that
 //               holds the most, once every node's stream has shown each instance's
 //               claim (a claim only its writer has shown may not have left it, and
@@ -54,6 +60,7 @@ import { ApiError, type Client, type ClusterEvent, type JobView, type MemberEven
 import { table } from '../cli/table.ts'
 import { PRESETS } from '../membership/config.ts'
 import { detectHierarchies } from '../node/executor/cgroups.ts'
+import { parseAttempt } from '../node/jobs/instances.ts'
 import { isLiveState } from '../node/reconcile/decide.ts'
 import { cpuTicks } from '../testnet/local/process.ts'
 import type { TestnetNode } from '../testnet/local/state.ts'
@@ -279,13 +286,10 @@ interface NodeLogs {
   taskStart: Spread
 }
 
-/** What the nodes' logs say: messages by level and text, duplicates stopped, the executor's start times. */
-function nodeLogs (c: Cluster): NodeLogs {
-  const byMessage: Record<string, number> = {}
-  const duplicates = new Set<string>()
-  let duplicateStopLines = 0
-  let refusedStarts = 0
-  const starts: number[] = []
+interface LogEntry { level?: number, msg?: string, why?: string, task?: string, ms?: number }
+
+/** Every JSON line of every node's log, with the node's index. */
+function eachLogEntry (c: Cluster, visit: (entry: LogEntry & { msg: string }, node: number) => void): void {
   for (const node of c.nodes) {
     let text = ''
     try {
@@ -295,22 +299,93 @@ function nodeLogs (c: Cluster): NodeLogs {
     }
     for (const line of text.split('\n')) {
       if (line === '') continue
-      let entry: { level?: number, msg?: string, why?: string, task?: string, ms?: number }
+      let entry: LogEntry
       try {
-        entry = JSON.parse(line) as typeof entry
+        entry = JSON.parse(line) as LogEntry
       } catch {
         continue
       }
-      if (entry.msg === undefined) continue
-      const level = (entry.level ?? 30) >= 50 ? 'error' : (entry.level ?? 30) >= 40 ? 'warn' : 'info'
-      const key = `${level}: ${entry.msg}`
-      byMessage[key] = (byMessage[key] ?? 0) + 1
-      if (entry.msg === 'stopping a task' && entry.why?.startsWith('a duplicate') === true) { duplicateStopLines++; duplicates.add(`${node.index} ${entry.task}`) }
-      if (entry.msg === 'could not start a task; giving it up here') refusedStarts++
-      if (entry.msg === 'task started' && typeof entry.ms === 'number') starts.push(entry.ms)
+      if (entry.msg !== undefined) visit(entry as LogEntry & { msg: string }, node.index)
     }
   }
+}
+
+/** What the nodes' logs say: messages by level and text, duplicates stopped, the executor's start times. */
+function nodeLogs (c: Cluster): NodeLogs {
+  const byMessage: Record<string, number> = {}
+  const duplicates = new Set<string>()
+  let duplicateStopLines = 0
+  let refusedStarts = 0
+  const starts: number[] = []
+  eachLogEntry(c, (entry, node) => {
+    const level = (entry.level ?? 30) >= 50 ? 'error' : (entry.level ?? 30) >= 40 ? 'warn' : 'info'
+    const key = `${level}: ${entry.msg}`
+    byMessage[key] = (byMessage[key] ?? 0) + 1
+    if (entry.msg === 'stopping a task' && entry.why?.startsWith('a duplicate') === true) { duplicateStopLines++; duplicates.add(`${node} ${entry.task}`) }
+    if (entry.msg === 'could not start a task; giving it up here') refusedStarts++
+    if (entry.msg === 'task started' && typeof entry.ms === 'number') starts.push(entry.ms)
+  })
   return { byMessage, duplicateStops: duplicates.size, duplicateStopLines, refusedStarts, taskStart: spread(starts) }
+}
+
+// ---- duplicate runs ------------------------------------------------------------------------
+
+/**
+ * Instances that ran more than once: on more than one node, or more than once on one node (another
+ * generation, or a restart in place). `runs` per instance: one entry per process started, naming its node.
+ */
+interface Duplicates { instances: number, onMoreNodes: number, againOnOneNode: number, examples: string[] }
+
+function duplicatesOf (instances: Iterable<string>, runs: (id: string) => readonly string[]): Duplicates {
+  let n = 0
+  let onMoreNodes = 0
+  let againOnOneNode = 0
+  const examples: string[] = []
+  for (const id of instances) {
+    n++
+    const nodes = runs(id)
+    const distinct = new Set(nodes).size
+    if (distinct > 1) onMoreNodes++
+    if (nodes.length > distinct) againOnOneNode++
+    if (nodes.length > 1 && examples.length < 5) examples.push(`${id} (${nodes.join(', ')})`)
+  }
+  return { instances: n, onMoreNodes, againOnOneNode, examples }
+}
+
+/**
+ * Runs as the event streams show them: a claim record with a startedAt is a process that ran, one per
+ * node, generation and start time (later records of the same claim carry the same startedAt).
+ */
+class RunBook {
+  private readonly runs = new Map<string, Map<string, string>>()
+
+  put (r: TaskRecord): void {
+    if (r.startedAt === undefined) return
+    let runs = this.runs.get(r.id)
+    if (runs === undefined) this.runs.set(r.id, runs = new Map())
+    runs.set(`${r.node} ${r.generation} ${r.startedAt}`, r.node.slice(-8))
+  }
+
+  of (id: string): string[] {
+    return [...this.runs.get(id)?.values() ?? []]
+  }
+}
+
+/** Runs as the nodes' logs show them: one "task started" line per process the executor started, by instance. */
+function logRuns (c: Cluster): (id: string) => string[] {
+  const runs = new Map<string, string[]>()
+  eachLogEntry(c, (entry, node) => {
+    if (entry.msg !== 'task started' || entry.task === undefined) return
+    const { instance } = parseAttempt(entry.task)
+    let list = runs.get(instance)
+    if (list === undefined) runs.set(instance, list = [])
+    list.push(`node ${node}`)
+  })
+  return (id) => runs.get(id) ?? []
+}
+
+function duplicatesText (d: Duplicates): string {
+  return `${d.onMoreNodes} on more than one node, ${d.againOnOneNode} more than once on one node (of ${count(d.instances)})`
 }
 
 // ---- 1. submit → running ------------------------------------------------------------------
@@ -321,13 +396,18 @@ interface LatencySample {
   answeredMs: number
   local: boolean
   /**
-   * Phases by the records' times: request in; job accepted → claimed (the job fsynced, gossiped, a pass on the
-   * placed node); claimed → the executor's entry made (its dirs and log files); → running recorded (cgroup,
-   * spawn, the task file); → seen on the submitting node's stream (the record fsynced, gossiped back).
+   * Phases by the records' times: request in; job accepted → the executor's entry made on the placed node (the
+   * job fsynced and gossiped, a pass there, the claim, the task's dirs and log files), split at the claim when
+   * the node recorded one on its own ('starting': only a start slower than the reconcile loop's claim-write
+   * delay); → running recorded (cgroup, spawn, the task file); → seen on the submitting node's stream (the
+   * record fsynced, gossiped back).
    */
-  phases: { accepted: number, claimed: number, entry: number, running: number, seen: number }
+  phases: { accepted: number, entry: number, claimed: number, claimedToEntry: number, running: number, seen: number }
   /** Nodes that claimed the one instance. */
   claimers: number
+  instance: string
+  /** One entry per process the streams showed started for the instance, naming its node. */
+  runs: string[]
   stopMs: number
 }
 
@@ -350,14 +430,18 @@ async function latency (c: Cluster, n: number): Promise<void> {
   const local = samples.filter((s) => s.local)
   const remote = samples.filter((s) => !s.local)
   const phase = (k: keyof LatencySample['phases'], of = samples): Spread => spread(defined(of.map((s) => s.phases[k])))
-  const phases = { accepted: phase('accepted'), claimed: phase('claimed'), entry: phase('entry'), running: phase('running'), seen: phase('seen') }
+  const phases = { accepted: phase('accepted'), entry: phase('entry'), claimed: phase('claimed'), claimedToEntry: phase('claimedToEntry'), running: phase('running'), seen: phase('seen') }
   const answered = spread(samples.map((s) => s.answeredMs))
   const stop = spread(samples.map((s) => s.stopMs))
   const duplicated = samples.filter((s) => s.claimers > 1).length
   const meanClaimers = samples.reduce((a, s) => a + s.claimers, 0) / Math.max(1, samples.length)
+  const runsOf = new Map(samples.map((s) => [s.instance, s.runs]))
+  const ranTwice = duplicatesOf(runsOf.keys(), (id) => runsOf.get(id) ?? [])
+  const ranTwiceLogs = duplicatesOf(runsOf.keys(), logRuns(c))
   summary.results.latency = {
     total, local: spread(local.map((s) => s.totalMs)), remote: spread(remote.map((s) => s.totalMs)), phases,
-    localPhases: { claimed: phase('claimed', local), seen: phase('seen', local) }, remotePhases: { claimed: phase('claimed', remote), seen: phase('seen', remote) }, answered, stop, timedOut, duplicated, meanClaimers: r1(meanClaimers), fsync, falseAlarms,
+    localPhases: { entry: phase('entry', local), seen: phase('seen', local) }, remotePhases: { entry: phase('entry', remote), seen: phase('seen', remote) }, answered, stop, timedOut, duplicated, meanClaimers: r1(meanClaimers),
+    duplicateRuns: { streams: ranTwice, logs: ranTwiceLogs }, fsync, falseAlarms,
   }
   summary.print(`\nlatency: submit → running seen on the submitting node's stream; ${samples.length} service jobs one at a time (after ${WARMUP_JOBS} warm-up), each stopped before the next\n`)
   summary.print(table(['', 'N', 'P50', 'P99', 'MAX'], [
@@ -367,14 +451,18 @@ async function latency (c: Cluster, n: number): Promise<void> {
     ['submitJob answered (job fsynced)', String(answered.n), ms(answered.p50), ms(answered.p99), ms(answered.max)],
     ['phases by the records\' times:', '', '', '', ''],
     ['  request → job accepted', String(phases.accepted.n), ms(phases.accepted.p50), ms(phases.accepted.p99), ms(phases.accepted.max)],
-    ['  accepted → claimed (starting)', String(phases.claimed.n), ms(phases.claimed.p50), ms(phases.claimed.p99), ms(phases.claimed.max)],
-    ['  claimed → task dirs and logs made', String(phases.entry.n), ms(phases.entry.p50), ms(phases.entry.p99), ms(phases.entry.max)],
+    ['  accepted → claimed, task dirs and logs made', String(phases.entry.n), ms(phases.entry.p50), ms(phases.entry.p99), ms(phases.entry.max)],
+    ...(phases.claimed.n === 0 ? [] : [
+      ['    of which accepted → claimed (starting)', String(phases.claimed.n), ms(phases.claimed.p50), ms(phases.claimed.p99), ms(phases.claimed.max)],
+      ['    and claimed → task dirs and logs made', String(phases.claimedToEntry.n), ms(phases.claimedToEntry.p50), ms(phases.claimedToEntry.p99), ms(phases.claimedToEntry.max)],
+    ]),
     ['  → cgroup, spawn: running recorded', String(phases.running.n), ms(phases.running.p50), ms(phases.running.p99), ms(phases.running.max)],
     ['  recorded → seen on the stream', String(phases.seen.n), ms(phases.seen.p50), ms(phases.seen.p99), ms(phases.seen.max)],
     ['stopJob → every claim ended', String(stop.n), ms(stop.p50), ms(stop.p99), ms(stop.max)],
   ]) + '\n')
   summary.print(`claims per instance: ${meanClaimers.toFixed(2)} on average; ${duplicated} of ${samples.length} instances claimed by more than one node${timedOut > 0 ? `; ${timedOut} jobs not running within ${ms(LIMITS.runningWaitMs)}` : ''}\n`)
-  summary.print(`accepted → claimed p50 / recorded → seen p50: placed on the submitting node ${ms(phase('claimed', local).p50)} / ${ms(phase('seen', local).p50)}, on another node ${ms(phase('claimed', remote).p50)} / ${ms(phase('seen', remote).p50)}\n`)
+  summary.print(`duplicate runs (instances that ran more than once): by the streams ${duplicatesText(ranTwice)}; by the nodes' logs ${duplicatesText(ranTwiceLogs)}${ranTwiceLogs.examples.length > 0 ? `; e.g. ${ranTwiceLogs.examples.join('; ')}` : ''}\n`)
+  summary.print(`accepted → task entry made p50 / recorded → seen p50: placed on the submitting node ${ms(phase('entry', local).p50)} / ${ms(phase('seen', local).p50)}, on another node ${ms(phase('entry', remote).p50)} / ${ms(phase('seen', remote).p50)}\n`)
   summary.print(`members reported suspect / dead meanwhile (no node was harmed): ${falseAlarms.suspect} / ${falseAlarms.dead}\n`)
   summary.print(`on the critical path of a remote placement: two gossip hops (a change is gossiped while it is fsynced: fdatasync of 1 KiB here p50 ${ms(fsync.p50)}, p99 ${ms(fsync.p99)}), a reconcile pass, and the runner's start\n`)
   summary.figure('latency', `submit → running, ×${total.n}: p50`, ms(total.p50), `≤ ${TARGETS.submitToRunningP50MsMax} ms`, total.p50 <= TARGETS.submitToRunningP50MsMax)
@@ -382,18 +470,21 @@ async function latency (c: Cluster, n: number): Promise<void> {
   summary.figure('latency', 'submit → running: max', ms(total.max))
   summary.figure('latency', 'placed locally / on another node: p50', `${ms(percentile(local.map((s) => s.totalMs), 0.5))} / ${ms(percentile(remote.map((s) => s.totalMs), 0.5))}`)
   summary.figure('latency', 'instances claimed by more than one node', `${duplicated}/${samples.length}`)
+  summary.figure('latency', 'duplicate runs: on more nodes / again on one (logs)', `${ranTwiceLogs.onMoreNodes} / ${ranTwiceLogs.againOnOneNode} of ${samples.length}`, '0', ranTwiceLogs.onMoreNodes + ranTwiceLogs.againOnOneNode === 0)
   if (timedOut > 0) summary.figure('latency', `jobs not running within ${ms(LIMITS.runningWaitMs)}`, String(timedOut), '0', false)
 }
 
 async function latencyOnce (c: Cluster, name: string, index: number): Promise<LatencySample | null> {
   const prefix = `${name}-`
   const book = new ClaimBook()
+  const runs = new RunBook()
   const claimedAt = new Map<string, number>()
   /** The first running claim seen on the submitting node's stream (a holder: the listener sets it). */
   const seen: { value: { atMs: number, record: TaskRecord } | null } = { value: null }
   const off = c.streams.onTask((r, observer, at) => {
     if (!r.job.startsWith(prefix)) return
     book.put(r)
+    runs.put(r)
     if (r.state === 'starting' && !claimedAt.has(r.node)) claimedAt.set(r.node, r.since)
     if (seen.value === null && observer === index && r.state === 'running') seen.value = { atMs: at, record: r }
   })
@@ -416,12 +507,15 @@ async function latencyOnce (c: Cluster, name: string, index: number): Promise<La
       local: s.record.node === c.nodes[index]!.peerId,
       phases: {
         accepted: job.submittedAt - wall(t0),
+        entry: startedAt - job.submittedAt,
         claimed: claimed - job.submittedAt,
-        entry: startedAt - claimed,
+        claimedToEntry: startedAt - claimed,
         running: s.record.since - startedAt,
         seen: wall(s.atMs) - s.record.since,
       },
       claimers: 0,
+      instance: s.record.id,
+      runs: [],
       stopMs: NaN,
     }
     const stopping = performance.now()
@@ -430,6 +524,7 @@ async function latencyOnce (c: Cluster, name: string, index: number): Promise<La
     if (!await until(() => book.live(instance).length === 0, LIMITS.runningWaitMs) && !interrupted) log(`latency: ${job.id} still has live claims ${ms(LIMITS.runningWaitMs)} after its stop`)
     sample.stopMs = performance.now() - stopping
     sample.claimers = book.claimers(instance)
+    sample.runs = runs.of(instance)
     job = null
     return sample
   } finally {
@@ -444,12 +539,14 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   const warmMs = 1_000
   log(`throughput: ${inflight} workers submitting batch jobs of true (cpu ${TASK.cpu}, memory ${TASK.memory}) to nodes 0–${NODES - 1} in turn, as fast as they are accepted: a warm-up of ${ms(warmMs)}, then ${seconds} s counted`)
   const book = new ClaimBook()
+  const runs = new RunBook()
   /** Instance → when first seen running or exited; when its submit was answered. */
   const started = new Map<string, number>()
   const answered = new Map<string, number>()
   const off = c.streams.onTask((r, _observer, at) => {
     if (!r.job.startsWith('tp-')) return
     book.put(r)
+    runs.put(r)
     if ((r.state === 'running' || r.state === 'exited') && !started.has(r.id)) started.set(r.id, at)
   })
   const refused = new Map<string, number>()
@@ -459,9 +556,10 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   const t0 = performance.now()
   const from = t0 + warmMs
   const end = from + seconds * 1_000
-  let before: { nodes: number[], own: number, tasks: number, machine: { busy: number, total: number } } | null = null
-  const snapshot = (): NonNullable<typeof before> => ({ nodes: c.nodes.map((n) => cpuTicks(n.pid!)), own: ownCpuMs(), tasks: tasksCpuMs(c), machine: machineTimes() })
-  const warmTimer = setTimeout(() => { before = snapshot() }, warmMs)
+  let before: { nodes: number[], spawners: number[], own: number, tasks: number, machine: { busy: number, total: number } } | null = null
+  const snapshot = (): NonNullable<typeof before> => ({ nodes: c.nodes.map((n) => cpuTicks(n.pid!)), spawners: c.nodes.map((n) => spawnerTicks(n.pid!)), own: ownCpuMs(), tasks: tasksCpuMs(c), machine: machineTimes() })
+  let countersBefore: Promise<Array<NodeCounters | null>> | null = null
+  const warmTimer = setTimeout(() => { before = snapshot(); countersBefore = nodeCounters(c) }, warmMs)
   const progress = setInterval(() => {
     const s = (performance.now() - t0) / 1000
     log(`throughput: ${s.toFixed(0)} s, ${count(answered.size)} submitted, ${count(started.size)} started, ${count([...refused.values()].reduce((a, b) => a + b, 0))} refused`)
@@ -490,9 +588,12 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   }
   if (interrupted) { off(); return }
   const after = snapshot()
+  const countersAfter = nodeCounters(c)
   const elapsedS = (performance.now() - from) / 1000
   const b = before ?? after
-  const nodeCpuPct = after.nodes.reduce((sum, t, i) => sum + (t - b.nodes[i]!), 0) / elapsedS
+  /** The nodes' own processes and their spawners (the processes that fork for their task starts, node/executor/spawner.ts). */
+  const spawnerCpuPct = after.spawners.reduce((sum, t, i) => sum + Math.max(0, t - b.spawners[i]!), 0) / elapsedS
+  const nodeCpuPct = after.nodes.reduce((sum, t, i) => sum + (t - b.nodes[i]!), 0) / elapsedS + spawnerCpuPct
   const ownCpuPct = (after.own - b.own) / 10 / elapsedS
   const machineBusyPct = 100 * (after.machine.busy - b.machine.busy) / Math.max(1, after.machine.total - b.machine.total)
   const tasksCpuPct = (after.tasks - b.tasks) / 10 / elapsedS
@@ -520,12 +621,16 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   const refusedTotal = [...refused.values()].reduce((a, n) => a + n, 0)
   const submit = spread(submitMs)
   const jobsInState = (await c.clients[0]!.jobs({ all: true }).catch(() => ({ jobs: [] }))).jobs.length
+  const perStart = countersPerStart(await countersBefore ?? [], await countersAfter, startsInWindow, elapsedS)
+  const ranTwice = duplicatesOf(answered.keys(), (id) => runs.of(id))
+  const ranTwiceLogs = duplicatesOf(answered.keys(), logRuns(c))
 
   summary.results.throughput = {
     seconds, inflight, startsPerSecond: r1(rate), startsInWindow, submitsInWindow, submitsPerSecond: r1(submitsInWindow / seconds), submittedTotal: answered.size,
     startedTotal: started.size, neverStarted, drainMs: Math.round(drainMs), refused: Object.fromEntries(refused), submit, answeredToStarted: toStart,
     perSecondStarts, meanClaimers: r1(meanClaimers), duplicated, nodeCpuPct: r1(nodeCpuPct), tasksCpuPct: r1(tasksCpuPct), ownCpuPct: r1(ownCpuPct), otherCpuPct: r1(otherCpuPct),
-    machineBusyPct: r1(machineBusyPct), nodeCpuMsPerStart: r1(nodeCpuPct * 10 / Math.max(rate, 1e-9)), jobsInState, falseAlarms,
+    machineBusyPct: r1(machineBusyPct), nodeCpuMsPerStart: r1(nodeCpuPct * 10 / Math.max(rate, 1e-9)), spawnerCpuPct: r1(spawnerCpuPct), jobsInState, falseAlarms,
+    duplicateRuns: { streams: ranTwice, logs: ranTwiceLogs }, perStart,
   }
   summary.print(`\nthroughput: batch jobs of true submitted by ${inflight} workers over ${NODES} nodes for ${seconds} s (after ${ms(warmMs)} of warm-up); a start = an instance first seen running or exited\n`)
   summary.print(table(['STARTS/S', 'STARTED', 'SUBMITTED', 'SUBMITS/S', 'REFUSED', 'SUBMIT P50', 'SUBMIT P99', 'ANSWERED → STARTED P50', 'P99', 'NODES CPU', 'BENCH CPU', 'MACHINE BUSY'], [[
@@ -535,9 +640,12 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   summary.print(`starts in each second of the window: ${perSecondStarts.join(' ')}\n`)
   summary.print(`in all: ${count(answered.size)} submitted, ${count(started.size)} started, ${count(neverStarted)} never started (backlog drained in ${ms(drainMs)}); refusals: ${refusedTotal === 0 ? 'none' : [...refused.entries()].map(([k, v]) => `${v} ${k}`).join(', ')}\n`)
   summary.print(`claims per instance: ${meanClaimers.toFixed(2)} on average, ${count(duplicated)} instances claimed by more than one node; jobs in the state afterwards: ${count(jobsInState)}\n`)
+  summary.print(`duplicate runs (instances that ran more than once): by the streams ${duplicatesText(ranTwice)}; by the nodes' logs ${duplicatesText(ranTwiceLogs)}${ranTwiceLogs.examples.length > 0 ? `; e.g. ${ranTwiceLogs.examples.join('; ')}` : ''}\n`)
+  summary.print(`${perStartText(perStart)}\n`)
   summary.print(`members reported suspect / dead meanwhile (no node was harmed): ${falseAlarms.suspect} / ${falseAlarms.dead}\n`)
-  summary.print(`CPU in the window, in % of one core: the ${NODES} nodes ${pct(nodeCpuPct)} (${ms(nodeCpuPct * 10 / rate)} per start), their tasks ${pct(tasksCpuPct)}, this process ${pct(ownCpuPct)}, anything else on the machine ${pct(otherCpuPct)}; machine busy ${pct(machineBusyPct)} of ${cpus().length} cores\n`)
+  summary.print(`CPU in the window, in % of one core: the ${NODES} nodes ${pct(nodeCpuPct)} (${ms(nodeCpuPct * 10 / rate)} per start; their spawners ${pct(spawnerCpuPct)} of it), their tasks ${pct(tasksCpuPct)}, this process ${pct(ownCpuPct)}, anything else on the machine ${pct(otherCpuPct)}; machine busy ${pct(machineBusyPct)} of ${cpus().length} cores\n`)
   summary.figure('throughput', `tasks started per second, ${seconds} s, ${inflight} in flight`, perSecond(rate), `≥ ${TARGETS.tasksPerSecondMin}/s`, rate >= TARGETS.tasksPerSecondMin)
+  summary.figure('throughput', 'duplicate runs: on more nodes / again on one (logs)', `${ranTwiceLogs.onMoreNodes} / ${ranTwiceLogs.againOnOneNode} of ${count(ranTwiceLogs.instances)}`, '0', ranTwiceLogs.onMoreNodes + ranTwiceLogs.againOnOneNode === 0)
   summary.figure('throughput', 'submitted / started in the window', `${count(submitsInWindow)} / ${count(startsInWindow)}`)
   summary.figure('throughput', 'answered → started: p50 / p99', `${ms(toStart.p50)} / ${ms(toStart.p99)}`)
   summary.figure('throughput', 'claims per instance (mean)', meanClaimers.toFixed(2))
@@ -547,6 +655,64 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
 }
 
 const hierarchies = detectHierarchies('auto')
+
+/** CPU ticks of a node's spawner (its child that forks for its task starts; node/executor/spawner.ts), 0 if it has none. */
+function spawnerTicks (nodePid: number): number {
+  let ticks = 0
+  let children: number[] = []
+  try {
+    children = readFileSync(`/proc/${nodePid}/task/${nodePid}/children`, 'utf8').trim().split(/\s+/).filter((x) => x !== '').map(Number)
+  } catch {}
+  for (const pid of children) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('spawner-main')) ticks += cpuTicks(pid)
+    } catch {}
+  }
+  return ticks
+}
+
+interface NodeCounters { published: number, publishedBytes: number, received: number, applied: number, passes: number, swimSent: number, rssBytes: number, lastPassMs: number }
+
+/** What each node counts of itself (GET /v1/node and /v1/state); null for a node that did not answer. */
+async function nodeCounters (c: Cluster): Promise<Array<NodeCounters | null>> {
+  return await Promise.all(c.clients.map(async (client) => {
+    try {
+      const [node, state] = await Promise.all([client.node(), client.state()])
+      const g = state.stats?.gossip
+      const num = (x: unknown): number => typeof x === 'number' ? x : NaN
+      return {
+        published: num(g?.published), publishedBytes: num(g?.publishedBytes), received: num(g?.received), applied: num(g?.applied),
+        passes: num(node.reconcile?.passes), lastPassMs: num(node.reconcile?.lastPassMs), swimSent: num(node.membership?.sentMessages), rssBytes: num(node.process?.rssBytes),
+      }
+    } catch {
+      return null
+    }
+  }))
+}
+
+interface PerStart {
+  /** State updates each node gossiped, summed over the nodes, per start; their bytes; received and applied likewise. */
+  published: number, publishedBytes: number, received: number, applied: number
+  /** Reconcile passes per node per second, and the last pass's duration on each node. */
+  passesPerNodePerS: number, lastPassMs: number[]
+  swimSentPerS: number
+  rssMb: number[]
+}
+
+function countersPerStart (before: ReadonlyArray<NodeCounters | null>, after: ReadonlyArray<NodeCounters | null>, starts: number, seconds: number): PerStart {
+  const sum = (k: keyof NodeCounters): number => after.reduce((a, x, i) => { const y = before[i]; return x === null || y == null ? a : a + x[k] - y[k] }, 0)
+  const per = (k: keyof NodeCounters): number => r1(sum(k) / Math.max(1, starts))
+  return {
+    published: per('published'), publishedBytes: Math.round(sum('publishedBytes') / Math.max(1, starts)), received: per('received'), applied: per('applied'),
+    passesPerNodePerS: r1(sum('passes') / NODES / seconds), lastPassMs: after.map((x) => x?.lastPassMs ?? NaN),
+    swimSentPerS: Math.round(sum('swimSent') / seconds), rssMb: after.map((x) => Math.round((x?.rssBytes ?? NaN) / 1e6)),
+  }
+}
+
+function perStartText (p: PerStart): string {
+  return `the nodes' own counters in the window, per start: ${p.published} state updates gossiped (summed over the nodes; ${count(p.publishedBytes)} bytes), ${p.received} received, ${p.applied} applied; ` +
+    `reconcile passes: ${p.passesPerNodePerS} per node per second, the last one ${p.lastPassMs.map((x) => ms(x)).join(' / ')}; SWIM messages sent: ${count(p.swimSentPerS)}/s; node RSS at the end: ${p.rssMb.join(' / ')} MB`
+}
 
 /** CPU time of every task the nodes ever ran, from their cgroup roots' accounting (which keeps what removed groups used); NaN without cgroups. */
 function tasksCpuMs (c: Cluster): number {
