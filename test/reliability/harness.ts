@@ -9,10 +9,11 @@ import { readFileSync } from 'node:fs'
 import { copyFile, mkdir } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { afterAll, beforeAll, expect, type TaskMeta } from 'vitest'
-import { connect } from '../../cli/client.ts'
+import { connect, type HistoryView, type MemberState } from '../../cli/client.ts'
 import { parseAttempt } from '../../node/jobs/instances.ts'
+import { checkCluster, type ClusterFacts, type NodeFacts } from '../../testnet/cluster-check.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
-import { byInstance, isLive, marker, markedPids, Net, sh } from '../helpers/jobs.ts'
+import { marker, markedPids, Net, sh } from '../helpers/jobs.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 
 /** One scenario's figures, as the table shows them. */
@@ -60,6 +61,8 @@ export interface Ack {
   id: string
   type: 'service' | 'batch'
   count: number
+  /** The version the API answered with. */
+  version: number
   mark: string
   /** The node it was submitted on. */
   on: number
@@ -195,7 +198,7 @@ export function markedTasks (mark: string): TaskProcess[] {
 /** What one census found: problems in words, and the counts the table shows. */
 export interface Census {
   at: number
-  /** Every live node sees the others alive and agrees on every acknowledged job, each instance runs once, the documents are equal. */
+  /** Clean as testnet/cluster-check.ts defines it (the simulator's definition too), for the jobs of `acks`. */
   clean: boolean
   problems: string[]
   /** Instances (or jobs, as `<job>: unknown to node i`) lost: not running, not finished, not known. */
@@ -269,7 +272,7 @@ export class Cluster {
     const mark = `${this.mark}-${spec.name}-${this.seq++}`
     const { script, ...rest } = spec
     const view = await this.net.client(on, timeoutMs).submitJob({ ...SMALL, grace: '1s', ...rest, ...sh(script ?? (spec.type === 'service' ? LOOP : 'true'), mark) })
-    const ack: Ack = { id: view.id, type: spec.type, count: spec.count, mark, on, partition: spec.partition === 'both' ? 'both' : 'majority' }
+    const ack: Ack = { id: view.id, type: spec.type, count: spec.count, version: view.version, mark, on, partition: spec.partition === 'both' ? 'both' : 'majority' }
     this.acks.push(ack)
     return ack
   }
@@ -336,115 +339,63 @@ export class Cluster {
   }
 
   /**
-   * What runs where, as the live nodes see it and as the processes show it. The
-   * instances of `acks` only; `live` are the nodes that run (others are away).
+   * What runs where, as the live nodes see it and as the processes show it, held
+   * to the definition of a clean cluster (testnet/cluster-check.ts). The jobs of
+   * `acks` only; `live` are the nodes that run (others are away).
    */
   async census (live: readonly number[], acks: readonly Ack[] = this.acks): Promise<Census> {
-    const problems: string[] = []
-    const lost = new Set<string>()
-    const duplicates = new Set<string>()
-    const reruns = new Set<string>()
     const livePeers = new Set(live.map((i) => this.net.peer(i)))
-    const name = (peer: string | null): string => `node ${this.net.index(peer)}`
-
-    const views = await Promise.all(live.map(async (i) => {
+    const read = new Map<string, NodeFacts | string>()
+    await Promise.all(live.map(async (i) => {
       const client = this.net.client(i, 10_000)
       try {
-        const [state, tasks, members, jobs] = await Promise.all([
+        const [state, tasks, members, histories] = await Promise.all([
           client.state(),
           client.nodeTasks(),
           client.members(),
           Promise.all(acks.map(async (a) => await client.jobHistory(a.id).catch(() => null))),
         ])
-        // Membership agrees: every live node sees every other live node alive.
-        for (const m of members.members) if (livePeers.has(m.id) && m.state !== 'alive') problems.push(`node ${i} sees node ${this.net.index(m.id)} ${m.state}`)
-        return { i, digest: state.digest, tasks: tasks.tasks, jobs }
+        const jobs = new Map<string, HistoryView | null>(acks.map((a, k) => [a.id, histories[k] ?? null]))
+        read.set(this.net.peer(i), {
+          members: new Map<string, MemberState>(members.members.map((m) => [m.id, m.state])),
+          // The API gives the state vector in summary only: the digests are compared.
+          digest: () => state.digest,
+          job: (id) => jobs.get(id) ?? null,
+          running: tasks.tasks.filter((t) => t.phase !== 'ended').map((t) => t.id),
+        })
       } catch (err) {
-        problems.push(`node ${i} does not answer: ${(err as Error).message}`)
-        return null
+        read.set(this.net.peer(i), `does not answer: ${(err as Error).message}`)
       }
     }))
-    const answered = views.filter((v) => v !== null)
-    const digestsEqual = answered.length === live.length && new Set(answered.map((v) => v.digest)).size === 1
-    if (!digestsEqual) problems.push('the documents differ')
-
-    // Per instance: the live nodes whose executor runs it, and the task processes of live nodes.
-    const executors = new Map<string, Set<number>>()
-    for (const v of answered) {
-      for (const t of v.tasks) {
-        if (t.phase === 'ended') continue
-        const { instance } = parseAttempt(t.id)
-        let set = executors.get(instance)
-        if (set === undefined) executors.set(instance, set = new Set())
-        set.add(v.i)
-      }
-    }
-    const processes = new Map<string, TaskProcess[]>()
+    // The task processes of live nodes, found by their marks; those of nodes away are left over from their crash.
+    const processes: ClusterFacts['processes'][number][] = []
     let orphans = 0
     for (const a of acks) {
       for (const p of markedTasks(a.mark)) {
-        if (!livePeers.has(p.node)) { orphans++; continue }
-        let list = processes.get(p.instance)
-        if (list === undefined) processes.set(p.instance, list = [])
-        list.push(p)
+        if (livePeers.has(p.node)) processes.push(p)
+        else orphans++
       }
     }
-
-    for (const [k, a] of acks.entries()) {
-      const instances = Array.from({ length: a.count }, (_, n) => `${a.id}.${n}`)
-      for (const v of answered) {
-        const history = v.jobs[k]
-        if (history === null || history === undefined) {
-          lost.add(`${a.id}: unknown to node ${v.i}`)
-          problems.push(`node ${v.i} does not know job ${a.id}`)
-          continue
-        }
-        const byId = byInstance(history.tasks)
-        if (a.type === 'batch') {
-          if (history.job.status !== 'completed') problems.push(`node ${v.i} sees batch ${a.id} ${history.job.status}`)
-          for (const id of instances) {
-            const claims = byId.get(id) ?? []
-            // Finished by more than one node: it ran twice.
-            if (claims.filter((c) => c.state === 'exited').length > 1) reruns.add(id)
-            // Not finished by anyone, and not under way: lost (at the end of a scenario).
-            if (!claims.some((c) => c.state === 'exited' || isLive(c))) lost.add(id)
-          }
-          continue
-        }
-        for (const id of instances) {
-          const holders = (byId.get(id) ?? []).filter((c) => isLive(c) && livePeers.has(c.node))
-          const instance = history.job.instances.find((x) => x.id === id)
-          if (holders.length > 1) {
-            duplicates.add(id)
-            problems.push(`node ${v.i} sees ${id} held by ${holders.map((c) => name(c.node)).join(' and ')}`)
-          } else if (holders.length === 0 || instance?.state !== 'running' || instance.node !== holders[0]!.node) {
-            problems.push(`node ${v.i} sees ${id} ${instance?.state ?? 'missing'}${instance?.node == null ? '' : ` on ${name(instance.node)}`}`)
-          }
-        }
-      }
-      if (a.type !== 'service') continue
-      for (const id of instances) {
-        const runners = executors.get(id) ?? new Set()
-        const procs = processes.get(id) ?? []
-        if (runners.size > 1 || procs.length > 1) {
-          duplicates.add(id)
-          problems.push(`${id} runs ${procs.length} processes (${procs.map((p) => `pid ${p.pid} of ${name(p.node)}`).join(', ')}), executors of ${[...runners].map((r) => `node ${r}`).join(', ')}`)
-        }
-        if (procs.length === 0) {
-          lost.add(id)
-          problems.push(`${id} has no process on a live node`)
-        }
-      }
-    }
+    const check = checkCluster({
+      nodes: this.net.nodes.map((n) => ({ id: n.peerId!, live: livePeers.has(n.peerId!), status: 'away' })),
+      name: (peer) => `node ${this.net.index(peer)}`,
+      read,
+      jobs: acks.map((a) => ({ id: a.id, acknowledged: { version: a.version, stopped: false } })),
+      everyJob: false,
+      // The suite's services loop until stopped, and its batches succeed.
+      workload: (job) => job.type === 'service' ? 'serves' : 'succeeds',
+      processes,
+    })
+    const problems = check.problems.map((p) => p.detail)
     return {
       at: Date.now(),
       clean: problems.length === 0,
       problems,
-      lost: [...lost].sort(),
-      duplicates: [...duplicates].sort(),
-      reruns: [...reruns].sort(),
+      lost: check.lost,
+      duplicates: check.duplicates,
+      reruns: check.reruns,
       orphans,
-      digestsEqual,
+      digestsEqual: [...read.values()].every((r) => typeof r !== 'string') && !check.problems.some((p) => p.kind === 'documents'),
     }
   }
 

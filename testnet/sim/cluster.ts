@@ -363,6 +363,11 @@ export class SimCluster implements NetworkHost {
     return new Map(this.node(observer).swim.list().map((m) => [m.id, m.state]))
   }
 
+  /** What `observer` thinks of every member it has heard of, from its events. */
+  memberView (observer: string): ReadonlyMap<string, MemberState> {
+    return this.views.get(observer) ?? new Map()
+  }
+
   /** What `observer` thinks of `id` (undefined: never heard of it), from its events. */
   stateOf (observer: string, id: string): MemberState | undefined {
     return this.views.get(observer)?.get(id)

@@ -1,5 +1,5 @@
 // Runs a scenario (scenario.ts) on a cluster of complete simulated nodes
-// (node.ts) and holds it to murmur's promises (DESIGN.md, "Promises to users"):
+// (node.ts) and holds it to murmur's promises to its users:
 //
 //   form the cluster ─▶ the scenario's steps (requests, faults) ─▶ heal everything
 //   ─▶ settle until the cluster is clean ─▶ hold a while ─▶ check every invariant
@@ -8,30 +8,33 @@
 // detected within membership's bound; a node on a minority side takes over
 // nothing it knows to be held on the other side, and knows it is a minority once
 // the sides have stood that bound; no exception in any node's code.
-// Checked at the end: membership agrees among the live nodes; all documents are
-// equal; every job's desired instances run, each on exactly one live node, and
-// nothing else runs; every batch job finished, every instance run at least once;
-// nothing acknowledged is lost (every acknowledged job, stop and scale is in
-// every document).
+// Checked at the end, by the definition of a clean cluster that the reliability
+// suite on real processes uses too (../cluster-check.ts): membership agrees among
+// the live nodes; all documents are equal; every job's desired instances run,
+// each on exactly one live node, and nothing else runs; every batch job finished,
+// every instance run at least once; nothing acknowledged is lost (every
+// acknowledged job, stop and scale is in every document).
 //
 // Everything is drawn from the scenario's seed, and the node code runs on the
 // cluster's virtual clock, so a run replays exactly.
 
 import { createHash } from 'node:crypto'
-import * as Y from 'yjs'
 import { stateFingerprint, stateVectorOf } from '../../crdt/sync.ts'
 import { crashDetectionBoundMs, LAN, LOCAL, type MembershipConfig } from '../../membership/config.ts'
 import type { MemberMeta } from '../../membership/types.ts'
-import { instanceId, jobOfInstance, parseAttempt } from '../../node/jobs/instances.ts'
+import { jobOfInstance, parseAttempt } from '../../node/jobs/instances.ts'
+import type { JobService } from '../../node/jobs/service.ts'
 import { readSpec } from '../../node/jobs/spec.ts'
+import type { JobView } from '../../node/jobs/types.ts'
 import { isLiveState } from '../../node/reconcile/decide.ts'
 import type { ReconcileConfig, Reconciler } from '../../node/reconcile/loop.ts'
 import type { StateService } from '../../node/state.ts'
+import { type ClusterFacts, type NodeFacts, type Workload, checkCluster } from '../cluster-check.ts'
 import { SimCluster } from './cluster.ts'
 import { SimClock } from './clock.ts'
 import { type SimMachine, SimNode } from './node.ts'
 import { Rng } from './rng.ts'
-import { type RunnerBreach, SimRunner } from './runner.ts'
+import { type RunnerBreach, SimRunner, behaviourOf } from './runner.ts'
 import { FAULT_KINDS, type Scenario, type Step, type StepKind } from './scenario.ts'
 import type { SimDisk } from './transport.ts'
 
@@ -59,20 +62,17 @@ export const WORLD_DEFAULTS: Readonly<WorldOptions> = Object.freeze({
 })
 
 /** A node that has built its parts (a process just restarted may not have yet). */
-type Booted = SimNode & { readonly state: StateService, readonly reconciler: Reconciler }
+type Booted = SimNode & { readonly state: StateService, readonly reconciler: Reconciler, readonly jobs: JobService }
 
 function booted (node: SimNode | null | undefined): node is Booted {
-  return node != null && node.state !== undefined && node.reconciler !== undefined
+  return node != null && node.state !== undefined && node.reconciler !== undefined && node.jobs !== undefined
 }
 
-/** How two nodes' documents differ, in a few words: writers one has more of, or the same writers and other deletions. */
-function docDifference (a: Booted, b: Booted): string {
-  const sa = stateVectorOf(a.state.state.doc)
-  const sb = stateVectorOf(b.state.state.doc)
-  const lines: string[] = []
-  for (const [client, clock] of sa) if ((sb.get(client) ?? 0) !== clock) lines.push(`writer ${client}: ${a.id} at ${clock}, ${b.id} at ${sb.get(client) ?? 0}`)
-  for (const [client, clock] of sb) if (!sa.has(client)) lines.push(`writer ${client}: ${a.id} at 0, ${b.id} at ${clock}`)
-  return lines.length > 0 ? lines.slice(0, 3).join(', ') : 'the same writes, other deletions'
+/** What a simulated job's command does (runner.ts), which says what clean is for it. */
+function workloadOf (job: JobView): Workload {
+  const behaviour = job.spec === null ? null : behaviourOf(job.spec)
+  if (job.type === 'service') return behaviour?.kind === 'crash' ? 'crashes' : 'serves'
+  return behaviour?.kind === 'run' && behaviour.code === 0 ? 'succeeds' : 'may-fail'
 }
 
 /** The result of a run that threw: the simulator's own bug, or one in node code it called outside a guard. */
@@ -216,7 +216,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   const bound = crashDetectionBoundMs(cluster.config, scenario.nodes, o.tickMs)
 
   /**
-   * The partition rule (DESIGN.md, "Partitions"): a node cut off with less than
+   * The partition rule (node/README.md, "Partitions"): a node cut off with less than
    * half of the cluster never takes over an instance it knows to be held on the
    * other side, unless its job runs on every side (`partition: both`): not while
    * it believes its side a minority, and not once it has had the time to see the
@@ -432,59 +432,52 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   for (const e of cluster.appErrors) violate('exception', `${e.id} at ${e.atMs} ms: ${e.error.stack ?? e.error.message}`)
   if (cleanAfterMs === undefined && violations.length === 0) violate('setup', `the cluster was not clean within ${o.settleMs} ms of the heal`)
 
-  /** What is wrong now; `quick` stops at the first kind of problem (for the settle loop). */
+  /** What is wrong now (cluster-check.ts); `quick` stops at the first kind of problem (for the settle loop). */
   function problems (quick: boolean): Violation[] {
-    const out: Violation[] = []
-    const add = (invariant: Violation['invariant'], detail: string): void => { out.push({ invariant, atMs: cluster.nowMs, detail }) }
-    const disagreements = cluster.disagreements(5)
-    for (const d of disagreements) add('membership', d)
-    if (quick && out.length > 0) return out
-    const nodes = ids.map((id) => app(id)).filter(booted)
-    if (nodes.length !== ids.length) add('membership', `only ${nodes.length} of ${ids.length} nodes run`)
-    // State vectors first: cheap, and they differ whenever a write has not reached everyone.
-    const vectors = nodes.map((n) => Buffer.from(Y.encodeStateVector(n.state.state.doc)).toString('base64'))
-    const prints = vectors.every((v) => v === vectors[0]) ? nodes.map((n) => Buffer.from(stateFingerprint(n.state.state.doc)).toString('base64')) : vectors
-    const differing = nodes.filter((_, i) => prints[i] !== prints[0]).map((n) => n.id)
-    if (differing.length > 0) add('documents', `${differing.join(', ')} hold a document other than ${nodes[0]!.id}'s: ${differing.map((id) => docDifference(nodes[0]!, nodes.find((n) => n.id === id)!)).join('; ')}`)
-    if ((quick && out.length > 0) || nodes.length === 0) return out
-    const state = nodes[0]!.state.state
-    /** Instances that may run now: a service's must run on exactly one node, an unfinished batch's on at most one. */
-    const mayRun = new Map<string, 'one' | 'at-most-one'>()
-    for (const record of state.jobs()) {
-      const spec = readSpec(record.spec)
-      if (spec === null) { add('placement', `job ${record.id} has a spec that cannot be read`); continue }
-      if (record.desired !== 'running') continue
-      if (record.type === 'batch') {
-        for (let i = 0; i < spec.count; i++) if (!started.has(instanceId(record.id, i))) add('batch', `${instanceId(record.id, i)} never ran`)
-        if (record.finishedAt !== undefined) continue
-        add('batch', `batch job ${record.id} has not finished`)
-        for (let i = 0; i < spec.count; i++) mayRun.set(instanceId(record.id, i), 'at-most-one')
-        continue
-      }
-      for (let i = 0; i < spec.count; i++) mayRun.set(instanceId(record.id, i), 'one')
-    }
-    // Held: the node runs the instance, starts it or waits out a restart's backoff. A process: what its runner runs.
-    const holders = (id: string): string[] => nodes.filter((n) => n.reconciler.attempt(id) !== undefined).map((n) => n.id)
-    for (const [id, rule] of mayRun) {
-      const held = holders(id)
-      const copies = [...(live.get(id)?.keys() ?? [])]
-      if (held.length > 1 || (rule === 'one' && held.length === 0)) add('placement', `${id} is held by ${held.length === 0 ? 'no node' : held.join(', ')}; it must be held by exactly one (claims: ${describeClaims(id)})`)
-      if (copies.length > 1 || copies.some((n) => !held.includes(n))) add('placement', `${id} has processes on ${copies.join(', ')} but is held by ${held.join(', ') || 'no node'}`)
-    }
-    for (const [id, copies] of live) if (!mayRun.has(id)) add('placement', `${id} runs on ${[...copies.keys()].join(', ')}, but its job does not want it (stopped, scaled down or finished)`)
-    for (const n of nodes) for (const info of n.runner.list()) if (info.phase !== 'ended' && !mayRun.has(parseAttempt(info.id).instance)) add('placement', `${n.id} still runs ${info.id}, which no job wants`)
+    return checkCluster(facts(), { quick }).problems.map((p) => ({ invariant: p.kind, atMs: cluster.nowMs, detail: p.detail }))
+  }
 
-    function describeClaims (id: string): string {
-      return state.taskClaims(id).map((c) => `${c.node} g${c.generation} ${c.state}`).join(', ') || 'none'
+  /** The cluster as the check sees it: each node's parts in memory, and what the machines run. */
+  function facts (): ClusterFacts {
+    const read = new Map<string, NodeFacts | string>()
+    for (const id of cluster.liveIds()) {
+      const node = app(id)
+      read.set(id, booted(node) ? nodeFacts(node) : 'has not built its parts yet (its process is starting)')
     }
-    for (const a of acked.values()) {
-      const job = state.job(a.job)
-      if (job === undefined) add('acknowledged', `job ${a.job} was acknowledged (version ${a.version}) but is in no document`)
-      // A stop is final: it wins over scales written concurrently, even at higher versions (resolveJob).
-      else if (job.desired !== 'stopped' && job.version < a.version) add('acknowledged', `job ${a.job} is at version ${job.version}; version ${a.version} was acknowledged`)
-      else if (a.stopped && job.desired !== 'stopped') add('acknowledged', `job ${a.job}'s stop was acknowledged but it is wanted running`)
+    // Every job of the first node's document, and every one acknowledged.
+    const first = ids.map((id) => app(id)).find(booted)
+    const jobs = new Map<string, ClusterFacts['jobs'][number]>()
+    for (const record of first?.state.state.jobs() ?? []) jobs.set(record.id, { id: record.id })
+    for (const a of acked.values()) jobs.set(a.job, { id: a.job, acknowledged: { version: a.version, stopped: a.stopped } })
+    const processes: Array<{ instance: string, node: string }> = []
+    for (const [instance, copies] of live) for (const [node, n] of copies) for (let k = 0; k < n; k++) processes.push({ instance, node })
+    return {
+      nodes: ids.map((id) => ({ id, live: cluster.status(id) === 'up', status: cluster.status(id) })),
+      name: (id) => id,
+      read,
+      jobs: [...jobs.values()],
+      everyJob: true,
+      workload: workloadOf,
+      processes,
+      started,
     }
-    return out
+  }
+
+  function nodeFacts (node: Booted): NodeFacts {
+    const doc = node.state.state.doc
+    const views = new Map<string, ReturnType<NodeFacts['job']>>()
+    let running: string[] | undefined
+    return {
+      members: cluster.memberView(node.id),
+      vector: stateVectorOf(doc),
+      digest: () => Buffer.from(stateFingerprint(doc)).toString('base64'),
+      job: (id) => {
+        if (!views.has(id)) views.set(id, node.state.state.job(id) === undefined ? null : node.jobs.history(id))
+        return views.get(id)!
+      },
+      get running () { return (running ??= node.runner.list().filter((t) => t.phase !== 'ended').map((t) => t.id)) },
+      holds: (instance) => node.reconciler.attempt(instance) !== undefined,
+    }
   }
 
   return {
