@@ -1,4 +1,4 @@
-// The executor's end of the spawner process (spawner-main.ts): starts it, sends
+// The executor's end of the spawner process (spawner-main.mjs): starts it, sends
 // it one request per task start, and hands each task's exit to the executor.
 //
 // Forking the node itself for every start cost the node a few milliseconds of
@@ -15,11 +15,14 @@
 import { type ChildProcess, fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
-import { StartFailure } from './launch.ts'
+import { SHIM, SHIM_NAME, StartFailure } from './launch.ts'
 
-const MAIN = fileURLToPath(new URL('./spawner-main.ts', import.meta.url))
-/** As the node's own: a small young generation, since the spawner allocates little. */
-const EXEC_ARGV = ['--max-semi-space-size=1']
+const MAIN = fileURLToPath(new URL('./spawner-main.mjs', import.meta.url))
+/**
+ * A small young generation, as the node's own, and V8's lite mode (no optimizing compiler): the spawner
+ * runs a few lines of JavaScript per start, and every page it does not map is one its forks do not copy.
+ */
+const EXEC_ARGV = ['--max-semi-space-size=1', '--lite-mode']
 /** How long close() waits for the spawner to go after the channel closed. */
 const CLOSE_WAIT_MS = 2_000
 
@@ -37,6 +40,7 @@ export interface SpawnRequest {
   procs: string[]
 }
 
+/** The messages of the channel, as spawner-main.mjs takes and sends them. */
 export type SpawnerRequest = Omit<SpawnRequest, 'user'> & { t: 'spawn', seq: number, user: { uid: number, gid: number } | null }
 
 export type SpawnerReply =
@@ -119,7 +123,7 @@ export class Spawner {
   private ensure (): ChildProcess {
     if (this.child !== null) return this.child
     // Detached: a Ctrl-C meant for the node must not end the spawner before the node has stopped its tasks.
-    const child = fork(MAIN, [], { execArgv: EXEC_ARGV, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true, serialization: 'json' })
+    const child = fork(MAIN, [SHIM_NAME, SHIM], { execArgv: EXEC_ARGV, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true, serialization: 'json' })
     this.child = child
     this.stats.spawners++
     child.on('message', (reply: SpawnerReply) => { this.onReply(reply) })
