@@ -94,6 +94,13 @@ export const taskRecordSchema = z.object({
     reason: z.string().max(L.reasonCharsMax),
   }).strict().optional(),
   restarts: counter,
+  /**
+   * Set on a claim the node gave up without running the instance to its end, and
+   * will not take again for a while: its executor refused the start (no room), or a
+   * user killed the instance there. The other candidates read it as the node's
+   * refusal and take the instance over at once (node/reconcile/decide.ts, backups).
+   */
+  declined: z.literal(true).optional(),
 }).strict()
 export type TaskRecord = z.infer<typeof taskRecordSchema>
 

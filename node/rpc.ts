@@ -1,8 +1,10 @@
 // Node-to-node requests about tasks, over libp2p: the bytes of a task's logs
-// (a range, or followed live), the resource use of the tasks a node runs, and a
-// kill. Any node serves `murmur logs`, `murmur ps` and `murmur kill` by asking
-// the node that runs the task. Frames are length-prefixed; each starts with a
-// tag: J (a JSON header or answer), D (log bytes), E (the end, JSON).
+// (a range, or followed live), the resource use of the tasks a node runs, a
+// kill, and "will you run these instances?". Any node serves `murmur logs`,
+// `murmur ps` and `murmur kill` by asking the node that runs the task; a backup
+// candidate asks the chosen node before it takes an open instance over
+// (reconcile/decide.ts). Frames are length-prefixed; each starts with a tag:
+// J (a JSON header or answer), D (log bytes), E (the end, JSON).
 
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -11,6 +13,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { MurmurError } from './errors.ts'
 import type { LogChunk } from './executor/logs.ts'
+import type { ClaimAnswer } from './reconcile/decide.ts'
 import type { TaskUsage } from './executor/types.ts'
 import { type FaultInjector, admitFrame } from './faults.ts'
 import type { Host } from './host.ts'
@@ -26,6 +29,8 @@ export const RPC_LIMITS = Object.freeze({
   dataFrameBytes: 64 * 1024,
   frameBytesMax: 1024 * 1024,
   usageTasksMax: 10_000,
+  /** Instances in one will-run question (the request's byte bound usually binds first: the client splits). */
+  willRunTasksMax: 1_000,
   /** A request that has not been answered (the header, for logs) by then fails. */
   timeoutMs: 5_000,
   /** Per connection: short requests (ranges, usage, kill), and log follows. */
@@ -46,17 +51,33 @@ export const rpcRequestSchema = z.discriminatedUnion('op', [
   }).strict(),
   z.object({ op: z.literal('usage'), tasks: z.array(id).max(RPC_LIMITS.usageTasksMax) }).strict(),
   z.object({ op: z.literal('kill'), task: id }).strict(),
+  z.object({ op: z.literal('will-run'), tasks: z.array(id).max(RPC_LIMITS.willRunTasksMax) }).strict(),
 ])
 export type RpcRequest = z.infer<typeof rpcRequestSchema>
 export type LogsRequest = Extract<RpcRequest, { op: 'logs' }>
 
 export type LogsAnswer = { range: Omit<LogChunk, 'data'>, data: Buffer } | { follow: AsyncIterable<Buffer> }
 
+const reason = z.string().max(1_024)
+/** A node's answer about one instance, as it comes from the peer: input like any other. `no-answer` is the asker's own. */
+export const claimAnswerSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('mine'), state: z.string().max(32) }).strict(),
+  z.object({ kind: z.literal('declined'), reason }).strict(),
+  z.object({ kind: z.literal('not-mine'), chosen: id.optional() }).strict(),
+  z.object({ kind: z.literal('backup'), chosen: id.optional() }).strict(),
+  z.object({ kind: z.literal('elsewhere'), holder: id }).strict(),
+  z.object({ kind: z.literal('unknown') }).strict(),
+])
+/** A will-run answer: each instance asked about, answered. */
+export const willRunAnswerSchema = z.record(id, claimAnswerSchema)
+
 /** What a node answers with; node.ts provides it. */
 export interface RpcHandlers {
   logs: (req: LogsRequest, signal: AbortSignal) => Promise<LogsAnswer>
   usage: (tasks: string[]) => Record<string, TaskUsage | null>
   kill: (task: string) => Promise<void>
+  /** Whether this node will run each instance (the reconciler's `answer`); without it the op is refused. */
+  willRun?: (tasks: string[]) => Record<string, ClaimAnswer>
 }
 
 interface ErrorBody { code: string, message: string, status: number }
@@ -94,6 +115,21 @@ export class TaskRpc {
 
   async kill (peer: string, task: string): Promise<void> {
     await this.ask(peer, { op: 'kill', task })
+  }
+
+  /**
+   * Asks `peer` whether it will run each of `tasks` (the reconcile loop's `ask`): one
+   * request per slice that fits a request frame, one after the other. Answers that do
+   * not follow the schema fail the whole question, as silence would.
+   */
+  async willRun (peer: string, tasks: readonly string[], signal?: AbortSignal): Promise<Record<string, ClaimAnswer>> {
+    const out: Record<string, ClaimAnswer> = {}
+    for (const slice of slices(tasks, RPC_LIMITS.requestBytesMax - 64, RPC_LIMITS.willRunTasksMax)) {
+      const parsed = willRunAnswerSchema.safeParse(await this.ask(peer, { op: 'will-run', tasks: slice }, signal))
+      if (!parsed.success) throw new MurmurError('BAD_PEER_REPLY', `${peer} answered a will-run question with something else`, 1, 502)
+      for (const task of slice) if (Object.hasOwn(parsed.data, task)) out[task] = parsed.data[task]!
+    }
+    return out
   }
 
   /** A range of a task's logs on `peer`, or with `follow` its bytes as they come until the task ends or `signal` aborts. */
@@ -188,7 +224,10 @@ export class TaskRpc {
       const req = parsed.data
       try {
         if (req.op === 'usage') await sendJson(lp, 'J', this.handlers.usage(req.tasks), signal)
-        else if (req.op === 'kill') { await this.handlers.kill(req.task); await sendJson(lp, 'J', { ok: true }, signal) } else await this.serveLogs(lp, req, signal)
+        else if (req.op === 'kill') { await this.handlers.kill(req.task); await sendJson(lp, 'J', { ok: true }, signal) } else if (req.op === 'will-run') {
+          if (this.handlers.willRun === undefined) throw new MurmurError('NOT_SUPPORTED', 'this node does not answer will-run questions', 1, 501)
+          await sendJson(lp, 'J', this.handlers.willRun(req.tasks), signal)
+        } else await this.serveLogs(lp, req, signal)
       } catch (err) {
         const e = err as MurmurError
         if (!signal.aborted) await sendJson(lp, 'J', { error: { code: e.code ?? 'INTERNAL', message: e.message, status: e.httpStatus ?? 500 } }, signal).catch(() => {})
@@ -215,6 +254,21 @@ export class TaskRpc {
     }
     await sendJson(lp, 'E', {}, signal)
   }
+}
+
+/** `items` in order, cut into lists whose JSON stays within `bytes` and `count`. */
+function slices (items: readonly string[], bytes: number, count: number): string[][] {
+  const out: string[][] = []
+  let current: string[] = []
+  let size = 0
+  for (const item of items) {
+    const n = Buffer.byteLength(JSON.stringify(item)) + 1
+    if (current.length > 0 && (size + n > bytes || current.length >= count)) { out.push(current); current = []; size = 0 }
+    current.push(item)
+    size += n
+  }
+  if (current.length > 0) out.push(current)
+  return out
 }
 
 async function send (lp: LengthPrefixedStream<Stream>, tag: 'J' | 'D' | 'E', body: Buffer, signal: AbortSignal): Promise<void> {

@@ -73,7 +73,7 @@ export function explain (view: View, task: TaskDemand, options: PlaceOptions = {
 function verdictText (verdict: Verdict, reason: SkipReason | undefined, backup: number): string {
   switch (verdict) {
     case 'chosen': return 'runs it: the best fit among the first feasible nodes'
-    case 'candidate': return `backup ${backup + 1}: claims it if the chosen node does not`
+    case 'candidate': return `backup ${backup + 1}: claims it once the nodes before it cannot or will not run it`
     case 'feasible': return 'could run it'
     case 'skipped': return reasonText(reason!)
   }

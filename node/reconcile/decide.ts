@@ -28,12 +28,22 @@ export function isLiveState (state: TaskState): boolean {
 
 export const RECONCILE_DEFAULTS = Object.freeze({
   /**
-   * Backup candidate k claims an open instance after k × this (placement/README.md,
-   * "Choosing among the feasible"). Only a stuck chosen node waits for it (a dead one is
-   * not chosen); under load a chosen node's claim can take over a second to arrive,
-   * and a shorter timeout then makes duplicates.
+   * How long backup candidate k leaves an open instance to the nodes ranked before it
+   * (k × this) before it asks them whether they run it. Never a reason to claim by
+   * itself: under load a chosen node's claim can take seconds to arrive, and a backup
+   * that claimed on this timer alone ran the instance a second time (15 of 500 batch
+   * instances on a loaded 5-node testnet). Also how long this node waits before it
+   * stops its copy of an instance another claim holds (duplicateGraceMs).
    */
   claimTimeoutMs: 2_000,
+  /**
+   * The last resort: backup k claims after k × this without evidence, so that a chosen
+   * node that is alive and never claims (it does not receive the job, or its view
+   * differs for good) cannot block an instance forever. Far above the seconds a claim
+   * takes to spread on a loaded cluster. A node that answers that it holds the instance
+   * holds it off even past this.
+   */
+  claimBoundMs: 30_000,
   /** With `missed: skip`, a cron tick not fired within this long after its time is skipped. */
   cronDeadlineMs: 10_000,
   /** With `missed: run-once`, how old a missed tick may be and still run; below the task retention (the loop takes half of it). */
@@ -61,7 +71,10 @@ export interface ReconcileInput {
    * work is placed on them (a node cut off keeps the others suspect for the whole cut,
    * and work placed on them would never start). On a majority side they stay
    * candidates: suspicions come and go under load, and every node must compute the same
-   * placement, or two chosen nodes both claim.
+   * placement, or two chosen nodes both claim. A candidate in it is one a backup may
+   * take an instance from: shorter suspicions (under load they last up to 3 s and are
+   * refuted) are no evidence, and a suspicion confirmed ends in a death, which places
+   * the instance again anyway.
    */
   suspect?: ReadonlySet<string>
   /** Whether this node's side holds a majority of the recently stable membership (see `majority`). */
@@ -72,13 +85,46 @@ export interface ReconcileInput {
   openSince: (instance: string) => number | undefined
   /** Instances this node does not claim for now (it just refused one). */
   holdOff?: ReadonlySet<string>
+  /** Whether the loop can ask other nodes (node/rpc.ts): only then does a pass emit `ask` actions. */
+  canAsk?: boolean
+  /** The answers still fresh of the nodes this one asked whether they run an instance; the loop fills them. */
+  answers?: (node: string, instance: string) => ClaimAnswer | undefined
   claimTimeoutMs?: number
+  claimBoundMs?: number
   cronDeadlineMs?: number
   cronCatchUpMs?: number
 }
 
+/**
+ * What a node answers when another asks whether it will run an open instance
+ * (node/rpc.ts, op `will-run`), as its reconcile loop sees it (`answerFor`).
+ */
+export type ClaimAnswer =
+  /** It holds the instance (claimed, starting, running, backing off), has finished it, or claims it in this pass: leave it. */
+  | { kind: 'mine', state: string }
+  /** It will not run it: its executor refused the start, a user killed it there, or it has no room for it. */
+  | { kind: 'declined', reason: string }
+  /** It sees the instance open and, in its view, is neither its chosen node nor a backup: it will not claim it. */
+  | { kind: 'not-mine', chosen?: string }
+  /** In its view it is a backup itself, waiting for evidence against the nodes before it. */
+  | { kind: 'backup', chosen?: string }
+  /** In its view another node holds or has finished the instance: that claim has not reached the asker yet. */
+  | { kind: 'elsewhere', holder: string }
+  /** It has not seen the instance open (the job has not reached it, or no pass has looked at it yet). */
+  | { kind: 'unknown' }
+  /** Never sent by a node: the loop's record that the node did not answer in time (unreachable, timed out, an error). */
+  | { kind: 'no-answer', reason: string }
+
+/** The answers that say a node will not run the instance: evidence for a backup. */
+export function refuses (answer: ClaimAnswer): boolean {
+  return answer.kind === 'declined' || answer.kind === 'not-mine' || answer.kind === 'no-answer'
+}
+
 export type Action =
-  | { kind: 'claim', instance: string, job: string, generation: number }
+  /** `backup`: this node is not the chosen one; the evidence it claims on, for the log. */
+  | { kind: 'claim', instance: string, job: string, generation: number, backup?: string }
+  /** Ask `node` whether it runs `instance` (the loop batches these per node). */
+  | { kind: 'ask', node: string, instance: string }
   /** `duplicate`: another node holds it; the loop waits a moment before it acts (the holder may be about to give it up). */
   | { kind: 'stop', instance: string, job: string, why: string, duplicate?: true }
   /** Our claim is live in the state but nothing runs here: the node lost it (a crash between claim and start, a restart). */
@@ -93,6 +139,16 @@ export interface Decisions {
   pending: Map<string, { job: string, message: string, why?: PendingSummary }>
   /** Jobs this pass could not decide on (records that break a rule of placement): left as they are. */
   errors: Array<{ job: string, message: string }>
+  /** Every open instance placement placed, with this node's place in it: what this node answers when asked about it. */
+  roles: Map<string, Role>
+}
+
+export interface Role {
+  chosen: string
+  /** 0: this node is the chosen one; k: its backup k; -1: neither. */
+  rank: number
+  /** For a backup: whether it has room for the instance now. */
+  room: boolean
 }
 
 export function claimOf (record: TaskRecord): Claim {
@@ -151,6 +207,7 @@ export function decide (input: ReconcileInput): Decisions {
   const open: string[] = []
   const pending: Decisions['pending'] = new Map()
   const errors: Decisions['errors'] = []
+  const roles: Decisions['roles'] = new Map()
   const allocations: Allocation[] = []
   const wanted = new Map<string, string>()
   const toPlace: TaskDemand[] = []
@@ -242,6 +299,18 @@ export function decide (input: ReconcileInput): Decisions {
   }
   if (placed.placements.length + placed.pending.length > 0) {
     const timeout = input.claimTimeoutMs ?? RECONCILE_DEFAULTS.claimTimeoutMs
+    const bound = input.claimBoundMs ?? RECONCILE_DEFAULTS.claimBoundMs
+    /** Why `node` cannot or will not run `instance`, if this node has evidence of it. */
+    const evidence = (node: string, instance: string): string | undefined => {
+      if (!isLive(node)) return `${node} is not alive`
+      const answer = input.answers?.(node, instance)
+      // It says it holds the instance: whatever else this node sees, a claim now would be a second copy.
+      if (answer?.kind === 'mine') return undefined
+      if (answer !== undefined && refuses(answer)) return `${node} answered ${describeAnswer(answer)}`
+      if (declinedBy(node, input.claims(instance))) return `${node} recorded that it declined it`
+      if (input.suspect?.has(node) === true) return `${node} has been suspect for long`
+      return undefined
+    }
     // What this node may still take on as a backup: placement counted those instances against their chosen node, not this one.
     const me = input.nodes.find((n) => n.id === self)
     let freeCpu = (me?.cpuMillis ?? 0) - sumOn(allocations, self, 'cpuMillis')
@@ -249,23 +318,119 @@ export function decide (input: ReconcileInput): Decisions {
     for (const p of placed.placements) if (p.node === self) { const d = demands.get(p.task)!; freeCpu -= d.cpuMillis; freeMem -= d.memoryBytes }
     for (const p of placed.placements) {
       const job = wanted.get(p.task)!
-      const backup = p.candidates.indexOf(self)
+      const at = p.candidates.indexOf(self)
       // 0: the chosen node; k: backup k; -1: neither, never claims.
-      const k = p.node === self ? 0 : backup >= 0 ? backup + 1 : -1
+      const k = p.node === self ? 0 : at >= 0 ? at + 1 : -1
       const since = input.openSince(p.task) ?? now
       const d = demands.get(p.task)!
-      const due = k === 0 || (k > 0 && now - since >= k * timeout && d.cpuMillis <= freeCpu && d.memoryBytes <= freeMem)
+      const room = d.cpuMillis <= freeCpu && d.memoryBytes <= freeMem
+      roles.set(p.task, { chosen: p.node, rank: k, room })
+      // Backup k claims only on evidence against every node ranked before it (the chosen node and
+      // backups 1 … k−1): each is gone or suspect for 5 s or more, recorded that it declined, or answered
+      // that it will not run it or not at all. Never on the clock alone: a late claim is no evidence.
+      let backup: string | undefined
+      if (k > 0 && room) {
+        const before = [p.node, ...p.candidates.slice(0, k - 1)]
+        const reasons: string[] = []
+        const without: string[] = []
+        for (const n of before) {
+          const why = evidence(n, p.task)
+          if (why === undefined) without.push(n)
+          else reasons.push(why)
+        }
+        const open = now - since
+        const answers = without.map((n) => input.answers?.(n, p.task))
+        if (without.length === 0) {
+          backup = `backup ${k}: ${reasons.join('; ')}`
+        } else if (open >= k * bound && (input.canAsk !== true || answers.every((a) => a !== undefined && a.kind !== 'mine'))) {
+          // The last resort, so that a node that is alive and never claims cannot hold the instance forever;
+          // where nodes can be asked, only once each has just answered, and none that it holds the instance.
+          backup = `backup ${k}: open for ${open} ms, no claim from ${without.join(', ')}${input.canAsk === true ? `, which answered ${answers.map((a) => describeAnswer(a!)).join('; ')}` : ''}`
+        } else if (input.canAsk === true && open >= k * timeout) {
+          without.forEach((n, i) => { if (answers[i] === undefined) actions.push({ kind: 'ask', node: n, instance: p.task }) })
+        }
+      }
+      const due = k === 0 || backup !== undefined
       // A local copy means this node holds it already (its claim may not be recorded yet): never a second start.
       if (due && input.holdOff?.has(p.task) !== true && !input.local.has(p.task)) {
         if (k > 0) { freeCpu -= d.cpuMillis; freeMem -= d.memoryBytes }
-        actions.push({ kind: 'claim', instance: p.task, job, generation: nextGeneration(claimsOf.get(p.task)!) })
+        actions.push({ kind: 'claim', instance: p.task, job, generation: nextGeneration(claimsOf.get(p.task)!), ...(backup === undefined ? {} : { backup }) })
       } else {
         pending.set(p.task, { job, message: `placed on ${p.node}; waiting for it to claim` })
       }
     }
     for (const p of placed.pending) pending.set(p.task, { job: wanted.get(p.task)!, message: p.why.message, why: p.why })
   }
-  return { actions, open, pending, errors }
+  return { actions, open, pending, errors, roles }
+}
+
+/**
+ * Whether `node`'s claim of an instance says that it declined it, and the refusal
+ * still stands: it is the node's latest claim, and every claim made since (a higher
+ * generation) was declined as well. A claim made after it that was not declined (it
+ * ran somewhere, then ended) means the instance has moved on, and the node may have
+ * room again.
+ */
+export function declinedBy (node: string, records: readonly TaskRecord[]): boolean {
+  let own: TaskRecord | undefined
+  for (const r of records) {
+    if (r.node !== node) continue
+    if (own === undefined || r.generation > own.generation || (r.generation === own.generation && isLiveState(own.state) && !isLiveState(r.state))) own = r
+  }
+  if (own?.declined !== true || isLiveState(own.state)) return false
+  const g = own.generation
+  return records.every((r) => r.generation <= g || r.declined === true)
+}
+
+export function describeAnswer (answer: ClaimAnswer): string {
+  switch (answer.kind) {
+    case 'mine': return `that it holds it (${answer.state})`
+    case 'declined': return `that it declines it: ${answer.reason}`
+    case 'not-mine': return `that it is not its to run${answer.chosen === undefined ? '' : ` (it places it on ${answer.chosen})`}`
+    case 'backup': return `that it is a backup itself${answer.chosen === undefined ? '' : ` (it places it on ${answer.chosen})`}`
+    case 'elsewhere': return `that ${answer.holder} holds it`
+    case 'unknown': return 'that it has not seen it open'
+    case 'no-answer': return `nothing: ${answer.reason}`
+  }
+}
+
+/** What the answering node knows of an instance, for `answerFor`. */
+export interface AnswerView {
+  self: string
+  /** The phase of this node's local copy of the instance, if it has one. */
+  local: (instance: string) => string | undefined
+  /** Whether this node holds off the instance (its executor refused it, or a user killed it here). */
+  heldOff: (instance: string) => boolean
+  /** Every node's claim of the instance, this node's as it knows them. */
+  claims: (instance: string) => readonly TaskRecord[]
+  /** This node's last pass. */
+  last: Pick<Decisions, 'roles' | 'pending'>
+}
+
+/**
+ * This node's answer to "will you run this instance?", from what it runs and its
+ * last pass; the asker takes declined and not-mine as evidence to claim it itself,
+ * and everything else as a reason to wait (node/README.md, "Backups").
+ */
+export function answerFor (instance: string, view: AnswerView): ClaimAnswer {
+  const phase = view.local(instance)
+  if (phase !== undefined) return { kind: 'mine', state: phase }
+  if (view.heldOff(instance)) return { kind: 'declined', reason: `${view.self} refused it or gave it up a moment ago` }
+  const claims = view.claims(instance)
+  const own = claims.filter((c) => c.node === view.self).sort((a, b) => b.generation - a.generation)[0]
+  if (own !== undefined && (isLiveState(own.state) || CLAIM_STATUS[own.state] === 'finished')) return { kind: 'mine', state: own.state }
+  const role = view.last.roles.get(instance)
+  if (role !== undefined) {
+    if (role.rank === 0) return { kind: 'mine', state: 'claiming' }
+    if (role.rank > 0) return role.room ? { kind: 'backup', chosen: role.chosen } : { kind: 'declined', reason: `no room on ${view.self}` }
+    return { kind: 'not-mine', chosen: role.chosen }
+  }
+  const pending = view.last.pending.get(instance)
+  // Open, and placement put it nowhere (no node has room in this node's view), or the partition rule holds it back here.
+  if (pending !== undefined) return pending.why !== undefined ? { kind: 'declined', reason: pending.why.message.slice(0, 1_000) } : { kind: 'not-mine' }
+  const other = claims.find((c) => c.node !== view.self && CLAIM_STATUS[c.state] !== 'ended')
+  if (other !== undefined) return { kind: 'elsewhere', holder: other.node }
+  return { kind: 'unknown' }
 }
 
 function sumOn (allocations: readonly Allocation[], node: string, key: 'cpuMillis' | 'memoryBytes'): number {

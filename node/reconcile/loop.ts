@@ -1,7 +1,8 @@
 // The reconcile loop of one node: runs `decide` on every change of the shared
 // state or of membership (and on a short timer, for cron ticks, backoffs and
 // claim timeouts), and carries out what it says: claim and start, stop, record
-// the exits, restart with backoff. It writes only this node's claims. No node is
+// the exits, restart with backoff, ask other nodes whether they run an instance
+// (for backups) and answer them. It writes only this node's claims. No node is
 // in charge: every node runs the same loop over its own view.
 
 import type { Logger } from 'pino'
@@ -15,12 +16,21 @@ import type { TaskExit, TaskInfo, TaskRunner, TaskSpec } from '../executor/types
 import { attemptId, instanceId, jobOfInstance, parseAttempt } from '../jobs/instances.ts'
 import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
 import type { StateService } from '../state.ts'
-import { type Action, CLAIM_STATUS, type Decisions, type JobEntry, RECONCILE_DEFAULTS, decide, isLiveState, majority } from './decide.ts'
+import { type Action, CLAIM_STATUS, type ClaimAnswer, type Decisions, type JobEntry, RECONCILE_DEFAULTS, answerFor, decide, describeAnswer, isLiveState, majority } from './decide.ts'
 
 export interface ReconcileConfig {
   /** A pass at least this often, for cron ticks and claim timeouts (changes trigger one at once). */
   intervalMs: number
+  /** How long backup k leaves an open instance (k × this) before it asks the nodes ranked before it whether they run it. */
   claimTimeoutMs: number
+  /** Backup k claims after k × this without evidence: the last resort against a node that is alive and never claims. */
+  claimBoundMs: number
+  /** How long an asked node has to answer "will you run it?" before its silence counts as evidence. */
+  askTimeoutMs: number
+  /** How long an answer stands; asked again after that if the instance is still open. */
+  answerTtlMs: number
+  /** At most one question to a node per this (each carrying up to ASK_INSTANCES_MAX instances), and one at a time. */
+  askIntervalMs: number
   cronDeadlineMs: number
   /** How long a dead member still counts in the membership a majority is taken of (`majority`). */
   stableWindowMs: number
@@ -40,6 +50,10 @@ export interface ReconcileConfig {
 export const RECONCILE_CONFIG: ReconcileConfig = Object.freeze({
   intervalMs: 250,
   claimTimeoutMs: RECONCILE_DEFAULTS.claimTimeoutMs,
+  claimBoundMs: RECONCILE_DEFAULTS.claimBoundMs,
+  askTimeoutMs: 5_000,
+  answerTtlMs: RECONCILE_DEFAULTS.claimTimeoutMs,
+  askIntervalMs: 500,
   cronDeadlineMs: RECONCILE_DEFAULTS.cronDeadlineMs,
   // node.ts sets it to membership's deadRetentionMs: dead members count as long as SWIM remembers them.
   stableWindowMs: 600_000,
@@ -72,12 +86,22 @@ interface Local {
 /**
  * A claim is recorded together with its task's start when the start is this quick:
  * one update instead of two. The other nodes computed the same placement, so they
- * do not take the instance meanwhile; a backup waits seconds (claimTimeoutMs).
+ * do not take the instance meanwhile; a backup needs evidence against this node.
  */
 const CLAIM_WRITE_DELAY_MS = 250
 
 /** A suspicion this old is taken for a cut, not a moment of load (see view). */
 const LONG_SUSPECT_MS = 5_000
+
+/** Instances in one question to one node (node/rpc.ts splits it further to fit its frames). */
+const ASK_INSTANCES_MAX = 500
+
+/**
+ * Asks `node` whether it will run each of `instances` (node/rpc.ts, op `will-run`):
+ * its answers by instance. Rejects if the node cannot be reached or does not
+ * answer; `signal` aborts it once the loop stops waiting.
+ */
+export type AskFn = (node: string, instances: string[], signal: AbortSignal) => Promise<Record<string, ClaimAnswer>>
 
 /** What the loop needs of the state service: the document, and writes that resolve once on disk. */
 export type StateWriter = Pick<StateService, 'state' | 'write'>
@@ -92,6 +116,12 @@ export interface ReconcilerInit {
   config?: Partial<ReconcileConfig>
   /** The system's by default; testnet/sim gives each node a virtual one. */
   clock?: Clock
+  /**
+   * How this node asks another whether it runs an instance (TaskRpc.willRun, answered
+   * by the other node's `answer`). Without it a backup claims on long suspicions and
+   * recorded refusals only, and on the long bound (`claimBoundMs`).
+   */
+  ask?: AskFn
 }
 
 export class Reconciler {
@@ -105,12 +135,20 @@ export class Reconciler {
   private readonly local = new Map<string, Local>()
   private readonly openSince = new Map<string, number>()
   private readonly holdOff = new Map<string, number>()
+  private readonly ask: AskFn | undefined
+  /** The answers of the nodes asked, by node and instance, with when they came. */
+  private readonly answers = new Map<string, Map<string, { answer: ClaimAnswer, at: number }>>()
+  /** Instances to ask each node about, in its next question. */
+  private readonly askQueue = new Map<string, Set<string>>()
+  /** The nodes with a question under way, and when the last one went out. */
+  private readonly asking = new Set<string>()
+  private readonly lastAsked = new Map<string, number>()
   /** Own claim records waiting to be written, in one transaction per flush. */
   private readonly outbox = new Map<string, TaskRecord>()
   /** Batch jobs to mark finished, written with the claims. */
   private readonly jobOutbox = new Map<string, JobRecord>()
   private outboxTimer: Timer | null = null
-  private last: Decisions = { actions: [], open: [], pending: new Map(), errors: [] }
+  private last: Decisions = { actions: [], open: [], pending: new Map(), errors: [], roles: new Map() }
   /** When this node first saw itself a duplicate of each instance: it stops its copy only if that lasts. */
   private readonly duplicateSince = new Map<string, number>()
   /** Jobs whose records a pass could not decide on, already logged. */
@@ -125,7 +163,7 @@ export class Reconciler {
   private timer: Timer | null = null
   private closed = false
   private readonly unsubscribe: Array<() => void> = []
-  readonly stats = { passes: 0, claims: 0, starts: 0, stops: 0, restarts: 0, lastPassMs: 0 }
+  readonly stats = { passes: 0, claims: 0, backupClaims: 0, starts: 0, stops: 0, restarts: 0, questions: 0, unanswered: 0, lastPassMs: 0 }
 
   constructor (init: ReconcilerInit) {
     this.self = init.self
@@ -134,6 +172,7 @@ export class Reconciler {
     this.members = init.members
     this.log = init.log
     this.clock = init.clock ?? systemClock
+    this.ask = init.ask
     this.startedAt = this.clock.now()
     this.config = { ...RECONCILE_CONFIG, ...init.config }
   }
@@ -200,6 +239,23 @@ export class Reconciler {
   }
 
   /**
+   * What this node answers another that asks whether it will run these instances
+   * (node/rpc.ts, op `will-run`): from what it runs, what it holds off, and its last pass.
+   */
+  answer (instances: readonly string[]): Record<string, ClaimAnswer> {
+    const out: Record<string, ClaimAnswer> = {}
+    const view = {
+      self: this.self,
+      local: (id: string) => this.local.get(id)?.phase,
+      heldOff: (id: string) => (this.holdOff.get(id) ?? 0) > this.clock.now(),
+      claims: (id: string) => this.claimsOf(id),
+      last: this.last,
+    }
+    for (const id of instances) if (!Object.hasOwn(out, id)) out[id] = answerFor(id, view)
+    return out
+  }
+
+  /**
    * Stops an instance this node holds, on a user's request: a service instance
    * is given up here (another claim replaces it), a batch or cron run counts as
    * failed, so it is not run again.
@@ -210,7 +266,7 @@ export class Reconciler {
     const job = this.state.state.job(l.job)
     const service = job?.type === 'service'
     // Answered once the stop has begun: it may take the task's grace period. The replacement should come
-    // from elsewhere (backups claim after their timeout): this node holds off from the moment the kill is recorded.
+    // from elsewhere (a backup claims on the declined record): this node holds off from the moment the kill is recorded.
     this.stop(instance, 'killed on request', service ? 'killed' : 'failed', undefined, true)
       .catch((err: Error) => { this.log.warn({ task: instance, err: err.message }, 'could not kill a task') })
   }
@@ -290,6 +346,9 @@ export class Reconciler {
     }
     for (const [id, until] of this.holdOff) if (until <= now) this.holdOff.delete(id)
     const { nodes, majority: side, longSuspects } = this.view()
+    this.expireAnswers(now)
+    // Every pass asks afresh what it still needs to know: what a node's question did not carry is asked again.
+    this.askQueue.clear()
     if (side !== this.lastMajority) {
       this.log.warn({ majority: side }, side ? 'this side of the cluster holds the majority again: it takes over tasks of unreachable nodes' : 'this node reaches only a minority of the cluster: it keeps its tasks and places new jobs, but takes over no others')
     }
@@ -306,7 +365,10 @@ export class Reconciler {
       local: new Set(this.local.keys()),
       openSince: (id) => this.openSince.get(id),
       holdOff: new Set(this.holdOff.keys()),
+      canAsk: this.ask !== undefined,
+      answers: (node, id) => this.answers.get(node)?.get(id)?.answer,
       claimTimeoutMs: this.config.claimTimeoutMs,
+      claimBoundMs: this.config.claimBoundMs,
       cronDeadlineMs: this.config.cronDeadlineMs,
       cronCatchUpMs: this.config.cronCatchUpMs,
     })
@@ -326,6 +388,7 @@ export class Reconciler {
     this.last = decisions
     const byId = new Map(jobs.map((j) => [j.record.id, j]))
     for (const action of decisions.actions) this.act(action, byId)
+    this.sendQuestions(now)
     for (const { record } of jobs) if (this.isInert(record, claimedInstances)) this.inert.add(record.id)
     this.stats.passes++
     this.stats.lastPassMs = Math.round((this.clock.monotonic() - started) * 100) / 100
@@ -356,7 +419,18 @@ export class Reconciler {
     switch (action.kind) {
       case 'claim': {
         const job = jobs.get(action.job)
-        if (job?.spec != null) this.claim(action.instance, job.record, job.spec, action.generation)
+        if (job?.spec == null) return
+        if (action.backup !== undefined) {
+          this.stats.backupClaims++
+          this.log.info({ task: action.instance, why: action.backup }, 'claiming a task as a backup')
+        }
+        this.claim(action.instance, job.record, job.spec, action.generation)
+        return
+      }
+      case 'ask': {
+        let queue = this.askQueue.get(action.node)
+        if (queue === undefined) this.askQueue.set(action.node, queue = new Set())
+        queue.add(action.instance)
         return
       }
       case 'stop':
@@ -374,6 +448,68 @@ export class Reconciler {
         const record = this.state.state.job(action.job)
         if (record !== undefined) this.markFinished(record)
       }
+    }
+  }
+
+  /** Answers past their time are dropped: the instance is asked about again if it is still open. */
+  private expireAnswers (now: number): void {
+    for (const [node, answers] of this.answers) {
+      for (const [id, { at }] of answers) if (now - at >= this.config.answerTtlMs) answers.delete(id)
+      if (answers.size === 0) this.answers.delete(node)
+    }
+  }
+
+  /**
+   * Sends the queued questions: one at a time per node, at most one per askIntervalMs,
+   * each bounded by askTimeoutMs; silence, an unreachable node or an error counts as
+   * `no-answer`, which is evidence. The answers start a pass.
+   */
+  private sendQuestions (now: number): void {
+    const ask = this.ask
+    if (ask === undefined) { this.askQueue.clear(); return }
+    for (const [node, queue] of this.askQueue) {
+      if (this.asking.has(node) || now - (this.lastAsked.get(node) ?? -Infinity) < this.config.askIntervalMs) continue
+      // An instance answered meanwhile is not asked again.
+      const fresh = this.answers.get(node)
+      const instances = [...queue].filter((id) => fresh?.has(id) !== true).slice(0, ASK_INSTANCES_MAX)
+      this.askQueue.delete(node)
+      if (instances.length === 0) continue
+      this.asking.add(node)
+      this.lastAsked.set(node, now)
+      this.stats.questions++
+      const controller = new AbortController()
+      let timer: Timer | null = null
+      const timeout = new Promise<never>((_resolve, reject) => {
+        timer = this.clock.setTimeout(() => {
+          const err = new Error(`no answer within ${this.config.askTimeoutMs} ms`)
+          controller.abort(err)
+          reject(err)
+        }, this.config.askTimeoutMs, true)
+      })
+      Promise.race([ask(node, instances, controller.signal), timeout]).then((answers) => {
+        this.store(node, instances, (id) => Object.hasOwn(answers, id) ? answers[id]! : { kind: 'unknown' })
+      }, (err: Error) => {
+        this.stats.unanswered++
+        this.log.debug({ node, instances: instances.length, err: err.message }, 'a node did not answer whether it runs tasks')
+        const answer: ClaimAnswer = { kind: 'no-answer', reason: err.message }
+        this.store(node, instances, () => answer)
+      }).finally(() => {
+        this.clock.clearTimeout(timer)
+        this.asking.delete(node)
+        this.schedule()
+      })
+    }
+  }
+
+  private store (node: string, instances: readonly string[], answerOf: (id: string) => ClaimAnswer): void {
+    if (this.closed) return
+    const now = this.clock.now()
+    let answers = this.answers.get(node)
+    if (answers === undefined) this.answers.set(node, answers = new Map())
+    for (const id of instances) {
+      const answer = answerOf(id)
+      answers.set(id, { answer, at: now })
+      if (answer.kind !== 'mine' && answer.kind !== 'unknown') this.log.debug({ node, task: id, answer: describeAnswer(answer) }, 'asked whether a node runs a task')
     }
   }
 
@@ -410,11 +546,13 @@ export class Reconciler {
       this.record(l.instance, { state: 'running', since: this.clock.now(), startedAt: info.startedAt ?? this.clock.now() })
     }, (err: MurmurError) => {
       if (this.local.get(l.instance) !== l) return
-      this.local.delete(l.instance)
       // Left to the other candidates for a while, so that a refusal does not become a claim-and-give-up loop here.
       this.holdOff.set(l.instance, this.clock.now() + this.config.holdOffMs)
       this.log.warn({ task: id, err: err.message }, 'could not start a task; giving it up here')
-      this.record(l.instance, { state: 'killed', finishedAt: this.clock.now(), exit: { code: null, signal: null, reason: `not started here: ${err.message}`.slice(0, 1_000) } })
+      // Recorded as declined, with this claim's generation even if the claim itself was not written yet
+      // (record() takes it from the local entry, so before that goes): the backups read it as evidence.
+      this.record(l.instance, { state: 'killed', finishedAt: this.clock.now(), exit: { code: null, signal: null, reason: `not started here: ${err.message}`.slice(0, 1_000) }, declined: true })
+      this.local.delete(l.instance)
     })
   }
 
@@ -495,7 +633,8 @@ export class Reconciler {
           if ((err as MurmurError).code !== 'NO_SUCH_TASK') this.log.warn({ task: instance, err: (err as Error).message }, 'could not stop a task')
         }
       }
-      this.record(instance, { state: final, finishedAt: this.clock.now(), exit })
+      // Killed on request here: recorded as declined, so that a backup takes the instance over at once.
+      this.record(instance, { state: final, finishedAt: this.clock.now(), exit, ...(holdOff && final === 'killed' ? { declined: true as const } : {}) })
       this.local.delete(instance)
       if (holdOff) this.holdOff.set(instance, this.clock.now() + this.config.holdOffMs)
       this.schedule()

@@ -3,12 +3,23 @@
 // the majority test. Most scenarios run `decide` once as every node with the
 // same view, the way a converged cluster does, and check the union of what
 // they do: each instance claimed exactly once, and by the node placement chose.
+// Backups: each kind of evidence they claim on, and none without it however
+// long; what a node answers when asked; and the loop around it (a refusal
+// recorded, questions asked and their answers or silence acted on).
 
+import pino from 'pino'
 import { describe, expect, it } from 'vitest'
-import type { JobRecord, TaskRecord } from '../../crdt/schema.ts'
+import * as Y from 'yjs'
+import { ClusterState, ORIGIN } from '../../crdt/state.ts'
+import type { Member } from '../../membership/types.ts'
+import { MurmurError } from '../../node/errors.ts'
+import type { TaskRunner } from '../../node/executor/types.ts'
+import { type AskFn, Reconciler, type StateWriter } from '../../node/reconcile/loop.ts'
+import { waitUntil } from '../helpers/wait.ts'
+import { type JobRecord, type TaskRecord, taskRecordSchema } from '../../crdt/schema.ts'
 import { normalizeJob } from '../../node/jobs/spec.ts'
-import { RECONCILE_DEFAULTS, decide, demandOf, desiredInstances, isLiveState, majority, type Action, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
-import { plan, type Plan } from '../../placement/place.ts'
+import { RECONCILE_DEFAULTS, answerFor, decide, declinedBy, demandOf, desiredInstances, isLiveState, majority, type Action, type AnswerView, type ClaimAnswer, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
+import { type PendingSummary, plan, type Plan } from '../../placement/place.ts'
 import type { NodeView } from '../../placement/types.ts'
 
 const GiB = 2 ** 30
@@ -132,34 +143,6 @@ describe('decide: placing a new job', () => {
     expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 1 }])
   })
 
-  it('a backup candidate claims only after k × claimTimeoutMs from openSince', () => {
-    const web = job('web')
-    const w: World = { nodes: [node('a'), node('b'), node('c')], jobs: [web] }
-    const [placed] = planOf(w, ['web.0'], web).placements
-    expect(placed!.candidates).toHaveLength(2)
-    const [first, second] = placed!.candidates as [string, string]
-    const waiting = { job: 'web', message: `placed on ${placed!.node}; waiting for it to claim` }
-    const at = (self: string, openSince: number | undefined, claimTimeoutMs?: number): Decisions =>
-      decideAs({ ...w, ...(openSince !== undefined ? { openSince } : {}), ...(claimTimeoutMs !== undefined ? { claimTimeoutMs } : {}) }, self)
-
-    // Seen open just now (or never before): only the chosen node claims.
-    expect(at(placed!.node, undefined).actions).toEqual([claimAction('web.0')])
-    expect(at(first, undefined).actions).toEqual([])
-    expect(at(first, undefined).pending.get('web.0')).toEqual(waiting)
-    // With the default timeout T: backup 1 after 1 × T, backup 2 after 2 × T.
-    const T = RECONCILE_DEFAULTS.claimTimeoutMs
-    expect(at(first, NOW - T + 1).actions).toEqual([])
-    expect(at(first, NOW - T + 1).pending.get('web.0')).toEqual(waiting)
-    expect(at(first, NOW - T).actions).toEqual([claimAction('web.0')])
-    expect(at(second, NOW - 2 * T + 1).actions).toEqual([])
-    expect(at(second, NOW - 2 * T).actions).toEqual([claimAction('web.0')])
-    // With another timeout.
-    expect(at(first, NOW - 4_999, 5_000).actions).toEqual([])
-    expect(at(first, NOW - 5_000, 5_000).actions).toEqual([claimAction('web.0')])
-    expect(at(second, NOW - 9_999, 5_000).actions).toEqual([])
-    expect(at(second, NOW - 10_000, 5_000).actions).toEqual([claimAction('web.0')])
-  })
-
   it('a node holding off an instance does not claim it, even when chosen', () => {
     const web = job('web')
     const w: World = { nodes: [node('a'), node('b'), node('c')], jobs: [web] }
@@ -174,6 +157,191 @@ describe('decide: placing a new job', () => {
     const w: World = { nodes: [node('a'), node('b'), node('c', { alive: false })], jobs: [web], claims: [claim('web.0', 'c', { generation: 4 }), claim('web.0', 'a', { generation: 2, state: 'killed' })] }
     const [placed] = planOf(w, ['web.0'], web).placements
     expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 5 }])
+  })
+})
+
+describe('decide: backups claim on evidence, never on the clock alone', () => {
+  const web = job('web')
+  const w: World = { nodes: [node('a'), node('b'), node('c'), node('d')], jobs: [web] }
+  const [placed] = planOf(w, ['web.0'], web).placements
+  const chosen = placed!.node
+  const [first, second] = placed!.candidates as [string, string]
+  const T = RECONCILE_DEFAULTS.claimTimeoutMs
+  const BOUND = RECONCILE_DEFAULTS.claimBoundMs
+  const waiting = { job: 'web', message: `placed on ${chosen}; waiting for it to claim` }
+  type Extra = Partial<Pick<ReconcileInput, 'suspect' | 'canAsk' | 'answers' | 'claimBoundMs'>>
+  const as = (self: string, openFor: number, extra: Extra = {}, claims: TaskRecord[] = []): Decisions =>
+    decide({ ...inputOf({ ...w, claims, openSince: NOW - openFor }, self), ...extra })
+  const claims = (d: Decisions): Action[] => d.actions.filter((a) => a.kind === 'claim')
+  const asks = (d: Decisions): Action[] => d.actions.filter((a) => a.kind === 'ask')
+  /** Answers by node for web.0. */
+  const answering = (by: Record<string, ClaimAnswer>): Pick<ReconcileInput, 'canAsk' | 'answers'> =>
+    ({ canAsk: true, answers: (n, id) => id === 'web.0' ? by[n] : undefined })
+
+  it('placement names a chosen node and two backups for the scenarios below', () => {
+    expect(placed!.candidates).toHaveLength(2)
+    expect(as(chosen, 0).actions).toEqual([claimAction('web.0')])
+  })
+
+  it('no evidence: no backup claim at k × claimTimeoutMs, at 10 ×, or just before the long bound; the chosen node claims at once', () => {
+    for (const openFor of [0, T, 2 * T, 10 * T, BOUND - 1]) {
+      for (const self of [first, second]) {
+        const d = as(self, openFor)
+        expect(d.actions, `${self} after ${openFor} ms`).toEqual([])
+        expect(d.pending.get('web.0')).toEqual(waiting)
+      }
+    }
+    expect(claims(as(second, 2 * BOUND - 1))).toEqual([])
+  })
+
+  it('no evidence, with nodes to ask: no backup claim however long while the nodes before it answer that they hold it', () => {
+    const mine = answering({ [chosen]: { kind: 'mine', state: 'running' }, [first]: { kind: 'backup', chosen } })
+    for (const openFor of [T, BOUND, 10 * BOUND, NOW - LONG_AGO]) {
+      expect(claims(as(first, openFor, mine)), `after ${openFor} ms`).toEqual([])
+      expect(claims(as(second, openFor, mine)), `after ${openFor} ms`).toEqual([])
+    }
+  })
+
+  it('(a) a chosen node suspect for long (in `suspect`) is evidence: backup 1 claims, backup 2 waits for evidence against backup 1 too', () => {
+    const suspect = new Set([chosen])
+    expect(claims(as(first, 0, { suspect }))).toEqual([{ ...claimAction('web.0'), backup: `backup 1: ${chosen} has been suspect for long` }])
+    expect(claims(as(second, 0, { suspect }))).toEqual([])
+    expect(claims(as(second, 0, { suspect: new Set([chosen, first]) }))).toHaveLength(1)
+    // A short suspicion (not in `suspect`, which holds those of 5 s or more) is none: under load they come and go.
+    expect(claims(as(first, 10 * T))).toEqual([])
+  })
+
+  it('(a) a node that answers that it holds the instance is not taken over for its suspicion', () => {
+    expect(claims(as(first, 0, { suspect: new Set([chosen]), ...answering({ [chosen]: { kind: 'mine', state: 'running' } }) }))).toEqual([])
+  })
+
+  it('(b) a refusal the chosen node recorded (declined) is evidence: backup 1 claims at once, with the next generation', () => {
+    const declined = [claim('web.0', chosen, { state: 'killed', declined: true })]
+    expect(claims(as(first, 0, {}, declined))).toEqual([{ ...claimAction('web.0', 2), backup: `backup 1: ${chosen} recorded that it declined it` }])
+    expect(claims(as(second, 0, {}, declined))).toEqual([])
+    // Backup 1 refused too: backup 2's turn.
+    const both = [...declined, claim('web.0', first, { generation: 2, state: 'killed', declined: true })]
+    expect(claims(as(second, 0, {}, both))).toEqual([{ ...claimAction('web.0', 3), backup: `backup 2: ${chosen} recorded that it declined it; ${first} recorded that it declined it` }])
+  })
+
+  it('(b) a refusal the instance has moved on from is no evidence: a later claim ran and ended; a plain kill is none either', () => {
+    const stale = [claim('web.0', chosen, { state: 'killed', declined: true }), claim('web.0', 'd', { generation: 2, state: 'lost' })]
+    expect(claims(as(first, 0, {}, stale))).toEqual([])
+    expect(claims(as(first, 0, {}, [claim('web.0', chosen, { state: 'killed' })]))).toEqual([])
+  })
+
+  it('(c) with nodes to ask: backup k asks the nodes before it once the instance has been open k × claimTimeoutMs, not before', () => {
+    const ask = { canAsk: true }
+    expect(asks(as(first, T - 1, ask))).toEqual([])
+    expect(asks(as(first, T, ask))).toEqual([{ kind: 'ask', node: chosen, instance: 'web.0' }])
+    expect(asks(as(second, 2 * T - 1, ask))).toEqual([])
+    expect(asks(as(second, 2 * T, ask))).toEqual([{ kind: 'ask', node: chosen, instance: 'web.0' }, { kind: 'ask', node: first, instance: 'web.0' }])
+    // Not again while an answer stands, and never without the interface (the simulator).
+    expect(asks(as(first, T, answering({ [chosen]: { kind: 'mine', state: 'starting' } })))).toEqual([])
+    expect(asks(as(first, 10 * T))).toEqual([])
+  })
+
+  it('(c) answers that the node will not run it are evidence; answers that it holds it, waits or has not seen it are not', () => {
+    const evidence: ClaimAnswer[] = [
+      { kind: 'declined', reason: 'no room' },
+      { kind: 'not-mine', chosen: 'd' },
+      { kind: 'no-answer', reason: 'no answer within 5000 ms' },
+    ]
+    for (const answer of evidence) {
+      expect(claims(as(first, T, answering({ [chosen]: answer }))), answer.kind).toEqual([{ ...claimAction('web.0'), backup: expect.stringMatching(new RegExp(`^backup 1: ${chosen} answered`)) }])
+    }
+    const none: ClaimAnswer[] = [
+      { kind: 'mine', state: 'claiming' },
+      { kind: 'backup', chosen: 'd' },
+      { kind: 'elsewhere', holder: 'd' },
+      { kind: 'unknown' },
+    ]
+    for (const answer of none) expect(claims(as(first, 10 * T, answering({ [chosen]: answer }))), answer.kind).toEqual([])
+    // Backup 2 needs an answer of the kind from both.
+    expect(claims(as(second, 2 * T, answering({ [chosen]: { kind: 'no-answer', reason: 'timeout' }, [first]: { kind: 'backup', chosen } })))).toEqual([])
+    expect(claims(as(second, 2 * T, answering({ [chosen]: { kind: 'no-answer', reason: 'timeout' }, [first]: { kind: 'declined', reason: 'no room' } })))).toHaveLength(1)
+  })
+
+  it('the long bound: without nodes to ask, backup k claims after k × claimBoundMs; with them, only once each has answered, none that it holds it', () => {
+    expect(claims(as(first, BOUND))).toEqual([{ ...claimAction('web.0'), backup: expect.stringMatching(/^backup 1: open for \d+ ms, no claim from/) }])
+    expect(claims(as(second, BOUND))).toEqual([])
+    expect(claims(as(second, 2 * BOUND))).toHaveLength(1)
+    expect(claims(as(first, 5_000, { claimBoundMs: 5_000 }))).toHaveLength(1)
+    // A chosen node that is alive and never claims (it has not seen the job) cannot block the instance forever.
+    expect(claims(as(first, BOUND, answering({ [chosen]: { kind: 'unknown' } })))).toHaveLength(1)
+    // Unanswered yet: ask first.
+    const unasked = as(first, BOUND, { canAsk: true })
+    expect(claims(unasked)).toEqual([])
+    expect(asks(unasked)).toEqual([{ kind: 'ask', node: chosen, instance: 'web.0' }])
+  })
+
+  it('what each node answers when asked comes from its own pass: the chosen node holds it, a backup waits, any other node will not run it', () => {
+    const answerOf = (self: string): ClaimAnswer => {
+      const last = as(self, T)
+      return answerFor('web.0', { self, local: () => undefined, heldOff: () => false, claims: () => [], last })
+    }
+    expect(answerOf(chosen)).toEqual({ kind: 'mine', state: 'claiming' })
+    expect(answerOf(first)).toEqual({ kind: 'backup', chosen })
+    expect(answerOf(second)).toEqual({ kind: 'backup', chosen })
+    const other = w.nodes.map((n) => n.id).find((id) => id !== chosen && id !== first && id !== second)!
+    expect(answerOf(other)).toEqual({ kind: 'not-mine', chosen })
+  })
+})
+
+describe('answerFor: what a node answers when asked whether it will run an instance', () => {
+  const roles = new Map([
+    ['web.0', { chosen: 'b', rank: 0, room: true }],
+    ['web.1', { chosen: 'a', rank: 1, room: true }],
+    ['web.2', { chosen: 'a', rank: 2, room: false }],
+    ['web.3', { chosen: 'c', rank: -1, room: false }],
+  ])
+  const view = (over: Partial<AnswerView> = {}): AnswerView => ({ self: 'b', local: () => undefined, heldOff: () => false, claims: () => [], last: { roles, pending: new Map() }, ...over })
+
+  it('what it runs, holds off or has finished comes first, whatever its last pass said', () => {
+    expect(answerFor('web.3', view({ local: () => 'running' }))).toEqual({ kind: 'mine', state: 'running' })
+    expect(answerFor('web.0', view({ heldOff: () => true }))).toEqual({ kind: 'declined', reason: expect.stringMatching(/^b refused it or gave it up/) })
+    expect(answerFor('web.3', view({ claims: () => [claim('web.3', 'b', { state: 'exited' })] }))).toEqual({ kind: 'mine', state: 'exited' })
+  })
+
+  it('then its place in its last pass: chosen, backup with or without room, or neither', () => {
+    expect(answerFor('web.0', view())).toEqual({ kind: 'mine', state: 'claiming' })
+    expect(answerFor('web.1', view())).toEqual({ kind: 'backup', chosen: 'a' })
+    expect(answerFor('web.2', view())).toEqual({ kind: 'declined', reason: 'no room on b' })
+    expect(answerFor('web.3', view())).toEqual({ kind: 'not-mine', chosen: 'c' })
+  })
+
+  it('open and placed nowhere in its view: declined with placement\'s reason; held back by the partition rule: not its', () => {
+    // Only the message of placement's summary is read.
+    const why = { message: 'no node has 1 CPU free' } as unknown as PendingSummary
+    const pending: Decisions['pending'] = new Map([['web.5', { job: 'web', message: 'no node has 1 CPU free', why }], ['web.6', { job: 'web', message: 'this side of the cluster is a minority' }]])
+    expect(answerFor('web.5', view({ last: { roles, pending } }))).toEqual({ kind: 'declined', reason: 'no node has 1 CPU free' })
+    expect(answerFor('web.6', view({ last: { roles, pending } }))).toEqual({ kind: 'not-mine' })
+  })
+
+  it('held or finished elsewhere in its view, or not seen open at all: the asker waits', () => {
+    expect(answerFor('web.7', view({ claims: () => [claim('web.7', 'c', { state: 'starting' })] }))).toEqual({ kind: 'elsewhere', holder: 'c' })
+    expect(answerFor('web.7', view({ claims: () => [claim('web.7', 'c', { state: 'exited' })] }))).toEqual({ kind: 'elsewhere', holder: 'c' })
+    expect(answerFor('web.7', view({ claims: () => [claim('web.7', 'b', { state: 'killed' }), claim('web.7', 'c', { state: 'lost' })] }))).toEqual({ kind: 'unknown' })
+    expect(answerFor('web.7', view())).toEqual({ kind: 'unknown' })
+  })
+})
+
+describe('declinedBy', () => {
+  it('a node\'s latest claim, declined, with no claim since that was not declined', () => {
+    expect(declinedBy('a', [claim('web.0', 'a', { state: 'killed', declined: true })])).toBe(true)
+    expect(declinedBy('a', [claim('web.0', 'a', { state: 'killed' })])).toBe(false)
+    expect(declinedBy('a', [claim('web.0', 'a', { state: 'killed', declined: true }), claim('web.0', 'b', { generation: 2, state: 'killed', declined: true })])).toBe(true)
+    expect(declinedBy('a', [claim('web.0', 'a', { state: 'killed', declined: true }), claim('web.0', 'b', { generation: 2, state: 'exited' })])).toBe(false)
+    // Claimed again since (a newer generation of its own): that claim counts, not the old refusal.
+    expect(declinedBy('a', [claim('web.0', 'a', { state: 'killed', declined: true }), claim('web.0', 'a', { generation: 3, state: 'starting' })])).toBe(false)
+    expect(declinedBy('b', [claim('web.0', 'a', { state: 'killed', declined: true })])).toBe(false)
+  })
+
+  it('peers write it, so the schema checks it: only `true`, or absent', () => {
+    const record = claim('web.0', 'a', { state: 'killed' })
+    expect(taskRecordSchema.safeParse(record).success).toBe(true)
+    expect(taskRecordSchema.safeParse({ ...record, declined: true }).success).toBe(true)
+    for (const declined of [false, 'yes', 1, null]) expect(taskRecordSchema.safeParse({ ...record, declined }).success, String(declined)).toBe(false)
   })
 })
 
@@ -391,9 +559,13 @@ describe('decide: the partition rule', () => {
     expect(lone.actions.filter((x) => x.kind === 'claim').map((x) => x.instance).sort()).toEqual(['web.0', 'web.1', 'web.2'])
     const held = decide({ ...inputOf({ nodes: [node('a'), node('b')], jobs: [job('api')], claims: [claim('api.0', 'b')], majority: false }, 'a'), suspect: new Set(['b']) })
     expect(held.actions).toEqual([])
-    // On the majority side a suspicion (they come and go under load) does not change the placement every node computes.
+    // On the majority side a suspicion (they come and go under load) does not change the placement every node computes;
+    // a long one only gives a backup of the suspects' instances its evidence (see the backup tests).
     const w: World = { nodes: [node('a'), node('b'), node('c')], jobs: [web] }
-    expect(decide({ ...inputOf(w, 'a'), suspect: new Set(['b', 'c']) }).actions).toEqual(decideAs(w, 'a').actions)
+    const plain = decideAs(w, 'a')
+    const suspected = decide({ ...inputOf(w, 'a'), suspect: new Set(['b', 'c']) })
+    expect([...suspected.roles]).toEqual([...plain.roles])
+    expect(suspected.actions.filter((x) => x.kind !== 'claim' || x.backup === undefined)).toEqual(plain.actions)
   })
 
   it('an instance given up by an unreachable node is placed on a minority side', () => {
@@ -517,9 +689,9 @@ describe('decide: no node overcommitted', () => {
 
   // Backups claim in the same pass as the node's own placements, and the plan
   // counted the backups' demand on their chosen node: once every instance has
-  // been open for k × claimTimeoutMs, a node takes a backup only within its own
+  // been open past the long bound, a node takes a backup only within its own
   // free capacity (b is a's candidate for cores.0 and cores.1).
-  it('backup claims past their timeout do not overcommit a node either', () => {
+  it('backup claims past the long bound do not overcommit a node either', () => {
     const claims = unionOfClaims(decideAll({ ...w, openSince: LONG_AGO }))
     expect(perNode(claims).a).toBeLessThanOrEqual(2)
     expect(perNode(claims).b).toBeLessThanOrEqual(2)
@@ -624,5 +796,98 @@ describe('majority', () => {
     expect(majority([m('a', 'alive'), m('b', 'dead'), m('c', 'dead')], NOW, WINDOW)).toBe(false)
     // Once the others are past the window, it is alone in its membership and holds it again.
     expect(majority([m('b', 'alive'), m('a', 'dead', 2 * WINDOW), m('c', 'dead', 2 * WINDOW)], NOW, WINDOW)).toBe(true)
+  })
+})
+
+describe('Reconciler: refusals recorded, questions asked', () => {
+  const NODES = ['a', 'b', 'c', 'd']
+  /** The shared state of NODES with one job `web` of one instance, as `self` holds it: each node wrote its own record. */
+  function stateOf (self: string): ClusterState {
+    const replicas = NODES.map((id, i) => {
+      const doc = new Y.Doc()
+      doc.clientID = i + 1
+      const s = new ClusterState({ self: id, life: 'life-1', doc })
+      s.setNode({ id, addrs: [], apiUrl: '', cpuMillis: 4_000, memoryBytes: 8 * GiB, labels: {}, startedAt: 1, updatedAt: 1 })
+      return s
+    })
+    replicas[0]!.putJob({ ...job('web').record, submittedAt: Date.now(), updatedAt: Date.now() })
+    const mine = replicas[NODES.indexOf(self)]!
+    for (const r of replicas) if (r !== mine) Y.applyUpdate(mine.doc, Y.encodeStateAsUpdate(r.doc), ORIGIN.remote)
+    return mine
+  }
+  const members = (): Member[] => NODES.map((id) => ({ id, addrs: [], incarnation: 0, state: 'alive', meta: {} as Member['meta'], stateSinceMs: 0, lastHeardMs: null }))
+  /** A task runner that refuses every start, or records them. */
+  function runner (refuse: boolean): TaskRunner & { started: string[] } {
+    const started: string[] = []
+    return {
+      started,
+      list: () => [],
+      on: () => {},
+      off: () => {},
+      start: async (spec: { id: string }) => {
+        started.push(spec.id)
+        if (refuse) throw new MurmurError('NO_ROOM', 'not enough CPU free on this node', 1, 503)
+        return { id: spec.id, phase: 'running', startedAt: Date.now() }
+      },
+      stop: async (id: string) => ({ id, phase: 'ended', exit: null }),
+    } as unknown as TaskRunner & { started: string[] }
+  }
+  const FAST = { intervalMs: 10, claimTimeoutMs: 30, answerTtlMs: 60, askIntervalMs: 10, askTimeoutMs: 200 }
+  const quiet = pino({ level: 'silent' })
+  const [placed] = plan({ nodes: NODES.map((id) => node(id)), allocations: [] }, [demandOf('web.0', 'web', job('web').spec!)]).placements
+  const chosen = placed!.node
+  const first = placed!.candidates[0]!
+
+  function loop (self: string, executor: TaskRunner, ask?: AskFn): { reconciler: Reconciler, state: ClusterState } {
+    const state = stateOf(self)
+    const reconciler = new Reconciler({ self, state: { state, write: async (fn) => { state.transact(() => { fn(state) }) } } as StateWriter, executor, members, log: quiet, config: FAST, ...(ask === undefined ? {} : { ask }) })
+    reconciler.start((listener) => state.onChange(listener))
+    return { reconciler, state }
+  }
+
+  it('a chosen node whose executor refuses the start records its claim declined, at the claim\'s generation, and answers that it declines', async () => {
+    const { reconciler, state } = loop(chosen, runner(true))
+    try {
+      const record = await waitUntil('the refusal recorded', async () => state.taskClaims('web.0').find((c) => c.node === chosen), (r) => r !== undefined, 5_000, 10)
+      expect(record).toMatchObject({ node: chosen, generation: 1, state: 'killed', declined: true, exit: { reason: expect.stringMatching(/^not started here: not enough CPU/) } })
+      expect(reconciler.answer(['web.0'])).toEqual({ 'web.0': { kind: 'declined', reason: expect.any(String) } })
+      // The backups read it as evidence.
+      expect(declinedBy(chosen, state.taskClaims('web.0'))).toBe(true)
+    } finally {
+      await reconciler.close()
+    }
+  })
+
+  it('a backup asks the chosen node, batched; while it answers that it holds the instance, no claim; once it declines, the backup claims', async () => {
+    let answer: ClaimAnswer = { kind: 'mine', state: 'starting' }
+    const questions: Array<{ node: string, instances: string[] }> = []
+    const executor = runner(false)
+    const { reconciler } = loop(first, executor, async (n, instances) => {
+      questions.push({ node: n, instances })
+      return Object.fromEntries(instances.map((id) => [id, answer]))
+    })
+    try {
+      await waitUntil('a few questions', async () => questions.length, (n) => n >= 3, 5_000, 10)
+      expect(new Set(questions.map((q) => q.node))).toEqual(new Set([chosen]))
+      expect(questions.every((q) => q.instances.length === 1 && q.instances[0] === 'web.0')).toBe(true)
+      expect(executor.started).toEqual([])
+      answer = { kind: 'declined', reason: 'no room' }
+      await waitUntil('the backup to claim', async () => executor.started, (s) => s.length > 0, 5_000, 10)
+      expect(executor.started).toEqual(['web.0'])
+      expect(reconciler.stats.backupClaims).toBe(1)
+    } finally {
+      await reconciler.close()
+    }
+  })
+
+  it('a chosen node that does not answer in time counts as not running it', async () => {
+    const executor = runner(false)
+    const { reconciler } = loop(first, executor, async (_n, _instances, signal) => await new Promise((_resolve, reject) => { signal.addEventListener('abort', () => { reject(new Error('aborted')) }) }))
+    try {
+      await waitUntil('the backup to claim', async () => executor.started, (s) => s.length > 0, 5_000, 10)
+      expect(reconciler.stats.unanswered).toBeGreaterThan(0)
+    } finally {
+      await reconciler.close()
+    }
   })
 })
