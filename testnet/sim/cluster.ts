@@ -118,6 +118,8 @@ export class SimCluster implements NetworkHost {
   private readonly rng: Rng
   private readonly metaOf: (id: string, rng: Rng) => MemberMeta
   private readonly nodes = new Map<string, SimMember>()
+  /** Hosts that talk the apps' protocols without being members, and where what reaches them goes. */
+  private readonly outsiders = new Map<string, (from: string, bytes: Uint8Array) => void>()
   /** Each member's view, kept from its events so that checks are cheap. */
   private readonly views = new Map<string, Map<string, MemberState>>()
   private readonly aliveCounts = new Map<string, number>()
@@ -184,6 +186,19 @@ export class SimCluster implements NetworkHost {
     node.nextJoinMs = this.nowMs + JOIN_RETRY_MS
     node.swim.join(node.joinAddrs)
     this.flush(node, this.nowMs)
+  }
+
+  /**
+   * A host on the network that is no member: nobody's membership knows it, but it
+   * can send app bytes to members and hears their answers, through the network
+   * and its faults, like a peer that connects without joining (a hostile one, in
+   * tests). Returns how it sends.
+   */
+  outsider (id: string, receive: (from: string, bytes: Uint8Array) => void): (to: string, bytes: Uint8Array) => void {
+    if (this.nodes.has(id) || this.outsiders.has(id)) throw new Error(`host ${id} exists`)
+    this.outsiders.set(id, receive)
+    this.network.register(id, `sim://${id}`)
+    return (to, bytes) => { this.network.send(id, { to, addrs: [], message: { type: 'app', bytes } }, this.nowMs) }
   }
 
   /** Runs `action` at virtual time `atMs` (at the tick that reaches it). */
@@ -302,6 +317,12 @@ export class SimCluster implements NetworkHost {
   // ---- NetworkHost ----------------------------------------------------------
 
   deliver (to: string, from: string, message: Wire, nowMs: number): void {
+    const outsider = this.outsiders.get(to)
+    if (outsider !== undefined) {
+      this.nowMs = nowMs
+      if (message.type === 'app') outsider(from, message.bytes)
+      return
+    }
     const node = this.node(to)
     this.nowMs = nowMs
     if (message.type === 'app') {
