@@ -14,14 +14,16 @@ import type { TaskRunner } from './executor/types.ts'
 import { LocalTasks } from './jobs/local.ts'
 import { JobService, type TaskPeers } from './jobs/service.ts'
 import type { Lifecycle } from './lifecycle.ts'
+import type { ClaimAnswer } from './reconcile/decide.ts'
 import { type ReconcileConfig, Reconciler } from './reconcile/loop.ts'
 import type { RpcHandlers } from './rpc.ts'
 import { type StateMembers, StateService, type StateStorage } from './state.ts'
 import type { StateTransport } from './state-transport.ts'
 
-/** The task RPC of a world: it answers other nodes with `handlers` and asks them through `peers`. */
+/** The task RPC of a world: it asks other nodes at once, and answers them once started with this node's handlers. */
 export interface TaskRpcPart extends TaskPeers {
-  start (): Promise<void>
+  willRun (peer: string, instances: readonly string[], signal?: AbortSignal): Promise<Record<string, ClaimAnswer>>
+  start (handlers: RpcHandlers): Promise<void>
   stop (): Promise<void>
 }
 
@@ -47,8 +49,8 @@ export interface CoreInit {
   executor: TaskRunner
   state: StateConfig
   reconcile: Partial<ReconcileConfig>
-  /** The world's task RPC, answering with this node's handlers. */
-  rpc: (handlers: RpcHandlers) => TaskRpcPart
+  /** The world's task RPC. */
+  rpc: TaskRpcPart
 }
 
 /** Builds and starts the core parts in order; each is stopped in reverse by `parts`. */
@@ -65,6 +67,7 @@ export async function startCore (parts: Lifecycle<CoreParts>, init: CoreInit): P
     random: init.random,
   })
   await parts.add('state', state, async () => { await state.start() }, async () => { await state.stop() })
+  const rpc = init.rpc
   const reconciler = await parts.add('reconciler', new Reconciler({
     self,
     state,
@@ -73,14 +76,18 @@ export async function startCore (parts: Lifecycle<CoreParts>, init: CoreInit): P
     log: log.child({ component: 'reconcile' }),
     config: init.reconcile,
     clock,
+    // A backup asks the nodes ranked before it whether they run an instance before it takes it.
+    ask: async (node, instances, signal) => await rpc.willRun(node, instances, signal),
   }), undefined, async () => { await reconciler.close() })
   const local = new LocalTasks(reconciler, init.executor)
-  const rpc = init.rpc({
-    logs: async (req, signal) => await local.logs(req, signal),
-    usage: (tasks) => local.usage(tasks),
-    kill: async (task) => { reconciler.kill(task) },
-  })
-  await parts.add('rpc', rpc, async () => { await rpc.start() }, async () => { await rpc.stop() })
+  await parts.add('rpc', rpc, async () => {
+    await rpc.start({
+      logs: async (req, signal) => await local.logs(req, signal),
+      usage: (tasks) => local.usage(tasks),
+      kill: async (task) => { reconciler.kill(task) },
+      willRun: (instances) => reconciler.answer(instances),
+    })
+  }, async () => { await rpc.stop() })
   const jobs = await parts.add('jobs', new JobService({ self, state, reconciler, local, peers: rpc, log: log.child({ component: 'jobs' }), clock, newId: init.newId }))
   return { state, reconciler, rpc, jobs }
 }

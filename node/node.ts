@@ -195,7 +195,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         executor,
         state: config.state,
         reconcile: reconcileConfig({ deadRetentionMs: config.membership.deadRetentionMs, taskRetentionMs: config.state.taskRetentionMs }, config.reconcile),
-        rpc: (handlers) => new TaskRpc(host, handlers, log.child({ component: 'rpc' }), faults),
+        rpc: new TaskRpc(host, log.child({ component: 'rpc' }), faults),
       })
       state.on('change', (change) => { events.emit('state', change) })
       const node = await parts.add('node', new MurmurNode({ config, log, dataDir, parts, apiUrl }))

@@ -85,19 +85,20 @@ interface ErrorBody { code: string, message: string, status: number }
 export class TaskRpc {
   private readonly host: Host
   private readonly log: Logger
-  private readonly handlers: RpcHandlers
+  private handlers: RpcHandlers | null = null
   private readonly serving = new Set<AbortController>()
   /** Testnet fault rules: every frame received, asked for or served, passes them. */
   private readonly faults: FaultInjector | undefined
 
-  constructor (host: Host, handlers: RpcHandlers, log: Logger, faults?: FaultInjector) {
+  /** Asks other nodes at once; answers them once started with this node's handlers. */
+  constructor (host: Host, log: Logger, faults?: FaultInjector) {
     this.host = host
-    this.handlers = handlers
     this.log = log
     this.faults = faults
   }
 
-  async start (): Promise<void> {
+  async start (handlers: RpcHandlers): Promise<void> {
+    this.handlers = handlers
     await this.host.handle(TASKS_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: RPC_LIMITS.inboundStreamsMax })
     await this.host.handle(TASK_FOLLOW_PROTOCOL, (stream, connection) => { void this.serve(stream, connection.remotePeer.toString()) }, { maxInboundStreams: RPC_LIMITS.inboundFollowsMax })
   }
@@ -204,6 +205,8 @@ export class TaskRpc {
   }
 
   private async serve (raw: Stream, peer: string): Promise<void> {
+    const handlers = this.handlers
+    if (handlers === null) { raw.abort(new Error('not started')); return }
     const controller = new AbortController()
     this.serving.add(controller)
     raw.addEventListener('close', () => { controller.abort() }, { once: true })
@@ -223,11 +226,11 @@ export class TaskRpc {
       }
       const req = parsed.data
       try {
-        if (req.op === 'usage') await sendJson(lp, 'J', this.handlers.usage(req.tasks), signal)
-        else if (req.op === 'kill') { await this.handlers.kill(req.task); await sendJson(lp, 'J', { ok: true }, signal) } else if (req.op === 'will-run') {
-          if (this.handlers.willRun === undefined) throw new MurmurError('NOT_SUPPORTED', 'this node does not answer will-run questions', 1, 501)
-          await sendJson(lp, 'J', this.handlers.willRun(req.tasks), signal)
-        } else await this.serveLogs(lp, req, signal)
+        if (req.op === 'usage') await sendJson(lp, 'J', handlers.usage(req.tasks), signal)
+        else if (req.op === 'kill') { await handlers.kill(req.task); await sendJson(lp, 'J', { ok: true }, signal) } else if (req.op === 'will-run') {
+          if (handlers.willRun === undefined) throw new MurmurError('NOT_SUPPORTED', 'this node does not answer will-run questions', 1, 501)
+          await sendJson(lp, 'J', handlers.willRun(req.tasks), signal)
+        } else await this.serveLogs(handlers, lp, req, signal)
       } catch (err) {
         const e = err as MurmurError
         if (!signal.aborted) await sendJson(lp, 'J', { error: { code: e.code ?? 'INTERNAL', message: e.message, status: e.httpStatus ?? 500 } }, signal).catch(() => {})
@@ -241,8 +244,8 @@ export class TaskRpc {
     }
   }
 
-  private async serveLogs (lp: LengthPrefixedStream<Stream>, req: LogsRequest, signal: AbortSignal): Promise<void> {
-    const answer = await this.handlers.logs(req, signal)
+  private async serveLogs (handlers: RpcHandlers, lp: LengthPrefixedStream<Stream>, req: LogsRequest, signal: AbortSignal): Promise<void> {
+    const answer = await handlers.logs(req, signal)
     if ('range' in answer) {
       await sendJson(lp, 'J', answer.range, signal)
       for (let at = 0; at < answer.data.length; at += RPC_LIMITS.dataFrameBytes) await send(lp, 'D', answer.data.subarray(at, at + RPC_LIMITS.dataFrameBytes), signal)

@@ -302,7 +302,9 @@ export class Reconciler {
    * gossip updates a second) costs a bounded share of the event loop.
    */
   schedule (): void {
-    if (this.scheduled || this.closed) return
+    // Before start the node has not judged its previous life's tasks, nor does it hear their exits:
+    // a pass then (a job submitted while the node boots) would start what nobody records.
+    if (this.scheduled || this.closed || this.timer === null) return
     this.scheduled = true
     const wait = this.lastPassEnd + Math.max(2, 2 * this.stats.lastPassMs) - this.clock.monotonic()
     const run = (): void => {

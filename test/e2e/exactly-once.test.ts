@@ -102,8 +102,8 @@ describe('will-run over libp2p', () => {
     const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000 })
     await host.start()
     hosts.push(host)
-    const rpc = new TaskRpc(host, { ...unused, ...(willRun === undefined ? {} : { willRun }) }, quiet)
-    await rpc.start()
+    const rpc = new TaskRpc(host, quiet)
+    await rpc.start({ ...unused, ...(willRun === undefined ? {} : { willRun }) })
     rpcs.push(rpc)
     return { host, rpc }
   }

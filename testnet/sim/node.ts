@@ -98,7 +98,7 @@ export class SimNode implements SimApp {
     const state = stateConfig(init.profile, init.state)
     const ids = rng.fork('ids')
     const alive = (): string[] => swim.list().filter((m) => m.id !== id && m.state === 'alive').map((m) => m.id)
-    let rpc: SimTaskRpc | null = null
+    const rpc = this.rpc = new SimTaskRpc({ self: id, clock, send: sendRpc })
     this.core = await startCore(this.parts, {
       self: id,
       log: this.log,
@@ -116,9 +116,8 @@ export class SimNode implements SimApp {
       executor: this.runner,
       state,
       reconcile: reconcileConfig({ deadRetentionMs: init.stableWindowMs, taskRetentionMs: state.taskRetentionMs }, init.reconcile),
-      rpc: (handlers) => (rpc = new SimTaskRpc({ self: id, clock, send: sendRpc, handlers })),
+      rpc,
     })
-    this.rpc = rpc
     if (this.closed) return
     const core = this.core
     await boot({

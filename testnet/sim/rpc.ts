@@ -8,7 +8,8 @@ import type { Clock } from '../../node/clock.ts'
 import type { TaskRpcPart } from '../../node/core.ts'
 import { MurmurError } from '../../node/errors.ts'
 import type { TaskUsage } from '../../node/executor/types.ts'
-import { type LogsAnswer, type LogsRequest, RPC_LIMITS, type RpcHandlers, type RpcRequest, rpcRequestSchema } from '../../node/rpc.ts'
+import type { ClaimAnswer } from '../../node/reconcile/decide.ts'
+import { type LogsAnswer, type LogsRequest, RPC_LIMITS, type RpcHandlers, type RpcRequest, rpcRequestSchema, willRunAnswerSchema } from '../../node/rpc.ts'
 
 const KIND = { request: 1, reply: 2 } as const
 
@@ -21,20 +22,22 @@ export interface SimRpcInit {
   self: string
   clock: Clock
   send (to: string, bytes: Uint8Array): void
-  handlers: RpcHandlers
 }
 
 export class SimTaskRpc implements TaskRpcPart {
   private readonly init: SimRpcInit
   private nextId = 1
   private readonly waiting = new Map<number, { peer: string, resolve: (value: unknown) => void, reject: (err: Error) => void }>()
+  private handlers: RpcHandlers | null = null
   private stopped = false
 
   constructor (init: SimRpcInit) {
     this.init = init
   }
 
-  async start (): Promise<void> {}
+  async start (handlers: RpcHandlers): Promise<void> {
+    this.handlers = handlers
+  }
 
   async stop (): Promise<void> {
     this.stopped = true
@@ -48,6 +51,12 @@ export class SimTaskRpc implements TaskRpcPart {
 
   async kill (peer: string, task: string): Promise<void> {
     await this.request(peer, { op: 'kill', task })
+  }
+
+  async willRun (peer: string, instances: readonly string[]): Promise<Record<string, ClaimAnswer>> {
+    const parsed = willRunAnswerSchema.safeParse(await this.request(peer, { op: 'will-run', tasks: [...instances] }))
+    if (!parsed.success) throw new MurmurError('BAD_PEER_REPLY', `${peer} answered a will-run question with something else`, 1, 502)
+    return parsed.data
   }
 
   async logs (peer: string, req: Omit<LogsRequest, 'op'>): Promise<LogsAnswer> {
@@ -65,7 +74,7 @@ export class SimTaskRpc implements TaskRpcPart {
     } catch {
       return
     }
-    if (bytes[0] === KIND.request) void this.answer(from, body)
+    if (bytes[0] === KIND.request && this.handlers !== null) void this.answer(this.handlers, from, body)
     else if (bytes[0] === KIND.reply) this.settle(from, body)
   }
 
@@ -86,32 +95,19 @@ export class SimTaskRpc implements TaskRpcPart {
     })
   }
 
-  private async answer (from: string, body: unknown): Promise<void> {
+  private async answer (handlers: RpcHandlers, from: string, body: unknown): Promise<void> {
     const id = typeof body === 'object' && body !== null && typeof (body as { id?: unknown }).id === 'number' ? (body as { id: number }).id : undefined
     if (id === undefined) return
     const parsed = rpcRequestSchema.safeParse((body as { req?: unknown }).req)
     let reply: unknown
     try {
       if (!parsed.success) throw new MurmurError('BAD_REQUEST', `a malformed task request: ${parsed.error.issues[0]?.message ?? 'invalid'}`, 2, 400)
-      reply = { id, value: await this.dispatch(parsed.data) }
+      reply = { id, value: await dispatch(handlers, parsed.data) }
     } catch (err) {
       const e = err instanceof MurmurError ? err : new MurmurError('INTERNAL', (err as Error).message, 1, 500)
       reply = { id, error: { code: e.code, message: e.message, status: e.httpStatus } }
     }
     if (!this.stopped) this.init.send(from, encode(KIND.reply, reply))
-  }
-
-  private async dispatch (req: RpcRequest): Promise<unknown> {
-    const { handlers } = this.init
-    switch (req.op) {
-      case 'usage': return handlers.usage(req.tasks)
-      case 'kill': await handlers.kill(req.task); return null
-      case 'logs': {
-        const answer = await handlers.logs(req, new AbortController().signal)
-        if ('follow' in answer) throw new MurmurError('NOT_SIMULATED', 'the simulated network carries no log follows', 1, 501)
-        return { range: answer.range, data: answer.data.toString('base64') }
-      }
-    }
   }
 
   private settle (from: string, body: unknown): void {
@@ -131,4 +127,20 @@ function encode (kind: number, body: unknown): Uint8Array {
   out[0] = kind
   out.set(json, 1)
   return out
+}
+
+/** What a node answers to a request: its own handlers, as node/rpc.ts's server calls them. */
+async function dispatch (handlers: RpcHandlers, req: RpcRequest): Promise<unknown> {
+  switch (req.op) {
+    case 'usage': return handlers.usage(req.tasks)
+    case 'kill': await handlers.kill(req.task); return null
+    case 'will-run':
+      if (handlers.willRun === undefined) throw new MurmurError('NOT_SUPPORTED', 'this node does not answer will-run questions', 1, 501)
+      return handlers.willRun(req.tasks)
+    case 'logs': {
+      const answer = await handlers.logs(req, new AbortController().signal)
+      if ('follow' in answer) throw new MurmurError('NOT_SIMULATED', 'the simulated network carries no log follows', 1, 501)
+      return { range: answer.range, data: answer.data.toString('base64') }
+    }
+  }
 }
