@@ -9,7 +9,7 @@ import { SIM, LAN, crashDetectionBoundMs } from '../../membership/config.ts'
 import type { MemberMeta } from '../../membership/types.ts'
 import { SimCluster } from '../../testnet/sim/cluster.ts'
 import { SimClock } from '../../testnet/sim/clock.ts'
-import { type SimMachine, SimNode } from '../../testnet/sim/node.ts'
+import { CHANNEL, type SimMachine, SimNode } from '../../testnet/sim/node.ts'
 import { Rng, seedFromEnv } from '../../testnet/sim/rng.ts'
 import { SimRunner } from '../../testnet/sim/runner.ts'
 import { SimStateTransport } from '../../testnet/sim/transport.ts'
@@ -53,8 +53,7 @@ membershipConformance(`simulator (seed ${seed}; replay with SEED=${seed})`, simH
 
 /** What each simulated machine offers. */
 const META: MemberMeta = { cpuMillis: 4_000, memoryBytes: 8 * 1024 ** 3, labels: { zone: 'sim' } }
-/** The first byte of a simulated node's app message for its state (testnet/sim/node.ts). */
-const STATE_CHANNEL = 1
+const STATE_CHANNEL = CHANNEL.state
 /** How long, in virtual time, the state scenarios wait for what they expect: a liveness limit, far above what they take. */
 const WAIT_MS = 60_000
 const HOSTILE = 'mallory'

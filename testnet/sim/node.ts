@@ -34,7 +34,7 @@ export interface SimMachine {
 /** How long an append takes to be on the simulated disk (an fsync), drawn in [min, max]. */
 const FSYNC_MS = [1, 8] as const
 /** The first byte of an app message: which part of the node it is for. */
-const CHANNEL = { state: 1, rpc: 2 } as const
+export const CHANNEL = { state: 1, rpc: 2 } as const
 
 export interface SimNodeInit {
   context: AppContext

@@ -5,8 +5,10 @@
 //   publish ──▶ GOSSIP to every member seen alive or suspect (what a gossipsub mesh reaches)
 //   open(peer) ──▶ ASK frames ──▶ the peer's channel ──▶ ANSWER frames back; ABORT ends it early
 //
-// Lost packets are lost: a sync whose frames do not arrive fails on the
-// service's own deadline, as over TCP when the peer stops answering.
+// A channel is a stream, as a libp2p stream over TCP is: its frames carry a
+// sequence number and are read in order, once, however the network reorders or
+// duplicates them. Lost packets are lost: a sync whose frames do not arrive fails
+// on the service's own deadline, as over TCP when the peer stops answering.
 
 import { SYNC_LIMITS } from '../../crdt/sync.ts'
 import type { Clock } from '../../node/clock.ts'
@@ -44,16 +46,16 @@ export class SimStateTransport implements StateTransport {
   async publish (data: Uint8Array): Promise<void> {
     const peers = this.init.reachable()
     if (peers.length === 0) throw new Error('no member to publish to')
-    const message = withHeader(KIND.gossip, 0, data)
+    const message = withHeader(KIND.gossip, 0, 0, data)
     for (const peer of peers) this.init.send(peer, message)
   }
 
   async open (peer: string, signal: AbortSignal): Promise<SyncChannel> {
     signal.throwIfAborted()
     const id = this.nextChannel++
-    const channel = new SimChannel(peer, (frame) => { this.init.send(peer, withHeader(KIND.ask, id, frame)) }, () => {
+    const channel = new SimChannel(peer, (seq, frame) => { this.init.send(peer, withHeader(KIND.ask, id, seq, frame)) }, () => {
       this.asked.delete(id)
-    }, () => { this.init.send(peer, withHeader(KIND.abortAsk, id, new Uint8Array(0))) })
+    }, () => { this.init.send(peer, withHeader(KIND.abortAsk, id, 0, new Uint8Array(0))) })
     this.asked.set(id, channel)
     return channel
   }
@@ -71,10 +73,12 @@ export class SimStateTransport implements StateTransport {
   /** A message of the state's from the network. */
   receive (from: string, bytes: Uint8Array): void {
     const handlers = this.handlers
-    if (handlers === null || bytes.length < 5) return
+    if (handlers === null || bytes.length < HEADER_BYTES) return
     const kind = bytes[0]
-    const id = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1)
-    const body = bytes.subarray(5)
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    const id = view.getUint32(1)
+    const seq = view.getUint32(5)
+    const body = bytes.subarray(HEADER_BYTES)
     switch (kind) {
       case KIND.gossip:
         if (handlers.validate(from, body) === null) handlers.gossip(from, body)
@@ -83,18 +87,18 @@ export class SimStateTransport implements StateTransport {
         const key = `${from}/${id}`
         let channel = this.answering.get(key)
         if (channel === undefined) {
-          channel = new SimChannel(from, (frame) => { this.init.send(from, withHeader(KIND.answer, id, frame)) }, () => {
+          channel = new SimChannel(from, (next, frame) => { this.init.send(from, withHeader(KIND.answer, id, next, frame)) }, () => {
             this.answering.delete(key)
-          }, () => { this.init.send(from, withHeader(KIND.abortAnswer, id, new Uint8Array(0))) })
+          }, () => { this.init.send(from, withHeader(KIND.abortAnswer, id, 0, new Uint8Array(0))) })
           this.answering.set(key, channel)
           handlers.channel(channel)
         }
-        channel.deliver(body)
+        channel.deliver(seq, body)
         return
       }
       case KIND.answer: {
         const channel = this.asked.get(id)
-        if (channel?.peer === from) channel.deliver(body)
+        if (channel?.peer === from) channel.deliver(seq, body)
         return
       }
       case KIND.abortAsk:
@@ -110,14 +114,18 @@ export class SimStateTransport implements StateTransport {
 
 class SimChannel implements SyncChannel {
   readonly peer: string
-  private readonly out: (frame: Uint8Array) => void
+  private readonly out: (seq: number, frame: Uint8Array) => void
   private readonly forget: () => void
   private readonly tellAbort: () => void
   private readonly queue: Uint8Array[] = []
+  private sent = 0
+  /** The sequence number of the next frame to read, and frames that arrived ahead of it. */
+  private expected = 0
+  private readonly ahead = new Map<number, Uint8Array>()
   private waiting: { resolve: (bytes: Uint8Array) => void, reject: (err: Error) => void } | null = null
   private failed: Error | null = null
 
-  constructor (peer: string, out: (frame: Uint8Array) => void, forget: () => void, tellAbort: () => void) {
+  constructor (peer: string, out: (seq: number, frame: Uint8Array) => void, forget: () => void, tellAbort: () => void) {
     this.peer = peer
     this.out = out
     this.forget = forget
@@ -127,7 +135,7 @@ class SimChannel implements SyncChannel {
   async write (frame: Uint8Array, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted()
     if (this.failed !== null) throw this.failed
-    this.out(frame)
+    this.out(this.sent++, frame)
   }
 
   async read (signal: AbortSignal): Promise<Uint8Array> {
@@ -154,16 +162,21 @@ class SimChannel implements SyncChannel {
     this.fail(err)
   }
 
-  deliver (bytes: Uint8Array): void {
-    if (this.failed !== null) return
+  /** A frame from the network: kept until the frames before it have come, read once. */
+  deliver (seq: number, bytes: Uint8Array): void {
+    if (this.failed !== null || seq < this.expected || this.ahead.has(seq)) return
     if (bytes.length > SYNC_LIMITS.frameBytesMax) {
       this.fail(new PeerError('oversized', `a sync frame over ${SYNC_LIMITS.frameBytesMax} bytes`))
       return
     }
-    const waiting = this.waiting
-    this.waiting = null
-    if (waiting !== null) waiting.resolve(bytes)
-    else this.queue.push(bytes)
+    this.ahead.set(seq, bytes)
+    for (let next = this.ahead.get(this.expected); next !== undefined; next = this.ahead.get(this.expected)) {
+      this.ahead.delete(this.expected++)
+      const waiting = this.waiting
+      this.waiting = null
+      if (waiting !== null) waiting.resolve(next)
+      else this.queue.push(next)
+    }
   }
 
   fail (err: Error): void {
@@ -176,11 +189,16 @@ class SimChannel implements SyncChannel {
   }
 }
 
-function withHeader (kind: number, id: number, body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(5 + body.length)
+/** kind (1 byte), channel id (4), the frame's sequence number in its channel (4). */
+const HEADER_BYTES = 9
+
+function withHeader (kind: number, id: number, seq: number, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(HEADER_BYTES + body.length)
   out[0] = kind
-  new DataView(out.buffer).setUint32(1, id)
-  out.set(body, 5)
+  const view = new DataView(out.buffer)
+  view.setUint32(1, id)
+  view.setUint32(5, seq)
+  out.set(body, HEADER_BYTES)
   return out
 }
 
