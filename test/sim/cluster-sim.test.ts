@@ -97,4 +97,18 @@ describe('the cluster simulator', () => {
     // Without the planted bug, the same trace is fine.
     expect((await runScenario(shrunk!.scenario)).violations).toEqual([])
   }, 120_000)
+
+  it('runs every batch instance exactly once in seeds with no fault, and catches backups that claim on time alone (planted)', async () => {
+    const quiet = [8, 16, 24, 32].map((seed) => generate(seed, { nodes: 5, chaosMs: 30_000 }))
+    const results = await Promise.all(quiet.map(async (scenario) => await runScenario(scenario)))
+    for (const r of results) {
+      expect(r.quiet).toBe(true)
+      expect(r.violations, explain(r)).toEqual([])
+      expect(r.batchRunTwice).toBe(0)
+    }
+    expect(results.reduce((n, r) => n + r.runs, 0)).toBeGreaterThan(50)
+    // The bug the rule replaced: a backup that claims once an instance has been open a while, whatever the chosen node does.
+    const planted = await runScenario(quiet[0]!, { reconcile: { claimTimeoutMs: 0, claimBoundMs: 0 } })
+    expect(planted.violations.map((v) => v.invariant)).toContain('exactly-once')
+  }, 120_000)
 })
