@@ -358,8 +358,17 @@ function duplicatesOf (instances: Iterable<string>, runs: (id: string) => readon
  */
 class RunBook {
   private readonly runs = new Map<string, Map<string, string>>()
+  /** Per instance, each node's claim (by generation): when a record of it first reached a stream, and its task's start time. */
+  private readonly claims = new Map<string, Map<string, { node: string, firstSeen: number, startedAt: number | undefined }>>()
 
-  put (r: TaskRecord): void {
+  /** `seenAt`: the machine's clock (ms since the epoch) when a stream brought the record. */
+  put (r: TaskRecord, seenAt: number): void {
+    let claims = this.claims.get(r.id)
+    if (claims === undefined) this.claims.set(r.id, claims = new Map())
+    const key = `${r.node} ${r.generation}`
+    const claim = claims.get(key)
+    if (claim === undefined) claims.set(key, { node: r.node.slice(-8), firstSeen: seenAt, startedAt: r.startedAt })
+    else claim.startedAt ??= r.startedAt
     if (r.startedAt === undefined) return
     let runs = this.runs.get(r.id)
     if (runs === undefined) this.runs.set(r.id, runs = new Map())
@@ -368,6 +377,16 @@ class RunBook {
 
   of (id: string): string[] {
     return [...this.runs.get(id)?.values() ?? []]
+  }
+
+  /**
+   * How the claims of an instance came about, from its submission (ms since the epoch): each node's task start
+   * (its executor entry, right after the claim) and when its claim first reached a stream. For a duplicate, this
+   * says whether the first claim was late to be made or late to be seen when the second node claimed.
+   */
+  timeline (id: string, submittedAt: number): string {
+    const claims = [...this.claims.get(id)?.values() ?? []].sort((a, b) => (a.startedAt ?? a.firstSeen) - (b.startedAt ?? b.firstSeen))
+    return claims.map((c) => `${c.node}: started +${c.startedAt === undefined ? '?' : Math.round(c.startedAt - submittedAt)} ms, first seen +${Math.round(c.firstSeen - submittedAt)} ms`).join('; ')
   }
 }
 
@@ -484,7 +503,7 @@ async function latencyOnce (c: Cluster, name: string, index: number): Promise<La
   const off = c.streams.onTask((r, observer, at) => {
     if (!r.job.startsWith(prefix)) return
     book.put(r)
-    runs.put(r)
+    runs.put(r, wall(at))
     if (r.state === 'starting' && !claimedAt.has(r.node)) claimedAt.set(r.node, r.since)
     if (seen.value === null && observer === index && r.state === 'running') seen.value = { atMs: at, record: r }
   })
@@ -543,10 +562,12 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   /** Instance → when first seen running or exited; when its submit was answered. */
   const started = new Map<string, number>()
   const answered = new Map<string, number>()
+  /** Instance → its job's submittedAt (the submitting node's clock, which is this machine's). */
+  const submittedAt = new Map<string, number>()
   const off = c.streams.onTask((r, _observer, at) => {
     if (!r.job.startsWith('tp-')) return
     book.put(r)
-    runs.put(r)
+    runs.put(r, wall(at))
     if ((r.state === 'running' || r.state === 'exited') && !started.has(r.id)) started.set(r.id, at)
   })
   const refused = new Map<string, number>()
@@ -572,6 +593,7 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
         const job = await client.submitJob({ name: `tp-${seq++}`, type: 'batch', command: 'true', ...TASK })
         const b = performance.now()
         answered.set(`${job.id}.0`, b)
+        submittedAt.set(`${job.id}.0`, job.submittedAt)
         if (a >= from && b <= end) submitMs.push(b - a)
       } catch (err) {
         const code = err instanceof ApiError ? err.code : 'ERROR'
@@ -623,7 +645,8 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   const jobsInState = (await c.clients[0]!.jobs({ all: true }).catch(() => ({ jobs: [] }))).jobs.length
   const perStart = countersPerStart(await countersBefore ?? [], await countersAfter, startsInWindow, elapsedS)
   const ranTwice = duplicatesOf(answered.keys(), (id) => runs.of(id))
-  const ranTwiceLogs = duplicatesOf(answered.keys(), logRuns(c))
+  const logRunsOf = logRuns(c)
+  const ranTwiceLogs = duplicatesOf(answered.keys(), logRunsOf)
 
   summary.results.throughput = {
     seconds, inflight, startsPerSecond: r1(rate), startsInWindow, submitsInWindow, submitsPerSecond: r1(submitsInWindow / seconds), submittedTotal: answered.size,
@@ -640,7 +663,8 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
   summary.print(`starts in each second of the window: ${perSecondStarts.join(' ')}\n`)
   summary.print(`in all: ${count(answered.size)} submitted, ${count(started.size)} started, ${count(neverStarted)} never started (backlog drained in ${ms(drainMs)}); refusals: ${refusedTotal === 0 ? 'none' : [...refused.entries()].map(([k, v]) => `${v} ${k}`).join(', ')}\n`)
   summary.print(`claims per instance: ${meanClaimers.toFixed(2)} on average, ${count(duplicated)} instances claimed by more than one node; jobs in the state afterwards: ${count(jobsInState)}\n`)
-  summary.print(`duplicate runs (instances that ran more than once): by the streams ${duplicatesText(ranTwice)}; by the nodes' logs ${duplicatesText(ranTwiceLogs)}${ranTwiceLogs.examples.length > 0 ? `; e.g. ${ranTwiceLogs.examples.join('; ')}` : ''}\n`)
+  summary.print(`duplicate runs (instances that ran more than once): by the streams ${duplicatesText(ranTwice)}; by the nodes' logs ${duplicatesText(ranTwiceLogs)}\n`)
+  for (const id of [...answered.keys()].filter((i) => logRunsOf(i).length > 1).slice(0, 5)) summary.print(`  ${id}, from its submission: ${runs.timeline(id, submittedAt.get(id) ?? NaN)}\n`)
   summary.print(`${perStartText(perStart)}\n`)
   summary.print(`members reported suspect / dead meanwhile (no node was harmed): ${falseAlarms.suspect} / ${falseAlarms.dead}\n`)
   summary.print(`CPU in the window, in % of one core: the ${NODES} nodes ${pct(nodeCpuPct)} (${ms(nodeCpuPct * 10 / rate)} per start; their spawners ${pct(spawnerCpuPct)} of it), their tasks ${pct(tasksCpuPct)}, this process ${pct(ownCpuPct)}, anything else on the machine ${pct(otherCpuPct)}; machine busy ${pct(machineBusyPct)} of ${cpus().length} cores\n`)
