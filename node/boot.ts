@@ -45,7 +45,7 @@ export async function boot (init: BootInit): Promise<RecoverReport> {
   }
   init.afterSync?.()
   await init.state.write((s) => { s.setNode(init.ownRecord()) })
-  const report = await init.executor.recover((task) => keepOnRestart(init.state.state, init.self, task))
+  const report = await init.executor.recover((task) => keepOnRestart(init.state.records, init.self, task))
   const found = report.adopted.length + report.stopped.length + report.ended.length + report.strays.length
   if (found > 0) init.log.info({ ...report }, `previous life: ${report.adopted.length} tasks adopted, ${report.stopped.length} stopped, ${report.ended.length} had ended, ${report.strays.length} strays removed`)
   init.reconciler.start(init.triggers)
@@ -58,7 +58,7 @@ async function initialSync (init: BootInit): Promise<void> {
   for (const member of init.aliveMembers()) {
     const result = await init.state.syncWith(member, 'start')
     if (result.ok) {
-      init.log.info({ peer: member, ms: Math.round(init.clock.monotonic() - started), received: result.receivedBytes, ...init.state.state.counts() }, 'state synced with the cluster')
+      init.log.info({ peer: member, ms: Math.round(init.clock.monotonic() - started), received: result.receivedBytes, ...init.state.records.counts() }, 'state synced with the cluster')
       return
     }
   }

@@ -85,7 +85,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     this.reconciler = parts.get('reconciler')
     this.jobs = parts.get('jobs')
     // Labels set through the API survive a restart; flags given again win.
-    this.labels = { ...this.state.state.node(init.dataDir.peerId)?.labels, ...init.config.labels }
+    this.labels = { ...this.state.records.node(init.dataDir.peerId)?.labels, ...init.config.labels }
   }
 
   /**
@@ -268,7 +268,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
   }
 
   private adoptStoredLabels (): void {
-    const labels = { ...this.state.state.node(this.dataDir.peerId)?.labels, ...this.config.labels }
+    const labels = { ...this.state.records.node(this.dataDir.peerId)?.labels, ...this.config.labels }
     if (JSON.stringify(labels) === JSON.stringify(this.labels)) return
     this.labels = labels
     this.announceLabels()
@@ -315,7 +315,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
    */
   private guardOwnRecord (change: StateChange): void {
     if (change.local || change.kind !== 'nodes' || !change.ids.includes(this.dataDir.peerId) || this.stopping !== null) return
-    const stored = this.state.state.node(this.dataDir.peerId)
+    const stored = this.state.records.node(this.dataDir.peerId)
     const wanted = this.ownRecord()
     if (stored !== undefined && stored.startedAt === wanted.startedAt && JSON.stringify(stored.labels) === JSON.stringify(wanted.labels)) return
     queueMicrotask(() => {

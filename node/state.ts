@@ -130,7 +130,8 @@ export async function loadState (init: StateLoadInit): Promise<ClusterState> {
 }
 
 export class StateService extends EventEmitter<{ change: [StateChange] }> {
-  readonly state: ClusterState
+  /** The document's records, typed. */
+  readonly records: ClusterState
   private readonly transport: StateTransport
   private readonly store: StateStorage
   private readonly members: StateMembers
@@ -171,7 +172,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   constructor (init: StateServiceInit) {
     super()
-    this.state = init.state
+    this.records = init.state
     this.store = init.storage
     this.transport = init.transport
     this.members = init.members
@@ -182,7 +183,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     this.gone = new GoneTracker(init.config.nodeRetentionMs)
     this.tokens = init.config.publishPerSecondMax
     this.tokensAt = this.clock.monotonic()
-    const state = this.state
+    const state = this.records
     this.store.setSnapshotSource(() => Y.encodeStateAsUpdate(state.doc))
     state.doc.on('update', this.onUpdate)
     state.onChange((change) => {
@@ -221,7 +222,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     if (this.stopped) throw new MurmurError('STOPPING', 'the node is stopping; retry on another node', 1, 503)
     // Inside another transaction (or an observer), Yjs defers our update: we could
     // not wait for it to be stored, and would acknowledge too early.
-    const doc = this.state.doc
+    const doc = this.records.doc
     if (doc._transaction !== null || doc._transactionCleanups.length > 0) {
       throw new Error('StateService.write() was called inside a document transaction; call it after the transaction')
     }
@@ -230,7 +231,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       throw new MurmurError('OVERLOADED', `the node has ${this.writesInFlight} writes waiting to be stored; retry in a moment or on another node`, 1, 503)
     }
     this.lastLocalAppend = null
-    this.state.transact(() => { fn(this.state) })
+    this.records.transact(() => { fn(this.records) })
     const appended = this.lastLocalAppend as Promise<void> | null
     this.lastLocalAppend = null
     if (appended === null) return
@@ -262,11 +263,11 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   }
 
   info (): StateInfo {
-    const counts = this.state.counts()
+    const counts = this.records.counts()
     const { stateVector, digest } = this.digest()
     return {
-      life: this.state.life,
-      clientId: this.state.doc.clientID,
+      life: this.records.life,
+      clientId: this.records.doc.clientID,
       bytes: this.documentBytes(),
       records: { nodes: counts.nodes, jobs: counts.jobs, tasks: counts.tasks, spaces: counts.spaces },
       stateVector,
@@ -282,7 +283,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     if (this.stopped) return
     const started = this.clock.monotonic()
     const now = this.clock.now()
-    const report = this.state.maintain({
+    const report = this.records.maintain({
       now,
       taskRetentionMs: this.config.taskRetentionMs,
       jobRetentionMs: this.config.jobRetentionMs,
@@ -316,7 +317,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     this.aborter.abort(new Error('the node is stopping'))
     if (this.started) await this.transport.stop().catch(() => {})
     await Promise.allSettled([...this.running.values(), ...this.serving])
-    this.state.doc.off('update', this.onUpdate)
+    this.records.doc.off('update', this.onUpdate)
   }
 
   /**
@@ -325,7 +326,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
    * transaction, and its update is stored like any local write.
    */
   private restoreLost (): void {
-    const restored = this.state.restoreLost()
+    const restored = this.records.restoreLost()
     if (restored > 0) this.log.warn({ restored }, 'a peer removed records of this node; wrote them back')
   }
 
@@ -438,7 +439,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private onGossip (from: string | undefined, data: Uint8Array): void {
     if (this.stopped) return
     this.stats.gossip.received++
-    const verdict = applyRemote(this.state.doc, data.subarray(1), ORIGIN.remote)
+    const verdict = applyRemote(this.records.doc, data.subarray(1), ORIGIN.remote)
     if (verdict.ok) {
       this.stats.gossip.applied++
       return
@@ -492,7 +493,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     try {
       if (this.stopped) throw new Error('the node is stopping')
       channel = await this.transport.open(peer, deadline.signal)
-      const { session, send } = SyncSession.ask(this.state.doc)
+      const { session, send } = SyncSession.ask(this.records.doc)
       await this.drive(channel, session, send, record, deadline.signal)
       await channel.close(deadline.signal)
       record.ok = true
@@ -514,7 +515,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     const started = this.clock.monotonic()
     const deadline = this.deadline()
     const record = this.newRecord(channel.peer, 'in', 'asked')
-    const session = SyncSession.answer(this.state.doc, () => {
+    const session = SyncSession.answer(this.records.doc, () => {
       const { sv, digestBytes } = this.digestBytes()
       return { sv, digest: digestBytes }
     })
@@ -592,7 +593,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   }
 
   private applyDiff (peer: string, update: Uint8Array): void {
-    const verdict = applyRemote(this.state.doc, update, ORIGIN.remote)
+    const verdict = applyRemote(this.records.doc, update, ORIGIN.remote)
     if (!verdict.ok) throw new PeerError(verdict.reason, `the diff from ${peer} was refused (${verdict.reason})`)
     this.stats.sync.appliedBytes += update.byteLength
   }
@@ -615,8 +616,8 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     if (this.digestCache?.version !== this.version) {
       this.digestCache = {
         version: this.version,
-        sv: Y.encodeStateVector(this.state.doc),
-        digestBytes: createHash('sha256').update(stateFingerprint(this.state.doc)).digest(),
+        sv: Y.encodeStateVector(this.records.doc),
+        digestBytes: createHash('sha256').update(stateFingerprint(this.records.doc)).digest(),
       }
     }
     return this.digestCache
@@ -629,14 +630,14 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private documentBytes (): number {
     const now = this.clock.monotonic()
     if (this.sizeCache === null || (this.sizeCache.version !== this.version && now - this.sizeCache.at >= 1_000)) {
-      this.sizeCache = { version: this.version, at: now, bytes: Y.encodeStateAsUpdate(this.state.doc).byteLength }
+      this.sizeCache = { version: this.version, at: now, bytes: Y.encodeStateAsUpdate(this.records.doc).byteLength }
     }
     return this.sizeCache.bytes
   }
 
   private digest (): { stateVector: StateVectorSummary, digest: string } {
     const { digestBytes } = this.digestBytes()
-    return { stateVector: summarizeStateVector(stateVectorOf(this.state.doc)), digest: Buffer.from(digestBytes).toString('hex') }
+    return { stateVector: summarizeStateVector(stateVectorOf(this.records.doc)), digest: Buffer.from(digestBytes).toString('hex') }
   }
 
   private readonly onInvalid = (invalid: InvalidRecord): void => {

@@ -94,7 +94,7 @@ export class JobService {
 
   jobs (all: boolean): JobSummary[] {
     const out: JobSummary[] = []
-    for (const record of this.state.state.jobs()) {
+    for (const record of this.state.records.jobs()) {
       const view = this.view(record)
       if (!all && (view.status === 'stopped' || view.status === 'completed' || view.status === 'failed')) continue
       out.push({ id: view.id, name: view.name, type: view.type, desired: view.desired, status: view.status, submittedAt: view.submittedAt, counts: view.counts, count: view.spec?.count ?? 0 })
@@ -104,9 +104,9 @@ export class JobService {
 
   /** A job by id, or by name: the latest job of that name still wanted running, else the latest. */
   find (ref: string): JobRecord {
-    const byId = this.state.state.job(ref)
+    const byId = this.state.records.job(ref)
     if (byId !== undefined) return byId
-    const named = this.state.state.jobs().filter((j) => j.name === ref)
+    const named = this.state.records.jobs().filter((j) => j.name === ref)
       .sort((a, b) => Number(b.desired === 'running') - Number(a.desired === 'running') || b.submittedAt - a.submittedAt)
     if (named[0] !== undefined) return named[0]
     throw new MurmurError('NO_SUCH_JOB', `no job '${ref}'; 'murmur job list --all' lists the jobs`, 2, 404)
@@ -146,7 +146,7 @@ export class JobService {
 
   history (ref: string): HistoryView {
     const record = this.find(ref)
-    const tasks = this.state.state.taskIdsOf(record.id).flatMap((id) => this.state.state.taskClaims(id))
+    const tasks = this.state.records.taskIdsOf(record.id).flatMap((id) => this.state.records.taskClaims(id))
       .sort((a, b) => (a.startedAt ?? a.since) - (b.startedAt ?? b.since) || a.id.localeCompare(b.id) || a.generation - b.generation)
     return { job: this.view(record), tasks }
   }
@@ -155,11 +155,11 @@ export class JobService {
   view (record: JobRecord): JobView {
     const spec = readSpec(record.spec)
     const live = this.liveness()
-    const ids = new Set<string>(this.state.state.taskIdsOf(record.id))
+    const ids = new Set<string>(this.state.records.taskIdsOf(record.id))
     if (spec !== null && spec.cron === undefined) {
       const current = new Set(Array.from({ length: spec.count }, (_, i) => instanceId(record.id, i)))
       // Instances past the count of a scaled-down service belong to the job only while some still run.
-      for (const id of ids) if (!current.has(id) && !this.state.state.taskClaims(id).some((c) => isLiveState(c.state))) ids.delete(id)
+      for (const id of ids) if (!current.has(id) && !this.state.records.taskClaims(id).some((c) => isLiveState(c.state))) ids.delete(id)
       for (const id of current) ids.add(id)
     }
     const instances: InstanceView[] = []
@@ -196,7 +196,7 @@ export class JobService {
   }
 
   private instance (id: string, live: (node: string) => boolean, stopped = false): InstanceView {
-    const claims = this.state.state.taskClaims(id)
+    const claims = this.state.records.taskClaims(id)
     const outcome = resolveClaims(id, claims.map(claimOf), live)
     const tick = tickOf(id)
     const holder = outcome.kind === 'held' ? outcome.holder : outcome.kind === 'finished' ? outcome.by : undefined
@@ -224,10 +224,10 @@ export class JobService {
   async tasks (filter: { job?: string | undefined, node?: string | undefined, all?: boolean }): Promise<TaskView[]> {
     const jobId = filter.job === undefined ? undefined : this.find(filter.job).id
     const live = this.liveness()
-    const ids = jobId !== undefined ? this.state.state.taskIdsOf(jobId) : new Set(this.state.state.tasks().map((t) => t.id))
+    const ids = jobId !== undefined ? this.state.records.taskIdsOf(jobId) : new Set(this.state.records.tasks().map((t) => t.id))
     const out: TaskView[] = []
     for (const id of ids) {
-      const claims = this.state.state.taskClaims(id)
+      const claims = this.state.records.taskClaims(id)
       const outcome = resolveClaims(id, claims.map(claimOf), live)
       const shown = filter.all === true ? claims : claims.filter((c) => outcome.kind === 'held' && c.node === outcome.holder.node)
       for (const c of shown) {
@@ -242,7 +242,7 @@ export class JobService {
 
   private taskView (c: TaskRecord): TaskView {
     return {
-      id: c.id, job: c.job, jobName: this.state.state.job(c.job)?.name ?? c.job, node: c.node, state: c.state, since: c.since,
+      id: c.id, job: c.job, jobName: this.state.records.job(c.job)?.name ?? c.job, node: c.node, state: c.state, since: c.since,
       startedAt: c.startedAt ?? null, finishedAt: c.finishedAt ?? null, restarts: c.restarts, generation: c.generation, exit: c.exit ?? null, usage: null,
     }
   }
@@ -268,7 +268,7 @@ export class JobService {
   }
 
   task (id: string): TaskDetail {
-    const claims = this.state.state.taskClaims(id)
+    const claims = this.state.records.taskClaims(id)
     if (claims.length === 0) throw noTask(id)
     const outcome = resolveClaims(id, claims.map(claimOf), this.liveness())
     const holder = outcome.kind === 'held' ? outcome.holder.node : outcome.kind === 'finished' ? outcome.by.node : latest(claims)!.node
@@ -286,15 +286,15 @@ export class JobService {
   }
 
   async explain (id: string): Promise<ExplainView> {
-    const claims = this.state.state.taskClaims(id)
-    const record = this.state.state.job(claims[0]?.job ?? jobOfInstance(id))
+    const claims = this.state.records.taskClaims(id)
+    const record = this.state.records.job(claims[0]?.job ?? jobOfInstance(id))
     const spec = record === undefined ? null : readSpec(record.spec)
     if (record === undefined || spec === null) throw noTask(id)
     const { nodes, majority } = this.reconciler.view()
     const allocations = []
-    for (const t of this.state.state.tasks()) {
+    for (const t of this.state.records.tasks()) {
       if (!isLiveState(t.state)) continue
-      const job = t.job === record.id ? record : this.state.state.job(t.job)
+      const job = t.job === record.id ? record : this.state.records.job(t.job)
       const s = job === undefined ? null : job === record ? spec : readSpec(job.spec)
       if (s !== null) allocations.push({ task: demandOf(t.id, t.job, s), node: t.node })
     }
@@ -338,7 +338,7 @@ export class JobService {
     let usedBytes: number | null = null
     for (const t of tasks) {
       byState[t.state] = (byState[t.state] ?? 0) + 1
-      const spec = readSpec(this.state.state.job(t.job)?.spec)
+      const spec = readSpec(this.state.records.job(t.job)?.spec)
       if (spec !== null) { claimedMillis += spec.cpuMillis; claimedBytes += spec.memoryBytes }
       if (t.usage !== null) {
         usedBytes = (usedBytes ?? 0) + t.usage.memoryBytes

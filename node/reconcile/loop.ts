@@ -104,7 +104,7 @@ const ASK_INSTANCES_MAX = 500
 export type AskFn = (node: string, instances: string[], signal: AbortSignal) => Promise<Record<string, ClaimAnswer>>
 
 /** What the loop needs of the state service: the document, and writes that resolve once on disk. */
-export type StateWriter = Pick<StateService, 'state' | 'write'>
+export type StateWriter = Pick<StateService, 'records' | 'write'>
 
 export interface ReconcilerInit {
   self: string
@@ -263,7 +263,7 @@ export class Reconciler {
   kill (instance: string): void {
     const l = this.local.get(instance)
     if (l === undefined) throw new MurmurError('NOT_HERE', `task ${instance} does not run on this node`, 1, 404)
-    const job = this.state.state.job(l.job)
+    const job = this.state.records.job(l.job)
     const service = job?.type === 'service'
     // Answered once the stop has begun: it may take the task's grace period. The replacement should come
     // from elsewhere (a backup claims on the declined record): this node holds off from the moment the kill is recorded.
@@ -283,9 +283,9 @@ export class Reconciler {
     // Only cluster nodes count in the majority: members with a record in the shared state. Anyone
     // can make SWIM hear of members that do not exist, and those would die and count against every
     // side (found by the reliability suite's forged claims).
-    const state = this.state.state
+    const state = this.state.records
     const members: Array<Pick<Member, 'id' | 'state' | 'stateSinceMs'>> = all.filter((m) => m.id === this.self || state.node(m.id) !== undefined)
-    const nodes: NodeView[] = this.state.state.nodes().map((n) => {
+    const nodes: NodeView[] = this.state.records.nodes().map((n) => {
       const s = n.id === this.self ? 'alive' : memberState.get(n.id)
       // A node the state knows and membership does not (a node restarted during a partition learns
       // only its own side's members: SWIM takes no news of members it never knew) counts in the
@@ -324,7 +324,7 @@ export class Reconciler {
   private pass (): void {
     const started = this.clock.monotonic()
     const now = this.clock.now()
-    const s = this.state.state
+    const s = this.state.records
     // Jobs that can do nothing more (finished or stopped, nothing live) are skipped until a change touches them.
     const jobs: JobEntry[] = []
     for (const id of s.jobIds()) {
@@ -410,7 +410,7 @@ export class Reconciler {
    * the state), or as held (claimed, not yet recorded), in place of its stored one.
    */
   private claimsOf (id: string): TaskRecord[] {
-    const claims = this.state.state.taskClaims(id)
+    const claims = this.state.records.taskClaims(id)
     const l = this.local.get(id)
     const own = l?.unwritten === true ? unwrittenClaim(l, this.self, this.clock.now()) : this.outbox.get(id)
     if (own === undefined) return claims
@@ -447,7 +447,7 @@ export class Reconciler {
         this.record(action.instance, { state: 'lost', finishedAt: this.clock.now(), exit: { code: null, signal: null, reason: 'its process was lost with an earlier life of the node' } })
         return
       case 'finish-job': {
-        const record = this.state.state.job(action.job)
+        const record = this.state.records.job(action.job)
         if (record !== undefined) this.markFinished(record)
       }
     }
@@ -563,7 +563,7 @@ export class Reconciler {
     const l = this.local.get(instance)
     if (l === undefined || attemptId(instance, l.restarts) !== info.id || l.phase === 'stopping' || l.phase === 'backoff') return
     const exit = info.exit!
-    const job = this.state.state.job(l.job)
+    const job = this.state.records.job(l.job)
     const spec = job === undefined ? null : readSpec(job.spec)
     const now = this.clock.now()
     const recorded = recordedExit(exit)
@@ -602,7 +602,7 @@ export class Reconciler {
     l.timer = this.clock.setTimeout(() => {
       l.timer = null
       if (this.local.get(instance) !== l || l.phase !== 'backoff' || this.closed) return
-      const current = this.state.state.job(l.job)
+      const current = this.state.records.job(l.job)
       const currentSpec = current === undefined ? null : readSpec(current.spec)
       if (current?.desired !== 'running' || currentSpec === null) { void this.stop(instance, 'its job was stopped', 'killed'); return }
       this.launch(l, currentSpec)
@@ -618,7 +618,7 @@ export class Reconciler {
       return
     }
     if (l.stopped !== null) return await l.stopped
-    const specGrace = readSpec(this.state.state.job(l.job)?.spec)?.graceMs
+    const specGrace = readSpec(this.state.records.job(l.job)?.spec)?.graceMs
     const graceMs = graceMaxMs === undefined ? specGrace : Math.min(graceMaxMs, specGrace ?? graceMaxMs)
     const done = (async () => {
       const wasBackoff = l.phase === 'backoff'
@@ -646,7 +646,7 @@ export class Reconciler {
   }
 
   private ownClaim (instance: string): TaskRecord | undefined {
-    return this.outbox.get(instance) ?? this.state.state.taskClaims(instance).find((c) => c.node === this.self)
+    return this.outbox.get(instance) ?? this.state.records.taskClaims(instance).find((c) => c.node === this.self)
   }
 
   /**
@@ -710,8 +710,8 @@ export class Reconciler {
       const e = err as MurmurError
       if (e.code === 'STOPPING') return
       // The document holds what was written even if the disk did not take it; a refused write is retried.
-      for (const r of records) if (this.outbox.get(r.id) === r && this.state.state.taskClaims(r.id).some((c) => c.node === this.self && JSON.stringify(c) === JSON.stringify(r))) this.outbox.delete(r.id)
-      for (const j of jobs) if (this.state.state.job(j.id)?.finishedAt === undefined) this.jobOutbox.set(j.id, j)
+      for (const r of records) if (this.outbox.get(r.id) === r && this.state.records.taskClaims(r.id).some((c) => c.node === this.self && JSON.stringify(c) === JSON.stringify(r))) this.outbox.delete(r.id)
+      for (const j of jobs) if (this.state.records.job(j.id)?.finishedAt === undefined) this.jobOutbox.set(j.id, j)
       this.log.warn({ err: e.message, records: records.length }, 'could not store task records; retrying')
       this.outboxTimer ??= this.clock.setTimeout(() => { void this.flush() }, 100)
     }

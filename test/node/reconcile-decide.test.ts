@@ -840,7 +840,7 @@ describe('Reconciler: refusals recorded, questions asked', () => {
 
   function loop (self: string, executor: TaskRunner, ask?: AskFn): { reconciler: Reconciler, state: ClusterState } {
     const state = stateOf(self)
-    const reconciler = new Reconciler({ self, state: { state, write: async (fn) => { state.transact(() => { fn(state) }) } } as StateWriter, executor, members, log: quiet, config: FAST, ...(ask === undefined ? {} : { ask }) })
+    const reconciler = new Reconciler({ self, state: { records: state, write: async (fn) => { state.transact(() => { fn(state) }) } } as StateWriter, executor, members, log: quiet, config: FAST, ...(ask === undefined ? {} : { ask }) })
     reconciler.start((listener) => state.onChange(listener))
     return { reconciler, state }
   }

@@ -80,17 +80,17 @@ describe('the state service on real hosts', () => {
     const [a, b] = await pair()
     await a.service.write((s) => { s.setNode(nodeRecord(a.id, { labels: { last: 'words' } })) })
     await a.service.stop()
-    await waitUntil('the peer to have the last write', async () => b.service.state.node(a.id)?.labels.last, (v) => v === 'words', 10_000, 50)
+    await waitUntil('the peer to have the last write', async () => b.service.records.node(a.id)?.labels.last, (v) => v === 'words', 10_000, 50)
   })
 
   it('refuses a write from inside a transaction, where it could not wait for the disk', async () => {
     const [a] = await pair()
     let inner: Promise<void> | undefined
-    a.service.state.transact(() => {
+    a.service.records.transact(() => {
       inner = a.service.write((s) => { s.setNode(nodeRecord(a.id)) })
     })
     await expect(inner).rejects.toThrow(/inside a document transaction/)
-    expect(a.service.state.node(a.id)).toBeUndefined()
+    expect(a.service.records.node(a.id)).toBeUndefined()
   })
 
   it('records a peer removes from this node are written back, and the peer gets them again', async () => {
@@ -98,16 +98,16 @@ describe('the state service on real hosts', () => {
     await a.service.write((s) => {
       s.putTask({ id: 't1', job: 'j1', node: a.id, generation: 1, state: 'running', since: 1, restarts: 0 })
     })
-    await waitUntil('b to see the task', async () => b.service.state.taskClaims('t1').length, (n) => n === 1, 10_000, 50)
+    await waitUntil('b to see the task', async () => b.service.records.taskClaims('t1').length, (n) => n === 1, 10_000, 50)
     // b takes a for gone (as one cut off alone for a day would) and removes its records.
     // The removal is in b's document once write() has run its transaction, but write()
     // resolves only when the update is on disk, and the gossip goes out in parallel
     // with the fsync: a can have written the record back, and b applied that, before
     // the await returns. So the removal is checked before awaiting the disk.
     const removed = b.service.write((s) => { s.maintain({ now: 1, taskRetentionMs: 1, jobRetentionMs: 1, isGone: (id) => id === a.id }) })
-    expect(b.service.state.taskClaims('t1')).toHaveLength(0)
+    expect(b.service.records.taskClaims('t1')).toHaveLength(0)
     await removed
-    await waitUntil('a to write it back and b to have it again', async () => b.service.state.taskClaims('t1').length, (n) => n === 1, 10_000, 50)
-    expect(a.service.state.taskClaims('t1')).toHaveLength(1)
+    await waitUntil('a to write it back and b to have it again', async () => b.service.records.taskClaims('t1').length, (n) => n === 1, 10_000, 50)
+    expect(a.service.records.taskClaims('t1')).toHaveLength(1)
   })
 })

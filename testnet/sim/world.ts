@@ -87,7 +87,7 @@ export function crashedRun (scenario: Scenario, err: unknown): RunResult {
 
 function digestOf (node: SimNode | null | undefined): string {
   if (!booted(node)) return ''
-  return createHash('sha256').update(stateFingerprint(node.state.state.doc)).digest('hex').slice(0, 16)
+  return createHash('sha256').update(stateFingerprint(node.state.records.doc)).digest('hex').slice(0, 16)
 }
 
 /** The simulated clocks start at 2026-01-01T00:00:00Z (cron and records need a real date). */
@@ -233,7 +233,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     const side = ids.filter((id) => cluster.status(id) === 'up' && linked(node, id)).length
     const believesMajority = app(node)?.reconciler?.majority ?? true
     if (2 * side >= ids.length || (believesMajority && cluster.nowMs - lastFaultAt < bound)) return
-    const state = app(node)?.state?.state
+    const state = app(node)?.state?.records
     const record = state?.job(jobOfInstance(instance))
     if (state === undefined || record === undefined || readSpec(record.spec)?.partition === 'both') return
     const known = across.filter((m) => state.taskClaims(instance).some((c) => c.node === m && isLiveState(c.state)))
@@ -447,7 +447,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     // Every job of the first node's document, and every one acknowledged.
     const first = ids.map((id) => app(id)).find(booted)
     const jobs = new Map<string, ClusterFacts['jobs'][number]>()
-    for (const record of first?.state.state.jobs() ?? []) jobs.set(record.id, { id: record.id })
+    for (const record of first?.state.records.jobs() ?? []) jobs.set(record.id, { id: record.id })
     for (const a of acked.values()) jobs.set(a.job, { id: a.job, acknowledged: { version: a.version, stopped: a.stopped } })
     const processes: Array<{ instance: string, node: string }> = []
     for (const [instance, copies] of live) for (const [node, n] of copies) for (let k = 0; k < n; k++) processes.push({ instance, node })
@@ -464,7 +464,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
   }
 
   function nodeFacts (node: Booted): NodeFacts {
-    const doc = node.state.state.doc
+    const doc = node.state.records.doc
     const views = new Map<string, ReturnType<NodeFacts['job']>>()
     let running: string[] | undefined
     return {
@@ -472,7 +472,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
       vector: stateVectorOf(doc),
       digest: () => Buffer.from(stateFingerprint(doc)).toString('base64'),
       job: (id) => {
-        if (!views.has(id)) views.set(id, node.state.state.job(id) === undefined ? null : node.jobs.history(id))
+        if (!views.has(id)) views.set(id, node.state.records.job(id) === undefined ? null : node.jobs.history(id))
         return views.get(id)!
       },
       get running () { return (running ??= node.runner.list().filter((t) => t.phase !== 'ended').map((t) => t.id)) },
