@@ -14,8 +14,9 @@ import type { NodeRecord } from '../crdt/schema.ts'
 import type { StateChange } from '../crdt/state.ts'
 import type { Clock } from './clock.ts'
 import type { RecoverReport, TaskRunner } from './executor/types.ts'
-import { RECONCILE_DEFAULTS } from './reconcile/decide.ts'
-import type { ReconcileConfig, Reconciler } from './reconcile/loop.ts'
+import { RECONCILE_CONFIG } from './reconcile/config.ts'
+import type { ReconcileConfig } from './reconcile/config.ts'
+import type { Reconciler } from './reconcile/loop.ts'
 import { keepOnRestart } from './recovery.ts'
 import type { StateService } from './state.ts'
 
@@ -71,7 +72,7 @@ export function reconcileConfig (from: { deadRetentionMs: number, taskRetentionM
     // "Recently stable": a dead member counts towards the majority for as long as membership remembers it.
     stableWindowMs: from.deadRetentionMs,
     // A missed cron tick is caught up only while its run's records are surely still in the state.
-    cronCatchUpMs: Math.min(RECONCILE_DEFAULTS.cronCatchUpMs, from.taskRetentionMs / 2),
+    cronCatchUpMs: Math.min(RECONCILE_CONFIG.cronCatchUpMs, from.taskRetentionMs / 2),
     ...overrides,
   }
 }

@@ -8,7 +8,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { type MembershipConfig, PRESETS, membershipConfig } from '../membership/config.ts'
 import { InputError } from './errors.ts'
 import { type FaultRules, parseFaultRules } from './faults.ts'
-import type { ReconcileConfig } from './reconcile/loop.ts'
+import type { ReconcileConfig } from './reconcile/config.ts'
 import { parseCpu, parseDuration, parseSize } from './units.ts'
 
 export interface NodeConfig {

@@ -8,6 +8,7 @@ import { type Claim, type ClaimStatus, nextGeneration, resolveClaims } from '../
 import { plan, type PendingSummary } from '../../placement/place.ts'
 import type { Allocation, NodeView, TaskDemand } from '../../placement/types.ts'
 import { instanceId, jobOfInstance, latestTick } from '../jobs/instances.ts'
+import { RECONCILE_CONFIG } from './config.ts'
 import type { JobSpec } from '../jobs/spec.ts'
 
 /** What a claim in each task state means to the claim rule. */
@@ -25,30 +26,6 @@ export const CLAIM_STATUS: Readonly<Record<TaskState, ClaimStatus>> = {
 export function isLiveState (state: TaskState): boolean {
   return CLAIM_STATUS[state] === 'active'
 }
-
-export const RECONCILE_DEFAULTS = Object.freeze({
-  /**
-   * How long backup candidate k leaves an open instance to the nodes ranked before it
-   * (k × this) before it asks them whether they run it. Never a reason to claim by
-   * itself: under load a chosen node's claim can take seconds to arrive, and a backup
-   * that claimed on this timer alone ran the instance a second time (15 of 500 batch
-   * instances on a loaded 5-node testnet). Also how long this node waits before it
-   * stops its copy of an instance another claim holds (duplicateGraceMs).
-   */
-  claimTimeoutMs: 2_000,
-  /**
-   * The last resort: backup k claims after k × this without evidence, so that a chosen
-   * node that is alive and never claims (it does not receive the job, or its view
-   * differs for good) cannot block an instance forever. Far above the seconds a claim
-   * takes to spread on a loaded cluster. A node that answers that it holds the instance
-   * holds it off even past this.
-   */
-  claimBoundMs: 30_000,
-  /** With `missed: skip`, a cron tick not fired within this long after its time is skipped. */
-  cronDeadlineMs: 10_000,
-  /** With `missed: run-once`, how old a missed tick may be and still run; below the task retention (the loop takes half of it). */
-  cronCatchUpMs: 30 * 60_000,
-})
 
 export interface JobEntry {
   record: JobRecord
@@ -187,10 +164,10 @@ export function desiredInstances (job: JobEntry, input: Pick<ReconcileInput, 'no
   const tick = latestTick(spec.cron, input.now)
   if (tick === null || tick < Math.floor(record.submittedAt / 1000) * 1000) return out
   const age = input.now - tick
-  const late = age > (input.cronDeadlineMs ?? RECONCILE_DEFAULTS.cronDeadlineMs)
+  const late = age > (input.cronDeadlineMs ?? RECONCILE_CONFIG.cronDeadlineMs)
   // A missed tick is caught up only while its run's records would still be in the state: past that,
   // "not fired" cannot be told from "fired, and its records expired", and it would run again.
-  const tooOld = age > (input.cronCatchUpMs ?? RECONCILE_DEFAULTS.cronCatchUpMs)
+  const tooOld = age > (input.cronCatchUpMs ?? RECONCILE_CONFIG.cronCatchUpMs)
   const fresh = instanceId(record.id, 0, tick)
   const fired = out.includes(fresh) || input.claims(fresh).length > 0
   if (fired || tooOld || (late && spec.cron.missed === 'skip') || (running && spec.cron.overlap === 'skip')) return out
@@ -298,8 +275,8 @@ export function decide (input: ReconcileInput): Decisions {
     errors.push({ job: '', message: `placement: ${(err as Error).message}` })
   }
   if (placed.placements.length + placed.pending.length > 0) {
-    const timeout = input.claimTimeoutMs ?? RECONCILE_DEFAULTS.claimTimeoutMs
-    const bound = input.claimBoundMs ?? RECONCILE_DEFAULTS.claimBoundMs
+    const timeout = input.claimTimeoutMs ?? RECONCILE_CONFIG.claimTimeoutMs
+    const bound = input.claimBoundMs ?? RECONCILE_CONFIG.claimBoundMs
     /** Why `node` cannot or will not run `instance`, if this node has evidence of it. */
     const evidence = (node: string, instance: string): string | undefined => {
       if (!isLive(node)) return `${node} is not alive`

@@ -16,52 +16,8 @@ import type { TaskExit, TaskInfo, TaskRunner, TaskSpec } from '../executor/types
 import { attemptId, instanceId, jobOfInstance, parseAttempt } from '../jobs/instances.ts'
 import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
 import type { StateService } from '../state.ts'
-import { type Action, CLAIM_STATUS, type ClaimAnswer, type Decisions, type JobEntry, RECONCILE_DEFAULTS, answerFor, decide, describeAnswer, isLiveState, majority } from './decide.ts'
-
-export interface ReconcileConfig {
-  /** A pass at least this often, for cron ticks and claim timeouts (changes trigger one at once). */
-  intervalMs: number
-  /** How long backup k leaves an open instance (k × this) before it asks the nodes ranked before it whether they run it. */
-  claimTimeoutMs: number
-  /** Backup k claims after k × this without evidence: the last resort against a node that is alive and never claims. */
-  claimBoundMs: number
-  /** How long an asked node has to answer "will you run it?" before its silence counts as evidence. */
-  askTimeoutMs: number
-  /** How long an answer stands; asked again after that if the instance is still open. */
-  answerTtlMs: number
-  /** At most one question to a node per this (each carrying up to ASK_INSTANCES_MAX instances), and one at a time. */
-  askIntervalMs: number
-  cronDeadlineMs: number
-  /** How long a dead member still counts in the membership a majority is taken of (`majority`). */
-  stableWindowMs: number
-  /** A restart in place after a run at least this long starts the backoff from the beginning. */
-  backoffResetMs: number
-  /** How long this node leaves an instance to others after its executor refused it, or a user killed it here. */
-  holdOffMs: number
-  /** With `missed: run-once`, how old a missed cron tick may be and still run (keep it under the task retention). */
-  cronCatchUpMs: number
-  /**
-   * How long this node must see its copy of an instance as a duplicate before it stops it: a node
-   * coming back from a crash shows its old claims as live for a moment, until it has judged them.
-   */
-  duplicateGraceMs: number
-}
-
-export const RECONCILE_CONFIG: ReconcileConfig = Object.freeze({
-  intervalMs: 250,
-  claimTimeoutMs: RECONCILE_DEFAULTS.claimTimeoutMs,
-  claimBoundMs: RECONCILE_DEFAULTS.claimBoundMs,
-  askTimeoutMs: 5_000,
-  answerTtlMs: RECONCILE_DEFAULTS.claimTimeoutMs,
-  askIntervalMs: 500,
-  cronDeadlineMs: RECONCILE_DEFAULTS.cronDeadlineMs,
-  // node.ts sets it to membership's deadRetentionMs: dead members count as long as SWIM remembers them.
-  stableWindowMs: 600_000,
-  backoffResetMs: 60_000,
-  holdOffMs: 5_000,
-  cronCatchUpMs: RECONCILE_DEFAULTS.cronCatchUpMs,
-  duplicateGraceMs: RECONCILE_DEFAULTS.claimTimeoutMs,
-})
+import { RECONCILE_CONFIG, type ReconcileConfig } from './config.ts'
+import { type Action, CLAIM_STATUS, type ClaimAnswer, type Decisions, type JobEntry, answerFor, decide, describeAnswer, isLiveState, majority } from './decide.ts'
 
 type Phase = 'starting' | 'running' | 'backoff' | 'stopping'
 

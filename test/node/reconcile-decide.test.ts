@@ -18,7 +18,8 @@ import { type AskFn, Reconciler, type StateWriter } from '../../node/reconcile/l
 import { waitUntil } from '../helpers/wait.ts'
 import { type JobRecord, type TaskRecord, taskRecordSchema } from '../../crdt/schema.ts'
 import { normalizeJob } from '../../node/jobs/spec.ts'
-import { RECONCILE_DEFAULTS, answerFor, decide, declinedBy, demandOf, desiredInstances, isLiveState, majority, type Action, type AnswerView, type ClaimAnswer, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
+import { RECONCILE_CONFIG } from '../../node/reconcile/config.ts'
+import { answerFor, decide, declinedBy, demandOf, desiredInstances, isLiveState, majority, type Action, type AnswerView, type ClaimAnswer, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
 import { type PendingSummary, plan, type Plan } from '../../placement/place.ts'
 import type { NodeView } from '../../placement/types.ts'
 
@@ -166,8 +167,8 @@ describe('decide: backups claim on evidence, never on the clock alone', () => {
   const [placed] = planOf(w, ['web.0'], web).placements
   const chosen = placed!.node
   const [first, second] = placed!.candidates as [string, string]
-  const T = RECONCILE_DEFAULTS.claimTimeoutMs
-  const BOUND = RECONCILE_DEFAULTS.claimBoundMs
+  const T = RECONCILE_CONFIG.claimTimeoutMs
+  const BOUND = RECONCILE_CONFIG.claimBoundMs
   const waiting = { job: 'web', message: `placed on ${chosen}; waiting for it to claim` }
   type Extra = Partial<Pick<ReconcileInput, 'suspect' | 'canAsk' | 'answers' | 'claimBoundMs'>>
   const as = (self: string, openFor: number, extra: Extra = {}, claims: TaskRecord[] = []): Decisions =>
