@@ -418,7 +418,7 @@ function sumOn (allocations: readonly Allocation[], node: string, key: 'cpuMilli
 
 /**
  * Whether the side of a partition this node is on may take over the tasks of
- * nodes it cannot reach (DESIGN.md, "Partitions").
+ * nodes it cannot reach (README.md, "Partitions"; the whole rule: node/README.md, "Partitions").
  *
  * The recently stable membership is every member that is alive or suspect, or
  * that became dead less than `windowMs` ago; members that left, and the dead

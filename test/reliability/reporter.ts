@@ -6,7 +6,7 @@
 import type { Reporter, TestModule } from 'vitest/node'
 import type { ResultRow } from './harness.ts'
 
-/** The order of the table: the issue's, whatever order the files ran in. */
+/** The order of the table: that of README.md's "Reliability" table, whatever order the files ran in. */
 const ORDER = ['sigkill', 'partition', 'isolated', 'network', 'rolling', 'kill-all', 'corrupt', 'hostile', 'forged-claims']
 
 function rank (module: TestModule): number {
