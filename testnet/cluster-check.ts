@@ -270,7 +270,8 @@ export function checkCluster (facts: ClusterFacts, options: { quick?: boolean } 
   }
 }
 
-function byInstance (claims: readonly TaskRecord[]): Map<string, TaskRecord[]> {
+/** Claims grouped by instance. */
+export function byInstance (claims: readonly TaskRecord[]): Map<string, TaskRecord[]> {
   const out = new Map<string, TaskRecord[]>()
   for (const c of claims) {
     let list = out.get(c.id)

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
 import { type Client, connect, type JobView, type TaskRecord } from '../../cli/client.ts'
+import { byInstance } from '../../testnet/cluster-check.ts'
 import type { TestnetNode } from '../../testnet/local/state.ts'
 import { waitUntil } from './wait.ts'
 
@@ -67,16 +68,6 @@ export class Net {
   }
 }
 
-/** Claims grouped by instance. */
-export function byInstance (claims: readonly TaskRecord[]): Map<string, TaskRecord[]> {
-  const out = new Map<string, TaskRecord[]>()
-  for (const c of claims) {
-    let list = out.get(c.id)
-    if (list === undefined) out.set(c.id, list = [])
-    list.push(c)
-  }
-  return out
-}
 
 /** Whether a service's every instance runs, with exactly one live claim by a node in `live`, and no live claim by another node in `live`. */
 export function settled (view: JobView, claims: readonly TaskRecord[], live: ReadonlySet<string>, count: number): boolean {
@@ -85,3 +76,5 @@ export function settled (view: JobView, claims: readonly TaskRecord[], live: Rea
   const grouped = byInstance(claims)
   return view.instances.every((i) => (grouped.get(i.id) ?? []).filter((c) => isLive(c) && live.has(c.node)).length === 1)
 }
+
+export { byInstance }

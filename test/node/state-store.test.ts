@@ -12,7 +12,7 @@
 
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -22,6 +22,7 @@ import { pino, type Logger } from 'pino'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { MurmurError } from '../../node/errors.ts'
 import { resetState, StateStore, type StateStoreOptions } from '../../node/state-store.ts'
+import { damageMiddle } from '../helpers/damage.ts'
 
 const STORE_PATH = fileURLToPath(new URL('../../node/state-store.ts', import.meta.url))
 const PINO_PATH = createRequire(import.meta.url).resolve('pino')
@@ -372,17 +373,6 @@ await Promise.all([writer(), writer(), writer(), writer()])
   })
 
   describe('damage found when the database is opened', () => {
-    /** Flips 64 bytes in the middle of the largest table or log file, as the reliability suite's corrupt scenario does. */
-    async function damageMiddle (dir: string): Promise<string> {
-      const files = (await readdir(dir)).filter((f) => /\.(ldb|log)$/.test(f))
-      const sized = await Promise.all(files.map(async (f) => ({ f, size: (await stat(join(dir, f))).size })))
-      const { f } = sized.sort((a, b) => b.size - a.size)[0]!
-      const data = await readFile(join(dir, f))
-      const at = Math.floor(data.length / 2)
-      for (let k = at; k < Math.min(data.length, at + 64); k++) data[k] = data[k]! ^ 0xff
-      await writeFile(join(dir, f), data)
-      return f
-    }
 
     function capture (): { log: Logger, lines: Array<Record<string, unknown>> } {
       const lines: Array<Record<string, unknown>> = []

@@ -6,13 +6,14 @@
 // lost (in its log and in `murmur state --json`) and be filled from its peers: never
 // run on a state that stays wrong, nor lose records without a word.
 
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it, vi } from 'vitest'
 import type { StoreDamage } from '../../node/state-store.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
 import { resultRow, SCENARIO_MS, useCluster } from './harness.ts'
+import { damageMiddle } from '../helpers/damage.ts'
 
 const t = useCluster('corrupt', 5)
 
@@ -22,17 +23,6 @@ async function startRefused (dataDir: string): Promise<{ code: number | null, li
   return { code: result.code, lines: userLines(result.stderr), stderr: result.stderr }
 }
 
-/** Flips 64 bytes in the middle of the largest table or log file of a LevelDB dir; returns the file. */
-async function damageMiddle (dir: string): Promise<string> {
-  const files = (await readdir(dir)).filter((f) => /\.(ldb|log)$/.test(f))
-  const sized = await Promise.all(files.map(async (f) => ({ f, size: (await stat(join(dir, f))).size })))
-  const { f } = sized.sort((a, b) => b.size - a.size)[0]!
-  const bytes = await readFile(join(dir, f))
-  const at = Math.floor(bytes.length / 2)
-  for (let k = at; k < Math.min(bytes.length, at + 64); k++) bytes[k] = bytes[k]! ^ 0xff
-  await writeFile(join(dir, f), bytes)
-  return f
-}
 
 describe('reliability', () => {
   it('a corrupt state database on one node', async ({ task }) => {
