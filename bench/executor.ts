@@ -52,7 +52,7 @@ import { pino } from 'pino'
 import { table } from '../cli/table.ts'
 import { type HierarchyPlan, detectHierarchies, parseSelfCgroup } from '../node/executor/cgroups.ts'
 import { Executor, RUNNER_DEFAULTS, dirName, purgeTasks } from '../node/executor/executor.ts'
-import type { TaskInfo, TaskSpec } from '../node/executor/types.ts'
+import type { AttemptInfo, AttemptSpec } from '../node/executor/types.ts'
 import { COMMON_OPTIONS, Report, log, machineTimes, ownCpuMs, percentile, rootCpuMs, selectParts } from './report.ts'
 
 const PARTS = ['start', 'throughput', 'stop', 'memory'] as const
@@ -166,9 +166,9 @@ let run: Run | null = null
 let interrupted = false
 /** start() calls not yet resolved, so that cleanup stops only once none can add a task. */
 let starting = 0
-const waiters = new Map<string, (info: TaskInfo) => void>()
+const waiters = new Map<string, (info: AttemptInfo) => void>()
 
-function onExit (info: TaskInfo): void {
+function onExit (info: AttemptInfo): void {
   const waiter = waiters.get(info.id)
   if (waiter === undefined) return
   waiters.delete(info.id)
@@ -176,11 +176,11 @@ function onExit (info: TaskInfo): void {
 }
 
 /** Resolves with the task's exit event; register before start(), which emits it itself for a start that failed. */
-async function exitOf (id: string): Promise<TaskInfo> {
-  return await new Promise<TaskInfo>((resolve) => { waiters.set(id, resolve) })
+async function exitOf (id: string): Promise<AttemptInfo> {
+  return await new Promise<AttemptInfo>((resolve) => { waiters.set(id, resolve) })
 }
 
-async function start (spec: TaskSpec): Promise<TaskInfo> {
+async function start (spec: AttemptSpec): Promise<AttemptInfo> {
   if (interrupted) throw new Error('interrupted')
   starting++
   try {
@@ -190,7 +190,7 @@ async function start (spec: TaskSpec): Promise<TaskInfo> {
   }
 }
 
-function spec (id: string, command: string, args: string[] = []): TaskSpec {
+function spec (id: string, command: string, args: string[] = []): AttemptSpec {
   return { id, job: 'bench', command, args, env: {}, cpuMillis: TASK_CPU_MILLIS, memoryBytes: TASK_MEMORY_BYTES }
 }
 
@@ -436,7 +436,7 @@ async function throughputAt (inflight: number, seconds: number): Promise<Through
       const id = `tp${inflight}-${seq++}`
       const exited = exitOf(id)
       const a = performance.now()
-      let info: TaskInfo
+      let info: AttemptInfo
       try {
         info = await start(spec(id, '/bin/true'))
       } catch (err) {
@@ -522,7 +522,7 @@ async function throughput (levels: number[], seconds: number): Promise<void> {
 
 async function stopLatency (plain: number, stubborn: number): Promise<void> {
   const executor = run!.executor
-  const measure = async (label: string, n: number, make: (id: string) => TaskSpec, graceMs: number): Promise<{ times: number[], notExecd: number, bad: string[] }> => {
+  const measure = async (label: string, n: number, make: (id: string) => AttemptSpec, graceMs: number): Promise<{ times: number[], notExecd: number, bad: string[] }> => {
     log(`stop: ${n} × ${label}`)
     const times: number[] = []
     const bad: string[] = []

@@ -56,12 +56,12 @@ import { cpus, loadavg, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { ApiError, type Client, type ClusterEvent, type JobView, type MemberEvent, type TaskRecord, connect } from '../cli/client.ts'
+import { ApiError, type Client, type ClusterEvent, type JobView, type MemberEvent, type ClaimRecord, connect } from '../cli/client.ts'
 import { table } from '../cli/table.ts'
 import { PRESETS } from '../membership/config.ts'
 import { detectHierarchies } from '../node/executor/cgroups.ts'
 import { parseAttempt } from '../node/jobs/instances.ts'
-import { isLiveState } from '../node/reconcile/decide.ts'
+import { isActiveState } from '../node/reconcile/decide.ts'
 import { cpuTicks } from '../testnet/local/process.ts'
 import type { TestnetNode } from '../testnet/local/state.ts'
 import * as testnet from '../testnet/local/testnet.ts'
@@ -122,7 +122,7 @@ function spread (xs: readonly number[]): Spread {
 
 // ---- the event streams -----------------------------------------------------------------
 
-type TaskListener = (record: TaskRecord, observer: number, atMs: number) => void
+type TaskListener = (record: ClaimRecord, observer: number, atMs: number) => void
 type MemberListener = (event: MemberEvent, observer: number, atMs: number) => void
 
 /** Follows the event stream of every node; each part listens for what it measures. */
@@ -178,11 +178,11 @@ class Streams {
 
 /** The latest record of each node's claim of each instance, whichever stream brought it. */
 class ClaimBook {
-  private readonly byInstance = new Map<string, Map<string, TaskRecord>>()
+  private readonly byInstance = new Map<string, Map<string, ClaimRecord>>()
   /** Which observers' streams have shown each record (by node, generation and state). */
   private readonly observers = new Map<string, Set<number>>()
 
-  put (r: TaskRecord, observer?: number): void {
+  put (r: ClaimRecord, observer?: number): void {
     let nodes = this.byInstance.get(r.id)
     if (nodes === undefined) this.byInstance.set(r.id, nodes = new Map())
     const seen = nodes.get(r.node)
@@ -195,12 +195,12 @@ class ClaimBook {
   }
 
   /** How many nodes' streams have shown this record: a record seen only by its writer may die with it. */
-  seenBy (r: TaskRecord): number {
+  seenBy (r: ClaimRecord): number {
     return this.observers.get(`${r.id} ${r.node} ${r.generation} ${r.state}`)?.size ?? 0
   }
 
-  live (instance: string): TaskRecord[] {
-    return [...this.byInstance.get(instance)?.values() ?? []].filter((r) => isLiveState(r.state))
+  live (instance: string): ClaimRecord[] {
+    return [...this.byInstance.get(instance)?.values() ?? []].filter((r) => isActiveState(r.state))
   }
 
   /** How many nodes have claimed the instance (in any generation). */
@@ -218,7 +218,7 @@ class ClaimBook {
   }
 }
 
-function later (a: TaskRecord, b: TaskRecord): boolean {
+function later (a: ClaimRecord, b: ClaimRecord): boolean {
   if (a.generation !== b.generation) return a.generation > b.generation
   if (a.since !== b.since) return a.since > b.since
   return (STATE_ORDER[a.state] ?? 0) > (STATE_ORDER[b.state] ?? 0)
@@ -362,7 +362,7 @@ class RunBook {
   private readonly claims = new Map<string, Map<string, { node: string, firstSeen: number, startedAt: number | undefined }>>()
 
   /** `seenAt`: the machine's clock (ms since the epoch) when a stream brought the record. */
-  put (r: TaskRecord, seenAt: number): void {
+  put (r: ClaimRecord, seenAt: number): void {
     let claims = this.claims.get(r.id)
     if (claims === undefined) this.claims.set(r.id, claims = new Map())
     const key = `${r.node} ${r.generation}`
@@ -499,7 +499,7 @@ async function latencyOnce (c: Cluster, name: string, index: number): Promise<La
   const runs = new RunBook()
   const claimedAt = new Map<string, number>()
   /** The first running claim seen on the submitting node's stream (a holder: the listener sets it). */
-  const seen: { value: { atMs: number, record: TaskRecord } | null } = { value: null }
+  const seen: { value: { atMs: number, record: ClaimRecord } | null } = { value: null }
   const off = c.streams.onTask((r, observer, at) => {
     if (!r.job.startsWith(prefix)) return
     book.put(r)
@@ -843,7 +843,7 @@ async function failoverTrial (c: Cluster, fault: Fault, t: number): Promise<Tria
     if (watch === null || gen === undefined || r.node === watch.victimId || r.generation <= gen || at < watch.t0) return
     if (!claimants.has(r.id)) claimants.set(r.id, new Set())
     claimants.get(r.id)!.add(r.node)
-    if (!claimed.has(r.id) && isLiveState(r.state)) claimed.set(r.id, at - watch.t0)
+    if (!claimed.has(r.id) && isActiveState(r.state)) claimed.set(r.id, at - watch.t0)
     if (!replaced.has(r.id) && r.state === 'running') replaced.set(r.id, at - watch.t0)
   })
   const offMember = c.streams.onMember((event, observer, at) => { members.push({ event, observer, at }) })

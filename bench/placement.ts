@@ -31,7 +31,7 @@ import { parseArgs } from 'node:util'
 import { table } from '../cli/table.ts'
 import {
   displaced, explain, idKey, PLACE_DEFAULTS, place, plan, Pool, rank, rebalance,
-  type Allocation, type Constraint, type NodeView, type Placed, type TaskDemand, type View,
+  type Allocation, type Constraint, type NodeView, type Placed, type InstanceDemand, type View,
 } from '../placement/index.ts'
 import { Rng } from '../testnet/sim/rng.ts'
 import { COMMON_OPTIONS, Report, log, selectParts } from './report.ts'
@@ -119,8 +119,8 @@ function cpuFromMenu (rng: Rng): number {
  * instances per node (perNodeMax), their size capped at half of what their nodes
  * could hold. A job's instances share one constraints array, as the jobs layer's do.
  */
-function mixedJobs (rng: Rng, total: number, nodes: number, cpuScale: number): TaskDemand[] {
-  const out: TaskDemand[] = []
+function mixedJobs (rng: Rng, total: number, nodes: number, cpuScale: number): InstanceDemand[] {
+  const out: InstanceDemand[] = []
   for (let j = 0; out.length < total; j++) {
     const job = `job-${j.toString(36).padStart(4, '0')}`
     const cpuMillis = Math.max(10, Math.round(cpuFromMenu(rng) * cpuScale))
@@ -150,8 +150,8 @@ function mixedJobs (rng: Rng, total: number, nodes: number, cpuScale: number): T
  * memory by `memoryFor`, until the stream asks for `overfill` times the pool in
  * CPU and in memory.
  */
-function packingStream (rng: Rng, seed: number, pool: { cpu: number, mem: number }, overfill: number): TaskDemand[] {
-  const out: TaskDemand[] = []
+function packingStream (rng: Rng, seed: number, pool: { cpu: number, mem: number }, overfill: number): InstanceDemand[] {
+  const out: InstanceDemand[] = []
   let cpu = 0
   let mem = 0
   while (cpu < pool.cpu * overfill || mem < pool.mem * overfill) {
@@ -182,7 +182,7 @@ function poolShare (pool: Pool): Share {
   return shareOf(pool.cpuCap, pool.cpuFree, pool.memCap, pool.memFree)
 }
 
-function allocationsOf (tasks: readonly TaskDemand[], placements: readonly Placed[]): Allocation[] {
+function allocationsOf (tasks: readonly InstanceDemand[], placements: readonly Placed[]): Allocation[] {
   const byId = new Map(tasks.map((t) => [t.id, t]))
   return placements.map((p) => ({ task: byId.get(p.task)!, node: p.node }))
 }
@@ -234,7 +234,7 @@ async function throughput (instances: number, rounds: number): Promise<Allocatio
 
   // Where the time goes: place() alone on the empty pool, by kind of task, and without backups.
   const plain = tasks.filter((t) => t.constraints === undefined && t.perNodeMax === undefined)
-  const kinds: Array<{ name: string, tasks: TaskDemand[], options: { choices: number, candidatesMax?: number } }> = [
+  const kinds: Array<{ name: string, tasks: InstanceDemand[], options: { choices: number, candidatesMax?: number } }> = [
     { name: `no constraint, no perNodeMax; choices ${PLACE_DEFAULTS.choices} + ${PLACE_DEFAULTS.candidatesMax} backups (default)`, tasks: plain, options: { ...PLACE_DEFAULTS } },
     { name: 'the same, no backups (candidatesMax 0)', tasks: plain, options: { ...PLACE_DEFAULTS, candidatesMax: 0 } },
     { name: 'the same, choices 1, no backups (the first feasible node)', tasks: plain, options: { choices: 1, candidatesMax: 0 } },
@@ -288,10 +288,10 @@ async function throughput (instances: number, rounds: number): Promise<Allocatio
 
 // ---- 2. packing before the first refusal -----------------------------------------------
 
-interface Packed { placed: number, share: Share, refused?: TaskDemand }
+interface Packed { placed: number, share: Share, refused?: InstanceDemand }
 
 /** Ours: place() then allocate, in stream order, until the first task no node can take. */
-function untilFirstRefusal (nodes: readonly NodeView[], stream: readonly TaskDemand[], choices: number): Packed {
+function untilFirstRefusal (nodes: readonly NodeView[], stream: readonly InstanceDemand[], choices: number): Packed {
   const pool = new Pool({ nodes, allocations: [] })
   let placed = 0
   for (const task of stream) {
@@ -315,7 +315,7 @@ function untilFirstRefusal (nodes: readonly NodeView[], stream: readonly TaskDem
  * the share allocated after the whole stream (what the gap target compares with)
  * and at its own first refusal.
  */
-function firstFitDecreasing (nodes: readonly NodeView[], stream: readonly TaskDemand[]): { all: Packed, atRefusal: Packed } {
+function firstFitDecreasing (nodes: readonly NodeView[], stream: readonly InstanceDemand[]): { all: Packed, atRefusal: Packed } {
   const sorted = [...nodes].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
   const cpuCap = Float64Array.from(sorted, (n) => n.cpuMillis)
   const memCap = Float64Array.from(sorted, (n) => n.memoryBytes)
@@ -487,7 +487,7 @@ async function movement (instances: number): Promise<void> {
   const joinedView: View = { nodes: joined, allocations }
   const replanned = plan(joinedView, displaced(joinedView))
   const movedByPlan = replanned.placements.filter((q) => q.node !== home.get(q.task)).length
-  const firstChoice = (pool: Pool, t: TaskDemand): string | undefined => {
+  const firstChoice = (pool: Pool, t: InstanceDemand): string | undefined => {
     const d = place(pool, t, { choices: 1, candidatesMax: 0 })
     return d.placed ? d.node : undefined
   }

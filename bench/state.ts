@@ -33,7 +33,7 @@ import { pino } from 'pino'
 import * as Y from 'yjs'
 import { type Client, type StateInfo, connect } from '../cli/client.ts'
 import { table } from '../cli/table.ts'
-import type { TaskRecord } from '../crdt/schema.ts'
+import type { ClaimRecord } from '../crdt/schema.ts'
 import { ClusterState, ORIGIN } from '../crdt/state.ts'
 import { applyRemote, canonicalState } from '../crdt/sync.ts'
 import { StateStore } from '../node/state-store.ts'
@@ -727,9 +727,9 @@ function simThread (data: SimWorkerData): void {
     state,
     index: ids[k]!,
     rng: new Rng(4242).fork(`replica-${ids[k]!}`),
-    claimed: [] as TaskRecord[],
+    claimed: [] as ClaimRecord[],
     /** Running tasks by the tick they finish in. */
-    running: new Map<number, TaskRecord[]>(),
+    running: new Map<number, ClaimRecord[]>(),
     owed: 0,
     seq: 0,
     lastMaintain: now,
@@ -749,7 +749,7 @@ function simThread (data: SimWorkerData): void {
         }
         sim.running.delete(t)
         for (const task of sim.claimed) {
-          const started: TaskRecord = { ...task, state: 'running', since: now, startedAt: now }
+          const started: ClaimRecord = { ...task, state: 'running', since: now, startedAt: now }
           r.putTask(started)
           const end = t + 1 + sim.rng.int(runTicks)
           const list = sim.running.get(end) ?? []
@@ -760,7 +760,7 @@ function simThread (data: SimWorkerData): void {
         sim.owed += perTick
         for (; sim.owed >= 1; sim.owed--) {
           const seq = sim.seq++
-          const record: TaskRecord = { id: `t-${sim.index}-${seq.toString(36)}`, job: `job-${(seq % 97).toString(36)}`, node: r.self, generation: 1, state: 'claimed', since: now, restarts: 0 }
+          const record: ClaimRecord = { id: `t-${sim.index}-${seq.toString(36)}`, job: `job-${(seq % 97).toString(36)}`, node: r.self, generation: 1, state: 'claimed', since: now, restarts: 0 }
           r.putTask(record)
           sim.claimed.push(record)
         }
@@ -979,7 +979,7 @@ async function startup (records: number): Promise<void> {
       const appends: Array<Promise<void>> = []
       doc.on('update', (update: Uint8Array) => { appends.push(store.append(update, { durable: false })) })
       const now = Date.now()
-      const task = (i: number, over: Partial<TaskRecord> = {}): TaskRecord => ({
+      const task = (i: number, over: Partial<ClaimRecord> = {}): ClaimRecord => ({
         id: `task-${i.toString(36).padStart(5, '0')}`, job: `job-${(i % 1000).toString(36)}`, node: peerId, generation: 1,
         state: 'running', since: now, startedAt: now, restarts: 0, ...over,
       })

@@ -5,20 +5,20 @@ import type { NodeRecord } from '../crdt/schema.ts'
 import type { StateChange } from '../crdt/state.ts'
 import type { MembersResponse, NodeInfo, StateComparison } from '../node/api.ts'
 import type { StateInfo } from '../node/state.ts'
-import type { TaskInfo } from '../node/executor/types.ts'
+import type { AttemptInfo } from '../node/executor/types.ts'
 import type { MemberEvent } from '../membership/types.ts'
 import type { ExplainView, HistoryView, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from '../node/jobs/types.ts'
-import type { JobRecord, TaskRecord } from '../crdt/schema.ts'
+import type { JobRecord, ClaimRecord } from '../crdt/schema.ts'
 
 export type { MembersResponse, MemberView, NodeInfo, StateComparison } from '../node/api.ts'
 export type { StateInfo, PeerSync } from '../node/state.ts'
 export type { NodeRecord } from '../crdt/schema.ts'
-export type { TaskInfo, TaskExit, TaskUsage, Isolation } from '../node/executor/types.ts'
+export type { AttemptInfo, TaskExit, TaskUsage, Isolation } from '../node/executor/types.ts'
 export type { StateChange } from '../crdt/state.ts'
 export type { MemberEvent, MemberState } from '../membership/types.ts'
 export type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from '../node/jobs/types.ts'
 export type { JobInput, JobSpec } from '../node/jobs/spec.ts'
-export type { JobRecord, TaskRecord } from '../crdt/schema.ts'
+export type { JobRecord, ClaimRecord } from '../crdt/schema.ts'
 
 export type ClusterEvent =
   | { type: 'member', data: MemberEvent }
@@ -26,7 +26,7 @@ export type ClusterEvent =
   /** A job's record changed (submitted, stopped, finished). */
   | { type: 'job', data: JobRecord }
   /** A node's claim of a task instance changed (claimed, running, restarting, exited, …). */
-  | { type: 'task', data: TaskRecord }
+  | { type: 'task', data: ClaimRecord }
 
 export interface LogOptions { stream?: 'stdout' | 'stderr', offset?: number, length?: number, tail?: number }
 
@@ -65,7 +65,7 @@ export interface Client {
   /** Sets and removes labels of the node; resolves once stored, with all its labels. */
   updateLabels: (set: Record<string, string>, remove: string[]) => Promise<{ labels: Record<string, string> }>
   /** The tasks this node runs or ran, as its executor sees them. */
-  nodeTasks: () => Promise<{ tasks: TaskInfo[] }>
+  nodeTasks: () => Promise<{ tasks: AttemptInfo[] }>
   /** A range of one of this node's task's logs, with its logical offsets. */
   taskLogs: (id: string, opts?: { stream?: 'stdout' | 'stderr', offset?: number, length?: number, tail?: number }) => Promise<TaskLogRange>
   /** Follows the cluster's events until the signal aborts; resolves when the stream ends. */
@@ -176,7 +176,7 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
             if (event?.type === 'member') onEvent({ type: 'member', data: JSON.parse(event.data) as MemberEvent })
             else if (event?.type === 'state') onEvent({ type: 'state', data: JSON.parse(event.data) as StateChange })
             else if (event?.type === 'job') onEvent({ type: 'job', data: JSON.parse(event.data) as JobRecord })
-            else if (event?.type === 'task') onEvent({ type: 'task', data: JSON.parse(event.data) as TaskRecord })
+            else if (event?.type === 'task') onEvent({ type: 'task', data: JSON.parse(event.data) as ClaimRecord })
           }
         }
       } catch (err) {

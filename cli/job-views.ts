@@ -2,7 +2,7 @@
 // function takes the API's answer (and `now` where it shows ages) and returns text.
 
 import { constraintText } from '../placement/constraints.ts'
-import type { ExplainView, HistoryView, InstanceView, JobSpec, JobSummary, JobView, PoolStatus, TaskRecord, TaskView } from './client.ts'
+import type { ExplainView, HistoryView, InstanceView, JobSpec, JobSummary, JobView, PoolStatus, ClaimRecord, TaskView } from './client.ts'
 import { formatAge, formatBytes, formatCpu } from './format.ts'
 import { table } from './table.ts'
 
@@ -42,7 +42,7 @@ export function instancesText (counts: Record<string, number>, count: number): s
   return `${counts.running ?? 0}/${count} running${others === '' ? '' : `, ${others}`}`
 }
 
-export function exitText (exit: TaskRecord['exit'] | null | undefined): string {
+export function exitText (exit: ClaimRecord['exit'] | null | undefined): string {
   if (exit === null || exit === undefined) return '-'
   if (exit.reason !== '') return exit.reason
   return exit.code !== null ? `exit code ${exit.code}` : exit.signal ?? '-'

@@ -69,8 +69,8 @@ export type JobRecord = z.infer<typeof jobRecordSchema>
  * exited (a batch run that succeeded) and failed (gave up after its attempts) finish it, whoever ran it;
  * killed (stopped here: the job was stopped, a duplicate, `murmur kill`) and lost (its process went with the node's previous life) give it up here.
  */
-export const TASK_STATES = ['claimed', 'starting', 'running', 'restarting', 'exited', 'failed', 'killed', 'lost'] as const
-export type TaskState = typeof TASK_STATES[number]
+export const CLAIM_STATES = ['claimed', 'starting', 'running', 'restarting', 'exited', 'failed', 'killed', 'lost'] as const
+export type ClaimState = typeof CLAIM_STATES[number]
 
 /**
  * One node's record of one task instance: its claim and how the task is doing
@@ -83,7 +83,7 @@ export const taskRecordSchema = z.object({
   node: id,
   /** A claim's generation starts at 1 (placement/claims.ts refuses 0). */
   generation: counter.min(1),
-  state: z.enum(TASK_STATES),
+  state: z.enum(CLAIM_STATES),
   since: time,
   startedAt: time.optional(),
   /** Set when the task has ended for good on this node: retention counts from here. */
@@ -102,7 +102,7 @@ export const taskRecordSchema = z.object({
    */
   declined: z.literal(true).optional(),
 }).strict()
-export type TaskRecord = z.infer<typeof taskRecordSchema>
+export type ClaimRecord = z.infer<typeof taskRecordSchema>
 
 /**
  * The job that the given records of one job id describe: a stop first (it is

@@ -6,7 +6,7 @@ import * as Y from 'yjs'
 import type { Item } from 'yjs'
 import type { z } from 'zod'
 import {
-  type JobRecord, type NodeRecord, RECORD_LIMITS, type TaskRecord,
+  type JobRecord, type NodeRecord, RECORD_LIMITS, type ClaimRecord,
   jobRecordSchema, nodeRecordSchema, resolveJob, taskRecordSchema,
 } from './schema.ts'
 
@@ -74,7 +74,7 @@ export interface MaintenanceReport {
 }
 
 interface Entry<T> { writer: string, record: T }
-type RecordOf<K extends SpacedKind> = K extends 'jobs' ? JobRecord : TaskRecord
+type RecordOf<K extends SpacedKind> = K extends 'jobs' ? JobRecord : ClaimRecord
 
 const SCHEMAS = { nodes: nodeRecordSchema, jobs: jobRecordSchema, tasks: taskRecordSchema } as const
 const BYTES_MAX = { nodes: RECORD_LIMITS.nodeRecordBytesMax, jobs: RECORD_LIMITS.jobRecordBytesMax, tasks: RECORD_LIMITS.taskRecordBytesMax } as const
@@ -192,9 +192,9 @@ export class ClusterState {
   jobRecords (id: string): Array<Entry<JobRecord>> { return this.entries('jobs', id) }
 
   /** Every node's claim of one task instance. */
-  taskClaims (id: string): TaskRecord[] { return this.entries('tasks', id).map((e) => e.record) }
-  tasks (): TaskRecord[] {
-    const out: TaskRecord[] = []
+  taskClaims (id: string): ClaimRecord[] { return this.entries('tasks', id).map((e) => e.record) }
+  tasks (): ClaimRecord[] {
+    const out: ClaimRecord[] = []
     for (const id of this.byId.tasks.keys()) out.push(...this.taskClaims(id))
     return out
   }
@@ -238,7 +238,7 @@ export class ClusterState {
   removeJob (id: string): boolean { return this.removeOwn('jobs', id) }
 
   /** Writes this node's claim of a task instance; `record.node` must be this node. */
-  putTask (record: TaskRecord): void {
+  putTask (record: ClaimRecord): void {
     const value = this.checked('tasks', record)
     if (value.node !== this.self) throw new StateError('NOT_WRITER', `node ${this.self} cannot write a claim of node ${value.node}`)
     this.put('tasks', value)
@@ -435,7 +435,7 @@ export class ClusterState {
   private expireTasks (policy: RetentionPolicy, report: MaintenanceReport): void {
     for (const [key, space] of this.ownSpaces('tasks')) {
       for (const [id, record] of this.spaces.tasks.get(key) ?? []) {
-        const finishedAt = (record as TaskRecord).finishedAt
+        const finishedAt = (record as ClaimRecord).finishedAt
         if (finishedAt !== undefined && finishedAt + policy.taskRetentionMs <= policy.now) {
           space.delete(id)
           report.removedTasks++
@@ -568,8 +568,8 @@ export class ClusterState {
       this.invalid({ kind, key: id, space, reason: `is stored under the key of ${parsed.data.id}` })
       return undefined
     }
-    if (kind === 'tasks' && (parsed.data as TaskRecord).node !== owner) {
-      this.invalid({ kind, key: id, space, reason: `claims node ${(parsed.data as TaskRecord).node} but is in the space of ${owner}` })
+    if (kind === 'tasks' && (parsed.data as ClaimRecord).node !== owner) {
+      this.invalid({ kind, key: id, space, reason: `claims node ${(parsed.data as ClaimRecord).node} but is in the space of ${owner}` })
       return undefined
     }
     return parsed.data
@@ -597,7 +597,7 @@ export class ClusterState {
   /** The jobs the claims of one instance name: one, unless a peer wrote nonsense. */
   private jobsOfTask (id: string): Set<string> {
     const out = new Set<string>()
-    for (const record of this.byId.tasks.get(id)?.values() ?? []) out.add((record as TaskRecord).job)
+    for (const record of this.byId.tasks.get(id)?.values() ?? []) out.add((record as ClaimRecord).job)
     return out
   }
 

@@ -14,10 +14,10 @@ import { InputError, MurmurError } from './errors.ts'
 import { type FaultRules, type FaultsView, parseFaultRules } from './faults.ts'
 import type { StateInfo } from './state.ts'
 import type { LogChunk, LogStream } from './executor/logs.ts'
-import type { Isolation, TaskInfo } from './executor/types.ts'
+import type { Isolation, AttemptInfo } from './executor/types.ts'
 import type { JobService } from './jobs/service.ts'
 import type { PoolStatus } from './jobs/types.ts'
-import type { JobRecord, TaskRecord } from '../crdt/schema.ts'
+import type { JobRecord, ClaimRecord } from '../crdt/schema.ts'
 import type { LogsAnswer } from './rpc.ts'
 
 /** What the API serves; node.ts provides it. */
@@ -37,7 +37,7 @@ export interface ApiBackend {
   /** Sets and removes labels of this node; resolves with all its labels once stored. */
   updateLabels: (set: Record<string, string>, remove: string[]) => Promise<Record<string, string>>
   /** The tasks this node runs or ran (its executor's view). */
-  tasks: () => TaskInfo[]
+  tasks: () => AttemptInfo[]
   readTaskLogs: (id: string, stream: LogStream, opts: { offset?: number | undefined, length?: number | undefined, tail?: number | undefined, signal: AbortSignal }) => Promise<LogChunk>
   followTaskLogs: (id: string, stream: LogStream, opts: { offset?: number | undefined, tail?: number | undefined, signal: AbortSignal }) => AsyncIterable<Buffer>
   /** The jobs and tasks of the cluster (throws 503 while the node starts). */
@@ -45,7 +45,7 @@ export interface ApiBackend {
   status: () => Promise<PoolStatus>
   /** The records behind a state change, for the event stream. */
   jobRecord: (id: string) => JobRecord | undefined
-  taskRecords: (id: string) => TaskRecord[]
+  taskRecords: (id: string) => ClaimRecord[]
   /** Testnet fault rules; only a node started with --fault-injection has them (and the /v1/admin routes). */
   faults?: {
     get: () => FaultsView

@@ -5,7 +5,7 @@ import { PLACEMENT_HASH_VERSION } from './hash.ts'
 import { place, rank, type PendingSummary, type PlaceOptions } from './place.ts'
 import { Pool } from './pool.ts'
 import { reasonText, type SkipReason } from './reasons.ts'
-import type { TaskDemand, View } from './types.ts'
+import type { InstanceDemand, View } from './types.ts'
 
 export type Verdict = 'chosen' | 'candidate' | 'feasible' | 'skipped'
 
@@ -38,7 +38,7 @@ export interface Explanation {
  * set aside first, so that for a running task this says where it would go now
  * and `holders` says where it is.
  */
-export function explain (view: View, task: TaskDemand, options: PlaceOptions = {}): Explanation {
+export function explain (view: View, task: InstanceDemand, options: PlaceOptions = {}): Explanation {
   const pool = new Pool(view)
   const holders = pool.release(task.id).sort()
   const decision = place(pool, task, options)

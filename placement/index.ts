@@ -8,7 +8,7 @@ export {
 } from './constraints.ts'
 export type { Constraint, Spread } from './constraints.ts'
 export { PlacementError } from './types.ts'
-export type { Allocation, NodeView, TaskDemand, View } from './types.ts'
+export type { Allocation, NodeView, InstanceDemand, View } from './types.ts'
 export { Pool } from './pool.ts'
 export { bytesText, cpuText, needAndFree, reasonText } from './reasons.ts'
 export type { Shortfall, SkipCode, SkipReason } from './reasons.ts'

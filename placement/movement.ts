@@ -5,7 +5,7 @@
 
 import { PLACE_DEFAULTS, place, positionOf } from './place.ts'
 import { Pool } from './pool.ts'
-import { PlacementError, type TaskDemand, type View } from './types.ts'
+import { PlacementError, type InstanceDemand, type View } from './types.ts'
 
 export interface RebalanceOptions {
   /** At most floor(fractionMax × allocations) moves in one round. */
@@ -67,7 +67,7 @@ export function rebalance (view: View, options: RebalanceOptions): Move[] {
 }
 
 /** Per spread of the task's job: its largest count on a value minus its smallest. */
-function skews (pool: Pool, task: TaskDemand): number[] {
+function skews (pool: Pool, task: InstanceDemand): number[] {
   return pool.spreadCounts(task).map((s) => {
     let max = 0
     for (const count of s.counts.values()) max = Math.max(max, count)

@@ -5,7 +5,7 @@ import { idKey, premixedPairHash, taskPrefix, unitDraw, weightedScore } from './
 import { checkDemand, Pool, type SpreadCounts } from './pool.ts'
 import { constraintText } from './constraints.ts'
 import { needAndFree, type SkipCode, type SkipReason } from './reasons.ts'
-import { PlacementError, type TaskDemand, type View } from './types.ts'
+import { PlacementError, type InstanceDemand, type View } from './types.ts'
 
 export interface PlaceOptions {
   /**
@@ -57,13 +57,13 @@ export type Decision = ({ readonly placed: true } & Placed) | ({ readonly placed
  * capacity that binds for this task's shape. A node's weight depends on that
  * node alone, so a join or a death leaves every other node's score unchanged.
  */
-export function weightFor (cpuCap: number, memCap: number, task: TaskDemand): number {
+export function weightFor (cpuCap: number, memCap: number, task: InstanceDemand): number {
   const per = perUnit(task)
   return weightPer(cpuCap, memCap, per.cpu, per.mem)
 }
 
 /** 1 / demand for each resource, 0 for one the task does not ask for. */
-function perUnit (task: TaskDemand): { cpu: number, mem: number } {
+function perUnit (task: InstanceDemand): { cpu: number, mem: number } {
   return { cpu: task.cpuMillis > 0 ? 1 / task.cpuMillis : 0, mem: task.memoryBytes > 0 ? 1 / task.memoryBytes : 0 }
 }
 
@@ -89,7 +89,7 @@ function before (s: number, h: number, i: number, t: number, g: number, j: numbe
 }
 
 /** Every node of the pool ranked for the task, best first, whatever its feasibility. */
-export function rank (pool: Pool, task: TaskDemand): Ranked[] {
+export function rank (pool: Pool, task: InstanceDemand): Ranked[] {
   const prefix = taskPrefix(idKey(task.id))
   const per = perUnit(task)
   const out: Ranked[] = []
@@ -102,7 +102,7 @@ export function rank (pool: Pool, task: TaskDemand): Ranked[] {
 }
 
 /** How many nodes of the pool rank above node i for the task. */
-export function positionOf (pool: Pool, task: TaskDemand, i: number): number {
+export function positionOf (pool: Pool, task: InstanceDemand, i: number): number {
   const prefix = taskPrefix(idKey(task.id))
   const per = perUnit(task)
   const score = (j: number): number => weightedScore(weightPer(pool.cpuCap[j]!, pool.memCap[j]!, per.cpu, per.mem), premixedPairHash(prefix, pool.keyLo[j]!, pool.keyHi[j]!))
@@ -116,7 +116,7 @@ export function positionOf (pool: Pool, task: TaskDemand, i: number): number {
 }
 
 /** What is left of node i, as a fraction of its capacity, in its emptier resource, once the task is on it. */
-function leftAfter (pool: Pool, i: number, task: TaskDemand): number {
+function leftAfter (pool: Pool, i: number, task: InstanceDemand): number {
   const cpu = pool.cpuCap[i]! > 0 ? (pool.cpuFree[i]! - task.cpuMillis) / pool.cpuCap[i]! : 0
   const mem = pool.memCap[i]! > 0 ? (pool.memFree[i]! - task.memoryBytes) / pool.memCap[i]! : 0
   return Math.max(cpu, mem)
@@ -127,13 +127,13 @@ function leftAfter (pool: Pool, i: number, task: TaskDemand): number {
  * and of the first `choices` of them the one the task fills best (ties to the
  * better ranked). Does not allocate.
  */
-export function place (pool: Pool, task: TaskDemand, options: PlaceOptions = {}): Decision {
+export function place (pool: Pool, task: InstanceDemand, options: PlaceOptions = {}): Decision {
   checkDemand(task)
   return decide(pool, task, options)
 }
 
 /** `place` for a task already checked (`plan` checks each task once, up front). */
-function decide (pool: Pool, task: TaskDemand, options: PlaceOptions): Decision {
+function decide (pool: Pool, task: InstanceDemand, options: PlaceOptions): Decision {
   const choices = bounded('choices', options.choices ?? PLACE_DEFAULTS.choices, 1, CHOICES_MAX)
   const backups = bounded('candidatesMax', options.candidatesMax ?? PLACE_DEFAULTS.candidatesMax, 0, CANDIDATES_MAX)
   const top = topFeasible(pool, task, choices + backups)
@@ -155,7 +155,7 @@ const topHashes = new Float64Array(CHOICES_MAX + CANDIDATES_MAX)
 const topIndices = new Int32Array(CHOICES_MAX + CANDIDATES_MAX)
 
 /** The indices of the k best-ranked feasible nodes, best first. The hot loop: typed arrays, no allocation per node. */
-function topFeasible (pool: Pool, task: TaskDemand, k: number): number[] {
+function topFeasible (pool: Pool, task: InstanceDemand, k: number): number[] {
   const prefix = taskPrefix(idKey(task.id))
   const mask = pool.candidates(task.constraints)
   const limits = pool.limits(task, pool.spreadCounts(task))
@@ -202,7 +202,7 @@ export interface Plan {
  * view whatever order it learned of the tasks in. A task already allocated in
  * the view is released first: the caller passes what must be (re)placed.
  */
-export function plan (view: View, tasks: readonly TaskDemand[], options: PlaceOptions = {}): Plan {
+export function plan (view: View, tasks: readonly InstanceDemand[], options: PlaceOptions = {}): Plan {
   const pool = new Pool(view)
   const ids = new Set<string>()
   for (const t of tasks) {
@@ -230,21 +230,21 @@ export function plan (view: View, tasks: readonly TaskDemand[], options: PlaceOp
  * or no longer in the view, each once. A task that still has a live holder is
  * not displaced.
  */
-export function displaced (view: View): TaskDemand[] {
+export function displaced (view: View): InstanceDemand[] {
   const alive = new Set(view.nodes.filter((n) => n.alive).map((n) => n.id))
   const held = new Set(view.allocations.filter((a) => alive.has(a.node)).map((a) => a.task.id))
-  const out = new Map<string, TaskDemand>()
+  const out = new Map<string, InstanceDemand>()
   for (const a of view.allocations) if (!held.has(a.task.id) && !out.has(a.task.id)) out.set(a.task.id, a.task)
   return [...out.values()]
 }
 
-function canonicalOrder (pool: Pool, tasks: readonly TaskDemand[]): TaskDemand[] {
+function canonicalOrder (pool: Pool, tasks: readonly InstanceDemand[]): InstanceDemand[] {
   let cpu = 0
   let mem = 0
   for (let i = 0; i < pool.size; i++) {
     if (pool.alive[i] === 1) { cpu += pool.cpuCap[i]!; mem += pool.memCap[i]! }
   }
-  const share = (t: TaskDemand): number => Math.max(cpu > 0 ? t.cpuMillis / cpu : 0, mem > 0 ? t.memoryBytes / mem : 0)
+  const share = (t: InstanceDemand): number => Math.max(cpu > 0 ? t.cpuMillis / cpu : 0, mem > 0 ? t.memoryBytes / mem : 0)
   return tasks.map((t) => ({ t, s: share(t) }))
     .sort((a, b) => b.s - a.s || compareStrings(a.t.job, b.t.job) || compareStrings(a.t.id, b.t.id))
     .map((x) => x.t)
@@ -268,7 +268,7 @@ function bounded (name: string, value: number, min: number, max: number): number
 }
 
 /** Why no node can take the task, from every node's reason. */
-export function pendingSummary (pool: Pool, task: TaskDemand): PendingSummary {
+export function pendingSummary (pool: Pool, task: InstanceDemand): PendingSummary {
   const spreads: SpreadCounts[] = pool.spreadCounts(task)
   const skipped: Partial<Record<SkipCode, number>> = {}
   const failures = new Map<string, number>()
@@ -332,7 +332,7 @@ interface Findings {
 }
 
 /** The one cause a user should hear first: a request no node could ever hold, room ruled out by the job's own rules, or no room. */
-function headline (task: TaskDemand, f: Findings): string {
+function headline (task: InstanceDemand, f: Findings): string {
   const tooBig: string[] = []
   if (f.cpuCap !== undefined && task.cpuMillis > f.cpuCap.millis) {
     const [need, has] = needAndFree(task.cpuMillis, f.cpuCap.millis, 'cpu')

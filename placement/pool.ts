@@ -6,7 +6,7 @@ import { idKey, premix } from './hash.ts'
 import type { z } from 'zod'
 import { constraintsSchema, firstFailed, labelValue, spreadsSchema, type Constraint, type Spread } from './constraints.ts'
 import type { SkipReason } from './reasons.ts'
-import { PlacementError, type Allocation, type NodeView, type TaskDemand, type View } from './types.ts'
+import { PlacementError, type Allocation, type NodeView, type InstanceDemand, type View } from './types.ts'
 
 const NO_CONSTRAINTS: readonly Constraint[] = Object.freeze([])
 
@@ -33,7 +33,7 @@ export class Pool {
   orphans = 0
 
   private readonly index = new Map<string, number>()
-  private readonly held = new Map<string, Array<{ node: number, task: TaskDemand }>>()
+  private readonly held = new Map<string, Array<{ node: number, task: InstanceDemand }>>()
   /** job → node index → instances of the job allocated there. */
   private readonly jobCounts = new Map<string, Map<number, number>>()
   /**
@@ -151,7 +151,7 @@ export class Pool {
   }
 
   /** Per spread of the task's job: its instances per label value and the least count among the values that count. */
-  spreadCounts (task: TaskDemand): SpreadCounts[] {
+  spreadCounts (task: InstanceDemand): SpreadCounts[] {
     const spreads = task.spread ?? []
     if (spreads.length === 0) return []
     const key = JSON.stringify(spreads)
@@ -181,7 +181,7 @@ export class Pool {
    * the fast path's form of those two checks of `check`, computed once per
    * decision instead of once per node; undefined when the task has neither.
    */
-  limits (task: TaskDemand, spreads: readonly SpreadCounts[]): Uint8Array | undefined {
+  limits (task: InstanceDemand, spreads: readonly SpreadCounts[]): Uint8Array | undefined {
     if (task.perNodeMax === undefined && spreads.length === 0 && (task.avoid ?? []).length === 0) return undefined
     const blocked = new Uint8Array(this.size)
     for (const node of task.avoid ?? []) {
@@ -208,7 +208,7 @@ export class Pool {
    * constraints, avoided, per-node limit, spread, then resources. The fast path of
    * `place` checks the same things inline.
    */
-  check (i: number, task: TaskDemand, spreads: readonly SpreadCounts[]): SkipReason | undefined {
+  check (i: number, task: InstanceDemand, spreads: readonly SpreadCounts[]): SkipReason | undefined {
     if (this.alive[i] !== 1) return { code: 'not-alive' }
     const labels = this.labels[i]!
     const failed = firstFailed(labels, task.constraints ?? NO_CONSTRAINTS)
@@ -316,7 +316,7 @@ function checkNode (node: NodeView): void {
   }
 }
 
-export function checkDemand (task: TaskDemand): void {
+export function checkDemand (task: InstanceDemand): void {
   if (!wellFormed(task.id)) throw new PlacementError(`task id ${JSON.stringify(task.id)} is not a well-formed non-empty string`)
   if (!amount(task.cpuMillis) || !amount(task.memoryBytes)) {
     throw new PlacementError(`task ${task.id} has an invalid demand (${task.cpuMillis} millicores, ${task.memoryBytes} bytes)`)

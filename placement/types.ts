@@ -16,7 +16,7 @@ export interface NodeView {
 }
 
 /** What one task instance asks for, and of whom. */
-export interface TaskDemand {
+export interface InstanceDemand {
   /** The instance id: what rendezvous hashing ranks nodes for. */
   readonly id: string
   readonly job: string
@@ -32,7 +32,7 @@ export interface TaskDemand {
 
 /** A task instance claimed on a node: it holds its demand there. */
 export interface Allocation {
-  readonly task: TaskDemand
+  readonly task: InstanceDemand
   readonly node: string
 }
 

@@ -18,7 +18,7 @@
 // jobs), whichever finds anything first: while a cluster settles the rest is not
 // worth reading, and a job as every node sees it costs the most.
 
-import type { TaskRecord } from '../crdt/schema.ts'
+import type { ClaimRecord } from '../crdt/schema.ts'
 import type { MemberState } from '../membership/types.ts'
 import { instanceId, jobOfInstance, parseAttempt } from '../node/jobs/instances.ts'
 import type { HistoryView, JobView } from '../node/jobs/types.ts'
@@ -93,7 +93,7 @@ export interface ClusterCheck {
 /** Membership disagreements reported: past a few, more lines say nothing new. */
 const MEMBERSHIP_LINES = 5
 
-const LIVE_CLAIM = new Set<TaskRecord['state']>(['claimed', 'starting', 'running', 'restarting'])
+const LIVE_CLAIM = new Set<ClaimRecord['state']>(['claimed', 'starting', 'running', 'restarting'])
 
 export function checkCluster (facts: ClusterFacts, options: { quick?: boolean } = {}): ClusterCheck {
   const quick = options.quick === true
@@ -259,7 +259,7 @@ export function checkCluster (facts: ClusterFacts, options: { quick?: boolean } 
       const holders = (claims.get(id) ?? []).filter((c) => LIVE_CLAIM.has(c.state) && liveSet.has(c.node))
       const instance = job.instances.find((x) => x.id === id)
       // A crash loop is between two attempts as often as not: held, in any live state.
-      const where = workload === 'crashes' ? instance !== undefined && LIVE_CLAIM.has(instance.state as TaskRecord['state']) : instance?.state === 'running'
+      const where = workload === 'crashes' ? instance !== undefined && LIVE_CLAIM.has(instance.state as ClaimRecord['state']) : instance?.state === 'running'
       if (holders.length > 1) {
         duplicates.add(id)
         add('placement', `${name(node)} sees ${id} held by ${holders.map((c) => name(c.node)).join(' and ')}`)
@@ -271,8 +271,8 @@ export function checkCluster (facts: ClusterFacts, options: { quick?: boolean } 
 }
 
 /** Claims grouped by instance. */
-export function byInstance (claims: readonly TaskRecord[]): Map<string, TaskRecord[]> {
-  const out = new Map<string, TaskRecord[]>()
+export function byInstance (claims: readonly ClaimRecord[]): Map<string, ClaimRecord[]> {
+  const out = new Map<string, ClaimRecord[]>()
   for (const c of claims) {
     let list = out.get(c.id)
     if (list === undefined) out.set(c.id, list = [])

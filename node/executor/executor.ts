@@ -23,7 +23,7 @@ import { DEFAULT_PATH, SHIM_NAME, StartFailure, resolveCommand } from './launch.
 import { statFields } from '../proc.ts'
 import { LOG_DEFAULTS, type LogChunk, type LogStream, TaskLogs } from './logs.ts'
 import { type SpawnedExit, Spawner } from './spawner.ts'
-import type { FoundTask, Isolation, RecoverReport, Signalled, TaskExit, TaskInfo, TaskRunner, TaskSpec, TaskUsage } from './types.ts'
+import type { FoundAttempt, Isolation, RecoverReport, Signalled, TaskExit, AttemptInfo, TaskRunner, AttemptSpec, TaskUsage } from './types.ts'
 
 export const RUNNER_DEFAULTS = Object.freeze({
   /** Enough for a shell pipeline or a JVM's threads; a fork bomb stops here. */
@@ -95,7 +95,7 @@ type TaskRecordFile = z.infer<typeof recordSchema>
 const rootsSchema = z.object({ version: z.union([z.literal(1), z.literal(2)]), dirs: z.record(z.string(), z.string()) })
 
 interface Entry {
-  info: TaskInfo
+  info: AttemptInfo
   name: string
   cgroup: TaskCgroup | null
   logs: TaskLogs
@@ -104,14 +104,14 @@ interface Entry {
   pidStart: string | null
   /** Set by stop(): the end is "killed", with the signal that did it. */
   stop: { at: number, kill: 'SIGTERM' | 'SIGKILL', graceMs: number } | null
-  ended: Promise<TaskInfo>
-  markEnded: (info: TaskInfo) => void
+  ended: Promise<AttemptInfo>
+  markEnded: (info: AttemptInfo) => void
   /** Set once the end is being recorded, so it is recorded once. */
   finishing: boolean
   cpuBase: number
 }
 
-export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements TaskRunner {
+export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements TaskRunner {
   readonly isolation: Isolation
   private readonly opts: ExecutorOptions
   private readonly log: Logger
@@ -120,9 +120,9 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
   private readonly oldRoots: CgroupRoot[]
   private readonly entries = new Map<string, Entry>()
   /** Starts admitted but not yet entered (their logs open): counted by committed() and the duplicate check. */
-  private readonly starting = new Map<string, TaskSpec>()
+  private readonly starting = new Map<string, AttemptSpec>()
   /** Starts in flight, until their process runs (or failed): a stop waits for them. */
-  private readonly launching = new Map<string, Promise<TaskInfo>>()
+  private readonly launching = new Map<string, Promise<AttemptInfo>>()
   /** Forks for the starts: the node's own fork was the largest cost of a start (see spawner.ts). */
   private readonly spawner: Spawner
   private readonly sampler: NodeJS.Timeout
@@ -209,7 +209,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     return { cpuMillis, memoryBytes, tasks }
   }
 
-  async start (input: TaskSpec, opts: Signalled = {}): Promise<TaskInfo> {
+  async start (input: AttemptSpec, opts: Signalled = {}): Promise<AttemptInfo> {
     const requested = performance.now()
     if (this.closed) throw new MurmurError('EXECUTOR_CLOSED', 'the node is stopping; it starts no more tasks', 1, 503)
     const parsed = specSchema.safeParse(input)
@@ -217,7 +217,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
       const issue = parsed.error.issues[0]!
       throw new InputError('BAD_TASK_SPEC', `task spec: ${issue.path.join('.') || 'spec'}: ${issue.message}`)
     }
-    const spec = parsed.data as TaskSpec
+    const spec = parsed.data as AttemptSpec
     opts.signal?.throwIfAborted()
     const existing = this.entries.get(spec.id)
     if (this.starting.has(spec.id)) throw new MurmurError('TASK_EXISTS', `task ${spec.id} is already starting here`, 1, 409)
@@ -237,7 +237,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     }
   }
 
-  private async launchTask (spec: TaskSpec, existing: Entry | undefined, requested: number): Promise<TaskInfo> {
+  private async launchTask (spec: AttemptSpec, existing: Entry | undefined, requested: number): Promise<AttemptInfo> {
     if (existing !== undefined) {
       this.entries.delete(spec.id)
       await existing.logs.close().catch(() => {})
@@ -331,7 +331,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
   }
 
   /** Refuses a start that would commit more CPU or memory than the node has, whatever placement believed. */
-  private admit (spec: TaskSpec): void {
+  private admit (spec: AttemptSpec): void {
     const used = this.committed()
     const { cpuMillis, memoryBytes } = this.opts.capacity
     const short: string[] = []
@@ -341,9 +341,9 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     throw new MurmurError('ADMISSION_REFUSED', `task ${spec.id} does not fit on this node: it needs ${short.join(' and ')}, with ${used.tasks} task${used.tasks === 1 ? '' : 's'} running`, 1, 409)
   }
 
-  private newEntry (spec: TaskSpec, name: string, dir: string, logs: TaskLogs, startedAt: number): Entry {
-    let markEnded!: (info: TaskInfo) => void
-    const ended = new Promise<TaskInfo>((resolve) => { markEnded = resolve })
+  private newEntry (spec: AttemptSpec, name: string, dir: string, logs: TaskLogs, startedAt: number): Entry {
+    let markEnded!: (info: AttemptInfo) => void
+    const ended = new Promise<AttemptInfo>((resolve) => { markEnded = resolve })
     return {
       info: { id: spec.id, job: spec.job, phase: 'running', pid: null, startedAt, finishedAt: null, exit: null, usage: null, cgroup: null, dir, adopted: false, spec },
       name,
@@ -359,7 +359,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     }
   }
 
-  async stop (id: string, opts: Signalled & { graceMs?: number | undefined } = {}): Promise<TaskInfo> {
+  async stop (id: string, opts: Signalled & { graceMs?: number | undefined } = {}): Promise<AttemptInfo> {
     // A stop that overtakes its start waits until there is a process to signal.
     const launching = this.launching.get(id)
     if (launching !== undefined) await abortable(launching.catch(() => undefined), opts.signal)
@@ -408,12 +408,12 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     if (!entry.watched) await this.finish(entry, null)
   }
 
-  inspect (id: string): TaskInfo | undefined {
+  inspect (id: string): AttemptInfo | undefined {
     const entry = this.entries.get(id)
     return entry === undefined ? undefined : snapshot(entry)
   }
 
-  list (): TaskInfo[] {
+  list (): AttemptInfo[] {
     return [...this.entries.values()].map(snapshot).sort((a, b) => a.startedAt - b.startedAt || (a.id < b.id ? -1 : 1))
   }
 
@@ -576,7 +576,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
     return entry.cgroup !== null && safely(() => entry.cgroup!.pids().length > 0, true)
   }
 
-  async recover (decide: (task: FoundTask) => 'adopt' | 'stop', opts: Signalled & { graceMs?: number | undefined } = {}): Promise<RecoverReport> {
+  async recover (decide: (task: FoundAttempt) => 'adopt' | 'stop', opts: Signalled & { graceMs?: number | undefined } = {}): Promise<RecoverReport> {
     const report: RecoverReport = { adopted: [], stopped: [], ended: [], strays: [] }
     // Starts in flight have no task.json yet: never strays.
     const known = new Set([...[...this.entries.values()].map((e) => e.name), ...[...this.starting.keys()].map(dirName)])
@@ -594,7 +594,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
         continue
       }
       known.add(name)
-      const spec = record.spec as TaskSpec
+      const spec = record.spec as AttemptSpec
       let logs: TaskLogs
       try {
         logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS)
@@ -623,7 +623,7 @@ export class Executor extends EventEmitter<{ exit: [TaskInfo] }> implements Task
         entry.info.cgroup = null
         entry.pidStart = null
       }
-      const found: FoundTask = { id: spec.id, job: spec.job, spec, startedAt: record.startedAt, alive: this.alive(entry) }
+      const found: FoundAttempt = { id: spec.id, job: spec.job, spec, startedAt: record.startedAt, alive: this.alive(entry) }
       if (!found.alive) {
         await this.finish(entry, null)
         report.ended.push(spec.id)
@@ -761,7 +761,7 @@ function readRecord (dir: string): TaskRecordFile | null {
   }
 }
 
-function snapshot (entry: Entry): TaskInfo {
+function snapshot (entry: Entry): AttemptInfo {
   return structuredClone(entry.info)
 }
 

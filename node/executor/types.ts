@@ -14,7 +14,7 @@ export interface Isolation {
 }
 
 /** One task instance as the runner needs it: what to run and within which bounds. */
-export interface TaskSpec {
+export interface AttemptSpec {
   id: string
   job: string
   command: string
@@ -67,7 +67,7 @@ export interface TaskUsage {
 
 export type TaskPhase = 'running' | 'stopping' | 'ended'
 
-export interface TaskInfo {
+export interface AttemptInfo {
   id: string
   job: string
   phase: TaskPhase
@@ -84,14 +84,14 @@ export interface TaskInfo {
   dir: string
   /** Taken over from a previous life of the node. */
   adopted: boolean
-  spec: TaskSpec
+  spec: AttemptSpec
 }
 
 /** What a restarted node found of its previous life, for the caller to judge. */
-export interface FoundTask {
+export interface FoundAttempt {
   id: string
   job: string
-  spec: TaskSpec
+  spec: AttemptSpec
   startedAt: number
   /** Whether any of its processes still run. */
   alive: boolean
@@ -111,21 +111,21 @@ export interface Signalled { signal?: AbortSignal | undefined }
 export interface TaskRunner {
   readonly isolation: Isolation
   /** Starts a task; resolves once its process runs inside its cgroup. */
-  start (spec: TaskSpec, opts?: Signalled): Promise<TaskInfo>
+  start (spec: AttemptSpec, opts?: Signalled): Promise<AttemptInfo>
   /** SIGTERM to its process group, SIGKILL to all its processes after graceMs; resolves once it has ended. */
-  stop (id: string, opts?: Signalled & { graceMs?: number | undefined }): Promise<TaskInfo>
-  inspect (id: string): TaskInfo | undefined
-  list (): TaskInfo[]
+  stop (id: string, opts?: Signalled & { graceMs?: number | undefined }): Promise<AttemptInfo>
+  inspect (id: string): AttemptInfo | undefined
+  list (): AttemptInfo[]
   /** After a restart: `decide` says which found tasks to keep; the rest are stopped, strays removed. */
-  recover (decide: (task: FoundTask) => 'adopt' | 'stop', opts?: Signalled & { graceMs?: number | undefined }): Promise<RecoverReport>
+  recover (decide: (task: FoundAttempt) => 'adopt' | 'stop', opts?: Signalled & { graceMs?: number | undefined }): Promise<RecoverReport>
   readLogs (id: string, stream: LogStream, opts?: Signalled & { offset?: number | undefined, length?: number | undefined, tail?: number | undefined }): Promise<LogChunk>
   followLogs (id: string, stream: LogStream, opts?: Signalled & { offset?: number | undefined, tail?: number | undefined }): AsyncIterable<Buffer>
   /** Forgets ended tasks that ended before `before` (ms since the epoch), removing their dirs. */
   prune (before: number, opts?: Signalled): Promise<string[]>
   /** What the running and stopping tasks hold of the node's capacity. */
   committed (): { cpuMillis: number, memoryBytes: number, tasks: number }
-  on (event: 'exit', listener: (info: TaskInfo) => void): unknown
-  off (event: 'exit', listener: (info: TaskInfo) => void): unknown
+  on (event: 'exit', listener: (info: AttemptInfo) => void): unknown
+  off (event: 'exit', listener: (info: AttemptInfo) => void): unknown
   /** Stops watching; running tasks keep running, for the next life of the node to adopt. */
   close (): Promise<void>
 }

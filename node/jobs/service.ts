@@ -4,13 +4,13 @@
 
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { JobRecord, TaskRecord } from '../../crdt/schema.ts'
+import type { JobRecord, ClaimRecord } from '../../crdt/schema.ts'
 import { explain } from '../../placement/explain.ts'
 import { resolveClaims } from '../../placement/claims.ts'
 import { type Clock, systemClock } from '../clock.ts'
 import { InputError, MurmurError } from '../errors.ts'
 import type { Reconciler } from '../reconcile/loop.ts'
-import { CLAIM_STATUS, claimOf, demandOf, isLiveState } from '../reconcile/decide.ts'
+import { CLAIM_STATUS, claimOf, demandOf, isActiveState } from '../reconcile/decide.ts'
 import type { LogsAnswer, LogsRequest, TaskRpc } from '../rpc.ts'
 import type { StateService } from '../state.ts'
 import { attemptId, instanceId, jobOfInstance, latestTick, tickOf } from './instances.ts'
@@ -159,7 +159,7 @@ export class JobService {
     if (spec !== null && spec.cron === undefined) {
       const current = new Set(Array.from({ length: spec.count }, (_, i) => instanceId(record.id, i)))
       // Instances past the count of a scaled-down service belong to the job only while some still run.
-      for (const id of ids) if (!current.has(id) && !this.state.records.taskClaims(id).some((c) => isLiveState(c.state))) ids.delete(id)
+      for (const id of ids) if (!current.has(id) && !this.state.records.taskClaims(id).some((c) => isActiveState(c.state))) ids.delete(id)
       for (const id of current) ids.add(id)
     }
     const instances: InstanceView[] = []
@@ -240,7 +240,7 @@ export class JobService {
     return out
   }
 
-  private taskView (c: TaskRecord): TaskView {
+  private taskView (c: ClaimRecord): TaskView {
     return {
       id: c.id, job: c.job, jobName: this.state.records.job(c.job)?.name ?? c.job, node: c.node, state: c.state, since: c.since,
       startedAt: c.startedAt ?? null, finishedAt: c.finishedAt ?? null, restarts: c.restarts, generation: c.generation, exit: c.exit ?? null, usage: null,
@@ -278,7 +278,7 @@ export class JobService {
 
   async kill (id: string): Promise<{ task: string, node: string }> {
     const task = this.task(id)
-    if (!isLiveState(task.state)) throw new MurmurError('TASK_NOT_RUNNING', `task ${id} is not running (it is ${task.state} on ${task.node})`, 2, 409)
+    if (!isActiveState(task.state)) throw new MurmurError('TASK_NOT_RUNNING', `task ${id} is not running (it is ${task.state} on ${task.node})`, 2, 409)
     if (task.node === this.self) this.reconciler.kill(id)
     else await this.peers.kill(task.node, id)
     this.log.info({ task: id, node: task.node }, 'task killed on request')
@@ -293,7 +293,7 @@ export class JobService {
     const { nodes, majority } = this.reconciler.view()
     const allocations = []
     for (const t of this.state.records.tasks()) {
-      if (!isLiveState(t.state)) continue
+      if (!isActiveState(t.state)) continue
       const job = t.job === record.id ? record : this.state.records.job(t.job)
       const s = job === undefined ? null : job === record ? spec : readSpec(job.spec)
       if (s !== null) allocations.push({ task: demandOf(t.id, t.job, s), node: t.node })
@@ -394,8 +394,8 @@ function jobStatus (record: JobRecord, spec: JobSpec | null, instances: Instance
   return 'running'
 }
 
-function latest (claims: readonly TaskRecord[]): TaskRecord | undefined {
-  let best: TaskRecord | undefined
+function latest (claims: readonly ClaimRecord[]): ClaimRecord | undefined {
+  let best: ClaimRecord | undefined
   for (const c of claims) if (best === undefined || c.generation > best.generation || (c.generation === best.generation && c.since > best.since)) best = c
   return best
 }

@@ -1,6 +1,6 @@
 // What the jobs API answers: the shapes the CLI and `murmur/client` read.
 
-import type { JobRecord, TaskRecord, TaskState } from '../../crdt/schema.ts'
+import type { JobRecord, ClaimRecord, ClaimState } from '../../crdt/schema.ts'
 import type { Explanation, PendingSummary } from '../../placement/index.ts'
 import type { TaskUsage } from '../executor/types.ts'
 import type { JobSpec, JobType } from './spec.ts'
@@ -20,12 +20,12 @@ export interface InstanceView {
   /** Holder of the instance now (or the node that finished it), if any. */
   node: string | null
   /** The holder's state; `pending` when no claim holds it. */
-  state: TaskState | 'pending'
+  state: ClaimState | 'pending'
   since: number | null
   startedAt: number | null
   finishedAt: number | null
   restarts: number
-  exit: TaskRecord['exit'] | null
+  exit: ClaimRecord['exit'] | null
   /** Why it does not run, when pending. */
   pending: string | null
   /** For a cron run: its scheduled time. */
@@ -69,20 +69,20 @@ export interface TaskView {
   job: string
   jobName: string
   node: string
-  state: TaskState
+  state: ClaimState
   since: number
   startedAt: number | null
   finishedAt: number | null
   restarts: number
   generation: number
-  exit: TaskRecord['exit'] | null
+  exit: ClaimRecord['exit'] | null
   /** CPU and memory use from the node that runs it; null if it did not answer or the task is not running. */
   usage: TaskUsage | null
 }
 
 export interface TaskDetail extends TaskView {
   /** Every node's claim of this instance. */
-  claims: TaskRecord[]
+  claims: ClaimRecord[]
   /** The executor's attempt id on its node (where the logs are). */
   attempt: string
 }
@@ -90,7 +90,7 @@ export interface TaskDetail extends TaskView {
 export interface ExplainView {
   task: string
   job: string
-  state: TaskState | 'pending'
+  state: ClaimState | 'pending'
   holders: string[]
   /** Why it is pending, if it is. */
   pending: string | null
@@ -114,7 +114,7 @@ export interface PoolStatus {
 export interface HistoryView {
   job: JobView
   /** Every claim of every instance of the job, oldest first. */
-  tasks: TaskRecord[]
+  tasks: ClaimRecord[]
 }
 
 export type { PendingSummary }

@@ -3,16 +3,16 @@
 // what this node must do out. No I/O and no clock of its own, so the simulator
 // runs the very same decisions (README.md, "Reconcile").
 
-import type { JobRecord, TaskRecord, TaskState } from '../../crdt/schema.ts'
+import type { JobRecord, ClaimRecord, ClaimState } from '../../crdt/schema.ts'
 import { type Claim, type ClaimStatus, nextGeneration, resolveClaims } from '../../placement/claims.ts'
 import { plan, type PendingSummary } from '../../placement/place.ts'
-import type { Allocation, NodeView, TaskDemand } from '../../placement/types.ts'
+import type { Allocation, NodeView, InstanceDemand } from '../../placement/types.ts'
 import { instanceId, jobOfInstance, latestTick } from '../jobs/instances.ts'
 import { RECONCILE_CONFIG } from './config.ts'
 import type { JobSpec } from '../jobs/spec.ts'
 
 /** What a claim in each task state means to the claim rule. */
-export const CLAIM_STATUS: Readonly<Record<TaskState, ClaimStatus>> = {
+export const CLAIM_STATUS: Readonly<Record<ClaimState, ClaimStatus>> = {
   claimed: 'active',
   starting: 'active',
   running: 'active',
@@ -23,7 +23,7 @@ export const CLAIM_STATUS: Readonly<Record<TaskState, ClaimStatus>> = {
   lost: 'ended',
 }
 
-export function isLiveState (state: TaskState): boolean {
+export function isActiveState (state: ClaimState): boolean {
   return CLAIM_STATUS[state] === 'active'
 }
 
@@ -38,7 +38,7 @@ export interface ReconcileInput {
   now: number
   jobs: readonly JobEntry[]
   /** Every node's claim of an instance. */
-  claims: (instance: string) => readonly TaskRecord[]
+  claims: (instance: string) => readonly ClaimRecord[]
   /** Every instance of a job that has at least one claim. */
   claimedInstances: (job: string) => Iterable<string>
   /** The nodes with a record in the state; `alive` means reachable in this node's membership view. */
@@ -128,11 +128,11 @@ export interface Role {
   room: boolean
 }
 
-export function claimOf (record: TaskRecord): Claim {
+export function claimOf (record: ClaimRecord): Claim {
   return { node: record.node, generation: record.generation, status: CLAIM_STATUS[record.state] }
 }
 
-export function demandOf (instance: string, job: string, spec: JobSpec): TaskDemand {
+export function demandOf (instance: string, job: string, spec: JobSpec): InstanceDemand {
   return {
     id: instance,
     job,
@@ -187,8 +187,8 @@ export function decide (input: ReconcileInput): Decisions {
   const roles: Decisions['roles'] = new Map()
   const allocations: Allocation[] = []
   const wanted = new Map<string, string>()
-  const toPlace: TaskDemand[] = []
-  const demands = new Map<string, TaskDemand>()
+  const toPlace: InstanceDemand[] = []
+  const demands = new Map<string, InstanceDemand>()
   const claimsOf = new Map<string, Claim[]>()
   /** This node's live claims and local tasks, by instance: each must be wanted, or it stops. */
   const mine = new Map<string, string>()
@@ -200,7 +200,7 @@ export function decide (input: ReconcileInput): Decisions {
       for (const id of input.claimedInstances(record.id)) {
         const records = input.claims(id)
         for (const r of records) {
-          if (!isLiveState(r.state)) continue
+          if (!isActiveState(r.state)) continue
           if (spec !== null) allocations.push({ task: demandOf(id, record.id, spec), node: r.node })
           if (r.node === self) mine.set(id, record.id)
         }
@@ -348,13 +348,13 @@ export function decide (input: ReconcileInput): Decisions {
  * ran somewhere, then ended) means the instance has moved on, and the node may have
  * room again.
  */
-export function declinedBy (node: string, records: readonly TaskRecord[]): boolean {
-  let own: TaskRecord | undefined
+export function declinedBy (node: string, records: readonly ClaimRecord[]): boolean {
+  let own: ClaimRecord | undefined
   for (const r of records) {
     if (r.node !== node) continue
-    if (own === undefined || r.generation > own.generation || (r.generation === own.generation && isLiveState(own.state) && !isLiveState(r.state))) own = r
+    if (own === undefined || r.generation > own.generation || (r.generation === own.generation && isActiveState(own.state) && !isActiveState(r.state))) own = r
   }
-  if (own?.declined !== true || isLiveState(own.state)) return false
+  if (own?.declined !== true || isActiveState(own.state)) return false
   const g = own.generation
   return records.every((r) => r.generation <= g || r.declined === true)
 }
@@ -379,7 +379,7 @@ export interface AnswerView {
   /** Whether this node holds off the instance (its executor refused it, or a user killed it here). */
   heldOff: (instance: string) => boolean
   /** Every node's claim of the instance, this node's as it knows them. */
-  claims: (instance: string) => readonly TaskRecord[]
+  claims: (instance: string) => readonly ClaimRecord[]
   /** This node's last pass. */
   last: Pick<Decisions, 'roles' | 'pending'>
 }
@@ -395,7 +395,7 @@ export function answerFor (instance: string, view: AnswerView): ClaimAnswer {
   if (view.heldOff(instance)) return { kind: 'declined', reason: `${view.self} refused it or gave it up a moment ago` }
   const claims = view.claims(instance)
   const own = claims.filter((c) => c.node === view.self).sort((a, b) => b.generation - a.generation)[0]
-  if (own !== undefined && (isLiveState(own.state) || CLAIM_STATUS[own.state] === 'finished')) return { kind: 'mine', state: own.state }
+  if (own !== undefined && (isActiveState(own.state) || CLAIM_STATUS[own.state] === 'finished')) return { kind: 'mine', state: own.state }
   const role = view.last.roles.get(instance)
   if (role !== undefined) {
     if (role.rank === 0) return { kind: 'mine', state: 'claiming' }

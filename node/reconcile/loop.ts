@@ -6,18 +6,18 @@
 // in charge: every node runs the same loop over its own view.
 
 import type { Logger } from 'pino'
-import type { JobRecord, TaskRecord, TaskState } from '../../crdt/schema.ts'
+import type { JobRecord, ClaimRecord, ClaimState } from '../../crdt/schema.ts'
 import type { StateChange } from '../../crdt/state.ts'
 import type { Member } from '../../membership/types.ts'
 import type { NodeView } from '../../placement/types.ts'
 import { type Clock, type Timer, systemClock } from '../clock.ts'
 import { MurmurError } from '../errors.ts'
-import type { TaskExit, TaskInfo, TaskRunner, TaskSpec } from '../executor/types.ts'
+import type { TaskExit, AttemptInfo, TaskRunner, AttemptSpec } from '../executor/types.ts'
 import { attemptId, instanceId, jobOfInstance, parseAttempt } from '../jobs/instances.ts'
 import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
 import type { StateService } from '../state.ts'
 import { RECONCILE_CONFIG, type ReconcileConfig } from './config.ts'
-import { type Action, CLAIM_STATUS, type ClaimAnswer, type Decisions, type JobEntry, answerFor, decide, describeAnswer, isLiveState, majority } from './decide.ts'
+import { type Action, CLAIM_STATUS, type ClaimAnswer, type Decisions, type JobEntry, answerFor, decide, describeAnswer, isActiveState, majority } from './decide.ts'
 
 type Phase = 'starting' | 'running' | 'backoff' | 'stopping'
 
@@ -100,7 +100,7 @@ export class Reconciler {
   private readonly asking = new Set<string>()
   private readonly lastAsked = new Map<string, number>()
   /** Own claim records waiting to be written, in one transaction per flush. */
-  private readonly outbox = new Map<string, TaskRecord>()
+  private readonly outbox = new Map<string, ClaimRecord>()
   /** Batch jobs to mark finished, written with the claims. */
   private readonly jobOutbox = new Map<string, JobRecord>()
   private outboxTimer: Timer | null = null
@@ -143,7 +143,7 @@ export class Reconciler {
       if (info.phase === 'ended') continue
       const { instance, restarts } = parseAttempt(info.id)
       const claim = this.ownClaim(instance)
-      if (claim === undefined || !isLiveState(claim.state)) continue
+      if (claim === undefined || !isActiveState(claim.state)) continue
       this.local.set(instance, { instance, job: claim.job, generation: claim.generation, restarts, streak: 0, phase: info.phase === 'running' ? 'running' : 'stopping', timer: null, startedAt: info.startedAt, stopped: null, unwritten: false })
     }
     this.executor.on('exit', this.onExit)
@@ -356,7 +356,7 @@ export class Reconciler {
   private isInert (record: JobRecord, claimedInstances: (job: string) => Iterable<string>): boolean {
     if (record.finishedAt === undefined || this.jobOutbox.has(record.id)) return false
     for (const id of claimedInstances(record.id)) {
-      if (this.local.has(id) || this.claimsOf(id).some((c) => isLiveState(c.state))) return false
+      if (this.local.has(id) || this.claimsOf(id).some((c) => isActiveState(c.state))) return false
     }
     return true
   }
@@ -365,7 +365,7 @@ export class Reconciler {
    * Claims of an instance as this node knows them: its own as queued (not yet in
    * the state), or as held (claimed, not yet recorded), in place of its stored one.
    */
-  private claimsOf (id: string): TaskRecord[] {
+  private claimsOf (id: string): ClaimRecord[] {
     const claims = this.state.records.taskClaims(id)
     const l = this.local.get(id)
     const own = l?.unwritten === true ? unwrittenClaim(l, this.self, this.clock.now()) : this.outbox.get(id)
@@ -483,7 +483,7 @@ export class Reconciler {
 
   private launch (l: Local, spec: JobSpec): void {
     const id = attemptId(l.instance, l.restarts)
-    const task: TaskSpec = {
+    const task: AttemptSpec = {
       id,
       job: l.job,
       command: spec.command,
@@ -514,7 +514,7 @@ export class Reconciler {
     })
   }
 
-  private readonly onExit = (info: TaskInfo): void => {
+  private readonly onExit = (info: AttemptInfo): void => {
     const { instance } = parseAttempt(info.id)
     const l = this.local.get(instance)
     if (l === undefined || attemptId(instance, l.restarts) !== info.id || l.phase === 'stopping' || l.phase === 'backoff') return
@@ -566,11 +566,11 @@ export class Reconciler {
   }
 
   /** Stops a local instance (or gives up a claim with nothing local) and records the final state. */
-  private async stop (instance: string, why: string, final: TaskState, graceMaxMs?: number, holdOff = false): Promise<void> {
+  private async stop (instance: string, why: string, final: ClaimState, graceMaxMs?: number, holdOff = false): Promise<void> {
     const l = this.local.get(instance)
     if (l === undefined) {
       const claim = this.ownClaim(instance)
-      if (claim !== undefined && isLiveState(claim.state)) this.record(instance, { state: final, finishedAt: this.clock.now(), exit: { code: null, signal: null, reason: why } })
+      if (claim !== undefined && isActiveState(claim.state)) this.record(instance, { state: final, finishedAt: this.clock.now(), exit: { code: null, signal: null, reason: why } })
       return
     }
     if (l.stopped !== null) return await l.stopped
@@ -582,7 +582,7 @@ export class Reconciler {
       this.clock.clearTimeout(l.timer)
       l.timer = null
       this.stats.stops++
-      let exit: NonNullable<TaskRecord['exit']> = { code: null, signal: null, reason: why }
+      let exit: NonNullable<ClaimRecord['exit']> = { code: null, signal: null, reason: why }
       if (!wasBackoff) {
         try {
           const info = await this.executor.stop(attemptId(instance, l.restarts), graceMs === undefined ? {} : { graceMs })
@@ -601,7 +601,7 @@ export class Reconciler {
     return await done
   }
 
-  private ownClaim (instance: string): TaskRecord | undefined {
+  private ownClaim (instance: string): ClaimRecord | undefined {
     return this.outbox.get(instance) ?? this.state.records.taskClaims(instance).find((c) => c.node === this.self)
   }
 
@@ -631,9 +631,9 @@ export class Reconciler {
    * Queues a change of this node's claim of an instance. All changes of one turn
    * go to the state in one transaction (one update, one fsync, one gossip).
    */
-  private record (instance: string, patch: Partial<TaskRecord>): void {
+  private record (instance: string, patch: Partial<ClaimRecord>): void {
     const l = this.local.get(instance)
-    let base: TaskRecord | undefined
+    let base: ClaimRecord | undefined
     if (l?.unwritten === true) {
       // The first record of a claim: nothing of an earlier claim of ours (its exit, its end) carries over.
       base = unwrittenClaim(l, this.self, this.clock.now())
@@ -643,7 +643,7 @@ export class Reconciler {
     }
     if (base === undefined) return
     const now = this.clock.now()
-    const next = { ...base, ...patch, since: patch.since ?? now } as TaskRecord
+    const next = { ...base, ...patch, since: patch.since ?? now } as ClaimRecord
     this.outbox.set(instance, next)
     this.outboxTimer ??= this.clock.setTimeout(() => { void this.flush() }, 0)
   }
@@ -674,10 +674,10 @@ export class Reconciler {
   }
 }
 
-function unwrittenClaim (l: Local, self: string, now: number): TaskRecord {
+function unwrittenClaim (l: Local, self: string, now: number): ClaimRecord {
   return { id: l.instance, job: l.job, node: self, generation: l.generation, state: 'claimed', since: now, restarts: l.restarts }
 }
 
-function recordedExit (exit: TaskExit): NonNullable<TaskRecord['exit']> {
+function recordedExit (exit: TaskExit): NonNullable<ClaimRecord['exit']> {
   return { code: exit.code, signal: exit.signal, reason: exit.message.slice(0, 1_000) }
 }

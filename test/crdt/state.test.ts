@@ -5,7 +5,7 @@
 
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
-import { RECORD_LIMITS, type JobRecord, type TaskRecord } from '../../crdt/schema.ts'
+import { RECORD_LIMITS, type JobRecord, type ClaimRecord } from '../../crdt/schema.ts'
 import {
   ClusterState, type InvalidRecord, ORIGIN, type RetentionPolicy, type StateChange, StateError, spaceKey,
 } from '../../crdt/state.ts'
@@ -55,7 +55,7 @@ function readerView (s: ClusterState): string {
   return JSON.stringify({ nodes: byId(s.nodes()), jobs: byId(s.jobs()), tasks: byId(s.tasks()) })
 }
 
-const finished = (id: string, node: string, at: number, over: Partial<TaskRecord> = {}): TaskRecord =>
+const finished = (id: string, node: string, at: number, over: Partial<ClaimRecord> = {}): ClaimRecord =>
   taskRecord(id, node, { state: 'exited', since: at, finishedAt: at, exit: { code: 0, signal: null, reason: 'exited' }, ...over })
 
 describe('the writer rule', () => {
@@ -670,9 +670,9 @@ describe('garbage', () => {
     // Ids and times of one width, so that the live records are the same size throughout.
     const id = (i: number): string => `task-${String(i).padStart(6, '0')}`
     const t0 = 10_000_000
-    const claimed = (i: number): TaskRecord => taskRecord(id(i), 'A', { state: 'claimed', since: t0 + i })
-    const running = (i: number): TaskRecord => taskRecord(id(i), 'A', { state: 'running', since: t0 + i + lag, startedAt: t0 + i + lag })
-    const done = (i: number): TaskRecord => finished(id(i), 'A', t0 + i + 2 * lag, { startedAt: t0 + i + lag })
+    const claimed = (i: number): ClaimRecord => taskRecord(id(i), 'A', { state: 'claimed', since: t0 + i })
+    const running = (i: number): ClaimRecord => taskRecord(id(i), 'A', { state: 'running', since: t0 + i + lag, startedAt: t0 + i + lag })
+    const done = (i: number): ClaimRecord => finished(id(i), 'A', t0 + i + 2 * lag, { startedAt: t0 + i + lag })
 
     const a = replica('A', 1)
     const sizes = new Map<number, number>()
@@ -692,7 +692,7 @@ describe('garbage', () => {
 
     const plain = new Y.Doc()
     plain.clientID = 2
-    const map = plain.getMap<TaskRecord>('tasks')
+    const map = plain.getMap<ClaimRecord>('tasks')
     const plainSizes = new Map<number, number>()
     for (let i = 1; i <= total; i++) {
       map.set(id(i), claimed(i))

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Client, connect } from '../../cli/client.ts'
-import type { TaskSpec } from '../../node/executor/types.ts'
+import type { AttemptSpec } from '../../node/executor/types.ts'
 import type { TestnetNode } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur } from '../helpers/cli.ts'
@@ -30,7 +30,7 @@ afterAll(async () => {
 
 const client = (i: number): Client => connect(net.nodes[i]!.apiUrl)
 
-function spec (id: string): TaskSpec {
+function spec (id: string): AttemptSpec {
   // A parent and a child that ignores SIGTERM: both must go.
   return { id, job: 'leftover', command: 'sh', args: ['-c', '(trap "" TERM; exec sleep 600) & exec sleep 600'], env: {}, cpuMillis: 100, memoryBytes: 64 * 1024 ** 2 }
 }

@@ -2,7 +2,7 @@
 // across the cluster, whichever node fires it, and stops when stopped.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { TaskRecord } from '../../cli/client.ts'
+import type { ClaimRecord } from '../../cli/client.ts'
 import { byInstance, isLive, marker, markedPids, Net, sh } from '../helpers/jobs.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
@@ -41,7 +41,7 @@ describe('a cron job on a 3-node testnet', () => {
     expect(running.nextRun! % 2_000).toBe(0)
 
     await net.client(2).stopJob(submitted.id)
-    let history: TaskRecord[] = []
+    let history: ClaimRecord[] = []
     for (let i = 0; i < N; i++) {
       const seen = await waitUntil(`node ${i} to see the job stopped, nothing live`, async () => {
         const view = await net.client(i).job(submitted.id)

@@ -4,7 +4,7 @@
 // one SIGKILLed) does not come back when they return.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { JobView, TaskRecord } from '../../cli/client.ts'
+import type { JobView, ClaimRecord } from '../../cli/client.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { byInstance, isLive, marker, markedPids, Net, settled, sh } from '../helpers/jobs.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
@@ -31,7 +31,7 @@ const peers = (indexes: number[]): Set<string> => new Set(indexes.map((i) => net
 const others = (...away: number[]): number[] => net.nodes.map((n) => n.index).filter((i) => !away.includes(i))
 
 /** The job and its claims as node `i` sees them, once `done` holds. */
-async function waitJob (i: number, job: string, what: string, done: (view: JobView, claims: TaskRecord[]) => boolean, timeoutMs = 30_000): Promise<{ view: JobView, claims: TaskRecord[] }> {
+async function waitJob (i: number, job: string, what: string, done: (view: JobView, claims: ClaimRecord[]) => boolean, timeoutMs = 30_000): Promise<{ view: JobView, claims: ClaimRecord[] }> {
   return await waitUntil(`${what} (node ${i})`, async () => {
     const view = await net.client(i).job(job)
     return { view, claims: await net.claims(i, job) }

@@ -8,7 +8,7 @@ import { writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ApiError, type Client, type ClusterEvent, type JobView, type LogOptions, type TaskRecord } from '../../cli/client.ts'
+import { ApiError, type Client, type ClusterEvent, type JobView, type LogOptions, type ClaimRecord } from '../../cli/client.ts'
 import { byInstance, isLive, marker, markedPids, Net, settled, sh } from '../helpers/jobs.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
@@ -37,7 +37,7 @@ afterAll(async () => { await stopTestnet(dir) }, 60_000)
 const allPeers = (): Set<string> => new Set(net.nodes.map((n) => n.peerId!))
 
 /** Waits until a service runs `count` instances, each with one live claim, as node `i` sees it. */
-async function waitSettled (i: number, job: string, count: number, live = allPeers()): Promise<{ view: JobView, claims: TaskRecord[] }> {
+async function waitSettled (i: number, job: string, count: number, live = allPeers()): Promise<{ view: JobView, claims: ClaimRecord[] }> {
   return await waitUntil(`job ${job} to run ${count} instances, each held once (node ${i})`, async () => {
     const view = await net.client(i).job(job)
     return { view, claims: await net.claims(i, job) }
@@ -230,7 +230,7 @@ describe('jobs on a 5-node testnet', () => {
     const observer = (holder + 2) % N
 
     // Every task record written from now on, as one node receives them.
-    const events: TaskRecord[] = []
+    const events: ClaimRecord[] = []
     const watching = new AbortController()
     const following = net.client(observer).events((e: ClusterEvent) => { if (e.type === 'task' && e.data.id === id) events.push(e.data) }, watching.signal)
     await waitUntil('the event stream to open', async () => (await net.client(observer).node()).id, () => true)
@@ -352,7 +352,7 @@ describe('jobs on a 5-node testnet', () => {
     // Two exited claims are two claims made while views differed, both done before the claim rule
     // acted: allowed by the promise, and printed.
     const claims = (await net.client(0, 15_000).tasks({ all: true })).tasks.filter((t) => ids.has(t.job))
-    const grouped = byInstance(claims as unknown as TaskRecord[])
+    const grouped = byInstance(claims as unknown as ClaimRecord[])
     expect(grouped.size).toBe(JOBS)
     const wrong: string[] = []
     const twice: string[] = []

@@ -2,14 +2,14 @@
 // tasks dir, starts the tasks it is given, prints one line once they run, then
 // waits to be SIGKILLed, so that the next life finds what it left.
 //
-//   node test/helpers/executor-child.ts <dir> <nodeId> '<TaskSpec[] as JSON>'
+//   node test/helpers/executor-child.ts <dir> <nodeId> '<AttemptSpec[] as JSON>'
 //
 // Prints `running <json>` with each task's id, pid, phase and cgroup, or
 // `failed <message>` if the executor could not be opened or a start threw.
 
 import { pino } from 'pino'
 import { Executor } from '../../node/executor/executor.ts'
-import type { TaskSpec } from '../../node/executor/types.ts'
+import type { AttemptSpec } from '../../node/executor/types.ts'
 
 const [dir, nodeId, json] = process.argv.slice(2)
 if (dir === undefined || nodeId === undefined || json === undefined) {
@@ -27,7 +27,7 @@ try {
     sampleMs: 100,
   })
   const started = []
-  for (const spec of JSON.parse(json) as TaskSpec[]) {
+  for (const spec of JSON.parse(json) as AttemptSpec[]) {
     const info = await executor.start(spec)
     started.push({ id: info.id, pid: info.pid, phase: info.phase, cgroup: info.cgroup, exit: info.exit })
   }

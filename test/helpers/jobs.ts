@@ -3,7 +3,7 @@
 
 import { randomBytes } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
-import { type Client, connect, type JobView, type TaskRecord } from '../../cli/client.ts'
+import { type Client, connect, type JobView, type ClaimRecord } from '../../cli/client.ts'
 import { byInstance } from '../../testnet/cluster-check.ts'
 import type { TestnetNode } from '../../testnet/local/state.ts'
 import { waitUntil } from './wait.ts'
@@ -39,7 +39,7 @@ export function markedPids (mark: string): number[] {
 }
 
 /** A claim that holds its instance: claimed, starting, running or restarting in place. */
-export function isLive (t: Pick<TaskRecord, 'state'>): boolean {
+export function isLive (t: Pick<ClaimRecord, 'state'>): boolean {
   return t.state === 'claimed' || t.state === 'starting' || t.state === 'running' || t.state === 'restarting'
 }
 
@@ -63,14 +63,14 @@ export class Net {
   }
 
   /** Every claim of every instance of a job, as node `i` sees them. */
-  async claims (i: number, ref: string): Promise<TaskRecord[]> {
+  async claims (i: number, ref: string): Promise<ClaimRecord[]> {
     return (await this.client(i).jobHistory(ref)).tasks
   }
 }
 
 
 /** Whether a service's every instance runs, with exactly one live claim by a node in `live`, and no live claim by another node in `live`. */
-export function settled (view: JobView, claims: readonly TaskRecord[], live: ReadonlySet<string>, count: number): boolean {
+export function settled (view: JobView, claims: readonly ClaimRecord[], live: ReadonlySet<string>, count: number): boolean {
   if (view.instances.length !== count) return false
   if (!view.instances.every((i) => i.state === 'running' && i.node !== null && live.has(i.node))) return false
   const grouped = byInstance(claims)

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Executor } from '../../node/executor/executor.ts'
-import type { TaskSpec } from '../../node/executor/types.ts'
+import type { AttemptSpec } from '../../node/executor/types.ts'
 
 const opened: Array<{ executor: Executor, dir: string }> = []
 
@@ -26,7 +26,7 @@ function open (): Executor {
   return executor
 }
 
-const sleeper = (id: string): TaskSpec => ({ id, job: 'j', command: 'sleep', args: ['60'], env: {}, cpuMillis: 100, memoryBytes: 64 * 1024 ** 2 })
+const sleeper = (id: string): AttemptSpec => ({ id, job: 'j', command: 'sleep', args: ['60'], env: {}, cpuMillis: 100, memoryBytes: 64 * 1024 ** 2 })
 
 describe('a stop that overtakes its start', () => {
   it('waits for the start and stops the task, without the grace period', async () => {

@@ -14,7 +14,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Executor, purgeTasks } from '../../node/executor/executor.ts'
 import { Spawner } from '../../node/executor/spawner.ts'
-import type { TaskInfo, TaskSpec } from '../../node/executor/types.ts'
+import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const log = pino({ level: 'silent' })
@@ -42,7 +42,7 @@ function open (): { executor: Executor, dir: string } {
   return { executor, dir }
 }
 
-function sh (id: string, script: string): TaskSpec {
+function sh (id: string, script: string): AttemptSpec {
   return { id, job: 'j', command: '/bin/sh', args: ['-c', script], env: {}, cpuMillis: 100, memoryBytes: 64 * MiB }
 }
 
@@ -72,11 +72,11 @@ async function spawnerPid (executor: Executor): Promise<number> {
   return (await waitUntil('the spawner to be ready', async () => executor.spawnerInfo().pid, (pid) => pid !== null, 20_000, 10))!
 }
 
-async function ended (executor: Executor, id: string): Promise<TaskInfo> {
+async function ended (executor: Executor, id: string): Promise<AttemptInfo> {
   return (await waitUntil(`task ${id} to end`, async () => executor.inspect(id), (info) => info?.phase === 'ended', 20_000, 20))!
 }
 
-async function ready (info: TaskInfo): Promise<void> {
+async function ready (info: AttemptInfo): Promise<void> {
   await waitUntil(`task ${info.id} to run its command`, async () => existsSync(join(info.dir, 'alloc', 'ready')), (x) => x, 20_000, 20)
 }
 

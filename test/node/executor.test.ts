@@ -23,7 +23,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { InputError, MurmurError } from '../../node/errors.ts'
 import { Executor, type IsolationWanted } from '../../node/executor/executor.ts'
-import type { TaskInfo, TaskSpec } from '../../node/executor/types.ts'
+import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const MiB = 1024 ** 2
@@ -218,33 +218,33 @@ function open (opts: Parameters<typeof openExecutor>[1] = {}): Node {
   return { ...node, executor: openExecutor(node, opts) }
 }
 
-function spec (id: string, command: string, args: string[], more: Partial<TaskSpec> = {}): TaskSpec {
+function spec (id: string, command: string, args: string[], more: Partial<AttemptSpec> = {}): AttemptSpec {
   return { id, job: 'test-job', command, args, env: {}, cpuMillis: 500, memoryBytes: 128 * MiB, ...more }
 }
 
-function sh (id: string, script: string, more: Partial<TaskSpec> = {}): TaskSpec {
+function sh (id: string, script: string, more: Partial<AttemptSpec> = {}): AttemptSpec {
   return spec(id, '/bin/sh', ['-c', script], more)
 }
 
-async function ended (executor: Executor, id: string, timeoutMs = 20_000): Promise<TaskInfo> {
+async function ended (executor: Executor, id: string, timeoutMs = 20_000): Promise<AttemptInfo> {
   return (await waitUntil(`task ${id} to end`, async () => executor.inspect(id), (info) => info?.phase === 'ended', timeoutMs, 20))!
 }
 
-async function started (executor: Executor, s: TaskSpec): Promise<TaskInfo> {
+async function started (executor: Executor, s: AttemptSpec): Promise<AttemptInfo> {
   const info = await executor.start(s)
   expect(info.exit, `task ${s.id} did not start`).toBeNull()
   expect(info.phase).toBe('running')
   return info
 }
 
-function alloc (info: TaskInfo): string {
+function alloc (info: AttemptInfo): string {
   return join(info.dir, 'alloc')
 }
 
 /** Touches a file once the command itself runs (a signal before that meets the launch shim, not the command). */
 const SLEEPER = ': > "$MURMUR_ALLOC_DIR/ready"; exec sleep 1000'
 
-async function ready (info: TaskInfo): Promise<void> {
+async function ready (info: AttemptInfo): Promise<void> {
   await waitUntil(`task ${info.id} to be ready`, async () => existsSync(join(alloc(info), 'ready')), (x) => x, 20_000, 20)
 }
 
@@ -385,7 +385,7 @@ describe(CGROUPS ? `on ${ISOLATION.kind}` : `on cgroups (skipped: ${ISOLATION.de
   const TREE = 'sleep 1000 & echo $! > "$MURMUR_ALLOC_DIR/child"\nsh "$SCRIPTS/grand.sh" &\nsh "$SCRIPTS/session.sh" &\nsh "$SCRIPTS/stubborn.sh" &\n'
   const TREE_FILES = ['child', 'grandchild', 'setsid', 'stubborn']
 
-  async function treePids (info: TaskInfo): Promise<number[]> {
+  async function treePids (info: AttemptInfo): Promise<number[]> {
     const pids: number[] = []
     for (const file of TREE_FILES) pids.push(await pidFile(join(alloc(info), file)))
     // The setsid one really left the task's process group.
@@ -643,7 +643,7 @@ describe('with or without cgroups', () => {
 
     await expectError(executor.start(sh('bad', 'true', { memoryBytes: 0 })), InputError, 'BAD_TASK_SPEC')
     await expectError(executor.start(spec('bad', '', [])), InputError, 'BAD_TASK_SPEC')
-    await expectError(executor.start({ ...sh('bad', 'true'), colour: 'red' } as TaskSpec), InputError, 'BAD_TASK_SPEC')
+    await expectError(executor.start({ ...sh('bad', 'true'), colour: 'red' } as AttemptSpec), InputError, 'BAD_TASK_SPEC')
     expect(executor.inspect('bad')).toBeUndefined()
 
     await executor.stop('first', { graceMs: 2_000 })

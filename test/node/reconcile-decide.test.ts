@@ -16,10 +16,10 @@ import { MurmurError } from '../../node/errors.ts'
 import type { TaskRunner } from '../../node/executor/types.ts'
 import { type AskFn, Reconciler, type StateWriter } from '../../node/reconcile/loop.ts'
 import { waitUntil } from '../helpers/wait.ts'
-import { type JobRecord, type TaskRecord, taskRecordSchema } from '../../crdt/schema.ts'
+import { type JobRecord, type ClaimRecord, taskRecordSchema } from '../../crdt/schema.ts'
 import { normalizeJob } from '../../node/jobs/spec.ts'
 import { RECONCILE_CONFIG } from '../../node/reconcile/config.ts'
-import { answerFor, decide, declinedBy, demandOf, desiredInstances, isLiveState, majority, type Action, type AnswerView, type ClaimAnswer, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
+import { answerFor, decide, declinedBy, demandOf, desiredInstances, isActiveState, majority, type Action, type AnswerView, type ClaimAnswer, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
 import { type PendingSummary, plan, type Plan } from '../../placement/place.ts'
 import type { NodeView } from '../../placement/types.ts'
 
@@ -43,7 +43,7 @@ function job (id: string, input: object = {}, over: Partial<JobRecord> = {}): Jo
 }
 
 /** A node's claim of an instance; the job is the instance id up to its tick or index. */
-function claim (instance: string, node: string, over: Partial<TaskRecord> = {}): TaskRecord {
+function claim (instance: string, node: string, over: Partial<ClaimRecord> = {}): ClaimRecord {
   const job = /^([^@.]+)/.exec(instance)![1]!
   return { id: instance, job, node, generation: 1, state: 'running', since: LONG_AGO, restarts: 0, ...over }
 }
@@ -51,7 +51,7 @@ function claim (instance: string, node: string, over: Partial<TaskRecord> = {}):
 interface World {
   nodes: NodeView[]
   jobs: JobEntry[]
-  claims?: TaskRecord[]
+  claims?: ClaimRecord[]
   now?: number
   majority?: boolean
   /** Each node's local instances; by default, the instances it holds a live claim of. */
@@ -66,7 +66,7 @@ interface World {
 
 function inputOf (w: World, self: string): ReconcileInput {
   const claims = w.claims ?? []
-  const local = w.local?.[self] ?? claims.filter((c) => c.node === self && isLiveState(c.state)).map((c) => c.id)
+  const local = w.local?.[self] ?? claims.filter((c) => c.node === self && isActiveState(c.state)).map((c) => c.id)
   return {
     self,
     now: w.now ?? NOW,
@@ -107,7 +107,7 @@ function unionOfClaims (all: Map<string, Decisions>): Array<{ node: string, inst
 /** What placement makes of the view: the plan `decide` must follow, built from the same claims. */
 function planOf (w: World, instances: readonly string[], entry: JobEntry): Plan {
   const spec = entry.spec!
-  const allocations = (w.claims ?? []).filter((c) => isLiveState(c.state)).map((c) => ({ task: demandOf(c.id, c.job, spec), node: c.node }))
+  const allocations = (w.claims ?? []).filter((c) => isActiveState(c.state)).map((c) => ({ task: demandOf(c.id, c.job, spec), node: c.node }))
   return plan({ nodes: w.nodes, allocations }, instances.map((id) => demandOf(id, entry.record.id, spec)))
 }
 
@@ -171,7 +171,7 @@ describe('decide: backups claim on evidence, never on the clock alone', () => {
   const BOUND = RECONCILE_CONFIG.claimBoundMs
   const waiting = { job: 'web', message: `placed on ${chosen}; waiting for it to claim` }
   type Extra = Partial<Pick<ReconcileInput, 'suspect' | 'canAsk' | 'answers' | 'claimBoundMs'>>
-  const as = (self: string, openFor: number, extra: Extra = {}, claims: TaskRecord[] = []): Decisions =>
+  const as = (self: string, openFor: number, extra: Extra = {}, claims: ClaimRecord[] = []): Decisions =>
     decide({ ...inputOf({ ...w, claims, openSince: NOW - openFor }, self), ...extra })
   const claims = (d: Decisions): Action[] => d.actions.filter((a) => a.kind === 'claim')
   const asks = (d: Decisions): Action[] => d.actions.filter((a) => a.kind === 'ask')
@@ -714,7 +714,7 @@ describe('decide: records that break a rule of placement', () => {
 
 describe('desiredInstances', () => {
   const isLive = (id: string): boolean => id !== 'dead'
-  const input = (claims: TaskRecord[], now = NOW): Parameters<typeof desiredInstances>[1] => ({
+  const input = (claims: ClaimRecord[], now = NOW): Parameters<typeof desiredInstances>[1] => ({
     now,
     claims: (instance) => claims.filter((c) => c.id === instance),
     claimedInstances: (j) => [...new Set(claims.filter((c) => c.job === j).map((c) => c.id))],

@@ -3,14 +3,14 @@
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { ClusterState } from '../../crdt/state.ts'
-import type { FoundTask } from '../../node/executor/types.ts'
+import type { FoundAttempt } from '../../node/executor/types.ts'
 import { keepOnRestart } from '../../node/recovery.ts'
 import { jobRecord, taskRecord } from '../crdt/helpers.ts'
 
 const SELF = 'node-self'
 const OTHER = 'node-other'
 
-function found (id: string, job = 'j1'): FoundTask {
+function found (id: string, job = 'j1'): FoundAttempt {
   return { id, job, spec: { id, job, command: 'sleep', args: ['60'], env: {}, cpuMillis: 100, memoryBytes: 64 * 1024 ** 2 }, startedAt: 1, alive: true }
 }
 

@@ -7,7 +7,7 @@
 // units are: sums of them are exact in doubles.
 
 import fc from 'fast-check'
-import type { Allocation, Constraint, NodeView, Plan, PlaceOptions, Spread, TaskDemand, View } from '../../placement/index.ts'
+import type { Allocation, Constraint, NodeView, Plan, PlaceOptions, Spread, InstanceDemand, View } from '../../placement/index.ts'
 import type { Rng } from '../../testnet/sim/rng.ts'
 
 export const MiB = 2 ** 20
@@ -58,7 +58,7 @@ export function avoidArb (nodeIds: readonly string[] = NODE_IDS): fc.Arbitrary<s
 }
 
 /** A task with every optional field sometimes there; `nodeIds` are what `avoid` names. */
-export function taskArb (ids: readonly string[] = TASK_IDS, nodeIds: readonly string[] = NODE_IDS): fc.Arbitrary<TaskDemand> {
+export function taskArb (ids: readonly string[] = TASK_IDS, nodeIds: readonly string[] = NODE_IDS): fc.Arbitrary<InstanceDemand> {
   return fc.record({
     id: fc.constantFrom(...ids),
     job: fc.constantFrom(...JOBS),
@@ -72,7 +72,7 @@ export function taskArb (ids: readonly string[] = TASK_IDS, nodeIds: readonly st
 }
 
 /** Tasks to plan: distinct ids, as plan() requires. */
-export function tasksArb (maxLength = 10, nodeIds: readonly string[] = NODE_IDS): fc.Arbitrary<TaskDemand[]> {
+export function tasksArb (maxLength = 10, nodeIds: readonly string[] = NODE_IDS): fc.Arbitrary<InstanceDemand[]> {
   return fc.uniqueArray(taskArb(TASK_IDS, nodeIds), { selector: (t) => t.id, maxLength })
 }
 
@@ -116,7 +116,7 @@ export const optionsArb: fc.Arbitrary<Required<PlaceOptions>> = fc.record({
 
 export interface Scenario {
   readonly view: View
-  readonly tasks: readonly TaskDemand[]
+  readonly tasks: readonly InstanceDemand[]
   readonly options: Required<PlaceOptions>
 }
 
@@ -134,7 +134,7 @@ export function ampleNodes (weights: readonly number[], ids: readonly string[] =
   return weights.map((w, i) => ({ id: ids[i]!, alive: true, cpuMillis: w * 1e12, memoryBytes: w * 2 ** 46, labels: {} }))
 }
 
-export function smallTask (id: string, extra: Partial<TaskDemand> = {}): TaskDemand {
+export function smallTask (id: string, extra: Partial<InstanceDemand> = {}): InstanceDemand {
   return { id, job: id.split('/')[0]!, cpuMillis: 100, memoryBytes: 128 * MiB, ...extra }
 }
 
@@ -143,17 +143,17 @@ export function node (id: string, cpuMillis: number, memoryBytes: number, extra:
 }
 
 /** The allocations a plan adds, with the tasks' demands. */
-export function allocationsOf (p: Plan, tasks: readonly TaskDemand[]): Allocation[] {
+export function allocationsOf (p: Plan, tasks: readonly InstanceDemand[]): Allocation[] {
   const byId = new Map(tasks.map((t) => [t.id, t]))
   return p.placements.map((x) => ({ task: byId.get(x.task)!, node: x.node }))
 }
 
 /** The tasks in the order plan() documents: largest dominant share of the alive capacity first, then job, then id. */
-export function canonicalOrder (view: View, tasks: readonly TaskDemand[]): TaskDemand[] {
+export function canonicalOrder (view: View, tasks: readonly InstanceDemand[]): InstanceDemand[] {
   let cpu = 0
   let mem = 0
   for (const n of view.nodes) if (n.alive) { cpu += n.cpuMillis; mem += n.memoryBytes }
-  const share = (t: TaskDemand): number => Math.max(cpu > 0 ? t.cpuMillis / cpu : 0, mem > 0 ? t.memoryBytes / mem : 0)
+  const share = (t: InstanceDemand): number => Math.max(cpu > 0 ? t.cpuMillis / cpu : 0, mem > 0 ? t.memoryBytes / mem : 0)
   return [...tasks].sort((a, b) => share(b) - share(a) || compare(a.job, b.job) || compare(a.id, b.id))
 }
 

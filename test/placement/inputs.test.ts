@@ -9,7 +9,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   explain, idKey, place, PLACE_DEFAULTS, plan, PlacementError, Pool, rank, rebalance,
-  type Constraint, type Decision, type NodeView, type TaskDemand, type View,
+  type Constraint, type Decision, type NodeView, type InstanceDemand, type View,
 } from '../../placement/index.ts'
 import { AMOUNT_MAX } from '../../placement/pool.ts'
 import { seedFromEnv } from '../../testnet/sim/rng.ts'
@@ -18,7 +18,7 @@ import { constraintArb, GHOST, GiB, labelsArb, node, NODE_IDS, optionsArb, scena
 const runSeed = seedFromEnv(5151)
 
 /** Every node's reason in a pool, by id (undefined: it can take the task). */
-function reasons (pool: Pool, task: TaskDemand): Map<string, ReturnType<Pool['check']>> {
+function reasons (pool: Pool, task: InstanceDemand): Map<string, ReturnType<Pool['check']>> {
   const spreads = pool.spreadCounts(task)
   return new Map(pool.ids.map((id, i) => [id, pool.check(i, task, spreads)]))
 }
@@ -56,7 +56,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
         // n-limit holds the job's one instance per node, and is then full.
         allocations: [{ task: held, node: 'n-limit' }],
       }
-      const task: TaskDemand = {
+      const task: InstanceDemand = {
         id: 'web/0', job, cpuMillis: 500, memoryBytes: GiB,
         constraints: [{ label: 'gpu', op: 'absent' }], perNodeMax: 1, spread: [{ label: 'zone', maxSkew: 1 }],
       }
@@ -94,7 +94,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
       let placedSeen = 0
       fc.assert(
         fc.property(caseArb, ({ view, task: drawn, avoid, choices }) => {
-          const task: TaskDemand = { ...drawn, avoid }
+          const task: InstanceDemand = { ...drawn, avoid }
           const pool = new Pool(view)
           const d = place(pool, task, { choices, candidatesMax: 16 })
           const why = reasons(pool, task)
@@ -146,7 +146,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
       fc.assert(
         fc.property(viewArb(), taskArb(), listArb, listArb, fc.constantFrom('splice', 'edit'), optionsArb, (view, drawn, before, after, how, options) => {
           const list: Constraint[] = structuredClone(before)
-          const task: TaskDemand = { ...drawn, constraints: list }
+          const task: InstanceDemand = { ...drawn, constraints: list }
           const pool = new Pool(view)
           // Fill every cache (masks, alive masks, spread domains) under the old content.
           const first = place(pool, task, options)
@@ -165,7 +165,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
           expect(list).toEqual(after)
 
           const fresh = new Pool(view)
-          const copy: TaskDemand = { ...task, constraints: structuredClone(after) }
+          const copy: InstanceDemand = { ...task, constraints: structuredClone(after) }
           const got = place(pool, task, options)
           expect(got).toEqual(place(fresh, copy, options))
           expect(pool.spreadCounts(task)).toEqual(fresh.spreadCounts(copy))
@@ -265,7 +265,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
       expect(Object.getPrototypeOf(labelsOf('p-a'))).toBe(Object.prototype)
       expect(Object.hasOwn(labelsOf('p-none'), '__proto__')).toBe(false)
 
-      const where = (extra: Partial<TaskDemand>): string | undefined => {
+      const where = (extra: Partial<InstanceDemand>): string | undefined => {
         const d = place(pool, smallTask('proto/0', extra), { choices: 1, candidatesMax: 0 })
         return d.placed ? d.node : undefined
       }
@@ -295,7 +295,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
     const good = smallTask('ok/0')
 
     /** Every way a task reaches placement: planned, placed, explained, and held in the view. */
-    function expectRefused (task: TaskDemand, what: string): void {
+    function expectRefused (task: InstanceDemand, what: string): void {
       expect(() => plan(view, [task]), `plan, ${what}`).toThrow(PlacementError)
       expect(() => plan(view, [good, task]), `plan beside another, ${what}`).toThrow(PlacementError)
       expect(() => place(new Pool(view), task), `place, ${what}`).toThrow(PlacementError)
@@ -309,7 +309,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
     it('constraints, spread or avoid that are null or not lists', () => {
       const notLists: unknown[] = [null, 'n1', 5, true, {}, { length: 1, 0: 'n1' }, new Set(['n1'])]
       for (const field of ['constraints', 'spread', 'avoid'] as const) {
-        for (const bad of notLists) expectRefused({ ...good, [field]: bad } as unknown as TaskDemand, `${field}: ${String(bad)}`)
+        for (const bad of notLists) expectRefused({ ...good, [field]: bad } as unknown as InstanceDemand, `${field}: ${String(bad)}`)
         // Absent and empty are fine.
         expect(plan(view, [{ ...good, [field]: undefined }]).placements).toHaveLength(1)
         expect(plan(view, [{ ...good, [field]: [] }]).placements).toHaveLength(1)
@@ -330,7 +330,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
           continue
         }
         for (const field of ['cpuMillis', 'memoryBytes'] as const) {
-          expectRefused({ ...good, [field]: bad } as unknown as TaskDemand, `${field} ${String(bad)}`)
+          expectRefused({ ...good, [field]: bad } as unknown as InstanceDemand, `${field} ${String(bad)}`)
           expect(() => new Pool({ nodes: [{ ...n1, [field]: bad } as unknown as NodeView], allocations: [] }), `node ${field} ${String(bad)}`).toThrow(PlacementError)
           expect(() => plan({ nodes: [{ ...n1, [field]: bad } as unknown as NodeView], allocations: [] }, [good])).toThrow(PlacementError)
           expect(() => rebalance({ nodes: [{ ...n1, [field]: bad } as unknown as NodeView], allocations: [] }, { fractionMax: 1 })).toThrow(PlacementError)
@@ -358,7 +358,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
       expect(idKey('n\uD800')).toEqual(idKey('n\uFFFD'))
       const badIds: unknown[] = ['', 'n\uD800', '\uDC00', 'a\uDFFFb', '\uD800\uD800', '\uDE00\uD83D', 5, null, undefined, ['n1']]
       for (const bad of badIds) {
-        expectRefused({ ...good, id: bad } as unknown as TaskDemand, `task id ${JSON.stringify(bad)}`)
+        expectRefused({ ...good, id: bad } as unknown as InstanceDemand, `task id ${JSON.stringify(bad)}`)
         const nodes = [n1, { ...node('x', 1000, GiB), id: bad } as unknown as NodeView]
         expect(() => new Pool({ nodes, allocations: [] }), `node id ${JSON.stringify(bad)}`).toThrow(PlacementError)
         expect(() => plan({ nodes, allocations: [] }, [good])).toThrow(PlacementError)

@@ -10,7 +10,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   bytesText, cpuText, explain, needAndFree, place, plan, Pool, reasonText, satisfies,
-  type NodeView, type PendingSummary, type TaskDemand, type View,
+  type NodeView, type PendingSummary, type InstanceDemand, type View,
 } from '../../placement/index.ts'
 import { AMOUNT_MAX } from '../../placement/pool.ts'
 import { seedFromEnv } from '../../testnet/sim/rng.ts'
@@ -18,7 +18,7 @@ import { GiB, MiB, node, smallTask, taskArb, viewArb } from './helpers.ts'
 
 const runSeed = seedFromEnv(6262)
 
-function pendingWhy (view: View, task: TaskDemand): PendingSummary {
+function pendingWhy (view: View, task: InstanceDemand): PendingSummary {
   const p = plan(view, [task])
   expect(p.placements, `${task.id} placed`).toEqual([])
   return p.pending[0]!.why
@@ -116,7 +116,7 @@ describe(`pending summaries (fast-check seed ${runSeed}; replay with SEED=${runS
   describe('room ruled out by the job\'s own rules', () => {
     it('counts the nodes with room that the spread, the per-node limit and avoidance rule out, and only those', () => {
       const nodes = ['a1', 'a2', 'a3', 'b1', 'b2', 'b3', 'b4'].map((id) => node(id, 4000, 8 * GiB, { labels: { zone: id[0]! } }))
-      const filler = (id: string, on: string): { task: TaskDemand, node: string } => ({ node: on, task: { id, job: 'fill', cpuMillis: 4000, memoryBytes: 0 } })
+      const filler = (id: string, on: string): { task: InstanceDemand, node: string } => ({ node: on, task: { id, job: 'fill', cpuMillis: 4000, memoryBytes: 0 } })
       const view: View = {
         nodes,
         allocations: [
@@ -126,7 +126,7 @@ describe(`pending summaries (fast-check seed ${runSeed}; replay with SEED=${runS
           filler('fill/1', 'b4'),
         ],
       }
-      const task: TaskDemand = {
+      const task: InstanceDemand = {
         id: 'web/1', job: 'web', cpuMillis: 500, memoryBytes: GiB,
         perNodeMax: 1, spread: [{ label: 'zone', maxSkew: 1 }], avoid: ['b1', 'b2', 'b3', 'ghost'],
       }
@@ -146,7 +146,7 @@ describe(`pending summaries (fast-check seed ${runSeed}; replay with SEED=${runS
 
     it('each rule alone', () => {
       const two: NodeView[] = [node('n1', 4000, 8 * GiB), node('n2', 4000, 8 * GiB)]
-      const web = (id: string): TaskDemand => ({ id, job: 'web', cpuMillis: 100, memoryBytes: MiB })
+      const web = (id: string): InstanceDemand => ({ id, job: 'web', cpuMillis: 100, memoryBytes: MiB })
       const limited = pendingWhy({ nodes: two, allocations: [{ node: 'n1', task: web('web/0') }, { node: 'n2', task: web('web/1') }] }, { ...web('web/2'), perNodeMax: 1 })
       expect(limited.message).toBe('the nodes with room are ruled out: 2 by the per-node limit (of 2 nodes: 2 are at the per-node limit (1))')
       const avoided = pendingWhy({ nodes: two, allocations: [] }, { ...web('web/2'), avoid: ['n2', 'n1'] })

@@ -9,7 +9,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   bytesText, constraintText, cpuText, needAndFree, displaced, explain, place, plan, Pool, PlacementError, rank, reasonText, rebalance, satisfies, weightFor,
-  type Allocation, type Constraint, type NodeView, type TaskDemand, type View,
+  type Allocation, type Constraint, type NodeView, type InstanceDemand, type View,
 } from '../../placement/index.ts'
 import { Rng, seedFromEnv } from '../../testnet/sim/rng.ts'
 import {
@@ -29,7 +29,7 @@ function used (allocations: readonly Allocation[], id: string): { cpu: number, m
 }
 
 /** The node a task would take first in a view, with nothing allocated (choices 1, ample capacity): its ranking's first feasible node. */
-function firstChoices (view: View, tasks: readonly TaskDemand[]): Map<string, string | undefined> {
+function firstChoices (view: View, tasks: readonly InstanceDemand[]): Map<string, string | undefined> {
   const p = plan(view, tasks, { choices: 1 })
   const out = new Map<string, string | undefined>(tasks.map((t) => [t.id, undefined]))
   for (const x of p.placements) out.set(x.task, x.node)
@@ -197,7 +197,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
       const memRich = node('mem-rich', 2000, 16 * GiB)
       const cpuHeavy = { cpuMillis: 1000, memoryBytes: 128 * MiB }
       const memHeavy = { cpuMillis: 10, memoryBytes: GiB }
-      const weigh = (n: NodeView, shape: Partial<TaskDemand>): number => weightFor(n.cpuMillis, n.memoryBytes, smallTask('w/0', shape))
+      const weigh = (n: NodeView, shape: Partial<InstanceDemand>): number => weightFor(n.cpuMillis, n.memoryBytes, smallTask('w/0', shape))
       expect([weigh(cpuRich, cpuHeavy), weigh(memRich, cpuHeavy)]).toEqual([8, 2])
       expect([weigh(cpuRich, memHeavy), weigh(memRich, memHeavy)]).toEqual([4, 16])
       expect([weigh(cpuRich, { cpuMillis: 500, memoryBytes: 0 }), weigh(memRich, { cpuMillis: 500, memoryBytes: 0 })]).toEqual([16, 4])
@@ -303,11 +303,11 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
           const victim = nodes[pick % nodes.length]!.id
           const dead: View = deepFreeze({ nodes: nodes.map((n) => n.id === victim ? { ...n, alive: false } : n), allocations })
           const lost = displaced(dead)
-          const byId = (a: TaskDemand, b: TaskDemand): number => a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+          const byId = (a: InstanceDemand, b: InstanceDemand): number => a.id < b.id ? -1 : a.id > b.id ? 1 : 0
           expect([...lost].sort(byId)).toEqual(allocations.filter((a) => a.node === victim).map((a) => a.task).sort(byId))
           const p = plan(dead, lost, { choices: 1 })
           const original = new Pool({ nodes, allocations: [] })
-          const passes = (t: TaskDemand, n: NodeView): boolean => (t.constraints ?? []).every((c) => satisfies(n.labels, c))
+          const passes = (t: InstanceDemand, n: NodeView): boolean => (t.constraints ?? []).every((c) => satisfies(n.labels, c))
           for (const t of lost) {
             const ranking = rank(original, t).map((r) => nodes.find((n) => n.id === original.ids[r.i])!)
             // The victim was the task's first feasible node: every node above it fails the constraints.
@@ -456,7 +456,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
 
     it('a task no node passes the constraints of: the message counts each constraint that failed', () => {
       const constrained = fc.record({ task: taskArb(), constraints: fc.array(constraintArb, { minLength: 1, maxLength: 3 }) })
-        .map(({ task, constraints }): TaskDemand => ({ id: task.id, job: task.job, cpuMillis: 0, memoryBytes: 0, constraints }))
+        .map(({ task, constraints }): InstanceDemand => ({ id: task.id, job: task.job, cpuMillis: 0, memoryBytes: 0, constraints }))
       let seen = 0
       fc.assert(
         fc.property(viewArb(), constrained, (view, task) => {
@@ -572,7 +572,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
       const bare = node('bare', 1000, GiB)
       const labelled = node('labelled', 1000, GiB, { labels: Object.fromEntries([['constructor', 'x'], ['__proto__', 'y'], ['toString', 'z']]) })
       const view: View = { nodes: [bare, labelled], allocations: [] }
-      const where = (constraints: Constraint[], spread?: TaskDemand['spread']): string | undefined => {
+      const where = (constraints: Constraint[], spread?: InstanceDemand['spread']): string | undefined => {
         const p = plan(view, [smallTask('proto/0', { constraints, ...(spread ? { spread } : {}) })], { choices: 1 })
         return p.placements[0]?.node
       }

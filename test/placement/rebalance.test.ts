@@ -14,7 +14,7 @@ import { labelValue, satisfies, type Constraint } from '../../placement/constrai
 import { rebalance, type Move, type RebalanceOptions } from '../../placement/movement.ts'
 import { place, plan, rank } from '../../placement/place.ts'
 import { Pool } from '../../placement/pool.ts'
-import { PlacementError, type Allocation, type NodeView, type TaskDemand, type View } from '../../placement/types.ts'
+import { PlacementError, type Allocation, type NodeView, type InstanceDemand, type View } from '../../placement/types.ts'
 import { Rng, seedFromEnv } from '../../testnet/sim/rng.ts'
 
 const runSeed = seedFromEnv(4303)
@@ -36,7 +36,7 @@ interface CaseParams {
   readonly mode: 'random' | 'joined' | 'packed' | 'scattered'
 }
 
-interface Case { readonly view: View, readonly tasks: readonly TaskDemand[] }
+interface Case { readonly view: View, readonly tasks: readonly InstanceDemand[] }
 
 const paramsArb: fc.Arbitrary<CaseParams> = fc.record({
   seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
@@ -68,7 +68,7 @@ function buildCase (p: CaseParams): Case {
       labels,
     }
   })
-  const tasks: TaskDemand[] = []
+  const tasks: InstanceDemand[] = []
   for (let j = 0; j < p.jobs; j++) {
     const job = `job${j}`
     const choices: Constraint[] = [
@@ -148,7 +148,7 @@ function movableHome (view: View, task: string): string | undefined {
 }
 
 /** The spread domain of a task: the values of the label on alive nodes that pass its constraints. */
-function spreadCounts (view: View, task: TaskDemand, label: string): Map<string, number> {
+function spreadCounts (view: View, task: InstanceDemand, label: string): Map<string, number> {
   const counts = new Map<string, number>()
   for (const n of view.nodes) {
     const v = labelValue(n.labels, label)
@@ -164,7 +164,7 @@ function spreadCounts (view: View, task: TaskDemand, label: string): Map<string,
 }
 
 /** Why the node cannot take the task in this view (which must not hold the task), or undefined. */
-function refusal (view: View, task: TaskDemand, nodeId: string): string | undefined {
+function refusal (view: View, task: InstanceDemand, nodeId: string): string | undefined {
   const n = nodeOf(view, nodeId)
   if (n === undefined || !n.alive) return 'not alive'
   for (const c of task.constraints ?? []) if (!satisfies(n.labels, c)) return 'constraint'
@@ -183,7 +183,7 @@ function refusal (view: View, task: TaskDemand, nodeId: string): string | undefi
 }
 
 /** Per spread of the task's job: its largest count on a value minus its smallest. */
-function skews (view: View, task: TaskDemand): number[] {
+function skews (view: View, task: InstanceDemand): number[] {
   return (task.spread ?? []).map((s) => {
     const counts = [...spreadCounts(view, task, s.label).values()]
     return counts.length === 0 ? 0 : Math.max(...counts) - Math.min(...counts)
@@ -195,7 +195,7 @@ function skews (view: View, task: TaskDemand): number[] {
  * refuses in the view without the task, or a spread the move would take past
  * its maxSkew, or further past it (leaving a value can lower the minimum).
  */
-function moveRefusal (view: View, task: TaskDemand, home: string, nodeId: string): string | undefined {
+function moveRefusal (view: View, task: InstanceDemand, home: string, nodeId: string): string | undefined {
   const without: View = { nodes: view.nodes, allocations: view.allocations.filter((a) => a.task.id !== task.id) }
   const refused = refusal(without, task, nodeId)
   if (refused !== undefined) return refused
@@ -205,7 +205,7 @@ function moveRefusal (view: View, task: TaskDemand, home: string, nodeId: string
 }
 
 /** Node ids best first, as rank() orders them. */
-function ranking (view: View, task: TaskDemand): string[] {
+function ranking (view: View, task: InstanceDemand): string[] {
   const pool = new Pool(view)
   return rank(pool, task).map((r) => pool.ids[r.i]!)
 }
@@ -234,7 +234,7 @@ function potential (view: View): number {
 }
 
 /** Per job with spreads: whether each spread is within its maxSkew in this view. */
-function spreadOk (view: View, task: TaskDemand): boolean {
+function spreadOk (view: View, task: InstanceDemand): boolean {
   return (task.spread ?? []).every((s) => {
     const counts = [...spreadCounts(view, task, s.label).values()]
     return counts.length === 0 || Math.max(...counts) - Math.min(...counts) <= s.maxSkew
@@ -389,7 +389,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
         const spread = [{ label: 'zone', maxSkew }]
         const allocations: Allocation[] = []
         picks.forEach((pick, k) => {
-          const task: TaskDemand = { id: `web/${k}`, job: 'web', cpuMillis: 100, memoryBytes: 128, spread }
+          const task: InstanceDemand = { id: `web/${k}`, job: 'web', cpuMillis: 100, memoryBytes: 128, spread }
           const open = nodes.filter((n) => refusal({ nodes, allocations }, task, n.id) === undefined)
           if (open.length > 0) allocations.push({ task, node: open[pick % open.length]!.id })
         })
@@ -461,7 +461,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     // a few may now fit better elsewhere, but not the bulk of them.
     const rng = new Rng(runSeed)
     const nodes: NodeView[] = Array.from({ length: 40 }, (_, i) => ({ id: `n${String(i).padStart(2, '0')}`, alive: true, cpuMillis: 16_000 * (1 + (i % 3)), memoryBytes: 64 * 2 ** 30 * (1 + (i % 3)), labels: {} }))
-    const tasks: TaskDemand[] = Array.from({ length: 1500 }, (_, i) => ({ id: `t/${i}`, job: `j${i % 50}`, cpuMillis: 100 + rng.int(900), memoryBytes: (128 + rng.int(1900)) * 2 ** 20 }))
+    const tasks: InstanceDemand[] = Array.from({ length: 1500 }, (_, i) => ({ id: `t/${i}`, job: `j${i % 50}`, cpuMillis: 100 + rng.int(900), memoryBytes: (128 + rng.int(1900)) * 2 ** 20 }))
     const planned = plan({ nodes, allocations: [] }, tasks, { choices: 2 })
     const byId = new Map(tasks.map((t) => [t.id, t]))
     const view: View = { nodes, allocations: planned.placements.map((x) => ({ task: byId.get(x.task)!, node: x.node })) }
@@ -491,7 +491,7 @@ describe(`a node joins a balanced cluster (fast-check seed ${runSeed}; replay wi
       fc.property(joinArb, (j) => {
         // Capacity is ample: every node could hold every task at once.
         const nodes: NodeView[] = j.nodes.map((n, i) => ({ id: `n${i}`, alive: true, cpuMillis: n.cpu, memoryBytes: n.mem, labels: {} }))
-        const tasks: TaskDemand[] = j.tasks.map((t, k) => ({ id: `${t.job}/${k}`, job: t.job, cpuMillis: t.cpu, memoryBytes: t.mem }))
+        const tasks: InstanceDemand[] = j.tasks.map((t, k) => ({ id: `${t.job}/${k}`, job: t.job, cpuMillis: t.cpu, memoryBytes: t.mem }))
         const planned = plan({ nodes, allocations: [] }, tasks, { choices: 1 })
         expect(planned.pending).toEqual([])
         const byId = new Map(tasks.map((t) => [t.id, t]))
@@ -539,7 +539,7 @@ describe('fractionMax', () => {
 
 describe('scenarios', () => {
   const zoneNodes: NodeView[] = ZONES.map((z) => ({ id: `n-${z}`, alive: true, cpuMillis: 1000, memoryBytes: 1000, labels: { zone: z } }))
-  const spreadTask = (id: string): TaskDemand => ({ id, job: 'web', cpuMillis: 1, memoryBytes: 1, spread: [{ label: 'zone', maxSkew: 2 }] })
+  const spreadTask = (id: string): InstanceDemand => ({ id, job: 'web', cpuMillis: 1, memoryBytes: 1, spread: [{ label: 'zone', maxSkew: 2 }] })
 
   it('a rebalance does not move the only instance out of a zone when that breaks the job’s spread', () => {
     // Three zones, one node each; web spreads over zones with maxSkew 2. Every
@@ -567,7 +567,7 @@ describe('scenarios', () => {
       { id: 'n0', alive: true, cpuMillis: 1000, memoryBytes: 1000, labels: {} },
       { id: 'n1', alive: true, cpuMillis: 1000, memoryBytes: 1000, labels: {} },
     ]
-    const task = (id: string, cpuMillis: number): TaskDemand => ({ id, job: 'j', cpuMillis, memoryBytes: 1 })
+    const task = (id: string, cpuMillis: number): InstanceDemand => ({ id, job: 'j', cpuMillis, memoryBytes: 1 })
     // A task whose first choice is n0, held on n1, while n0 is full.
     const id = ['t0', 't1', 't2', 't3', 't4', 't5'].find((t) => ranking({ nodes, allocations: [] }, task(t, 600))[0] === 'n0')!
     const view: View = { nodes, allocations: [{ task: task(id, 600), node: 'n1' }, { task: task('filler', 500), node: 'n0' }] }

@@ -10,7 +10,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   explain, idKey, pairHash, place, plan, Pool, taskPrefix, weightedScore, weightFor,
-  type Constraint, type NodeView, type SkipCode, type TaskDemand, type View,
+  type Constraint, type NodeView, type SkipCode, type InstanceDemand, type View,
 } from '../../placement/index.ts'
 import { seedFromEnv } from '../../testnet/sim/rng.ts'
 import { canonicalOrder, compare, deepFreeze, NODE_IDS, scenarioArb, taskArb, tasksArb, viewArb, optionsArb } from './helpers.ts'
@@ -20,7 +20,7 @@ const runSeed = seedFromEnv(4242)
 /** The state the reference places on: nodes by id, and every allocation held on a node of the view. */
 interface RefState {
   readonly nodes: readonly NodeView[]
-  readonly held: Array<{ readonly task: TaskDemand, readonly node: string }>
+  readonly held: Array<{ readonly task: InstanceDemand, readonly node: string }>
 }
 
 interface RefDecision {
@@ -56,7 +56,7 @@ function holds (n: NodeView, c: Constraint): boolean {
   }
 }
 
-function passes (n: NodeView, task: TaskDemand): boolean {
+function passes (n: NodeView, task: InstanceDemand): boolean {
   return (task.constraints ?? []).every((c) => holds(n, c))
 }
 
@@ -79,7 +79,7 @@ function onNode (s: RefState, job: string, id: string): number {
  * more while count(v) + 1 − min ≤ maxSkew, counting instances on alive nodes over
  * the values of the alive nodes that pass the constraints), then free CPU and memory.
  */
-function reasonFor (s: RefState, n: NodeView, task: TaskDemand): SkipCode | undefined {
+function reasonFor (s: RefState, n: NodeView, task: InstanceDemand): SkipCode | undefined {
   if (!n.alive) return 'not-alive'
   if (!passes(n, task)) return 'constraint'
   if ((task.avoid ?? []).some((id) => id === n.id)) return 'avoided'
@@ -103,14 +103,14 @@ function reasonFor (s: RefState, n: NodeView, task: TaskDemand): SkipCode | unde
 }
 
 /** What is left of the node in its emptier resource once the task is on it, as a fraction of capacity (none of none). */
-function leftAfter (s: RefState, n: NodeView, task: TaskDemand): number {
+function leftAfter (s: RefState, n: NodeView, task: InstanceDemand): number {
   const f = free(s, n)
   const cpu = n.cpuMillis > 0 ? (f.cpu - task.cpuMillis) / n.cpuMillis : 0
   const mem = n.memoryBytes > 0 ? (f.mem - task.memoryBytes) / n.memoryBytes : 0
   return Math.max(cpu, mem)
 }
 
-function refPlace (s: RefState, task: TaskDemand, choices: number, backups: number): RefDecision {
+function refPlace (s: RefState, task: InstanceDemand, choices: number, backups: number): RefDecision {
   const prefix = taskPrefix(idKey(task.id))
   const scored = s.nodes.map((n) => {
     const key = idKey(n.id)
@@ -135,7 +135,7 @@ interface RefPlan {
   readonly pending: Array<{ task: string, skipped: Partial<Record<SkipCode, number>> }>
 }
 
-function refPlan (view: View, tasks: readonly TaskDemand[], choices: number, backups: number): RefPlan {
+function refPlan (view: View, tasks: readonly InstanceDemand[], choices: number, backups: number): RefPlan {
   const s = refState(view, new Set(tasks.map((t) => t.id)))
   const out: RefPlan = { placements: [], pending: [] }
   for (const task of canonicalOrder(view, tasks)) {

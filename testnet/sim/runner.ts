@@ -14,7 +14,7 @@ import { EventEmitter } from 'node:events'
 import type { Clock } from '../../node/clock.ts'
 import { MurmurError } from '../../node/errors.ts'
 import type { LogChunk } from '../../node/executor/logs.ts'
-import type { FoundTask, Isolation, RecoverReport, TaskExit, TaskInfo, TaskRunner, TaskSpec } from '../../node/executor/types.ts'
+import type { FoundAttempt, Isolation, RecoverReport, TaskExit, AttemptInfo, TaskRunner, AttemptSpec } from '../../node/executor/types.ts'
 import type { Rng } from './rng.ts'
 
 /** How a simulated task behaves, read from its command line. */
@@ -23,7 +23,7 @@ export type Behaviour =
   | { kind: 'serve' }
   | { kind: 'crash', ms: number }
 
-export function behaviourOf (spec: Pick<TaskSpec, 'command' | 'args'>): Behaviour | null {
+export function behaviourOf (spec: Pick<AttemptSpec, 'command' | 'args'>): Behaviour | null {
   if (spec.command !== 'sim') return null
   const [kind, a, b] = spec.args
   const ms = Number(a)
@@ -53,10 +53,10 @@ export interface SimRunnerInit {
 const START_MS = [2, 30] as const
 const STOP_MS = [1, 20] as const
 
-export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements TaskRunner {
+export class SimRunner extends EventEmitter<{ exit: [AttemptInfo] }> implements TaskRunner {
   readonly isolation: Isolation = { kind: 'none', detail: 'simulated tasks' }
   private readonly init: SimRunnerInit
-  private readonly tasks = new Map<string, TaskInfo>()
+  private readonly tasks = new Map<string, AttemptInfo>()
   /** Tasks whose start was reported to onRun and whose end not yet. */
   private readonly reported = new Set<string>()
   private closed = false
@@ -66,12 +66,12 @@ export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements Tas
     this.init = init
   }
 
-  async start (spec: TaskSpec): Promise<TaskInfo> {
+  async start (spec: AttemptSpec): Promise<AttemptInfo> {
     const existing = this.tasks.get(spec.id)
     if (existing !== undefined && existing.phase !== 'ended') throw new MurmurError('TASK_EXISTS', `task ${spec.id} is already running`, 1, 409)
     const behaviour = behaviourOf(spec)
     const { clock, rng } = this.init
-    const info: TaskInfo = {
+    const info: AttemptInfo = {
       id: spec.id, job: spec.job, phase: 'running', pid: null, startedAt: clock.now(), finishedAt: null, exit: null, usage: null, cgroup: null, dir: '', adopted: false, spec,
     }
     this.tasks.set(spec.id, info)
@@ -98,7 +98,7 @@ export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements Tas
     return { ...info }
   }
 
-  async stop (id: string, opts: { graceMs?: number | undefined } = {}): Promise<TaskInfo> {
+  async stop (id: string, opts: { graceMs?: number | undefined } = {}): Promise<AttemptInfo> {
     const info = this.tasks.get(id)
     if (info === undefined) throw new MurmurError('NO_SUCH_TASK', `no task ${id} on this node`, 1, 404)
     if (info.phase === 'ended') return { ...info }
@@ -109,12 +109,12 @@ export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements Tas
     return { ...info }
   }
 
-  inspect (id: string): TaskInfo | undefined {
+  inspect (id: string): AttemptInfo | undefined {
     const info = this.tasks.get(id)
     return info === undefined ? undefined : { ...info }
   }
 
-  list (): TaskInfo[] {
+  list (): AttemptInfo[] {
     return [...this.tasks.values()].map((t) => ({ ...t }))
   }
 
@@ -130,9 +130,9 @@ export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements Tas
    * (node/recovery.ts in a node) keeps a task or stops it. Tasks that ended
    * meanwhile are reported as ended; their exits went to nobody.
    */
-  async recover (decide: (task: FoundTask) => 'adopt' | 'stop'): Promise<RecoverReport> {
+  async recover (decide: (task: FoundAttempt) => 'adopt' | 'stop'): Promise<RecoverReport> {
     const report: RecoverReport = { adopted: [], stopped: [], ended: [], strays: [] }
-    const stops: Array<Promise<TaskInfo>> = []
+    const stops: Array<Promise<AttemptInfo>> = []
     for (const t of this.tasks.values()) {
       if (t.phase === 'ended') {
         report.ended.push(t.id)
@@ -195,7 +195,7 @@ export class SimRunner extends EventEmitter<{ exit: [TaskInfo] }> implements Tas
     for (const t of this.tasks.values()) if (t.phase !== 'ended') this.end(t, { reason: 'lost', code: null, signal: null, message: 'the machine went down', oomKills: 0 }, false)
   }
 
-  private end (info: TaskInfo, exit: TaskExit, announce = true): void {
+  private end (info: AttemptInfo, exit: TaskExit, announce = true): void {
     info.phase = 'ended'
     info.finishedAt = this.init.clock.now()
     info.exit = exit

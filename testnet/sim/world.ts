@@ -26,7 +26,7 @@ import { jobOfInstance, parseAttempt } from '../../node/jobs/instances.ts'
 import type { JobService } from '../../node/jobs/service.ts'
 import { readSpec } from '../../node/jobs/spec.ts'
 import type { JobView } from '../../node/jobs/types.ts'
-import { isLiveState } from '../../node/reconcile/decide.ts'
+import { isActiveState } from '../../node/reconcile/decide.ts'
 import type { ReconcileConfig } from '../../node/reconcile/config.ts'
 import type { Reconciler } from '../../node/reconcile/loop.ts'
 import type { StateService } from '../../node/state.ts'
@@ -237,7 +237,7 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
     const state = app(node)?.state?.records
     const record = state?.job(jobOfInstance(instance))
     if (state === undefined || record === undefined || readSpec(record.spec)?.partition === 'both') return
-    const known = across.filter((m) => state.taskClaims(instance).some((c) => c.node === m && isLiveState(c.state)))
+    const known = across.filter((m) => state.taskClaims(instance).some((c) => c.node === m && isActiveState(c.state)))
     if (known.length === 0) return
     violate('partition', `${node}, on a side of ${side} of ${ids.length} nodes (it believes ${believesMajority ? 'the majority' : 'a minority'}), started ${instance}, which it knew ${known.join(', ')} held on the other side`)
   }
