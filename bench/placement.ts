@@ -77,7 +77,7 @@ function nodeView (i: number): NodeView {
   const cores = NODE_CORES[i % NODE_CORES.length]!
   return {
     id: `node-${String(i).padStart(4, '0')}`,
-    alive: true,
+    live: true,
     cpuMillis: cores * 1000,
     memoryBytes: cores * MEMORY_PER_CORE,
     labels: { zone: ZONES[i % ZONES.length]! },
@@ -91,7 +91,7 @@ function cluster (n: number): NodeView[] {
 function capacity (nodes: readonly NodeView[]): { cpu: number, mem: number } {
   let cpu = 0
   let mem = 0
-  for (const n of nodes) if (n.alive) { cpu += n.cpuMillis; mem += n.memoryBytes }
+  for (const n of nodes) if (n.live) { cpu += n.cpuMillis; mem += n.memoryBytes }
   return { cpu, mem }
 }
 
@@ -466,7 +466,7 @@ async function movement (instances: number): Promise<void> {
   const deathRows: string[][] = []
   for (const victimIndex of [48, 49, 50]) {
     const victim = nodes[victimIndex]!
-    const view: View = { nodes: nodes.map((x) => x === victim ? { ...x, alive: false } : x), allocations }
+    const view: View = { nodes: nodes.map((x) => x === victim ? { ...x, live: false } : x), allocations }
     const lost = displaced(view)
     const again = plan(view, lost)
     const after = new Map(home)

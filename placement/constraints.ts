@@ -33,7 +33,7 @@ export type Constraint = z.infer<typeof constraintSchema>
 /**
  * Spread a job's instances over the values of a label (zones, racks): placing an
  * instance on value v is allowed only while count(v) + 1 − min count over the
- * label's values stays ≤ maxSkew. The values that count are those of the alive
+ * label's values stays ≤ maxSkew. The values that count are those of the live
  * nodes that pass the job's constraints; a node without the label cannot take
  * the job. (Kubernetes' topology spread with whenUnsatisfiable: DoNotSchedule.)
  */

@@ -24,7 +24,7 @@ export interface Move {
 }
 
 /**
- * Moves that take tasks to better homes: a task held on exactly one alive node
+ * Moves that take tasks to better homes: a task held on exactly one live node
  * moves where `place` would put it now (same `choices`), if that node ranks
  * above its current home and the move keeps its job's spreads within maxSkew
  * (or no further past it). Tasks furthest from home go first (ties by task id);
@@ -39,7 +39,7 @@ export function rebalance (view: View, options: RebalanceOptions): Move[] {
   if (movesMax === 0) return []
   const single = view.allocations.filter((a) => {
     const i = pool.indexOf(a.node)
-    return i !== undefined && pool.alive[i] === 1 && pool.holders(a.task.id).length === 1
+    return i !== undefined && pool.live[i] === 1 && pool.holders(a.task.id).length === 1
   })
   const standing = single.map((a) => ({ a, position: positionOf(pool, a.task, pool.indexOf(a.node)!) }))
     .filter((s) => s.position > 0)

@@ -226,13 +226,13 @@ export function plan (view: View, tasks: readonly InstanceDemand[], options: Pla
 }
 
 /**
- * The tasks a death displaces: those allocated only on nodes that are not alive
+ * The tasks a death displaces: those allocated only on nodes that are not live (dead or left)
  * or no longer in the view, each once. A task that still has a live holder is
  * not displaced.
  */
 export function displaced (view: View): InstanceDemand[] {
-  const alive = new Set(view.nodes.filter((n) => n.alive).map((n) => n.id))
-  const held = new Set(view.allocations.filter((a) => alive.has(a.node)).map((a) => a.task.id))
+  const live = new Set(view.nodes.filter((n) => n.live).map((n) => n.id))
+  const held = new Set(view.allocations.filter((a) => live.has(a.node)).map((a) => a.task.id))
   const out = new Map<string, InstanceDemand>()
   for (const a of view.allocations) if (!held.has(a.task.id) && !out.has(a.task.id)) out.set(a.task.id, a.task)
   return [...out.values()]
@@ -242,7 +242,7 @@ function canonicalOrder (pool: Pool, tasks: readonly InstanceDemand[]): Instance
   let cpu = 0
   let mem = 0
   for (let i = 0; i < pool.size; i++) {
-    if (pool.alive[i] === 1) { cpu += pool.cpuCap[i]!; mem += pool.memCap[i]! }
+    if (pool.live[i] === 1) { cpu += pool.cpuCap[i]!; mem += pool.memCap[i]! }
   }
   const share = (t: InstanceDemand): number => Math.max(cpu > 0 ? t.cpuMillis / cpu : 0, mem > 0 ? t.memoryBytes / mem : 0)
   return tasks.map((t) => ({ t, s: share(t) }))
@@ -287,7 +287,7 @@ export function pendingSummary (pool: Pool, task: InstanceDemand): PendingSummar
     skipped[reason.code] = (skipped[reason.code] ?? 0) + 1
     const node = pool.ids[i]!
     switch (reason.code) {
-      case 'not-alive': continue
+      case 'not-live': continue
       case 'constraint': tally(failures, `fail ${constraintText(reason.constraint)}`); continue
       case 'avoided': tally(failures, 'are avoided (the task failed there)'); break
       case 'per-node': tally(failures, `are at the per-node limit (${reason.max})`); break
@@ -308,7 +308,7 @@ export function pendingSummary (pool: Pool, task: InstanceDemand): PendingSummar
     }
   }
   const parts: string[] = []
-  if (skipped['not-alive'] !== undefined) parts.push(`${skipped['not-alive']} not alive`)
+  if (skipped['not-live'] !== undefined) parts.push(`${skipped['not-live']} dead or left`)
   for (const [text, count] of failures) parts.push(`${count} ${text}`)
   if (skipped.resources !== undefined) parts.push(`${skipped.resources} lack free resources`)
   const of = pool.size === 0 ? 'the view has no nodes' : `of ${pool.size} node${pool.size === 1 ? '' : 's'}: ${parts.join(', ')}`

@@ -23,7 +23,7 @@ export class Pool {
   /** The nodes' id keys, premixed for the pair hash (`premixedPairHash`). */
   readonly keyLo: Int32Array
   readonly keyHi: Int32Array
-  readonly alive: Uint8Array
+  readonly live: Uint8Array
   readonly cpuCap: Float64Array
   readonly memCap: Float64Array
   readonly cpuFree: Float64Array
@@ -42,7 +42,7 @@ export class Pool {
    * place cannot leave a stale entry behind.
    */
   private readonly masks = new Map<string, Uint8Array>()
-  private readonly aliveMasks = new Map<string, Uint8Array>()
+  private readonly liveMasks = new Map<string, Uint8Array>()
   private readonly domains = new Map<string, Map<string, Set<string>>>()
   private readonly interned = new Map<string, { ids: Int32Array, values: string[] }>()
   private readonly validSpreads = new Set<string>()
@@ -54,7 +54,7 @@ export class Pool {
     this.ids = nodes.map((node) => node.id)
     this.keyLo = new Int32Array(n)
     this.keyHi = new Int32Array(n)
-    this.alive = new Uint8Array(n)
+    this.live = new Uint8Array(n)
     this.cpuCap = new Float64Array(n)
     this.memCap = new Float64Array(n)
     this.cpuFree = new Float64Array(n)
@@ -68,7 +68,7 @@ export class Pool {
       const key = idKey(node.id)
       this.keyLo[i] = premix(key.lo)
       this.keyHi[i] = premix(key.hi)
-      this.alive[i] = node.alive ? 1 : 0
+      this.live[i] = node.live ? 1 : 0
       this.cpuCap[i] = this.cpuFree[i] = node.cpuMillis
       this.memCap[i] = this.memFree[i] = node.memoryBytes
     })
@@ -139,13 +139,13 @@ export class Pool {
     return mask
   }
 
-  /** 1 where a node is alive and its labels pass the constraints: the fast path's first filter. */
+  /** 1 where a node is live and its labels pass the constraints: the fast path's first filter. */
   candidates (constraints: readonly Constraint[] = NO_CONSTRAINTS): Uint8Array {
     const key = JSON.stringify(constraints)
-    let mask = this.aliveMasks.get(key)
+    let mask = this.liveMasks.get(key)
     if (mask === undefined) {
-      mask = this.mask(constraints).map((pass, i) => pass & this.alive[i]!)
-      this.aliveMasks.set(key, mask)
+      mask = this.mask(constraints).map((pass, i) => pass & this.live[i]!)
+      this.liveMasks.set(key, mask)
     }
     return mask
   }
@@ -167,7 +167,7 @@ export class Pool {
       if (perNode !== undefined) {
         for (const [i, count] of perNode) {
           const value = labelValue(this.labels[i]!, spread.label)
-          if (this.alive[i] === 1 && value !== undefined && counts.has(value)) counts.set(value, counts.get(value)! + count)
+          if (this.live[i] === 1 && value !== undefined && counts.has(value)) counts.set(value, counts.get(value)! + count)
         }
       }
       let min = Infinity
@@ -204,12 +204,12 @@ export class Pool {
   }
 
   /**
-   * Why node i cannot take the task, or undefined if it can: not alive,
+   * Why node i cannot take the task, or undefined if it can: not live,
    * constraints, avoided, per-node limit, spread, then resources. The fast path of
    * `place` checks the same things inline.
    */
   check (i: number, task: InstanceDemand, spreads: readonly SpreadCounts[]): SkipReason | undefined {
-    if (this.alive[i] !== 1) return { code: 'not-alive' }
+    if (this.live[i] !== 1) return { code: 'not-live' }
     const labels = this.labels[i]!
     const failed = firstFailed(labels, task.constraints ?? NO_CONSTRAINTS)
     if (failed !== undefined) return { code: 'constraint', constraint: failed, actual: labelValue(labels, failed.label) }
@@ -265,7 +265,7 @@ export class Pool {
     return interned
   }
 
-  /** The values of a label among alive nodes that pass the constraints: the domains a spread balances over. */
+  /** The values of a label among live nodes that pass the constraints: the domains a spread balances over. */
   private domain (constraints: readonly Constraint[], label: string): Set<string> {
     const key = JSON.stringify(constraints)
     let byLabel = this.domains.get(key)
@@ -276,7 +276,7 @@ export class Pool {
       const mask = this.mask(constraints)
       for (let i = 0; i < this.size; i++) {
         const value = labelValue(this.labels[i]!, label)
-        if (this.alive[i] === 1 && mask[i] === 1 && value !== undefined) values.add(value)
+        if (this.live[i] === 1 && mask[i] === 1 && value !== undefined) values.add(value)
       }
       byLabel.set(label, values)
     }

@@ -3,7 +3,7 @@
 import { constraintText, type Constraint } from './constraints.ts'
 
 export type SkipReason =
-  | { readonly code: 'not-alive' }
+  | { readonly code: 'not-live' }
   | { readonly code: 'constraint', readonly constraint: Constraint, readonly actual: string | undefined }
   | { readonly code: 'avoided' }
   | { readonly code: 'per-node', readonly max: number, readonly count: number }
@@ -46,7 +46,7 @@ export function needAndFree (need: number, free: number, resource: 'cpu' | 'memo
 
 export function reasonText (r: SkipReason): string {
   switch (r.code) {
-    case 'not-alive': return 'not alive'
+    case 'not-live': return 'dead or left'
     case 'constraint':
       return `fails ${constraintText(r.constraint)} (${r.actual === undefined ? `no label ${r.constraint.label}` : `has ${r.constraint.label}=${r.actual}`})`
     case 'avoided': return 'avoided: the task is not to run here again (it failed here)'

@@ -7,8 +7,8 @@ import type { Constraint, Spread } from './constraints.ts'
 /** One node as a view sees it. */
 export interface NodeView {
   readonly id: string
-  /** Not dead in the viewer's membership: suspects still count as alive. */
-  readonly alive: boolean
+  /** Live in the viewer's membership: alive or suspect, neither dead nor left (its claims hold). */
+  readonly live: boolean
   /** Capacity offered to tasks. */
   readonly cpuMillis: number
   readonly memoryBytes: number

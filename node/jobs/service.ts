@@ -79,7 +79,7 @@ export class JobService {
 
   /** A request no node could ever hold is refused now, with the reason, instead of pending for ever. */
   private checkFits (spec: JobSpec): void {
-    const nodes = this.reconciler.view().nodes.filter((n) => n.alive)
+    const nodes = this.reconciler.view().nodes.filter((n) => n.live)
     if (nodes.length === 0) return
     const fit = nodes.filter((n) => n.cpuMillis >= spec.cpuMillis && n.memoryBytes >= spec.memoryBytes)
     if (fit.length > 0) return
@@ -214,7 +214,7 @@ export class JobService {
   }
 
   private liveness (): (node: string) => boolean {
-    const alive = new Set(this.reconciler.view().nodes.filter((n) => n.alive).map((n) => n.id))
+    const alive = new Set(this.reconciler.view().nodes.filter((n) => n.live).map((n) => n.id))
     return (node) => alive.has(node)
   }
 
@@ -329,7 +329,7 @@ export class JobService {
       const s = n.id === this.self ? 'alive' : memberState.get(n.id) ?? 'dead'
       if (s === 'alive' || s === 'suspect' || s === 'dead' || s === 'left') count[s]++
     }
-    const alive = nodes.filter((n) => n.alive)
+    const alive = nodes.filter((n) => n.live)
     const tasks = await this.tasks({})
     const byState: Record<string, number> = {}
     let claimedMillis = 0

@@ -177,7 +177,7 @@ export function desiredInstances (job: JobEntry, input: Pick<ReconcileInput, 'no
 
 export function decide (input: ReconcileInput): Decisions {
   const { self, now } = input
-  const alive = new Set(input.nodes.filter((n) => n.alive).map((n) => n.id))
+  const alive = new Set(input.nodes.filter((n) => n.live).map((n) => n.id))
   const isLive = (node: string): boolean => alive.has(node)
   const lowestAlive = [...alive].sort()[0]
   const actions: Action[] = []
@@ -269,7 +269,7 @@ export function decide (input: ReconcileInput): Decisions {
   let placed: ReturnType<typeof plan> = { placements: [], pending: [] }
   try {
     const suspect = input.suspect
-    const placeable = input.majority || suspect === undefined || suspect.size === 0 ? input.nodes : input.nodes.map((n) => suspect.has(n.id) ? { ...n, alive: false } : n)
+    const placeable = input.majority || suspect === undefined || suspect.size === 0 ? input.nodes : input.nodes.map((n) => suspect.has(n.id) ? { ...n, live: false } : n)
     if (toPlace.length > 0) placed = plan({ nodes: placeable, allocations }, toPlace)
   } catch (err) {
     errors.push({ job: '', message: `placement: ${(err as Error).message}` })
@@ -279,7 +279,7 @@ export function decide (input: ReconcileInput): Decisions {
     const bound = input.claimBoundMs ?? RECONCILE_CONFIG.claimBoundMs
     /** Why `node` cannot or will not run `instance`, if this node has evidence of it. */
     const evidence = (node: string, instance: string): string | undefined => {
-      if (!isLive(node)) return `${node} is not alive`
+      if (!isLive(node)) return `${node} is dead or left in this view`
       const answer = input.answers?.(node, instance)
       // It says it holds the instance: whatever else this node sees, a claim now would be a second copy.
       if (answer?.kind === 'mine') return undefined

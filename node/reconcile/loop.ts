@@ -247,7 +247,7 @@ export class Reconciler {
       // only its own side's members: SWIM takes no news of members it never knew) counts in the
       // majority as dead since this node started (found by testnet/sim).
       if (s === undefined) members.push({ id: n.id, state: 'dead', stateSinceMs: this.startedAt })
-      return { id: n.id, alive: s === 'alive' || s === 'suspect', cpuMillis: n.cpuMillis, memoryBytes: n.memoryBytes, labels: n.labels }
+      return { id: n.id, live: s === 'alive' || s === 'suspect', cpuMillis: n.cpuMillis, memoryBytes: n.memoryBytes, labels: n.labels }
     })
     return { nodes, majority: majority(members, now, this.config.stableWindowMs), memberState, longSuspects }
   }

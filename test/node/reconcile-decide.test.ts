@@ -29,7 +29,7 @@ const NOW = Date.UTC(2026, 0, 15, 8, 0, 0)
 const LONG_AGO = NOW - 3_600_000
 
 function node (id: string, extra: Partial<NodeView> = {}): NodeView {
-  return { id, alive: true, cpuMillis: 4_000, memoryBytes: 8 * GiB, labels: {}, ...extra }
+  return { id, live: true, cpuMillis: 4_000, memoryBytes: 8 * GiB, labels: {}, ...extra }
 }
 
 /** A job as submitted: the record with its spec in normal form, submitted an hour ago. */
@@ -90,7 +90,7 @@ function decideAs (w: World, self: string): Decisions {
 
 /** Every alive node's decisions on the same view. */
 function decideAll (w: World): Map<string, Decisions> {
-  return new Map(w.nodes.filter((n) => n.alive).map((n) => [n.id, decideAs(w, n.id)]))
+  return new Map(w.nodes.filter((n) => n.live).map((n) => [n.id, decideAs(w, n.id)]))
 }
 
 function actionsByNode (all: Map<string, Decisions>): Record<string, Action[]> {
@@ -155,7 +155,7 @@ describe('decide: placing a new job', () => {
 
   it('claims over a dead claim with the next generation', () => {
     const web = job('web')
-    const w: World = { nodes: [node('a'), node('b'), node('c', { alive: false })], jobs: [web], claims: [claim('web.0', 'c', { generation: 4 }), claim('web.0', 'a', { generation: 2, state: 'killed' })] }
+    const w: World = { nodes: [node('a'), node('b'), node('c', { live: false })], jobs: [web], claims: [claim('web.0', 'c', { generation: 4 }), claim('web.0', 'a', { generation: 2, state: 'killed' })] }
     const [placed] = planOf(w, ['web.0'], web).placements
     expect(unionOfClaims(decideAll(w))).toEqual([{ node: placed!.node, instance: 'web.0', generation: 5 }])
   })
@@ -378,7 +378,7 @@ describe('decide: finished instances and jobs', () => {
   it('an exited instance is never claimed again, even when its node is dead; a copy still running stops', () => {
     const web = job('web')
     const w: World = {
-      nodes: [node('a'), node('b'), node('c', { alive: false })],
+      nodes: [node('a'), node('b'), node('c', { live: false })],
       jobs: [web],
       claims: [claim('web.0', 'c', { state: 'exited' }), claim('web.0', 'b', { generation: 2, state: 'running' })],
       openSince: LONG_AGO,
@@ -410,7 +410,7 @@ describe('decide: finished instances and jobs', () => {
   it('all instances finished and the finisher of instance 0 is gone: the lowest live node marks the job', () => {
     const web = job('web', { count: 2 })
     const w: World = {
-      nodes: [node('a', { alive: false }), node('b'), node('c'), node('d')], jobs: [web], openSince: LONG_AGO,
+      nodes: [node('a', { live: false }), node('b'), node('c'), node('d')], jobs: [web], openSince: LONG_AGO,
       claims: [claim('web.0', 'a', { state: 'exited' }), claim('web.1', 'd', { state: 'exited' })],
     }
     expect(actionsByNode(decideAll(w))).toEqual({ b: [{ kind: 'finish-job', job: 'web' }], c: [], d: [] })
@@ -501,7 +501,7 @@ describe('decide: stopped and gone jobs', () => {
 })
 
 describe('decide: the partition rule', () => {
-  const nodes = [node('a'), node('b'), node('c', { alive: false })]
+  const nodes = [node('a'), node('b'), node('c', { live: false })]
 
   it('held by an unreachable node on a minority side: not taken over, and the pending message says why', () => {
     const web = job('web')

@@ -77,7 +77,7 @@ export function tasksArb (maxLength = 10, nodeIds: readonly string[] = NODE_IDS)
 }
 
 const nodeFields = {
-  alive: fc.integer({ min: 0, max: 4 }).map((x) => x !== 0),
+  live: fc.integer({ min: 0, max: 4 }).map((x) => x !== 0),
   cpuMillis: fc.constantFrom(...NODE_CPU),
   memoryBytes: fc.constantFrom(...NODE_MEMORY),
   labels: labelsArb,
@@ -131,7 +131,7 @@ export function scenarioArb (tasksMax = 10, shape: ViewShape = {}): fc.Arbitrary
  * first choice.
  */
 export function ampleNodes (weights: readonly number[], ids: readonly string[] = weights.map((_, i) => `node-${i}`)): NodeView[] {
-  return weights.map((w, i) => ({ id: ids[i]!, alive: true, cpuMillis: w * 1e12, memoryBytes: w * 2 ** 46, labels: {} }))
+  return weights.map((w, i) => ({ id: ids[i]!, live: true, cpuMillis: w * 1e12, memoryBytes: w * 2 ** 46, labels: {} }))
 }
 
 export function smallTask (id: string, extra: Partial<InstanceDemand> = {}): InstanceDemand {
@@ -139,7 +139,7 @@ export function smallTask (id: string, extra: Partial<InstanceDemand> = {}): Ins
 }
 
 export function node (id: string, cpuMillis: number, memoryBytes: number, extra: Partial<NodeView> = {}): NodeView {
-  return { id, alive: true, cpuMillis, memoryBytes, labels: {}, ...extra }
+  return { id, live: true, cpuMillis, memoryBytes, labels: {}, ...extra }
 }
 
 /** The allocations a plan adds, with the tasks' demands. */
@@ -152,7 +152,7 @@ export function allocationsOf (p: Plan, tasks: readonly InstanceDemand[]): Alloc
 export function canonicalOrder (view: View, tasks: readonly InstanceDemand[]): InstanceDemand[] {
   let cpu = 0
   let mem = 0
-  for (const n of view.nodes) if (n.alive) { cpu += n.cpuMillis; mem += n.memoryBytes }
+  for (const n of view.nodes) if (n.live) { cpu += n.cpuMillis; mem += n.memoryBytes }
   const share = (t: InstanceDemand): number => Math.max(cpu > 0 ? t.cpuMillis / cpu : 0, mem > 0 ? t.memoryBytes / mem : 0)
   return [...tasks].sort((a, b) => share(b) - share(a) || compare(a.job, b.job) || compare(a.id, b.id))
 }

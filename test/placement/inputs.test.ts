@@ -41,12 +41,12 @@ function ownCopy (view: View): { nodes: Array<NodeView & { labels: Record<string
 
 describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, () => {
   describe('avoid', () => {
-    it('an avoided node is skipped after "not alive" and "constraint", before the per-node limit, the spread and resources', () => {
+    it('an avoided node is skipped after "dead or left" and "constraint", before the per-node limit, the spread and resources', () => {
       const job = 'web'
       const held = { job, id: 'web/held', cpuMillis: 1000, memoryBytes: GiB }
       const view: View = {
         nodes: [
-          node('n-dead', 4000, 4 * GiB, { alive: false, labels: { zone: 'a' } }),
+          node('n-dead', 4000, 4 * GiB, { live: false, labels: { zone: 'a' } }),
           node('n-fails', 4000, 4 * GiB, { labels: { zone: 'a', gpu: 'yes' } }),
           node('n-limit', 1000, GiB, { labels: { zone: 'a' } }),
           node('n-nozone', 4000, 4 * GiB, {}),
@@ -63,18 +63,18 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
       const everything = ['n-dead', 'n-fails', 'n-limit', 'n-nozone', 'n-small', 'n-open']
       const heedless = reasons(new Pool(view), task)
       expect(Object.fromEntries([...heedless].map(([id, r]) => [id, r?.code]))).toEqual({
-        'n-dead': 'not-alive', 'n-fails': 'constraint', 'n-limit': 'per-node', 'n-nozone': 'spread', 'n-small': 'resources', 'n-open': undefined,
+        'n-dead': 'not-live', 'n-fails': 'constraint', 'n-limit': 'per-node', 'n-nozone': 'spread', 'n-small': 'resources', 'n-open': undefined,
       })
       const avoiding = { ...task, avoid: [...everything, GHOST, 'n-open'] }
       const got = reasons(new Pool(view), avoiding)
       expect(Object.fromEntries([...got].map(([id, r]) => [id, r?.code]))).toEqual({
-        'n-dead': 'not-alive', 'n-fails': 'constraint', 'n-limit': 'avoided', 'n-nozone': 'avoided', 'n-small': 'avoided', 'n-open': 'avoided',
+        'n-dead': 'not-live', 'n-fails': 'constraint', 'n-limit': 'avoided', 'n-nozone': 'avoided', 'n-small': 'avoided', 'n-open': 'avoided',
       })
       expect(got.get('n-open')).toEqual({ code: 'avoided' })
 
       expect(plan(view, [task]).placements.map((x) => x.node)).toEqual(['n-open'])
       const why = plan(view, [avoiding]).pending[0]!.why
-      expect(why.skipped).toEqual({ 'not-alive': 1, constraint: 1, avoided: 4 })
+      expect(why.skipped).toEqual({ 'not-live': 1, constraint: 1, avoided: 4 })
       expect(why.message).toContain('4 are avoided (the task failed there)')
       const e = explain(view, avoiding)
       expect(e.node).toBeUndefined()
@@ -102,7 +102,7 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
           for (const n of view.nodes) {
             const r = why.get(n.id)
             if (r?.code === 'avoided') avoidedSeen++
-            if (r?.code !== 'not-alive' && r?.code !== 'constraint') expect(r?.code === 'avoided', `${n.id} avoided`).toBe(avoid.includes(n.id))
+            if (r?.code !== 'not-live' && r?.code !== 'constraint') expect(r?.code === 'avoided', `${n.id} avoided`).toBe(avoid.includes(n.id))
           }
           if (!d.placed) {
             expect(feasible).toEqual([])
@@ -252,9 +252,9 @@ describe(`inputs of placement (fast-check seed ${runSeed}; replay with SEED=${ru
 
     it('labels with an own __proto__ key, as JSON.parse makes them, are labels like any other', () => {
       const parsed: NodeView[] = JSON.parse(JSON.stringify([
-        { id: 'p-a', alive: true, cpuMillis: 1000, memoryBytes: GiB, labels: { zone: 'x' } },
-        { id: 'p-b', alive: true, cpuMillis: 1000, memoryBytes: GiB, labels: { zone: 'y' } },
-        { id: 'p-none', alive: true, cpuMillis: 1000, memoryBytes: GiB, labels: { zone: 'z' } },
+        { id: 'p-a', live: true, cpuMillis: 1000, memoryBytes: GiB, labels: { zone: 'x' } },
+        { id: 'p-b', live: true, cpuMillis: 1000, memoryBytes: GiB, labels: { zone: 'y' } },
+        { id: 'p-none', live: true, cpuMillis: 1000, memoryBytes: GiB, labels: { zone: 'z' } },
       ]).replace('{"zone":"x"}', '{"__proto__":"a","zone":"x"}').replace('{"zone":"y"}', '{"__proto__":"b","zone":"y"}'))
       expect(Object.hasOwn(parsed[0]!.labels, '__proto__')).toBe(true)
       const view: View = { nodes: parsed, allocations: [] }

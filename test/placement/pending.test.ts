@@ -54,14 +54,14 @@ describe(`pending summaries (fast-check seed ${runSeed}; replay with SEED=${runS
       nodes: [
         node('n-a', 4000, 8 * GiB),
         node('n-b', 2000, 16 * GiB),
-        node('n-dead', 64_000, 256 * GiB, { alive: false }),
+        node('n-dead', 64_000, 256 * GiB, { live: false }),
         node('n-gpu', 64_000, 256 * GiB, { labels: { gpu: 'yes' } }),
       ],
       allocations: [],
     }
     const ask = (cpuMillis: number, memoryBytes: number): string =>
       pendingWhy(view, smallTask('big/0', { cpuMillis, memoryBytes, constraints: [{ label: 'gpu', op: 'absent' }] })).message
-    const tail = ' (of 4 nodes: 1 not alive, 1 fail gpu absent, 2 lack free resources)'
+    const tail = ' (of 4 nodes: 1 dead or left, 1 fail gpu absent, 2 lack free resources)'
 
     it('more CPU than any alive node that passes the constraints has', () => {
       expect(ask(8000, GiB)).toBe(`no node is large enough: it asks for 8 CPU and the largest node has 4 (n-a); ask for less${tail}`)
@@ -181,7 +181,7 @@ describe(`pending summaries (fast-check seed ${runSeed}; replay with SEED=${runS
         if (d.placed) return
         const { message, skipped } = d.why
         const spreads = pool.spreadCounts(task)
-        const eligible = view.nodes.filter((n) => n.alive && (task.constraints ?? []).every((c) => satisfies(n.labels, c)))
+        const eligible = view.nodes.filter((n) => n.live && (task.constraints ?? []).every((c) => satisfies(n.labels, c)))
         const cpuCap = Math.max(...eligible.map((n) => n.cpuMillis))
         const memCap = Math.max(...eligible.map((n) => n.memoryBytes))
         if (eligible.length > 0 && (task.cpuMillis > cpuCap || task.memoryBytes > memCap)) {
@@ -358,7 +358,7 @@ describe(`needs, frees and sizes in words (fast-check seed ${runSeed}; replay wi
   it('reasonText of each skip reason', () => {
     expect(reasonText({ code: 'per-node', max: 2, count: 3 })).toBe('at the per-node limit: runs 3 of the job\'s instances (at most 2)')
     expect(reasonText({ code: 'avoided' })).toMatch(/^avoided\b/)
-    expect(reasonText({ code: 'not-alive' })).toBe('not alive')
+    expect(reasonText({ code: 'not-live' })).toBe('dead or left')
     expect(reasonText({ code: 'resources', cpu: { need: 2000, free: 1999 } })).toBe('not enough CPU: needs 2, free 1.999')
     expect(reasonText({ code: 'resources', memory: { need: 2 * GiB, free: 2 * GiB - MiB } })).toBe('not enough memory: needs 2048 MiB, free 2047 MiB')
     // explain() words its skipped nodes with them.

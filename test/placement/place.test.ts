@@ -106,7 +106,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
           }
           for (const a of added) {
             const n = view.nodes.find((m) => m.id === a.node)!
-            expect(n.alive).toBe(true)
+            expect(n.live).toBe(true)
             for (const c of a.task.constraints ?? []) expect(satisfies(n.labels, c), `${a.task.id} on ${n.id}: ${constraintText(c)}`).toBe(true)
           }
         }),
@@ -146,8 +146,8 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
               const u = used(held, n.id)
               const room = n.cpuMillis - u.cpu >= task.cpuMillis && n.memoryBytes - u.mem >= task.memoryBytes
               const passes = (task.constraints ?? []).every((c) => satisfies(n.labels, c))
-              if (n.alive && passes && room) expect(['avoided', 'per-node', 'spread']).toContain(reason!.code)
-              if (n.alive && passes) expect(reason!.code === 'avoided').toBe((task.avoid ?? []).includes(n.id))
+              if (n.live && passes && room) expect(['avoided', 'per-node', 'spread']).toContain(reason!.code)
+              if (n.live && passes) expect(reason!.code === 'avoided').toBe((task.avoid ?? []).includes(n.id))
               if (reason!.code === 'resources') expect(room).toBe(false)
             }
           }
@@ -256,7 +256,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
       constraints: fc.array(constraintArb, { minLength: 1, maxLength: 3 }),
       prefix: fc.string({ maxLength: 6 }),
     }).map(({ nodes, joiner, constraints, prefix }) => ({
-      nodes: nodes.map((n): NodeView => ({ ...ampleNodes([n.weight], [n.id])[0]!, alive: n.alive, labels: n.labels })),
+      nodes: nodes.map((n): NodeView => ({ ...ampleNodes([n.weight], [n.id])[0]!, live: n.alive, labels: n.labels })),
       joiner: { ...ampleNodes([joiner.weight], ['joiner'])[0]!, labels: joiner.labels },
       tasks: Array.from({ length: 200 }, (_, i) => smallTask(`${prefix}/${i}`, i % 3 === 0 ? { constraints: [constraints[i % constraints.length]!] } : {})),
     }))
@@ -297,11 +297,11 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
     it('a death displaces exactly its tasks, each to the next feasible node of its ranking, and moves nothing else', () => {
       fc.assert(
         fc.property(clusterArb, fc.nat(), ({ nodes: drawn, tasks }, pick) => {
-          const nodes = drawn.map((n) => ({ ...n, alive: true }))
+          const nodes = drawn.map((n) => ({ ...n, live: true }))
           const first = plan({ nodes, allocations: [] }, tasks, { choices: 1 })
           const allocations = allocationsOf(first, tasks)
           const victim = nodes[pick % nodes.length]!.id
-          const dead: View = deepFreeze({ nodes: nodes.map((n) => n.id === victim ? { ...n, alive: false } : n), allocations })
+          const dead: View = deepFreeze({ nodes: nodes.map((n) => n.id === victim ? { ...n, live: false } : n), allocations })
           const lost = displaced(dead)
           const byId = (a: InstanceDemand, b: InstanceDemand): number => a.id < b.id ? -1 : a.id > b.id ? 1 : 0
           expect([...lost].sort(byId)).toEqual(allocations.filter((a) => a.node === victim).map((a) => a.task).sort(byId))
@@ -397,9 +397,9 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
       fc.assert(
         fc.property(shortArb, ({ nodes: drawn, short, over }) => {
           // Capacities in steps of 250 millicores and 256 MiB; some already hold a task.
-          const nodes = drawn.map((n) => node(n.id, 250 * n.cpu, 256 * MiB * n.mem, { alive: n.alive }))
+          const nodes = drawn.map((n) => node(n.id, 250 * n.cpu, 256 * MiB * n.mem, { live: n.alive }))
           const allocations = drawn.filter((n) => n.used > 0).map((n) => ({ node: n.id, task: smallTask(`old/${n.id}`, { cpuMillis: 125 * n.used, memoryBytes: 128 * MiB * n.used }) }))
-          const alive = nodes.filter((n) => n.alive).map((n) => {
+          const alive = nodes.filter((n) => n.live).map((n) => {
             const u = used(allocations, n.id)
             return { id: n.id, cpu: n.cpuMillis - u.cpu, mem: n.memoryBytes - u.mem }
           })
@@ -411,16 +411,16 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
           })
           const why = plan({ nodes, allocations }, [task]).pending[0]!.why
           const dead = nodes.length - alive.length
-          if (dead > 0) expect(why.message).toContain(`${dead} not alive`)
+          if (dead > 0) expect(why.message).toContain(`${dead} dead or left`)
           if (alive.length === 0) {
             expect(why.message).toMatch(/^no node can take it \(/)
             return
           }
           expect(why.message).toContain(`${alive.length} lack free resources`)
           // A demand beyond every alive node's capacity is no wait for room but a request to change.
-          const capCpu = Math.max(...nodes.filter((n) => n.alive).map((n) => n.cpuMillis))
-          const capMem = Math.max(...nodes.filter((n) => n.alive).map((n) => n.memoryBytes))
-          const holdsBoth = nodes.some((n) => n.alive && n.cpuMillis >= task.cpuMillis && n.memoryBytes >= task.memoryBytes)
+          const capCpu = Math.max(...nodes.filter((n) => n.live).map((n) => n.cpuMillis))
+          const capMem = Math.max(...nodes.filter((n) => n.live).map((n) => n.memoryBytes))
+          const holdsBoth = nodes.some((n) => n.live && n.cpuMillis >= task.cpuMillis && n.memoryBytes >= task.memoryBytes)
           if (task.cpuMillis <= capCpu && task.memoryBytes <= capMem && !holdsBoth) {
             expect(why.message).toMatch(/^no node is large enough: it asks for .* CPU and .* memory together, and no node has both; ask for less \(/)
             return
@@ -466,11 +466,11 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
           const failed = new Map<string, number>()
           let dead = 0
           for (const n of view.nodes) {
-            if (!n.alive) { dead++; continue }
+            if (!n.live) { dead++; continue }
             const c = task.constraints!.find((x) => !satisfies(n.labels, x))
             if (c !== undefined) failed.set(constraintText(c), (failed.get(constraintText(c)) ?? 0) + 1)
           }
-          if (dead > 0) expect(e.pending.message).toContain(`${dead} not alive`)
+          if (dead > 0) expect(e.pending.message).toContain(`${dead} dead or left`)
           for (const [text, count] of failed) expect(e.pending.message).toContain(`${count} fail ${text}`)
           expect(e.pending.skipped.constraint ?? 0).toBe([...failed.values()].reduce((a, b) => a + b, 0))
         }),
@@ -594,7 +594,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
     it('a task held on two dead nodes is displaced once, and plan() re-places it', () => {
       const t = smallTask('twice/0')
       const view: View = {
-        nodes: [node('n1', 1000, GiB, { alive: false }), node('n2', 1000, GiB, { alive: false }), node('n3', 1000, GiB)],
+        nodes: [node('n1', 1000, GiB, { live: false }), node('n2', 1000, GiB, { live: false }), node('n3', 1000, GiB)],
         allocations: [{ task: t, node: 'n1' }, { task: t, node: 'n2' }],
       }
       const lost = displaced(view)
@@ -606,7 +606,7 @@ describe(`placement properties (fast-check seed ${runSeed}; replay with SEED=${r
       const kept = smallTask('kept/0')
       const orphan = smallTask('orphan/0')
       const view: View = {
-        nodes: [node('n1', 1000, GiB, { alive: false }), node('n2', 1000, GiB)],
+        nodes: [node('n1', 1000, GiB, { live: false }), node('n2', 1000, GiB)],
         allocations: [{ task: kept, node: 'n1' }, { task: kept, node: 'n2' }, { task: orphan, node: 'gone' }],
       }
       expect(displaced(view).map((x) => x.id)).toEqual(['orphan/0'])

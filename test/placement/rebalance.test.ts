@@ -62,7 +62,7 @@ function buildCase (p: CaseParams): Case {
     if (rng.chance(0.3)) labels['gpu'] = 'yes'
     return {
       id: `n${i}`,
-      alive: true,
+      live: true,
       cpuMillis: rng.chance(0.05) ? 0 : rng.pick([1000, 2000, 4000]),
       memoryBytes: rng.pick([1024, 2048, 4096]),
       labels,
@@ -126,7 +126,7 @@ function buildCase (p: CaseParams): Case {
     }
   }
   // Deaths after the fact: their tasks stay allocated on them.
-  const view: View = { nodes: nodes.map((n) => ({ ...n, alive: !rng.chance(0.1) })), allocations }
+  const view: View = { nodes: nodes.map((n) => ({ ...n, live: !rng.chance(0.1) })), allocations }
   return { view, tasks }
 }
 
@@ -144,7 +144,7 @@ function inView (view: View, task: string): Allocation[] {
 /** A task rebalance may move: held on exactly one node of the view, and that node alive. */
 function movableHome (view: View, task: string): string | undefined {
   const held = inView(view, task)
-  return held.length === 1 && nodeOf(view, held[0]!.node)!.alive ? held[0]!.node : undefined
+  return held.length === 1 && nodeOf(view, held[0]!.node)!.live ? held[0]!.node : undefined
 }
 
 /** The spread domain of a task: the values of the label on alive nodes that pass its constraints. */
@@ -152,13 +152,13 @@ function spreadCounts (view: View, task: InstanceDemand, label: string): Map<str
   const counts = new Map<string, number>()
   for (const n of view.nodes) {
     const v = labelValue(n.labels, label)
-    if (n.alive && v !== undefined && (task.constraints ?? []).every((c) => satisfies(n.labels, c))) counts.set(v, 0)
+    if (n.live && v !== undefined && (task.constraints ?? []).every((c) => satisfies(n.labels, c))) counts.set(v, 0)
   }
   for (const a of view.allocations) {
     if (a.task.job !== task.job) continue
     const n = nodeOf(view, a.node)
     const v = n === undefined ? undefined : labelValue(n.labels, label)
-    if (n !== undefined && n.alive && v !== undefined && counts.has(v)) counts.set(v, counts.get(v)! + 1)
+    if (n !== undefined && n.live && v !== undefined && counts.has(v)) counts.set(v, counts.get(v)! + 1)
   }
   return counts
 }
@@ -166,7 +166,7 @@ function spreadCounts (view: View, task: InstanceDemand, label: string): Map<str
 /** Why the node cannot take the task in this view (which must not hold the task), or undefined. */
 function refusal (view: View, task: InstanceDemand, nodeId: string): string | undefined {
   const n = nodeOf(view, nodeId)
-  if (n === undefined || !n.alive) return 'not alive'
+  if (n === undefined || !n.live) return 'dead or left'
   for (const c of task.constraints ?? []) if (!satisfies(n.labels, c)) return 'constraint'
   const here = view.allocations.filter((a) => a.node === nodeId)
   if (task.perNodeMax !== undefined && here.filter((a) => a.task.job === task.job).length >= task.perNodeMax) return 'per-node'
@@ -252,7 +252,7 @@ function replay (view: View, moves: readonly Move[]): View {
     const alloc = inView(current, move.task)
     expect(alloc, `${move.task} is held on exactly one node of the view`).toHaveLength(1)
     expect(alloc[0]!.node).toBe(move.from)
-    expect(nodeOf(current, move.from)!.alive, `${move.task}'s home ${move.from} is alive`).toBe(true)
+    expect(nodeOf(current, move.from)!.live, `${move.task}'s home ${move.from} is alive`).toBe(true)
     const task = alloc[0]!.task
     const order = ranking(view, task)
     expect(order.indexOf(move.from)).toBe(move.fromRank)
@@ -269,7 +269,7 @@ function replay (view: View, moves: readonly Move[]): View {
 
 function describeCase (c: Case): string {
   return JSON.stringify({
-    nodes: c.view.nodes.map((n) => `${n.id}${n.alive ? '' : '(dead)'} ${n.cpuMillis}m/${n.memoryBytes}B ${JSON.stringify(n.labels)}`),
+    nodes: c.view.nodes.map((n) => `${n.id}${n.live ? '' : '(dead)'} ${n.cpuMillis}m/${n.memoryBytes}B ${JSON.stringify(n.labels)}`),
     allocations: c.view.allocations.map((a) => `${a.task.id}@${a.node}`),
   })
 }
@@ -345,7 +345,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
           const node = nodeOf(after, m.to)!
           const here = after.allocations.filter((a) => a.node === m.to)
           const task = here.find((a) => a.task.id === m.task)!.task
-          expect(node.alive).toBe(true)
+          expect(node.live).toBe(true)
           expect(here.reduce((s, a) => s + a.task.cpuMillis, 0), `CPU on ${m.to}`).toBeLessThanOrEqual(node.cpuMillis)
           expect(here.reduce((s, a) => s + a.task.memoryBytes, 0), `memory on ${m.to}`).toBeLessThanOrEqual(node.memoryBytes)
           for (const con of task.constraints ?? []) expect(satisfies(node.labels, con)).toBe(true)
@@ -385,7 +385,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     })
     fc.assert(
       fc.property(spreadCaseArb, ({ zones, maxSkew, picks, fractionMax }) => {
-        const nodes: NodeView[] = zones.map((zone, i) => ({ id: `n${i}`, alive: true, cpuMillis: 4000, memoryBytes: 4096, labels: { zone } }))
+        const nodes: NodeView[] = zones.map((zone, i) => ({ id: `n${i}`, live: true, cpuMillis: 4000, memoryBytes: 4096, labels: { zone } }))
         const spread = [{ label: 'zone', maxSkew }]
         const allocations: Allocation[] = []
         picks.forEach((pick, k) => {
@@ -460,7 +460,7 @@ describe(`rebalance (fast-check seed ${runSeed}; replay with SEED=${runSeed})`, 
     // plan() places in canonical order; tasks placed early saw emptier nodes, so
     // a few may now fit better elsewhere, but not the bulk of them.
     const rng = new Rng(runSeed)
-    const nodes: NodeView[] = Array.from({ length: 40 }, (_, i) => ({ id: `n${String(i).padStart(2, '0')}`, alive: true, cpuMillis: 16_000 * (1 + (i % 3)), memoryBytes: 64 * 2 ** 30 * (1 + (i % 3)), labels: {} }))
+    const nodes: NodeView[] = Array.from({ length: 40 }, (_, i) => ({ id: `n${String(i).padStart(2, '0')}`, live: true, cpuMillis: 16_000 * (1 + (i % 3)), memoryBytes: 64 * 2 ** 30 * (1 + (i % 3)), labels: {} }))
     const tasks: InstanceDemand[] = Array.from({ length: 1500 }, (_, i) => ({ id: `t/${i}`, job: `j${i % 50}`, cpuMillis: 100 + rng.int(900), memoryBytes: (128 + rng.int(1900)) * 2 ** 20 }))
     const planned = plan({ nodes, allocations: [] }, tasks, { choices: 2 })
     const byId = new Map(tasks.map((t) => [t.id, t]))
@@ -490,7 +490,7 @@ describe(`a node joins a balanced cluster (fast-check seed ${runSeed}; replay wi
     fc.assert(
       fc.property(joinArb, (j) => {
         // Capacity is ample: every node could hold every task at once.
-        const nodes: NodeView[] = j.nodes.map((n, i) => ({ id: `n${i}`, alive: true, cpuMillis: n.cpu, memoryBytes: n.mem, labels: {} }))
+        const nodes: NodeView[] = j.nodes.map((n, i) => ({ id: `n${i}`, live: true, cpuMillis: n.cpu, memoryBytes: n.mem, labels: {} }))
         const tasks: InstanceDemand[] = j.tasks.map((t, k) => ({ id: `${t.job}/${k}`, job: t.job, cpuMillis: t.cpu, memoryBytes: t.mem }))
         const planned = plan({ nodes, allocations: [] }, tasks, { choices: 1 })
         expect(planned.pending).toEqual([])
@@ -500,7 +500,7 @@ describe(`a node joins a balanced cluster (fast-check seed ${runSeed}; replay wi
         for (const a of allocations) expect(ranking(before, a.task)[0], `${a.task.id} is on its first choice`).toBe(a.node)
         expect(rebalance(before, { fractionMax: 1, choices: 1 })).toEqual([])
 
-        const joiner: NodeView = { id: 'joiner', alive: true, cpuMillis: j.joiner.cpu, memoryBytes: j.joiner.mem, labels: {} }
+        const joiner: NodeView = { id: 'joiner', live: true, cpuMillis: j.joiner.cpu, memoryBytes: j.joiner.mem, labels: {} }
         let view: View = { nodes: [...nodes, joiner], allocations }
         const expected = tasks.filter((t) => ranking(view, t)[0] === 'joiner').map((t) => t.id).sort()
         // At least one move a round, so that the rounds can get there.
@@ -523,7 +523,7 @@ describe(`a node joins a balanced cluster (fast-check seed ${runSeed}; replay wi
 
 describe('fractionMax', () => {
   const view: View = {
-    nodes: [{ id: 'n0', alive: true, cpuMillis: 1000, memoryBytes: 1000, labels: {} }],
+    nodes: [{ id: 'n0', live: true, cpuMillis: 1000, memoryBytes: 1000, labels: {} }],
     allocations: [{ task: { id: 't', job: 'j', cpuMillis: 1, memoryBytes: 1 }, node: 'n0' }],
   }
 
@@ -538,7 +538,7 @@ describe('fractionMax', () => {
 })
 
 describe('scenarios', () => {
-  const zoneNodes: NodeView[] = ZONES.map((z) => ({ id: `n-${z}`, alive: true, cpuMillis: 1000, memoryBytes: 1000, labels: { zone: z } }))
+  const zoneNodes: NodeView[] = ZONES.map((z) => ({ id: `n-${z}`, live: true, cpuMillis: 1000, memoryBytes: 1000, labels: { zone: z } }))
   const spreadTask = (id: string): InstanceDemand => ({ id, job: 'web', cpuMillis: 1, memoryBytes: 1, spread: [{ label: 'zone', maxSkew: 2 }] })
 
   it('a rebalance does not move the only instance out of a zone when that breaks the job’s spread', () => {
@@ -564,8 +564,8 @@ describe('scenarios', () => {
 
   it('a task whose better-ranked nodes are full stays where it is', () => {
     const nodes: NodeView[] = [
-      { id: 'n0', alive: true, cpuMillis: 1000, memoryBytes: 1000, labels: {} },
-      { id: 'n1', alive: true, cpuMillis: 1000, memoryBytes: 1000, labels: {} },
+      { id: 'n0', live: true, cpuMillis: 1000, memoryBytes: 1000, labels: {} },
+      { id: 'n1', live: true, cpuMillis: 1000, memoryBytes: 1000, labels: {} },
     ]
     const task = (id: string, cpuMillis: number): InstanceDemand => ({ id, job: 'j', cpuMillis, memoryBytes: 1 })
     // A task whose first choice is n0, held on n1, while n0 is full.

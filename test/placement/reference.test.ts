@@ -80,7 +80,7 @@ function onNode (s: RefState, job: string, id: string): number {
  * the values of the alive nodes that pass the constraints), then free CPU and memory.
  */
 function reasonFor (s: RefState, n: NodeView, task: InstanceDemand): SkipCode | undefined {
-  if (!n.alive) return 'not-alive'
+  if (!n.live) return 'not-live'
   if (!passes(n, task)) return 'constraint'
   if ((task.avoid ?? []).some((id) => id === n.id)) return 'avoided'
   if (task.perNodeMax !== undefined && onNode(s, task.job, n.id) >= task.perNodeMax) return 'per-node'
@@ -88,10 +88,10 @@ function reasonFor (s: RefState, n: NodeView, task: InstanceDemand): SkipCode | 
     const domain = new Set<string>()
     for (const m of s.nodes) {
       const v = labelOf(m, spread.label)
-      if (m.alive && passes(m, task) && v !== undefined) domain.add(v)
+      if (m.live && passes(m, task) && v !== undefined) domain.add(v)
     }
     const count = (value: string): number => s.nodes
-      .filter((m) => m.alive && labelOf(m, spread.label) === value)
+      .filter((m) => m.live && labelOf(m, spread.label) === value)
       .reduce((sum, m) => sum + onNode(s, task.job, m.id), 0)
     const min = domain.size === 0 ? 0 : Math.min(...[...domain].map(count))
     const v = labelOf(n, spread.label)
@@ -245,7 +245,7 @@ describe(`placement agrees with a brute-force reference (fast-check seed ${runSe
       { numRuns: 1500, seed: runSeed },
     )
     // Every reason, avoidance included, must come up often, or the agreement says little about it.
-    for (const code of ['not-alive', 'constraint', 'avoided', 'per-node', 'spread', 'resources'] as const) {
+    for (const code of ['not-live', 'constraint', 'avoided', 'per-node', 'spread', 'resources'] as const) {
       expect(seen[code] ?? 0, `nodes skipped as ${code}`).toBeGreaterThan(100)
     }
   })
