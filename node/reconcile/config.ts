@@ -26,6 +26,11 @@ export interface ReconcileConfig {
   /** With `missed: run-once`, how old a missed cron tick may be and still run (keep it under the task retention). */
   cronCatchUpMs: number
   /**
+   * How long a member seen alive without a record in the shared state holds off this node's
+   * claims as the chosen node: placement cannot choose a node whose record has not arrived.
+   */
+  recordWaitMs: number
+  /**
    * How long this node must see its copy of an instance as a duplicate before it stops it: a node
    * coming back from a crash shows its old claims as live for a moment, until it has judged them.
    */
@@ -64,4 +69,7 @@ export const RECONCILE_CONFIG: Readonly<ReconcileConfig> = Object.freeze({
   // Below the task retention (node/boot.ts takes half of it): a missed run's records must still be there.
   cronCatchUpMs: 30 * 60_000,
   duplicateGraceMs: CLAIM_SPREAD_MS,
+  // A new node writes its record within its first second (join, sync, record); a member that never
+  // writes one (not a cluster node) holds placement off only this long after it is first seen.
+  recordWaitMs: 5_000,
 })

@@ -62,6 +62,12 @@ export interface ReconcileInput {
   openSince: (instance: string) => number | undefined
   /** Instances this node does not claim for now (it just refused one). */
   holdOff?: ReadonlySet<string>
+  /**
+   * Members this node sees alive whose record has not reached its state yet (they joined a
+   * moment ago). Placement cannot choose them, so this node's choices may differ from those of
+   * nodes that have their records: it does not claim as the chosen node until they arrive.
+   */
+  joining?: ReadonlySet<string>
   /** Whether the loop can ask other nodes (node/rpc.ts): only then does a pass emit `ask` actions. */
   canAsk?: boolean
   /** The answers still fresh of the nodes this one asked whether they run an instance; the loop fills them. */
@@ -288,6 +294,7 @@ export function decide (input: ReconcileInput): Decisions {
       if (input.suspect?.has(node) === true) return `${node} has been suspect for long`
       return undefined
     }
+    const joining = [...(input.joining ?? [])].sort()
     // What this node may still take on as a backup: placement counted those instances against their chosen node, not this one.
     const me = input.nodes.find((n) => n.id === self)
     let freeCpu = (me?.cpuMillis ?? 0) - sumOn(allocations, self, 'cpuMillis')
@@ -327,11 +334,13 @@ export function decide (input: ReconcileInput): Decisions {
           without.forEach((n, i) => { if (answers[i] === undefined) actions.push({ kind: 'ask', node: n, instance: p.task }) })
         }
       }
-      const due = k === 0 || backup !== undefined
+      const due = (k === 0 && joining.length === 0) || backup !== undefined
       // A local copy means this node holds it already (its claim may not be recorded yet): never a second start.
       if (due && input.holdOff?.has(p.task) !== true && !input.local.has(p.task)) {
         if (k > 0) { freeCpu -= d.cpuMillis; freeMem -= d.memoryBytes }
         actions.push({ kind: 'claim', instance: p.task, job, generation: nextGeneration(claimsOf.get(p.task)!), ...(backup === undefined ? {} : { backup }) })
+      } else if (k === 0 && joining.length > 0) {
+        pending.set(p.task, { job, message: `placed on this node; waiting for the records of ${joining.join(', ')}, which just joined and which placement may choose instead` })
       } else {
         pending.set(p.task, { job, message: `placed on ${p.node}; waiting for it to claim` })
       }

@@ -228,7 +228,7 @@ export class Reconciler {
   }
 
   /** The view a pass decides on: the nodes with records, alive as membership sees them. */
-  view (): { nodes: NodeView[], majority: boolean, memberState: Map<string, string>, longSuspects: Set<string> } {
+  view (): { nodes: NodeView[], majority: boolean, memberState: Map<string, string>, longSuspects: Set<string>, joining: Set<string> } {
     const all = this.members()
     const now = this.clock.now()
     const memberState = new Map(all.map((m) => [m.id, m.state]))
@@ -249,7 +249,9 @@ export class Reconciler {
       if (s === undefined) members.push({ id: n.id, state: 'dead', stateSinceMs: this.startedAt })
       return { id: n.id, live: s === 'alive' || s === 'suspect', cpuMillis: n.cpuMillis, memoryBytes: n.memoryBytes, labels: n.labels }
     })
-    return { nodes, majority: majority(members, now, this.config.stableWindowMs), memberState, longSuspects }
+    // Alive, no record yet, and seen for a moment only: a node that joined and has not written its record.
+    const joining = new Set(all.filter((m) => m.id !== this.self && m.state === 'alive' && state.node(m.id) === undefined && now - m.stateSinceMs < this.config.recordWaitMs).map((m) => m.id))
+    return { nodes, majority: majority(members, now, this.config.stableWindowMs), memberState, longSuspects, joining }
   }
 
   /**
@@ -303,7 +305,7 @@ export class Reconciler {
       return more === undefined ? ids : new Set([...ids, ...more])
     }
     for (const [id, until] of this.holdOff) if (until <= now) this.holdOff.delete(id)
-    const { nodes, majority: side, longSuspects } = this.view()
+    const { nodes, majority: side, longSuspects, joining } = this.view()
     this.expireAnswers(now)
     // Every pass asks afresh what it still needs to know: what a node's question did not carry is asked again.
     this.askQueue.clear()
@@ -320,6 +322,7 @@ export class Reconciler {
       nodes,
       majority: side,
       suspect: longSuspects,
+      joining,
       local: new Set(this.local.keys()),
       openSince: (id) => this.openSince.get(id),
       holdOff: new Set(this.holdOff.keys()),

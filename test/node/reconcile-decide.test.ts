@@ -153,6 +153,22 @@ describe('decide: placing a new job', () => {
     expect(d.pending.get('web.0')).toEqual({ job: 'web', message: `placed on ${placed!.node}; waiting for it to claim` })
   })
 
+  // A node that lacks the record of a member that just joined computes a placement without it,
+  // while the nodes that have it may choose it: claiming at once, both would run the instance.
+  it('a chosen node waits while a member it sees alive has no record yet, and claims once it has none such', () => {
+    const web = job('web', { count: 3 })
+    const w: World = { nodes: [node('a'), node('b')], jobs: [web] }
+    const p = planOf(w, ['web.0', 'web.1', 'web.2'], web)
+    const self = p.placements[0]!.node
+    const waiting = decide({ ...inputOf(w, self), joining: new Set(['c']) })
+    expect(waiting.actions.filter((a) => a.kind === 'claim')).toEqual([])
+    for (const x of p.placements.filter((x) => x.node === self)) expect(waiting.pending.get(x.task)?.message).toMatch(/waiting for the records of c, which just joined/)
+    // What it answers when asked: it is the chosen node, so a backup keeps waiting for it.
+    expect(waiting.roles.get(p.placements[0]!.task)?.rank).toBe(0)
+    const mine = p.placements.filter((x) => x.node === self).map((x) => claimAction(x.task))
+    expect(decide({ ...inputOf(w, self), joining: new Set() }).actions).toEqual(expect.arrayContaining(mine))
+  })
+
   it('claims over a dead claim with the next generation', () => {
     const web = job('web')
     const w: World = { nodes: [node('a'), node('b'), node('c', { live: false })], jobs: [web], claims: [claim('web.0', 'c', { generation: 4 }), claim('web.0', 'a', { generation: 2, state: 'killed' })] }
