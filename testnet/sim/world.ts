@@ -318,7 +318,8 @@ export async function runScenario (scenario: Scenario, options: Partial<WorldOpt
         submitted.add(step.job.name)
         node.submit(step.job).then((view) => { ack(view.id, view.version, false) }, () => {})
         // The record is in the node's document at once, and may run before the answer.
-        if (step.job.type === 'batch') { const id = node.jobs?.find(step.job.name).id; if (id !== undefined) batchJobs.add(id) }
+        // A refused submission (a bad spec, no node could hold it) wrote nothing: there is no id to note.
+        if (step.job.type === 'batch') { const id = node.state?.records.jobs().find((j) => j.name === step.job.name)?.id; if (id !== undefined) batchJobs.add(id) }
         return
       }
       case 'stop':
