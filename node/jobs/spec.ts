@@ -3,6 +3,7 @@
 // the fix; read back from the shared state through the same normal-form schema,
 // because peers fill the document. No I/O.
 
+import { posix } from 'node:path'
 import { Cron } from 'croner'
 import { z } from 'zod'
 import { constraintsSchema, spreadsSchema } from '../../placement/constraints.ts'
@@ -25,6 +26,23 @@ export const JOB_TYPES = ['batch', 'service', 'cron'] as const
 export type JobType = typeof JOB_TYPES[number]
 
 const NAME = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/
+
+/**
+ * Why a workdir cannot be a task's, or null: it must stay inside the task's own dir, so it is relative and
+ * does not climb out with `..`. The executor checks again at start, on the real path (a peer's record is
+ * untrusted, and a symlink could point out).
+ */
+export function workdirProblem (workdir: string): string | null {
+  if (workdir.includes('\0')) return 'must not contain NUL'
+  if (posix.isAbsolute(workdir)) return `'${workdir}' is absolute; give a path relative to the task's own dir (MURMUR_ALLOC_DIR), e.g. 'data'`
+  const normal = posix.normalize(workdir)
+  if (normal === '..' || normal.startsWith('../')) return `'${workdir}' leaves the task's own dir; give a path inside it, without '..' above it`
+  return null
+}
+const workdirSchema = z.string().min(1).max(JOB_LIMITS.argCharsMax).superRefine((workdir, ctx) => {
+  const problem = workdirProblem(workdir)
+  if (problem !== null) ctx.addIssue({ code: 'custom', message: problem })
+})
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
 
 /** A value in units ("500m", "256M", "30s") or a bare number, parsed by `parse`; the unit error becomes the field's. */
@@ -62,7 +80,7 @@ export const jobInputSchema = z.object({
   args: z.array(z.string().max(JOB_LIMITS.argCharsMax)).max(JOB_LIMITS.argsMax).default([]),
   env: z.record(z.string().regex(ENV_KEY, 'an environment variable name is letters, digits and _, not starting with a digit'), z.string().max(JOB_LIMITS.envValueCharsMax))
     .refine((env) => Object.keys(env).length <= JOB_LIMITS.envMax, `at most ${JOB_LIMITS.envMax} variables`).default({}),
-  workdir: z.string().min(1).max(JOB_LIMITS.argCharsMax).optional(),
+  workdir: workdirSchema.optional(),
   cpu: cpu.default(100),
   memory: memory.default(128 * 1024 * 1024),
   count: z.number().int().min(1, 'run at least 1 instance').max(JOB_LIMITS.countMax, `at most ${JOB_LIMITS.countMax} instances per job; split the work into several jobs`).default(1),
@@ -84,7 +102,8 @@ export const jobSpecSchema = z.object({
   command: z.string().min(1).max(JOB_LIMITS.argCharsMax),
   args: z.array(z.string().max(JOB_LIMITS.argCharsMax)).max(JOB_LIMITS.argsMax),
   env: z.record(z.string().regex(ENV_KEY), z.string().max(JOB_LIMITS.envValueCharsMax)),
-  workdir: z.string().min(1).optional(),
+  // A peer's record with a workdir outside the task's dir is no spec: no node runs it.
+  workdir: workdirSchema.optional(),
   cpuMillis: z.number().int().min(1),
   memoryBytes: z.number().int().min(JOB_LIMITS.memoryBytesMin),
   count: z.number().int().min(1).max(JOB_LIMITS.countMax),

@@ -56,8 +56,8 @@ describe('normalizeJob: defaults', () => {
     expect('workdir' in plain).toBe(false)
     expect('perNodeMax' in plain).toBe(false)
     expect('cron' in plain).toBe(false)
-    const full = specOf({ workdir: '/srv', perNodeMax: 1, count: 2, args: ['60'], env: { A_1: 'x' } })
-    expect(full).toMatchObject({ workdir: '/srv', perNodeMax: 1, count: 2, args: ['60'], env: { A_1: 'x' } })
+    const full = specOf({ workdir: 'srv', perNodeMax: 1, count: 2, args: ['60'], env: { A_1: 'x' } })
+    expect(full).toMatchObject({ workdir: 'srv', perNodeMax: 1, count: 2, args: ['60'], env: { A_1: 'x' } })
   })
 })
 
@@ -93,6 +93,16 @@ describe('normalizeJob: refusals name the field and the fix', () => {
 
   it('refuses an unknown field inside restart', () => {
     expect(refusal({ ...BASE, restart: { tries: 3 } })).toMatch(/^restart: unknown field 'tries'; check the spelling/)
+  })
+
+  it('refuses a workdir that is absolute or leaves the task\'s own dir, and takes one inside it', () => {
+    expect(refusal({ ...BASE, workdir: '/srv' })).toMatch(/^workdir: '\/srv' is absolute; give a path relative to the task's own dir/)
+    for (const workdir of ['..', '../', '../../', 'a/../..', './../x', 'a/b/../../../etc']) {
+      expect(refusal({ ...BASE, workdir })).toMatch(/^workdir: '.*' leaves the task's own dir; give a path inside it/)
+    }
+    for (const workdir of ['data', './data', 'a/../b', 'a/b/..', '.', '..data']) expect(specOf({ workdir }).workdir).toBe(workdir)
+    // One line, naming the field.
+    expect(refusal({ ...BASE, workdir: '../../' }).split('\n')).toHaveLength(1)
   })
 
   it('refuses a missing name', () => {
@@ -186,8 +196,14 @@ describe('readSpec', () => {
     expect(readSpec({ ...spec, cron: { ...spec.cron!, timezone: 'Mars/Olympus' } })).toBeNull()
   })
 
+  it('refuses a stored spec whose workdir a peer made leave the task\'s dir', () => {
+    const spec = specOf({ workdir: 'data' })
+    expect(readSpec(spec)).toEqual(spec)
+    for (const workdir of ['/etc', '../..', 'a/../../x']) expect(readSpec({ ...spec, workdir })).toBeNull()
+  })
+
   it('accepts a normalized spec, also after a JSON round trip', () => {
-    for (const input of [BASE, { ...BASE, type: 'cron', schedule: '0 3 * * *', timezone: 'America/New_York', missed: 'run-once' }, { ...BASE, cpu: '1.5', memory: '1G', count: 4, perNodeMax: 2, workdir: '/srv', constraints: [{ label: 'zone', op: 'eq', value: 'a' }] }]) {
+    for (const input of [BASE, { ...BASE, type: 'cron', schedule: '0 3 * * *', timezone: 'America/New_York', missed: 'run-once' }, { ...BASE, cpu: '1.5', memory: '1G', count: 4, perNodeMax: 2, workdir: 'srv/data', constraints: [{ label: 'zone', op: 'eq', value: 'a' }] }]) {
       const { spec } = normalizeJob(input)
       expect(readSpec(spec)).toEqual(spec)
       expect(readSpec(JSON.parse(JSON.stringify(spec)))).toEqual(spec)
