@@ -3,7 +3,7 @@
 
 import { once } from 'node:events'
 import type { IncomingMessage } from 'node:http'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { type StateChange, StateError } from '../crdt/state.ts'
@@ -15,7 +15,7 @@ import { type FaultRules, type FaultsView, parseFaultRules } from './faults.ts'
 import type { StateInfo } from './state.ts'
 import type { LogChunk, LogStream } from './executor/logs.ts'
 import type { Isolation, AttemptInfo } from './executor/types.ts'
-import type { JobService } from './jobs/service.ts'
+import { type JobService, redactAttempt, redactJobRecord } from './jobs/service.ts'
 import type { PoolStatus } from './jobs/types.ts'
 import type { JobRecord, ClaimRecord } from '../crdt/schema.ts'
 import type { LogsAnswer } from './rpc.ts'
@@ -24,6 +24,11 @@ import type { LogsAnswer } from './rpc.ts'
 export interface ApiBackend {
   /** This node's peer id (cheap, for endpoints polled often). */
   id: string
+  /**
+   * The address the API listens on (`--api-host`): requests may name it in their
+   * Host header besides the loopback names. Default: the loopback names only.
+   */
+  apiHost?: string | undefined
   self: () => NodeInfo
   members: () => Member[]
   /** Subscribe to member events; returns the unsubscribe function. */
@@ -117,6 +122,10 @@ export const API_LIMITS = Object.freeze({
   bodyBytesMax: 1_048_576,
   /** Event streams open at once; each holds a socket. */
   eventStreamsMax: 64,
+  /** Log follows open at once (a node's own tasks' and the cluster's); each holds a socket, and a remote one a libp2p stream. */
+  logFollowsMax: 64,
+  /** A refused request is logged at most this often per reason: a hostile web page may send thousands. */
+  refusalLogIntervalMs: 10_000,
   /** An idle event stream gets a comment line this often, so proxies keep it open. */
   eventKeepAliveMs: 15_000,
   /** Unsent event bytes one stream may hold before its client is cut off as too slow. */
@@ -128,11 +137,14 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     loggerInstance: log.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: API_LIMITS.bodyBytesMax,
     // Requests are logged by the handlers that matter; the CLI polls, and would drown the log.
     logController: new LogController({ disableRequestLogging: true }),
+    // A request without Host is refused by the guard below, in the API's error format, not by Node's bare 400.
+    http: { requireHostHeader: false },
   })
   /** Open event streams: ended on close, or fastify's close() would wait for their clients forever. */
   const eventStreams = new Set<() => void>()
   /** Log follows end with their task; a closing API ends them first. */
   const logFollows = new Set<AbortController>()
+  app.addHook('onRequest', guard(backend.apiHost, log))
   app.addHook('preClose', async () => {
     for (const end of [...eventStreams]) end()
     for (const follow of [...logFollows]) follow.abort()
@@ -142,18 +154,31 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   async function serveLogs (task: string, query: unknown, raw: IncomingMessage, reply: FastifyReply, get: (q: LogsQuery, signal: AbortSignal) => Promise<LogsAnswer>): Promise<FastifyReply> {
     const parsed = parseQuery(logsQuery, query, 'stream=stdout|stderr, offset, length, tail, follow=1', 'logs')
     const q = { ...parsed, follow: parsed.follow === '1' || parsed.follow === 'true' }
+    if (q.follow && logFollows.size >= API_LIMITS.logFollowsMax) {
+      return await reply.code(429).send(errorBody('TOO_MANY_FOLLOWS', `at most ${API_LIMITS.logFollowsMax} log follows at once on this node; end one (a 'murmur logs -f') and retry`))
+    }
     const aborted = new AbortController()
     raw.on('close', () => { aborted.abort() })
-    const answer = await get(q, aborted.signal)
+    // A follow holds its slot from now until it ends, fails, or its client goes away.
+    if (q.follow) {
+      logFollows.add(aborted)
+      aborted.signal.addEventListener('abort', () => { logFollows.delete(aborted) }, { once: true })
+    }
+    let answer: LogsAnswer
+    try {
+      answer = await get(q, aborted.signal)
+    } catch (err) {
+      logFollows.delete(aborted)
+      throw err
+    }
     if ('range' in answer) {
+      logFollows.delete(aborted)
       return await reply
         .header('content-type', 'application/octet-stream')
         .header('x-log-start', String(answer.range.start)).header('x-log-end', String(answer.range.end))
         .header('x-log-first', String(answer.range.first)).header('x-log-last', String(answer.range.last))
         .send(answer.data)
     }
-    logFollows.add(aborted)
-    aborted.signal.addEventListener('abort', () => { logFollows.delete(aborted) }, { once: true })
     reply.hijack()
     reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-cache' })
     // The headers go now: a quiet task may write nothing for a long time, and the client waits for them.
@@ -220,11 +245,11 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     }
     return { labels: await backend.updateLabels(parsed.data.set, parsed.data.remove) }
   })
-  app.get('/v1/node/tasks', async () => ({ tasks: backend.tasks() }))
+  app.get('/v1/node/tasks', async () => ({ tasks: backend.tasks().map(redactAttempt) }))
   app.get<{ Params: { id: string } }>('/v1/node/tasks/:id', async (request) => {
     const task = backend.tasks().find((t) => t.id === request.params.id)
     if (task === undefined) throw new MurmurError('NO_SUCH_TASK', `no task ${request.params.id} on this node; 'murmur ps' lists the tasks`, 1, 404)
-    return task
+    return redactAttempt(task)
   })
   // The bytes as written; the logical range in headers, so a reader can go on from `x-log-end`.
   app.get<{ Params: { id: string } }>('/v1/node/tasks/:id/logs', async (request, reply) => {
@@ -267,7 +292,7 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
 
   app.get('/v1/events', async (request, reply) => {
     if (eventStreams.size >= API_LIMITS.eventStreamsMax) {
-      return await reply.code(503).send(errorBody('TOO_MANY_STREAMS', `at most ${API_LIMITS.eventStreamsMax} event streams at once; close one and retry`))
+      return await reply.code(429).send(errorBody('TOO_MANY_STREAMS', `at most ${API_LIMITS.eventStreamsMax} event streams at once; close one and retry`))
     }
     openEventStream(reply)
     const send = (type: string, data: unknown): void => {
@@ -280,7 +305,7 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
       backend.onStateChange((change) => {
         send('state', change)
         // The records themselves for jobs and tasks, so a client can follow them without asking back.
-        if (change.kind === 'jobs') for (const id of change.ids.slice(0, 1_000)) { const job = backend.jobRecord(id); if (job !== undefined) send('job', job) }
+        if (change.kind === 'jobs') for (const id of change.ids.slice(0, 1_000)) { const job = backend.jobRecord(id); if (job !== undefined) send('job', redactJobRecord(job)) }
         if (change.kind === 'tasks') for (const id of change.ids.slice(0, 1_000)) for (const task of backend.taskRecords(id)) send('task', task)
       }),
     ]
@@ -296,6 +321,97 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     return reply
   })
   return app
+}
+
+// --- who may call: this machine's own programs, never a web page ---------------------
+
+/**
+ * Refuses what a web page could make a browser send, before any handler runs
+ * (the API has no users yet, so these checks are all that stands between a
+ * page and the cluster):
+ * - a Host header that is no loopback name nor the API's own address (421):
+ *   a page on evil.example whose name now resolves to 127.0.0.1 (DNS rebinding)
+ *   could otherwise read and write the API as if it were its own;
+ * - an Origin that is not this API itself, or `Sec-Fetch-Site` cross-site or
+ *   same-site (403): a page elsewhere, whatever the method. Programs (the CLI,
+ *   curl, node's fetch) send neither;
+ * - on a POST, PUT, PATCH or DELETE, a body or a Content-Type that is not
+ *   `application/json` (415): a form can post without Origin checks in older
+ *   browsers, but cannot send that type without a preflight, which this API never grants.
+ */
+function guard (apiHost: string | undefined, log: Logger): (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined> {
+  const own = apiHost === undefined ? null : hostOfAddress(apiHost)
+  const lastLoggedMs = new Map<string, number>()
+  // The hook returns the reply it answered, so that fastify runs nothing further for the request.
+  const refuse = (request: FastifyRequest, reply: FastifyReply, status: number, code: string, message: string): FastifyReply => {
+    const now = Date.now()
+    if (now - (lastLoggedMs.get(code) ?? 0) >= API_LIMITS.refusalLogIntervalMs) {
+      lastLoggedMs.set(code, now)
+      log.warn({ code, method: request.method, url: request.url, host: request.headers.host, origin: request.headers.origin }, 'API request refused: it may come from a web page')
+    }
+    return reply.code(status).send(errorBody(code, message))
+  }
+  return async (request, reply) => {
+    const host = request.headers.host
+    const name = host === undefined ? null : hostNameOf(host)
+    if (name === null || !isAllowedHost(name, own)) {
+      return refuse(request, reply, 421, 'BAD_HOST', `this API answers only requests for localhost, 127.0.0.1 or [::1]${own === null ? '' : ` or ${own}`}, not ${host === undefined ? 'a request without Host' : `'${clip(host)}'`}; use --api http://127.0.0.1:<port>`)
+      return
+    }
+    const origin = request.headers.origin
+    if (origin !== undefined && !isOwnOrigin(origin, own, request.raw.socket.localPort)) {
+      return refuse(request, reply, 403, 'FOREIGN_ORIGIN', `requests from web pages are refused (Origin '${clip(origin)}'); use the murmur CLI or a program on this machine`)
+      return
+    }
+    const site = request.headers['sec-fetch-site']
+    if (site === 'cross-site' || site === 'same-site') {
+      return refuse(request, reply, 403, 'FOREIGN_ORIGIN', `requests from web pages are refused (Sec-Fetch-Site ${site}); use the murmur CLI or a program on this machine`)
+      return
+    }
+    if (!CHANGING_METHODS.has(request.method)) return undefined
+    const type = request.headers['content-type']
+    const media = type?.split(';')[0]!.trim().toLowerCase()
+    const hasBody = Number(request.headers['content-length'] ?? 0) > 0 || request.headers['transfer-encoding'] !== undefined
+    if ((type !== undefined && media !== 'application/json') || (type === undefined && hasBody)) {
+      return refuse(request, reply, 415, 'BAD_CONTENT_TYPE', `a ${request.method} takes a JSON body with Content-Type: application/json, or no body at all; got ${type === undefined ? 'a body without Content-Type' : `'${clip(type)}'`}`)
+    }
+    return undefined
+  }
+}
+
+const CHANGING_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+
+/** A header as an error quotes it: headers run to kilobytes, an error line should not. */
+function clip (header: string): string {
+  return header.length > 100 ? `${header.slice(0, 100)}…` : header
+}
+
+/** The host name of a Host header, lowercased and without its port; null if it is no host[:port]. */
+function hostNameOf (header: string): string | null {
+  const match = /^(\[[0-9a-f:.]+\]|[^:[\]/@\s]+)(?::\d{1,5})?$/i.exec(header)
+  return match === null ? null : match[1]!.toLowerCase()
+}
+
+/** An address as a Host header names it ([…] around IPv6); null for a wildcard, which no client names. */
+function hostOfAddress (address: string): string | null {
+  const lower = address.toLowerCase()
+  if (lower === '0.0.0.0' || lower === '::' || lower === '[::]') return null
+  return lower.includes(':') && !lower.startsWith('[') ? `[${lower}]` : lower
+}
+
+/** Loopback names (localhost, [::1], 127.0.0.0/8) and the API's own address. */
+function isAllowedHost (name: string, own: string | null): boolean {
+  if (name === 'localhost' || name === '[::1]' || name === own) return true
+  const octets = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(name)
+  return octets !== null && octets.slice(1).every((o) => Number(o) <= 255)
+}
+
+/** Whether an Origin is this API itself: http, an allowed host, and the port the request came in on. */
+function isOwnOrigin (origin: string, own: string | null, localPort: number | undefined): boolean {
+  if (!URL.canParse(origin)) return false
+  const url = new URL(origin)
+  if (url.protocol !== 'http:' || url.origin !== origin.toLowerCase()) return false
+  return isAllowedHost(url.hostname, own) && Number(url.port === '' ? 80 : url.port) === localPort
 }
 
 type LogsQuery = Omit<z.infer<typeof logsQuery>, 'follow'> & { follow: boolean }

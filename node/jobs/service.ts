@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { JobRecord, ClaimRecord } from '../../crdt/schema.ts'
+import type { AttemptInfo } from '../executor/types.ts'
 import { explain } from '../../placement/explain.ts'
 import { resolveClaims } from '../../placement/claims.ts'
 import { type Clock, systemClock } from '../clock.ts'
@@ -187,7 +188,7 @@ export class JobService {
       submittedAt: record.submittedAt,
       submittedBy: record.submittedBy,
       finishedAt: record.finishedAt ?? null,
-      spec,
+      spec: spec === null ? null : { ...spec, env: redactEnv(spec.env) },
       counts,
       instances,
       nextRun,
@@ -372,6 +373,35 @@ export class JobService {
       degraded,
     }
   }
+}
+
+// --- what the API shows of a job's environment ------------------------------------
+
+/**
+ * What every env value reads as in whatever the API shows (job views, job
+ * records in the event stream, the executor's tasks): people put passwords
+ * there, and the API has no users yet to show them to. The keys are shown;
+ * the executor gets the real values from the shared state, never from these
+ * views. A later issue shows the values to the job's owner.
+ */
+export const REDACTED = '(redacted)'
+
+/** The keys of an environment, every value replaced by REDACTED. */
+export function redactEnv (env: Readonly<Record<string, unknown>>): Record<string, string> {
+  return Object.fromEntries(Object.keys(env).map((key) => [key, REDACTED]))
+}
+
+/** A job record as the event stream sends it: its raw spec's env redacted (an env of another shape becomes REDACTED whole). */
+export function redactJobRecord (record: JobRecord): JobRecord {
+  if (!('env' in record.spec)) return record
+  const env = record.spec.env
+  const redacted = env !== null && typeof env === 'object' && !Array.isArray(env) ? redactEnv(env) : REDACTED
+  return { ...record, spec: { ...record.spec, env: redacted } }
+}
+
+/** An attempt as the executor's view in the API shows it: its env redacted. */
+export function redactAttempt (attempt: AttemptInfo): AttemptInfo {
+  return { ...attempt, spec: { ...attempt.spec, env: redactEnv(attempt.spec.env) } }
 }
 
 function jobStatus (record: JobRecord, spec: JobSpec | null, instances: InstanceView[]): JobStatus {
