@@ -36,6 +36,7 @@ import { table } from '../cli/table.ts'
 import type { ClaimRecord } from '../crdt/schema.ts'
 import { ClusterState, ORIGIN } from '../crdt/state.ts'
 import { applyRemote, canonicalState } from '../crdt/sync.ts'
+import { writeClusterKey } from '../node/config.ts'
 import { StateStore } from '../node/state-store.ts'
 import { cpuTicks, freePorts, isNodeProcess, readRuntime, signal, sleep, spawnNode, waitForExit } from '../testnet/local/process.ts'
 import type { TestnetNode } from '../testnet/local/state.ts'
@@ -910,6 +911,8 @@ async function startup (records: number): Promise<void> {
   const dataDir = join(dir, 'node')
   const logFile = join(dir, 'node.log')
   await mkdir(dataDir, { recursive: true })
+  const clusterKeyFile = join(dir, 'cluster.key')
+  writeClusterKey(clusterKeyFile)
   const [port, apiPort] = await freePorts(2)
   const apiUrl = `http://127.0.0.1:${apiPort!}`
   const client = connect(apiUrl, { timeoutMs: 30_000 })
@@ -917,7 +920,7 @@ async function startup (records: number): Promise<void> {
   /** Spawns the node; times to API answering, to the runtime file, and to `want` task records. */
   const start = async (want: number): Promise<{ pid: number, healthMs: number, recordsMs: number, readyMs: number, stateCallMs: number }> => {
     const t0 = performance.now()
-    const pid = spawnNode({ dataDir, logFile, port: port!, apiPort: apiPort!, join: [], labels: {} })
+    const pid = spawnNode({ dataDir, logFile, port: port!, apiPort: apiPort!, join: [], labels: {}, clusterKeyFile })
     spawned.set(pid, dataDir)
     let healthMs = NaN
     let readyMs = NaN

@@ -1,9 +1,11 @@
 // A node's configuration: raw strings from flags in, one validated NodeConfig
 // out, or a one-line InputError naming the flag. Defaults are here, with why.
 
+import { closeSync, fchmodSync, fstatSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { cpus, homedir, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { generateKey } from '@libp2p/pnet'
 import { multiaddr } from '@multiformats/multiaddr'
 import { type MembershipConfig, PRESETS, membershipConfig } from '../membership/config.ts'
 import { InputError } from './errors.ts'
@@ -46,6 +48,13 @@ export interface NodeConfig {
   faultInjection: boolean
   /** The rules to start with (a testnet restarts a node inside its partition). */
   faultRules: FaultRules | null
+  /**
+   * The cluster key (a libp2p private network key): only hosts holding it can
+   * complete a connection. Checked here; the node reads it again when it builds its host.
+   */
+  clusterKeyFile: string | null
+  /** Started without a cluster key on purpose: anyone who reaches the port can join. */
+  insecureOpenCluster: boolean
 }
 
 /** The shared state: how it spreads, and how long what is over is kept. */
@@ -87,7 +96,14 @@ export interface RawNodeOptions {
   isolation?: string
   faultInjection?: boolean
   faultRules?: string
+  clusterKey?: string
+  insecureOpenCluster?: boolean
+  /** Allows an --api-host that is not loopback: only for a testnet whose nodes sit in network namespaces of one machine. */
+  insecureApiHost?: boolean
 }
+
+/** Where the cluster key comes from when no flag names it. */
+export const CLUSTER_KEY_ENV = 'MURMUR_CLUSTER_KEY_FILE'
 
 export const DEFAULTS = Object.freeze({
   dataDir: join(homedir(), '.murmur', 'node'),
@@ -119,7 +135,7 @@ const LIMITS = Object.freeze({
 
 const LABEL_KEY = /^[a-zA-Z0-9]([a-zA-Z0-9._/-]{0,61}[a-zA-Z0-9])?$/
 
-export function nodeConfig (raw: RawNodeOptions): NodeConfig {
+export function nodeConfig (raw: RawNodeOptions, env: Record<string, string | undefined> = process.env): NodeConfig {
   const profile = raw.profile ?? 'lan'
   if (profile !== 'lan' && profile !== 'local') throw new InputError('BAD_FLAG', `--profile must be 'lan' or 'local', got '${profile}'`)
   const machineCpu = cpus().length * 1000
@@ -132,9 +148,8 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
     : flag('--memory', () => parseSize(raw.memory!))
   if (cpuMillis <= 0 || cpuMillis > LIMITS.cpuMillisMax) throw new InputError('BAD_FLAG', `--cpu must be more than 0 and at most ${LIMITS.cpuMillisMax / 1000} cores`)
   if (memoryBytes <= 0 || memoryBytes > LIMITS.memoryBytesMax) throw new InputError('BAD_FLAG', '--memory must be more than 0 and at most 1P')
-  for (const [name, value] of [['--host', raw.host], ['--api-host', raw.apiHost]] as const) {
-    if (value !== undefined && isIP(value) === 0) throw new InputError('BAD_FLAG', `${name} must be an IP address such as 127.0.0.1 or 0.0.0.0, got '${value}'`)
-  }
+  if (raw.host !== undefined && isIP(raw.host) === 0) throw new InputError('BAD_FLAG', `--host must be an IP address such as 127.0.0.1 or 0.0.0.0, got '${raw.host}'`)
+  if (raw.apiHost !== undefined) apiHost(raw.apiHost, raw.insecureApiHost === true)
   for (const addr of raw.join ?? []) {
     flag('--join', () => {
       const ma = multiaddr(addr)
@@ -146,6 +161,8 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
     throw new InputError('BAD_FLAG', `--isolation must be auto, cgroup-v2, cgroup-v1 or none, got '${isolation}'`)
   }
   if (raw.faultRules !== undefined && raw.faultInjection !== true) throw new InputError('BAD_FLAG', '--fault-rules needs --fault-injection (testnets only)')
+  // Last: a typo in another flag is worth hearing about before a missing key.
+  const clusterKeyFile = clusterKey(raw, env)
   return {
     isolation,
     dataDir: raw.dataDir ?? DEFAULTS.dataDir,
@@ -173,6 +190,102 @@ export function nodeConfig (raw: RawNodeOptions): NodeConfig {
     reconcile: {},
     faultInjection: raw.faultInjection ?? false,
     faultRules: raw.faultRules === undefined ? null : faultRules(raw.faultRules),
+    clusterKeyFile,
+    insecureOpenCluster: clusterKeyFile === null,
+  }
+}
+
+/**
+ * The API has no authentication yet: whoever reaches it can run commands on this
+ * machine. Loopback only (127.0.0.0/8, ::1, localhost), so that reaching it takes
+ * a login here (or an ssh tunnel).
+ */
+function apiHost (value: string, insecure: boolean): void {
+  if (value !== 'localhost' && isIP(value) === 0) throw new InputError('BAD_FLAG', `--api-host must be a loopback address such as 127.0.0.1, ::1 or localhost, got '${value}'`)
+  if (insecure || isLoopback(value)) return
+  throw new InputError('BAD_FLAG', `--api-host ${value} would let anyone who reaches it run commands on this machine (the API has no authentication yet); keep it on 127.0.0.1 and reach it over ssh (ssh -L 7947:127.0.0.1:7947 <host>)`)
+}
+
+export function isLoopback (host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true
+  return isIP(host) === 4 && host.startsWith('127.')
+}
+
+/** The key file from --cluster-key or the environment, checked; null only with --insecure-open-cluster. */
+function clusterKey (raw: RawNodeOptions, env: Record<string, string | undefined>): string | null {
+  const fromEnv = env[CLUSTER_KEY_ENV]
+  const [name, file] = raw.clusterKey !== undefined ? ['--cluster-key', raw.clusterKey] : [CLUSTER_KEY_ENV, fromEnv === '' ? undefined : fromEnv]
+  if (file === undefined) {
+    if (raw.insecureOpenCluster === true) return null
+    throw new InputError('NO_CLUSTER_KEY', "no cluster key: make one with 'murmur cluster init', copy it to every node, and start with --cluster-key <file> (or --insecure-open-cluster to let anyone who reaches the port join)")
+  }
+  if (raw.insecureOpenCluster === true) throw new InputError('BAD_FLAG', `--insecure-open-cluster and ${name} ${file} contradict each other: give one of them`)
+  readClusterKey(file, name)
+  return file
+}
+
+/** A key file is 95 bytes; anything much larger is not one (and is not read whole). */
+const CLUSTER_KEY_BYTES_MAX = 1_024
+/** What @libp2p/pnet's generateKey writes: two header lines and 64 hex digits. */
+const CLUSTER_KEY_FILE_BYTES = 95
+const CLUSTER_KEY_FORMAT = /^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n[0-9a-fA-F]{64}\r?\n?$/
+
+/**
+ * Reads a cluster key file: a regular file that only its owner may read or
+ * change (as ssh wants of a private key), in the format of libp2p's private
+ * networks (@libp2p/pnet): `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits.
+ * `name` is the flag or variable that named it, for the one-line error.
+ */
+export function readClusterKey (file: string, name = '--cluster-key'): Uint8Array {
+  let fd: number
+  try {
+    fd = openSync(file, 'r')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw new InputError('BAD_CLUSTER_KEY', `${name} ${file}: no such file; make one with 'murmur cluster init' (once per cluster) and copy it to every node`)
+    if (code === 'EACCES') throw new InputError('BAD_CLUSTER_KEY', `${name} ${file}: permission denied; run the node as the user who owns the key file`)
+    throw new InputError('BAD_CLUSTER_KEY', `${name} ${file}: cannot open it (${code ?? (err as Error).message})`)
+  }
+  try {
+    const stat = fstatSync(fd)
+    if (!stat.isFile()) throw new InputError('BAD_CLUSTER_KEY', `${name} ${file} is not a file; give the key file 'murmur cluster init' wrote`)
+    if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
+      throw new InputError('BAD_CLUSTER_KEY', `${name} ${file} is open to other users (mode ${(stat.mode & 0o777).toString(8).padStart(4, '0')}): anyone on this machine could join the cluster with it; run 'chmod 600 ${file}'`)
+    }
+    const bytes = Buffer.alloc(Math.min(stat.size, CLUSTER_KEY_BYTES_MAX + 1))
+    const read = bytes.length === 0 ? 0 : readSync(fd, bytes, 0, bytes.length, 0)
+    if (read > CLUSTER_KEY_BYTES_MAX || !CLUSTER_KEY_FORMAT.test(bytes.subarray(0, read).toString('latin1'))) {
+      throw new InputError('BAD_CLUSTER_KEY', `${name} ${file} is not a cluster key (expected the three lines 'murmur cluster init' writes: /key/swarm/psk/1.0.0/, /base16/, 64 hex digits)`)
+    }
+    return new Uint8Array(bytes.subarray(0, read))
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/**
+ * Writes a new cluster key (32 random bytes, by @libp2p/pnet's generateKey) to
+ * `file`, mode 0600, making its dir 0700 if it is missing. Refuses to replace
+ * a file unless `force`: the old key would lock every node that holds it out.
+ */
+export function writeClusterKey (file: string, force = false): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+  let fd: number
+  try {
+    fd = openSync(file, force ? 'w' : 'wx', 0o600)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') throw new InputError('KEY_EXISTS', `${file} already exists: every node holding it would be locked out by a new key; give another --out, or --force to replace it`)
+    throw new InputError('BAD_FLAG', `cannot write ${file}: ${code ?? (err as Error).message}`)
+  }
+  try {
+    // An existing file opened with 'w' keeps its mode: make it private before the key goes in.
+    if (force) fchmodSync(fd, 0o600)
+    const key = new Uint8Array(CLUSTER_KEY_FILE_BYTES)
+    generateKey(key)
+    writeSync(fd, key)
+  } finally {
+    closeSync(fd)
   }
 }
 

@@ -1,6 +1,6 @@
-// The libp2p host of one node: TCP, Noise, Yamux, identify and ping, with every
-// limit that matters for a cluster on one host set explicitly (node/README.md,
-// "libp2p on one host").
+// The libp2p host of one node: TCP, a private network (the cluster key), Noise,
+// Yamux, identify and ping, with every limit that matters for a cluster on one
+// host set explicitly (node/README.md, "libp2p on one host" and "The cluster key").
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -9,6 +9,7 @@ import type { RPC } from '@libp2p/gossipsub/message'
 import { identify } from '@libp2p/identify'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { SYNC_LIMITS } from '../crdt/sync.ts'
@@ -24,6 +25,12 @@ export interface HostInit {
   dialTimeoutMs: number
   /** Testnet fault rules (--fault-injection): a connection gater, and a filter on inbound gossip. */
   faults?: FaultInjector
+  /**
+   * The cluster key file's bytes (@libp2p/pnet's format): every connection is
+   * wrapped in a private network, so a host without this key (or with another)
+   * cannot complete one. Without it the host is open to anyone who reaches it.
+   */
+  clusterKey?: Uint8Array
 }
 
 export type Host = Libp2p<{
@@ -44,6 +51,19 @@ export const HOST_LIMITS = Object.freeze({
    */
   inboundConnectionThreshold: 1_000,
   maxIncomingPendingConnections: 256,
+  /**
+   * An inbound connection must finish its set-up (private network nonces, Noise,
+   * Yamux) within this, 10 s by default: a stranger that connects and sends
+   * nothing, or bytes under another key, holds a pending slot no longer. A LAN
+   * set-up takes milliseconds.
+   */
+  inboundUpgradeTimeoutMs: 2_000,
+  /**
+   * The private network's nonce exchange, for connections libp2p hands over
+   * without a signal of its own (1 s by default); dials and inbound set-ups pass
+   * theirs, bounded by the dial timeout and inboundUpgradeTimeoutMs.
+   */
+  pnetHandshakeTimeoutMs: 2_000,
 })
 
 export async function createHost (init: HostInit): Promise<Host> {
@@ -52,6 +72,7 @@ export async function createHost (init: HostInit): Promise<Host> {
     privateKey: init.privateKey,
     addresses: { listen: [`/${ip}/${init.host}/tcp/${init.port}`] },
     transports: [tcp()],
+    ...(init.clusterKey === undefined ? {} : { connectionProtector: preSharedKey({ psk: init.clusterKey, timeout: HOST_LIMITS.pnetHandshakeTimeoutMs }) }),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     // mDNS is loaded only when asked for.
@@ -61,6 +82,7 @@ export async function createHost (init: HostInit): Promise<Host> {
       inboundConnectionThreshold: HOST_LIMITS.inboundConnectionThreshold,
       maxIncomingPendingConnections: HOST_LIMITS.maxIncomingPendingConnections,
       dialTimeout: init.dialTimeoutMs,
+      inboundUpgradeTimeout: HOST_LIMITS.inboundUpgradeTimeoutMs,
     },
     services: {
       identify: identify(),

@@ -11,7 +11,7 @@ import type { NodeRecord } from '../crdt/schema.ts'
 import type { StateChange } from '../crdt/state.ts'
 import type { MemberEvent } from '../membership/types.ts'
 import { type NodeInfo, createApi } from './api.ts'
-import type { NodeConfig } from './config.ts'
+import { type NodeConfig, readClusterKey } from './config.ts'
 import { type DataDir, openDataDir, removeRuntime, writeRuntime } from './datadir.ts'
 import { boot, reconcileConfig } from './boot.ts'
 import { systemClock } from './clock.ts'
@@ -29,6 +29,9 @@ import { type StateService, loadState } from './state.ts'
 import { StateStore, resetState } from './state-store.ts'
 import { Libp2pStateTransport } from './state-transport.ts'
 
+/** What `murmur status` shows of a node started with --insecure-open-cluster. */
+const OPEN_CLUSTER_WARNING = "this node runs an open cluster (no cluster key): anyone who reaches its port can join and run tasks; make a key with 'murmur cluster init' and restart every node with --cluster-key"
+
 /** Label changes reach membership at most this often (they are in the shared state at once). */
 const LABEL_ANNOUNCE_MS = 1_000
 
@@ -38,6 +41,8 @@ export interface RuntimeInfo {
   addrs: string[]
   apiUrl: string
   startedAt: string
+  /** Running without a cluster key (--insecure-open-cluster). */
+  openCluster: boolean
 }
 
 /** A node's parts, by name, in the order they start (they stop in reverse). */
@@ -117,7 +122,10 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         // Only stops watching: a start that fails leaves the previous life's tasks for the next one to judge.
         await executor.close()
       })
-      const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs, faults })
+      if (config.clusterKeyFile === null) log.warn('open cluster (--insecure-open-cluster): anyone who reaches this node\'s port can join the cluster and run tasks; make a key with \'murmur cluster init\' and start every node with --cluster-key')
+      // Read again here (the config checked it): the bytes stay in the host, not in the config.
+      const clusterKey = config.clusterKeyFile === null ? undefined : readClusterKey(config.clusterKeyFile)
+      const host = await createHost({ privateKey: dataDir.privateKey, host: config.host, port: config.port, mdns: config.mdns, dialTimeoutMs: config.dialTimeoutMs, faults, ...(clusterKey === undefined ? {} : { clusterKey }) })
       await parts.add('host', host, async () => { await Promise.resolve(host.start()).catch((err: Error) => { throw portError(err, '--port', config.port) }) }, async () => { await Promise.resolve(host.stop()) })
 
       // The API listens before the other parts start: until they are there it answers 503.
@@ -145,7 +153,8 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         jobs: () => parts.get('jobs'),
         status: async () => {
           const members = parts.get('membership').members()
-          return await parts.get('jobs').status(members, members.filter((m) => m.meta.isolation === 'none' && (m.state === 'alive' || m.state === 'suspect')).map((m) => m.id))
+          const status = await parts.get('jobs').status(members, members.filter((m) => m.meta.isolation === 'none' && (m.state === 'alive' || m.state === 'suspect')).map((m) => m.id))
+          return config.clusterKeyFile === null ? { ...status, degraded: [OPEN_CLUSTER_WARNING, ...status.degraded] } : status
         },
         jobRecord: (id) => loaded.job(id),
         taskRecords: (id) => loaded.taskClaims(id),
@@ -236,9 +245,10 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     }
   }
 
-  info (): NodeInfo {
+  info (): NodeInfo & { openCluster: boolean } {
     return {
       id: this.dataDir.peerId,
+      openCluster: this.config.clusterKeyFile === null,
       addrs: this.host.getMultiaddrs().map((a) => a.toString()),
       apiUrl: this.apiUrl,
       profile: this.config.profile,
@@ -344,6 +354,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       addrs: this.host.getMultiaddrs().map((a) => a.toString()),
       apiUrl: this.apiUrl,
       startedAt: this.startedAt.toISOString(),
+      openCluster: this.config.clusterKeyFile === null,
     }
   }
 

@@ -5,6 +5,7 @@
 
 import { Command, CommanderError, Option } from 'commander'
 import { ApiError, DEFAULT_API, connect } from '../client.ts'
+import { registerCluster } from '../cluster.ts'
 import { registerJobs } from '../jobs.ts'
 import { printMembers, watchMembers } from '../members.ts'
 import { parseLabelArgs, printState } from '../state.ts'
@@ -27,7 +28,10 @@ node.command('start')
   .option('--mdns', 'find other nodes on the LAN by multicast DNS')
   .option('--host <ip>', 'address to listen on for peers (default: 0.0.0.0)')
   .option('--port <port>', 'TCP port for peers, 0 for any free one (default: 7946)')
-  .option('--api-host <ip>', 'address of the HTTP API (default: 127.0.0.1)')
+  // MURMUR_CLUSTER_KEY_FILE is read by the node's config, so that its errors name where the file came from.
+  .option('--cluster-key <file>', "the cluster key file ('murmur cluster init'), the same on every node (env: MURMUR_CLUSTER_KEY_FILE)")
+  .option('--insecure-open-cluster', 'run without a cluster key: anyone who reaches --port can join and run tasks')
+  .option('--api-host <ip>', 'address of the HTTP API, loopback only: 127.0.0.1, ::1 or localhost (default: 127.0.0.1)')
   .option('--api-port <port>', 'port of the HTTP API, 0 for any free one (default: 7947)')
   .option('--cpu <cores>', 'CPU to offer, as cores (2) or millicores (1500m) (default: the machine less 0.1)')
   .option('--memory <size>', 'memory to offer, e.g. 4G (default: the machine less a reserve)')
@@ -43,6 +47,7 @@ node.command('start')
   .option('--pretty', 'human-readable logs instead of JSON')
   .option('--fault-injection', 'testnets only: take network fault rules (partitions, cuts, delay, loss) on /v1/admin/faults')
   .addOption(new Option('--fault-rules <json>', 'testnets only: the fault rules to start with').hideHelp())
+  .addOption(new Option('--insecure-api-host', 'testnets in network namespaces only: allow an --api-host that is not loopback').hideHelp())
   .action(async (opts: Record<string, unknown>) => {
     // The node runtime (libp2p and all) is loaded only for this command.
     const { runNode } = await import('../../node/main.ts')
@@ -91,6 +96,7 @@ program.command('members')
     await watchMembers(client, opts.json === true, controller.signal)
   })
 
+registerCluster(program)
 registerJobs(program)
 registerTestnet(program)
 

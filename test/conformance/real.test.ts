@@ -11,6 +11,7 @@ import { type Host, STATE_TOPIC, createHost } from '../../node/host.ts'
 import { SYNC_PROTOCOL } from '../../node/state-transport.ts'
 import type { TestnetState } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
+import { testnetKey } from '../helpers/cluster-key.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
 import { type ClusterHarness, membershipConformance, type StateHarness, stateConformance } from './scenarios.ts'
@@ -48,7 +49,7 @@ function realStateHarness (): StateHarness {
   return {
     start: async (n) => {
       ({ dir, state } = await startTestnet('conformance-state', n))
-      host = await createHost({ privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000 })
+      host = await createHost({ privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000, clusterKey: testnetKey(dir) })
       await host.start()
     },
     crash: async (i) => { await testnet.kill(dir, i) },

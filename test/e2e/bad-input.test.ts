@@ -17,16 +17,21 @@ import { freePorts } from '../../testnet/local/process.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import type { TestnetState } from '../../testnet/local/state.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
+import { tempClusterKey, testnetKey } from '../helpers/cluster-key.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 let dir: string
+let keyFile: string
 
-beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'murmur-bad-')) })
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'murmur-bad-'))
+  keyFile = (await tempClusterKey(dir)).file
+})
 afterAll(async () => { await rm(dir, { recursive: true, force: true }) })
 
 /** Starts a node that must fail, and checks it said one line and exited with `code`. */
 async function failsToStart (args: string[], code: number, message: RegExp): Promise<void> {
-  const result = await murmur(['node', 'start', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--log-level', 'error', ...args])
+  const result = await murmur(['node', 'start', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--log-level', 'error', '--cluster-key', keyFile, ...args])
   expect(result.code, result.stderr).toBe(code)
   const lines = userLines(result.stderr)
   expect(lines, result.stderr).toHaveLength(1)
@@ -46,7 +51,7 @@ describe('bad input from users', () => {
     await failsToStart(['--data-dir', join(dir, 'label'), '--label', 'novalue'], 2, /^murmur: --label 'novalue' must be key=value/)
     await failsToStart(['--data-dir', join(dir, 'join'), '--join', 'not-a-multiaddr'], 2, /^murmur: --join: /)
     await failsToStart(['--data-dir', join(dir, 'huge'), '--cpu', '1000000000'], 2, /^murmur: --cpu must be more than 0 and at most 100000 cores/)
-    await failsToStart(['--data-dir', join(dir, 'host'), '--api-host', 'localhost:80'], 2, /^murmur: --api-host must be an IP address/)
+    await failsToStart(['--data-dir', join(dir, 'host'), '--api-host', 'localhost:80'], 2, /^murmur: --api-host must be a loopback address/)
     await failsToStart(['--data-dir', join(dir, 'level'), '--log-level', 'loud'], 2, /^murmur: --log-level must be one of/)
   })
 
@@ -139,13 +144,13 @@ describe('bad input to a running node', () => {
   })
 
   it('a second node on the same data dir is refused', async () => {
-    const result = await murmur(['node', 'start', '--data-dir', state.nodes[0]!.dataDir, '--port', '0', '--api-port', '0'])
+    const result = await murmur(['node', 'start', '--data-dir', state.nodes[0]!.dataDir, '--port', '0', '--api-port', '0', '--cluster-key', testnet.clusterKeyFile(net)])
     expect(result.code).toBe(1)
     expect(userLines(result.stderr)[0]).toMatch(/is in use by another murmur node \(pid \d+\)/)
   })
 
   it('malformed, invalid and oversized membership messages are counted and dropped; the node stays a member', async () => {
-    const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000 })
+    const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000, clusterKey: testnetKey(net) })
     await host.start()
     try {
       const target = multiaddr(state.nodes[0]!.addrs[0]!)

@@ -12,6 +12,7 @@ import { encodeFrame } from '../../crdt/sync.ts'
 import { type Host, STATE_TOPIC, createHost } from '../../node/host.ts'
 import { SYNC_PROTOCOL } from '../../node/state-transport.ts'
 import type { TestnetState } from '../../testnet/local/state.ts'
+import { testnetKey } from '../helpers/cluster-key.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -21,7 +22,7 @@ let host: Host
 
 beforeAll(async () => {
   ({ dir, state: net } = await startTestnet('hostile', 2))
-  host = await createHost({ privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000 })
+  host = await createHost({ privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000, clusterKey: testnetKey(dir) })
   await host.start()
 }, 60_000)
 afterAll(async () => {

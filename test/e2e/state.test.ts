@@ -107,7 +107,7 @@ describe('the shared state on a 5-node testnet', () => {
     const stateDir = join(node.dataDir, 'state')
     for (const file of await readdir(stateDir)) if (/^(CURRENT|MANIFEST-.*|.*\.(ldb|log))$/.test(file)) await writeFile(join(stateDir, file), 'garbage')
 
-    const failed = await murmur(['node', 'start', '--data-dir', node.dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--log-level', 'error'])
+    const failed = await murmur(['node', 'start', '--data-dir', node.dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--log-level', 'error', '--cluster-key', testnet.clusterKeyFile(dir)])
     expect(failed.code, failed.stderr).toBe(2)
     const lines = userLines(failed.stderr)
     expect(lines).toHaveLength(1)

@@ -19,7 +19,7 @@ const t = useCluster('corrupt', 5)
 
 /** Starts a node on `dataDir` outside the testnet, as an operator would; it must refuse. */
 async function startRefused (dataDir: string): Promise<{ code: number | null, lines: string[], stderr: string }> {
-  const result = await murmur(['node', 'start', '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--profile', 'local', '--log-level', 'error'], { timeoutMs: 30_000 })
+  const result = await murmur(['node', 'start', '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--profile', 'local', '--log-level', 'error', '--cluster-key', t.cluster.clusterKeyFile], { timeoutMs: 30_000 })
   return { code: result.code, lines: userLines(result.stderr), stderr: result.stderr }
 }
 

@@ -13,6 +13,7 @@ import { connect, type HistoryView, type MemberState } from '../../cli/client.ts
 import { parseAttempt } from '../../node/jobs/instances.ts'
 import { checkCluster, type ClusterFacts, type NodeFacts } from '../../testnet/cluster-check.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
+import { readClusterKey } from '../../node/config.ts'
 import { marker, markedPids, Net, sh } from '../helpers/jobs.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 
@@ -241,9 +242,16 @@ export class Cluster {
   static async start (name: string, nodes: number): Promise<Cluster> {
     const { dir, state } = await startTestnet(`rel-${name}`, nodes, 90_000)
     const cluster = new Cluster(dir, new Net(state.nodes), name)
+    started = cluster
     cluster.watch.start()
     return cluster
   }
+
+  /** The key file every node of this cluster started with (the testnet made it). */
+  get clusterKeyFile (): string { return testnet.clusterKeyFile(this.dir) }
+
+  /** The key's bytes, for a host of the test's own that is to be a key holder. */
+  clusterKey (): Uint8Array { return readClusterKey(this.clusterKeyFile) }
 
   /**
    * Waits until every member is past membership's newcomer grace (a suspicion of a
@@ -466,6 +474,15 @@ export class Cluster {
  * A cluster for the tests of one file: started before them (`nodes` nodes, then
  * `setup`), stopped after them, network faults healed first.
  */
+/** The cluster this test file started last (each file runs in a module scope of its own). */
+let started: Cluster | null = null
+
+/** The key of the cluster this test file started: what a host of the test needs to connect to its nodes. */
+export function currentClusterKey (): Uint8Array {
+  if (started === null) throw new Error('no cluster started in this file yet: call useCluster() before a helper that needs its key')
+  return started.clusterKey()
+}
+
 export function useCluster (name: string, nodes: number, setup?: (cluster: Cluster) => Promise<void>): { cluster: Cluster } {
   const holder = {} as { cluster: Cluster }
   beforeAll(async () => {

@@ -1,7 +1,9 @@
 // A hostile peer for the reliability suite: a real libp2p host (our own host
-// setup, a key of its own) that speaks the nodes' protocols wrongly: garbage and
-// oversized frames, frames that never end, streams of frames that never end,
-// forged membership claims, junk on the gossip topic.
+// setup, an identity of its own) that speaks the nodes' protocols wrongly: garbage
+// and oversized frames, frames that never end, streams of frames that never end,
+// forged membership claims, junk on the gossip topic. Usually a holder of the
+// cluster key (what a misbehaving member can do); keyless, it shows what a
+// stranger on the network can do: nothing past the connection set-up.
 
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Stream } from '@libp2p/interface'
@@ -13,15 +15,23 @@ import type { Message } from '../../membership/types.ts'
 import { createHost, type Host, STATE_TOPIC } from '../../node/host.ts'
 import { MEMBERSHIP_PROTOCOL } from '../../node/membership.ts'
 import { waitUntil } from '../helpers/wait.ts'
-import { sleep } from './harness.ts'
+import { currentClusterKey, sleep } from './harness.ts'
 
 export class HostilePeer {
   readonly host: Host
 
   private constructor (host: Host) { this.host = host }
 
-  static async start (): Promise<HostilePeer> {
-    const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000 })
+  /** With `clusterKey`, a key holder that can reach the nodes' protocols; without, a stranger. */
+  static async start (options: { clusterKey?: Uint8Array | undefined } = {}): Promise<HostilePeer> {
+    const host = await createHost({
+      privateKey: await generateKeyPair('Ed25519'),
+      host: '127.0.0.1',
+      port: 0,
+      mdns: false,
+      dialTimeoutMs: 2_000,
+      ...(options.clusterKey === undefined ? {} : { clusterKey: options.clusterKey }),
+    })
     await host.start()
     return new HostilePeer(host)
   }
@@ -121,10 +131,14 @@ export class HostilePeer {
   }
 }
 
-/** A hostile peer for the tests of one file: started before them, stopped after them. */
-export function useHostilePeer (): { peer: HostilePeer } {
+/**
+ * A hostile peer for the tests of one file: started before them (after the
+ * file's cluster), stopped after them. By default it holds the key of the cluster
+ * the file started (useCluster); `key: null` makes it a stranger without one.
+ */
+export function useHostilePeer (key: (() => Uint8Array) | null = currentClusterKey): { peer: HostilePeer } {
   const holder = {} as { peer: HostilePeer }
-  beforeAll(async () => { holder.peer = await HostilePeer.start() })
+  beforeAll(async () => { holder.peer = await HostilePeer.start({ clusterKey: key?.() }) })
   afterAll(async () => { await holder.peer?.stop() })
   return holder
 }

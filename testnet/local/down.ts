@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { purgeTasks } from '../../node/executor/executor.ts'
 import { TestnetError } from './errors.ts'
 import { removeNetwork } from './netns.ts'
-import { NODE_DIR, findNodeProcesses, isInside, isNodeProcess, signal, waitForExit } from './process.ts'
+import { CLUSTER_KEY_NAME, NODE_DIR, findNodeProcesses, isInside, isNodeProcess, signal, waitForExit } from './process.ts'
 import { type TestnetState, removeState } from './state.ts'
 
 export const STOP_GRACE_MS = 5_000
@@ -48,6 +48,7 @@ export async function teardown (dir: string, state: TestnetState | null, options
       await rm(`${dataDir}.log`, { force: true })
     }
     for (const node of state?.nodes ?? []) if (isInside(node.logFile, dir)) await rm(node.logFile, { force: true })
+    await rm(join(dir, CLUSTER_KEY_NAME), { force: true })
   }
   // Namespaces (with their veths, rules, chains and qdiscs) and the bridge: recorded, or found by the testnet's prefix.
   const removed = await removeNetwork(dir, state?.netns ?? null)

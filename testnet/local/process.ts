@@ -21,6 +21,8 @@ export interface SpawnInit {
   join: string[]
   labels: Record<string, string>
   extraArgs?: string[]
+  /** The cluster key file every node of the testnet shares; null starts the node with --insecure-open-cluster. */
+  clusterKeyFile: string | null
   /** Testnets: the node takes fault rules on its admin endpoint, starting with these. */
   faultInjection?: boolean
   faultRules?: FaultRules | null
@@ -41,7 +43,10 @@ export function spawnNode (init: SpawnInit): number {
     '--data-dir', init.dataDir,
     '--host', init.host ?? '127.0.0.1',
     '--port', String(init.port),
-    ...(init.host === undefined ? [] : ['--api-host', init.host]),
+    // In a network namespace the API must be on the node's bridge address for the CLI to reach it:
+    // a bridge on this machine only, but not loopback, so the node has to be told that it is meant.
+    ...(init.host === undefined ? [] : ['--api-host', init.host, '--insecure-api-host']),
+    ...(init.clusterKeyFile === null ? ['--insecure-open-cluster'] : ['--cluster-key', init.clusterKeyFile]),
     '--api-port', String(init.apiPort),
     '--profile', 'local',
     ...init.join.flatMap((a) => ['--join', a]),
@@ -136,6 +141,8 @@ export function findNodeProcesses (dir: string): Array<{ pid: number, dataDir: s
 
 /** The name of a node's data dir in a testnet's dir (its log is that name with .log). */
 export const NODE_DIR = /^node-\d+$/
+/** The testnet's cluster key, in its dir beside the node dirs. */
+export const CLUSTER_KEY_NAME = 'cluster.key'
 
 export function isInside (path: string, dir: string): boolean {
   const rel = relative(resolve(dir), resolve(path))

@@ -14,6 +14,7 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { connect } from '../../cli/client.ts'
+import { writeClusterKey } from '../../node/config.ts'
 import { putRules } from './admin.ts'
 import { STOP_GRACE_MS, teardown, terminate } from './down.ts'
 import { TestnetError } from './errors.ts'
@@ -24,7 +25,7 @@ import {
 } from './faults.ts'
 import * as netns from './netns.ts'
 import { type TestnetNode, type TestnetState, DEFAULT_DIR, readState, withStateLock, writeState } from './state.ts'
-import { NODE_DIR, findNodeProcesses, freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
+import { CLUSTER_KEY_NAME, NODE_DIR, findNodeProcesses, freePorts, isNodeProcess, processState, readRuntime, signal, sleep, spawnNode, waitForExit } from './process.ts'
 
 export { TestnetError } from './errors.ts'
 export type { NodeFaults } from './faults.ts'
@@ -52,6 +53,11 @@ export const TESTNET_LIMITS = Object.freeze({
 
 export type ProcessStatus = 'running' | 'paused' | 'exited'
 
+/** The testnet's cluster key, made by `up` (mode 0600): every node starts with it, and a host without it cannot connect. */
+export function clusterKeyFile (dir: string = DEFAULT_DIR): string {
+  return join(resolve(dir), CLUSTER_KEY_NAME)
+}
+
 export interface NodeStatus extends TestnetNode {
   process: ProcessStatus
 }
@@ -71,6 +77,7 @@ export async function up (options: UpOptions): Promise<TestnetState> {
     // What an earlier testnet left here (data dirs, logs, namespaces, a state file) goes first.
     await teardown(dir, existing, { keepData: false, progress })
     await mkdir(dir, { recursive: true })
+    writeClusterKey(clusterKeyFile(dir), true)
     const state: TestnetState = { version: 1, dir, createdAt: new Date().toISOString(), nodes: [], faults: { ...NO_NETWORK_FAULTS }, netns: null }
     const deadline = Date.now() + (options.timeoutMs ?? 60_000)
     try {
@@ -150,6 +157,7 @@ async function startNode (state: TestnetState, node: TestnetNode, seeds: string[
     join: seeds,
     labels: { 'testnet.index': String(node.index) },
     extraArgs,
+    clusterKeyFile: clusterKeyFile(state.dir),
     faultInjection: true,
     faultRules: hasFaults(state.faults) ? nodeRules(state, node.index) : null,
     ...(node.address === null ? {} : { host: node.address, netns: node.netns }),
@@ -228,7 +236,7 @@ export async function down (options: DownOptions = {}): Promise<{ stopped: numbe
 export async function leftovers (dir: string = DEFAULT_DIR): Promise<{ processes: number[], network: string[], files: string[] }> {
   const root = resolve(dir)
   const network = await netns.networkOf(root, null)
-  const files = (await readdir(root).catch(() => [] as string[])).filter((f) => NODE_DIR.test(f.replace(/\.log$/, '')) || f === 'testnet.json')
+  const files = (await readdir(root).catch(() => [] as string[])).filter((f) => NODE_DIR.test(f.replace(/\.log$/, '')) || f === 'testnet.json' || f === CLUSTER_KEY_NAME)
   return { processes: findNodeProcesses(root).map((p) => p.pid), network: network === null ? [] : [...network.namespaces, ...network.links], files }
 }
 
