@@ -8,6 +8,8 @@ import { table } from './table.ts'
 
 /** States in the order people read them: what runs, what waits, what ended. */
 const STATE_ORDER = ['running', 'pending', 'claimed', 'starting', 'restarting', 'exited', 'failed', 'killed', 'lost']
+/** What the API shows for every env value (node/jobs/service.ts): values are often passwords. */
+const REDACTED = '(redacted)'
 /** The states in which a node holds an instance: what `job stop` has to stop. */
 const LIVE_STATES = new Set(['claimed', 'starting', 'running', 'restarting'])
 
@@ -145,6 +147,8 @@ function specLines (view: JobView, now: number): string[] {
     `partition    ${spec.partition === 'both' ? 'both: re-placed on every side of a partition' : 'majority: re-placed by the majority side only'}`,
   ]
   if (spec.constraints.length > 0) lines.push(`constraints  ${spec.constraints.map(constraintText).join(', ')}`)
+  const env = Object.entries(spec.env)
+  if (env.length > 0) lines.push(`env          ${env.map(([key, value]) => `${key}=${value === REDACTED ? value : shellWord(value)}`).join(' ')}`)
   if (spec.cron !== undefined) {
     const next = view.nextRun === null ? 'no next run' : `next run ${new Date(view.nextRun).toISOString()} (in ${formatAge(view.nextRun - now)})`
     lines.push(`schedule     "${spec.cron.schedule}" (${spec.cron.timezone}), ${next}`)

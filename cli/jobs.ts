@@ -62,7 +62,7 @@ export function registerJobs (program: Command): void {
     .option('--service', 'keep it running: restart it whenever it exits')
     .option('--cron <schedule>', 'run it on a cron schedule, e.g. "*/5 * * * *"')
     .option('--timezone <tz>', 'the time zone of the schedule (default: UTC)')
-    .option('--env <key=value>', 'an environment variable (repeatable)', collect)
+    .option('--env <key=value>', 'an environment variable (repeatable); the API shows its key, never its value', collect)
     .option('--constraint <label=value>', 'run only on nodes with label=value, or without: label!=value (repeatable)', collect)
     .option('--restart-attempts <n>', 'retries of a failed batch or cron run (default: 3)')
     .option('--grace <duration>', 'time between SIGTERM and SIGKILL on stop (default: 10s)')
