@@ -6,15 +6,23 @@ import { formatAge, formatBytes, formatCpu } from './format.ts'
 import { table } from './table.ts'
 
 export async function printMembers (client: Client, json: boolean): Promise<void> {
-  const response = await client.members()
+  const [response, openCluster] = await Promise.all([client.members(), isOpenCluster(client)])
   if (json) {
-    process.stdout.write(JSON.stringify(response, null, 2) + '\n')
+    process.stdout.write(JSON.stringify({ ...response, openCluster }, null, 2) + '\n')
     return
   }
-  process.stdout.write(renderMembers(response.members) + '\n')
+  process.stdout.write(renderMembers(response.members, openCluster) + '\n')
 }
 
-export function renderMembers (members: MemberView[]): string {
+/** Whether the node runs without a cluster key (--insecure-open-cluster): anyone who reaches it can join. */
+export async function isOpenCluster (client: Client): Promise<boolean> {
+  const info = await client.node() as { openCluster?: boolean }
+  return info.openCluster === true
+}
+
+export const OPEN_CLUSTER_WARNING = "warning: open cluster: this node runs without a cluster key, so anyone who reaches its port can join and run tasks; make one with 'murmur cluster init' and restart every node with --cluster-key"
+
+export function renderMembers (members: MemberView[], openCluster = false): string {
   const rows = members.map((m) => [
     m.id + (m.self ? ' (self)' : ''),
     m.state,
@@ -31,7 +39,8 @@ export function renderMembers (members: MemberView[]): string {
   const warning = unconfined.length === 0
     ? ''
     : `\nwarning: ${unconfined.length} node${unconfined.length === 1 ? ' runs' : 's run'} tasks without isolation (no CPU, memory or pid limits): ${unconfined.map((m) => m.id).join(', ')}`
-  return table(['MEMBER', 'STATE', 'INC', 'ADDRESS', 'CPU', 'MEMORY', 'ISOLATION', 'LABELS', 'LAST HEARD'], rows) + `\n${members.length} members: ${counts}` + warning
+  return table(['MEMBER', 'STATE', 'INC', 'ADDRESS', 'CPU', 'MEMORY', 'ISOLATION', 'LABELS', 'LAST HEARD'], rows) + `\n${members.length} members: ${counts}` + warning +
+    (openCluster ? `\n${OPEN_CLUSTER_WARNING}` : '')
 }
 
 function isolationText (kind: string | undefined): string {
