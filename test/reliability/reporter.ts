@@ -7,7 +7,7 @@ import type { Reporter, TestModule } from 'vitest/node'
 import type { ResultRow } from './harness.ts'
 
 /** The order of the table: that of README.md's "Reliability" table, whatever order the files ran in. */
-const ORDER = ['sigkill', 'partition', 'isolated', 'network', 'rolling', 'kill-all', 'corrupt', 'hostile', 'forged-claims']
+const ORDER = ['sigkill', 'partition', 'isolated', 'network', 'rolling', 'kill-all', 'corrupt', 'hostile', 'forged-claims', 'stranger']
 
 function rank (module: TestModule): number {
   const name = /\/test\/reliability\/([^/.]+)[^/]*$/.exec(module.moduleId)?.[1] ?? ''
