@@ -1,8 +1,13 @@
 // A node's data dir: a marker that says the dir is murmur's, the node's identity
 // (an Ed25519 key, so the peer id survives restarts), and a lock so that two
 // processes never share one dir.
+//
+// The dir is the node's alone: 0700, its files 0600 and its dirs 0700, made so
+// and put right on every open (an earlier version, or a umask, left them open).
+// Tasks run as another user (executor/) and must reach none of it: not the key,
+// not the state database, not the task records and logs.
 
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
@@ -16,6 +21,10 @@ const LOCK = 'node.lock'
 /** Runtime facts of the running node (pid, peer id, addresses, API), for tools such as the testnet. */
 export const RUNTIME = 'node.json'
 const FORMAT_VERSION = 1
+/** The executor's dir: it sets its own modes (a task's alloc dir belongs to the task's user). */
+const TASKS = 'tasks'
+const DIR_MODE = 0o700
+const FILE_MODE = 0o600
 
 const markerSchema = z.object({ format: z.literal('murmur-data-dir'), version: z.number().int(), peerId: z.string() })
 
@@ -30,9 +39,10 @@ export interface DataDir {
 export async function openDataDir (path: string, peerIdOf: (key: PrivateKey) => string): Promise<DataDir> {
   const dir = resolve(path)
   try {
-    await mkdir(dir, { recursive: true })
+    await mkdir(dir, { recursive: true, mode: DIR_MODE })
+    await chmod(dir, DIR_MODE)
   } catch (err) {
-    throw new InputError('DATA_DIR_UNUSABLE', `cannot create data dir ${dir}: ${(err as Error).message}`)
+    throw new InputError('DATA_DIR_UNUSABLE', `cannot create data dir ${dir} with mode 0700: ${(err as Error).message}`)
   }
   const entries = await readdir(dir).catch((err: Error) => {
     throw new InputError('DATA_DIR_UNUSABLE', `cannot read data dir ${dir}: ${err.message}`)
@@ -47,6 +57,9 @@ export async function openDataDir (path: string, peerIdOf: (key: PrivateKey) => 
   }
   const peerId = peerIdOf(privateKey)
   const release = await lock(dir)
+  await closeUp(dir, true).catch((err: Error) => {
+    throw new InputError('DATA_DIR_UNUSABLE', `cannot make data dir ${dir} private (0700, files 0600): ${err.message}; check who owns it`)
+  })
   return { path: dir, privateKey, peerId, release }
 }
 
@@ -76,9 +89,28 @@ async function createIdentity (dir: string, peerIdOf: (key: PrivateKey) => strin
   await writeFile(join(dir, KEY), privateKeyToProtobuf(key), { mode: 0o600 })
   // The marker goes last and atomically: a dir with a marker always has its key.
   const marker = { format: 'murmur-data-dir', version: FORMAT_VERSION, peerId: peerIdOf(key) }
-  await writeFile(join(dir, `${MARKER}.tmp`), JSON.stringify(marker, null, 2) + '\n')
+  await writeFile(join(dir, `${MARKER}.tmp`), JSON.stringify(marker, null, 2) + '\n', { mode: FILE_MODE })
   await rename(join(dir, `${MARKER}.tmp`), join(dir, MARKER))
   return key
+}
+
+/**
+ * Takes group and others' rights off everything below `dir` but the executor's tasks dir; symlinks are
+ * left alone (their modes mean nothing, and what they point to is not the node's to change).
+ */
+async function closeUp (dir: string, top: boolean): Promise<void> {
+  for (const name of await readdir(dir)) {
+    if (top && name === TASKS) continue
+    const path = join(dir, name)
+    const stat = await lstat(path).catch(() => null)
+    if (stat === null || stat.isSymbolicLink()) continue
+    if (stat.isDirectory()) {
+      if ((stat.mode & 0o077) !== 0) await chmod(path, stat.mode & DIR_MODE)
+      await closeUp(path, false)
+    } else if ((stat.mode & 0o077) !== 0) {
+      await chmod(path, stat.mode & FILE_MODE)
+    }
+  }
 }
 
 /** One process per data dir. */
@@ -91,7 +123,7 @@ async function lock (dir: string): Promise<() => Promise<void>> {
 }
 
 export async function writeRuntime (dir: string, info: object): Promise<void> {
-  await writeFile(join(dir, `${RUNTIME}.tmp`), JSON.stringify(info, null, 2) + '\n')
+  await writeFile(join(dir, `${RUNTIME}.tmp`), JSON.stringify(info, null, 2) + '\n', { mode: FILE_MODE })
   await rename(join(dir, `${RUNTIME}.tmp`), join(dir, RUNTIME))
 }
 
