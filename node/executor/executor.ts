@@ -3,17 +3,23 @@
 // node's own capacity, and a restart that adopts or stops what the previous life
 // of the node left running.
 //
-// On disk, below the node's data dir:
+// On disk, below the node's data dir (dirs 0700, files 0600, all the node's but
+// the alloc dir, which is the task user's):
 //   tasks/cgroups.json            where this node's cgroup root is (for the next life)
 //   tasks/<task>/task.json        the spec, pid, start, and once over the exit
 //   tasks/<task>/alloc/           MURMUR_ALLOC_DIR, the default working dir
 //   tasks/<task>/logs/            stdout.log, stderr.log and their rotations
+//
+// Tasks run as the task user (`runAs`, default nobody, 65534:65534), never as
+// the node's uid when the node is root: the task cannot read the node's key, its
+// state database, its task records or any task's logs, cannot signal the node,
+// and cannot write a cgroup's procs file (they stay root's) to leave its group.
 
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { chownSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
-import { isAbsolute, join, resolve } from 'node:path'
+import { isAbsolute, join, resolve, sep } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { bytesText, cpuText } from '../../placement/reasons.ts'
@@ -44,6 +50,22 @@ export const SPEC_LIMITS = Object.freeze({
 
 export type IsolationWanted = 'auto' | 'cgroup-v2' | 'cgroup-v1' | 'none'
 
+/**
+ * The user tasks run as when the node is root and `runAs` is not given: nobody and nogroup on Debian and
+ * Ubuntu (65534:65534), the kernel's overflow ids; owning no file of the node's.
+ */
+export const DEFAULT_TASK_USER = Object.freeze({ uid: 65534, gid: 65534 })
+
+/** Which user this executor's tasks run as, for the node's status. */
+export interface TaskUser {
+  uid: number
+  gid: number
+  /** Whether that is another user than the node's: false when the node is not root and so cannot switch. */
+  separate: boolean
+  /** In words, for people: who the tasks run as and what follows. */
+  detail: string
+}
+
 export interface ExecutorOptions {
   nodeId: string
   /** The node's tasks dir, `<data dir>/tasks`. */
@@ -54,6 +76,16 @@ export interface ExecutorOptions {
   log: Logger
   sampleMs?: number | undefined
   graceMs?: number | undefined
+  /**
+   * The uid and gid every task runs as when the node is root; default DEFAULT_TASK_USER. A node that is
+   * not root cannot switch users: its tasks run as its own uid (and this, if given, must be that uid).
+   */
+  runAs?: { uid: number, gid: number } | undefined
+  /**
+   * Lets tasks run as root (uid or gid 0), through `runAs` or a spec's own `user`: the task can then read the
+   * node's key and leave its cgroup. Off by default; for machines whose tasks must administer them.
+   */
+  allowPrivilegedTasks?: boolean | undefined
 }
 
 const specSchema = z.object({
@@ -113,6 +145,8 @@ interface Entry {
 
 export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements TaskRunner {
   readonly isolation: Isolation
+  /** Who tasks run as (unless a spec names its own user). */
+  readonly taskUser: TaskUser
   private readonly opts: ExecutorOptions
   private readonly log: Logger
   private readonly root: CgroupRoot | null
@@ -129,11 +163,12 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
   private sampling = false
   private closed = false
 
-  private constructor (opts: ExecutorOptions, isolation: Isolation, root: CgroupRoot | null, oldRoots: CgroupRoot[]) {
+  private constructor (opts: ExecutorOptions, isolation: Isolation, taskUser: TaskUser, root: CgroupRoot | null, oldRoots: CgroupRoot[]) {
     super()
     this.opts = opts
     this.log = opts.log
     this.isolation = isolation
+    this.taskUser = taskUser
     this.root = root
     this.oldRoots = oldRoots
     this.spawner = new Spawner(opts.log)
@@ -145,7 +180,10 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
    * usable hierarchy tasks still run, unconfined, and the node says so loudly.
    */
   static open (opts: ExecutorOptions): Executor {
-    mkdirSync(opts.dir, { recursive: true })
+    const taskUser = taskUserOf(opts)
+    mkdirSync(opts.dir, { recursive: true, mode: 0o700 })
+    // An older node made it 0755: task records and logs are the node's alone.
+    chmodSync(opts.dir, 0o700)
     const wanted = opts.isolation ?? 'auto'
     const rootName = `murmur-${opts.nodeId}`
     const rootsFile = join(opts.dir, 'cgroups.json')
@@ -176,8 +214,10 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       const same = oldRoots.findIndex((old) => JSON.stringify(old.dirs) === JSON.stringify(root.dirs))
       if (same >= 0) oldRoots.splice(same, 1)
     }
-    const executor = new Executor(opts, isolation, root, oldRoots)
+    const executor = new Executor(opts, isolation, taskUser, root, oldRoots)
     executor.spawner.warm()
+    if (taskUser.separate) opts.log.info({ uid: taskUser.uid, gid: taskUser.gid }, `tasks run as ${taskUser.detail}`)
+    else opts.log.warn({ uid: taskUser.uid, gid: taskUser.gid }, `tasks run as ${taskUser.detail}`)
     if (isolation.kind === 'none') {
       opts.log.warn({ isolation }, `tasks will run WITHOUT isolation (no CPU, memory or pid limits): ${isolation.detail}`)
     } else {
@@ -218,6 +258,7 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       throw new InputError('BAD_TASK_SPEC', `task spec: ${issue.path.join('.') || 'spec'}: ${issue.message}`)
     }
     const spec = parsed.data as AttemptSpec
+    this.checkUser(spec)
     opts.signal?.throwIfAborted()
     const existing = this.entries.get(spec.id)
     if (this.starting.has(spec.id)) throw new MurmurError('TASK_EXISTS', `task ${spec.id} is already starting here`, 1, 409)
@@ -248,17 +289,18 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     const dir = join(this.opts.dir, name)
     const alloc = join(dir, 'alloc')
     try {
-      mkdirSync(dir)
+      mkdirSync(dir, { mode: 0o700 })
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code !== 'EEXIST' && code !== 'ENOENT') throw err
       // EEXIST: left by nothing this executor knows (a start before recover(), a removal that failed): a new
       // task starts anew. ENOENT: the tasks dir itself was removed under the node.
       if (code === 'EEXIST') rmSync(dir, { recursive: true, force: true })
-      mkdirSync(dir, { recursive: true })
+      mkdirSync(dir, { recursive: true, mode: 0o700 })
     }
-    mkdirSync(alloc)
-    if (spec.user !== undefined) chownSync(alloc, spec.user.uid, spec.user.gid)
+    const user = this.userOf(spec)
+    mkdirSync(alloc, { mode: 0o700 })
+    if (user !== undefined) chownSync(alloc, user.uid, user.gid)
     const logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS, { fresh: true })
     const entry = this.newEntry(spec, name, dir, logs, Date.now())
     this.entries.set(spec.id, entry)
@@ -275,9 +317,8 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     }
     let cgroup: TaskCgroup | null = null
     try {
-      const cwd = spec.workdir === undefined ? alloc : isAbsolute(spec.workdir) ? spec.workdir : resolve(alloc, spec.workdir)
-      if (!isDir(cwd)) throw new StartFailure(`cannot start ${spec.command}: working dir ${cwd} does not exist (ENOENT)`)
-      const file = resolveCommand(spec.command, env, cwd, spec.user)
+      const cwd = workdirOf(spec, alloc)
+      const file = resolveCommand(spec.command, env, cwd, user)
       if (this.root !== null) {
         // A group of this name left over (an earlier run whose group could not be removed) goes first.
         const leftover = this.root.openTask(name)
@@ -295,7 +336,7 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
         else early = exit
       }
       const paths = logs.writerPaths()
-      const spawned = await this.spawner.spawn({ file, args: spec.args, env, cwd, user: spec.user, stdout: paths.stdout, stderr: paths.stderr, procs: cgroup?.procsFiles() ?? [] }, onExit)
+      const spawned = await this.spawner.spawn({ file, args: spec.args, env, cwd, user, stdout: paths.stdout, stderr: paths.stderr, procs: cgroup?.procsFiles() ?? [] }, onExit)
       entry.watched = true
       entry.cgroup = cgroup
       entry.info.pid = spawned.pid
@@ -324,10 +365,25 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     return snapshot(entry)
   }
 
+  /** The user a task runs as: its spec's own, else the executor's; undefined: the node's own (it cannot switch). */
+  private userOf (spec: AttemptSpec): { uid: number, gid: number } | undefined {
+    if (spec.user !== undefined) return spec.user
+    return this.taskUser.separate ? { uid: this.taskUser.uid, gid: this.taskUser.gid } : undefined
+  }
+
   /** The spawner's word on a task it started: its exit, or that it died first (then the sampler watches the task's pid). */
   private spawnedExit (entry: Entry, exit: SpawnedExit): void {
     if (exit === null) entry.watched = false
     else void this.finish(entry, exit)
+  }
+
+  /** A spec's own user may not be root (nor the node's uid, which is root when users can be switched), unless allowed. */
+  private checkUser (spec: AttemptSpec): void {
+    const user = spec.user
+    if (user === undefined || this.opts.allowPrivilegedTasks === true || !this.taskUser.separate) return
+    if (user.uid === 0 || user.gid === 0) {
+      throw new InputError('TASK_USER_REFUSED', `task ${spec.id} asks to run as uid ${user.uid}, gid ${user.gid}: tasks never run as root on this node; leave the user out (tasks run as ${this.taskUser.uid}:${this.taskUser.gid})`)
+    }
   }
 
   /** Refuses a start that would commit more CPU or memory than the node has, whatever placement believed. */
@@ -521,7 +577,8 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       cgroup: entry.info.cgroup,
     }
     const file = join(entry.info.dir, 'task.json')
-    if (fresh) writeFileSync(file, JSON.stringify(record) + '\n')
+    // The spec holds the job's environment: the node's alone (0600).
+    if (fresh) writeFileSync(file, JSON.stringify(record) + '\n', { mode: 0o600 })
     else writeJsonSync(file, record)
   }
 
@@ -765,6 +822,49 @@ function snapshot (entry: Entry): AttemptInfo {
   return structuredClone(entry.info)
 }
 
+/** Who tasks run as on this node, from the options and the node's own uid; throws for what cannot be. */
+function taskUserOf (opts: ExecutorOptions): TaskUser {
+  const nodeUid = process.getuid?.() ?? 0
+  const nodeGid = process.getgid?.() ?? 0
+  const wanted = opts.runAs
+  if (nodeUid !== 0) {
+    if (wanted !== undefined && (wanted.uid !== nodeUid || wanted.gid !== nodeGid)) {
+      throw new InputError('TASK_USER_UNAVAILABLE', `tasks cannot run as ${wanted.uid}:${wanted.gid}: the node runs as uid ${nodeUid}, not root, and cannot switch users; start the node as root, or leave the task user out`)
+    }
+    return { uid: nodeUid, gid: nodeGid, separate: false, detail: `the node's own uid ${nodeUid} (the node is not root and cannot switch users): a task can read the node's data dir and signal it` }
+  }
+  const user = wanted ?? DEFAULT_TASK_USER
+  for (const [what, id] of [['uid', user.uid], ['gid', user.gid]] as const) {
+    if (!Number.isInteger(id) || id < 0 || id > 2 ** 32 - 2) throw new InputError('TASK_USER_INVALID', `task ${what} ${id} is not a ${what}; give a number from 1 to ${2 ** 32 - 2}`)
+  }
+  if ((user.uid === 0 || user.gid === 0) && opts.allowPrivilegedTasks !== true) {
+    throw new InputError('TASK_USER_REFUSED', `tasks would run as ${user.uid}:${user.gid}, which is root: they could read the node's key and leave their cgroups; choose an unprivileged uid and gid (default ${DEFAULT_TASK_USER.uid}:${DEFAULT_TASK_USER.gid})`)
+  }
+  if (user.uid === 0) return { ...user, separate: false, detail: `root, as the node (allowed by the node's configuration): a task can do what the node can` }
+  return { ...user, separate: true, detail: `uid ${user.uid}, gid ${user.gid}, without the node's groups: the node's data dir is closed to them` }
+}
+
+/**
+ * The task's working dir, inside its alloc dir: a spec's workdir is relative to it and must stay in it, by its
+ * real path (a peer's record is untrusted, and a symlink could point out). Throws a StartFailure otherwise.
+ */
+function workdirOf (spec: AttemptSpec, alloc: string): string {
+  if (spec.workdir === undefined) return alloc
+  const fail = (why: string): never => { throw new StartFailure(`cannot start ${spec.command}: working dir ${spec.workdir}: ${why}`) }
+  if (isAbsolute(spec.workdir)) fail('is absolute; a working dir is relative to the task\'s own dir (MURMUR_ALLOC_DIR)')
+  let real = ''
+  try {
+    real = realpathSync(resolve(alloc, spec.workdir))
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    fail(code === 'ENOENT' ? 'does not exist in the task\'s own dir (ENOENT)' : (err as Error).message)
+  }
+  const root = realpathSync(alloc)
+  if (real !== root && !real.startsWith(root + sep)) fail('leaves the task\'s own dir; give a path inside it')
+  if (!isDir(real)) fail('is not a directory (ENOTDIR)')
+  return real
+}
+
 function isDir (path: string): boolean {
   try {
     return statSync(path).isDirectory()
@@ -793,7 +893,7 @@ function processUsage (pid: number): { cpuSeconds: number, memoryBytes: number, 
 
 /** Replaces a file whole: a crash leaves the old content or the new, never half. */
 function writeJsonSync (file: string, value: unknown): void {
-  writeFileSync(`${file}.tmp`, JSON.stringify(value) + '\n')
+  writeFileSync(`${file}.tmp`, JSON.stringify(value) + '\n', { mode: 0o600 })
   renameSync(`${file}.tmp`, file)
 }
 

@@ -69,7 +69,7 @@ const CATCH_UP_ROUNDS_MAX = 4
 /** A follower looks again this often when fs.watch runs (a net for missed events), and when it could not be started. */
 const FOLLOW_POLL_WATCHED_MS = 250
 const FOLLOW_POLL_UNWATCHED_MS = 100
-const FILE_MODE = 0o640
+const FILE_MODE = 0o600
 const STATE_FILE = 'logs.json'
 const STREAMS: readonly LogStream[] = ['stdout', 'stderr']
 
@@ -119,7 +119,7 @@ export class TaskLogs {
   static async open (dir: string, limits: LogLimits = LOG_DEFAULTS, opts: { fresh?: boolean } = {}): Promise<TaskLogs> {
     checkLimits(limits)
     if (opts.fresh === true) return TaskLogs.create(dir, limits)
-    await mkdir(dir, { recursive: true })
+    await mkdir(dir, { recursive: true, mode: 0o700 })
     const saved = await loadState(dir)
     const stdout = await openStream(dir, 'stdout', saved)
     let stderr: Awaited<ReturnType<typeof openStream>>
@@ -138,7 +138,7 @@ export class TaskLogs {
   }
 
   private static create (dir: string, limits: LogLimits): TaskLogs {
-    mkdirSync(dir)
+    mkdirSync(dir, { mode: 0o700 })
     // No record until the first rotation: a missing one says the same (base 0, nothing rotated).
     const stream = (name: LogStream): StreamFiles => {
       const path = join(dir, `${name}.log`)
@@ -155,12 +155,12 @@ export class TaskLogs {
     return new TaskLogs(dir, { maxBytes: limits.maxBytes, files: limits.files }, { stdout, stderr })
   }
 
-  /** The live files a child process appends to (opened O_WRONLY|O_APPEND|O_CREAT, mode 0o640, as openWriters() does). */
+  /** The live files a child process appends to (opened O_WRONLY|O_APPEND|O_CREAT, mode 0o600, as openWriters() does). */
   writerPaths (): { stdout: string, stderr: string } {
     return { stdout: this.streams.stdout.path, stderr: this.streams.stderr.path }
   }
 
-  /** Opens (O_WRONLY|O_APPEND|O_CREAT, mode 0o640) the write ends for a child process; the caller passes them as stdio and then calls closeWriters(). */
+  /** Opens (O_WRONLY|O_APPEND|O_CREAT, mode 0o600) the write ends for a child process; the caller passes them as stdio and then calls closeWriters(). */
   openWriters (): { stdout: number, stderr: number } {
     if (this.closed) throw new Error(`the logs in ${this.dir} are closed`)
     if (this.writers !== null) throw new Error(`the log writers in ${this.dir} are already open: call closeWriters() first`)

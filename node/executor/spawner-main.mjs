@@ -22,7 +22,7 @@ import { closeSync, constants, openSync, readFileSync, writeSync } from 'node:fs
 
 const [SHIM_NAME, SHIM] = process.argv.slice(2)
 const LOG_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT
-const LOG_MODE = 0o640
+const LOG_MODE = 0o600
 
 /** @param {object} reply */
 function send (reply) {

@@ -2,16 +2,19 @@
 // tasks dir, starts the tasks it is given, prints one line once they run, then
 // waits to be SIGKILLed, so that the next life finds what it left.
 //
-//   node test/helpers/executor-child.ts <dir> <nodeId> '<AttemptSpec[] as JSON>'
+//   node test/helpers/executor-child.ts <dir> <nodeId> '<AttemptSpec[] as JSON>' [self]
 //
 // Prints `running <json>` with each task's id, pid, phase and cgroup, or
 // `failed <message>` if the executor could not be opened or a start threw.
+// With `self`, tasks run as this process's own user (root allowed), as in
+// executor.test.ts, whose scripts write into the tasks dir by absolute paths;
+// otherwise as the executor's default task user, as a node's would.
 
 import { pino } from 'pino'
 import { Executor } from '../../node/executor/executor.ts'
 import type { AttemptSpec } from '../../node/executor/types.ts'
 
-const [dir, nodeId, json] = process.argv.slice(2)
+const [dir, nodeId, json, as] = process.argv.slice(2)
 if (dir === undefined || nodeId === undefined || json === undefined) {
   process.stderr.write('usage: executor-child.ts <dir> <nodeId> <specs json>\n')
   process.exit(2)
@@ -25,6 +28,7 @@ try {
     isolation: 'auto',
     log: pino({ level: 'silent' }),
     sampleMs: 100,
+    ...(as === 'self' ? { runAs: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }, allowPrivilegedTasks: true } : {}),
   })
   const started = []
   for (const spec of JSON.parse(json) as AttemptSpec[]) {

@@ -47,7 +47,8 @@ function sh (id: string, script: string): AttemptSpec {
 }
 
 /** Touches a file once the command itself runs, then sleeps. */
-const SLEEPER = ': > "$MURMUR_ALLOC_DIR/ready"; exec sleep 1000'
+/** Paths relative to the working dir, the alloc dir: the default task user cannot reach it through the node's tasks dir. */
+const SLEEPER = ': > ready; exec sleep 1000'
 
 function stat (pid: number): { ppid: number, pgrp: number } | null {
   try {
@@ -102,7 +103,7 @@ describe('starts through the spawner', () => {
   it('when the spawner dies, its running task goes on and is watched by its pid; the next start gets a new spawner', async () => {
     const { executor } = open()
     const first = await spawnerPid(executor)
-    const info = await executor.start(sh('survivor', ': > "$MURMUR_ALLOC_DIR/ready"; while [ ! -e "$MURMUR_ALLOC_DIR/go" ]; do sleep 0.05; done'))
+    const info = await executor.start(sh('survivor', ': > ready; while [ ! -e go ]; do sleep 0.05; done'))
     await ready(info)
 
     process.kill(first, 'SIGKILL')
@@ -128,8 +129,8 @@ describe('starts through the spawner', () => {
     const pid = await spawnerPid(executor)
     // Held where it cannot answer: the request waits in the channel.
     process.kill(pid, 'SIGSTOP')
-    const marker = join(dir, 'ran')
-    const starting = executor.start(sh('orphan', `: > ${marker}; exec sleep 1000`))
+    const marker = join(dir, 'tasks', 'orphan', 'alloc', 'ran')
+    const starting = executor.start(sh('orphan', ': > ran; exec sleep 1000'))
     await new Promise((resolve) => setTimeout(resolve, 200))
     process.kill(pid, 'SIGKILL')
     const info = await starting

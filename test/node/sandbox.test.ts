@@ -1,0 +1,265 @@
+// What a task can reach of the node that runs it: nothing. Real tasks through
+// the real executor and spawner, in real cgroups, below a real data dir (its
+// identity key, a LevelDB state database, other tasks' dirs and logs), probed
+// from inside by a task that tries to read, move itself out of its cgroup and
+// signal the node. Each attempt must fail with the kernel's EACCES or EPERM.
+//
+// Only root can switch a task to another user: elsewhere the tests say why
+// they are skipped. The parent of the data dir is opened (0755) on purpose, so
+// that the data dir's own modes are what is tested.
+
+import { randomBytes } from 'node:crypto'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { pino } from 'pino'
+import { afterEach, describe, expect, it } from 'vitest'
+import { openDataDir } from '../../node/datadir.ts'
+import { InputError } from '../../node/errors.ts'
+import { DEFAULT_TASK_USER, Executor } from '../../node/executor/executor.ts'
+import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
+import { StateStore } from '../../node/state-store.ts'
+import { waitUntil } from '../helpers/wait.ts'
+
+const ROOT = process.getuid?.() === 0
+const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : null
+const SKIP = !ROOT || PYTHON === null
+const WHY = !ROOT ? 'skipped: only root can run tasks as another user' : PYTHON === null ? 'skipped: the probe needs /usr/bin/python3' : ''
+const MiB = 1024 ** 2
+const log = pino({ level: 'silent' })
+const peerIdOf = (key: Parameters<typeof peerIdFromPrivateKey>[0]): string => peerIdFromPrivateKey(key).toString()
+
+/**
+ * The probe: tries each thing it is given and prints, as one JSON document, the errno name of each
+ * attempt ('ok' if it worked), its own ids and groups, and its cgroups after trying to leave them.
+ */
+const PROBE = String.raw`
+import errno, json, os, sys
+req = json.loads(os.environ['PROBE'])
+out = {'read': {}, 'list': {}, 'write': {}, 'signal': {}}
+def attempt(fn):
+    try:
+        fn()
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+for p in req['read']:
+    out['read'][p] = attempt(lambda: open(p, 'rb').read(1))
+for p in req['list']:
+    out['list'][p] = attempt(lambda: os.listdir(p))
+def own_groups():
+    return sorted(l.strip() for l in open('/proc/self/cgroup'))
+before = own_groups()
+mounts = {}
+for line in open('/proc/self/mounts'):
+    f = line.split(' ')
+    if f[2] == 'cgroup':
+        for c in f[3].split(','):
+            mounts[c] = f[1]
+    elif f[2] == 'cgroup2':
+        mounts[''] = f[1]
+targets = list(req['write'])
+for line in before:
+    _, ctrls, path = line.split(':', 2)
+    for c in (ctrls.split(',') if ctrls else ['']):
+        if c in ('memory', 'pids', 'cpu', '') and c in mounts:
+            base = mounts[c]
+            parent = os.path.dirname(path.rstrip('/'))
+            targets.append(os.path.join(base + parent, 'cgroup.procs'))
+            targets.append(os.path.join(base, 'cgroup.procs'))
+            targets.append(os.path.join(base + path, 'cgroup.procs'))
+def write(p):
+    fd = os.open(p, os.O_WRONLY)
+    try:
+        os.write(fd, (str(os.getpid()) + '\n').encode())
+    finally:
+        os.close(fd)
+for p in targets:
+    out['write'][p] = attempt(lambda: write(p))
+out['cgroupsKept'] = own_groups() == before
+for pid in req['signal']:
+    out['signal'][str(pid)] = attempt(lambda: os.kill(pid, 0))
+status = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines() if ':' in l)
+out['uid'] = status['Uid'].split()
+out['gid'] = status['Gid'].split()
+out['groups'] = status['Groups'].split()
+out['mine'] = attempt(lambda: open('mine', 'w').write('x'))
+print(json.dumps(out))
+`
+
+interface ProbeReport {
+  read: Record<string, string>
+  list: Record<string, string>
+  write: Record<string, string>
+  signal: Record<string, string>
+  cgroupsKept: boolean
+  uid: string[]
+  gid: string[]
+  groups: string[]
+  mine: string
+}
+
+const cleanups: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+/** A node's data dir as node.ts lays it out: identity, lock, a state database, the tasks dir; and its executor. */
+async function node (): Promise<{ data: string, executor: Executor }> {
+  const base = mkdtempSync(join(tmpdir(), 'murmur-sandbox-'))
+  chmodSync(base, 0o755)
+  cleanups.push(async () => { rmSync(base, { recursive: true, force: true }) })
+  const dataDir = await openDataDir(join(base, 'data'), peerIdOf)
+  cleanups.push(async () => { await dataDir.release() })
+  const store = await StateStore.open(join(dataDir.path, 'state'), { log })
+  await store.close()
+  const executor = Executor.open({
+    nodeId: `test-${randomBytes(4).toString('hex')}`,
+    dir: join(dataDir.path, 'tasks'),
+    capacity: { cpuMillis: 8_000, memoryBytes: 8 * 1024 * MiB },
+    log,
+    sampleMs: 100,
+    graceMs: 1_000,
+  })
+  cleanups.push(async () => {
+    await executor.stopAll(500)
+    await executor.close()
+  })
+  return { data: dataDir.path, executor }
+}
+
+function sh (id: string, script: string, more: Partial<AttemptSpec> = {}): AttemptSpec {
+  return { id, job: 'sandbox', command: '/bin/sh', args: ['-c', script], env: {}, cpuMillis: 200, memoryBytes: 64 * MiB, ...more }
+}
+
+async function ended (executor: Executor, id: string): Promise<AttemptInfo> {
+  return (await waitUntil(`task ${id} to end`, async () => executor.inspect(id), (info) => info?.phase === 'ended', 20_000, 20))!
+}
+
+function mode (path: string): number {
+  return statSync(path).mode & 0o777
+}
+
+describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
+  it.skipIf(SKIP)('keeps a task from the node\'s key, its state database, other tasks\' files, other cgroups and the node itself', async () => {
+    const { data, executor } = await node()
+    expect(executor.taskUser).toMatchObject({ ...DEFAULT_TASK_USER, separate: true })
+
+    // Another task, with a file in its alloc dir, its logs and its record.
+    const victim = await executor.start(sh('victim', 'echo secret > secret; echo logged; exec sleep 1000'))
+    expect(victim.exit).toBeNull()
+    await waitUntil('the victim to write', async () => existsSync(join(victim.dir, 'alloc', 'secret')), (x) => x, 20_000, 20)
+    const state = join(data, 'state')
+    const stateFiles = readdirSync(state).map((f) => join(state, f))
+    expect(stateFiles.length).toBeGreaterThan(0)
+    const secrets = [
+      join(data, 'identity.key'), join(data, 'murmur.json'), join(data, 'node.lock'), ...stateFiles,
+      join(victim.dir, 'task.json'), join(victim.dir, 'logs', 'stdout.log'), join(victim.dir, 'alloc', 'secret'),
+      join(data, 'tasks', 'cgroups.json'),
+    ].filter((p) => existsSync(p))
+    const dirs = [data, state, join(data, 'tasks'), victim.dir, join(victim.dir, 'alloc'), join(victim.dir, 'logs')]
+    // The victim's group in the memory hierarchy (v1), or its only group (v2).
+    const victimProcs = victim.cgroup === null ? [] : [join(victim.cgroup, 'cgroup.procs')]
+    const request = { read: secrets, list: dirs, write: victimProcs, signal: [process.pid, executor.spawnerInfo().pid ?? process.pid] }
+
+    const probe = await executor.start({ ...sh('probe', ''), command: PYTHON!, args: ['-c', PROBE], env: { PROBE: JSON.stringify(request) } })
+    const done = await ended(executor, 'probe')
+    const stderr = (await executor.readLogs('probe', 'stderr')).data.toString('utf8')
+    expect(done.exit, stderr).toMatchObject({ reason: 'exited', code: 0 })
+    const report = JSON.parse((await executor.readLogs('probe', 'stdout')).data.toString('utf8')) as ProbeReport
+
+    // Unprivileged, without the node's groups.
+    expect(report.uid).toEqual(Array(4).fill(String(DEFAULT_TASK_USER.uid)))
+    expect(report.gid).toEqual(Array(4).fill(String(DEFAULT_TASK_USER.gid)))
+    expect(report.groups.filter((g) => g !== String(DEFAULT_TASK_USER.gid))).toEqual([])
+    // It works in its own dir (its working dir, entered before the switch).
+    expect(report.mine).toBe('ok')
+    expect(readFileSync(join(probe.dir, 'alloc', 'mine'), 'utf8')).toBe('x')
+    for (const path of secrets) expect(report.read[path], `reading ${path}`).toBe('EACCES')
+    for (const path of dirs) expect(report.list[path], `listing ${path}`).toBe('EACCES')
+    // Its own group's parent, the hierarchy's root, its own group (root's files all), another task's group.
+    expect(Object.keys(report.write).length).toBeGreaterThanOrEqual(victim.cgroup === null ? 0 : 4)
+    // Each one there (the probe's own groups went with it), so that no ENOENT passes for a refusal.
+    for (const path of Object.keys(report.write)) if (!path.includes(`/${probe.id}/`)) expect(existsSync(path), path).toBe(true)
+    for (const [path, result] of Object.entries(report.write)) expect(['EACCES', 'EPERM'], `writing ${path}`).toContain(result)
+    expect(report.cgroupsKept).toBe(true)
+    // The node and its spawner: another user's processes. (Tasks share the task user: one can signal another.)
+    for (const [pid, result] of Object.entries(report.signal)) expect(result, `signalling ${pid}`).toBe('EPERM')
+
+    // And on disk, without relying on the data dir's mode alone.
+    expect(mode(data)).toBe(0o700)
+    expect(mode(join(data, 'identity.key'))).toBe(0o600)
+    expect(mode(join(data, 'murmur.json'))).toBe(0o600)
+    expect(mode(join(data, 'tasks'))).toBe(0o700)
+    expect(mode(victim.dir)).toBe(0o700)
+    expect(mode(join(victim.dir, 'task.json'))).toBe(0o600)
+    expect(mode(join(victim.dir, 'logs'))).toBe(0o700)
+    expect(mode(join(victim.dir, 'logs', 'stdout.log'))).toBe(0o600)
+    expect(mode(join(victim.dir, 'alloc'))).toBe(0o700)
+    expect(statSync(join(victim.dir, 'alloc')).uid).toBe(DEFAULT_TASK_USER.uid)
+    // The cgroups stay root's: a task's own group is not handed to it.
+    if (victim.cgroup !== null) for (const procs of victimProcs) expect(statSync(procs).uid).toBe(0)
+    // The task still wrote its own logs (the spawner opened them for it).
+    expect((await executor.readLogs('victim', 'stdout')).data.toString('utf8')).toBe('logged\n')
+  })
+
+  it.skipIf(SKIP)('refuses a working dir outside the task\'s own dir at start, and root as a task\'s user', async () => {
+    const { executor } = await node()
+    for (const workdir of ['/', '..', '../..', 'a/../../..']) {
+      const info = await executor.start(sh(`out-${workdir.length}`, 'pwd', { workdir }))
+      expect(info.exit, workdir).toMatchObject({ reason: 'start-failed' })
+      expect(info.exit!.message).toMatch(/working dir .*(is absolute|leaves the task's own dir)/)
+    }
+    const missing = await executor.start(sh('missing', 'pwd', { workdir: 'sub' }))
+    expect(missing.exit!.message).toMatch(/working dir sub: does not exist in the task's own dir/)
+    for (const user of [{ uid: 0, gid: 0 }, { uid: 1000, gid: 0 }, { uid: 0, gid: 1000 }]) {
+      const err = await executor.start(sh('root', 'id', { user })).then(() => null, (e: unknown) => e)
+      expect(err).toBeInstanceOf(InputError)
+      expect((err as InputError).code).toBe('TASK_USER_REFUSED')
+    }
+    expect(executor.committed().tasks).toBe(0)
+  })
+
+  it.skipIf(SKIP)('refuses root as the task user unless the node allows it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'murmur-sandbox-'))
+    cleanups.push(async () => { rmSync(dir, { recursive: true, force: true }) })
+    const opts = { nodeId: `test-${randomBytes(4).toString('hex')}`, dir: join(dir, 'tasks'), capacity: { cpuMillis: 1_000, memoryBytes: 1024 * MiB }, isolation: 'none' as const, log }
+    expect(() => Executor.open({ ...opts, runAs: { uid: 0, gid: 0 } })).toThrow(/which is root: they could read the node's key/)
+    const custom = Executor.open({ ...opts, runAs: { uid: 4242, gid: 4343 } })
+    expect(custom.taskUser).toMatchObject({ uid: 4242, gid: 4343, separate: true })
+    await custom.close()
+    const root = Executor.open({ ...opts, runAs: { uid: 0, gid: 0 }, allowPrivilegedTasks: true })
+    expect(root.taskUser).toMatchObject({ uid: 0, separate: false })
+    await root.close()
+  })
+})
+
+describe('a node\'s data dir', () => {
+  it('is made private, and an existing one is closed up when it opens', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'murmur-datadir-'))
+    cleanups.push(async () => { rmSync(base, { recursive: true, force: true }) })
+    const path = join(base, 'data')
+    const first = await openDataDir(path, peerIdOf)
+    expect(mode(path)).toBe(0o700)
+    for (const file of ['identity.key', 'murmur.json', 'node.lock']) expect(mode(join(path, file)), file).toBe(0o600)
+    await first.release()
+    // As an older version, or a loose umask, left it.
+    chmodSync(path, 0o755)
+    chmodSync(join(path, 'murmur.json'), 0o644)
+    const state = join(path, 'state')
+    const store = await StateStore.open(state, { log })
+    await store.close()
+    chmodSync(state, 0o755)
+    for (const f of readdirSync(state)) chmodSync(join(state, f), 0o644)
+    writeFileSync(join(path, 'node.json'), '{}', { mode: 0o644 })
+    const again = await openDataDir(path, peerIdOf)
+    cleanups.push(async () => { await again.release() })
+    expect(mode(path)).toBe(0o700)
+    expect(mode(join(path, 'murmur.json'))).toBe(0o600)
+    expect(mode(join(path, 'node.json'))).toBe(0o600)
+    expect(mode(state)).toBe(0o700)
+    for (const f of readdirSync(state)) expect(mode(join(state, f)) & 0o077, f).toBe(0)
+    expect(again.peerId).toBe(first.peerId)
+  })
+})
