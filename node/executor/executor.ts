@@ -822,10 +822,10 @@ function snapshot (entry: Entry): AttemptInfo {
   return structuredClone(entry.info)
 }
 
-/** Who tasks run as on this node, from the options and the node's own uid; throws for what cannot be. */
-function taskUserOf (opts: ExecutorOptions): TaskUser {
-  const nodeUid = process.getuid?.() ?? 0
-  const nodeGid = process.getgid?.() ?? 0
+/** Who tasks run as on this node, from the options and the node's own uid and gid; throws for what cannot be. */
+export function taskUserOf (opts: Pick<ExecutorOptions, 'runAs' | 'allowPrivilegedTasks'>, node = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }): TaskUser {
+  const nodeUid = node.uid
+  const nodeGid = node.gid
   const wanted = opts.runAs
   if (nodeUid !== 0) {
     if (wanted !== undefined && (wanted.uid !== nodeUid || wanted.gid !== nodeGid)) {

@@ -17,7 +17,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openDataDir } from '../../node/datadir.ts'
 import { InputError } from '../../node/errors.ts'
-import { DEFAULT_TASK_USER, Executor } from '../../node/executor/executor.ts'
+import { DEFAULT_TASK_USER, Executor, taskUserOf } from '../../node/executor/executor.ts'
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
 import { StateStore } from '../../node/state-store.ts'
 import { waitUntil } from '../helpers/wait.ts'
@@ -158,7 +158,11 @@ describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
       join(victim.dir, 'task.json'), join(victim.dir, 'logs', 'stdout.log'), join(victim.dir, 'alloc', 'secret'),
       join(data, 'tasks', 'cgroups.json'),
     ].filter((p) => existsSync(p))
-    const dirs = [data, state, join(data, 'tasks'), victim.dir, join(victim.dir, 'alloc'), join(victim.dir, 'logs')]
+    // The node's own process too: /proc's links to its files and dirs bypass the data dir's mode, but not the
+    // check that the caller is the process's own user.
+    const nodeProc = `/proc/${process.pid}`
+    secrets.push(`${nodeProc}/environ`, `${nodeProc}/root${data}/identity.key`, `${nodeProc}/cwd/package.json`)
+    const dirs = [data, state, join(data, 'tasks'), victim.dir, join(victim.dir, 'alloc'), join(victim.dir, 'logs'), `${nodeProc}/fd`, `${nodeProc}/cwd`]
     // The victim's group in the memory hierarchy (v1), or its only group (v2).
     const victimProcs = victim.cgroup === null ? [] : [join(victim.cgroup, 'cgroup.procs')]
     const request = { read: secrets, list: dirs, write: victimProcs, signal: [process.pid, executor.spawnerInfo().pid ?? process.pid] }
@@ -232,6 +236,26 @@ describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
     const root = Executor.open({ ...opts, runAs: { uid: 0, gid: 0 }, allowPrivilegedTasks: true })
     expect(root.taskUser).toMatchObject({ uid: 0, separate: false })
     await root.close()
+  })
+})
+
+describe('the task user', () => {
+  it('is nobody for a root node, the node itself for another (which cannot switch), and never root unless allowed', () => {
+    const root = { uid: 0, gid: 0 }
+    expect(taskUserOf({}, root)).toMatchObject({ uid: 65534, gid: 65534, separate: true })
+    expect(taskUserOf({ runAs: { uid: 2000, gid: 3000 } }, root)).toMatchObject({ uid: 2000, gid: 3000, separate: true })
+    for (const runAs of [{ uid: 0, gid: 0 }, { uid: 0, gid: 5 }, { uid: 5, gid: 0 }]) {
+      expect(() => taskUserOf({ runAs }, root)).toThrow(/which is root: they could read the node's key and leave their cgroups; choose an unprivileged uid and gid/)
+    }
+    expect(() => taskUserOf({ runAs: { uid: -1, gid: 5 } }, root)).toThrow(/task uid -1 is not a uid/)
+    expect(taskUserOf({ runAs: { uid: 0, gid: 0 }, allowPrivilegedTasks: true }, root)).toMatchObject({ uid: 0, separate: false })
+
+    const user = { uid: 1000, gid: 1000 }
+    const self = taskUserOf({}, user)
+    expect(self).toMatchObject({ uid: 1000, gid: 1000, separate: false })
+    expect(self.detail).toMatch(/not root and cannot switch users\): a task can read the node's data dir and signal it/)
+    expect(taskUserOf({ runAs: user }, user)).toMatchObject({ separate: false })
+    expect(() => taskUserOf({ runAs: { uid: 65534, gid: 65534 } }, user)).toThrow(/^tasks cannot run as 65534:65534: the node runs as uid 1000, not root, and cannot switch users; start the node as root, or leave the task user out$/)
   })
 })
 
