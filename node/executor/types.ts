@@ -20,7 +20,7 @@ export interface AttemptSpec {
   command: string
   args: string[]
   env: Record<string, string>
-  /** Absolute, or relative to the task's own dir (MURMUR_ALLOC_DIR); default: that dir. */
+  /** Relative to the task's own dir (MURMUR_ALLOC_DIR), and inside it by its real path; default: that dir. */
   workdir?: string | undefined
   /** The CPU quota, in thousandths of a core. */
   cpuMillis: number
@@ -28,7 +28,7 @@ export interface AttemptSpec {
   memoryBytes: number
   /** At most this many processes and threads at once; default RUNNER_DEFAULTS.pidsMax. */
   pidsMax?: number | undefined
-  /** Run as this user and group instead of the node's. */
+  /** Run as this user and group instead of the executor's task user (runAs); never root unless the node allows privileged tasks. */
   user?: { uid: number, gid: number } | undefined
   logs?: LogLimits | undefined
 }
