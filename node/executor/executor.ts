@@ -848,7 +848,7 @@ export function taskUserOf (opts: Pick<ExecutorOptions, 'runAs' | 'allowPrivileg
  * The task's working dir, inside its alloc dir: a spec's workdir is relative to it and must stay in it, by its
  * real path (a peer's record is untrusted, and a symlink could point out). Throws a StartFailure otherwise.
  */
-function workdirOf (spec: AttemptSpec, alloc: string): string {
+export function workdirOf (spec: Pick<AttemptSpec, 'command' | 'workdir'>, alloc: string): string {
   if (spec.workdir === undefined) return alloc
   const fail = (why: string): never => { throw new StartFailure(`cannot start ${spec.command}: working dir ${spec.workdir}: ${why}`) }
   if (isAbsolute(spec.workdir)) fail('is absolute; a working dir is relative to the task\'s own dir (MURMUR_ALLOC_DIR)')

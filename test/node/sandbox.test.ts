@@ -9,7 +9,7 @@
 // that the data dir's own modes are what is tested.
 
 import { randomBytes } from 'node:crypto'
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -17,7 +17,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openDataDir } from '../../node/datadir.ts'
 import { InputError } from '../../node/errors.ts'
-import { DEFAULT_TASK_USER, Executor, taskUserOf } from '../../node/executor/executor.ts'
+import { DEFAULT_TASK_USER, Executor, taskUserOf, workdirOf } from '../../node/executor/executor.ts'
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
 import { StateStore } from '../../node/state-store.ts'
 import { waitUntil } from '../helpers/wait.ts'
@@ -256,6 +256,27 @@ describe('the task user', () => {
     expect(self.detail).toMatch(/not root and cannot switch users\): a task can read the node's data dir and signal it/)
     expect(taskUserOf({ runAs: user }, user)).toMatchObject({ separate: false })
     expect(() => taskUserOf({ runAs: { uid: 65534, gid: 65534 } }, user)).toThrow(/^tasks cannot run as 65534:65534: the node runs as uid 1000, not root, and cannot switch users; start the node as root, or leave the task user out$/)
+  })
+})
+
+describe('a task\'s working dir', () => {
+  it('is inside its alloc dir by its real path: a symlink that points out is refused like ..', () => {
+    const alloc = realpathSync(mkdtempSync(join(tmpdir(), 'murmur-workdir-')))
+    cleanups.push(async () => { rmSync(alloc, { recursive: true, force: true }) })
+    mkdirSync(join(alloc, 'data', 'deep'), { recursive: true })
+    symlinkSync('/etc', join(alloc, 'out'))
+    symlinkSync('data/deep', join(alloc, 'in'))
+    writeFileSync(join(alloc, 'file'), '')
+    const at = (workdir?: string): string => workdirOf({ command: 'sh', workdir }, alloc)
+    expect(at()).toBe(alloc)
+    expect(at('data')).toBe(join(alloc, 'data'))
+    expect(at('in')).toBe(join(alloc, 'data', 'deep'))
+    expect(at('data/deep/../..')).toBe(alloc)
+    expect(() => at('out')).toThrow(/^cannot start sh: working dir out: leaves the task's own dir; give a path inside it$/)
+    expect(() => at('data/../../')).toThrow(/leaves the task's own dir/)
+    expect(() => at('/etc')).toThrow(/working dir \/etc: is absolute/)
+    expect(() => at('file')).toThrow(/is not a directory/)
+    expect(() => at('nope')).toThrow(/does not exist in the task's own dir/)
   })
 })
 
