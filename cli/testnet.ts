@@ -26,6 +26,8 @@ export function registerTestnet (program: Command): void {
       const state = await testnet.up({ nodes, dir: opts.dir, onProgress: progress, netns: opts.netns === true })
       progress(`${nodes} node(s) up in ${((Date.now() - started) / 1000).toFixed(1)} s`)
       process.stdout.write(nodeTable(state.nodes.map((n) => ({ ...n, process: 'running' as const }))) + '\n')
+      // A node of one's own joins the testnet only with its key.
+      process.stdout.write(`\ncluster key: ${testnet.clusterKeyFile(state.dir)} (give it to another node with --cluster-key)\n`)
       if (opts.foreground !== true) {
         process.stdout.write(`\nthe nodes run in the background: 'murmur testnet status', 'murmur testnet down'\n`)
         return
