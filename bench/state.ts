@@ -35,6 +35,7 @@ import { type Client, type StateInfo, connect } from '../cli/client.ts'
 import { table } from '../cli/table.ts'
 import type { ClaimRecord } from '../crdt/schema.ts'
 import { ClusterState, ORIGIN } from '../crdt/state.ts'
+import { derivedKeys } from '../crdt/signing.ts'
 import { applyRemote, canonicalState } from '../crdt/sync.ts'
 import { writeClusterKey } from '../node/config.ts'
 import { StateStore } from '../node/state-store.ts'
@@ -679,7 +680,7 @@ function observerThread (data: ObserverWorkerData): void {
   const port = parentPort!
   gcNow()
   const baseline = process.memoryUsage().heapUsed
-  const state = new ClusterState({ self: 'observer', life: 'observer-life' })
+  const state = new ClusterState({ self: 'observer', life: 'observer-life', keys: derivedKeys('observer') })
   let rejected = 0
   const markerFrom = markers(data.inputs, (update) => {
     if (!applyRemote(state.doc, update, ORIGIN.remote).ok) rejected++
@@ -701,7 +702,7 @@ function simThread (data: SimWorkerData): void {
   const { setup, ids } = data
   gcNow()
   const baseline = process.memoryUsage().heapUsed
-  const replicas = ids.map((i) => new ClusterState({ self: simNodeId(i), life: randomUUIDFrom(i) }))
+  const replicas = ids.map((i) => new ClusterState({ self: simNodeId(i), life: randomUUIDFrom(i), keys: derivedKeys(simNodeId(i)) }))
   let rejected = 0
   let transactions = 0
   const applyHere = (update: Uint8Array, except: ClusterState | null): void => {
@@ -977,7 +978,7 @@ async function startup (records: number): Promise<void> {
         if (loaded.snapshot !== null) Y.applyUpdate(doc, loaded.snapshot)
         for (const u of loaded.updates) Y.applyUpdate(doc, u)
       }, ORIGIN.load)
-      const state = new ClusterState({ self: peerId, life: loaded.lifeId, doc })
+      const state = new ClusterState({ self: peerId, life: loaded.lifeId, doc, keys: derivedKeys(peerId) })
       store.setSnapshotSource(() => Y.encodeStateAsUpdate(doc))
       const appends: Array<Promise<void>> = []
       doc.on('update', (update: Uint8Array) => { appends.push(store.append(update, { durable: false })) })

@@ -17,6 +17,14 @@ export const RECORD_LIMITS = Object.freeze({
   jobRecordBytesMax: 64 * 1024,
   taskRecordBytesMax: 16 * 1024,
   reasonCharsMax: 1_024,
+  /**
+   * What one writer may hold of a kind, over all its spaces: far above what a node
+   * writes (a thousand jobs at their largest), and what keeps one member from
+   * filling every node's memory. An update that would go over is refused.
+   */
+  writerBytesMax: { jobs: 64 * 1024 * 1024, tasks: 32 * 1024 * 1024 },
+  /** Writer spaces of one writer: its current life, and earlier ones until maintenance moves them. */
+  spacesPerWriterMax: 8,
 })
 
 const L = RECORD_LIMITS

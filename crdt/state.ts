@@ -9,6 +9,8 @@ import {
   type JobRecord, type NodeRecord, RECORD_LIMITS, type ClaimRecord,
   jobRecordSchema, nodeRecordSchema, resolveJob, taskRecordSchema,
 } from './schema.ts'
+import { type DecodedUpdate, type Verdict, applyRemote } from './sync.ts'
+import { type Placement, type RecordKeys, asEnvelope, clientIdOf, envelopeProblem, idText, newNonce, writeSigned } from './signing.ts'
 
 export type Kind = 'nodes' | 'jobs' | 'tasks'
 /** Kinds whose records live in writer spaces (see README.md). */
@@ -74,6 +76,8 @@ export interface MaintenanceReport {
 }
 
 interface Entry<T> { writer: string, record: T }
+/** Where an item of an update goes: a key of a top-level map (root), or of the map that is item `parent`. */
+interface Where { root: string | null, parent: Y.ID | null, key: string | null }
 type RecordOf<K extends SpacedKind> = K extends 'jobs' ? JobRecord : ClaimRecord
 
 const SCHEMAS = { nodes: nodeRecordSchema, jobs: jobRecordSchema, tasks: taskRecordSchema } as const
@@ -138,10 +142,26 @@ export class ClusterState {
   /** This node's records that a peer's update removed: put back by restoreLost(). */
   private readonly lost: Record<SpacedKind, Map<string, unknown>> = { jobs: new Map(), tasks: new Map() }
 
-  constructor (init: { self: string, life: string, doc?: Y.Doc }) {
+  /** Signs this node's records and checks everyone's. */
+  private readonly keys: RecordKeys
+  private readonly random: () => number
+  /** The nonce this process's Yjs client id is derived from (signing.ts, clientIdOf). */
+  private nonce = ''
+  private clientId = -1
+  /** `<kind>/<space key>` → bytes of the valid records in that space (for the writers' byte budgets). */
+  private readonly spaceBytes = new Map<string, number>()
+  /** Envelopes whose signature was checked (the objects Yjs holds for integrated items). */
+  private readonly verified = new WeakSet<object>()
+  /** Item ids whose record the update being applied was checked for (checkRemote): not checked twice. */
+  private gateChecked: Set<string> | null = null
+
+  constructor (init: { self: string, life: string, keys: RecordKeys, doc?: Y.Doc, random?: () => number }) {
     this.self = init.self
     this.life = init.life
+    this.keys = init.keys
+    this.random = init.random ?? Math.random
     this.doc = init.doc ?? new Y.Doc()
+    this.ownClient()
     this.doc.getMap('nodes').observe((event, tr) => {
       const ids: string[] = []
       for (const key of event.keysChanged) if (this.reindexNode(key)) ids.push(key)
@@ -231,7 +251,7 @@ export class ClusterState {
   setNode (record: NodeRecord): void {
     const value = this.checked('nodes', record)
     if (value.id !== this.self) throw new StateError('NOT_WRITER', `node ${this.self} cannot write the record of node ${value.id}`)
-    this.transact(() => { this.doc.getMap('nodes').set(value.id, value) })
+    this.transact(() => { this.setSigned(this.doc.getMap('nodes'), 'nodes', '', value.id, value) })
   }
 
   putJob (record: JobRecord): void { this.put('jobs', this.checked('jobs', record)) }
@@ -292,7 +312,7 @@ export class ClusterState {
         for (const [id, record] of this.lost[kind]) {
           const present = this.entries(kind, id).some((e) => e.writer === this.self)
           if (!present) {
-            this.ownSpace(kind).set(id, record)
+            this.setSigned(this.ownSpace(kind), kind, spaceKey(this.self, this.life), id, record)
             restored++
           }
         }
@@ -344,7 +364,7 @@ export class ClusterState {
     this.transact(() => {
       // A record of an earlier life is superseded by this one.
       for (const [key, space] of this.ownSpaces(kind)) if (key !== spaceKey(this.self, this.life) && space.has(record.id)) space.delete(record.id)
-      this.ownSpace(kind).set(record.id, record)
+      this.setSigned(this.ownSpace(kind), kind, spaceKey(this.self, this.life), record.id, record)
     })
   }
 
@@ -378,7 +398,7 @@ export class ClusterState {
         const target = this.ownSpace(kind)
         for (const [id, record] of records) {
           if (!target.has(id)) {
-            target.set(id, record)
+            this.setSigned(target, kind, current, id, record)
             report.migratedRecords++
           }
         }
@@ -408,7 +428,7 @@ export class ClusterState {
       if (winner === undefined) continue
       const held = entries.some((e) => !gone.has(e.writer) && e.record.version === winner.version)
       if (!held) {
-        this.ownSpace('jobs').set(id, winner)
+        this.setSigned(this.ownSpace('jobs'), 'jobs', spaceKey(this.self, this.life), id, winner)
         adopted.add(id)
         report.adoptedJobs++
       }
@@ -482,10 +502,177 @@ export class ClusterState {
     if (!(space instanceof Y.Map)) return
     const { live, garbage } = garbageOf(space)
     if (garbage <= Math.max(garbageMin, 2 * live)) return
+    // What the map holds now (this transaction may have removed or moved records in:
+    // the index shows its start), as this node signed it; the fresh map goes in first,
+    // since its records are signed for their new items, whose ids exist only once it is in the document.
+    const records: Array<[string, unknown]> = []
+    for (const [id, raw] of space.entries()) {
+      const envelope = asEnvelope(raw)
+      if (envelope !== null && this.verified.has(raw as object)) records.push([id, envelope.r])
+    }
     const fresh = new Y.Map<unknown>()
-    for (const [id, record] of space.entries()) fresh.set(id, record)
     this.top(kind).set(key, fresh)
+    for (const [id, record] of records) this.setSigned(fresh, kind, key, id, record)
     report.rotatedSpaces++
+  }
+
+  // --- signatures ---------------------------------------------------------------
+
+  /** This process writes under a client id derived from its id and a nonce (signing.ts); a new nonce if Yjs ever changed it. */
+  private ownClient (): void {
+    if (this.nonce !== '' && this.doc.clientID === this.clientId) return
+    this.nonce = newNonce(this.random)
+    this.clientId = clientIdOf(this.self, this.nonce)
+    this.doc.clientID = this.clientId
+  }
+
+  /** Writes a record into a map that is in the document, signed for the item it is about to get. Inside a transaction. */
+  private setSigned (map: Y.Map<unknown>, kind: Kind, space: string, key: string, record: unknown): void {
+    this.ownClient()
+    this.verified.add(writeSigned(map, { kind, space }, key, record, { keys: this.keys, nonce: this.nonce }))
+  }
+
+  /** The record in an envelope, if `owner` signed it for the item that holds it; else why not. */
+  private open (map: Y.Map<unknown>, kind: Kind, space: string, key: string, owner: string, raw: unknown): { record: unknown } | string {
+    const envelope = asEnvelope(raw)
+    if (envelope === null) return 'is not a signed record'
+    if (this.verified.has(raw as object)) return { record: envelope.r }
+    const item = map._map.get(key)
+    if (item === undefined) return 'is not in the document'
+    if (item.rightOrigin !== null) return 'is not in an item a record is written in'
+    const place: Placement = { kind, space, parent: idText(map._item?.id ?? null), key, item: idText(item.id), origin: idText(item.origin) }
+    if (this.gateChecked?.has(place.item) !== true) {
+      const problem = envelopeProblem(this.keys, owner, place, item.id.client, envelope)
+      if (problem !== null) return problem
+    }
+    this.verified.add(raw as object)
+    return { record: envelope.r }
+  }
+
+  /**
+   * Checks an update from a peer, and every record in it, before any of it is
+   * applied: a record that is not signed by the owner of its key or space, for the
+   * very item that carries it, refuses the whole update. So a peer cannot put an
+   * item under an id another writer will use (replicas that took it would drop the
+   * real one, and disagree for good), nor grow the document with types the schema
+   * does not know, nor write more than a writer's byte budget.
+   */
+  applyRemote (update: Uint8Array): Verdict {
+    const checked = new Set<string>()
+    this.gateChecked = checked
+    try {
+      return applyRemote(this.doc, update, ORIGIN.remote, (decoded) => this.checkRecords(decoded, checked))
+    } finally {
+      this.gateChecked = null
+    }
+  }
+
+  private checkRecords (decoded: DecodedUpdate, checked: Set<string>): Verdict {
+    const inUpdate = new Map<number, Array<Y.Item | Y.GC>>()
+    for (const struct of decoded.structs) {
+      if (struct instanceof Y.Skip) continue
+      let list = inUpdate.get(struct.id.client)
+      if (list === undefined) inUpdate.set(struct.id.client, list = [])
+      list.push(struct)
+    }
+    const find = (id: Y.ID): Y.Item | Y.GC | null => {
+      for (const struct of inUpdate.get(id.client) ?? []) if (id.clock >= struct.id.clock && id.clock < struct.id.clock + struct.length) return struct
+      try {
+        return Y.getItem(this.doc.store, id) as Y.Item | Y.GC
+      } catch {
+        return null
+      }
+    }
+    const places = new Map<Y.Item | Y.GC, Where | null>()
+    const whereOf = (start: Y.Item | Y.GC): Where | null => {
+      // An item written after another (an overwrite) carries no parent of its own: Yjs takes its origin's.
+      const chain: Array<Y.Item | Y.GC> = []
+      let found: Where | null | undefined
+      for (let struct: Y.Item | Y.GC | null = start; found === undefined;) {
+        if (struct === null || struct instanceof Y.GC) { found = null; break }
+        const known = places.get(struct)
+        if (known !== undefined) { found = known; break }
+        chain.push(struct)
+        if (struct.parent instanceof Y.AbstractType) {
+          const item = struct.parent._item
+          found = { root: item === null ? rootName(this.doc, struct.parent) : null, parent: item?.id ?? null, key: struct.parentSub }
+        } else if (typeof struct.parent === 'string') found = { root: struct.parent, parent: null, key: struct.parentSub }
+        else if (struct.parent instanceof Y.ID) found = { root: null, parent: struct.parent, key: struct.parentSub }
+        else {
+          const next: Y.ID | null = struct.origin ?? struct.rightOrigin
+          struct = next === null ? null : find(next)
+          if (chain.length > inUpdate.size + decoded.structs.length + 1) { found = null; break }
+        }
+      }
+      for (const struct of chain) places.set(struct, found)
+      return found
+    }
+    const refuse = (reason: 'forged' | 'not-allowed' | 'over-budget'): Verdict => ({ ok: false, reason })
+    const added = new Map<string, number>()
+    const spaces = new Map<string, Set<string>>()
+    for (const struct of decoded.structs) {
+      if (!(struct instanceof Y.Item)) continue
+      const where = whereOf(struct)
+      // No parent to be found (it was deleted and collected): Yjs drops the item.
+      if (where === null) continue
+      const content = struct.content
+      if (where.root !== null) {
+        if (!(KINDS as readonly string[]).includes(where.root) || where.key === null) return refuse('not-allowed')
+        if (content instanceof Y.ContentDeleted) continue
+        if (where.root !== 'nodes') {
+          // A writer space: a map, under a space key.
+          if (!(content instanceof Y.ContentType) || !(content.type instanceof Y.Map) || parseSpaceKey(where.key) === null) return refuse('not-allowed')
+          const owner = parseSpaceKey(where.key)!.node
+          const budgetKey = `${where.root}/${owner}`
+          let ofWriter = spaces.get(budgetKey)
+          if (ofWriter === undefined) spaces.set(budgetKey, ofWriter = this.spacesOf(where.root as SpacedKind, owner))
+          if (ofWriter.add(where.key).size > RECORD_LIMITS.spacesPerWriterMax) return refuse('over-budget')
+          continue
+        }
+        const problem = this.checkItem(struct, { kind: 'nodes', space: '', parent: '', key: where.key, owner: where.key })
+        if (problem !== null) return refuse('forged')
+        checked.add(idText(struct.id))
+        continue
+      }
+      const parent = find(where.parent!)
+      if (parent === null || parent instanceof Y.GC) continue
+      const space = whereOf(parent)
+      if (space === null) continue
+      const spaceKeyOf = space.key === null ? null : parseSpaceKey(space.key)
+      if (space.root === null || space.root === 'nodes' || !(KINDS as readonly string[]).includes(space.root) || spaceKeyOf === null || where.key === null ||
+        !(parent instanceof Y.Item) || !(parent.content instanceof Y.ContentType) || !(parent.content.type instanceof Y.Map)) return refuse('not-allowed')
+      if (content instanceof Y.ContentDeleted) continue
+      const problem = this.checkItem(struct, { kind: space.root, space: space.key!, parent: idText(parent.id), key: where.key, owner: spaceKeyOf.node })
+      if (problem !== null) return refuse('forged')
+      checked.add(idText(struct.id))
+      const budgetKey = `${space.root}/${spaceKeyOf.node}`
+      const bytes = (added.get(budgetKey) ?? this.writerBytes(space.root as SpacedKind, spaceKeyOf.node)) + (jsonBytes((content as Y.ContentAny).arr[0]) ?? 0)
+      added.set(budgetKey, bytes)
+      if (bytes > RECORD_LIMITS.writerBytesMax[space.root as SpacedKind]) return refuse('over-budget')
+    }
+    return { ok: true }
+  }
+
+  /** Why an item of an update does not hold a record its owner signed for it, or null. */
+  private checkItem (item: Y.Item, at: { kind: string, space: string, parent: string, key: string, owner: string }): string | null {
+    if (!(item.content instanceof Y.ContentAny) || item.content.arr.length !== 1 || item.rightOrigin !== null) return 'is not a record'
+    const envelope = asEnvelope(item.content.arr[0])
+    if (envelope === null) return 'is not a signed record'
+    return envelopeProblem(this.keys, at.owner, { kind: at.kind, space: at.space, parent: at.parent, key: at.key, item: idText(item.id), origin: idText(item.origin) }, item.id.client, envelope)
+  }
+
+  /** The writer spaces of one writer, as the document has them now. */
+  private spacesOf (kind: SpacedKind, owner: string): Set<string> {
+    const out = new Set<string>()
+    for (const key of this.top(kind).keys()) if (parseSpaceKey(key)?.node === owner) out.add(key)
+    return out
+  }
+
+  /** The bytes of one writer's valid records of a kind, over all its spaces. */
+  private writerBytes (kind: SpacedKind, owner: string): number {
+    let total = 0
+    for (const key of this.spacesOf(kind, owner)) total += this.spaceBytes.get(`${kind}/${key}`) ?? 0
+    return total
   }
 
   private emit (change: StateChange): void {
@@ -501,15 +688,20 @@ export class ClusterState {
   /** Re-reads one node record; true if what readers see changed. */
   private reindexNode (key: string): boolean {
     const before = this.nodeIndex.get(key)
-    const raw = this.doc.getMap('nodes').get(key)
+    const map = this.doc.getMap('nodes')
+    const raw = map.get(key)
     let after: NodeRecord | undefined
     if (raw !== undefined) {
-      const parsed = nodeRecordSchema.safeParse(raw)
-      const tooBig = sizeProblem('nodes', raw)
-      if (tooBig !== null) this.invalid({ kind: 'nodes', key, reason: tooBig })
-      else if (!parsed.success) this.invalid({ kind: 'nodes', key, reason: firstIssue(parsed.error) })
-      else if (parsed.data.id !== key) this.invalid({ kind: 'nodes', key, reason: `holds the record of node ${parsed.data.id}` })
-      else after = parsed.data
+      const opened = this.open(map, 'nodes', '', key, key, raw)
+      if (typeof opened === 'string') this.invalid({ kind: 'nodes', key, reason: opened })
+      else {
+        const parsed = nodeRecordSchema.safeParse(opened.record)
+        const tooBig = sizeProblem('nodes', opened.record)
+        if (tooBig !== null) this.invalid({ kind: 'nodes', key, reason: tooBig })
+        else if (!parsed.success) this.invalid({ kind: 'nodes', key, reason: firstIssue(parsed.error) })
+        else if (parsed.data.id !== key) this.invalid({ kind: 'nodes', key, reason: `holds the record of node ${parsed.data.id}` })
+        else after = parsed.data
+      }
     }
     if (after === undefined) this.nodeIndex.delete(key)
     else this.nodeIndex.set(key, after)
@@ -527,7 +719,7 @@ export class ClusterState {
     else if (space !== undefined && owner === null) this.invalid({ kind, key, reason: 'is not a writer space key (<node>/<life>)' })
     else if (space !== undefined) {
       for (const [id, raw] of space.entries()) {
-        const record = this.validRecord(kind, key, owner!.node, id, raw)
+        const record = this.validRecord(kind, key, owner!.node, space, id, raw)
         if (record !== undefined) after.set(id, record)
       }
     }
@@ -547,13 +739,19 @@ export class ClusterState {
     if (!(space instanceof Y.Map) || owner === null) return false
     const before = this.spaces[kind].get(key)?.get(id)
     const raw = space.get(id)
-    const after = raw === undefined ? undefined : this.validRecord(kind, key, owner.node, id, raw)
+    const after = raw === undefined ? undefined : this.validRecord(kind, key, owner.node, space, id, raw)
     if (!local && after === undefined) this.noteLost(kind, key, id, before)
     this.setIndexed(kind, key, id, after)
     return !sameJson(before, after)
   }
 
-  private validRecord (kind: SpacedKind, space: string, owner: string, id: string, raw: unknown): unknown {
+  private validRecord (kind: SpacedKind, space: string, owner: string, map: Y.Map<unknown>, id: string, envelope: unknown): unknown {
+    const opened = this.open(map, kind, space, id, owner, envelope)
+    if (typeof opened === 'string') {
+      this.invalid({ kind, key: id, space, reason: opened })
+      return undefined
+    }
+    const raw = opened.record
     const tooBig = sizeProblem(kind, raw)
     if (tooBig !== null) {
       this.invalid({ kind, key: id, space, reason: tooBig })
@@ -604,6 +802,10 @@ export class ClusterState {
   private setIndexedRecord (kind: SpacedKind, space: string, id: string, record: unknown): void {
     let inSpace = this.spaces[kind].get(space)
     let claims = this.byId[kind].get(id)
+    const bytesKey = `${kind}/${space}`
+    const bytes = (this.spaceBytes.get(bytesKey) ?? 0) - recordBytes(inSpace?.get(id)) + recordBytes(record)
+    if (bytes > 0) this.spaceBytes.set(bytesKey, bytes)
+    else this.spaceBytes.delete(bytesKey)
     if (record === undefined) {
       inSpace?.delete(id)
       if (inSpace?.size === 0) this.spaces[kind].delete(space)
@@ -616,6 +818,12 @@ export class ClusterState {
     if (claims === undefined) this.byId[kind].set(id, claims = new Map())
     claims.set(space, record)
   }
+}
+
+/** The name of a top-level type of a document. */
+function rootName (doc: Y.Doc, type: Y.AbstractType<unknown>): string | null {
+  for (const [name, shared] of doc.share) if (shared === type) return name
+  return null
 }
 
 function isLocal (tr: Y.Transaction): boolean {
@@ -646,6 +854,15 @@ function jsonBytes (value: unknown): number | null {
   } catch {
     return null
   }
+}
+
+/** Bytes of an indexed record (valid JSON), counted once per record object. */
+const RECORD_BYTES = new WeakMap<object, number>()
+function recordBytes (record: unknown): number {
+  if (typeof record !== 'object' || record === null) return 0
+  let bytes = RECORD_BYTES.get(record)
+  if (bytes === undefined) RECORD_BYTES.set(record, bytes = jsonBytes(record) ?? 0)
+  return bytes
 }
 
 /** Records from peers are held to the same size limit as local writes. */

@@ -191,8 +191,13 @@ export type Verdict =
    * malformed: not a Yjs update. own-client: claims to be written by this
    * document's own client id, which only this process writes. gap: depends on
    * changes this document does not have yet: sync by state vectors instead.
+   * The records' own checks (crdt/state.ts, ClusterState.applyRemote) add: forged:
+   * a record its owner did not sign for the item that holds it. not-allowed: a
+   * type or place the schema does not have. over-budget: more than a writer may hold.
    */
-  | { ok: false, reason: 'malformed' | 'own-client' | 'gap' }
+  | { ok: false, reason: 'malformed' | 'own-client' | 'gap' | 'forged' | 'not-allowed' | 'over-budget' }
+
+export type DecodedUpdate = ReturnType<typeof Y.decodeUpdate>
 
 /**
  * Checks an update from a peer against a document without changing it. An update
@@ -200,8 +205,8 @@ export type Verdict =
  * pending structs are retried on every later update, which made 10,000 updates
  * in reverse order take about a minute to apply).
  */
-export function checkUpdate (doc: Y.Doc, update: Uint8Array): Verdict {
-  let decoded: ReturnType<typeof Y.decodeUpdate>
+export function checkUpdate (doc: Y.Doc, update: Uint8Array, gate?: (decoded: DecodedUpdate) => Verdict): Verdict {
+  let decoded: DecodedUpdate
   try {
     decoded = Y.decodeUpdate(update)
   } catch {
@@ -238,12 +243,12 @@ export function checkUpdate (doc: Y.Doc, update: Uint8Array): Verdict {
   for (const [client, deletes] of decoded.ds.clients) {
     for (const d of deletes) if (d.clock + d.len > knownOf(client)) return { ok: false, reason: 'gap' }
   }
-  return { ok: true }
+  return gate === undefined ? { ok: true } : gate(decoded)
 }
 
-/** Checks, then applies an update from a peer in one transaction. */
-export function applyRemote (doc: Y.Doc, update: Uint8Array, origin: unknown): Verdict {
-  const verdict = checkUpdate(doc, update)
+/** Checks (with `gate`'s checks of what the update holds, if given), then applies an update from a peer in one transaction. */
+export function applyRemote (doc: Y.Doc, update: Uint8Array, origin: unknown, gate?: (decoded: DecodedUpdate) => Verdict): Verdict {
+  const verdict = checkUpdate(doc, update, gate)
   if (!verdict.ok) return verdict
   try {
     Y.applyUpdate(doc, update, origin)

@@ -25,6 +25,7 @@ import { Lifecycle, bounded } from './lifecycle.ts'
 import { MembershipService } from './membership.ts'
 import type { Reconciler } from './reconcile/loop.ts'
 import { TaskRpc } from './rpc.ts'
+import { nodeKeys } from './keys.ts'
 import { type StateService, loadState } from './state.ts'
 import { StateStore, resetState } from './state-store.ts'
 import { Libp2pStateTransport } from './state-transport.ts'
@@ -111,7 +112,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       // The state database opens before the network: a corrupt one stops the start at once.
       const stateDir = join(dataDir.path, 'state')
       const storage = await parts.add('storage', await openStore(stateDir, config.state.resetState, log), undefined, async () => { await storage.close() })
-      const loaded = await loadState({ self, storage, log: log.child({ component: 'state' }), random: Math.random, where: stateDir })
+      const loaded = await loadState({ self, keys: nodeKeys(dataDir.privateKey), storage, log: log.child({ component: 'state' }), random: Math.random, where: stateDir })
       const executor = await parts.add('executor', Executor.open({
         nodeId: self,
         dir: join(dataDir.path, 'tasks'),

@@ -20,6 +20,7 @@ import {
   type Frame, SYNC_LIMITS, SyncSession, applyRemote, decodeFrame, encodeFrame, stateFingerprint,
   stateVectorOf, summarizeStateVector, type StateVectorSummary,
 } from '../crdt/sync.ts'
+import type { RecordKeys } from '../crdt/signing.ts'
 import { type Clock, systemClock } from './clock.ts'
 import type { StateConfig } from './config.ts'
 import { MurmurError } from './errors.ts'
@@ -82,6 +83,8 @@ export interface StateInfo {
 
 export interface StateLoadInit {
   self: string
+  /** This node's signing key and everyone's public keys: records are signed by their writers (crdt/signing.ts). */
+  keys: RecordKeys
   storage: StateStorage
   log: Logger
   /** Where the document's Yjs client id comes from: fresh per process, never reused. */
@@ -108,9 +111,8 @@ export async function loadState (init: StateLoadInit): Promise<ClusterState> {
   const started = performance.now()
   const loaded = await storage.load()
   const doc = new Y.Doc()
-  // Yjs silently changes a document's client id when a remote update uses the same one: a
-  // random id per process, never derived from the node id and never reused across restarts.
-  if (init.random !== undefined) doc.clientID = Math.floor(init.random() * 0x1_0000_0000)
+  // The client id this process writes under is set by ClusterState: derived from the node's id
+  // and a random nonce, new in every process (crdt/signing.ts, clientIdOf).
   try {
     doc.transact(() => {
       if (loaded.snapshot !== null) Y.applyUpdate(doc, loaded.snapshot)
@@ -124,7 +126,7 @@ export async function loadState (init: StateLoadInit): Promise<ClusterState> {
     doc.store.pendingStructs = null
     doc.store.pendingDs = null
   }
-  const state = new ClusterState({ self: init.self, life: loaded.lifeId, doc })
+  const state = new ClusterState({ self: init.self, life: loaded.lifeId, doc, keys: init.keys, ...(init.random === undefined ? {} : { random: init.random }) })
   log.info({ life: loaded.lifeId, updates: loaded.updates.length, snapshotBytes: loaded.snapshot?.length ?? 0, ...state.counts(), ms: Math.round(performance.now() - started) }, 'state loaded')
   return state
 }
@@ -439,7 +441,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private onGossip (from: string | undefined, data: Uint8Array): void {
     if (this.stopped) return
     this.stats.gossip.received++
-    const verdict = applyRemote(this.records.doc, data.subarray(1), ORIGIN.remote)
+    const verdict = this.records.applyRemote(data.subarray(1))
     if (verdict.ok) {
       this.stats.gossip.applied++
       return
@@ -593,7 +595,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   }
 
   private applyDiff (peer: string, update: Uint8Array): void {
-    const verdict = applyRemote(this.records.doc, update, ORIGIN.remote)
+    const verdict = this.records.applyRemote(update)
     if (!verdict.ok) throw new PeerError(verdict.reason, `the diff from ${peer} was refused (${verdict.reason})`)
     this.stats.sync.appliedBytes += update.byteLength
   }

@@ -8,6 +8,7 @@ import fc from 'fast-check'
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { ClusterState, ORIGIN } from '../../crdt/state.ts'
+import { derivedKeys } from '../../crdt/signing.ts'
 import { applyRemote, canonicalState, decodeFrame, diffFor, encodeFrame } from '../../crdt/sync.ts'
 import { Rng, seedFromEnv } from '../../testnet/sim/rng.ts'
 import { jobRecord, nodeRecord, taskRecord } from './helpers.ts'
@@ -17,7 +18,7 @@ interface Replica { state: ClusterState, inbox: Uint8Array[] }
 const runSeed = seedFromEnv(3003)
 
 function replica (self: string, life: string, doc?: Y.Doc): ClusterState {
-  return new ClusterState({ self, life, doc })
+  return new ClusterState({ self, life, doc, keys: derivedKeys(self) })
 }
 
 /** Anti-entropy between two replicas through encoded frames, as the node does it. */

@@ -4,11 +4,12 @@
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { ClusterState, ORIGIN } from '../../crdt/state.ts'
+import { derivedKeys } from '../../crdt/signing.ts'
 import { jobRecord, nodeRecord, taskRecord } from './helpers.ts'
 
 function pair (): { a: ClusterState, b: ClusterState, toB: () => void, toA: () => void } {
-  const a = new ClusterState({ self: 'A', life: 'a1' })
-  const b = new ClusterState({ self: 'B', life: 'b1' })
+  const a = new ClusterState({ self: 'A', life: 'a1', keys: derivedKeys('A') })
+  const b = new ClusterState({ self: 'B', life: 'b1', keys: derivedKeys('B') })
   const sync = (from: ClusterState, to: ClusterState) => () => {
     Y.applyUpdate(to.doc, Y.encodeStateAsUpdate(from.doc, Y.encodeStateVector(to.doc)), ORIGIN.remote)
   }

@@ -6,6 +6,7 @@
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { ClusterState, ORIGIN } from '../../crdt/state.ts'
+import { derivedKeys } from '../../crdt/signing.ts'
 import {
   type Frame, SYNC_LIMITS, applyRemote, canonicalState, stateFingerprint, checkUpdate, decodeFrame, diffFor, encodeFrame,
   sameStateVector, stateVectorOf, summarizeStateVector,
@@ -19,8 +20,10 @@ function doc (clientID: number): Y.Doc {
   return d
 }
 
+/** A replica whose client id (derived from its name and a nonce) is the same in every run. */
 function replica (self: string, clientID: number): ClusterState {
-  return new ClusterState({ self, life: 'life-1', doc: doc(clientID) })
+  const rng = new Rng(`replica-${self}-${clientID}`)
+  return new ClusterState({ self, life: 'life-1', doc: doc(clientID), keys: derivedKeys(self), random: () => rng.next() })
 }
 
 /** Collects the updates a document emits. */
@@ -187,7 +190,7 @@ describe('checkUpdate and applyRemote', () => {
     const sv = Y.encodeStateVector(b.doc)
     b.doc.getMap('scratch').set('k', 2)
     const fromB = Y.encodeStateAsUpdate(b.doc, sv)
-    expect(Y.decodeUpdate(fromB).structs.every((s) => s.id.client === 2)).toBe(true)
+    expect(Y.decodeUpdate(fromB).structs.every((s) => s.id.client === b.doc.clientID)).toBe(true)
     const before = snapshot(c.doc)
     expect(applyRemote(c.doc, fromB, ORIGIN.remote)).toEqual({ ok: false, reason: 'gap' })
     expect(snapshot(c.doc)).toEqual(before)
@@ -202,20 +205,21 @@ describe('checkUpdate and applyRemote', () => {
     b.putTask(taskRecord('t1', 'B'))
     // Another process that took the same client id (or a peer forging it), and wrote
     // more than B has of its own (B has clocks 0 and 1: its space and t1).
-    expect(stateVectorOf(b.doc)).toEqual(new Map([[2, 2]]))
-    const twin = doc(2)
+    const id = b.doc.clientID
+    expect(stateVectorOf(b.doc)).toEqual(new Map([[id, 2]]))
+    const twin = doc(id)
     for (const id of ['B', 'C', 'D']) twin.getMap('nodes').set(id, nodeRecord(id))
     const before = snapshot(b.doc)
     const forged = Y.encodeStateAsUpdate(twin)
     expect(checkUpdate(b.doc, forged)).toEqual({ ok: false, reason: 'own-client' })
     expect(applyRemote(b.doc, forged, ORIGIN.remote)).toEqual({ ok: false, reason: 'own-client' })
     expect(snapshot(b.doc)).toEqual(before)
-    expect(b.doc.clientID).toBe(2)
+    expect(b.doc.clientID).toBe(id)
     // Its own changes coming back (an echo) are fine.
     expect(applyRemote(b.doc, Y.encodeStateAsUpdate(b.doc), ORIGIN.remote)).toEqual({ ok: true })
     expect(snapshot(b.doc)).toEqual(before)
     // A document that has written nothing yet refuses any struct under its id.
-    const fresh = doc(2)
+    const fresh = doc(id)
     expect(applyRemote(fresh, forged, ORIGIN.remote)).toEqual({ ok: false, reason: 'own-client' })
     expect(stateVectorOf(fresh).size).toBe(0)
     // Mixed with another writer's valid structs, the whole update is refused.
@@ -290,8 +294,12 @@ describe('checkUpdate and applyRemote', () => {
     })
     const update = Y.mergeUpdates([Y.encodeStateAsUpdate(a.doc, baseSv), Y.encodeStateAsUpdate(b.doc, baseSv)])
 
+    // Unchanged, it applies.
+    const intact = doc(33)
+    Y.applyUpdate(intact, base, ORIGIN.load)
+    expect(new ClusterState({ self: 'C', life: 'life-1', doc: intact, keys: derivedKeys('C') }).applyRemote(update)).toEqual({ ok: true })
     const rng = new Rng('update-fuzz')
-    const outcomes = { ok: 0, malformed: 0, gap: 0, 'own-client': 0 }
+    const outcomes = { ok: 0, malformed: 0, gap: 0, 'own-client': 0, forged: 0, 'not-allowed': 0, 'over-budget': 0 }
     for (let i = 0; i < 500; i++) {
       let mutated: Uint8Array
       const how = rng.int(3)
@@ -307,10 +315,10 @@ describe('checkUpdate and applyRemote', () => {
       }
       const receiver = doc(33)
       Y.applyUpdate(receiver, base, ORIGIN.load)
-      const state = new ClusterState({ self: 'C', life: 'life-1', doc: receiver })
+      const state = new ClusterState({ self: 'C', life: 'life-1', doc: receiver, keys: derivedKeys('C') })
       const before = snapshot(receiver)
       let verdict: ReturnType<typeof applyRemote> | undefined
-      expect(() => { verdict = applyRemote(receiver, mutated, ORIGIN.remote) }, `mutation ${i}: ${hex(mutated)}`).not.toThrow()
+      expect(() => { verdict = state.applyRemote(mutated) }, `mutation ${i}: ${hex(mutated)}`).not.toThrow()
       outcomes[verdict!.ok ? 'ok' : verdict!.reason]++
       if (verdict!.ok) {
         expect(receiver.store.pendingStructs).toBeNull()
@@ -319,7 +327,7 @@ describe('checkUpdate and applyRemote', () => {
           state.jobs()
           state.tasks()
           state.counts()
-          const fresh = new ClusterState({ self: 'D', life: 'life-1', doc: receiver })
+          const fresh = new ClusterState({ self: 'D', life: 'life-1', doc: receiver, keys: derivedKeys('D') })
           fresh.jobs()
           fresh.tasks()
         }, `mutation ${i} accepted, then unreadable`).not.toThrow()
@@ -330,7 +338,8 @@ describe('checkUpdate and applyRemote', () => {
       }
       receiver.destroy()
     }
-    expect(outcomes.ok).toBeGreaterThan(0)
+    // A mutation that still decodes mostly changes a record: its signature no longer holds.
+    expect(outcomes.forged).toBeGreaterThan(0)
     expect(outcomes.malformed).toBeGreaterThan(0)
   })
 
@@ -419,7 +428,7 @@ describe('canonicalState', () => {
     expect(sameStateVector(Y.encodeStateVector(r1), Y.encodeStateVector(r3))).toBe(true)
     // And readers agree.
     const views = replicas.map((r) => {
-      const s = new ClusterState({ self: 'R', life: 'life-1', doc: r })
+      const s = new ClusterState({ self: 'R', life: 'life-1', doc: r, keys: derivedKeys('R') })
       const byId = <T extends { id: string }>(xs: T[]): T[] => xs.sort((x, y) => x.id.localeCompare(y.id))
       return JSON.stringify([byId(s.nodes()), byId(s.jobs()), byId(s.tasks())])
     })
@@ -497,7 +506,7 @@ describe('diffs and state vectors', () => {
     expect(sameStateVector(Y.encodeStateVector(new Y.Doc()), x)).toBe(false)
     // Same clients, one clock different.
     const sv = stateVectorOf(a.doc)
-    const shifted = new Map([...sv].map(([client, clock]) => [client, client === 1 ? clock + 1 : clock]))
+    const shifted = new Map([...sv].map(([client, clock]) => [client, client === a.doc.clientID ? clock + 1 : clock]))
     expect(sameStateVector(encodeSv(sv), encodeSv(shifted))).toBe(false)
     expect(sameStateVector(encodeSv(sv), encodeSv(new Map([...sv].reverse())))).toBe(true)
   })
@@ -514,7 +523,8 @@ describe('diffs and state vectors', () => {
     const a = replica('A', 1)
     a.setNode(nodeRecord('A'))
     a.putTask(taskRecord('t1', 'A'))
-    expect(summarizeStateVector(stateVectorOf(a.doc))).toEqual({ clients: 1, clock: stateVectorOf(a.doc).get(1), top: [{ client: 1, clock: stateVectorOf(a.doc).get(1) }] })
+    const id = a.doc.clientID
+    expect(summarizeStateVector(stateVectorOf(a.doc))).toEqual({ clients: 1, clock: 3, top: [{ client: id, clock: 3 }] })
   })
 })
 

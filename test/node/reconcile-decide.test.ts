@@ -11,6 +11,7 @@ import pino from 'pino'
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { ClusterState, ORIGIN } from '../../crdt/state.ts'
+import { derivedKeys } from '../../crdt/signing.ts'
 import type { Member } from '../../membership/types.ts'
 import { MurmurError } from '../../node/errors.ts'
 import type { TaskRunner } from '../../node/executor/types.ts'
@@ -823,7 +824,7 @@ describe('Reconciler: refusals recorded, questions asked', () => {
     const replicas = NODES.map((id, i) => {
       const doc = new Y.Doc()
       doc.clientID = i + 1
-      const s = new ClusterState({ self: id, life: 'life-1', doc })
+      const s = new ClusterState({ self: id, life: 'life-1', doc, keys: derivedKeys(id) })
       s.setNode({ id, addrs: [], apiUrl: '', cpuMillis: 4_000, memoryBytes: 8 * GiB, labels: {}, startedAt: 1, updatedAt: 1 })
       return s
     })

@@ -3,6 +3,7 @@
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { ClusterState } from '../../crdt/state.ts'
+import { derivedKeys } from '../../crdt/signing.ts'
 import type { FoundAttempt } from '../../node/executor/types.ts'
 import { keepOnRestart } from '../../node/recovery.ts'
 import { jobRecord, taskRecord } from '../crdt/helpers.ts'
@@ -17,7 +18,7 @@ function found (id: string, job = 'j1'): FoundAttempt {
 /** Two writers on one document: this node's own claims, and another node's records. */
 function states (): { mine: ClusterState, other: ClusterState } {
   const doc = new Y.Doc()
-  return { mine: new ClusterState({ self: SELF, life: 'a', doc }), other: new ClusterState({ self: OTHER, life: 'b', doc }) }
+  return { mine: new ClusterState({ self: SELF, life: 'a', doc, keys: derivedKeys(SELF) }), other: new ClusterState({ self: OTHER, life: 'b', doc, keys: derivedKeys(OTHER) }) }
 }
 
 describe('keepOnRestart', () => {

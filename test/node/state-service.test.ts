@@ -12,6 +12,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { StateConfig } from '../../node/config.ts'
 import { type Host, STATE_TOPIC, createHost } from '../../node/host.ts'
+import { nodeKeys } from '../../node/keys.ts'
 import { StateService, loadState } from '../../node/state.ts'
 import { StateStore } from '../../node/state-store.ts'
 import { Libp2pStateTransport } from '../../node/state-transport.ts'
@@ -43,7 +44,7 @@ async function peer (dir: string, name: string, others: () => Peer[]): Promise<P
   const log = pino({ level: 'silent' })
   const storage = await StateStore.open(join(dir, name), { log })
   const service = new StateService({
-    state: await loadState({ self: id, storage, log, where: name }),
+    state: await loadState({ self: id, keys: nodeKeys(privateKey), storage, log, where: name }),
     storage,
     transport: new Libp2pStateTransport(host),
     members: {

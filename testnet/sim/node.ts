@@ -10,6 +10,7 @@
 
 import pino, { type Logger } from 'pino'
 import type { NodeRecord } from '../../crdt/schema.ts'
+import { derivedKeys } from '../../crdt/signing.ts'
 import type { MemberEvent, MemberMeta } from '../../membership/types.ts'
 import { boot, reconcileConfig } from '../../node/boot.ts'
 import { stateConfig } from '../../node/config.ts'
@@ -94,7 +95,8 @@ export class SimNode implements SimApp {
     const { clock, id, rng, swim } = this.context
     const storage = new SimStorage(init.machine.disk, clock, rng.fork('disk'), FSYNC_MS)
     const random = rng.fork('state')
-    const loaded = await loadState({ self: id, storage, log: this.log, random: () => random.next(), where: `the simulated disk of ${id}` })
+    // Keys derived from the simulated node's name: every node signs and checks as a real one does.
+    const loaded = await loadState({ self: id, keys: derivedKeys(id), storage, log: this.log, random: () => random.next(), where: `the simulated disk of ${id}` })
     if (this.closed) return
     const state = stateConfig(init.profile, init.state)
     const ids = rng.fork('ids')
