@@ -2,10 +2,11 @@
 // (an Ed25519 key, so the peer id survives restarts), and a lock so that two
 // processes never share one dir.
 //
-// The dir is the node's alone: 0700, its files 0600 and its dirs 0700, made so
-// and put right on every open (an earlier version, or a umask, left them open).
-// Tasks run as another user (executor/) and must reach none of it: not the key,
-// not the state database, not the task records and logs.
+// The dir is the node's alone: 0711 (others may pass through it to a task's
+// alloc dir, never list it), its files 0600 and its dirs 0700, made so and put
+// right on every open (an earlier version, or a umask, left them open). Tasks
+// run as other users (executor/) and must reach none of it but their own alloc
+// dir: not the key, not the state database, not the task records and logs.
 
 import { chmod, lstat, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -23,6 +24,8 @@ export const RUNTIME = 'node.json'
 const FORMAT_VERSION = 1
 /** The executor's dir: it sets its own modes (a task's alloc dir belongs to the task's user). */
 const TASKS = 'tasks'
+/** Search without read for others: the way to the tasks' alloc dirs, by absolute path (HOME), and no listing. */
+const TOP_MODE = 0o711
 const DIR_MODE = 0o700
 const FILE_MODE = 0o600
 
@@ -39,10 +42,11 @@ export interface DataDir {
 export async function openDataDir (path: string, peerIdOf: (key: PrivateKey) => string): Promise<DataDir> {
   const dir = resolve(path)
   try {
-    await mkdir(dir, { recursive: true, mode: DIR_MODE })
-    await chmod(dir, DIR_MODE)
+    // Dirs made above it get the same mode: a task must pass through them too.
+    await mkdir(dir, { recursive: true, mode: TOP_MODE })
+    await chmod(dir, TOP_MODE)
   } catch (err) {
-    throw new InputError('DATA_DIR_UNUSABLE', `cannot create data dir ${dir} with mode 0700: ${(err as Error).message}`)
+    throw new InputError('DATA_DIR_UNUSABLE', `cannot create data dir ${dir} with mode 0711: ${(err as Error).message}`)
   }
   const entries = await readdir(dir).catch((err: Error) => {
     throw new InputError('DATA_DIR_UNUSABLE', `cannot read data dir ${dir}: ${err.message}`)
@@ -58,7 +62,7 @@ export async function openDataDir (path: string, peerIdOf: (key: PrivateKey) => 
   const peerId = peerIdOf(privateKey)
   const release = await lock(dir)
   await closeUp(dir, true).catch((err: Error) => {
-    throw new InputError('DATA_DIR_UNUSABLE', `cannot make data dir ${dir} private (0700, files 0600): ${err.message}; check who owns it`)
+    throw new InputError('DATA_DIR_UNUSABLE', `cannot make data dir ${dir} private (0711, dirs in it 0700, files 0600): ${err.message}; check who owns it`)
   })
   return { path: dir, privateKey, peerId, release }
 }

@@ -3,23 +3,28 @@
 // node's own capacity, and a restart that adopts or stops what the previous life
 // of the node left running.
 //
-// On disk, below the node's data dir (dirs 0700, files 0600, all the node's but
-// the alloc dir, which is the task user's):
+// On disk, below the node's data dir (files 0600, all the node's but each alloc
+// dir, which is its task's user's):
+//   tasks/                        0711: passed through, never listed
 //   tasks/cgroups.json            where this node's cgroup root is (for the next life)
-//   tasks/<task>/task.json        the spec, pid, start, and once over the exit
-//   tasks/<task>/alloc/           MURMUR_ALLOC_DIR, the default working dir
+//   tasks/<task>/                 0700: the node's record of the task
+//   tasks/<task>/task.json        the spec, pid, start, user, and once over the exit
 //   tasks/<task>/logs/            stdout.log, stderr.log and their rotations
+//   tasks/_alloc/                 0711 (no task dir is named so: dirName never starts with _)
+//   tasks/_alloc/<task>/          0700, the task's uid's: MURMUR_ALLOC_DIR, HOME, the default working dir
 //
-// Tasks run as the task user (`runAs`, default nobody, 65534:65534), never as
-// the node's uid when the node is root: the task cannot read the node's key, its
-// state database, its task records or any task's logs, cannot signal the node,
-// and cannot write a cgroup's procs file (they stay root's) to leave its group.
+// When the node is root each task runs as a uid of its own (uids.ts), never as
+// the node's: the path to its alloc dir is open to it by absolute path and only
+// the last step is its alone; it cannot read the node's key, its state database,
+// its task records, any task's logs or another task's files, cannot signal the
+// node or another task, and cannot write a cgroup's procs file (they stay
+// root's) to leave its group.
 
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { chmodSync, chownSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
-import { isAbsolute, join, resolve, sep } from 'node:path'
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { bytesText, cpuText } from '../../placement/reasons.ts'
@@ -29,6 +34,7 @@ import { DEFAULT_PATH, SHIM_NAME, StartFailure, resolveCommand } from './launch.
 import { statFields } from '../proc.ts'
 import { LOG_DEFAULTS, type LogChunk, type LogStream, TaskLogs } from './logs.ts'
 import { type SpawnedExit, Spawner } from './spawner.ts'
+import { DEFAULT_TASK_UIDS, UidPool, type UidRange, accountIds, checkUidRange, pidsOfUid } from './uids.ts'
 import type { FoundAttempt, Isolation, RecoverReport, Signalled, TaskExit, AttemptInfo, TaskRunner, AttemptSpec, TaskUsage } from './types.ts'
 
 export const RUNNER_DEFAULTS = Object.freeze({
@@ -50,17 +56,17 @@ export const SPEC_LIMITS = Object.freeze({
 
 export type IsolationWanted = 'auto' | 'cgroup-v2' | 'cgroup-v1' | 'none'
 
-/**
- * The user tasks run as when the node is root and `runAs` is not given: nobody and nogroup on Debian and
- * Ubuntu (65534:65534), the kernel's overflow ids; owning no file of the node's.
- */
-export const DEFAULT_TASK_USER = Object.freeze({ uid: 65534, gid: 65534 })
+/** The alloc dirs' dir in the tasks dir: a name dirName never gives a task. */
+export const ALLOC_DIR = '_alloc'
 
 /** Which user this executor's tasks run as, for the node's status. */
 export interface TaskUser {
-  uid: number
-  gid: number
-  /** Whether that is another user than the node's: false when the node is not root and so cannot switch. */
+  /** One user for every task (`runAs`, or the node's own); null when each task gets a uid of its own from `uids`. */
+  uid: number | null
+  gid: number | null
+  /** The range each task's own uid (and gid, the same number) is taken from; null when tasks share one user. */
+  uids: UidRange | null
+  /** Whether tasks run as another user than the node's: false when the node is not root and so cannot switch. */
   separate: boolean
   /** In words, for people: who the tasks run as and what follows. */
   detail: string
@@ -77,8 +83,15 @@ export interface ExecutorOptions {
   sampleMs?: number | undefined
   graceMs?: number | undefined
   /**
-   * The uid and gid every task runs as when the node is root; default DEFAULT_TASK_USER. A node that is
-   * not root cannot switch users: its tasks run as its own uid (and this, if given, must be that uid).
+   * When the node is root, each task runs as a uid of its own from this range (gid the same number, no
+   * supplementary groups), held while the task runs; default DEFAULT_TASK_UIDS. Ignored by a node that
+   * is not root, and when `runAs` is given.
+   */
+  taskUids?: UidRange | undefined
+  /**
+   * One uid and gid for every task when the node is root, instead of a uid per task: tasks can then signal
+   * each other and reach each other's files. A node that is not root cannot switch users: its tasks run as
+   * its own uid (and this, if given, must be that uid).
    */
   runAs?: { uid: number, gid: number } | undefined
   /**
@@ -121,6 +134,8 @@ const recordSchema = z.object({
   finishedAt: z.number().nullable(),
   exit: exitSchema.nullable(),
   cgroup: z.string().nullable(),
+  /** Who it runs as; absent in records of older nodes, whose tasks all ran as one user. */
+  user: z.object({ uid: z.number().int(), gid: z.number().int() }).nullable().optional(),
 })
 type TaskRecordFile = z.infer<typeof recordSchema>
 
@@ -141,6 +156,9 @@ interface Entry {
   /** Set once the end is being recorded, so it is recorded once. */
   finishing: boolean
   cpuBase: number
+  /** The uid it runs as if it is not the node's; `pooled`: taken from the executor's range, given back at its end. */
+  user: { uid: number, gid: number } | null
+  pooled: boolean
 }
 
 export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements TaskRunner {
@@ -150,6 +168,8 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
   private readonly opts: ExecutorOptions
   private readonly log: Logger
   private readonly root: CgroupRoot | null
+  /** Each task's own uid, when the node is root and no `runAs` is given. */
+  private readonly uids: UidPool | null
   /** Roots of earlier lives that sat elsewhere (the node was started from another cgroup): searched on recover, then removed. */
   private readonly oldRoots: CgroupRoot[]
   private readonly entries = new Map<string, Entry>()
@@ -165,6 +185,7 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
 
   private constructor (opts: ExecutorOptions, isolation: Isolation, taskUser: TaskUser, root: CgroupRoot | null, oldRoots: CgroupRoot[]) {
     super()
+    this.uids = taskUser.uids === null ? null : new UidPool(taskUser.uids, accountIds())
     this.opts = opts
     this.log = opts.log
     this.isolation = isolation
@@ -181,9 +202,11 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
    */
   static open (opts: ExecutorOptions): Executor {
     const taskUser = taskUserOf(opts)
-    mkdirSync(opts.dir, { recursive: true, mode: 0o700 })
-    // An older node made it 0755: task records and logs are the node's alone.
-    chmodSync(opts.dir, 0o700)
+    // Passed through to reach an alloc dir, never listed: the names of the tasks and their records stay the node's.
+    mkdirSync(opts.dir, { recursive: true, mode: 0o711 })
+    chmodSync(opts.dir, 0o711)
+    mkdirSync(join(opts.dir, ALLOC_DIR), { mode: 0o711, recursive: true })
+    chmodSync(join(opts.dir, ALLOC_DIR), 0o711)
     const wanted = opts.isolation ?? 'auto'
     const rootName = `murmur-${opts.nodeId}`
     const rootsFile = join(opts.dir, 'cgroups.json')
@@ -216,8 +239,16 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     }
     const executor = new Executor(opts, isolation, taskUser, root, oldRoots)
     executor.spawner.warm()
-    if (taskUser.separate) opts.log.info({ uid: taskUser.uid, gid: taskUser.gid }, `tasks run as ${taskUser.detail}`)
+    executor.holdRecordedUids()
+    if (taskUser.separate) opts.log.info({ uid: taskUser.uid, gid: taskUser.gid, uids: taskUser.uids }, `tasks run as ${taskUser.detail}`)
     else opts.log.warn({ uid: taskUser.uid, gid: taskUser.gid }, `tasks run as ${taskUser.detail}`)
+    if (executor.uids !== null && executor.uids.skipped.length > 0) {
+      opts.log.warn({ skipped: executor.uids.skipped }, `${executor.uids.skipped.length} uid(s) of the task range belong to accounts of this machine (/etc/passwd, /etc/group): never given to a task; choose a range no account uses`)
+    }
+    if (taskUser.separate) {
+      const closed = closedAncestor(opts.dir)
+      if (closed !== null) opts.log.warn({ dir: closed }, `tasks cannot reach HOME or MURMUR_ALLOC_DIR by absolute path: ${closed} is closed to other users; give them search on it (chmod o+x ${closed}) or put the data dir below a dir that is (such as /var/lib/murmur)`)
+    }
     if (isolation.kind === 'none') {
       opts.log.warn({ isolation }, `tasks will run WITHOUT isolation (no CPU, memory or pid limits): ${isolation.detail}`)
     } else {
@@ -283,11 +314,13 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       this.entries.delete(spec.id)
       await existing.logs.close().catch(() => {})
       rmSync(existing.info.dir, { recursive: true, force: true })
+      rmSync(existing.info.alloc!, { recursive: true, force: true })
     }
 
     const name = dirName(spec.id)
     const dir = join(this.opts.dir, name)
-    const alloc = join(dir, 'alloc')
+    const allocs = join(this.opts.dir, ALLOC_DIR)
+    const alloc = join(allocs, name)
     try {
       mkdirSync(dir, { mode: 0o700 })
     } catch (err) {
@@ -298,11 +331,12 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       if (code === 'EEXIST') rmSync(dir, { recursive: true, force: true })
       mkdirSync(dir, { recursive: true, mode: 0o700 })
     }
-    const user = this.userOf(spec)
+    mkdirSync(allocs, { recursive: true, mode: 0o711 })
+    // Left by nothing this executor knows, like a task dir above: a new task starts with an empty one.
+    rmSync(alloc, { recursive: true, force: true })
     mkdirSync(alloc, { mode: 0o700 })
-    if (user !== undefined) chownSync(alloc, user.uid, user.gid)
     const logs = await TaskLogs.open(join(dir, 'logs'), spec.logs ?? LOG_DEFAULTS, { fresh: true })
-    const entry = this.newEntry(spec, name, dir, logs, Date.now())
+    const entry = this.newEntry(spec, name, dir, alloc, logs, Date.now())
     this.entries.set(spec.id, entry)
     this.starting.delete(spec.id)
 
@@ -317,6 +351,9 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     }
     let cgroup: TaskCgroup | null = null
     try {
+      // Taken once the entry exists: its end, whatever it is, gives the uid back.
+      const user = this.takeUser(entry)
+      if (user !== undefined) chownSync(alloc, user.uid, user.gid)
       const cwd = workdirOf(spec, alloc)
       const file = resolveCommand(spec.command, env, cwd, user)
       if (this.root !== null) {
@@ -365,10 +402,69 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     return snapshot(entry)
   }
 
-  /** The user a task runs as: its spec's own, else the executor's; undefined: the node's own (it cannot switch). */
-  private userOf (spec: AttemptSpec): { uid: number, gid: number } | undefined {
-    if (spec.user !== undefined) return spec.user
-    return this.taskUser.separate ? { uid: this.taskUser.uid, gid: this.taskUser.gid } : undefined
+  /**
+   * The user a task runs as, recorded in its entry: its spec's own, else a uid of its own from the range, else
+   * the executor's one task user; undefined: the node's own (it cannot switch). A StartFailure when every uid
+   * of the range is held.
+   */
+  private takeUser (entry: Entry): { uid: number, gid: number } | undefined {
+    const spec = entry.info.spec
+    let user: { uid: number, gid: number } | undefined
+    if (spec.user !== undefined) {
+      user = spec.user
+    } else if (this.uids !== null) {
+      const uid = this.uids.take(spec.id)
+      if (uid === null) {
+        const { first, count } = this.uids.range
+        throw new StartFailure(`cannot start ${spec.command}: no task uid is free: the node's ${count} task uids (${first}–${first + count - 1}) are all held by its running tasks; stop some, or give the node a larger range (taskUids)`)
+      }
+      entry.pooled = true
+      user = { uid, gid: uid }
+    } else if (this.taskUser.separate) {
+      user = { uid: this.taskUser.uid!, gid: this.taskUser.gid! }
+    }
+    entry.user = user ?? null
+    entry.info.user = entry.user
+    return user
+  }
+
+  /**
+   * At a task's end, once its processes are gone, its uid goes back to the range. Its alloc dir becomes
+   * root's first, so that the uid's next holder meets nothing of this task's there. Without a cgroup, what
+   * the task left outside its process group is found by its uid and killed (best effort: one pass).
+   */
+  private giveBackUser (entry: Entry): void {
+    if (!entry.pooled || entry.user === null || this.uids === null) return
+    entry.pooled = false
+    const { uid } = entry.user
+    if (entry.cgroup === null) {
+      for (const pid of pidsOfUid(uid)) {
+        try { process.kill(pid, 'SIGKILL') } catch {}
+      }
+    }
+    try {
+      chownSync(entry.info.alloc!, 0, 0)
+      chmodSync(entry.info.alloc!, 0o700)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        // Kept held: a later task given this uid would find the dir its own.
+        this.log.error({ task: entry.info.id, uid, err: (err as Error).message }, 'could not take back the task\'s alloc dir; its uid stays held')
+        return
+      }
+    }
+    this.uids.release(uid, entry.info.id)
+  }
+
+  /** The uids recorded by tasks of a previous life that may still run: held before any start can take them. */
+  private holdRecordedUids (): void {
+    if (this.uids === null) return
+    for (const name of safely(() => readdirSync(this.opts.dir), [])) {
+      if (name === ALLOC_DIR) continue
+      const record = readRecord(join(this.opts.dir, name))
+      const uid = record?.user?.uid
+      if (record === null || record.exit !== null || uid === undefined) continue
+      if (!this.uids.hold(uid, record.spec.id)) this.log.error({ task: record.spec.id, uid, holder: this.uids.holder(uid) }, 'two task records hold one uid')
+    }
   }
 
   /** The spawner's word on a task it started: its exit, or that it died first (then the sampler watches the task's pid). */
@@ -380,9 +476,13 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
   /** A spec's own user may not be root (nor the node's uid, which is root when users can be switched), unless allowed. */
   private checkUser (spec: AttemptSpec): void {
     const user = spec.user
-    if (user === undefined || this.opts.allowPrivilegedTasks === true || !this.taskUser.separate) return
+    if (user === undefined || !this.taskUser.separate) return
+    if (this.uids?.contains(user.uid) === true || this.uids?.contains(user.gid) === true) {
+      throw new InputError('TASK_USER_REFUSED', `task ${spec.id} asks to run as uid ${user.uid}, gid ${user.gid}, in the range this node gives each task a uid of its own from: it would share another task's; leave the user out`)
+    }
+    if (this.opts.allowPrivilegedTasks === true) return
     if (user.uid === 0 || user.gid === 0) {
-      throw new InputError('TASK_USER_REFUSED', `task ${spec.id} asks to run as uid ${user.uid}, gid ${user.gid}: tasks never run as root on this node; leave the user out (tasks run as ${this.taskUser.uid}:${this.taskUser.gid})`)
+      throw new InputError('TASK_USER_REFUSED', `task ${spec.id} asks to run as uid ${user.uid}, gid ${user.gid}: tasks never run as root on this node; leave the user out (tasks run as ${this.taskUser.detail})`)
     }
   }
 
@@ -397,11 +497,11 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     throw new MurmurError('ADMISSION_REFUSED', `task ${spec.id} does not fit on this node: it needs ${short.join(' and ')}, with ${used.tasks} task${used.tasks === 1 ? '' : 's'} running`, 1, 409)
   }
 
-  private newEntry (spec: AttemptSpec, name: string, dir: string, logs: TaskLogs, startedAt: number): Entry {
+  private newEntry (spec: AttemptSpec, name: string, dir: string, alloc: string, logs: TaskLogs, startedAt: number): Entry {
     let markEnded!: (info: AttemptInfo) => void
     const ended = new Promise<AttemptInfo>((resolve) => { markEnded = resolve })
     return {
-      info: { id: spec.id, job: spec.job, phase: 'running', pid: null, startedAt, finishedAt: null, exit: null, usage: null, cgroup: null, dir, adopted: false, spec },
+      info: { id: spec.id, job: spec.job, phase: 'running', pid: null, startedAt, finishedAt: null, exit: null, usage: null, cgroup: null, dir, alloc, user: null, adopted: false, spec },
       name,
       cgroup: null,
       logs,
@@ -412,6 +512,8 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       markEnded,
       finishing: false,
       cpuBase: 0,
+      user: null,
+      pooled: false,
     }
   }
 
@@ -542,6 +644,7 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
   }
 
   private async record (entry: Entry, exit: TaskExit): Promise<void> {
+    this.giveBackUser(entry)
     entry.info.exit = exit
     entry.info.finishedAt = Date.now()
     entry.info.phase = 'ended'
@@ -575,6 +678,7 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       finishedAt: entry.info.finishedAt,
       exit: entry.info.exit,
       cgroup: entry.info.cgroup,
+      user: entry.user,
     }
     const file = join(entry.info.dir, 'task.json')
     // The spec holds the job's environment: the node's alone (0600).
@@ -642,11 +746,12 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     for (const name of readdirSync(this.opts.dir).sort()) {
       opts.signal?.throwIfAborted()
       const dir = join(this.opts.dir, name)
-      if (known.has(name) || !isDir(dir)) continue
+      if (name === ALLOC_DIR || known.has(name) || !isDir(dir)) continue
       const record = readRecord(dir)
       if (record === null || dirName(record.spec.id) !== name) {
         // Not a task dir this node wrote: whatever runs in a group of that name is killed with the strays below.
         rmSync(dir, { recursive: true, force: true })
+        rmSync(join(this.opts.dir, ALLOC_DIR, name), { recursive: true, force: true })
         report.strays.push(name)
         continue
       }
@@ -660,10 +765,14 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
         this.log.error({ task: spec.id, dir, err: (err as Error).message }, 'cannot reopen a task of the previous life; left alone')
         continue
       }
-      const entry = this.newEntry(spec, name, dir, logs, record.startedAt)
+      const entry = this.newEntry(spec, name, dir, join(this.opts.dir, ALLOC_DIR, name), logs, record.startedAt)
       entry.info.pid = record.pid
       entry.pidStart = record.pidStart
       entry.info.cgroup = record.cgroup
+      entry.user = record.user ?? null
+      entry.info.user = entry.user
+      // Held since open() (holdRecordedUids) while it may run; given back at its end as any task's.
+      entry.pooled = record.exit === null && entry.user !== null && this.uids?.holder(entry.user.uid) === spec.id
       this.entries.set(spec.id, entry)
       if (record.exit !== null) {
         entry.finishing = true
@@ -712,6 +821,12 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
         if (!report.strays.includes(name)) report.strays.push(name)
       }
     }
+    // Alloc dirs no task explains (their task dir was a stray, or is gone).
+    for (const name of safely(() => readdirSync(join(this.opts.dir, ALLOC_DIR)), [])) {
+      if (known.has(name)) continue
+      rmSync(join(this.opts.dir, ALLOC_DIR, name), { recursive: true, force: true })
+      if (!report.strays.includes(name)) report.strays.push(name)
+    }
     await Promise.all(stops)
     for (const old of this.oldRoots) if (old.remove()) this.log.info({ dirs: old.dirs }, 'removed the cgroup root of an earlier life')
     return report
@@ -739,6 +854,7 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       this.entries.delete(entry.info.id)
       await entry.logs.close()
       await rm(entry.info.dir, { recursive: true, force: true })
+      await rm(entry.info.alloc!, { recursive: true, force: true })
       pruned.push(entry.info.id)
     }
     return pruned
@@ -822,8 +938,12 @@ function snapshot (entry: Entry): AttemptInfo {
   return structuredClone(entry.info)
 }
 
-/** Who tasks run as on this node, from the options and the node's own uid and gid; throws for what cannot be. */
-export function taskUserOf (opts: Pick<ExecutorOptions, 'runAs' | 'allowPrivilegedTasks'>, node = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }): TaskUser {
+/**
+ * Who tasks run as on this node, from the options and the node's own uid and gid; throws for what cannot be.
+ * A root node gives each task a uid of its own (`taskUids`), or runs them all as `runAs`; another node runs
+ * them as itself.
+ */
+export function taskUserOf (opts: Pick<ExecutorOptions, 'runAs' | 'allowPrivilegedTasks' | 'taskUids'>, node = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }): TaskUser {
   const nodeUid = node.uid
   const nodeGid = node.gid
   const wanted = opts.runAs
@@ -831,17 +951,32 @@ export function taskUserOf (opts: Pick<ExecutorOptions, 'runAs' | 'allowPrivileg
     if (wanted !== undefined && (wanted.uid !== nodeUid || wanted.gid !== nodeGid)) {
       throw new InputError('TASK_USER_UNAVAILABLE', `tasks cannot run as ${wanted.uid}:${wanted.gid}: the node runs as uid ${nodeUid}, not root, and cannot switch users; start the node as root, or leave the task user out`)
     }
-    return { uid: nodeUid, gid: nodeGid, separate: false, detail: `the node's own uid ${nodeUid} (the node is not root and cannot switch users): a task can read the node's data dir and signal it` }
+    return { uid: nodeUid, gid: nodeGid, uids: null, separate: false, detail: `the node's own uid ${nodeUid} (the node is not root and cannot switch users): a task can read the node's data dir and signal it` }
   }
-  const user = wanted ?? DEFAULT_TASK_USER
-  for (const [what, id] of [['uid', user.uid], ['gid', user.gid]] as const) {
+  if (wanted === undefined) {
+    const { first, count } = checkUidRange(opts.taskUids ?? DEFAULT_TASK_UIDS)
+    return { uid: null, gid: null, uids: { first, count }, separate: true, detail: `a uid of its own each, from ${first}–${first + count - 1} (gid the same number), without the node's groups: the node's data dir and the other tasks are closed to them` }
+  }
+  for (const [what, id] of [['uid', wanted.uid], ['gid', wanted.gid]] as const) {
     if (!Number.isInteger(id) || id < 0 || id > 2 ** 32 - 2) throw new InputError('TASK_USER_INVALID', `task ${what} ${id} is not a ${what}; give a number from 1 to ${2 ** 32 - 2}`)
   }
-  if ((user.uid === 0 || user.gid === 0) && opts.allowPrivilegedTasks !== true) {
-    throw new InputError('TASK_USER_REFUSED', `tasks would run as ${user.uid}:${user.gid}, which is root: they could read the node's key and leave their cgroups; choose an unprivileged uid and gid (default ${DEFAULT_TASK_USER.uid}:${DEFAULT_TASK_USER.gid})`)
+  if ((wanted.uid === 0 || wanted.gid === 0) && opts.allowPrivilegedTasks !== true) {
+    throw new InputError('TASK_USER_REFUSED', `tasks would run as ${wanted.uid}:${wanted.gid}, which is root: they could read the node's key and leave their cgroups; choose an unprivileged uid and gid, or leave runAs out (a uid per task)`)
   }
-  if (user.uid === 0) return { ...user, separate: false, detail: `root, as the node (allowed by the node's configuration): a task can do what the node can` }
-  return { ...user, separate: true, detail: `uid ${user.uid}, gid ${user.gid}, without the node's groups: the node's data dir is closed to them` }
+  if (wanted.uid === 0) return { ...wanted, uids: null, separate: false, detail: `root, as the node (allowed by the node's configuration): a task can do what the node can` }
+  return { ...wanted, uids: null, separate: true, detail: `uid ${wanted.uid}, gid ${wanted.gid}, all of them, without the node's groups: the node's data dir is closed to them, but one task can signal another` }
+}
+
+/**
+ * The first dir above `dir` that other users cannot search (no o+x), or null: a task's uid would stop there
+ * on the way to its alloc dir by absolute path.
+ */
+export function closedAncestor (dir: string): string | null {
+  for (let at = dirname(resolve(dir)); ; at = dirname(at)) {
+    const mode = safely(() => statSync(at).mode, 0o755)
+    if ((mode & 0o001) === 0) return at
+    if (at === dirname(at)) return null
+  }
 }
 
 /**

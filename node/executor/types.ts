@@ -28,7 +28,7 @@ export interface AttemptSpec {
   memoryBytes: number
   /** At most this many processes and threads at once; default RUNNER_DEFAULTS.pidsMax. */
   pidsMax?: number | undefined
-  /** Run as this user and group instead of the executor's task user (runAs); never root unless the node allows privileged tasks. */
+  /** Run as this user and group instead of a uid of its own (or runAs); never root unless the node allows privileged tasks, never a uid of the per-task range. */
   user?: { uid: number, gid: number } | undefined
   logs?: LogLimits | undefined
 }
@@ -80,8 +80,12 @@ export interface AttemptInfo {
   usage: TaskUsage | null
   /** The task's cgroup below the hierarchy's root, or null without isolation. */
   cgroup: string | null
-  /** The task's own dir (MURMUR_ALLOC_DIR is `dir/alloc`, logs in `dir/logs`). */
+  /** The node's dir of the task: task.json, and its logs in `dir/logs`; closed to the task. */
   dir: string
+  /** MURMUR_ALLOC_DIR and HOME, the task's own (its uid's, 0700): `<tasks dir>/_alloc/<name>`. */
+  alloc?: string | undefined
+  /** The uid and gid it runs as, if not the node's (null: the node's own, or not known from an older record). */
+  user?: { uid: number, gid: number } | null | undefined
   /** Taken over from a previous life of the node. */
   adopted: boolean
   spec: AttemptSpec

@@ -78,7 +78,7 @@ async function ended (executor: Executor, id: string): Promise<AttemptInfo> {
 }
 
 async function ready (info: AttemptInfo): Promise<void> {
-  await waitUntil(`task ${info.id} to run its command`, async () => existsSync(join(info.dir, 'alloc', 'ready')), (x) => x, 20_000, 20)
+  await waitUntil(`task ${info.id} to run its command`, async () => existsSync(join(info.alloc!, 'ready')), (x) => x, 20_000, 20)
 }
 
 describe('starts through the spawner', () => {
@@ -113,7 +113,7 @@ describe('starts through the spawner', () => {
 
     // Its end is seen by the sampler, as for a task adopted after a restart: the exit code is unknown.
     const { writeFileSync } = await import('node:fs')
-    writeFileSync(join(info.dir, 'alloc', 'go'), '')
+    writeFileSync(join(info.alloc!, 'go'), '')
     expect((await ended(executor, 'survivor')).exit).toMatchObject({ reason: 'lost', code: null })
 
     const next = await executor.start(sh('after', 'exit 3'))
@@ -129,7 +129,7 @@ describe('starts through the spawner', () => {
     const pid = await spawnerPid(executor)
     // Held where it cannot answer: the request waits in the channel.
     process.kill(pid, 'SIGSTOP')
-    const marker = join(dir, 'tasks', 'orphan', 'alloc', 'ran')
+    const marker = join(dir, 'tasks', '_alloc', 'orphan', 'ran')
     const starting = executor.start(sh('orphan', ': > ran; exec sleep 1000'))
     await new Promise((resolve) => setTimeout(resolve, 200))
     process.kill(pid, 'SIGKILL')

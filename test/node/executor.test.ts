@@ -15,7 +15,7 @@
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -245,7 +245,7 @@ async function started (executor: Executor, s: AttemptSpec): Promise<AttemptInfo
 }
 
 function alloc (info: AttemptInfo): string {
-  return join(info.dir, 'alloc')
+  return info.alloc!
 }
 
 /** Touches a file once the command itself runs (a signal before that meets the launch shim, not the command). */
@@ -498,7 +498,7 @@ describe(CGROUPS ? `on ${ISOLATION.kind}` : `on cgroups (skipped: ${ISOLATION.de
     expect(report.isolation).toBe(ISOLATION.kind)
     expect(report.tasks.map((t) => t.phase)).toEqual(['running', 'running', 'running', 'running', 'running'])
     const pid = Object.fromEntries(report.tasks.map((t) => [t.id, t.pid]))
-    const dirOf = (id: string): string => join(node.tasksDir, id, 'alloc')
+    const dirOf = (id: string): string => join(node.tasksDir, '_alloc', id)
     const childOf = Object.fromEntries(await Promise.all(['A', 'B', 'C'].map(async (id) => [id, await pidFile(join(dirOf(id), 'child'))])))
 
     // The node dies; its tasks do not.
@@ -619,17 +619,23 @@ describe('with or without cgroups', () => {
     if (CGROUPS) for (const id of ['ghost', 'denied', 'nowhere', 'orphan']) expectNoGroup(nodeId, id)
   })
 
-  it.skipIf(process.getuid?.() !== 0)('runs a task as another user, who can write in its alloc dir', async () => {
-    const { executor } = open({ user: true })
-    // Its working dir is its alloc dir, entered before the switch: the tasks dir above it is closed to the user.
-    const info = await started(executor, sh('nobody', 'id -u > uid; id -G > groups; echo written > file'))
+  it.skipIf(process.getuid?.() !== 0)('runs a task as a uid of its own, who can write in its alloc dir by its absolute path', async () => {
+    const { executor, dir } = open({ user: true })
+    // mkdtemp's 0700 would stop the task's uid above the data dir.
+    chmodSync(dir, 0o755)
+    const info = await started(executor, sh('nobody', 'cd /; id -u > "$HOME/uid"; id -G > "$MURMUR_ALLOC_DIR/groups"; echo written > "$HOME/file"'))
     const done = await ended(executor, 'nobody')
     expect(done.exit).toMatchObject({ reason: 'exited', code: 0 })
-    expect(readFileSync(join(alloc(info), 'uid'), 'utf8').trim()).toBe('65534')
+    const uid = info.user!.uid
+    expect(uid).toBeGreaterThanOrEqual(70_000)
+    expect(info.user).toEqual({ uid, gid: uid })
+    expect(readFileSync(join(alloc(info), 'uid'), 'utf8').trim()).toBe(String(uid))
     // None of the node's groups either.
-    expect(readFileSync(join(alloc(info), 'groups'), 'utf8').trim().split(' ')).toEqual(['65534'])
+    expect(readFileSync(join(alloc(info), 'groups'), 'utf8').trim().split(' ')).toEqual([String(uid)])
     expect(readFileSync(join(alloc(info), 'file'), 'utf8')).toBe('written\n')
-    expect(statSync(join(alloc(info), 'file')).uid).toBe(65534)
+    expect(statSync(join(alloc(info), 'file')).uid).toBe(uid)
+    // Ended: its alloc dir is root's again, for whoever holds the uid next.
+    expect(statSync(alloc(info)).uid).toBe(0)
   })
 
   it('admits only what fits the node\'s capacity, refuses bad specs and a second start of a running id', async () => {
