@@ -1,6 +1,11 @@
 // Membership messages on the wire: JSON, decoded and validated at the boundary.
 // A message from a peer is either a typed Message or a typed error that says
 // what was wrong; it never throws into the caller. Every field is bounded.
+//
+// Version 2 (the protocol id in node/membership.ts says which): a member's
+// statements about itself (alive, left) and push-pull records carry the member's
+// signature (statements.ts). A cluster is upgraded whole: version 1 nodes do not
+// speak to version 2 nodes at all.
 
 import { z } from 'zod'
 import type { Message } from './types.ts'
@@ -17,10 +22,13 @@ export const LIMITS = Object.freeze({
   labelValueCharsMax: 255,
   updatesPerMessageMax: 256,
   membersPerPushPullMax: 10_000,
+  /** An Ed25519 signature is 64 bytes, 88 characters of base64. */
+  signatureCharsMax: 128,
 })
 
 const id = z.string().min(1).max(LIMITS.idCharsMax)
 const counter = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+const signature = z.string().min(1).max(LIMITS.signatureCharsMax).optional()
 const addrs = z.array(z.string().min(1).max(LIMITS.addrCharsMax)).max(LIMITS.addrsPerMemberMax)
 
 export const memberMetaSchema = z.object({
@@ -33,10 +41,10 @@ export const memberMetaSchema = z.object({
 })
 
 const update = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('alive'), id, incarnation: counter, addrs, meta: memberMetaSchema }),
+  z.object({ kind: z.literal('alive'), id, incarnation: counter, addrs, meta: memberMetaSchema, sig: signature }),
   z.object({ kind: z.literal('suspect'), id, incarnation: counter, from: id }),
   z.object({ kind: z.literal('dead'), id, incarnation: counter, from: id }),
-  z.object({ kind: z.literal('left'), id, incarnation: counter }),
+  z.object({ kind: z.literal('left'), id, incarnation: counter, sig: signature }),
 ])
 const updates = z.array(update).max(LIMITS.updatesPerMessageMax)
 
@@ -46,6 +54,7 @@ const memberRecord = z.object({
   incarnation: counter,
   state: z.enum(['alive', 'suspect', 'dead', 'left']),
   meta: memberMetaSchema,
+  sig: signature,
 })
 
 const messageSchema = z.discriminatedUnion('type', [

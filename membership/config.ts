@@ -50,6 +50,13 @@ export interface MembershipConfig {
    * blaming others for answers that may be waiting unread.
    */
   stallMs: number
+  /**
+   * A member's incarnation rises by one per refutation or change of its offer. A
+   * statement more than this far above what this node knows of the member is
+   * refused unless the member itself sends it: a relayed jump that large is no
+   * member's doing, and would waste the room the member has to refute.
+   */
+  incarnationJumpMax: number
 }
 
 export type MembershipInit = Partial<MembershipConfig>
@@ -77,6 +84,7 @@ export const LAN: Readonly<MembershipConfig> = Object.freeze({
   reconnectIntervalMs: 10_000, // one dead member tried every 10 s: heals partitions
   deadRetentionMs: 3_600_000, // forget the dead after an hour
   stallMs: 1_000, // no tick for 1 s means this process was frozen or starved
+  incarnationJumpMax: 1_024, // a member changes its offer or refutes a few times an hour, not a thousand times between two pieces of news
 })
 
 /**

@@ -11,18 +11,29 @@
 //   gossip:       updates ride on every message, plus a gossip round every gossipIntervalMs
 //   anti-entropy: push-pull of the full member list with one random member; one
 //                 dead member tried again every reconnectIntervalMs, so partitions heal
+//
+// Every statement from a peer, gossiped or in a push-pull, passes the same checks
+// (admit) before it is applied: an incarnation cap that always leaves the member
+// room to refute, a bound on how far a relayed incarnation may jump, and, with
+// keys, the member's own signature on what it says about itself (alive, left).
 
 import { BroadcastQueue } from './broadcast.ts'
 import {
   type MembershipConfig, pushPullIntervalMs, retransmitLimit, suspicionMaxMs, suspicionMinMs,
 } from './config.ts'
+import { type StatementKeys, signStatement, verifyStatement } from './statements.ts'
 import { Suspicion } from './suspicion.ts'
 import type {
-  Effects, Member, MemberMeta, MemberRecord, MemberState, Message, Outbound, SelfInit, Update,
+  Effects, Member, MemberMeta, MemberRecord, MemberState, Message, Outbound, RefusalReason, SelfInit, Update,
 } from './types.ts'
 
-/** Incarnations at or above this are refused from others: the codec admits no higher one to refute with. */
-const INCARNATION_MAX = Number.MAX_SAFE_INTEGER - 1
+/**
+ * No statement above this incarnation is taken, and no suspicion or death at it:
+ * whatever others take, the member can outbid by one, and no member ever goes
+ * above it. Far below the largest integer the codec admits, and far above what a
+ * member reaches by refuting (one step per suspicion) in any lifetime.
+ */
+export const INCARNATION_MAX = Number.MAX_SAFE_INTEGER - 2 ** 20
 
 interface Probe {
   seq: number
@@ -53,6 +64,13 @@ export interface SwimInit {
   nowMs: number
   /** Start from this incarnation (a restarted node may know a higher one). */
   incarnation?: number
+  /**
+   * Signs this member's statements about itself and checks others' (statements.ts).
+   * Without keys (the simulator, whose members are not peer ids) statements go
+   * unsigned, and a goodbye for another is taken only when relayed by a member
+   * held alive: anyone could still forge an "alive" at a higher incarnation.
+   */
+  keys?: StatementKeys
 }
 
 /** Forgetting long-dead members is not urgent: once a second is plenty. */
@@ -64,7 +82,10 @@ export class Swim {
   readonly config: MembershipConfig
   readonly id: string
   private readonly random: () => number
+  private readonly keys: StatementKeys | null
   private readonly members = new Map<string, Member>()
+  /** Each member's signature over its latest statement about itself, at its current incarnation (MemberRecord.sig). */
+  private readonly proofs = new Map<string, string>()
   private readonly suspicions = new Map<string, Suspicion>()
   private readonly broadcasts = new BroadcastQueue()
   private readonly probes = new Map<number, Probe>()
@@ -84,23 +105,25 @@ export class Swim {
   private nextPushPullMs: number
   private nextReconnectMs: number
   private nextReapMs: number
-  private out: Effects = { messages: [], events: [] }
+  private out: Effects = { messages: [], events: [], refused: [] }
 
   constructor (init: SwimInit) {
     this.config = init.config
     this.id = init.self.id
     this.random = init.random
+    this.keys = init.keys ?? null
     const now = init.nowMs
     const self: Member = {
       id: init.self.id,
       addrs: [...init.self.addrs],
-      incarnation: init.incarnation ?? 0,
+      incarnation: Math.min(INCARNATION_MAX, init.incarnation ?? 0),
       state: 'alive',
       meta: cloneMeta(init.self.meta),
       stateSinceMs: now,
       lastHeardMs: now,
     }
     this.members.set(self.id, self)
+    this.restate()
     this.lastInputMs = now
     // Spread the first rounds so that nodes started together do not probe in lockstep.
     this.nextProbeMs = now + Math.floor(this.random() * this.config.probeIntervalMs)
@@ -149,20 +172,28 @@ export class Swim {
     this.detectStall(nowMs)
     const sender = this.members.get(from)
     if (sender !== undefined && from !== this.id) sender.lastHeardMs = nowMs
+    // A sender we hold dead (or gone) is across a partition from us, or just back
+    // from one: its verdicts were witnessed by nobody we can reach, so its "dead" is
+    // only a suspicion here. Taken as deaths, a healed partition's stale verdicts
+    // would kill members their own side sees alive. A sender that is no member at
+    // all is doubted the same way (found by the reliability suite's forged claims).
+    const stranger = sender === undefined && from !== this.id
+    const doubted = stranger || (sender !== undefined && (sender.state === 'dead' || sender.state === 'left'))
     if (message.type === 'push-pull') {
-      this.mergeRecords(from, message.members, nowMs)
+      // The same checks as gossip, record by record: a push-pull is how a stranger
+      // joins, so it is the easiest way in for a forged claim.
+      this.applyUpdates(message.members.flatMap((record) => this.recordUpdates(record, from)), nowMs, doubted, from)
       if (message.reply && !this.leaving) this.send(from, { type: 'push-pull', join: false, reply: false, members: this.records() })
       return
     }
-    // A sender we hold dead (or gone) is across a partition from us, or just back
-    // from one: its verdicts were witnessed by nobody we can reach, so its "dead" is
-    // only a suspicion here, as in a push-pull. Taken as deaths, a healed
-    // partition's stale verdicts would kill members their own side sees alive.
-    // A sender that is no member at all (any peer that can connect may send to us) is
-    // doubted the same way, and its goodbyes for others are not taken at all (found by
-    // the reliability suite's forged claims).
-    const stranger = sender === undefined && from !== this.id
-    const doubted = stranger || (sender !== undefined && (sender.state === 'dead' || sender.state === 'left'))
+    if (stranger) {
+      // A peer that is no member may join (a push-pull) and may learn that we are
+      // up (a bare ack: a joined node pings members that have not heard of it yet),
+      // but its news is nobody's we know.
+      if (message.type === 'ping') this.send(from, { type: 'ack', seq: message.seq, updates: [] })
+      else this.refuse(from, 'stranger', message.type)
+      return
+    }
     this.applyUpdates(message.updates, nowMs, doubted, from)
     switch (message.type) {
       case 'ping': return this.onPing(from, message.seq)
@@ -233,9 +264,14 @@ export class Swim {
     if (this.leaving) return
     const self = this.self()
     this.leaving = true
-    self.incarnation++
-    this.setState(self, 'left', nowMs, self.incarnation - 1)
+    const previousIncarnation = self.incarnation
+    self.incarnation = Math.min(INCARNATION_MAX, self.incarnation + 1)
+    this.setState(self, 'left', nowMs, previousIncarnation)
     const update: Update = { kind: 'left', id: self.id, incarnation: self.incarnation }
+    if (this.keys !== null) {
+      update.sig = signStatement(this.keys, update)
+      this.proofs.set(self.id, update.sig)
+    }
     this.broadcasts.clear()
     for (const member of this.others((m) => m.state === 'alive' || m.state === 'suspect')) {
       this.send(member.id, { type: 'gossip', updates: [update] })
@@ -250,23 +286,29 @@ export class Swim {
     const previousIncarnation = self.incarnation
     if (change.meta !== undefined) self.meta = cloneMeta(change.meta)
     if (change.addrs !== undefined) self.addrs = [...change.addrs]
-    self.incarnation++
+    self.incarnation = Math.min(INCARNATION_MAX, self.incarnation + 1)
+    this.restate()
     this.emit(self, self.state, previousIncarnation)
-    this.broadcasts.enqueue(this.aliveUpdate(self))
+    this.broadcasts.enqueue(this.selfAlive())
   }
 
   // ---- outputs --------------------------------------------------------------
 
-  /** The effects accumulated since the last drain: send the messages, then report the events. */
+  /** The effects accumulated since the last drain: send the messages, then report the events and refusals. */
   drain (): Effects {
     const out = this.out
-    this.out = { messages: [], events: [] }
+    this.out = { messages: [], events: [], refused: [] }
     return out
   }
 
   /** Every member this node knows, itself included. Copies: safe to keep. */
   list (): Member[] {
     return [...this.members.values()].map(cloneMember)
+  }
+
+  /** This member's own record, as a push-pull carries it (signed, with keys). */
+  ownRecord (): MemberRecord {
+    return this.records().find((record) => record.id === this.id)!
   }
 
   member (id: string): Member | undefined {
@@ -456,15 +498,64 @@ export class Swim {
 
   // ---- applying updates -----------------------------------------------------
 
-  private applyUpdates (updates: Update[], nowMs: number, doubted = false, from: string | null = null): void {
+  /** `from`: the sender as the transport authenticated it; `doubted`: a stranger, or a member we hold gone. */
+  private applyUpdates (updates: Update[], nowMs: number, doubted: boolean, from: string): void {
     for (const update of updates) {
-      // At the highest incarnation the codec admits, a claim could never be outbid (a refutation needs one more).
-      if (update.incarnation >= INCARNATION_MAX) continue
-      // A goodbye is believed from the member itself, or relayed by a member we hold alive.
-      if (update.kind === 'left' && doubted && update.id !== from) continue
+      const refusal = this.admit(update, from, doubted)
+      if (refusal !== null) {
+        this.refuse(from, refusal, update.kind, update.id, update.incarnation)
+        continue
+      }
       if (doubted && update.kind === 'dead') this.applySuspect({ kind: 'suspect', id: update.id, incarnation: update.incarnation, from: update.from }, nowMs)
       else this.applyUpdate(update, nowMs)
     }
+  }
+
+  /**
+   * The checks every statement passes before it is applied; null when it may be.
+   * Cheap checks first; a signature is checked only for a statement that would
+   * change something (news older than what we hold is a no-op anyway).
+   */
+  private admit (update: Update, from: string, doubted: boolean): RefusalReason | null {
+    const { id, incarnation } = update
+    const verdict = update.kind === 'suspect' || update.kind === 'dead'
+    // A suspicion at the cap could be outbid only above it, where nobody may go.
+    if (incarnation > INCARNATION_MAX || (verdict && incarnation === INCARNATION_MAX)) return 'incarnation-cap'
+    if (id === this.id) return this.admitAboutSelf(update)
+    const member = this.members.get(id)
+    if (verdict) {
+      if (member === undefined || incarnation <= member.incarnation) return null
+      // With keys, a member's incarnation is only what it signed: another's word
+      // cannot raise it, so a key holder cannot push a member towards the cap.
+      if (this.keys !== null) return 'incarnation-unstated'
+      return incarnation - member.incarnation > this.config.incarnationJumpMax ? 'incarnation-jump' : null
+    }
+    if (member !== undefined) {
+      if (incarnation < member.incarnation || member.state === 'left') return null
+      if (update.kind === 'alive' && incarnation === member.incarnation) return null
+      if (from !== id && incarnation - member.incarnation > this.config.incarnationJumpMax) return 'incarnation-jump'
+    } else if (update.kind === 'left') {
+      return null
+    }
+    if (this.keys !== null) return verifyStatement(this.keys, update, update.sig) ? null : 'bad-signature'
+    // Unsigned, a goodbye for another is believed from the member itself, or relayed by a member we hold alive.
+    if (update.kind === 'left' && doubted && id !== from) return 'unverified-left'
+    return null
+  }
+
+  /**
+   * Statements about ourselves at an incarnation we did not give can only come
+   * from a previous life of this node (same key, lower incarnation remembered by
+   * others), which we must outbid — or be forgeries, which nobody with keys takes,
+   * so they need no answer.
+   */
+  private admitAboutSelf (update: Update): RefusalReason | null {
+    if (update.kind === 'suspect' || update.kind === 'dead') return null
+    const self = this.self()
+    if (update.incarnation < self.incarnation) return null
+    if (update.kind === 'alive' && update.incarnation === self.incarnation && sameAlive(update, self)) return null
+    if (this.keys === null) return null
+    return verifyStatement(this.keys, update, update.sig) ? null : 'bad-signature'
   }
 
   private applyUpdate (update: Update, nowMs: number): void {
@@ -485,6 +576,7 @@ export class Swim {
         (update.incarnation === self.incarnation && !sameAlive(update, self))) this.refute(update.incarnation)
       return
     }
+    if (update.sig !== undefined) this.proofs.set(update.id, update.sig)
     const member = this.members.get(update.id)
     if (member === undefined) {
       if (this.members.size >= this.config.membersMax) return
@@ -526,7 +618,7 @@ export class Swim {
     if (member === undefined || update.incarnation < member.incarnation) return
     if (member.state === 'dead' || member.state === 'left') return
     if (update.id === this.id) {
-      this.refute(update.incarnation)
+      this.refuteClaim(update.incarnation)
       return
     }
     const suspicion = this.suspicions.get(member.id)
@@ -567,9 +659,12 @@ export class Swim {
     }
     if (member.state === 'left' || (update.kind === 'dead' && member.state === 'dead')) return
     if (update.id === this.id) {
-      if (!this.leaving) this.refute(update.incarnation)
+      if (this.leaving) return
+      if (update.kind === 'left') this.refute(update.incarnation)
+      else this.refuteClaim(update.incarnation)
       return
     }
+    if (update.kind === 'left' && update.sig !== undefined) this.proofs.set(update.id, update.sig)
     const previousIncarnation = member.incarnation
     member.incarnation = update.incarnation
     this.suspicions.delete(member.id)
@@ -577,26 +672,28 @@ export class Swim {
     this.broadcasts.enqueue(update)
   }
 
-  /** Another member's full view: taken as updates, except that its "dead" is only our suspicion. */
-  private mergeRecords (from: string, records: MemberRecord[], nowMs: number): void {
-    for (const record of records) {
-      switch (record.state) {
-        case 'alive':
-          this.applyAlive({ kind: 'alive', id: record.id, incarnation: record.incarnation, addrs: record.addrs, meta: record.meta }, nowMs)
-          break
-        case 'suspect':
-        case 'dead':
-          // Not witnessed by us: only a suspicion here (a live member then gets to refute),
-          // and nothing to learn about members we never knew.
-          if (record.id === this.id) {
-            if (record.incarnation >= this.self().incarnation && !this.leaving) this.refute(record.incarnation)
-          } else {
-            this.applySuspect({ kind: 'suspect', id: record.id, incarnation: record.incarnation, from }, nowMs)
-          }
-          break
-        case 'left':
-          this.applyVerdict({ kind: 'left', id: record.id, incarnation: record.incarnation }, nowMs)
-          break
+  /**
+   * Another member's record, as the updates it stands for. Its "dead" is only our
+   * suspicion (not witnessed by us; a live member then gets to refute), and there
+   * is nothing to learn about a suspect we never knew. A suspect's record still
+   * carries the member's own signed "alive" at that incarnation: taken first, so
+   * that the suspicion is about an incarnation we know the member stated.
+   */
+  private recordUpdates (record: MemberRecord, from: string): Update[] {
+    const alive: Update = { kind: 'alive', id: record.id, incarnation: record.incarnation, addrs: record.addrs, meta: record.meta, sig: record.sig }
+    switch (record.state) {
+      case 'alive': return [alive]
+      case 'left': return [{ kind: 'left', id: record.id, incarnation: record.incarnation, sig: record.sig }]
+      case 'suspect':
+      case 'dead': {
+        // A record of ourselves older than what we said is no news: a push-pull after
+        // a heal carries hundreds, and announcing ourselves again for each would crowd
+        // out the refutations others are waiting for.
+        if (record.id === this.id && record.incarnation < this.self().incarnation) return []
+        const suspect: Update = { kind: 'suspect', id: record.id, incarnation: record.incarnation, from }
+        const known = this.members.get(record.id)
+        const newer = known !== undefined && record.id !== this.id && record.incarnation > known.incarnation
+        return newer && record.sig !== undefined ? [alive, suspect] : [suspect]
       }
     }
   }
@@ -609,18 +706,42 @@ export class Swim {
    */
   private staleAboutSelf (update: Extract<Update, { kind: 'suspect' | 'dead' }>): boolean {
     if (update.id !== this.id || update.incarnation >= this.self().incarnation) return false
-    if (!this.leaving) this.broadcasts.enqueue(this.aliveUpdate(this.self()))
+    if (!this.leaving) this.broadcasts.enqueue(this.selfAlive())
     return true
+  }
+
+  /**
+   * Another's suspicion or death of us. With keys, nobody takes one above the
+   * incarnation we last signed, so one step above ours outbids every suspicion
+   * that counts, and a forged claim at a huge incarnation moves us by one only.
+   * (A previous life's higher incarnation reaches us signed, in a push-pull record,
+   * and is outbid then.)
+   */
+  private refuteClaim (incarnation: number): void {
+    this.refute(this.keys === null ? incarnation : Math.min(incarnation, this.self().incarnation))
   }
 
   private refute (incarnation: number): void {
     const self = this.self()
     const previousIncarnation = self.incarnation
-    self.incarnation = Math.max(self.incarnation, incarnation) + 1
+    // Every claim taken is below the cap (admit), so the cap always leaves one more step.
+    self.incarnation = Math.min(INCARNATION_MAX, Math.max(self.incarnation, incarnation) + 1)
+    this.restate()
     // Being suspected means others could not hear us in time: doubt our own health first.
     this.adjustAwareness(1)
     this.emit(self, self.state, previousIncarnation)
-    this.broadcasts.enqueue(this.aliveUpdate(self))
+    this.broadcasts.enqueue(this.selfAlive())
+  }
+
+  /** Signs what we now say about ourselves (our alive at this incarnation), for gossip and push-pull records. */
+  private restate (): void {
+    if (this.keys === null) return
+    const self = this.self()
+    this.proofs.set(self.id, signStatement(this.keys, { kind: 'alive', id: self.id, incarnation: self.incarnation, addrs: self.addrs, meta: self.meta }))
+  }
+
+  private refuse (from: string, reason: RefusalReason, kind: Update['kind'] | Message['type'], id?: string, incarnation?: number): void {
+    this.out.refused.push({ from, reason, kind, ...(id === undefined ? {} : { id }), ...(incarnation === undefined ? {} : { incarnation }) })
   }
 
   // ---- gossip and anti-entropy ----------------------------------------------
@@ -643,9 +764,12 @@ export class Swim {
   }
 
   private records (): MemberRecord[] {
-    return [...this.members.values()].map((m) => ({
-      id: m.id, addrs: [...m.addrs], incarnation: m.incarnation, state: m.state, meta: cloneMeta(m.meta),
-    }))
+    return [...this.members.values()].map((m) => {
+      const record: MemberRecord = { id: m.id, addrs: [...m.addrs], incarnation: m.incarnation, state: m.state, meta: cloneMeta(m.meta) }
+      const sig = this.proofs.get(m.id)
+      if (sig !== undefined) record.sig = sig
+      return record
+    })
   }
 
   private piggyback (): Update[] {
@@ -681,6 +805,7 @@ export class Swim {
       if (member.id === this.id || (member.state !== 'dead' && member.state !== 'left')) continue
       if (nowMs - member.stateSinceMs >= this.config.deadRetentionMs) {
         this.members.delete(member.id)
+        this.proofs.delete(member.id)
         this.liveCached = null
       }
     }
@@ -692,8 +817,13 @@ export class Swim {
     return this.members.get(this.id)!
   }
 
-  private aliveUpdate (member: Member): Update {
-    return { kind: 'alive', id: member.id, incarnation: member.incarnation, addrs: [...member.addrs], meta: cloneMeta(member.meta) }
+  /** What we say about ourselves, signed when we have keys. */
+  private selfAlive (): Update {
+    const self = this.self()
+    const update: Update = { kind: 'alive', id: self.id, incarnation: self.incarnation, addrs: [...self.addrs], meta: cloneMeta(self.meta) }
+    const sig = this.proofs.get(self.id)
+    if (sig !== undefined) update.sig = sig
+    return update
   }
 
   /** Members that are neither dead nor gone: the n of every formula. */

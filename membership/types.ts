@@ -32,15 +32,17 @@ export interface Member {
 }
 
 /**
- * Membership changes, disseminated by gossip. Each names the member, the
+ * Membership changes, disseminated by gossip. `alive` and `left` are the
+ * member's own statements: `sig` is its signature over them (statements.ts), so
+ * that anyone may relay them and nobody can forge them. Each names the member, the
  * incarnation it is about, and (for suspicions) who raised it, so that
  * independent confirmations can be counted (Lifeguard).
  */
 export type Update =
-  | { kind: 'alive', id: string, incarnation: number, addrs: string[], meta: MemberMeta }
+  | { kind: 'alive', id: string, incarnation: number, addrs: string[], meta: MemberMeta, sig?: string | undefined }
   | { kind: 'suspect', id: string, incarnation: number, from: string }
   | { kind: 'dead', id: string, incarnation: number, from: string }
-  | { kind: 'left', id: string, incarnation: number }
+  | { kind: 'left', id: string, incarnation: number, sig?: string | undefined }
 
 /** A member's record in a full-state exchange (push-pull). */
 export interface MemberRecord {
@@ -49,6 +51,13 @@ export interface MemberRecord {
   incarnation: number
   state: MemberState
   meta: MemberMeta
+  /**
+   * The member's signature over its latest statement about itself at this
+   * incarnation: `left` for a member that left, `alive` (with these addrs and
+   * meta) otherwise — a suspicion or a death is another's word, at the
+   * incarnation the member itself last stated.
+   */
+  sig?: string | undefined
 }
 
 export type Message =
@@ -81,10 +90,36 @@ export interface MemberEvent {
   previousIncarnation: number | null
 }
 
+/** Why a statement or message from a peer was not taken. */
+export type RefusalReason =
+  /** Above the incarnation cap: nobody could outbid it. */
+  | 'incarnation-cap'
+  /** Too far above what this node knows of the member, and not from the member itself. */
+  | 'incarnation-jump'
+  /** A suspicion or death at an incarnation the member never stated. */
+  | 'incarnation-unstated'
+  /** A statement about a member that does not carry the member's valid signature. */
+  | 'bad-signature'
+  /** A goodbye for another, unsigned, from a sender this node does not hold alive. */
+  | 'unverified-left'
+  /** A message other than a push-pull (or a ping, answered bare) from a peer that is no member. */
+  | 'stranger'
+
+/** A refusal, for the caller to count and log: the peer that sent it, and what it was about. */
+export interface Refusal {
+  from: string
+  reason: RefusalReason
+  /** The member the statement was about, when it was one. */
+  id?: string
+  incarnation?: number
+  kind: Update['kind'] | Message['type']
+}
+
 /** What the caller must do after feeding the state machine: send, then report. */
 export interface Effects {
   messages: Outbound[]
   events: MemberEvent[]
+  refused: Refusal[]
 }
 
 /** The member this node is, as given at construction. */

@@ -2,28 +2,58 @@
 // carries its messages on a protocol of ours (length-prefixed JSON frames, one
 // long-lived stream per peer and direction), and turns transport facts into
 // inputs: a refused dial is an undeliverable message, a closed connection a hint.
+//
+// The sender of a frame is the stream's remote peer, authenticated by the
+// connection's handshake: the state machine takes it as who speaks. Each inbound
+// stream has read deadlines (a first frame soon, then frames that arrive whole
+// within a deadline, and not too long a silence between them), and each peer a
+// cap on its open streams and on the bytes it may send per second: a peer that
+// misbehaves costs a bounded share of this node.
 
 import { EventEmitter } from 'node:events'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { LIMITS, decodeMessage, encodeMessage } from '../membership/codec.ts'
 import type { MembershipConfig } from '../membership/config.ts'
+import { ed25519Keys } from '../membership/statements.ts'
 import { Swim } from '../membership/swim.ts'
-import type { Member, MemberEvent, MemberMeta, Message, Outbound } from '../membership/types.ts'
+import type { Member, MemberEvent, MemberMeta, Message, Outbound, Refusal } from '../membership/types.ts'
 import type { FaultInjector } from './faults.ts'
 import type { Host } from './host.ts'
 import { isOversized, isStreamGone } from './streams.ts'
 
-export const MEMBERSHIP_PROTOCOL = '/murmur/membership/1.0.0'
+/** Version 2: signed self statements (membership/codec.ts). A cluster is upgraded whole. */
+export const MEMBERSHIP_PROTOCOL = '/murmur/membership/2.0.0'
 
 export const TRANSPORT_LIMITS = Object.freeze({
   /** Messages waiting for one peer's stream (a dial in progress); older ones are dropped first. */
   queuedMessagesPerPeerMax: 256,
   /** Inbound membership streams per connection: one is normal, a few allow for reopening. */
   inboundStreamsPerConnectionMax: 8,
+  /** Inbound membership streams per peer, over all its connections: a peer cannot multiply the cap by connecting again. */
+  inboundStreamsPerPeerMax: 8,
+  /** A new stream is opened to send a frame at once: nothing within this long is a peer holding a stream for nothing. */
+  firstFrameMs: 5_000,
+  /** Once a frame's first bytes arrived, the rest comes within this long: a frame of the largest size takes milliseconds on any link we run on. */
+  frameReadMs: 5_000,
+  /**
+   * Silence on a stream after a frame: members send each other something every few
+   * probe intervals, and a sender reopens a stream it finds closed, so an idle one
+   * is closed rather than held.
+   */
+  streamIdleMs: 60_000,
+  /**
+   * Bytes per second one peer may send us, refilled continuously, with a burst of
+   * two of the largest messages (a join's push-pull and its answer). A member sends
+   * a few KiB per second; a 1,000-member push-pull is a few hundred KiB.
+   */
+  peerBytesPerSecondMax: 1_048_576,
+  peerBytesBurstMax: 2 * LIMITS.messageBytesMax,
+  /** A refusal from one peer for one reason is logged as a warning at most this often; the rest at debug. */
+  refusalWarnIntervalMs: 60_000,
 })
 
 /** First retry of an unreachable --join address after 250 ms, doubling up to 2 s. */
@@ -58,6 +88,18 @@ export interface MembershipServiceInit {
   log: Logger
   /** Testnet fault rules: every frame received passes them. */
   faults?: FaultInjector
+  /**
+   * The node's identity key (Ed25519): signs what this member says about itself
+   * and checks what others say about themselves. Without it, membership runs
+   * unsigned, and says so in one warning.
+   */
+  privateKey?: PrivateKey
+}
+
+/** A peer's allowance of bytes: a token bucket, refilled at peerBytesPerSecondMax. */
+interface Allowance {
+  bytes: number
+  atMs: number
 }
 
 /** Emits 'event' (MemberEvent) for every change, after the state machine made it. */
@@ -73,6 +115,10 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
   private readonly dialTimeoutMs: number
   private readonly faults: FaultInjector | undefined
   private readonly links = new Map<string, Link>()
+  /** Open inbound streams per peer. */
+  private readonly inbound = new Map<string, number>()
+  private readonly allowances = new Map<string, Allowance>()
+  private readonly refusalWarnedMs = new Map<string, number>()
   private readonly pending = new Set<Promise<void>>()
   private timer: NodeJS.Timeout | null = null
   private delayTimer: NodeJS.Timeout | null = null
@@ -88,12 +134,15 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
     this.tickMs = init.tickMs
     this.dialTimeoutMs = init.dialTimeoutMs
     this.faults = init.faults
+    const keys = init.privateKey?.type === 'Ed25519' ? ed25519Keys(init.privateKey.raw) : undefined
+    if (keys === undefined) this.log.warn('membership runs without signatures: any peer could speak for another member; give the service the node key')
     this.swim = new Swim({
       self: { id: init.host.peerId.toString(), addrs: this.ownAddrs(), meta: init.meta },
       config: init.config,
       // Each process draws its own randomness, so that nodes never probe in lockstep.
       random: Math.random,
       nowMs: Date.now(),
+      ...(keys === undefined ? {} : { keys }),
     })
   }
 
@@ -181,6 +230,7 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
     await this.host.unhandle(MEMBERSHIP_PROTOCOL).catch(() => {})
     for (const link of this.links.values()) link.raw?.abort(new Error('membership stopped'))
     this.links.clear()
+    this.allowances.clear()
   }
 
   members (): Member[] {
@@ -198,12 +248,36 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
     const effects = this.swim.drain()
     for (const outbound of effects.messages) this.send(outbound)
     for (const event of effects.events) this.emit('event', event)
+    for (const refusal of effects.refused) this.refused(refusal)
+  }
+
+  /** A statement or message the state machine would not take: counted, and logged with its sender. */
+  private refused (refusal: Refusal): void {
+    this.stats.rejected[refusal.reason] = (this.stats.rejected[refusal.reason] ?? 0) + 1
+    this.warnOrDebug({ peer: refusal.from, reason: refusal.reason, kind: refusal.kind, member: refusal.id, incarnation: refusal.incarnation }, 'refused a membership claim')
+  }
+
+  /**
+   * The first of a kind from one peer is a warning, the rest within
+   * refusalWarnIntervalMs are at debug: a hostile peer cannot flood the log.
+   */
+  private warnOrDebug (fields: { peer: string, reason: string } & Record<string, unknown>, message: string): void {
+    const key = `${fields.peer} ${fields.reason}`
+    const now = Date.now()
+    if (now - (this.refusalWarnedMs.get(key) ?? -Infinity) < TRANSPORT_LIMITS.refusalWarnIntervalMs) {
+      this.log.debug(fields, message)
+      return
+    }
+    if (this.refusalWarnedMs.size >= 1_000) this.refusalWarnedMs.clear()
+    this.refusalWarnedMs.set(key, now)
+    this.log.warn(fields, `${message} (more like it from this peer within ${TRANSPORT_LIMITS.refusalWarnIntervalMs / 1000} s at debug level)`)
   }
 
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     const peer = evt.detail.toString()
     const link = this.links.get(peer)
     if (link !== undefined && link.queue.length === 0 && !link.flushing) this.links.delete(peer)
+    if (!this.inbound.has(peer)) this.allowances.delete(peer)
     // A crashed process closes its connections at once: probe it now, not in its turn.
     this.step((now) => { this.swim.hint(peer, now) })
   }
@@ -326,34 +400,72 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
 
   private readLoop (stream: Stream, connection: Connection): void {
     const from = connection.remotePeer.toString()
+    const open = this.inbound.get(from) ?? 0
+    if (open >= TRANSPORT_LIMITS.inboundStreamsPerPeerMax) {
+      this.reject('streams', from, `more than ${TRANSPORT_LIMITS.inboundStreamsPerPeerMax} membership streams open at once`)
+      stream.abort(new Error('too many membership streams from this peer'))
+      return
+    }
+    this.inbound.set(from, open + 1)
     const lp = lpStream(stream, { maxDataLength: LIMITS.messageBytesMax })
     void (async () => {
-      while (!this.stopped) {
-        let frame
-        try {
-          frame = await lp.read()
-        } catch (err) {
-          // End of stream is normal; an oversized frame is a misbehaving peer. Either
-          // way close our side too, or the half-open stream counts against the limit.
-          if (isOversized(err)) {
-            this.reject('oversized', from, (err as Error).message)
-            stream.abort(err as Error)
-          } else {
-            await stream.close().catch(() => { stream.abort(new Error('membership stream closed')) })
-          }
-          return
-        }
-        const bytes = frame.subarray()
-        this.stats.receivedMessages++
-        this.stats.receivedBytes += bytes.byteLength
-        const decoded = decodeMessage(bytes)
-        if (!decoded.ok) {
-          this.reject(decoded.reason, from, decoded.error)
-          continue
-        }
-        this.deliver(from, decoded.message)
+      try {
+        await this.readFrames(stream, lp, from)
+      } finally {
+        const left = (this.inbound.get(from) ?? 1) - 1
+        if (left > 0) this.inbound.set(from, left)
+        else this.inbound.delete(from)
       }
     })()
+  }
+
+  private async readFrames (stream: Stream, lp: LengthPrefixedStream<Stream>, from: string): Promise<void> {
+    for (let first = true; !this.stopped; first = false) {
+      let frame
+      try {
+        frame = await readWithDeadlines(stream, lp, first ? TRANSPORT_LIMITS.firstFrameMs : TRANSPORT_LIMITS.streamIdleMs)
+      } catch (err) {
+        // End of stream is normal; an oversized or slow frame is a misbehaving peer,
+        // and silence too long is a stream held for nothing. Either way close our side
+        // too, or the half-open stream counts against the limit.
+        if (isOversized(err)) {
+          this.reject('oversized', from, (err as Error).message)
+          stream.abort(err as Error)
+        } else if (err instanceof ReadDeadlineError) {
+          this.reject(err.reason, from, err.message)
+          stream.abort(err)
+        } else {
+          await stream.close().catch(() => { stream.abort(new Error('membership stream closed')) })
+        }
+        return
+      }
+      const bytes = frame.subarray()
+      this.stats.receivedMessages++
+      this.stats.receivedBytes += bytes.byteLength
+      // Before decoding: parsing and checking signatures is the work a flood would make us do.
+      if (!this.allow(from, bytes.byteLength)) {
+        this.reject('rate', from, `over ${TRANSPORT_LIMITS.peerBytesPerSecondMax} bytes per second`)
+        continue
+      }
+      const decoded = decodeMessage(bytes)
+      if (!decoded.ok) {
+        this.reject(decoded.reason, from, decoded.error)
+        continue
+      }
+      this.deliver(from, decoded.message)
+    }
+  }
+
+  /** Takes `bytes` from the peer's allowance; false when it has not that many left. */
+  private allow (peer: string, bytes: number): boolean {
+    const now = Date.now()
+    const allowance = this.allowances.get(peer) ?? { bytes: TRANSPORT_LIMITS.peerBytesBurstMax, atMs: now }
+    allowance.bytes = Math.min(TRANSPORT_LIMITS.peerBytesBurstMax, allowance.bytes + (now - allowance.atMs) * TRANSPORT_LIMITS.peerBytesPerSecondMax / 1000)
+    allowance.atMs = now
+    this.allowances.set(peer, allowance)
+    if (allowance.bytes < bytes) return false
+    allowance.bytes -= bytes
+    return true
   }
 
   /** Through the fault rules, when a testnet set some: each frame is a datagram, delayed or lost on its own. */
@@ -371,10 +483,46 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
 
   private reject (reason: string, from: string, error: string): void {
     this.stats.rejected[reason] = (this.stats.rejected[reason] ?? 0) + 1
-    this.log.warn({ peer: from, reason, error }, 'dropped a bad membership message')
+    this.warnOrDebug({ peer: from, reason, error }, 'dropped a bad membership message')
   }
 
   private ownAddrs (): string[] {
     return this.host.getMultiaddrs().map((a) => a.toString())
   }
 }
+
+/** A stream that broke a read deadline; `reason` is what stats and logs call it. */
+class ReadDeadlineError extends Error {
+  override name = 'ReadDeadlineError'
+  readonly reason: 'idle' | 'slow-frame'
+  constructor (reason: 'idle' | 'slow-frame', message: string) {
+    super(message)
+    this.reason = reason
+  }
+}
+
+/**
+ * Reads one frame: its first bytes within `waitMs`, the rest within frameReadMs of
+ * them. Bytes of the next frame that came with the last are already buffered and
+ * fire no event: that frame then has the whole wait, bounded all the same.
+ */
+async function readWithDeadlines (stream: Stream, lp: LengthPrefixedStream<Stream>, waitMs: number): Promise<{ subarray: () => Uint8Array }> {
+  const controller = new AbortController()
+  let timer = setTimeout(() => { controller.abort(new ReadDeadlineError('idle', `no membership frame within ${waitMs} ms`)) }, waitMs)
+  const onData = (): void => {
+    stream.removeEventListener('message', onData)
+    clearTimeout(timer)
+    timer = setTimeout(() => { controller.abort(new ReadDeadlineError('slow-frame', `a membership frame took over ${TRANSPORT_LIMITS.frameReadMs} ms to arrive`)) }, TRANSPORT_LIMITS.frameReadMs)
+  }
+  stream.addEventListener('message', onData)
+  try {
+    return await lp.read({ signal: controller.signal })
+  } catch (err) {
+    if (controller.signal.aborted && controller.signal.reason instanceof ReadDeadlineError) throw controller.signal.reason
+    throw err
+  } finally {
+    clearTimeout(timer)
+    stream.removeEventListener('message', onData)
+  }
+}
+

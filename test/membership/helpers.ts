@@ -30,11 +30,17 @@ export function aliveOf (swim: Swim): Extract<Update, { kind: 'alive' }> {
   return { kind: 'alive', id: self.id, incarnation: self.incarnation, addrs: self.addrs, meta: self.meta }
 }
 
-/** Every swim learns every other as alive, then all effects so far are thrown away. */
+/**
+ * Every swim learns every other as alive, then all effects so far are thrown away.
+ * Through push-pulls, as a joining node is learned: gossip from a peer that is no
+ * member yet is refused.
+ */
 export function mesh (swims: Swim[], nowMs = 0): void {
   for (const swim of swims) {
-    const updates = swims.filter((other) => other !== swim).map(aliveOf)
-    swim.receive(swims[0] === swim ? swims[1]!.id : swims[0]!.id, { type: 'gossip', updates }, nowMs)
+    for (const other of swims) {
+      if (other === swim) continue
+      swim.receive(other.id, { type: 'push-pull', join: true, reply: false, members: [other.ownRecord()] }, nowMs)
+    }
   }
   for (const swim of swims) swim.drain()
 }

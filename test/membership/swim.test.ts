@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest'
 import { SIM, suspicionMaxMs, suspicionMinMs } from '../../membership/config.ts'
 import type { Swim } from '../../membership/swim.ts'
-import type { MemberEvent, Message, Outbound, Update } from '../../membership/types.ts'
+import type { MemberEvent, MemberRecord, Message, Outbound, Update } from '../../membership/types.ts'
 import { aliveOf, makeSwim, mesh, run, wire } from './helpers.ts'
 
 /** Members that all know each other, one per id, in the order given. */
@@ -105,7 +105,7 @@ describe('refutation', () => {
   })
 
   it('outbids an alive record of itself that differs from what it is (a previous life)', () => {
-    const a = makeSwim('a')
+    const [a] = swims('a', 'b')
     a.receive('b', gossip({ ...aliveOf(a), addrs: ['sim://elsewhere'] }), 10)
     expect(a.member('a')?.incarnation).toBe(1)
     expect(a.member('a')?.addrs).toEqual(['sim://a'])
@@ -115,6 +115,7 @@ describe('refutation', () => {
     // The codec rebuilds objects in its schema's key order; the node must not take that for a different meta.
     const a = makeSwim('a', { meta: { labels: { zone: 'a', rack: '7' }, memoryBytes: 1024, cpuMillis: 500 } })
     const b = makeSwim('b')
+    mesh([a, b])
     b.receive('a', wire(gossip(aliveOf(a))), 0)
     const echo = b.member('a')!
     a.receive('b', wire(gossip({ kind: 'alive', id: 'a', incarnation: echo.incarnation, addrs: echo.addrs, meta: echo.meta })), 10)
@@ -319,7 +320,7 @@ describe('verdicts from across a partition', () => {
     // awarenessMax 1: its own unanswered probes must not stretch the timeout here.
     const graced = makeSwim('e', { config: { newcomerGraceMs: 10_000, awarenessMax: 1 } })
     mesh([graced, b])
-    for (const other of ['a', 'c', 'd']) graced.receive(other, gossip({ kind: 'alive', id: other, incarnation: 0, addrs: [`sim://${other}`], meta: b.member(other)!.meta }), 0)
+    for (const other of ['a', 'c', 'd']) graced.receive('b', gossip({ kind: 'alive', id: other, incarnation: 0, addrs: [`sim://${other}`], meta: b.member(other)!.meta }), 0)
     graced.receive('a', gossip({ kind: 'suspect', id: 'b', incarnation: 0, from: 'a' }, { kind: 'suspect', id: 'b', incarnation: 0, from: 'c' }, { kind: 'suspect', id: 'b', incarnation: 0, from: 'd' }), 100)
     const n = graced.list().filter((m) => m.state === 'alive' || m.state === 'suspect').length
     let t = 100
@@ -356,7 +357,8 @@ describe('limits', () => {
   it('knows at most membersMax members, however many a peer announces', () => {
     const a = makeSwim('a', { config: { membersMax: 3 } })
     const others = ['b', 'c', 'd', 'e'].map((id) => ({ kind: 'alive' as const, id, incarnation: 0, addrs: [`sim://${id}`], meta: a.member('a')!.meta }))
-    a.receive('b', gossip(...others), 10)
+    const records = others.map(({ kind: _, ...record }) => ({ ...record, state: 'alive' as const }))
+    a.receive('b', { type: 'push-pull', join: true, reply: false, members: records }, 10)
     expect(a.list().map((m) => m.id)).toEqual(['a', 'b', 'c'])
   })
 })
@@ -406,15 +408,27 @@ describe('stall detection', () => {
 })
 
 describe('claims from a peer that is no member (found by the reliability suite)', () => {
-  it('takes its "dead" only as a suspicion, even twice in one message, and none of its goodbyes for others', () => {
+  it('takes none of its gossip; its push-pull\'s "dead" only as a suspicion, and none of its goodbyes for others', () => {
     const [a] = swims('a', 'b', 'c')
     a.receive('mallory', gossip({ kind: 'dead', id: 'b', incarnation: 0, from: 'c' }, { kind: 'dead', id: 'b', incarnation: 0, from: 'c' }), 10)
+    expect(a.member('b')!.state).toBe('alive')
+    expect(a.drain().refused).toEqual([expect.objectContaining({ from: 'mallory', reason: 'stranger', kind: 'gossip' })])
+    const record = (id: string, state: 'dead' | 'left'): MemberRecord => ({ ...a.member(id)!, state })
+    a.receive('mallory', { type: 'push-pull', join: true, reply: false, members: [record('b', 'dead'), record('b', 'dead')] }, 11)
     expect(a.member('b')!.state).toBe('suspect')
-    a.receive('mallory', gossip({ kind: 'left', id: 'c', incarnation: 0 }), 11)
+    a.receive('mallory', { type: 'push-pull', join: true, reply: false, members: [record('c', 'left')] }, 12)
     expect(a.member('c')!.state).toBe('alive')
-    // The member itself may say goodbye; a member held alive may relay it.
-    a.receive('b', gossip({ kind: 'left', id: 'c', incarnation: 0 }), 12)
+    expect(a.drain().refused).toEqual([expect.objectContaining({ from: 'mallory', reason: 'unverified-left', id: 'c' })])
+    // Unsigned, the member itself may say goodbye, and a member held alive may relay it.
+    a.receive('b', gossip({ kind: 'left', id: 'c', incarnation: 0 }), 13)
     expect(a.member('c')!.state).toBe('left')
+  })
+
+  it('answers a ping with a bare ack, so that a node that joined a moment ago finds us up', () => {
+    const [a] = swims('a', 'b')
+    a.receive('newcomer', { type: 'ping', seq: 7, updates: [{ kind: 'suspect', id: 'b', incarnation: 0, from: 'newcomer' }] }, 10)
+    expect(a.drain().messages).toEqual([expect.objectContaining({ to: 'newcomer', message: { type: 'ack', seq: 7, updates: [] } })])
+    expect(a.member('b')!.state).toBe('alive')
   })
 
   it('takes no claim at the highest incarnation, which could never be outbid', () => {
