@@ -9,7 +9,7 @@
 // dir: not the key, not the state database, not the task records and logs.
 
 import { chmod, lstat, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { z } from 'zod'
@@ -42,8 +42,9 @@ export interface DataDir {
 export async function openDataDir (path: string, peerIdOf: (key: PrivateKey) => string): Promise<DataDir> {
   const dir = resolve(path)
   try {
-    // Dirs made above it get the same mode: a task must pass through them too.
-    await mkdir(dir, { recursive: true, mode: TOP_MODE })
+    // Dirs made above it get the same mode (whatever the umask): a task must pass through them too.
+    const made = await mkdir(dir, { recursive: true, mode: TOP_MODE })
+    if (made !== undefined) for (let at = dir; at.startsWith(made); at = dirname(at)) await chmod(at, TOP_MODE)
     await chmod(dir, TOP_MODE)
   } catch (err) {
     throw new InputError('DATA_DIR_UNUSABLE', `cannot create data dir ${dir} with mode 0711: ${(err as Error).message}`)
@@ -60,6 +61,10 @@ export async function openDataDir (path: string, peerIdOf: (key: PrivateKey) => 
     privateKey = await createIdentity(dir, peerIdOf)
   }
   const peerId = peerIdOf(privateKey)
+  // Others may pass through the data dir: what the node makes in it from now on (the state database, which
+  // LevelDB makes 0755 and 0644 under the usual umask, a new one after --reset-state) must be its alone from
+  // the start. The executor's spawner sets 022 again for the tasks.
+  process.umask(0o077)
   const release = await lock(dir)
   await closeUp(dir, true).catch((err: Error) => {
     throw new InputError('DATA_DIR_UNUSABLE', `cannot make data dir ${dir} private (0711, dirs in it 0700, files 0600): ${err.message}; check who owns it`)

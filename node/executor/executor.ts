@@ -331,7 +331,10 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       if (code === 'EEXIST') rmSync(dir, { recursive: true, force: true })
       mkdirSync(dir, { recursive: true, mode: 0o700 })
     }
-    mkdirSync(allocs, { recursive: true, mode: 0o711 })
+    if (!isDir(allocs)) {
+      mkdirSync(allocs, { recursive: true, mode: 0o711 })
+      chmodSync(allocs, 0o711)
+    }
     // Left by nothing this executor knows, like a task dir above: a new task starts with an empty one.
     rmSync(alloc, { recursive: true, force: true })
     mkdirSync(alloc, { mode: 0o700 })

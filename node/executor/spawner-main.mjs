@@ -21,6 +21,9 @@ import { spawn } from 'node:child_process'
 import { closeSync, constants, openSync, readFileSync, writeSync } from 'node:fs'
 
 const [SHIM_NAME, SHIM] = process.argv.slice(2)
+// The node keeps what it makes private (umask 077, datadir.ts); its tasks get the usual umask, as from a login.
+// The log files below have explicit modes either way.
+process.umask(0o022)
 const LOG_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT
 const LOG_MODE = 0o600
 

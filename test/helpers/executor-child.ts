@@ -4,11 +4,11 @@
 //
 //   node test/helpers/executor-child.ts <dir> <nodeId> '<AttemptSpec[] as JSON>' [self]
 //
-// Prints `running <json>` with each task's id, pid, phase and cgroup, or
+// Prints `running <json>` with each task's id, pid, phase, cgroup and user, or
 // `failed <message>` if the executor could not be opened or a start threw.
 // With `self`, tasks run as this process's own user (root allowed), as in
 // executor.test.ts, whose scripts write into the tasks dir by absolute paths;
-// otherwise as the executor's default task user, as a node's would.
+// otherwise as the executor's default (a uid per task when root), as a node's would.
 
 import { pino } from 'pino'
 import { Executor } from '../../node/executor/executor.ts'
@@ -33,7 +33,7 @@ try {
   const started = []
   for (const spec of JSON.parse(json) as AttemptSpec[]) {
     const info = await executor.start(spec)
-    started.push({ id: info.id, pid: info.pid, phase: info.phase, cgroup: info.cgroup, exit: info.exit })
+    started.push({ id: info.id, pid: info.pid, phase: info.phase, cgroup: info.cgroup, exit: info.exit, user: info.user ?? null })
   }
   process.stdout.write(`running ${JSON.stringify({ isolation: executor.isolation.kind, tasks: started })}\n`)
 } catch (err) {

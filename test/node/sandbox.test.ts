@@ -8,17 +8,20 @@
 // they are skipped. The parent of the data dir is opened (0755) on purpose, so
 // that the data dir's own modes are what is tested.
 
+import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openDataDir } from '../../node/datadir.ts'
 import { InputError } from '../../node/errors.ts'
-import { DEFAULT_TASK_USER, Executor, taskUserOf, workdirOf } from '../../node/executor/executor.ts'
+import { ALLOC_DIR, Executor, taskUserOf, workdirOf } from '../../node/executor/executor.ts'
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
+import { DEFAULT_TASK_UIDS, UidPool, accountIds } from '../../node/executor/uids.ts'
 import { StateStore } from '../../node/state-store.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -28,6 +31,7 @@ const SKIP = !ROOT || PYTHON === null
 const WHY = !ROOT ? 'skipped: only root can run tasks as another user' : PYTHON === null ? 'skipped: the probe needs /usr/bin/python3' : ''
 const MiB = 1024 ** 2
 const log = pino({ level: 'silent' })
+const CHILD_PATH = fileURLToPath(new URL('../helpers/executor-child.ts', import.meta.url))
 const peerIdOf = (key: Parameters<typeof peerIdFromPrivateKey>[0]): string => peerIdFromPrivateKey(key).toString()
 
 /**
@@ -84,7 +88,10 @@ status = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlin
 out['uid'] = status['Uid'].split()
 out['gid'] = status['Gid'].split()
 out['groups'] = status['Groups'].split()
-out['mine'] = attempt(lambda: open('mine', 'w').write('x'))
+# By absolute path, from elsewhere: HOME is the task's own alloc dir.
+os.chdir('/')
+out['mine'] = attempt(lambda: open(os.environ['HOME'] + '/mine', 'w').write('x'))
+out['mineBack'] = open(os.environ['MURMUR_ALLOC_DIR'] + '/mine').read()
 print(json.dumps(out))
 `
 
@@ -98,6 +105,7 @@ interface ProbeReport {
   gid: string[]
   groups: string[]
   mine: string
+  mineBack: string
 }
 
 const cleanups: Array<() => Promise<void>> = []
@@ -106,7 +114,7 @@ afterEach(async () => {
 })
 
 /** A node's data dir as node.ts lays it out: identity, lock, a state database, the tasks dir; and its executor. */
-async function node (): Promise<{ data: string, executor: Executor }> {
+async function node (more: Partial<Parameters<typeof Executor.open>[0]> = {}): Promise<{ data: string, executor: Executor }> {
   const base = mkdtempSync(join(tmpdir(), 'murmur-sandbox-'))
   chmodSync(base, 0o755)
   cleanups.push(async () => { rmSync(base, { recursive: true, force: true }) })
@@ -121,6 +129,7 @@ async function node (): Promise<{ data: string, executor: Executor }> {
     log,
     sampleMs: 100,
     graceMs: 1_000,
+    ...more,
   })
   cleanups.push(async () => {
     await executor.stopAll(500)
@@ -141,31 +150,68 @@ function mode (path: string): number {
   return statSync(path).mode & 0o777
 }
 
-describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
-  it.skipIf(SKIP)('keeps a task from the node\'s key, its state database, other tasks\' files, other cgroups and the node itself', async () => {
-    const { data, executor } = await node()
-    expect(executor.taskUser).toMatchObject({ ...DEFAULT_TASK_USER, separate: true })
+function safeRead (path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+}
 
-    // Another task, with a file in its alloc dir, its logs and its record.
-    const victim = await executor.start(sh('victim', 'echo secret > secret; echo logged; exec sleep 1000'))
+async function firstLine (child: ChildProcess): Promise<string> {
+  let text = ''
+  return await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`no line from the child within 30 s; got '${text}'`)) }, 30_000)
+    child.stdout!.on('data', (data: Buffer) => {
+      text += data.toString('utf8')
+      const newline = text.indexOf('\n')
+      if (newline >= 0) {
+        clearTimeout(timer)
+        resolve(text.slice(0, newline))
+      }
+    })
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      reject(new Error(`the child exited (${code ?? signal}) before saying anything; got '${text}'`))
+    })
+  })
+}
+
+describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
+  it.skipIf(SKIP)('keeps a task from the node\'s key, its state database, other tasks (their files, /proc and processes), other cgroups and the node itself', async () => {
+    const { data, executor } = await node()
+    expect(executor.taskUser).toMatchObject({ uid: null, uids: DEFAULT_TASK_UIDS, separate: true })
+
+    // Another task, with a file in its alloc dir (written by absolute path), its logs and its record.
+    const victim = await executor.start(sh('victim', 'cd /; echo secret > "$HOME/secret"; echo logged; cd "$HOME"; exec sleep 1000'))
     expect(victim.exit).toBeNull()
-    await waitUntil('the victim to write', async () => existsSync(join(victim.dir, 'alloc', 'secret')), (x) => x, 20_000, 20)
+    const alloc = victim.alloc!
+    expect(alloc).toBe(join(data, 'tasks', ALLOC_DIR, 'victim'))
+    await waitUntil('the victim to write', async () => existsSync(join(alloc, 'secret')), (x) => x, 20_000, 20)
+    // Its main process is sleep, in its alloc dir: what /proc/<pid>/cwd would open.
+    await waitUntil('the victim to sleep', async () => safeRead(`/proc/${victim.pid!}/comm`), (comm) => comm.trim() === 'sleep', 20_000, 20)
     const state = join(data, 'state')
     const stateFiles = readdirSync(state).map((f) => join(state, f))
     expect(stateFiles.length).toBeGreaterThan(0)
+    const victimProc = `/proc/${victim.pid!}`
     const secrets = [
       join(data, 'identity.key'), join(data, 'murmur.json'), join(data, 'node.lock'), ...stateFiles,
-      join(victim.dir, 'task.json'), join(victim.dir, 'logs', 'stdout.log'), join(victim.dir, 'alloc', 'secret'),
+      join(victim.dir, 'task.json'), join(victim.dir, 'logs', 'stdout.log'), join(alloc, 'secret'),
       join(data, 'tasks', 'cgroups.json'),
+      // The other task's files through its process: a uid of its own closes /proc to others.
+      `${victimProc}/cwd/secret`, `${victimProc}/environ`, `${victimProc}/root${alloc}/secret`,
     ].filter((p) => existsSync(p))
     // The node's own process too: /proc's links to its files and dirs bypass the data dir's mode, but not the
     // check that the caller is the process's own user.
     const nodeProc = `/proc/${process.pid}`
     secrets.push(`${nodeProc}/environ`, `${nodeProc}/root${data}/identity.key`, `${nodeProc}/cwd/package.json`)
-    const dirs = [data, state, join(data, 'tasks'), victim.dir, join(victim.dir, 'alloc'), join(victim.dir, 'logs'), `${nodeProc}/fd`, `${nodeProc}/cwd`]
+    const dirs = [
+      data, state, join(data, 'tasks'), join(data, 'tasks', ALLOC_DIR), victim.dir, alloc, join(victim.dir, 'logs'),
+      `${nodeProc}/fd`, `${nodeProc}/cwd`, `${victimProc}/cwd`, `${victimProc}/fd`,
+    ]
     // The victim's group in the memory hierarchy (v1), or its only group (v2).
     const victimProcs = victim.cgroup === null ? [] : [join(victim.cgroup, 'cgroup.procs')]
-    const request = { read: secrets, list: dirs, write: victimProcs, signal: [process.pid, executor.spawnerInfo().pid ?? process.pid] }
+    const request = { read: secrets, list: dirs, write: victimProcs, signal: [process.pid, executor.spawnerInfo().pid ?? process.pid, victim.pid!] }
 
     const probe = await executor.start({ ...sh('probe', ''), command: PYTHON!, args: ['-c', PROBE], env: { PROBE: JSON.stringify(request) } })
     const done = await ended(executor, 'probe')
@@ -173,13 +219,18 @@ describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
     expect(done.exit, stderr).toMatchObject({ reason: 'exited', code: 0 })
     const report = JSON.parse((await executor.readLogs('probe', 'stdout')).data.toString('utf8')) as ProbeReport
 
-    // Unprivileged, without the node's groups.
-    expect(report.uid).toEqual(Array(4).fill(String(DEFAULT_TASK_USER.uid)))
-    expect(report.gid).toEqual(Array(4).fill(String(DEFAULT_TASK_USER.gid)))
-    expect(report.groups.filter((g) => g !== String(DEFAULT_TASK_USER.gid))).toEqual([])
-    // It works in its own dir (its working dir, entered before the switch).
+    // Each its own uid from the range, gid the same, without the node's groups.
+    const uid = probe.user!.uid
+    expect(victim.user!.uid).not.toBe(uid)
+    for (const u of [uid, victim.user!.uid]) expect(u >= DEFAULT_TASK_UIDS.first && u < DEFAULT_TASK_UIDS.first + DEFAULT_TASK_UIDS.count, String(u)).toBe(true)
+    expect(report.uid).toEqual(Array(4).fill(String(uid)))
+    expect(report.gid).toEqual(Array(4).fill(String(uid)))
+    expect(report.groups.filter((g) => g !== String(uid))).toEqual([])
+    expect(readFileSync(`${victimProc}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${victim.user!.uid}\\s`, 'm'))
+    // It works in its own dir, by the absolute path HOME and MURMUR_ALLOC_DIR give.
     expect(report.mine).toBe('ok')
-    expect(readFileSync(join(probe.dir, 'alloc', 'mine'), 'utf8')).toBe('x')
+    expect(report.mineBack).toBe('x')
+    expect(readFileSync(join(probe.alloc!, 'mine'), 'utf8')).toBe('x')
     for (const path of secrets) expect(report.read[path], `reading ${path}`).toBe('EACCES')
     for (const path of dirs) expect(report.list[path], `listing ${path}`).toBe('EACCES')
     // Its own group's parent, the hierarchy's root, its own group (root's files all), another task's group.
@@ -188,24 +239,96 @@ describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
     for (const path of Object.keys(report.write)) if (!path.includes(`/${probe.id}/`)) expect(existsSync(path), path).toBe(true)
     for (const [path, result] of Object.entries(report.write)) expect(['EACCES', 'EPERM'], `writing ${path}`).toContain(result)
     expect(report.cgroupsKept).toBe(true)
-    // The node and its spawner: another user's processes. (Tasks share the task user: one can signal another.)
+    // The node, its spawner and the other task: other users' processes.
+    expect(Object.keys(report.signal)).toHaveLength(3)
     for (const [pid, result] of Object.entries(report.signal)) expect(result, `signalling ${pid}`).toBe('EPERM')
+    expect(executor.inspect('victim')!.phase).toBe('running')
 
     // And on disk, without relying on the data dir's mode alone.
-    expect(mode(data)).toBe(0o700)
+    expect(mode(data)).toBe(0o711)
     expect(mode(join(data, 'identity.key'))).toBe(0o600)
     expect(mode(join(data, 'murmur.json'))).toBe(0o600)
-    expect(mode(join(data, 'tasks'))).toBe(0o700)
+    expect(mode(state)).toBe(0o700)
+    expect(mode(join(data, 'tasks'))).toBe(0o711)
+    expect(mode(join(data, 'tasks', ALLOC_DIR))).toBe(0o711)
     expect(mode(victim.dir)).toBe(0o700)
     expect(mode(join(victim.dir, 'task.json'))).toBe(0o600)
     expect(mode(join(victim.dir, 'logs'))).toBe(0o700)
     expect(mode(join(victim.dir, 'logs', 'stdout.log'))).toBe(0o600)
-    expect(mode(join(victim.dir, 'alloc'))).toBe(0o700)
-    expect(statSync(join(victim.dir, 'alloc')).uid).toBe(DEFAULT_TASK_USER.uid)
+    expect(mode(alloc)).toBe(0o700)
+    expect(statSync(alloc).uid).toBe(victim.user!.uid)
+    // The uid is in the task's record, for the node's next life.
+    expect(JSON.parse(readFileSync(join(victim.dir, 'task.json'), 'utf8')).user).toEqual(victim.user)
+    // The ended probe's alloc dir is root's again: whoever holds its uid next finds nothing there.
+    expect(statSync(probe.alloc!).uid).toBe(0)
+    expect(mode(probe.alloc!)).toBe(0o700)
     // The cgroups stay root's: a task's own group is not handed to it.
     if (victim.cgroup !== null) for (const procs of victimProcs) expect(statSync(procs).uid).toBe(0)
     // The task still wrote its own logs (the spawner opened them for it).
     expect((await executor.readLogs('victim', 'stdout')).data.toString('utf8')).toBe('logged\n')
+    // Removed with its task: the alloc dir and whatever the uid left in it.
+    await executor.stop('victim', { graceMs: 1_000 })
+    expect(await executor.prune(Date.now() + 1)).toEqual(expect.arrayContaining(['victim', 'probe']))
+    expect(existsSync(alloc)).toBe(false)
+    expect(existsSync(victim.dir)).toBe(false)
+  })
+
+  it.skipIf(SKIP)('gives each running task its own uid until the range is spent, then fails the start saying so; an end frees its uid', async () => {
+    const first = DEFAULT_TASK_UIDS.first + DEFAULT_TASK_UIDS.count - 3
+    const { executor } = await node({ taskUids: { first, count: 2 } })
+    const a = await executor.start(sh('a', 'exec sleep 1000'))
+    const b = await executor.start(sh('b', 'exec sleep 1000'))
+    expect([a.user!.uid, b.user!.uid].sort()).toEqual([first, first + 1])
+    const c = await executor.start(sh('c', 'exec sleep 1000'))
+    expect(c).toMatchObject({ phase: 'ended', pid: null, exit: { reason: 'start-failed' } })
+    expect(c.exit!.message).toBe(`cannot start /bin/sh: no task uid is free: the node's 2 task uids (${first}–${first + 1}) are all held by its running tasks; stop some, or give the node a larger range (taskUids)`)
+    // A spec cannot ask for a uid of the range (it would share a running task's).
+    const err = await executor.start(sh('d', 'id', { user: { uid: first, gid: first } })).then(() => null, (e: unknown) => e)
+    expect((err as InputError).code).toBe('TASK_USER_REFUSED')
+    await executor.stop('a', { graceMs: 1_000 })
+    const e = await executor.start(sh('e', 'exec sleep 1000'))
+    expect(e.exit).toBeNull()
+    expect(e.user!.uid).toBe(a.user!.uid)
+    // The uid's new holder does not get the old one's dir: a's alloc dir is root's now.
+    expect(statSync(a.alloc!).uid).toBe(0)
+    expect(statSync(e.alloc!).uid).toBe(a.user!.uid)
+  })
+
+  it.skipIf(SKIP)('holds a task\'s uid across a restart of the node that adopts it', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'murmur-sandbox-'))
+    cleanups.push(async () => { rmSync(base, { recursive: true, force: true }) })
+    const tasksDir = join(base, 'tasks')
+    const nodeId = `test-${randomBytes(4).toString('hex')}`
+    const specs = [sh('kept', 'exec sleep 1000'), sh('dropped', 'exec sleep 1000')]
+    const child = spawn(process.execPath, [CHILD_PATH, tasksDir, nodeId, JSON.stringify(specs)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    cleanups.push(async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+    const line = await firstLine(child)
+    expect(line).toMatch(/^running /)
+    const before = (JSON.parse(line.slice('running '.length)) as { tasks: Array<{ id: string, pid: number, user: { uid: number, gid: number } }> }).tasks
+    const userOf = Object.fromEntries(before.map((t) => [t.id, t.user]))
+    expect(userOf.kept!.uid).not.toBe(userOf.dropped!.uid)
+    child.kill('SIGKILL')
+    await new Promise((resolve) => child.once('exit', resolve))
+
+    const executor = Executor.open({ nodeId, dir: tasksDir, capacity: { cpuMillis: 8_000, memoryBytes: 8 * 1024 * MiB }, log, sampleMs: 100, graceMs: 1_000 })
+    cleanups.push(async () => {
+      await executor.stopAll(500)
+      await executor.close()
+    })
+    // A start before the recovery already steers clear of the uids the previous life's tasks hold.
+    const early = await executor.start(sh('early', 'exec sleep 1000'))
+    expect(early.exit).toBeNull()
+    expect([userOf.kept!.uid, userOf.dropped!.uid]).not.toContain(early.user!.uid)
+    const report = await executor.recover((task) => task.id === 'kept' ? 'adopt' : 'stop', { graceMs: 1_000 })
+    expect(report).toMatchObject({ adopted: ['kept'], stopped: ['dropped'] })
+    const kept = executor.inspect('kept')!
+    expect(kept).toMatchObject({ phase: 'running', adopted: true, user: userOf.kept })
+    expect(readFileSync(`/proc/${kept.pid!}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${userOf.kept!.uid}\\s`, 'm'))
+    // The stopped one's uid is free again, the adopted one's is not: the next starts take the first but never the second.
+    const next = []
+    for (let i = 0; i < 3; i++) next.push((await executor.start(sh(`next-${i}`, 'exec sleep 1000'))).user!.uid)
+    expect(next).not.toContain(userOf.kept!.uid)
+    expect(next).not.toContain(early.user!.uid)
   })
 
   it.skipIf(SKIP)('refuses a working dir outside the task\'s own dir at start, and root as a task\'s user', async () => {
@@ -240,10 +363,14 @@ describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
 })
 
 describe('the task user', () => {
-  it('is nobody for a root node, the node itself for another (which cannot switch), and never root unless allowed', () => {
+  it('is a uid per task for a root node, runAs if given, the node itself for another (which cannot switch), and never root unless allowed', () => {
     const root = { uid: 0, gid: 0 }
-    expect(taskUserOf({}, root)).toMatchObject({ uid: 65534, gid: 65534, separate: true })
-    expect(taskUserOf({ runAs: { uid: 2000, gid: 3000 } }, root)).toMatchObject({ uid: 2000, gid: 3000, separate: true })
+    expect(taskUserOf({}, root)).toMatchObject({ uid: null, gid: null, uids: { first: 70_000, count: 10_000 }, separate: true })
+    expect(taskUserOf({ taskUids: { first: 200_000, count: 5 } }, root)).toMatchObject({ uids: { first: 200_000, count: 5 }, separate: true })
+    for (const taskUids of [{ first: 0, count: 5 }, { first: 5, count: 0 }, { first: 1.5, count: 5 }, { first: 2 ** 32 - 3, count: 5 }]) {
+      expect(() => taskUserOf({ taskUids }, root)).toThrow(/^task uids .*: give a first uid from 1 and a count from 1, ending at most at 4294967294 \(default 70000\+10000\)$/)
+    }
+    expect(taskUserOf({ runAs: { uid: 2000, gid: 3000 } }, root)).toMatchObject({ uid: 2000, gid: 3000, uids: null, separate: true })
     for (const runAs of [{ uid: 0, gid: 0 }, { uid: 0, gid: 5 }, { uid: 5, gid: 0 }]) {
       expect(() => taskUserOf({ runAs }, root)).toThrow(/which is root: they could read the node's key and leave their cgroups; choose an unprivileged uid and gid/)
     }
@@ -252,10 +379,44 @@ describe('the task user', () => {
 
     const user = { uid: 1000, gid: 1000 }
     const self = taskUserOf({}, user)
-    expect(self).toMatchObject({ uid: 1000, gid: 1000, separate: false })
+    expect(self).toMatchObject({ uid: 1000, gid: 1000, uids: null, separate: false })
+    // The range means nothing to a node that cannot switch users.
+    expect(taskUserOf({ taskUids: { first: 200_000, count: 5 } }, user)).toMatchObject({ uid: 1000, uids: null, separate: false })
     expect(self.detail).toMatch(/not root and cannot switch users\): a task can read the node's data dir and signal it/)
     expect(taskUserOf({ runAs: user }, user)).toMatchObject({ separate: false })
     expect(() => taskUserOf({ runAs: { uid: 65534, gid: 65534 } }, user)).toThrow(/^tasks cannot run as 65534:65534: the node runs as uid 1000, not root, and cannot switch users; start the node as root, or leave the task user out$/)
+  })
+})
+
+describe('the task uids', () => {
+  it('are handed out once each, round the range, skipping accounts of the machine; held again and given back by task', () => {
+    const pool = new UidPool({ first: 100, count: 4 }, new Set([0, 65534, 102]))
+    expect(pool.skipped).toEqual([102])
+    expect(pool.free).toBe(3)
+    expect([pool.take('a'), pool.take('b'), pool.take('c')]).toEqual([100, 101, 103])
+    expect(pool.take('d')).toBeNull()
+    pool.release(101, 'not-b')
+    expect(pool.take('d')).toBeNull()
+    pool.release(101, 'b')
+    pool.release(100, 'a')
+    // The one let go first comes back first: the round goes on from where it was.
+    expect(pool.take('d')).toBe(100)
+    expect(pool.take('e')).toBe(101)
+    // A recorded uid, held again after a restart: only by its own task.
+    const next = new UidPool({ first: 100, count: 4 })
+    expect(next.hold(102, 'x')).toBe(true)
+    expect(next.hold(102, 'x')).toBe(true)
+    expect(next.hold(102, 'y')).toBe(false)
+    expect(next.hold(5, 'outside')).toBe(true)
+    expect(next.holder(102)).toBe('x')
+    expect([next.take('p'), next.take('q'), next.take('r'), next.take('s')]).toEqual([100, 101, 103, null])
+  })
+
+  it('default to a range no account of this machine uses', () => {
+    const accounts = accountIds()
+    expect(accounts.has(0)).toBe(true)
+    const inRange = [...accounts].filter((id) => id >= DEFAULT_TASK_UIDS.first && id < DEFAULT_TASK_UIDS.first + DEFAULT_TASK_UIDS.count)
+    expect(inRange).toEqual([])
   })
 })
 
@@ -286,7 +447,7 @@ describe('a node\'s data dir', () => {
     cleanups.push(async () => { rmSync(base, { recursive: true, force: true }) })
     const path = join(base, 'data')
     const first = await openDataDir(path, peerIdOf)
-    expect(mode(path)).toBe(0o700)
+    expect(mode(path)).toBe(0o711)
     for (const file of ['identity.key', 'murmur.json', 'node.lock']) expect(mode(join(path, file)), file).toBe(0o600)
     await first.release()
     // As an older version, or a loose umask, left it.
@@ -300,7 +461,7 @@ describe('a node\'s data dir', () => {
     writeFileSync(join(path, 'node.json'), '{}', { mode: 0o644 })
     const again = await openDataDir(path, peerIdOf)
     cleanups.push(async () => { await again.release() })
-    expect(mode(path)).toBe(0o700)
+    expect(mode(path)).toBe(0o711)
     expect(mode(join(path, 'murmur.json'))).toBe(0o600)
     expect(mode(join(path, 'node.json'))).toBe(0o600)
     expect(mode(state)).toBe(0o700)
