@@ -1,7 +1,8 @@
 // A job on a real node (run as root, as a machine's node is) reaches nothing of
 // the node: not its identity key, not its live state database, not the records
-// of the node's tasks, not the node's process; and a workdir that would leave
-// the task's own dir is refused at submit. The executor-level tests are in
+// of the node's tasks, not the node's process; it runs as a uid of its own and
+// writes in its HOME by absolute path; and a workdir that would leave the
+// task's own dir is refused at submit. The executor-level tests are in
 // test/node/sandbox.test.ts; this one is the whole chain, from the API down.
 //
 // Only root can switch a task to another user: elsewhere it says why it is skipped.
@@ -29,6 +30,9 @@ for p in sys.argv[2:]:
     print(p, attempt(lambda: os.listdir(p) if p.endswith('/') else open(p, 'rb').read(1)))
 print('signal', attempt(lambda: os.kill(pid, 0)))
 print('user', os.getuid(), os.getgid(), ' '.join(map(str, os.getgroups())))
+os.chdir('/')
+print('home', attempt(lambda: open(os.environ['HOME'] + '/f', 'w').write('x')))
+
 `
 
 let dir = ''
@@ -58,7 +62,13 @@ describe(ROOT ? 'a job on a node run as root' : 'a job on a node run as root (sk
     const lines = new Map(out.trim().split('\n').map((l) => { const i = l.lastIndexOf(' '); return [l.slice(0, i), l.slice(i + 1)] as const }))
     for (const target of targets) expect(lines.get(target), target).toBe('EACCES')
     expect(lines.get('signal')).toBe('EPERM')
-    expect(out).toMatch(/^user 65534 65534 ?$/m)
+    // A uid of its own from the node's range, gid the same number, no other group.
+    const [, uid, gid, groups] = /^user (\d+) (\d+) ?(.*)$/m.exec(out) ?? []
+    expect(Number(uid)).toBeGreaterThanOrEqual(70_000)
+    expect(Number(uid)).toBeLessThan(80_000)
+    expect(gid).toBe(uid)
+    expect(groups === '' || groups === gid, groups).toBe(true)
+    expect(lines.get('home')).toBe('ok')
   })
 
   it.skipIf(!ROOT)('refuses a workdir that leaves the task\'s own dir, in one line naming the field', async () => {
