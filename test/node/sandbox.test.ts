@@ -19,7 +19,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openDataDir } from '../../node/datadir.ts'
 import { InputError } from '../../node/errors.ts'
-import { ALLOC_DIR, Executor, taskUserOf, workdirOf } from '../../node/executor/executor.ts'
+import { ALLOC_DIR, Executor, closedAncestor, taskUserOf, workdirOf } from '../../node/executor/executor.ts'
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
 import { DEFAULT_TASK_UIDS, UidPool, accountIds } from '../../node/executor/uids.ts'
 import { StateStore } from '../../node/state-store.ts'
@@ -410,6 +410,17 @@ describe('the task uids', () => {
     expect(next.hold(5, 'outside')).toBe(true)
     expect(next.holder(102)).toBe('x')
     expect([next.take('p'), next.take('q'), next.take('r'), next.take('s')]).toEqual([100, 101, 103, null])
+  })
+
+  it('are useless by absolute path below a dir others cannot search: the node finds the first such dir to warn of', () => {
+    const base = mkdtempSync(join(tmpdir(), 'murmur-closed-'))
+    cleanups.push(async () => { rmSync(base, { recursive: true, force: true }) })
+    mkdirSync(join(base, 'data', 'tasks'), { recursive: true, mode: 0o711 })
+    chmodSync(join(base, 'data'), 0o711)
+    // mkdtemp's 0700.
+    expect(closedAncestor(join(base, 'data', 'tasks'))).toBe(base)
+    chmodSync(base, 0o755)
+    expect(closedAncestor(join(base, 'data', 'tasks'))).toBeNull()
   })
 
   it('default to a range no account of this machine uses', () => {
