@@ -18,7 +18,7 @@ import type { ClaimAnswer } from './reconcile/decide.ts'
 import type { ReconcileConfig } from './reconcile/config.ts'
 import { Reconciler } from './reconcile/loop.ts'
 import type { RpcHandlers } from './rpc.ts'
-import { type StateMembers, StateService, type StateStorage } from './state.ts'
+import { type StateMembers, StateService, type StateStorage, isLive } from './state.ts'
 import type { StateTransport } from './state-transport.ts'
 
 /** The task RPC of a world: it asks other nodes at once, and answers them once started with this node's handlers. */
@@ -87,6 +87,7 @@ export async function startCore (parts: Lifecycle<CoreParts>, init: CoreInit): P
       usage: (tasks) => local.usage(tasks),
       kill: async (task) => { reconciler.kill(task) },
       willRun: (instances) => reconciler.answer(instances),
+      isMember: (peer) => isLive(init.members.stateOf(peer)),
     })
   }, async () => { await rpc.stop() })
   const jobs = await parts.add('jobs', new JobService({ self, state, reconciler, local, peers: rpc, log: log.child({ component: 'jobs' }), clock, newId: init.newId }))

@@ -133,6 +133,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       const events = new EventEmitter<{ event: [MemberEvent], state: [StateChange] }>()
       const api = createApi({
         id: self,
+        apiHost: config.apiHost,
         self: () => parts.get('node').info(),
         members: () => parts.get('membership').members(),
         onMemberEvent: (listener) => {

@@ -78,7 +78,12 @@ export interface RpcHandlers {
   kill: (task: string) => Promise<void>
   /** Whether this node will run each instance (the reconciler's `answer`); without it the op is refused. */
   willRun?: (tasks: string[]) => Record<string, ClaimAnswer>
+  /** Whether a peer is a member (alive or suspect): only members are answered. */
+  isMember: (peer: string) => boolean
 }
+
+/** The answer to a peer that is not a member: nothing about this node's tasks. */
+export const NOT_A_MEMBER = Object.freeze({ error: { code: 'NOT_A_MEMBER', message: 'this node answers members of its cluster only', status: 403 } })
 
 interface ErrorBody { code: string, message: string, status: number }
 
@@ -219,6 +224,11 @@ export class TaskRpc {
         parsed = rpcRequestSchema.safeParse(JSON.parse(first.body.toString('utf8')))
       } catch {
         parsed = rpcRequestSchema.safeParse(undefined)
+      }
+      if (!handlers.isMember(peer)) {
+        this.log.debug({ peer }, 'refused a task request from a peer that is not a member')
+        await sendJson(lp, 'J', NOT_A_MEMBER, signal)
+        return
       }
       if (first.tag !== 'J' || !parsed.success) {
         await sendJson(lp, 'J', { error: { code: 'BAD_REQUEST', message: 'not a task request', status: 400 } }, signal)

@@ -41,6 +41,11 @@ const NEW_PEER_SYNC_DELAY_MS = 500
 /** What the service needs of a store: level's StateStore on a node, a simulated disk in testnet/sim. */
 export type StateStorage = Pick<StateStore, 'load' | 'append' | 'compact' | 'setSnapshotSource' | 'stats' | 'close'>
 
+/** A member in one of these states takes part in the cluster: it is answered, and what it writes is read. */
+export function isLive (state: string | undefined): boolean {
+  return state === 'alive' || state === 'suspect'
+}
+
 /** What the service needs of membership. */
 export interface StateMembers {
   /** Alive members other than this node: whom anti-entropy may pick. */
@@ -441,6 +446,13 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private onGossip (from: string | undefined, data: Uint8Array): void {
     if (this.stopped) return
     this.stats.gossip.received++
+    // Only members write: an update whose (signed) author is not one is not read at all. A node
+    // that joined a moment ago and is not known here yet is synced with once it is (onConnect).
+    if (from === undefined || !this.isMember(from)) {
+      this.stats.gossip.dropped['not-a-member'] = (this.stats.gossip.dropped['not-a-member'] ?? 0) + 1
+      this.log.debug({ from }, 'dropped a state update from a peer that is not a member')
+      return
+    }
     const verdict = this.records.applyRemote(data.subarray(1))
     if (verdict.ok) {
       this.stats.gossip.applied++
@@ -458,8 +470,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   // ---- anti-entropy --------------------------------------------------------------
 
   private isMember (id: string): boolean {
-    const state = this.members.stateOf(id)
-    return state === 'alive' || state === 'suspect'
+    return isLive(this.members.stateOf(id))
   }
 
   private onConnect (peer: string): void {
@@ -514,6 +525,13 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   /** The answering side of anti-entropy and of digest requests. */
   private async serve (channel: SyncChannel): Promise<void> {
+    if (!this.isMember(channel.peer)) {
+      // Neither the document nor a digest of it goes to a peer that is not a member, and nothing it sends is read.
+      this.stats.sync.rejected['not-a-member'] = (this.stats.sync.rejected['not-a-member'] ?? 0) + 1
+      this.log.debug({ peer: channel.peer }, 'refused a sync request from a peer that is not a member')
+      channel.abort(new PeerError('not-a-member', `${channel.peer} is not a member`))
+      return
+    }
     const started = this.clock.monotonic()
     const deadline = this.deadline()
     const record = this.newRecord(channel.peer, 'in', 'asked')

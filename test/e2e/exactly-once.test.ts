@@ -95,6 +95,7 @@ describe('will-run over libp2p', () => {
     logs: async () => { throw new Error('not in this test') },
     usage: () => ({}),
     kill: async () => {},
+    isMember: () => true,
   }
 
   /** A host answering with `willRun` (none: an older node) and its address. */

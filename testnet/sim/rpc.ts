@@ -9,7 +9,7 @@ import type { TaskRpcPart } from '../../node/core.ts'
 import { MurmurError } from '../../node/errors.ts'
 import type { TaskUsage } from '../../node/executor/types.ts'
 import type { ClaimAnswer } from '../../node/reconcile/decide.ts'
-import { type LogsAnswer, type LogsRequest, RPC_LIMITS, type RpcHandlers, type RpcRequest, rpcRequestSchema, willRunAnswerSchema } from '../../node/rpc.ts'
+import { type LogsAnswer, type LogsRequest, NOT_A_MEMBER, RPC_LIMITS, type RpcHandlers, type RpcRequest, rpcRequestSchema, willRunAnswerSchema } from '../../node/rpc.ts'
 
 const KIND = { request: 1, reply: 2 } as const
 
@@ -101,6 +101,7 @@ export class SimTaskRpc implements TaskRpcPart {
     const parsed = rpcRequestSchema.safeParse((body as { req?: unknown }).req)
     let reply: unknown
     try {
+      if (!handlers.isMember(from)) throw new MurmurError(NOT_A_MEMBER.error.code, NOT_A_MEMBER.error.message, 1, NOT_A_MEMBER.error.status)
       if (!parsed.success) throw new MurmurError('BAD_REQUEST', `a malformed task request: ${parsed.error.issues[0]?.message ?? 'invalid'}`, 2, 400)
       reply = { id, value: await dispatch(handlers, parsed.data) }
     } catch (err) {
