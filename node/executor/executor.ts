@@ -354,7 +354,7 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     }
     let cgroup: TaskCgroup | null = null
     try {
-      // Taken once the entry exists: its end, whatever it is, gives the uid back.
+      // Taken once the entry exists: its end, whatever it is, gives the uid back. (admit() saw one free.)
       const user = this.takeUser(entry)
       if (user !== undefined) chownSync(alloc, user.uid, user.gid)
       const cwd = workdirOf(spec, alloc)
@@ -496,8 +496,23 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     const short: string[] = []
     if (used.cpuMillis + spec.cpuMillis > cpuMillis) short.push(`${cpuText(spec.cpuMillis)} CPU (${cpuText(Math.max(0, cpuMillis - used.cpuMillis))} of ${cpuText(cpuMillis)} free)`)
     if (used.memoryBytes + spec.memoryBytes > memoryBytes) short.push(`${bytesText(spec.memoryBytes)} memory (${bytesText(Math.max(0, memoryBytes - used.memoryBytes))} of ${bytesText(memoryBytes)} free)`)
-    if (short.length === 0) return
+    if (short.length === 0) {
+      this.admitUid(spec)
+      return
+    }
     throw new MurmurError('ADMISSION_REFUSED', `task ${spec.id} does not fit on this node: it needs ${short.join(' and ')}, with ${used.tasks} task${used.tasks === 1 ? '' : 's'} running`, 1, 409)
+  }
+
+  /**
+   * Refuses a start when every uid of the range is held (starts admitted but not yet given theirs counted):
+   * a refusal, not a failed run, so that the cluster places the task elsewhere instead of counting a failure.
+   */
+  private admitUid (spec: AttemptSpec): void {
+    if (this.uids === null || spec.user !== undefined) return
+    const waiting = [...this.starting.values()].filter((s) => s.user === undefined).length
+    if (this.uids.free > waiting) return
+    const { first, count } = this.uids.range
+    throw new MurmurError('ADMISSION_REFUSED', `task ${spec.id} does not fit on this node: all its ${count} task uids (${first}–${first + count - 1}) are held by its running tasks; stop some, or give the node a larger range (taskUids)`, 1, 409)
   }
 
   private newEntry (spec: AttemptSpec, name: string, dir: string, alloc: string, logs: TaskLogs, startedAt: number): Entry {

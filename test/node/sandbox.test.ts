@@ -18,7 +18,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openDataDir } from '../../node/datadir.ts'
-import { InputError } from '../../node/errors.ts'
+import { InputError, MurmurError } from '../../node/errors.ts'
 import { ALLOC_DIR, Executor, closedAncestor, taskUserOf, workdirOf } from '../../node/executor/executor.ts'
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
 import { DEFAULT_TASK_UIDS, UidPool, accountIds } from '../../node/executor/uids.ts'
@@ -273,15 +273,19 @@ describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
     expect(existsSync(victim.dir)).toBe(false)
   })
 
-  it.skipIf(SKIP)('gives each running task its own uid until the range is spent, then fails the start saying so; an end frees its uid', async () => {
+  it.skipIf(SKIP)('gives each running task its own uid until the range is spent, then refuses starts saying so; an end frees its uid', async () => {
     const first = DEFAULT_TASK_UIDS.first + DEFAULT_TASK_UIDS.count - 3
     const { executor } = await node({ taskUids: { first, count: 2 } })
     const a = await executor.start(sh('a', 'exec sleep 1000'))
     const b = await executor.start(sh('b', 'exec sleep 1000'))
     expect([a.user!.uid, b.user!.uid].sort()).toEqual([first, first + 1])
-    const c = await executor.start(sh('c', 'exec sleep 1000'))
-    expect(c).toMatchObject({ phase: 'ended', pid: null, exit: { reason: 'start-failed' } })
-    expect(c.exit!.message).toBe(`cannot start /bin/sh: no task uid is free: the node's 2 task uids (${first}–${first + 1}) are all held by its running tasks; stop some, or give the node a larger range (taskUids)`)
+    // Refused, not failed: the cluster places it elsewhere rather than count a failed run.
+    const refused = await executor.start(sh('c', 'exec sleep 1000')).then(() => null, (e: unknown) => e)
+    expect(refused).toBeInstanceOf(MurmurError)
+    expect((refused as MurmurError).code).toBe('ADMISSION_REFUSED')
+    expect((refused as MurmurError).message).toBe(`task c does not fit on this node: all its 2 task uids (${first}–${first + 1}) are held by its running tasks; stop some, or give the node a larger range (taskUids)`)
+    expect(executor.inspect('c')).toBeUndefined()
+    expect(executor.committed().tasks).toBe(2)
     // A spec cannot ask for a uid of the range (it would share a running task's).
     const err = await executor.start(sh('d', 'id', { user: { uid: first, gid: first } })).then(() => null, (e: unknown) => e)
     expect((err as InputError).code).toBe('TASK_USER_REFUSED')
