@@ -14,6 +14,11 @@
 //                the node restarted: time until its digest equals the others'
 //   startup      a node's data dir with 100,000 records in its state database:
 //                spawn → API answers, → /v1/state shows them all
+//   signing      what signed records cost, in this process: 10 replicas of the crdt,
+//                each write applied to the 9 others through the checks a node runs on
+//                a peer's update (ClusterState.applyRemote); writes/s and per-write
+//                time with Ed25519 signatures (real peer ids) against the same code with
+//                keys that sign nothing and accept everything, in alternating rounds
 //   retention    5 replicas of the crdt run task lifecycles on a simulated clock with
 //                retention; document size and heap after 100,000 and 1,000,000
 //                lifecycles (one observing replica in a thread of its own gives the
@@ -23,7 +28,9 @@
 // of retention (CPU-bound in the crdt: about 2,200 lifecycles/s); --quick about 1.5.
 // Run it alone: it starts up to 20 node processes, and its figures are CPU-bound.
 
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -35,9 +42,10 @@ import { type Client, type StateInfo, connect } from '../cli/client.ts'
 import { table } from '../cli/table.ts'
 import type { ClaimRecord } from '../crdt/schema.ts'
 import { ClusterState, ORIGIN } from '../crdt/state.ts'
-import { derivedKeys } from '../crdt/signing.ts'
+import { type RecordKeys, derivedKeys } from '../crdt/signing.ts'
 import { applyRemote, canonicalState } from '../crdt/sync.ts'
 import { writeClusterKey } from '../node/config.ts'
+import { nodeKeys } from '../node/keys.ts'
 import { StateStore } from '../node/state-store.ts'
 import { cpuTicks, freePorts, isNodeProcess, readRuntime, signal, sleep, spawnNode, waitForExit } from '../testnet/local/process.ts'
 import type { TestnetNode } from '../testnet/local/state.ts'
@@ -45,7 +53,7 @@ import * as testnet from '../testnet/local/testnet.ts'
 import { Rng } from '../testnet/sim/rng.ts'
 import { percentile } from './report.ts'
 
-const PARTS = ['propagation', 'throughput', 'restart', 'startup', 'retention'] as const
+const PARTS = ['propagation', 'throughput', 'restart', 'startup', 'retention', 'signing'] as const
 type Part = typeof PARTS[number]
 
 // ---- figures and the summary -------------------------------------------------------
@@ -1038,6 +1046,58 @@ async function startup (records: number): Promise<void> {
 
 // ---- main ------------------------------------------------------------------------
 
+// ---- signing: the cost of signed records, in this process --------------------------
+
+/** Keys that sign nothing and accept everything: the same code path, without the cryptography. */
+const UNSIGNED: RecordKeys = { sign: () => new Uint8Array(64), verify: () => true }
+
+/**
+ * One round: `replicas` replicas; writers rotate, each write (a claim changing
+ * state, as a running cluster writes most) is applied to every other replica as a
+ * peer's update. Returns writes/s and the per-write time (write + sign + apply
+ * everywhere), p50 and p99.
+ */
+async function signingRound (signed: boolean, replicas: number, writes: number): Promise<{ perSec: number, p50: number, p99: number }> {
+  const keys = await Promise.all(Array.from({ length: replicas }, async () => await generateKeyPair('Ed25519')))
+  const states = keys.map((key) => {
+    const self = peerIdFromPrivateKey(key).toString()
+    return new ClusterState({ self, life: randomUUID(), keys: signed ? nodeKeys(key) : UNSIGNED })
+  })
+  const pending: Uint8Array[] = []
+  for (const s of states) s.doc.on('update', (u: Uint8Array, origin: unknown) => { if (origin !== ORIGIN.remote) pending.push(u) })
+  const times: number[] = []
+  const started = performance.now()
+  for (let i = 0; i < writes; i++) {
+    const t0 = performance.now()
+    const writer = states[i % replicas]!
+    writer.putTask({ id: `t${i % 200}`, job: 'j', node: writer.self, generation: 1, state: i % 2 === 0 ? 'running' : 'restarting', since: i, restarts: i % 7 })
+    for (const update of pending.splice(0)) {
+      for (const s of states) if (s !== writer && !s.applyRemote(update).ok) throw new Error('an honest update was refused')
+    }
+    times.push(performance.now() - t0)
+  }
+  const elapsed = performance.now() - started
+  times.sort((a, b) => a - b)
+  return { perSec: writes / (elapsed / 1000), p50: percentile(times, 0.5), p99: percentile(times, 0.99) }
+}
+
+async function signing (rounds: number, writes: number): Promise<void> {
+  const replicas = 10
+  log(`signing: ${rounds} rounds of ${count(writes)} writes on ${replicas} replicas, signed and unsigned in turn`)
+  const results: Record<'signed' | 'unsigned', Array<{ perSec: number, p50: number, p99: number }>> = { signed: [], unsigned: [] }
+  for (let r = 0; r < rounds; r++) {
+    for (const signed of r % 2 === 0 ? [true, false] : [false, true]) results[signed ? 'signed' : 'unsigned'].push(await signingRound(signed, replicas, writes))
+  }
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+  for (const mode of ['unsigned', 'signed'] as const) {
+    const rs = results[mode]
+    figure('signing', `${mode}: writes/s, each applied on ${replicas - 1} replicas`, `${count(Math.round(median(rs.map((x) => x.perSec))))}/s`)
+    figure('signing', `${mode}: one write, signed and applied everywhere, p50 / p99`, `${ms(median(rs.map((x) => x.p50)))} / ${ms(median(rs.map((x) => x.p99)))}`)
+  }
+  const cost = median(results.signed.map((x) => 1000 / x.perSec)) - median(results.unsigned.map((x) => 1000 / x.perSec))
+  figure('signing', `signatures add per write (1 sign + ${replicas - 1} verifies)`, ms(cost))
+}
+
 async function main (): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -1071,6 +1131,7 @@ async function main (): Promise<void> {
     if (parts.has('restart')) await restartCatchUp(quick ? 1_000 : 10_000)
     if (parts.has('startup')) await startup(quick ? 10_000 : 100_000)
     if (parts.has('retention')) await retention(lifecycles, 200, 1_000)
+    if (parts.has('signing')) await signing(quick ? 2 : 6, quick ? 1_000 : 3_000)
   } finally {
     await cleanupAll()
   }
