@@ -34,7 +34,7 @@ import { DEFAULT_PATH, SHIM_NAME, StartFailure, resolveCommand } from './launch.
 import { statFields } from '../proc.ts'
 import { LOG_DEFAULTS, type LogChunk, type LogStream, TaskLogs } from './logs.ts'
 import { type SpawnedExit, Spawner } from './spawner.ts'
-import { DEFAULT_TASK_UIDS, UidPool, type UidRange, accountIds, checkUidRange, pidsOfUid } from './uids.ts'
+import { DEFAULT_TASK_UIDS, UID_CLAIMS_DIR, UidClaims, UidPool, type UidRange, accountIds, checkUidRange, pidsOfUid } from './uids.ts'
 import type { FoundAttempt, Isolation, RecoverReport, Signalled, TaskExit, AttemptInfo, TaskRunner, AttemptSpec, TaskUsage } from './types.ts'
 
 export const RUNNER_DEFAULTS = Object.freeze({
@@ -88,6 +88,8 @@ export interface ExecutorOptions {
    * is not root, and when `runAs` is given.
    */
   taskUids?: UidRange | undefined
+  /** Where the nodes of this machine claim task uids, so that two never give one to two tasks; default UID_CLAIMS_DIR. */
+  uidClaimsDir?: string | undefined
   /**
    * One uid and gid for every task when the node is root, instead of a uid per task: tasks can then signal
    * each other and reach each other's files. A node that is not root cannot switch users: its tasks run as
@@ -170,6 +172,8 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
   private readonly root: CgroupRoot | null
   /** Each task's own uid, when the node is root and no `runAs` is given. */
   private readonly uids: UidPool | null
+  /** The machine's claims on them, shared with the other nodes of the machine; null if they cannot be kept. */
+  private readonly claims: UidClaims | null
   /** Roots of earlier lives that sat elsewhere (the node was started from another cgroup): searched on recover, then removed. */
   private readonly oldRoots: CgroupRoot[]
   private readonly entries = new Map<string, Entry>()
@@ -186,6 +190,14 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
   private constructor (opts: ExecutorOptions, isolation: Isolation, taskUser: TaskUser, root: CgroupRoot | null, oldRoots: CgroupRoot[]) {
     super()
     this.uids = taskUser.uids === null ? null : new UidPool(taskUser.uids, accountIds())
+    this.claims = null
+    if (this.uids !== null) {
+      try {
+        this.claims = new UidClaims(opts.uidClaimsDir ?? UID_CLAIMS_DIR)
+      } catch (err) {
+        opts.log.warn({ err: (err as Error).message }, 'cannot keep the machine\'s claims on task uids: another node on this machine with the same range could give a task\'s uid to one of its own')
+      }
+    }
     this.opts = opts
     this.log = opts.log
     this.isolation = isolation
@@ -416,10 +428,11 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     if (spec.user !== undefined) {
       user = spec.user
     } else if (this.uids !== null) {
-      const uid = this.uids.take(spec.id)
+      const record = join(entry.info.dir, 'task.json')
+      const uid = this.uids.take(spec.id, (candidate) => safely(() => this.claims?.claim(candidate, spec.id, record) ?? true, true))
       if (uid === null) {
         const { first, count } = this.uids.range
-        throw new StartFailure(`cannot start ${spec.command}: no task uid is free: the node's ${count} task uids (${first}–${first + count - 1}) are all held by its running tasks; stop some, or give the node a larger range (taskUids)`)
+        throw new StartFailure(`cannot start ${spec.command}: no task uid is free: the ${count} task uids (${first}–${first + count - 1}) are all held by tasks of this node or of other nodes on this machine; stop some, or give each node a range of its own (taskUids)`)
       }
       entry.pooled = true
       user = { uid, gid: uid }
@@ -456,6 +469,12 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       }
     }
     this.uids.release(uid, entry.info.id)
+    try {
+      this.claims?.release(uid, join(entry.info.dir, 'task.json'))
+    } catch (err) {
+      // Stale once the record says the task ended: another node takes it over then.
+      this.log.warn({ task: entry.info.id, uid, err: (err as Error).message }, 'could not release the machine\'s claim on the task\'s uid')
+    }
   }
 
   /** The uids recorded by tasks of a previous life that may still run: held before any start can take them. */
@@ -467,6 +486,9 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
       const uid = record?.user?.uid
       if (record === null || record.exit !== null || uid === undefined) continue
       if (!this.uids.hold(uid, record.spec.id)) this.log.error({ task: record.spec.id, uid, holder: this.uids.holder(uid) }, 'two task records hold one uid')
+      if (this.uids.contains(uid) && safely(() => this.claims?.claim(uid, record.spec.id, join(this.opts.dir, name, 'task.json')) ?? true, true) === false) {
+        this.log.error({ task: record.spec.id, uid }, 'another node of this machine claims the uid of a task this node still runs: give each node a range of its own (taskUids)')
+      }
     }
   }
 

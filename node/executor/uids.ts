@@ -3,9 +3,13 @@
 // does. Two tasks then never share a user: neither can signal the other, read
 // the other's files or its /proc entries. The uid is held from the start until
 // the task's processes are gone, recorded in task.json so that a restarted
-// node holds it again for the tasks it adopts.
+// node holds it again for the tasks it adopts. Several nodes on one machine (a
+// testnet) share the range: a claim file per uid in a root-only dir of the
+// machine (UidClaims) keeps each uid to one task of one node.
 
-import { readFileSync, readdirSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
+import { z } from 'zod'
 import { InputError } from '../errors.ts'
 
 export interface UidRange {
@@ -50,6 +54,79 @@ export function accountIds (files = { passwd: '/etc/passwd', group: '/etc/group'
   return ids
 }
 
+/** Who holds a uid, as its claim file says: the task's record, so that a claim outliving its task is seen as such. */
+const claimSchema = z.object({ task: z.string(), record: z.string(), at: z.number() })
+
+/**
+ * The machine's claims on task uids, one file per uid (`<dir>/<uid>`, made with O_EXCL), shared by every node
+ * of the machine. A claim is the holder's until released, or until it is stale: older than `freshMs` and its
+ * task's record gone, ended, or naming another uid (a node whose data dir was removed under it, a crash
+ * between claim and record). The dir lives in /run: a reboot, which ends every task, clears it.
+ */
+export class UidClaims {
+  readonly dir: string
+  private readonly freshMs: number
+
+  /** `freshMs`: how long a claim stands without its task's record (a start writes the record once its process runs). */
+  constructor (dir: string, freshMs = 60_000) {
+    this.dir = dir
+    this.freshMs = freshMs
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+  }
+
+  /** Claims the uid for the task whose record is `record`; false if another live claim holds it. */
+  claim (uid: number, task: string, record: string): boolean {
+    const file = join(this.dir, String(uid))
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(file, 'wx', 0o600)
+        try {
+          writeSync(fd, JSON.stringify({ task, record, at: Date.now() }))
+        } finally {
+          closeSync(fd)
+        }
+        return true
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+      const holder = this.holder(uid)
+      if (holder !== null && holder.record === record && holder.task === task) return true
+      if (holder !== null && this.live(uid, holder)) return false
+      rmSync(file, { force: true })
+    }
+    return false
+  }
+
+  release (uid: number, record: string): void {
+    const holder = this.holder(uid)
+    if (holder === null || holder.record === record) rmSync(join(this.dir, String(uid)), { force: true })
+  }
+
+  private holder (uid: number): z.infer<typeof claimSchema> | null {
+    try {
+      const parsed = claimSchema.safeParse(JSON.parse(readFileSync(join(this.dir, String(uid)), 'utf8')))
+      return parsed.success ? parsed.data : null
+    } catch {
+      // Half written (a crash, or a claim being written right now): stale only once old.
+      const at = (() => { try { return statSync(join(this.dir, String(uid))).mtimeMs } catch { return 0 } })()
+      return Date.now() - at < this.freshMs ? { task: '', record: '', at } : null
+    }
+  }
+
+  private live (uid: number, holder: z.infer<typeof claimSchema>): boolean {
+    if (Date.now() - holder.at < this.freshMs) return true
+    try {
+      const record = JSON.parse(readFileSync(holder.record, 'utf8')) as { exit?: unknown, user?: { uid?: unknown } | null }
+      return record.exit === null && record.user?.uid === uid
+    } catch {
+      return false
+    }
+  }
+}
+
+/** Where a root node's executor keeps the machine's claims; tmpfs, root's alone. */
+export const UID_CLAIMS_DIR = '/run/murmur/task-uids'
+
 export class UidPool {
   readonly range: UidRange
   /** Ids in the range an account of the machine has: never handed out. */
@@ -75,12 +152,13 @@ export class UidPool {
   /**
    * A free uid for the task, or null if every one is held. Taken round the range rather than lowest first,
    * so that a uid just let go is the last to come back: a file the previous holder left somewhere the node
-   * does not clean (/tmp, /dev/shm) meets its next holder as late as can be.
+   * does not clean (/tmp, /dev/shm) meets its next holder as late as can be. `available` may turn a uid
+   * down (another node of the machine holds it).
    */
-  take (task: string): number | null {
+  take (task: string, available: (uid: number) => boolean = () => true): number | null {
     for (let i = 0; i < this.range.count; i++) {
       const uid = this.range.first + (this.next + i) % this.range.count
-      if (this.held.has(uid)) continue
+      if (this.held.has(uid) || !available(uid)) continue
       this.held.set(uid, task)
       this.next = (uid - this.range.first + 1) % this.range.count
       return uid

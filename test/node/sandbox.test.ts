@@ -21,7 +21,7 @@ import { openDataDir } from '../../node/datadir.ts'
 import { InputError, MurmurError } from '../../node/errors.ts'
 import { ALLOC_DIR, Executor, closedAncestor, taskUserOf, workdirOf } from '../../node/executor/executor.ts'
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
-import { DEFAULT_TASK_UIDS, UidPool, accountIds } from '../../node/executor/uids.ts'
+import { DEFAULT_TASK_UIDS, UidClaims, UidPool, accountIds } from '../../node/executor/uids.ts'
 import { StateStore } from '../../node/state-store.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -298,6 +298,22 @@ describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
     expect(statSync(e.alloc!).uid).toBe(a.user!.uid)
   })
 
+  it.skipIf(SKIP)('never gives one uid to tasks of two nodes of the machine that share a range', async () => {
+    const first = DEFAULT_TASK_UIDS.first + DEFAULT_TASK_UIDS.count - 6
+    const one = await node({ taskUids: { first, count: 2 } })
+    const two = await node({ taskUids: { first, count: 2 } })
+    const a = await one.executor.start(sh('a', 'exec sleep 1000'))
+    const b = await two.executor.start(sh('b', 'exec sleep 1000'))
+    expect([a.user!.uid, b.user!.uid].sort()).toEqual([first, first + 1])
+    // Node two holds one uid, so it admits a second task; the machine has none left for it.
+    const c = await two.executor.start(sh('c', 'exec sleep 1000'))
+    expect(c).toMatchObject({ phase: 'ended', pid: null, exit: { reason: 'start-failed' } })
+    expect(c.exit!.message).toBe(`cannot start /bin/sh: no task uid is free: the 2 task uids (${first}–${first + 1}) are all held by tasks of this node or of other nodes on this machine; stop some, or give each node a range of its own (taskUids)`)
+    await one.executor.stop('a', { graceMs: 1_000 })
+    const d = await two.executor.start(sh('d', 'exec sleep 1000'))
+    expect(d.user!.uid).toBe(a.user!.uid)
+  })
+
   it.skipIf(SKIP)('holds a task\'s uid across a restart of the node that adopts it', async () => {
     const base = mkdtempSync(join(tmpdir(), 'murmur-sandbox-'))
     cleanups.push(async () => { rmSync(base, { recursive: true, force: true }) })
@@ -425,6 +441,32 @@ describe('the task uids', () => {
     expect(closedAncestor(join(base, 'data', 'tasks'))).toBe(base)
     chmodSync(base, 0o755)
     expect(closedAncestor(join(base, 'data', 'tasks'))).toBeNull()
+  })
+
+  it('are claimed on the machine once each: a claim stands while its task\'s record says the task runs with it, or while it is fresh', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'murmur-claims-'))
+    cleanups.push(async () => { rmSync(dir, { recursive: true, force: true }) })
+    const claims = new UidClaims(join(dir, 'claims'), 0)
+    const record = join(dir, 'task.json')
+    writeFileSync(record, JSON.stringify({ exit: null, user: { uid: 6, gid: 6 } }))
+    expect(claims.claim(6, 't', record)).toBe(true)
+    // Claimed again by its own task (a restarted node): still its own.
+    expect(claims.claim(6, 't', record)).toBe(true)
+    expect(claims.claim(6, 'u', join(dir, 'other.json'))).toBe(false)
+    // Only its holder lets it go.
+    claims.release(6, join(dir, 'other.json'))
+    expect(claims.claim(6, 'u', join(dir, 'other.json'))).toBe(false)
+    // Its task ended (or names another uid, or its record is gone): stale, and taken over.
+    writeFileSync(record, JSON.stringify({ exit: { reason: 'exited' }, user: { uid: 6, gid: 6 } }))
+    expect(claims.claim(6, 'u', join(dir, 'other.json'))).toBe(true)
+    expect(claims.claim(7, 'gone', join(dir, 'no-such-record.json'))).toBe(true)
+    expect(claims.claim(7, 'u', join(dir, 'other.json'))).toBe(true)
+    claims.release(7, join(dir, 'other.json'))
+    expect(readdirSync(join(dir, 'claims'))).toEqual(['6'])
+    // A fresh claim stands before its record exists (a start writes it once the process runs).
+    const patient = new UidClaims(join(dir, 'claims'), 60_000)
+    expect(patient.claim(8, 'new', join(dir, 'not-yet.json'))).toBe(true)
+    expect(patient.claim(8, 'u', join(dir, 'other.json'))).toBe(false)
   })
 
   it('default to a range no account of this machine uses', () => {
