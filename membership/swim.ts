@@ -545,13 +545,18 @@ export class Swim {
 
   /**
    * Statements about ourselves at an incarnation we did not give can only come
-   * from a previous life of this node (same key, lower incarnation remembered by
+   * from a previous life of this node (same key, higher incarnation remembered by
    * others), which we must outbid — or be forgeries, which nobody with keys takes,
-   * so they need no answer.
+   * so they need no answer. With keys, a suspicion above our own incarnation is
+   * one nobody else takes either (others hold us at what we signed): answering it
+   * would only let a liar walk our incarnation up. A previous life's incarnation
+   * reaches us signed (its record in a push-pull), and is outbid then.
    */
   private admitAboutSelf (update: Update): RefusalReason | null {
-    if (update.kind === 'suspect' || update.kind === 'dead') return null
     const self = this.self()
+    if (update.kind === 'suspect' || update.kind === 'dead') {
+      return this.keys !== null && update.incarnation > self.incarnation ? 'incarnation-unstated' : null
+    }
     if (update.incarnation < self.incarnation) return null
     if (update.kind === 'alive' && update.incarnation === self.incarnation && sameAlive(update, self)) return null
     if (this.keys === null) return null
@@ -691,8 +696,10 @@ export class Swim {
         // out the refutations others are waiting for.
         if (record.id === this.id && record.incarnation < this.self().incarnation) return []
         const suspect: Update = { kind: 'suspect', id: record.id, incarnation: record.incarnation, from }
+        // Ourselves included: a previous life's record, suspected or dead at an
+        // incarnation above ours, is outbid through its own signed alive.
         const known = this.members.get(record.id)
-        const newer = known !== undefined && record.id !== this.id && record.incarnation > known.incarnation
+        const newer = known !== undefined && record.incarnation > known.incarnation
         return newer && record.sig !== undefined ? [alive, suspect] : [suspect]
       }
     }
@@ -711,14 +718,11 @@ export class Swim {
   }
 
   /**
-   * Another's suspicion or death of us. With keys, nobody takes one above the
-   * incarnation we last signed, so one step above ours outbids every suspicion
-   * that counts, and a forged claim at a huge incarnation moves us by one only.
-   * (A previous life's higher incarnation reaches us signed, in a push-pull record,
-   * and is outbid then.)
+   * Another's suspicion or death of us, at or above our incarnation (with keys, at
+   * it: admitAboutSelf refuses the rest). One step above it outbids the claim.
    */
   private refuteClaim (incarnation: number): void {
-    this.refute(this.keys === null ? incarnation : Math.min(incarnation, this.self().incarnation))
+    this.refute(incarnation)
   }
 
   private refute (incarnation: number): void {

@@ -109,7 +109,7 @@ describe('signed self statements', () => {
     expect(refusals(b)).toEqual([{ reason: 'bad-signature', id: c.id }, { reason: 'bad-signature', id: c.id }])
   })
 
-  it('a suspicion at a huge incarnation changes nothing, and the suspect answers it with one step only', () => {
+  it('a suspicion at a huge incarnation changes nothing, not even the suspect\'s own incarnation', () => {
     const { a, b, mallory } = cluster()
     for (const incarnation of [2 ** 53 - 3, INCARNATION_MAX - 1, 5]) {
       a.receive(mallory.id, gossip({ kind: 'suspect', id: b.id, incarnation, from: mallory.id }), 40)
@@ -117,8 +117,15 @@ describe('signed self statements', () => {
     }
     expect(a.member(b.id)).toMatchObject({ state: 'alive', incarnation: 0 })
     expect(refusals(a).map((r) => r.reason)).toEqual(['incarnation-cap', 'incarnation-cap', 'incarnation-unstated', 'incarnation-unstated', 'incarnation-unstated', 'incarnation-unstated'])
-    // Told to b itself: nobody else takes it, so b needs one step, not a jump to the cap.
-    b.receive(mallory.id, gossip({ kind: 'suspect', id: b.id, incarnation: INCARNATION_MAX - 1, from: mallory.id }), 42)
+    // Told to b itself: nobody else takes it, so b has nothing to answer (each answer would be one step up for a liar).
+    for (const incarnation of [INCARNATION_MAX - 1, 1, 2]) {
+      b.receive(mallory.id, gossip({ kind: 'suspect', id: b.id, incarnation, from: mallory.id }), 42)
+      b.receive(mallory.id, pushPull(recordOf(a, b.id, { state: 'dead', incarnation })), 43)
+    }
+    expect(b.member(b.id)?.incarnation).toBe(0)
+    expect(refusals(b).map((r) => r.reason)).toEqual(Array(6).fill('incarnation-unstated'))
+    // At its own incarnation, a suspicion is answered as SWIM does: one step.
+    b.receive(mallory.id, gossip({ kind: 'suspect', id: b.id, incarnation: 0, from: mallory.id }), 44)
     expect(b.member(b.id)?.incarnation).toBe(1)
   })
 
@@ -162,6 +169,10 @@ describe('signed self statements', () => {
     const reborn = signedSwim(privateKeys[1]!, { nowMs: 80 })
     reborn.receive(a.id, pushPull(a.ownRecord(), recordOf(a, b.id, { sig: old.ownRecord().sig })), 80)
     expect(reborn.member(reborn.id)?.incarnation).toBe(501)
+    // Held dead at its previous incarnation: the record still carries that life's signed alive.
+    const again = signedSwim(privateKeys[1]!, { nowMs: 90 })
+    again.receive(a.id, pushPull(a.ownRecord(), recordOf(a, b.id, { state: 'dead', sig: old.ownRecord().sig })), 90)
+    expect(again.member(again.id)?.incarnation).toBe(501)
   })
 })
 
