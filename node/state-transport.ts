@@ -83,7 +83,13 @@ export class Libp2pStateTransport implements StateTransport {
       maxInboundStreams: 4,
     })
     const pubsub = this.host.services.pubsub
-    pubsub.topicValidators.set(STATE_TOPIC, (_peer, msg) => handlers.validate(authorOf(msg), msg.data) === null ? TopicValidatorResult.Accept : TopicValidatorResult.Reject)
+    pubsub.topicValidators.set(STATE_TOPIC, (_peer, msg) => {
+      const refused = handlers.validate(authorOf(msg), msg.data)
+      // An author this node does not know as a member yet may have joined a moment ago: the
+      // honest peer that relayed it is not to blame (Reject would lower its gossipsub score).
+      if (refused === 'not-a-member') return TopicValidatorResult.Ignore
+      return refused === null ? TopicValidatorResult.Accept : TopicValidatorResult.Reject
+    })
     pubsub.addEventListener('message', this.onMessage)
     pubsub.subscribe(STATE_TOPIC)
     this.host.addEventListener('peer:connect', this.onConnect)

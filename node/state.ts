@@ -425,8 +425,15 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   // ---- gossip in -----------------------------------------------------------------
 
-  /** Runs before the transport relays a message: garbage is refused (and not spread). */
+  /** Runs before the transport relays a message: garbage, and anything a non-member wrote, is refused (and not spread). */
   private validate (from: string | undefined, data: Uint8Array): string | null {
+    // Only members write: an update whose (signed) author is not one is not read at all. A node
+    // that joined a moment ago and is not known here yet is synced with once it is (onConnect).
+    if (from === undefined || !this.isMember(from)) {
+      this.stats.gossip.dropped['not-a-member'] = (this.stats.gossip.dropped['not-a-member'] ?? 0) + 1
+      this.log.debug({ from }, 'dropped a state update from a peer that is not a member')
+      return 'not-a-member'
+    }
     let reason: string | null = null
     if (data.byteLength < 2 || data[0] !== GOSSIP_FORMAT || data.byteLength > SYNC_LIMITS.gossipBytesMax + 1) reason = 'malformed'
     else {
@@ -446,13 +453,6 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
   private onGossip (from: string | undefined, data: Uint8Array): void {
     if (this.stopped) return
     this.stats.gossip.received++
-    // Only members write: an update whose (signed) author is not one is not read at all. A node
-    // that joined a moment ago and is not known here yet is synced with once it is (onConnect).
-    if (from === undefined || !this.isMember(from)) {
-      this.stats.gossip.dropped['not-a-member'] = (this.stats.gossip.dropped['not-a-member'] ?? 0) + 1
-      this.log.debug({ from }, 'dropped a state update from a peer that is not a member')
-      return
-    }
     const verdict = this.records.applyRemote(data.subarray(1))
     if (verdict.ok) {
       this.stats.gossip.applied++
