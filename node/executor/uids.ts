@@ -36,6 +36,21 @@ export function checkUidRange (range: UidRange): UidRange {
   return { first, count }
 }
 
+/** A range as a person writes it, `70000-79999` (both ends in it), for a flag; throws a one-line InputError. */
+export function parseUidRange (text: string, flag = '--task-uids'): UidRange {
+  const match = /^(\d{1,10})-(\d{1,10})$/.exec(text.trim())
+  const first = Number(match?.[1])
+  const last = Number(match?.[2])
+  if (match === null || last < first) {
+    throw new InputError('BAD_FLAG', `${flag} must be a range of uids such as ${DEFAULT_TASK_UIDS.first}-${DEFAULT_TASK_UIDS.first + DEFAULT_TASK_UIDS.count - 1} (first-last), got '${text}'`)
+  }
+  try {
+    return checkUidRange({ first, count: last - first + 1 })
+  } catch (err) {
+    throw new InputError('BAD_FLAG', `${flag} ${text}: ${(err as Error).message}`)
+  }
+}
+
 /** The uids and gids that /etc/passwd and /etc/group name: a task must never run as an account's id. */
 export function accountIds (files = { passwd: '/etc/passwd', group: '/etc/group' }): Set<number> {
   const ids = new Set<number>()

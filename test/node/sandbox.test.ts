@@ -21,7 +21,7 @@ import { openDataDir } from '../../node/datadir.ts'
 import { InputError, MurmurError } from '../../node/errors.ts'
 import { ALLOC_DIR, Executor, closedAncestor, taskUserOf, workdirOf } from '../../node/executor/executor.ts'
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
-import { DEFAULT_TASK_UIDS, UidClaims, UidPool, accountIds } from '../../node/executor/uids.ts'
+import { DEFAULT_TASK_UIDS, UidClaims, UidPool, accountIds, parseUidRange } from '../../node/executor/uids.ts'
 import { StateStore } from '../../node/state-store.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -467,6 +467,15 @@ describe('the task uids', () => {
     const patient = new UidClaims(join(dir, 'claims'), 60_000)
     expect(patient.claim(8, 'new', join(dir, 'not-yet.json'))).toBe(true)
     expect(patient.claim(8, 'u', join(dir, 'other.json'))).toBe(false)
+  })
+
+  it('are given on the command line as first-last', () => {
+    expect(parseUidRange('70000-79999')).toEqual({ first: 70_000, count: 10_000 })
+    expect(parseUidRange(' 200000-200000 ')).toEqual({ first: 200_000, count: 1 })
+    for (const bad of ['', '70000', '70000-', '-5', '9-5', 'a-b', '70000:79999']) {
+      expect(() => parseUidRange(bad), bad).toThrow(/^--task-uids must be a range of uids such as 70000-79999 \(first-last\), got '/)
+    }
+    expect(() => parseUidRange('0-10')).toThrow(/^--task-uids 0-10: task uids 0\+11: give a first uid from 1/)
   })
 
   it('default to a range no account of this machine uses', () => {
