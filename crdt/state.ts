@@ -141,6 +141,8 @@ export class ClusterState {
   private invalidCount = 0
   /** This node's records that a peer's update removed: put back by restoreLost(). */
   private readonly lost: Record<SpacedKind, Map<string, unknown>> = { jobs: new Map(), tasks: new Map() }
+  /** This node's own record, if a peer's update removed it (a delete is not signed: anyone can send one). */
+  private lostNode: NodeRecord | null = null
 
   /** Signs this node's records and checks everyone's. */
   private readonly keys: RecordKeys
@@ -164,7 +166,11 @@ export class ClusterState {
     this.ownClient()
     this.doc.getMap('nodes').observe((event, tr) => {
       const ids: string[] = []
-      for (const key of event.keysChanged) if (this.reindexNode(key)) ids.push(key)
+      for (const key of event.keysChanged) {
+        const before = key === this.self ? this.nodeIndex.get(key) : undefined
+        if (this.reindexNode(key)) ids.push(key)
+        if (before !== undefined && !isLocal(tr) && tr.origin !== ORIGIN.load && !this.nodeIndex.has(key)) this.lostNode = before
+      }
       this.emit({ kind: 'nodes', ids, local: isLocal(tr) })
     })
     for (const kind of SPACED) {
@@ -302,7 +308,7 @@ export class ClusterState {
    * partition, or a replay of a removal this node's disk lost) is overruled: the
    * caller writes them back with restoreLost().
    */
-  lostRecords (): number { return this.lost.jobs.size + this.lost.tasks.size }
+  lostRecords (): number { return this.lost.jobs.size + this.lost.tasks.size + (this.lostNode === null ? 0 : 1) }
 
   /** Writes back the records counted by lostRecords(), unless this node has since written them again. */
   restoreLost (): number {
@@ -318,6 +324,11 @@ export class ClusterState {
         }
         this.lost[kind].clear()
       }
+      if (this.lostNode !== null && !this.nodeIndex.has(this.self)) {
+        this.setSigned(this.doc.getMap('nodes'), 'nodes', '', this.self, this.lostNode)
+        restored++
+      }
+      this.lostNode = null
     })
     return restored
   }

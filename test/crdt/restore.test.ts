@@ -39,12 +39,16 @@ describe('records removed by a peer are written back by their owner', () => {
     // Readers are told, like for any removal.
     expect(changes).toContainEqual({ kind: 'tasks', ids: ['t0', 't1', 't2', 't3', 't4'], local: false })
     expect(changes).toContainEqual({ kind: 'jobs', ids: ['j1'], local: false })
-    expect(a.lostRecords()).toBe(6)
-    expect(a.restoreLost()).toBe(6)
+    // Its job, its five claims, and its own node record (a delete is signed by nobody: anyone can send one).
+    expect(a.node('A')).toBeUndefined()
+    expect(a.lostRecords()).toBe(7)
+    expect(a.restoreLost()).toBe(7)
     expect(a.lostRecords()).toBe(0)
     expect(a.tasks().map((t) => t.id).sort()).toEqual(['t0', 't1', 't2', 't3', 't4'])
+    expect(a.node('A')).toEqual(nodeRecord('A'))
     toB()
     expect(b.tasks()).toHaveLength(5)
+    expect(b.node('A')).toEqual(nodeRecord('A'))
     // Both hold j1 now (same version): one copy wins on both, and the loser's writer drops it.
     expect(a.jobRecords('j1')).toHaveLength(2)
     a.maintain({ now: 20, taskRetentionMs: 1_000, jobRetentionMs: 1_000, isGone: () => false })

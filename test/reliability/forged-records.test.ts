@@ -6,7 +6,8 @@
 //   3. a finished ("exited") claim of an instance another node runs;
 //   4. a record that node really signed, moved to another item (a replay);
 //   5. a record of its own, under the Yjs client id of another node (which would make
-//      replicas that took it drop that node's next write).
+//      replicas that took it drop that node's next write);
+//   6. a delete of another node's record (deletes are not signed: the owner writes it back).
 // Each must change nothing on any honest node: refused before it is applied, counted,
 // the records as they were, every instance running once, the documents equal.
 
@@ -113,6 +114,19 @@ describe('reliability', () => {
     const forged = m.forge((copy) => { spaceOf(copy, 'tasks', owner).map.set(id, envelope) })
     await refusedEverywhere('the owner\'s envelope in a new item', row, forged, ['forged'], async (i) => { expect(await claimBefore(i)).toEqual(before) })
     row.recoverMs = 0
+  }, SCENARIO_MS)
+
+  it('a member deletes another node\'s record', async ({ task }) => {
+    const row = resultRow(task, 'hostile member: deletes another node\'s record')
+    const { net } = t.cluster
+    const victim = net.peer(2)
+    const original = (await net.client(0).stateNodes()).nodes.find((n) => n.id === victim)
+    // A delete names items only, and is signed by nobody: every node applies it, and the owner writes its record back.
+    const sentAt = Date.now()
+    await m.gossip(m.forge((doc) => { doc.getMap('nodes').delete(victim) }))
+    await waitUntil('the record to be back on every node', async () => await Promise.all(t.cluster.all().map(async (i) => (await net.client(i).stateNodes()).nodes.find((n) => n.id === victim))), (records) => records.every((r) => r !== undefined && JSON.stringify({ ...r, updatedAt: 0 }) === JSON.stringify({ ...original, updatedAt: 0 })), 30_000)
+    row.notes.push(`back on every node ${seconds(Date.now() - sentAt)} after the delete`)
+    await t.cluster.finish(row, sentAt, { note: 'the owner wrote its record back' })
   }, SCENARIO_MS)
 
   it('a member writes under another node\'s client id', async ({ task }) => {
