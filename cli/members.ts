@@ -16,7 +16,7 @@ export async function printMembers (client: Client, json: boolean): Promise<void
 
 /** Whether the node runs without a cluster key (--insecure-open-cluster): anyone who reaches it can join. */
 export async function isOpenCluster (client: Client): Promise<boolean> {
-  const info = await client.node() as { openCluster?: boolean }
+  const info = await client.node()
   return info.openCluster === true
 }
 

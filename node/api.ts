@@ -14,6 +14,7 @@ import { InputError, MurmurError } from './errors.ts'
 import { type FaultRules, type FaultsView, parseFaultRules } from './faults.ts'
 import type { StateInfo } from './state.ts'
 import type { LogChunk, LogStream } from './executor/logs.ts'
+import type { TaskUser } from './executor/executor.ts'
 import type { Isolation, AttemptInfo } from './executor/types.ts'
 import { type JobService, redactAttempt, redactJobRecord } from './jobs/service.ts'
 import type { PoolStatus } from './jobs/types.ts'
@@ -98,6 +99,10 @@ export interface NodeInfo {
   membership: Record<string, unknown>
   /** How this node contains its tasks; kind `none` means no limits at all. */
   isolation: Isolation
+  /** Who its tasks run as: a uid of their own each when the node is root, else the node's own user. */
+  taskUser: TaskUser
+  /** True when the node runs without a cluster key (--insecure-open-cluster). */
+  openCluster: boolean
   /** What the tasks running here hold of the node's capacity. */
   tasks: { cpuMillis: number, memoryBytes: number, tasks: number }
   /** The reconcile loop: passes run, claims, starts, stops and restarts made, the last pass's duration. */

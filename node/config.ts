@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path'
 import { generateKey } from '@libp2p/pnet'
 import { multiaddr } from '@multiformats/multiaddr'
 import { type MembershipConfig, PRESETS, membershipConfig } from '../membership/config.ts'
+import { DEFAULT_TASK_UIDS, type UidRange, parseUidRange } from './executor/uids.ts'
 import { InputError } from './errors.ts'
 import { type FaultRules, parseFaultRules } from './faults.ts'
 import type { ReconcileConfig } from './reconcile/config.ts'
@@ -38,6 +39,8 @@ export interface NodeConfig {
   state: StateConfig
   /** How tasks are contained: `auto` takes cgroup v2, else v1, else none with a warning. */
   isolation: 'auto' | 'cgroup-v2' | 'cgroup-v1' | 'none'
+  /** When the node is root: the uids its tasks run as, one per task (node/executor/uids.ts). */
+  taskUids: UidRange
   /** Timing of the reconcile loop (node/reconcile/loop.ts); the defaults suit both profiles. */
   reconcile: Partial<ReconcileConfig>
   /**
@@ -94,6 +97,7 @@ export interface RawNodeOptions {
   jobRetention?: string
   nodeRetention?: string
   isolation?: string
+  taskUids?: string
   faultInjection?: boolean
   faultRules?: string
   clusterKey?: string
@@ -106,7 +110,9 @@ export interface RawNodeOptions {
 export const CLUSTER_KEY_ENV = 'MURMUR_CLUSTER_KEY_FILE'
 
 export const DEFAULTS = Object.freeze({
-  dataDir: join(homedir(), '.murmur', 'node'),
+  // Root's home is closed to other users, and a root node's tasks run as other users: they
+  // could not reach their own dirs (HOME) below it.
+  dataDir: process.getuid?.() === 0 ? '/var/lib/murmur/node' : join(homedir(), '.murmur', 'node'),
   host: '0.0.0.0',
   port: 7946, // the port memberlist made familiar for gossip membership
   apiHost: '127.0.0.1', // the API has no authentication yet: local only unless asked
@@ -165,6 +171,7 @@ export function nodeConfig (raw: RawNodeOptions, env: Record<string, string | un
   const clusterKeyFile = clusterKey(raw, env)
   return {
     isolation,
+    taskUids: raw.taskUids === undefined ? DEFAULT_TASK_UIDS : parseUidRange(raw.taskUids),
     dataDir: raw.dataDir ?? DEFAULTS.dataDir,
     host: raw.host ?? DEFAULTS.host,
     port: port('--port', raw.port, DEFAULTS.port),

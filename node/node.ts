@@ -118,6 +118,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         dir: join(dataDir.path, 'tasks'),
         capacity: { cpuMillis: config.cpuMillis, memoryBytes: config.memoryBytes },
         isolation: config.isolation,
+        taskUids: config.taskUids,
         log: log.child({ component: 'executor' }),
       }), undefined, async () => {
         // Only stops watching: a start that fails leaves the previous life's tasks for the next one to judge.
@@ -156,7 +157,11 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         status: async () => {
           const members = parts.get('membership').members()
           const status = await parts.get('jobs').status(members, members.filter((m) => m.meta.isolation === 'none' && (m.state === 'alive' || m.state === 'suspect')).map((m) => m.id))
-          return config.clusterKeyFile === null ? { ...status, degraded: [OPEN_CLUSTER_WARNING, ...status.degraded] } : status
+          const own = [
+            ...(config.clusterKeyFile === null ? [OPEN_CLUSTER_WARNING] : []),
+            ...(executor.taskUser.separate ? [] : [`tasks on this node run as its own user: ${executor.taskUser.detail}`]),
+          ]
+          return own.length === 0 ? status : { ...status, degraded: [...own, ...status.degraded] }
         },
         jobRecord: (id) => loaded.job(id),
         taskRecords: (id) => loaded.taskClaims(id),
@@ -247,7 +252,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
     }
   }
 
-  info (): NodeInfo & { openCluster: boolean } {
+  info (): NodeInfo {
     return {
       id: this.dataDir.peerId,
       openCluster: this.config.clusterKeyFile === null,
@@ -257,6 +262,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       startedAt: this.startedAt.toISOString(),
       health: this.membership.swim.health,
       isolation: this.executor.isolation,
+      taskUser: this.executor.taskUser,
       tasks: this.executor.committed(),
       reconcile: { ...this.reconciler.stats, majority: this.reconciler.majority },
       membership: { ...this.membership.stats, config: this.config.membership },

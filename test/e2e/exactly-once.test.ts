@@ -5,7 +5,7 @@
 // the chosen node cannot or will not run it, never because its claim is late
 // (node/README.md, "Backups"). A batch job that sends an email must not send it twice.
 
-import { readFileSync } from 'node:fs'
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import pino from 'pino'
@@ -38,6 +38,9 @@ describe('exactly once when nothing fails', () => {
 
   it(`${JOBS} batch jobs × ${COUNT} instances submitted at once through every node: each instance runs once`, async () => {
     const runs = join(dir, 'runs.log')
+    // Every task appends to it, each as a user of its own: made here, writable by all.
+    writeFileSync(runs, '', { mode: 0o666 })
+    chmodSync(runs, 0o666)
     const started = Date.now()
     const submitted = await Promise.all(Array.from({ length: JOBS }, async (_, k) =>
       await net.client(k % N, 30_000).submitJob({ name: `once-${k}`, ...sh('echo "$MURMUR_TASK_ID" >> "$1"', MARK, runs), count: COUNT, ...SMALL })))

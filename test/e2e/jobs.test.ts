@@ -4,7 +4,7 @@
 // submitted at once through every node. Every task's command carries a marker,
 // so that the last test can check that no task process outlives the testnet.
 
-import { writeFile } from 'node:fs/promises'
+import { chmod, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -333,6 +333,9 @@ describe('jobs on a 5-node testnet', () => {
     const JOBS = 200
     const m = mark('many')
     const runs = join(dir, 'runs.log')
+    // Every task appends to it, each as a user of its own: made here, writable by all.
+    await writeFile(runs, '')
+    await chmod(runs, 0o666)
     const submitted = await Promise.all(Array.from({ length: JOBS }, async (_, k) =>
       await net.client(k % N, 30_000).submitJob({ name: `many-${k}`, ...sh('echo "$1" >> "$2"', m, `many-${k}`, runs), ...SMALL })))
     const ids = new Set(submitted.map((s) => s.id))
