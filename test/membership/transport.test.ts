@@ -5,6 +5,7 @@
 // spare: a busy machine may be late, never early.
 
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { pino } from 'pino'
@@ -57,7 +58,7 @@ describe('membership transport limits', () => {
   }, 30_000)
 
   it('holds no more than inboundStreamsPerPeerMax streams of one peer open', async () => {
-    const streams = []
+    const streams: Array<Stream | null> = []
     for (let i = 0; i < TRANSPORT_LIMITS.inboundStreamsPerPeerMax + 2; i++) {
       streams.push(await hostile.host.dialProtocol(multiaddr(addr), MEMBERSHIP_PROTOCOL, { signal: AbortSignal.timeout(5_000) }).catch(() => null))
     }
