@@ -581,10 +581,13 @@ export class Swim {
         (update.incarnation === self.incarnation && !sameAlive(update, self))) this.refute(update.incarnation)
       return
     }
-    if (update.sig !== undefined) this.proofs.set(update.id, update.sig)
+    // The proof a record carries is the statement its state stands on: an alive's
+    // signature replaces it only when that alive is taken (a stale one, relayed after
+    // the member's signed goodbye, must not leave the goodbye without its proof).
     const member = this.members.get(update.id)
     if (member === undefined) {
       if (this.members.size >= this.config.membersMax) return
+      if (update.sig !== undefined) this.proofs.set(update.id, update.sig)
       const fresh: Member = {
         id: update.id,
         addrs: [...update.addrs],
@@ -604,6 +607,7 @@ export class Swim {
       return
     }
     if (update.incarnation <= member.incarnation) return
+    if (update.sig !== undefined) this.proofs.set(update.id, update.sig)
     const previous = member.state
     const previousIncarnation = member.incarnation
     member.incarnation = update.incarnation

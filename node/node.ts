@@ -189,6 +189,8 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         dialTimeoutMs: config.dialTimeoutMs,
         log: log.child({ component: 'membership' }),
         faults,
+        // Its statements about itself (alive, left) are signed with the node's key, and others' are checked.
+        privateKey: dataDir.privateKey,
       })
       membership.on('event', (event) => {
         logMemberEvent(log, event, membership.swim.health)

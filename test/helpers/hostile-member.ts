@@ -62,6 +62,7 @@ export class HostileMember {
       tickMs: 20,
       dialTimeoutMs: 2_000,
       log,
+      privateKey,
     })
     await membership.start()
     await membership.join(init.seeds, 10_000)

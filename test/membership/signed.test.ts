@@ -174,6 +174,19 @@ describe('signed self statements', () => {
     again.receive(a.id, pushPull(a.ownRecord(), recordOf(a, b.id, { state: 'dead', sig: old.ownRecord().sig })), 90)
     expect(again.member(again.id)?.incarnation).toBe(501)
   })
+
+  it('a member that left gracefully comes back: its signed goodbye reaches its next life, which outbids it', () => {
+    const { a, b, c } = cluster()
+    b.leave(10)
+    const sent = run([a, b, c], 10, 500)
+    expect(sent.length).toBeGreaterThan(0)
+    expect(a.member(b.id)?.state).toBe('left')
+    const reborn = signedSwim(privateKeys[1]!, { nowMs: 600 })
+    reborn.join([`sim://${a.id}`])
+    run([a, reborn, c], 600, 3_000)
+    for (const swim of [a, c, reborn]) expect(swim.member(b.id), swim.id).toMatchObject({ state: 'alive' })
+    expect(a.member(b.id)!.incarnation).toBeGreaterThan(1)
+  })
 })
 
 describe('without keys (the simulator)', () => {
