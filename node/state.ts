@@ -37,6 +37,14 @@ const WRITES_IN_FLIGHT_MAX = 1_024
 const SYNC_LOG_MAX = 1_000
 /** A connection from a peer membership does not know yet is synced with after this, if it is a member by then. */
 const NEW_PEER_SYNC_DELAY_MS = 500
+/**
+ * A sync request from a peer membership does not take for a member yet waits this
+ * long for it to become one before it is refused: a node that joins (or comes back
+ * after it left, and must first outbid its goodbye) asks for the state at once,
+ * often before its news has reached the node it asks.
+ */
+const NON_MEMBER_WAIT_MS = 3_000
+const NON_MEMBER_POLL_MS = 50
 
 /** What the service needs of a store: level's StateStore on a node, a simulated disk in testnet/sim. */
 export type StateStorage = Pick<StateStore, 'load' | 'append' | 'compact' | 'setSnapshotSource' | 'stats' | 'close'>
@@ -525,6 +533,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
 
   /** The answering side of anti-entropy and of digest requests. */
   private async serve (channel: SyncChannel): Promise<void> {
+    if (!this.isMember(channel.peer)) await this.memberWithin(channel.peer, NON_MEMBER_WAIT_MS)
     if (!this.isMember(channel.peer)) {
       // Neither the document nor a digest of it goes to a peer that is not a member, and nothing it sends is read.
       this.stats.sync.rejected['not-a-member'] = (this.stats.sync.rejected['not-a-member'] ?? 0) + 1
@@ -602,6 +611,14 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     if (bytes.byteLength > SYNC_LIMITS.frameBytesMax) throw new Error(`the ${frame.type} frame of ${bytes.byteLength} bytes is over the sync limit of ${SYNC_LIMITS.frameBytesMax}`)
     await channel.write(bytes, signal)
     record.sentBytes += bytes.byteLength
+  }
+
+  /** Resolves once `peer` is a member, or after `ms` (on this service's clock), or when the node stops. */
+  private async memberWithin (peer: string, ms: number): Promise<void> {
+    const until = this.clock.monotonic() + ms
+    while (!this.stopped && !this.isMember(peer) && this.clock.monotonic() < until) {
+      await new Promise<void>((resolve) => { this.clock.setTimeout(resolve, NON_MEMBER_POLL_MS, true) })
+    }
   }
 
   private async receive (channel: SyncChannel, record: PeerSync, signal: AbortSignal): Promise<Frame> {
