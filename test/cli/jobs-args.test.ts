@@ -40,11 +40,11 @@ describe('buildJobInput', () => {
 
   it('passes units through as written and turns counts into numbers', () => {
     const input = buildJobInput(['/bin/sleep', '60'], {
-      name: 'nap', cpu: '0.5', mem: '256M', count: '3', grace: '10s', restartAttempts: '5', partition: 'both', workdir: '/tmp',
+      name: 'nap', cpu: '0.5', mem: '256M', count: '3', grace: '10s', restartAttempts: '5', partition: 'both', workdir: 'data',
     })
     expect(input).toEqual({
       name: 'nap', type: 'batch', command: '/bin/sleep', args: ['60'],
-      cpu: '0.5', memory: '256M', count: 3, grace: '10s', restart: { attempts: 5 }, partition: 'both', workdir: '/tmp',
+      cpu: '0.5', memory: '256M', count: 3, grace: '10s', restart: { attempts: 5 }, partition: 'both', workdir: 'data',
     })
     const { spec } = normalizeJob(input)
     expect(spec).toMatchObject({ cpuMillis: 500, memoryBytes: 256 * 2 ** 20, count: 3, graceMs: 10_000, partition: 'both' })

@@ -22,6 +22,11 @@ export class HostilePeer {
 
   private constructor (host: Host) { this.host = host }
 
+  /** The same attacks from a host that is a member (test/helpers/hostile-member.ts): what a compromised node could send. */
+  static over (host: Host): HostilePeer {
+    return new HostilePeer(host)
+  }
+
   /** With `clusterKey`, a key holder that can reach the nodes' protocols; without, a stranger. */
   static async start (options: { clusterKey?: Uint8Array | undefined } = {}): Promise<HostilePeer> {
     const host = await createHost({
