@@ -18,11 +18,11 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { LIMITS, decodeMessage, encodeMessage } from '../membership/codec.ts'
 import type { MembershipConfig } from '../membership/config.ts'
-import { ed25519Keys } from '../membership/statements.ts'
 import { Swim } from '../membership/swim.ts'
 import type { Member, MemberEvent, MemberMeta, Message, Outbound, Refusal } from '../membership/types.ts'
 import type { FaultInjector } from './faults.ts'
 import type { Host } from './host.ts'
+import { statementKeys } from './keys.ts'
 import { isOversized, isStreamGone } from './streams.ts'
 
 /** Version 2: signed self statements (membership/codec.ts). A cluster is upgraded whole. */
@@ -134,7 +134,7 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
     this.tickMs = init.tickMs
     this.dialTimeoutMs = init.dialTimeoutMs
     this.faults = init.faults
-    const keys = init.privateKey?.type === 'Ed25519' ? ed25519Keys(init.privateKey.raw) : undefined
+    const keys = init.privateKey?.type === 'Ed25519' ? statementKeys(init.privateKey) : undefined
     if (keys === undefined) this.log.warn('membership runs without signatures: any peer could speak for another member; give the service the node key')
     this.swim = new Swim({
       self: { id: init.host.peerId.toString(), addrs: this.ownAddrs(), meta: init.meta },
