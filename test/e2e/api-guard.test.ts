@@ -3,12 +3,12 @@
 // CLI still works, env values never leave the node in any view or event (while
 // the task itself gets them), and log follows are capped.
 
-import { request as httpRequest } from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connect, type JobView } from '../../cli/client.ts'
 import { API_LIMITS } from '../../node/api.ts'
 import type { TestnetNode } from '../../testnet/local/state.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
+import { rawRequest } from '../helpers/http.ts'
 import { marker, markedPids } from '../helpers/jobs.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
@@ -51,16 +51,7 @@ const on = (): string[] => ['--api', node.apiUrl]
 
 /** One request with exactly these headers (fetch would not let a test set Host). */
 async function call (method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<{ status: number, body: string }> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: api.hostname, port: api.port, method, path, headers: { host: api.host, ...headers }, timeout: 10_000 }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => { text += d })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body: text }) })
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
+  return await rawRequest({ hostname: api.hostname, port: Number(api.port), host: api.host }, method, path, headers, body)
 }
 
 /** Opens a log follow of the job's task and gives the answer's status; the follow stays open until `controller` aborts. */

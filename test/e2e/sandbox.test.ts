@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ApiError } from '../../cli/client.ts'
 import { Net } from '../helpers/jobs.ts'
+import { PY_ATTEMPT } from '../helpers/sandbox-probe.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 
 const ROOT = process.getuid?.() === 0
@@ -19,12 +20,7 @@ const ROOT = process.getuid?.() === 0
 /** Prints one line per attempt: the path, then `ok` or the error's code (EACCES, EPERM, ENOENT). */
 const PROBE = String.raw`
 import errno, os, sys
-def attempt(fn):
-    try:
-        fn()
-        return 'ok'
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
+${PY_ATTEMPT}
 pid = int(sys.argv[1])
 for p in sys.argv[2:]:
     print(p, attempt(lambda: os.listdir(p) if p.endswith('/') else open(p, 'rb').read(1)))

@@ -9,6 +9,7 @@ import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { API_LIMITS, type ApiBackend, createApi } from '../../node/api.ts'
 import type { AttemptInfo } from '../../node/executor/types.ts'
+import { rawRequest } from '../helpers/http.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 interface Answer { status: number, body: string }
@@ -60,16 +61,7 @@ function backend (): ApiBackend {
 
 /** One request with exactly these headers (fetch would not let a test set Host). */
 async function call (method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, method, path, headers: { host: `127.0.0.1:${port}`, ...headers }, timeout: 5_000 }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => { text += d })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body: text }) })
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
+  return await rawRequest({ hostname: '127.0.0.1', port, host: `127.0.0.1:${port}` }, method, path, headers, body, 5_000)
 }
 
 /** One request as bytes on a socket: for what an HTTP client would not send. */

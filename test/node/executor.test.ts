@@ -13,7 +13,7 @@
 // accounting and cgroup clean-up are skipped: there is nothing to measure them
 // by. The tests of isolation 'none' always run.
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
@@ -24,6 +24,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { InputError, MurmurError } from '../../node/errors.ts'
 import { Executor, type IsolationWanted } from '../../node/executor/executor.ts'
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
+import { firstLine } from '../helpers/child.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const MiB = 1024 ** 2
@@ -548,25 +549,6 @@ describe(CGROUPS ? `on ${ISOLATION.kind}` : `on cgroups (skipped: ${ISOLATION.de
     expectNoGroup(node.nodeId, 'A')
   })
 })
-
-async function firstLine (child: ChildProcess): Promise<string> {
-  let text = ''
-  return await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`no line from the child within 30 s; got '${text}'`)) }, 30_000)
-    child.stdout!.on('data', (data: Buffer) => {
-      text += data.toString('utf8')
-      const newline = text.indexOf('\n')
-      if (newline >= 0) {
-        clearTimeout(timer)
-        resolve(text.slice(0, newline))
-      }
-    })
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer)
-      reject(new Error(`the child exited (${code ?? signal}) before saying anything; got '${text}'`))
-    })
-  })
-}
 
 describe('with or without cgroups', () => {
   it('reads back everything a task wrote, complete and in order, on both streams', async () => {

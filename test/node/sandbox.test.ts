@@ -8,7 +8,7 @@
 // they are skipped. The parent of the data dir is opened (0755) on purpose, so
 // that the data dir's own modes are what is tested.
 
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -23,6 +23,8 @@ import { ALLOC_DIR, Executor, closedAncestor, taskUserOf, workdirOf } from '../.
 import type { AttemptInfo, AttemptSpec } from '../../node/executor/types.ts'
 import { DEFAULT_TASK_UIDS, UidClaims, UidPool, accountIds, parseUidRange } from '../../node/executor/uids.ts'
 import { StateStore } from '../../node/state-store.ts'
+import { firstLine } from '../helpers/child.ts'
+import { PY_ATTEMPT } from '../helpers/sandbox-probe.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const ROOT = process.getuid?.() === 0
@@ -42,12 +44,7 @@ const PROBE = String.raw`
 import errno, json, os, sys
 req = json.loads(os.environ['PROBE'])
 out = {'read': {}, 'list': {}, 'write': {}, 'signal': {}}
-def attempt(fn):
-    try:
-        fn()
-        return 'ok'
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
+${PY_ATTEMPT}
 for p in req['read']:
     out['read'][p] = attempt(lambda: open(p, 'rb').read(1))
 for p in req['list']:
@@ -156,25 +153,6 @@ function safeRead (path: string): string {
   } catch {
     return ''
   }
-}
-
-async function firstLine (child: ChildProcess): Promise<string> {
-  let text = ''
-  return await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`no line from the child within 30 s; got '${text}'`)) }, 30_000)
-    child.stdout!.on('data', (data: Buffer) => {
-      text += data.toString('utf8')
-      const newline = text.indexOf('\n')
-      if (newline >= 0) {
-        clearTimeout(timer)
-        resolve(text.slice(0, newline))
-      }
-    })
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer)
-      reject(new Error(`the child exited (${code ?? signal}) before saying anything; got '${text}'`))
-    })
-  })
 }
 
 describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {

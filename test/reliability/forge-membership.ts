@@ -8,15 +8,12 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { lpStream } from '@libp2p/utils'
-import { multiaddr } from '@multiformats/multiaddr'
 import { pino } from 'pino'
-import { encodeMessage } from '../../membership/codec.ts'
 import { PRESETS, membershipConfig } from '../../membership/config.ts'
 import type { Message } from '../../membership/types.ts'
 import { createHost, type Host } from '../../node/host.ts'
-import { MEMBERSHIP_PROTOCOL, MembershipService } from '../../node/membership.ts'
-import { sleep } from './harness.ts'
+import { MembershipService } from '../../node/membership.ts'
+import { HostilePeer } from './hostile-peer.ts'
 
 export class ForgingMember {
   readonly id: string
@@ -56,15 +53,7 @@ export class ForgingMember {
 
   /** One membership message on a stream of its own, as any member would send it. */
   async send (addr: string, message: Message): Promise<void> {
-    const stream = await this.host.dialProtocol(multiaddr(addr), MEMBERSHIP_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
-    try {
-      await lpStream(stream).write(encodeMessage(message), { signal: AbortSignal.timeout(5_000) })
-      // Closing at once can reset the stream before the frame is read.
-      await sleep(200)
-      await stream.close()
-    } catch {
-      stream.abort(new Error('done'))
-    }
+    await HostilePeer.over(this.host).membership(addr, message)
   }
 
   /** Leaves like a member (so that nobody counts its going as a death), then stops. */
