@@ -361,17 +361,14 @@ function guard (apiHost: string | undefined, log: Logger): (request: FastifyRequ
     const name = host === undefined ? null : hostNameOf(host)
     if (name === null || !isAllowedHost(name, own)) {
       return refuse(request, reply, 421, 'BAD_HOST', `this API answers only requests for localhost, 127.0.0.1 or [::1]${own === null ? '' : ` or ${own}`}, not ${host === undefined ? 'a request without Host' : `'${clip(host)}'`}; use --api http://127.0.0.1:<port>`)
-      return
     }
     const origin = request.headers.origin
     if (origin !== undefined && !isOwnOrigin(origin, own, request.raw.socket.localPort)) {
       return refuse(request, reply, 403, 'FOREIGN_ORIGIN', `requests from web pages are refused (Origin '${clip(origin)}'); use the murmur CLI or a program on this machine`)
-      return
     }
     const site = request.headers['sec-fetch-site']
     if (site === 'cross-site' || site === 'same-site') {
       return refuse(request, reply, 403, 'FOREIGN_ORIGIN', `requests from web pages are refused (Sec-Fetch-Site ${site}); use the murmur CLI or a program on this machine`)
-      return
     }
     if (!CHANGING_METHODS.has(request.method)) return undefined
     const type = request.headers['content-type']

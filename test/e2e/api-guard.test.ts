@@ -58,8 +58,15 @@ async function call (method: string, path: string, headers: Record<string, strin
 async function followStatus (controller: AbortController): Promise<number> {
   const response = await fetch(`${node.apiUrl}/v1/tasks/${job}.0/logs?follow=1`, { signal: controller.signal })
   if (response.status !== 200) await response.body?.cancel()
+  // Held until the follow is aborted: fetch cancels the body of a response the garbage collector takes,
+  // which closes the connection and frees the slot (seen when the test process had collected garbage).
+  else {
+    open.add(response)
+    controller.signal.addEventListener('abort', () => { open.delete(response) }, { once: true })
+  }
   return response.status
 }
+const open = new Set<Response>()
 
 async function jobIds (): Promise<string[]> {
   return (await connect(node.apiUrl).jobs({ all: true })).jobs.map((j) => j.id)
