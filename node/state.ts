@@ -139,7 +139,8 @@ export async function loadState (init: StateLoadInit): Promise<ClusterState> {
     doc.store.pendingStructs = null
     doc.store.pendingDs = null
   }
-  const state = new ClusterState({ self: init.self, life: loaded.lifeId, doc, keys: init.keys, ...(init.random === undefined ? {} : { random: init.random }) })
+  // What the store holds passed the checks when it arrived (or was written here): not verified again.
+  const state = new ClusterState({ self: init.self, life: loaded.lifeId, doc, keys: init.keys, trusted: true, ...(init.random === undefined ? {} : { random: init.random }) })
   log.info({ life: loaded.lifeId, updates: loaded.updates.length, snapshotBytes: loaded.snapshot?.length ?? 0, ...state.counts(), ms: Math.round(performance.now() - started) }, 'state loaded')
   return state
 }

@@ -207,6 +207,17 @@ describe('validating readers', () => {
     expectValidOnly(s!)
   })
 
+  it('verify the signatures of a document handed in, unless it is trusted (the node\'s own disk)', () => {
+    const doc = new Y.Doc()
+    // Signed by C, in the nodes map under the key of node D: a forgery.
+    signedAs(doc, 'C')(doc.getMap('nodes'), { kind: 'nodes', space: '' }, 'D', nodeRecord('D'))
+    const checked = new ClusterState({ self: 'A', life: 'life-1', doc, keys: derivedKeys('A') })
+    expect(checked.node('D')).toBeUndefined()
+    expect(checked.counts().invalid).toBe(1)
+    const trusted = new ClusterState({ self: 'A', life: 'life-1', doc, keys: derivedKeys('A'), trusted: true })
+    expect(trusted.node('D')).toEqual(nodeRecord('D'))
+  })
+
   it('stop reading a record that a peer replaces with junk, and read it again when it is fixed', () => {
     const a = replica('A', 1)
     const b = replica('B', 2)
