@@ -115,14 +115,29 @@ export function asEnvelope (value: unknown): Envelope | null {
   return { r: v.r, s: v.s, n: v.n }
 }
 
-/** Why an envelope in this place does not hold a record of `writer`, or null if it does. */
-export function envelopeProblem (keys: RecordKeys, writer: string, place: Placement, client: number, envelope: Envelope): string | null {
+/** What an envelope in a place claims: that `writer` signed `bytes`. */
+export interface SignatureClaim { writer: string, bytes: Uint8Array, signature: Uint8Array }
+
+/** The claim an envelope in this place makes for `writer`, or why it cannot hold a record of `writer` at all. */
+export function envelopeClaim (writer: string, place: Placement, client: number, envelope: Envelope): SignatureClaim | string {
   if (clientIdOf(writer, envelope.n) !== client) return `was written under a client id that is not ${writer}'s`
   const signature = Buffer.from(envelope.s, 'base64')
   if (signature.byteLength !== SIGNATURE_BYTES) return 'has no valid signature'
   const bytes = signedBytes(place, envelope.r)
   if (bytes === null) return 'is not JSON'
-  return keys.verify(writer, bytes, signature) ? null : `is not signed by ${writer}`
+  return { writer, bytes, signature }
+}
+
+/** Why an envelope in this place does not hold a record of `writer`, or null if it does. */
+export function envelopeProblem (keys: RecordKeys, writer: string, place: Placement, client: number, envelope: Envelope): string | null {
+  const claim = envelopeClaim(writer, place, client, envelope)
+  if (typeof claim === 'string') return claim
+  return keys.verify(writer, claim.bytes, claim.signature) ? null : `is not signed by ${writer}`
+}
+
+/** One claim, as a key: all it says, hashed. */
+export function claimKey (claim: SignatureClaim): string {
+  return createHash('sha256').update(claim.writer).update('\n').update(claim.signature).update(claim.bytes).digest('base64')
 }
 
 // --- keys ----------------------------------------------------------------------

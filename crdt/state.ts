@@ -10,7 +10,7 @@ import {
   jobRecordSchema, nodeRecordSchema, resolveJob, taskRecordSchema,
 } from './schema.ts'
 import { type DecodedUpdate, type Verdict, applyRemote } from './sync.ts'
-import { type Placement, type RecordKeys, asEnvelope, clientIdOf, envelopeProblem, idText, newNonce, writeSigned } from './signing.ts'
+import { type Placement, type RecordKeys, type SignatureClaim, asEnvelope, claimKey, clientIdOf, envelopeClaim, envelopeProblem, idText, newNonce, writeSigned } from './signing.ts'
 
 export type Kind = 'nodes' | 'jobs' | 'tasks'
 /** Kinds whose records live in writer spaces (see README.md). */
@@ -76,6 +76,8 @@ export interface MaintenanceReport {
 }
 
 interface Entry<T> { writer: string, record: T }
+/** What `precheck` verified of an update: keys of signature claims (signing.ts, claimKey). */
+export type Prechecked = ReadonlySet<string>
 /** Where an item of an update goes: a key of a top-level map (root), or of the map that is item `parent`. */
 interface Where { root: string | null, parent: Y.ID | null, key: string | null }
 type RecordOf<K extends SpacedKind> = K extends 'jobs' ? JobRecord : ClaimRecord
@@ -579,17 +581,44 @@ export class ClusterState {
    * real one, and disagree for good), nor grow the document with types the schema
    * does not know, nor write more than a writer's byte budget.
    */
-  applyRemote (update: Uint8Array): Verdict {
+  applyRemote (update: Uint8Array, prechecked?: Prechecked): Verdict {
     const checked = new Set<string>()
+    const verify = (claim: SignatureClaim): boolean => prechecked?.has(claimKey(claim)) === true || this.keys.verify(claim.writer, claim.bytes, claim.signature)
     this.gateChecked = checked
     try {
-      return applyRemote(this.doc, update, ORIGIN.remote, (decoded) => this.checkRecords(decoded, checked))
+      return applyRemote(this.doc, update, ORIGIN.remote, (decoded) => this.checkRecords(decoded, checked, verify))
     } finally {
       this.gateChecked = null
     }
   }
 
-  private checkRecords (decoded: DecodedUpdate, checked: Set<string>): Verdict {
+  /**
+   * Verifies the signatures of an update's records ahead of applyRemote, a slice
+   * of `slice` at a time with `pause()` between slices, so that a large diff (a
+   * late joiner's: about 0.1 ms a record) does not hold the event loop for
+   * seconds. What verifies here, applyRemote(update, result) does not verify
+   * again; what does not, it refuses as ever. Slices count records, not time:
+   * the simulator stays deterministic.
+   */
+  async precheck (update: Uint8Array, pause: () => Promise<void>, slice = 64): Promise<Prechecked> {
+    const out = new Set<string>()
+    let decoded: DecodedUpdate
+    try {
+      decoded = Y.decodeUpdate(update)
+    } catch {
+      return out
+    }
+    const claims: SignatureClaim[] = []
+    this.checkRecords(decoded, new Set(), (claim) => { claims.push(claim); return true })
+    for (let i = 0; i < claims.length; i++) {
+      const claim = claims[i]!
+      if (this.keys.verify(claim.writer, claim.bytes, claim.signature)) out.add(claimKey(claim))
+      if ((i + 1) % slice === 0) await pause()
+    }
+    return out
+  }
+
+  private checkRecords (decoded: DecodedUpdate, checked: Set<string>, verify: (claim: SignatureClaim) => boolean): Verdict {
     const inUpdate = new Map<number, Array<Y.Item | Y.GC>>()
     for (const struct of decoded.structs) {
       if (struct instanceof Y.Skip) continue
@@ -660,7 +689,7 @@ export class ClusterState {
           if (ofWriter.add(where.key).size > RECORD_LIMITS.spacesPerWriterMax) return refuse('over-budget')
           continue
         }
-        const problem = this.checkItem(struct, { kind: 'nodes', space: '', parent: '', key: where.key, owner: where.key })
+        const problem = this.checkItem(struct, { kind: 'nodes', space: '', parent: '', key: where.key, owner: where.key }, verify)
         if (problem !== null) return refuse('forged')
         checked.add(idText(struct.id))
         continue
@@ -673,7 +702,7 @@ export class ClusterState {
       if (space.root === null || space.root === 'nodes' || !(KINDS as readonly string[]).includes(space.root) || spaceKeyOf === null || where.key === null ||
         !(parent instanceof Y.Item) || !(parent.content instanceof Y.ContentType) || !(parent.content.type instanceof Y.Map)) return refuse('not-allowed')
       if (content instanceof Y.ContentDeleted) continue
-      const problem = this.checkItem(struct, { kind: space.root, space: space.key!, parent: idText(parent.id), key: where.key, owner: spaceKeyOf.node })
+      const problem = this.checkItem(struct, { kind: space.root, space: space.key!, parent: idText(parent.id), key: where.key, owner: spaceKeyOf.node }, verify)
       if (problem !== null) return refuse('forged')
       checked.add(idText(struct.id))
       const budgetKey = `${space.root}/${spaceKeyOf.node}`
@@ -685,11 +714,13 @@ export class ClusterState {
   }
 
   /** Why an item of an update does not hold a record its owner signed for it, or null. */
-  private checkItem (item: Y.Item, at: { kind: string, space: string, parent: string, key: string, owner: string }): string | null {
+  private checkItem (item: Y.Item, at: { kind: string, space: string, parent: string, key: string, owner: string }, verify: (claim: SignatureClaim) => boolean): string | null {
     if (!(item.content instanceof Y.ContentAny) || item.content.arr.length !== 1 || item.rightOrigin !== null) return 'is not a record'
     const envelope = asEnvelope(item.content.arr[0])
     if (envelope === null) return 'is not a signed record'
-    return envelopeProblem(this.keys, at.owner, { kind: at.kind, space: at.space, parent: at.parent, key: at.key, item: idText(item.id), origin: idText(item.origin) }, item.id.client, envelope)
+    const claim = envelopeClaim(at.owner, { kind: at.kind, space: at.space, parent: at.parent, key: at.key, item: idText(item.id), origin: idText(item.origin) }, item.id.client, envelope)
+    if (typeof claim === 'string') return claim
+    return verify(claim) ? null : `is not signed by ${at.owner}`
   }
 
   /** The writer spaces of one writer, as the document has them now. */

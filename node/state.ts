@@ -45,6 +45,8 @@ const NEW_PEER_SYNC_DELAY_MS = 500
  */
 const NON_MEMBER_WAIT_MS = 3_000
 const NON_MEMBER_POLL_MS = 50
+/** A diff larger than this has its signatures checked in slices before it is applied (a few hundred records). */
+const PRECHECK_BYTES_MIN = 64 * 1024
 
 /** What the service needs of a store: level's StateStore on a node, a simulated disk in testnet/sim. */
 export type StateStorage = Pick<StateStore, 'load' | 'append' | 'compact' | 'setSnapshotSource' | 'stats' | 'close'>
@@ -579,7 +581,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       if ('error' in step) throw new PeerError('unexpected', step.error)
       if (session.role === 'answer' && frame.type === 'hello') this.stats.sync.served++
       for (const out of step.send) await this.send(channel, out, record, signal)
-      if (step.apply !== null) this.applyDiff(channel.peer, step.apply)
+      if (step.apply !== null) await this.applyDiff(channel.peer, step.apply)
     }
   }
 
@@ -630,8 +632,13 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
     return frame
   }
 
-  private applyDiff (peer: string, update: Uint8Array): void {
-    const verdict = this.records.applyRemote(update)
+  private async applyDiff (peer: string, update: Uint8Array): Promise<void> {
+    // A large diff's signatures are checked in slices first, between which the node goes on with its work.
+    const prechecked = update.byteLength > PRECHECK_BYTES_MIN
+      ? await this.records.precheck(update, async () => { await new Promise<void>((resolve) => { this.clock.setTimeout(resolve, 0, true) }) })
+      : undefined
+    if (this.stopped) throw new Error('the node is stopping')
+    const verdict = this.records.applyRemote(update, prechecked)
     if (!verdict.ok) throw new PeerError(verdict.reason, `the diff from ${peer} was refused (${verdict.reason})`)
     this.stats.sync.appliedBytes += update.byteLength
   }

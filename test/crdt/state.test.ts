@@ -10,7 +10,7 @@ import {
   ClusterState, type InvalidRecord, ORIGIN, type RetentionPolicy, type StateChange, StateError, spaceKey,
 } from '../../crdt/state.ts'
 import { jobRecord, nodeRecord, signedAs, taskRecord } from './helpers.ts'
-import { derivedKeys } from '../../crdt/signing.ts'
+import { type RecordKeys, derivedKeys } from '../../crdt/signing.ts'
 
 function replica (self: string, clientID: number, life = 'life-1', doc = new Y.Doc()): ClusterState {
   doc.clientID = clientID
@@ -205,6 +205,30 @@ describe('validating readers', () => {
     let s: ClusterState | undefined
     expect(() => { s = new ClusterState({ self: 'A', life: 'life-1', doc, keys: derivedKeys('A') }) }).not.toThrow()
     expectValidOnly(s!)
+  })
+
+  it('check a large update\'s signatures ahead, in slices, and not again when it is applied; a forgery is still refused', async () => {
+    const a = new ClusterState({ self: 'A', life: 'life-1', keys: derivedKeys('A') })
+    a.transact(() => { for (let i = 0; i < 200; i++) a.putTask(taskRecord(`t${i}`, 'A')) })
+    const update = Y.encodeStateAsUpdate(a.doc)
+    let verifications = 0
+    const counting = (self: string): RecordKeys => {
+      const keys = derivedKeys(self)
+      return { sign: keys.sign, verify: (...args) => { verifications++; return keys.verify(...args) } }
+    }
+    const b = new ClusterState({ self: 'B', life: 'life-1', keys: counting('B') })
+    let pauses = 0
+    const prechecked = await b.precheck(update, async () => { pauses++ }, 64)
+    expect([verifications, pauses, prechecked.size]).toEqual([200, 3, 200])
+    expect(b.applyRemote(update, prechecked)).toEqual({ ok: true })
+    expect(verifications).toBe(200)
+    expect(b.tasks()).toHaveLength(200)
+    // What was checked for one update vouches for nothing else: a forged record under the same claims is refused.
+    const c = new ClusterState({ self: 'C', life: 'life-1', keys: derivedKeys('C') })
+    const forged = new Y.Doc()
+    Y.applyUpdate(forged, update)
+    signedAs(forged, 'C')(forged.getMap('nodes'), { kind: 'nodes', space: '' }, 'A', nodeRecord('A'))
+    expect(c.applyRemote(Y.encodeStateAsUpdate(forged), prechecked)).toEqual({ ok: false, reason: 'forged' })
   })
 
   it('verify the signatures of a document handed in, unless it is trusted (the node\'s own disk)', () => {
