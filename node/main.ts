@@ -18,9 +18,6 @@ export interface RunNodeOptions extends RawNodeOptions {
  * with the code: a libp2p that did not stop cleanly may leave sockets open.
  */
 export async function runNode (options: RunNodeOptions): Promise<number> {
-  // Whatever the node creates (its state database's files among them) is its own alone:
-  // tasks run as other users, and must not read it (node/README.md, the task user).
-  process.umask(0o077)
   const config = nodeConfig(options)
   const pretty = options.pretty === true ? (await import('pino-pretty')).default : undefined
   let log: Logger
