@@ -14,6 +14,7 @@ import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { SYNC_LIMITS } from '../crdt/sync.ts'
 import type { FaultInjector } from './faults.ts'
+import { boundPnetCipher } from './pnet-cipher.ts'
 
 export interface HostInit {
   privateKey: PrivateKey
@@ -67,6 +68,7 @@ export const HOST_LIMITS = Object.freeze({
 })
 
 export async function createHost (init: HostInit): Promise<Host> {
+  if (init.clusterKey !== undefined) boundPnetCipher()
   const ip = init.host.includes(':') ? 'ip6' : 'ip4'
   const host = await createLibp2p({
     privateKey: init.privateKey,
