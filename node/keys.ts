@@ -14,9 +14,8 @@ export function nodeKeys (privateKey: PrivateKey): RecordKeys {
   return recordKeys({ privateKey: privateKeyFromSeed(privateKey.raw.subarray(0, 32)), publicKeyOf })
 }
 
-/** The same keys for membership, whose signatures travel as base64 text. */
-export function statementKeys (privateKey: PrivateKey): StatementKeys {
-  const keys = nodeKeys(privateKey)
+/** The node's keys as membership takes them: its signatures travel as base64 text. */
+export function statementKeys (keys: RecordKeys): StatementKeys {
   return {
     sign: (bytes) => Buffer.from(keys.sign(bytes)).toString('base64'),
     verify: (member, bytes, signature) => {

@@ -12,10 +12,11 @@
 
 import { EventEmitter } from 'node:events'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
+import type { RecordKeys } from '../crdt/signing.ts'
 import { LIMITS, decodeMessage, encodeMessage } from '../membership/codec.ts'
 import type { MembershipConfig } from '../membership/config.ts'
 import { Swim } from '../membership/swim.ts'
@@ -89,11 +90,11 @@ export interface MembershipServiceInit {
   /** Testnet fault rules: every frame received passes them. */
   faults?: FaultInjector
   /**
-   * The node's identity key (Ed25519): signs what this member says about itself
-   * and checks what others say about themselves. Without it, membership runs
-   * unsigned, and says so in one warning.
+   * The node's keys (node/keys.ts, the same the state signs with): sign what this
+   * member says about itself and check what others say about themselves. Without
+   * them, membership runs unsigned, and says so in one warning.
    */
-  privateKey?: PrivateKey
+  keys?: RecordKeys
 }
 
 /** A peer's allowance of bytes: a token bucket, refilled at peerBytesPerSecondMax. */
@@ -134,7 +135,7 @@ export class MembershipService extends EventEmitter<{ event: [MemberEvent] }> {
     this.tickMs = init.tickMs
     this.dialTimeoutMs = init.dialTimeoutMs
     this.faults = init.faults
-    const keys = init.privateKey?.type === 'Ed25519' ? statementKeys(init.privateKey) : undefined
+    const keys = init.keys === undefined ? undefined : statementKeys(init.keys)
     if (keys === undefined) this.log.warn('membership runs without signatures: any peer could speak for another member; give the service the node key')
     this.swim = new Swim({
       self: { id: init.host.peerId.toString(), addrs: this.ownAddrs(), meta: init.meta },

@@ -112,7 +112,9 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       // The state database opens before the network: a corrupt one stops the start at once.
       const stateDir = join(dataDir.path, 'state')
       const storage = await parts.add('storage', await openStore(stateDir, config.state.resetState, log), undefined, async () => { await storage.close() })
-      const loaded = await loadState({ self, keys: nodeKeys(dataDir.privateKey), storage, log: log.child({ component: 'state' }), random: Math.random, where: stateDir })
+      // One set of keys for all the node signs and checks: its records and its membership statements.
+      const keys = nodeKeys(dataDir.privateKey)
+      const loaded = await loadState({ self, keys, storage, log: log.child({ component: 'state' }), random: Math.random, where: stateDir })
       const executor = await parts.add('executor', Executor.open({
         nodeId: self,
         dir: join(dataDir.path, 'tasks'),
@@ -190,7 +192,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         log: log.child({ component: 'membership' }),
         faults,
         // Its statements about itself (alive, left) are signed with the node's key, and others' are checked.
-        privateKey: dataDir.privateKey,
+        keys,
       })
       membership.on('event', (event) => {
         logMemberEvent(log, event, membership.swim.health)

@@ -30,6 +30,14 @@ import { PeerError, type StateTransport, type SyncChannel } from './state-transp
 
 /** The first byte of a gossip message: the format of what follows (a Yjs v1 update). */
 const GOSSIP_FORMAT = 1
+
+/** An update as one gossip message: the format byte, then the update. */
+export function gossipMessage (update: Uint8Array): Uint8Array {
+  const data = new Uint8Array(1 + update.byteLength)
+  data[0] = GOSSIP_FORMAT
+  data.set(update, 1)
+  return data
+}
 const SYNC_TIMEOUT_MS = 15_000
 /** Writes acknowledged to nobody yet; past this the node answers 503 at once. */
 const WRITES_IN_FLIGHT_MAX = 1_024
@@ -406,9 +414,7 @@ export class StateService extends EventEmitter<{ change: [StateChange] }> {
       if (!this.stopped) for (const peer of this.members.peers()) void this.syncWith(peer, 'large change').catch(() => {})
       return
     }
-    const data = new Uint8Array(1 + update.byteLength)
-    data[0] = GOSSIP_FORMAT
-    data.set(update, 1)
+    const data = gossipMessage(update)
     try {
       await this.transport.publish(data)
       this.stats.gossip.published++

@@ -13,7 +13,7 @@ import * as Y from 'yjs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { encodeFrame } from '../../crdt/sync.ts'
 import type { MemberState } from '../../membership/types.ts'
-import type { StateStats } from '../../node/state.ts'
+import { type StateStats, gossipMessage } from '../../node/state.ts'
 
 export interface ClusterHarness {
   /** Starts n members and returns once every one lists all n alive. */
@@ -136,9 +136,6 @@ export interface StateHarness {
   describe: () => string
 }
 
-/** The first byte of a gossip message: its format (node/state.ts; a Yjs v1 update follows). */
-const GOSSIP_FORMAT = 1
-
 /**
  * A job no node may run (no node has the label): a write of the shared state and
  * nothing else, so that nothing but these writes changes the documents.
@@ -159,7 +156,6 @@ function updateWithGap (): Uint8Array {
   return Y.encodeStateAsUpdate(doc, before)
 }
 
-const withFormat = (update: Uint8Array): Uint8Array => Uint8Array.of(GOSSIP_FORMAT, ...update)
 const delta = (after: Record<string, number>, before: Record<string, number>, key: string): number => (after[key] ?? 0) - (before[key] ?? 0)
 
 export function stateConformance (name: string, make: () => StateHarness, timeoutMs: number): void {
@@ -210,8 +206,8 @@ export function stateConformance (name: string, make: () => StateHarness, timeou
       const target = 0
       const before = (await cluster.state(target)).stats
       const gap = updateWithGap()
-      await cluster.gossip(target, withFormat(gap))
-      await cluster.gossip(target, Uint8Array.of(GOSSIP_FORMAT, 0xde, 0xad, 0xbe, 0xef))
+      await cluster.gossip(target, gossipMessage(gap))
+      await cluster.gossip(target, gossipMessage(Uint8Array.of(0xde, 0xad, 0xbe, 0xef)))
       const hello = encodeFrame({ type: 'hello', sv: Y.encodeStateVector(new Y.Doc()) })
       await cluster.sync(target, [hello, encodeFrame({ type: 'diff', update: gap })])
       await cluster.sync(target, [hello, encodeFrame({ type: 'diff', update: new Uint8Array(64).fill(7) })])

@@ -12,19 +12,17 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import pino from 'pino'
 import * as Y from 'yjs'
-import { nodeRecord } from '../crdt/helpers.ts'
+import { nodeRecord, signedAs } from '../crdt/helpers.ts'
 import { PRESETS, membershipConfig } from '../../membership/config.ts'
 import { stateConfig } from '../../node/config.ts'
 import { type Host, STATE_TOPIC, createHost } from '../../node/host.ts'
 import { nodeKeys } from '../../node/keys.ts'
 import { MembershipService } from '../../node/membership.ts'
-import { type RecordKeys, clientIdOf, newNonce, writeSigned } from '../../crdt/signing.ts'
-import { StateService, loadState } from '../../node/state.ts'
+import type { RecordKeys } from '../../crdt/signing.ts'
+import { StateService, gossipMessage, loadState } from '../../node/state.ts'
 import { StateStore } from '../../node/state-store.ts'
 import { Libp2pStateTransport } from '../../node/state-transport.ts'
 
-/** How the node's state service frames an update on the gossip topic (node/state.ts, GOSSIP_FORMAT). */
-const GOSSIP_FORMAT = 1
 
 export class HostileMember {
   readonly id: string
@@ -54,6 +52,7 @@ export class HostileMember {
     const dir = await mkdtemp(join(tmpdir(), 'murmur-hostile-member-'))
     const host = await createHost({ privateKey, host: '127.0.0.1', port: 0, mdns: false, dialTimeoutMs: 2_000, clusterKey: init.clusterKey })
     await host.start()
+    const keys = nodeKeys(privateKey)
     const membership = new MembershipService({
       host,
       config: membershipConfig({}, PRESETS.local),
@@ -62,12 +61,11 @@ export class HostileMember {
       tickMs: 20,
       dialTimeoutMs: 2_000,
       log,
-      privateKey,
+      keys,
     })
     await membership.start()
     await membership.join(init.seeds, 10_000)
     const storage = await StateStore.open(join(dir, 'state'), { log })
-    const keys = nodeKeys(privateKey)
     const records = await loadState({ self: id, keys, storage, log, where: dir })
     const state = new StateService({
       state: records,
@@ -107,17 +105,12 @@ export class HostileMember {
    * in every respect but where it is put.
    */
   signAsSelf (doc: Y.Doc, map: Y.Map<unknown>, at: { kind: string, space: string }, key: string, record: unknown): void {
-    const nonce = newNonce(Math.random)
-    doc.clientID = clientIdOf(this.id, nonce)
-    writeSigned(map, at, key, record, { keys: this.keys, nonce })
+    signedAs(doc, this.id, this.keys)(map, at, key, record)
   }
 
   /** Sends an update on the gossip topic, as a node sends its changes. */
   async gossip (update: Uint8Array): Promise<void> {
-    const data = new Uint8Array(update.byteLength + 1)
-    data[0] = GOSSIP_FORMAT
-    data.set(update, 1)
-    await this.host.services.pubsub.publish(STATE_TOPIC, data)
+    await this.host.services.pubsub.publish(STATE_TOPIC, gossipMessage(update))
   }
 
   async stop (): Promise<void> {

@@ -9,7 +9,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { SIM, membershipConfig } from '../../membership/config.ts'
 import { signStatement } from '../../membership/statements.ts'
-import { statementKeys } from '../../node/keys.ts'
+import { nodeKeys, statementKeys } from '../../node/keys.ts'
 import { INCARNATION_MAX, Swim } from '../../membership/swim.ts'
 import type { MemberRecord, Message, Update } from '../../membership/types.ts'
 import { Rng } from '../../testnet/sim/rng.ts'
@@ -28,7 +28,7 @@ function signedSwim (key: PrivateKey, options: { incarnation?: number, nowMs?: n
     config: membershipConfig({ newcomerGraceMs: 0 }, SIM),
     random: () => rng.next(),
     nowMs: options.nowMs ?? 0,
-    keys: statementKeys(key),
+    keys: statementKeys(nodeKeys(key)),
     ...(options.incarnation === undefined ? {} : { incarnation: options.incarnation }),
   })
 }
@@ -73,7 +73,7 @@ describe('signed self statements', () => {
     const { a, b, mallory } = cluster()
     const inc = a.member(b.id)!.incarnation
     a.receive(mallory.id, gossip({ kind: 'left', id: b.id, incarnation: inc + 1 }), 10)
-    a.receive(mallory.id, gossip({ kind: 'left', id: b.id, incarnation: inc + 1, sig: signStatement(statementKeys(privateKeys[3]!), { kind: 'left', id: b.id, incarnation: inc + 1 }) }), 11)
+    a.receive(mallory.id, gossip({ kind: 'left', id: b.id, incarnation: inc + 1, sig: signStatement(statementKeys(nodeKeys(privateKeys[3]!)), { kind: 'left', id: b.id, incarnation: inc + 1 }) }), 11)
     a.receive(mallory.id, pushPull(recordOf(a, b.id, { state: 'left', incarnation: inc + 1 })), 12)
     // At the incarnation that once expelled a member for good.
     a.receive(mallory.id, pushPull(recordOf(a, b.id, { state: 'left', incarnation: 2 ** 53 - 2 })), 13)

@@ -12,6 +12,7 @@ import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { PRESETS, membershipConfig } from '../../membership/config.ts'
 import { createHost, type Host } from '../../node/host.ts'
+import { nodeKeys } from '../../node/keys.ts'
 import { MEMBERSHIP_PROTOCOL, MembershipService, TRANSPORT_LIMITS } from '../../node/membership.ts'
 import { HostilePeer } from '../reliability/hostile-peer.ts'
 import { waitUntil } from '../helpers/wait.ts'
@@ -27,7 +28,7 @@ beforeAll(async () => {
   await host.start()
   service = new MembershipService({
     host, config: membershipConfig({}, PRESETS.local), meta: { cpuMillis: 1000, memoryBytes: 1024 ** 3, labels: {} },
-    tickMs: 20, dialTimeoutMs: 2_000, log: pino({ level: 'silent' }), privateKey,
+    tickMs: 20, dialTimeoutMs: 2_000, log: pino({ level: 'silent' }), keys: nodeKeys(privateKey),
   })
   await service.start()
   hostile = await HostilePeer.start()

@@ -12,6 +12,7 @@ import { pino } from 'pino'
 import { PRESETS, membershipConfig } from '../../membership/config.ts'
 import type { Message } from '../../membership/types.ts'
 import { createHost, type Host } from '../../node/host.ts'
+import { nodeKeys } from '../../node/keys.ts'
 import { MembershipService } from '../../node/membership.ts'
 import { HostilePeer } from './hostile-peer.ts'
 
@@ -44,7 +45,7 @@ export class ForgingMember {
       tickMs: 20,
       dialTimeoutMs: 2_000,
       log: pino({ level: 'silent' }),
-      privateKey,
+      keys: nodeKeys(privateKey),
     })
     await membership.start()
     await membership.join(init.seeds, 10_000)
