@@ -64,6 +64,8 @@ export const jobRecordSchema = z.object({
   spec: z.record(z.string(), z.json()),
   desired: z.enum(['running', 'stopped']),
   version: counter.min(1),
+  /** The namespace the job lives in (absent in records written before namespaces: 'default'). */
+  namespace: z.string().min(1).max(63).regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/).optional(),
   submittedBy: id,
   submittedAt: time,
   updatedAt: time,
