@@ -18,7 +18,10 @@
 // the last step is its alone; it cannot read the node's key, its state database,
 // its task records, any task's logs or another task's files, cannot signal the
 // node or another task, and cannot write a cgroup's procs file (they stay
-// root's) to leave its group.
+// root's) to leave its group. A job's `runAs` names the uid itself instead (no
+// uid of the range is taken; its gid is the uid's primary group): the alloc dir
+// is that uid's, and what else the task reaches is what that uid reaches. A node
+// that is not root refuses any runAs but its own uid.
 
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
@@ -34,7 +37,7 @@ import { DEFAULT_PATH, SHIM_NAME, StartFailure, resolveCommand } from './launch.
 import { statFields } from '../proc.ts'
 import { LOG_DEFAULTS, type LogChunk, type LogStream, TaskLogs } from './logs.ts'
 import { type SpawnedExit, Spawner } from './spawner.ts'
-import { DEFAULT_TASK_UIDS, UID_CLAIMS_DIR, UidClaims, UidPool, type UidRange, accountIds, checkUidRange, pidsOfUid } from './uids.ts'
+import { DEFAULT_TASK_UIDS, UID_CLAIMS_DIR, UidClaims, UidPool, type UidRange, accountIds, checkUidRange, pidsOfUid, primaryGid } from './uids.ts'
 import type { FoundAttempt, Isolation, RecoverReport, Signalled, TaskExit, AttemptInfo, TaskRunner, AttemptSpec, TaskUsage } from './types.ts'
 
 export const RUNNER_DEFAULTS = Object.freeze({
@@ -68,6 +71,11 @@ export interface TaskUser {
   uids: UidRange | null
   /** Whether tasks run as another user than the node's: false when the node is not root and so cannot switch. */
   separate: boolean
+  /**
+   * Which job `runAs` this node honours: `any` uid (it is root and switches users), or only this one, its own
+   * (it cannot switch; a start with another is refused, and another node takes the task).
+   */
+  runAs: 'any' | number
   /** In words, for people: who the tasks run as and what follows. */
   detail: string
 }
@@ -115,8 +123,9 @@ const specSchema = z.object({
   memoryBytes: z.number().int().min(SPEC_LIMITS.memoryBytesMin, `must be at least ${SPEC_LIMITS.memoryBytesMin / 1024 ** 2} MiB`).max(2 ** 50),
   pidsMax: z.number().int().min(1).max(SPEC_LIMITS.pidsMax).optional(),
   user: z.object({ uid: z.number().int().min(0).max(2 ** 32 - 2), gid: z.number().int().min(0).max(2 ** 32 - 2) }).strict().optional(),
+  runAs: z.number().int().min(0).max(2 ** 32 - 2).optional(),
   logs: z.object({ maxBytes: z.number().int().min(4_096).max(2 ** 40), files: z.number().int().min(1).max(100) }).strict().optional(),
-}).strict()
+}).strict().refine((spec) => spec.user === undefined || spec.runAs === undefined, { message: 'give user or runAs, not both', path: ['runAs'] })
 
 const exitSchema = z.object({
   reason: z.enum(['exited', 'signaled', 'killed', 'oom', 'start-failed', 'lost']),
@@ -169,6 +178,8 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
   readonly taskUser: TaskUser
   private readonly opts: ExecutorOptions
   private readonly log: Logger
+  /** The node's own uid and gid: only root (0) can run a task as another user. */
+  private readonly self = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   private readonly root: CgroupRoot | null
   /** Each task's own uid, when the node is root and no `runAs` is given. */
   private readonly uids: UidPool | null
@@ -302,6 +313,7 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     }
     const spec = parsed.data as AttemptSpec
     this.checkUser(spec)
+    this.checkRunAs(spec)
     opts.signal?.throwIfAborted()
     const existing = this.entries.get(spec.id)
     if (this.starting.has(spec.id)) throw new MurmurError('TASK_EXISTS', `task ${spec.id} is already starting here`, 1, 409)
@@ -425,7 +437,16 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
   private takeUser (entry: Entry): { uid: number, gid: number } | undefined {
     const spec = entry.info.spec
     let user: { uid: number, gid: number } | undefined
-    if (spec.user !== undefined) {
+    if (spec.runAs !== undefined && this.self.uid !== 0) {
+      // Its own uid (checkRunAs refused any other): it runs as the node, which the attempt says by number.
+      entry.user = { ...this.self }
+      entry.info.user = entry.user
+      return undefined
+    }
+    if (spec.runAs !== undefined) {
+      // No uid of the range: the job names its own. Nor given back, or killed by uid, at its end: the uid may be a person's.
+      user = { uid: spec.runAs, gid: primaryGid(spec.runAs) }
+    } else if (spec.user !== undefined) {
       user = spec.user
     } else if (this.uids !== null) {
       const record = join(entry.info.dir, 'task.json')
@@ -511,6 +532,25 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
     }
   }
 
+  /**
+   * A job's `runAs` this node cannot honour is refused before admission, as a start beyond its capacity is, so
+   * that the cluster leaves the task to another node instead of counting a failed run: a node that is not
+   * root cannot switch users (it runs only its own uid), and a root node never runs a task as a uid of its
+   * per-task range (it would share a running task's, and a later task would get it).
+   */
+  private checkRunAs (spec: AttemptSpec): void {
+    const uid = spec.runAs
+    if (uid === undefined) return
+    if (this.self.uid !== 0) {
+      if (uid === this.self.uid) return
+      throw new MurmurError('RUN_AS_UNAVAILABLE', `task ${spec.id} runs as uid ${uid} (its job's runAs), and this node cannot switch users: it runs as uid ${this.self.uid}, not root, so it runs only tasks with no runAs or with runAs ${this.self.uid}; a node that runs as root can take it`, 1, 409)
+    }
+    if (this.uids?.contains(uid) === true) {
+      const { first, count } = this.uids.range
+      throw new MurmurError('RUN_AS_REFUSED', `task ${spec.id} runs as uid ${uid} (its job's runAs), which is in the range this node gives each task a uid of its own from (${first}–${first + count - 1}): it would share another task's uid; choose a uid outside the range`, 1, 409)
+    }
+  }
+
   /** Refuses a start that would commit more CPU or memory than the node has, whatever placement believed. */
   private admit (spec: AttemptSpec): void {
     const used = this.committed()
@@ -530,8 +570,8 @@ export class Executor extends EventEmitter<{ exit: [AttemptInfo] }> implements T
    * a refusal, not a failed run, so that the cluster places the task elsewhere instead of counting a failure.
    */
   private admitUid (spec: AttemptSpec): void {
-    if (this.uids === null || spec.user !== undefined) return
-    const waiting = [...this.starting.values()].filter((s) => s.user === undefined).length
+    if (this.uids === null || spec.user !== undefined || spec.runAs !== undefined) return
+    const waiting = [...this.starting.values()].filter((s) => s.user === undefined && s.runAs === undefined).length
     if (this.uids.free > waiting) return
     const { first, count } = this.uids.range
     throw new MurmurError('ADMISSION_REFUSED', `task ${spec.id} does not fit on this node: all its ${count} task uids (${first}–${first + count - 1}) are held by its running tasks; stop some, or give the node a larger range (taskUids)`, 1, 409)
@@ -991,11 +1031,11 @@ export function taskUserOf (opts: Pick<ExecutorOptions, 'runAs' | 'allowPrivileg
     if (wanted !== undefined && (wanted.uid !== nodeUid || wanted.gid !== nodeGid)) {
       throw new InputError('TASK_USER_UNAVAILABLE', `tasks cannot run as ${wanted.uid}:${wanted.gid}: the node runs as uid ${nodeUid}, not root, and cannot switch users; start the node as root, or leave the task user out`)
     }
-    return { uid: nodeUid, gid: nodeGid, uids: null, separate: false, detail: `the node's own uid ${nodeUid} (the node is not root and cannot switch users): a task can read the node's data dir and signal it` }
+    return { uid: nodeUid, gid: nodeGid, uids: null, separate: false, runAs: nodeUid, detail: `the node's own uid ${nodeUid} (the node is not root and cannot switch users): a task can read the node's data dir and signal it; a job's runAs other than ${nodeUid} is refused here` }
   }
   if (wanted === undefined) {
     const { first, count } = checkUidRange(opts.taskUids ?? DEFAULT_TASK_UIDS)
-    return { uid: null, gid: null, uids: { first, count }, separate: true, detail: `a uid of its own each, from ${first}–${first + count - 1} (gid the same number), without the node's groups: the node's data dir and the other tasks are closed to them` }
+    return { uid: null, gid: null, uids: { first, count }, separate: true, runAs: 'any', detail: `a uid of its own each, from ${first}–${first + count - 1} (gid the same number), without the node's groups: the node's data dir and the other tasks are closed to them` }
   }
   for (const [what, id] of [['uid', wanted.uid], ['gid', wanted.gid]] as const) {
     if (!Number.isInteger(id) || id < 0 || id > 2 ** 32 - 2) throw new InputError('TASK_USER_INVALID', `task ${what} ${id} is not a ${what}; give a number from 1 to ${2 ** 32 - 2}`)
@@ -1003,8 +1043,8 @@ export function taskUserOf (opts: Pick<ExecutorOptions, 'runAs' | 'allowPrivileg
   if ((wanted.uid === 0 || wanted.gid === 0) && opts.allowPrivilegedTasks !== true) {
     throw new InputError('TASK_USER_REFUSED', `tasks would run as ${wanted.uid}:${wanted.gid}, which is root: they could read the node's key and leave their cgroups; choose an unprivileged uid and gid, or leave runAs out (a uid per task)`)
   }
-  if (wanted.uid === 0) return { ...wanted, uids: null, separate: false, detail: `root, as the node (allowed by the node's configuration): a task can do what the node can` }
-  return { ...wanted, uids: null, separate: true, detail: `uid ${wanted.uid}, gid ${wanted.gid}, all of them, without the node's groups: the node's data dir is closed to them, but one task can signal another` }
+  if (wanted.uid === 0) return { ...wanted, uids: null, separate: false, runAs: 'any', detail: `root, as the node (allowed by the node's configuration): a task can do what the node can` }
+  return { ...wanted, uids: null, separate: true, runAs: 'any', detail: `uid ${wanted.uid}, gid ${wanted.gid}, all of them, without the node's groups: the node's data dir is closed to them, but one task can signal another` }
 }
 
 /**

@@ -30,6 +30,13 @@ export interface AttemptSpec {
   pidsMax?: number | undefined
   /** Run as this user and group instead of a uid of its own (or runAs); never root unless the node allows privileged tasks, never a uid of the per-task range. */
   user?: { uid: number, gid: number } | undefined
+  /**
+   * The job's `runAs`: run as this uid (0 included: whether the job may is the API's to check), its gid the
+   * uid's primary group in /etc/passwd or else the same number, no supplementary groups, no uid of the range
+   * claimed. A node that is not root refuses it (a refusal, not a failed run) unless it is the node's own uid.
+   * Not with `user`.
+   */
+  runAs?: number | undefined
   logs?: LogLimits | undefined
 }
 
@@ -84,7 +91,10 @@ export interface AttemptInfo {
   dir: string
   /** MURMUR_ALLOC_DIR and HOME, the task's own (its uid's, 0700): `<tasks dir>/_alloc/<name>`. */
   alloc?: string | undefined
-  /** The uid and gid it runs as, if not the node's (null: the node's own, or not known from an older record). */
+  /**
+   * The uid and gid it runs as, if not the node's (null: the node's own, or not known from an older record);
+   * with a `runAs` always the ids it runs as, the node's own included.
+   */
   user?: { uid: number, gid: number } | null | undefined
   /** Taken over from a previous life of the node. */
   adopted: boolean

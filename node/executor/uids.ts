@@ -69,6 +69,26 @@ export function accountIds (files = { passwd: '/etc/passwd', group: '/etc/group'
   return ids
 }
 
+/**
+ * The gid a job's `runAs` uid runs with: its primary group, from the first line of /etc/passwd with that uid,
+ * or else the uid's own number (as for a task uid of the range), also when the file cannot be read.
+ */
+export function primaryGid (uid: number, passwd = '/etc/passwd'): number {
+  let text = ''
+  try {
+    text = readFileSync(passwd, 'utf8')
+  } catch {
+    return uid
+  }
+  for (const line of text.split('\n')) {
+    const fields = line.split(':')
+    if (fields.length < 4 || !/^\d+$/.test(fields[2]!) || Number(fields[2]) !== uid) continue
+    const gid = /^\d+$/.test(fields[3]!) ? Number(fields[3]) : NaN
+    return Number.isSafeInteger(gid) && gid <= ID_MAX ? gid : uid
+  }
+  return uid
+}
+
 /** Who holds a uid, as its claim file says: the task's record, so that a claim outliving its task is seen as such. */
 const claimSchema = z.object({ task: z.string(), record: z.string(), at: z.number() })
 

@@ -45,6 +45,20 @@ const workdirSchema = z.string().min(1).max(JOB_LIMITS.argCharsMax).superRefine(
 })
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
 
+/** The largest uid the kernel takes (2^32 - 1 means "no id"). */
+export const RUN_AS_MAX = 2 ** 32 - 2
+/** Why a value is no runAs, naming what was given: `runAs: '1000'` reads much like `runAs: 1000`. */
+const runAsError = (issue: { input?: unknown }): string | undefined => {
+  if (issue.input === undefined) return undefined
+  const got = typeof issue.input === 'string' ? `'${issue.input}' (in quotes: a string)` : typeof issue.input === 'number' ? String(issue.input) : JSON.stringify(issue.input) ?? String(issue.input)
+  return `a uid is a whole number from 0 to ${RUN_AS_MAX}, written without quotes (runAs: 1000); got ${got}`
+}
+/**
+ * The uid the job's tasks run as: a plain integer, never coerced ('1000', null, true are refused), so that
+ * `runAs: 0`, root, is always written as such. Absent: a uid of the task's own (a root node) or the node's.
+ */
+const runAsSchema = z.number({ error: runAsError }).int({ error: runAsError }).min(0, { error: runAsError }).max(RUN_AS_MAX, { error: runAsError })
+
 /** A value in units ("500m", "256M", "30s") or a bare number, parsed by `parse`; the unit error becomes the field's. */
 function units (parse: (text: string) => number, bareNumber: (n: number) => number) {
   return z.union([z.number(), z.string()]).transform((value, ctx) => {
@@ -81,6 +95,7 @@ export const jobInputSchema = z.object({
   env: z.record(z.string().regex(ENV_KEY, 'an environment variable name is letters, digits and _, not starting with a digit'), z.string().max(JOB_LIMITS.envValueCharsMax))
     .refine((env) => Object.keys(env).length <= JOB_LIMITS.envMax, `at most ${JOB_LIMITS.envMax} variables`).default({}),
   workdir: workdirSchema.optional(),
+  runAs: runAsSchema.optional(),
   cpu: cpu.default(100),
   memory: memory.default(128 * 1024 * 1024),
   count: z.number().int().min(1, 'run at least 1 instance').max(JOB_LIMITS.countMax, `at most ${JOB_LIMITS.countMax} instances per job; split the work into several jobs`).default(1),
@@ -104,6 +119,8 @@ export const jobSpecSchema = z.object({
   env: z.record(z.string().regex(ENV_KEY), z.string().max(JOB_LIMITS.envValueCharsMax)),
   // A peer's record with a workdir outside the task's dir is no spec: no node runs it.
   workdir: workdirSchema.optional(),
+  // Who the tasks run as; the API checks that the submitting user may name this uid, the node only that it can.
+  runAs: runAsSchema.optional(),
   cpuMillis: z.number().int().min(1),
   memoryBytes: z.number().int().min(JOB_LIMITS.memoryBytesMin),
   count: z.number().int().min(1).max(JOB_LIMITS.countMax),
@@ -169,6 +186,7 @@ export function normalizeJob (input: unknown): NormalJob {
     args: j.args,
     env: j.env,
     ...(j.workdir !== undefined ? { workdir: j.workdir } : {}),
+    ...(j.runAs !== undefined ? { runAs: j.runAs } : {}),
     cpuMillis: j.cpu,
     memoryBytes: j.memory,
     count: j.count,

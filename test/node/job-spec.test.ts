@@ -186,6 +186,26 @@ describe('normalizeJob: refusals name the field and the fix', () => {
   it('refuses a grace over its limit', () => {
     expect(refusal({ ...BASE, grace: '11m' })).toBe('grace: at most 10 minutes')
   })
+
+  it('takes runAs as a uid written as a whole number, 0 included, and refuses anything else without coercing it', () => {
+    expect('runAs' in specOf({})).toBe(false)
+    expect(specOf({ runAs: 1000 }).runAs).toBe(1000)
+    // Root is a uid like any other here, spelled out: whether a user may name it is the API's to check.
+    expect(specOf({ runAs: 0 }).runAs).toBe(0)
+    expect(specOf({ runAs: 2 ** 32 - 2 }).runAs).toBe(2 ** 32 - 2)
+    const fix = 'runAs: a uid is a whole number from 0 to 4294967294, written without quotes (runAs: 1000); got'
+    expect(refusal({ ...BASE, runAs: -1 })).toBe(`${fix} -1`)
+    expect(refusal({ ...BASE, runAs: 2 ** 32 })).toBe(`${fix} 4294967296`)
+    expect(refusal({ ...BASE, runAs: 2 ** 32 - 1 })).toBe(`${fix} 4294967295`)
+    expect(refusal({ ...BASE, runAs: '1000' })).toBe(`${fix} '1000' (in quotes: a string)`)
+    expect(refusal({ ...BASE, runAs: '0' })).toBe(`${fix} '0' (in quotes: a string)`)
+    expect(refusal({ ...BASE, runAs: 1.5 })).toBe(`${fix} 1.5`)
+    expect(refusal({ ...BASE, runAs: null })).toBe(`${fix} null`)
+    expect(refusal({ ...BASE, runAs: false })).toBe(`${fix} false`)
+    expect(refusal({ ...BASE, runAs: true })).toBe(`${fix} true`)
+    expect(refusal({ ...BASE, runAs: NaN })).toBe(`${fix} NaN`)
+    expect(refusal({ ...BASE, runAs: [1000] })).toBe(`${fix} [1000]`)
+  })
 })
 
 describe('readSpec', () => {
@@ -194,6 +214,15 @@ describe('readSpec', () => {
     expect(readSpec(JSON.parse(JSON.stringify(spec)))).toEqual(spec)
     expect(readSpec({ ...spec, cron: { ...spec.cron!, schedule: 'every now and then' } })).toBeNull()
     expect(readSpec({ ...spec, cron: { ...spec.cron!, timezone: 'Mars/Olympus' } })).toBeNull()
+  })
+
+  it('reads back a stored runAs, 0 included, and refuses one a peer wrote as anything but a uid', () => {
+    for (const runAs of [0, 1000]) {
+      const spec = specOf({ runAs })
+      expect(readSpec(JSON.parse(JSON.stringify(spec)))).toEqual(spec)
+    }
+    const spec = specOf({})
+    for (const runAs of ['0', '1000', null, true, -1, 1.5, 2 ** 32]) expect(readSpec({ ...spec, runAs }), JSON.stringify(runAs)).toBeNull()
   })
 
   it('refuses a stored spec whose workdir a peer made leave the task\'s dir', () => {

@@ -346,6 +346,25 @@ describe(SKIP ? `a task's sandbox (${WHY})` : 'a task\'s sandbox', () => {
     expect(executor.committed().tasks).toBe(0)
   })
 
+  it.skipIf(SKIP)('closes the node and other tasks to a task run as its job\'s runAs uid as to one with a uid of the range', async () => {
+    const { data, executor } = await node()
+    const victim = await executor.start(sh('victim', 'echo secret > "$HOME/secret"; exec sleep 1000'))
+    await waitUntil('the victim to write', async () => existsSync(join(victim.alloc!, 'secret')), (x) => x, 20_000, 20)
+    const script = [
+      `cat ${join(data, 'identity.key')} >/dev/null 2>&1 && echo key-read || echo key-closed`,
+      `ls ${victim.alloc!} >/dev/null 2>&1 && echo victim-listed || echo victim-closed`,
+      `kill -0 ${victim.pid!} 2>/dev/null && echo victim-signalled || echo victim-unsignalled`,
+      `kill -0 ${process.pid} 2>/dev/null && echo node-signalled || echo node-unsignalled`,
+      'echo x > "$HOME/mine" && echo home-ok',
+    ].join('; ')
+    const probe = await executor.start(sh('run-as', script, { runAs: 4321 }))
+    expect(probe.user).toEqual({ uid: 4321, gid: 4321 })
+    expect((await ended(executor, 'run-as')).exit).toMatchObject({ reason: 'exited', code: 0 })
+    expect((await executor.readLogs('run-as', 'stdout')).data.toString('utf8')).toBe('key-closed\nvictim-closed\nvictim-unsignalled\nnode-unsignalled\nhome-ok\n')
+    expect(statSync(probe.alloc!).uid).toBe(4321)
+    expect(victim.user!.uid).not.toBe(4321)
+  })
+
   it.skipIf(SKIP)('refuses root as the task user unless the node allows it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'murmur-sandbox-'))
     cleanups.push(async () => { rmSync(dir, { recursive: true, force: true }) })
