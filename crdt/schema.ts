@@ -3,6 +3,8 @@
 // by peers, so what it holds is input like any other.
 
 import { z } from 'zod'
+import { proofSchema } from '../access/request.ts'
+import { statementId, statementSchema } from '../access/statements.ts'
 
 export const RECORD_LIMITS = Object.freeze({
   idCharsMax: 128,
@@ -14,7 +16,10 @@ export const RECORD_LIMITS = Object.freeze({
   labelValueCharsMax: 255,
   /** The JSON of one record; a job's spec is the only large part. */
   nodeRecordBytesMax: 16 * 1024,
-  jobRecordBytesMax: 64 * 1024,
+  /** A job holds its spec twice: in normal form, and as its user signed it (the submission's proof). */
+  jobRecordBytesMax: 160 * 1024,
+  /** A statement (a grant, a revocation, a quota) with its signers' grants, or a node's row of quota shares. */
+  accessRecordBytesMax: 128 * 1024,
   taskRecordBytesMax: 16 * 1024,
   reasonCharsMax: 1_024,
   /**
@@ -22,7 +27,7 @@ export const RECORD_LIMITS = Object.freeze({
    * writes (a thousand jobs at their largest), and what keeps one member from
    * filling every node's memory. An update that would go over is refused.
    */
-  writerBytesMax: { jobs: 64 * 1024 * 1024, tasks: 32 * 1024 * 1024 },
+  writerBytesMax: { jobs: 64 * 1024 * 1024, tasks: 32 * 1024 * 1024, access: 8 * 1024 * 1024 },
   /** Writer spaces of one writer: its current life, and earlier ones until maintenance moves them. */
   spacesPerWriterMax: 8,
 })
@@ -71,6 +76,15 @@ export const jobRecordSchema = z.object({
   updatedAt: time,
   /** Set when the job can run no more (a batch that finished, a stopped job): retention counts from here. */
   finishedAt: time.optional(),
+  /**
+   * The user's signed requests behind the record (access/request.ts): the submission
+   * (with the spec as sent), the latest scale, the stop. Every node checks them
+   * before it runs or stops anything (node/jobs/records.ts, jobProblem); a record
+   * without them is refused by a node that has users (a root key).
+   */
+  proof: proofSchema.optional(),
+  scale: proofSchema.optional(),
+  stop: proofSchema.optional(),
 }).strict()
 export type JobRecord = z.infer<typeof jobRecordSchema>
 
@@ -118,7 +132,7 @@ export type ClaimRecord = z.infer<typeof taskRecordSchema>
  * The job that the given records of one job id describe: a stop first (it is
  * final: a scale written concurrently on the other side of a partition, at the
  * same or a higher version, must not bring the job back), then the highest
- * version, then the greater writer id.
+ * version, then one marked finished, then the greater writer id.
  */
 export function resolveJob (records: ReadonlyArray<{ writer: string, record: JobRecord }>): JobRecord | undefined {
   let best: { writer: string, record: JobRecord } | undefined
@@ -130,7 +144,52 @@ export function resolveJob (records: ReadonlyArray<{ writer: string, record: Job
       if (stopped) best = r
       continue
     }
-    if (r.record.version > best.record.version || (r.record.version === best.record.version && r.writer > best.writer)) best = r
+    if (r.record.version !== best.record.version) {
+      if (r.record.version > best.record.version) best = r
+      continue
+    }
+    // A batch marked finished keeps its version when its user signed it (node/jobs/records.ts): the mark wins a tie.
+    const finished = r.record.finishedAt !== undefined
+    if (finished !== (best.record.finishedAt !== undefined)) {
+      if (finished) best = r
+      continue
+    }
+    if (r.writer > best.writer) best = r
   }
   return best?.record
+}
+
+/** Amounts of a namespace's quota: signed, since a node that lowered a quota may owe some (placement/escrow.ts). */
+const amount = z.number().int().min(-(2 ** 50)).max(2 ** 50)
+export const amountSchema = z.object({ cpuMillis: amount, memoryBytes: amount, instances: amount }).strict()
+
+/**
+ * The `access` kind: what says who may do what, and each node's share of the
+ * namespaces' quotas. Statements (grants, revocations, quotas) are signed by the
+ * root key or an admin, inside the envelope of the node that stored them; any
+ * node checks them against the root key it was started with (access/verify.ts).
+ * Keys: `g-<statement id>` (a grant), `r-<statement id>` (a revocation),
+ * `q-<namespace>` (the latest quota this node stored for it), and
+ * `share-<namespace>` (this node's row of the quota ledger: what it minted when
+ * it stored a quota change, and what it has given to each other node, cumulative).
+ */
+export const accessRecordSchema = z.discriminatedUnion('kind', [
+  z.object({ id, kind: z.literal('statement'), statement: statementSchema }).strict(),
+  z.object({
+    id,
+    kind: z.literal('share'),
+    namespace: z.string().min(1).max(63),
+    minted: amountSchema,
+    given: z.record(id, amountSchema).refine((given) => Object.keys(given).length <= 4_096, 'at most 4096 nodes'),
+  }).strict(),
+])
+export type AccessRecord = z.infer<typeof accessRecordSchema>
+
+/** Why an access record is not under the key its content gives it (see accessRecordSchema), or null. */
+export function accessKeyProblem (record: AccessRecord): string | null {
+  let key: string
+  if (record.kind === 'share') key = `share-${record.namespace}`
+  else if (record.statement.type === 'quota') key = `q-${record.statement.namespace}`
+  else key = `${record.statement.type === 'grant' ? 'g' : 'r'}-${statementId(record.statement)}`
+  return record.id === key ? null : `is stored under ${record.id}, not under ${key}`
 }

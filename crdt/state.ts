@@ -6,17 +6,17 @@ import * as Y from 'yjs'
 import type { Item } from 'yjs'
 import type { z } from 'zod'
 import {
-  type JobRecord, type NodeRecord, RECORD_LIMITS, type ClaimRecord,
-  jobRecordSchema, nodeRecordSchema, resolveJob, taskRecordSchema,
+  type AccessRecord, type JobRecord, type NodeRecord, RECORD_LIMITS, type ClaimRecord,
+  accessKeyProblem, accessRecordSchema, jobRecordSchema, nodeRecordSchema, resolveJob, taskRecordSchema,
 } from './schema.ts'
 import { type DecodedUpdate, type Verdict, applyRemote } from './sync.ts'
 import { type Placement, type RecordKeys, type SignatureClaim, asEnvelope, claimKey, clientIdOf, envelopeClaim, envelopeProblem, idText, newNonce, writeSigned } from './signing.ts'
 
-export type Kind = 'nodes' | 'jobs' | 'tasks'
+export type Kind = 'nodes' | 'jobs' | 'tasks' | 'access'
 /** Kinds whose records live in writer spaces (see README.md). */
-export type SpacedKind = 'jobs' | 'tasks'
-export const KINDS: readonly Kind[] = ['nodes', 'jobs', 'tasks']
-const SPACED: readonly SpacedKind[] = ['jobs', 'tasks']
+export type SpacedKind = 'jobs' | 'tasks' | 'access'
+export const KINDS: readonly Kind[] = ['nodes', 'jobs', 'tasks', 'access']
+const SPACED: readonly SpacedKind[] = ['jobs', 'tasks', 'access']
 
 /** Transaction origins: writes of this process (local) and updates from elsewhere. */
 export const ORIGIN = Object.freeze({
@@ -80,10 +80,17 @@ interface Entry<T> { writer: string, record: T }
 export type Prechecked = ReadonlySet<string>
 /** Where an item of an update goes: a key of a top-level map (root), or of the map that is item `parent`. */
 interface Where { root: string | null, parent: Y.ID | null, key: string | null }
-type RecordOf<K extends SpacedKind> = K extends 'jobs' ? JobRecord : ClaimRecord
+type RecordOf<K extends SpacedKind> = K extends 'jobs' ? JobRecord : K extends 'tasks' ? ClaimRecord : AccessRecord
 
-const SCHEMAS = { nodes: nodeRecordSchema, jobs: jobRecordSchema, tasks: taskRecordSchema } as const
-const BYTES_MAX = { nodes: RECORD_LIMITS.nodeRecordBytesMax, jobs: RECORD_LIMITS.jobRecordBytesMax, tasks: RECORD_LIMITS.taskRecordBytesMax } as const
+/**
+ * A check of a record's meaning beyond its schema and its writer's signature (a
+ * job's users' signatures, node/jobs/records.ts): null to admit it, else why not.
+ * A record it refuses is invalid to every reader, like one that fails its schema.
+ */
+export type Admit = (kind: SpacedKind, record: unknown, writer: string) => string | null
+
+const SCHEMAS = { nodes: nodeRecordSchema, jobs: jobRecordSchema, tasks: taskRecordSchema, access: accessRecordSchema } as const
+const BYTES_MAX = { nodes: RECORD_LIMITS.nodeRecordBytesMax, jobs: RECORD_LIMITS.jobRecordBytesMax, tasks: RECORD_LIMITS.taskRecordBytesMax, access: RECORD_LIMITS.accessRecordBytesMax } as const
 const ROTATE_GARBAGE_MIN = 1_024
 
 /** `<node id>/<life id>`: the records one life of one node writes. */
@@ -133,16 +140,16 @@ export class ClusterState {
   readonly life: string
   private readonly nodeIndex = new Map<string, NodeRecord>()
   /** kind → space key → record id → record. */
-  private readonly spaces: Record<SpacedKind, Map<string, Map<string, unknown>>> = { jobs: new Map(), tasks: new Map() }
+  private readonly spaces: Record<SpacedKind, Map<string, Map<string, unknown>>> = { jobs: new Map(), tasks: new Map(), access: new Map() }
   /** kind → record id → space key → record. */
-  private readonly byId: Record<SpacedKind, Map<string, Map<string, unknown>>> = { jobs: new Map(), tasks: new Map() }
+  private readonly byId: Record<SpacedKind, Map<string, Map<string, unknown>>> = { jobs: new Map(), tasks: new Map(), access: new Map() }
   /** job id → the instance ids that have claims naming it. */
   private readonly tasksByJob = new Map<string, Set<string>>()
   private readonly changeListeners = new Set<(change: StateChange) => void>()
   private readonly invalidListeners = new Set<(invalid: InvalidRecord) => void>()
   private invalidCount = 0
   /** This node's records that a peer's update removed: put back by restoreLost(). */
-  private readonly lost: Record<SpacedKind, Map<string, unknown>> = { jobs: new Map(), tasks: new Map() }
+  private readonly lost: Record<SpacedKind, Map<string, unknown>> = { jobs: new Map(), tasks: new Map(), access: new Map() }
   /** This node's own record, if a peer's update removed it (a delete is not signed: anyone can send one). */
   private lostNode: NodeRecord | null = null
 
@@ -160,6 +167,7 @@ export class ClusterState {
   private gateChecked: Set<string> | null = null
   /** While the constructor indexes a trusted document: signatures are taken as checked. */
   private trustAll = false
+  private admit: Admit | null = null
 
   /**
    * `trusted`: the records `doc` holds already were checked before they were
@@ -168,8 +176,9 @@ export class ClusterState {
    * record would add seconds to the start of a node that holds many. Their shape
    * and writer rule still are.
    */
-  constructor (init: { self: string, life: string, keys: RecordKeys, doc?: Y.Doc, random?: () => number, trusted?: boolean }) {
+  constructor (init: { self: string, life: string, keys: RecordKeys, doc?: Y.Doc, random?: () => number, trusted?: boolean, admit?: Admit }) {
     this.self = init.self
+    this.admit = init.admit ?? null
     this.life = init.life
     this.keys = init.keys
     this.random = init.random ?? Math.random
@@ -232,18 +241,47 @@ export class ClusterState {
 
   /** Every node's claim of one task instance. */
   taskClaims (id: string): ClaimRecord[] { return this.entries('tasks', id).map((e) => e.record) }
+
+  /** Every access record (statements and quota shares), with the node that stored it. */
+  accessRecords (): Array<Entry<AccessRecord>> {
+    const out: Array<Entry<AccessRecord>> = []
+    for (const id of this.byId.access.keys()) out.push(...this.entries('access', id))
+    return out
+  }
+
+  /** Every node's access record under one key. */
+  accessEntries (id: string): Array<Entry<AccessRecord>> { return this.entries('access', id) }
+
+  /**
+   * Sets the check of records' meaning (see Admit) and applies it again to every
+   * record of `kinds` held now: what it admits may change when other records do
+   * (a revocation that arrives after a job its user signed once it was revoked).
+   * Returns the ids whose value as readers see it changed.
+   */
+  readmit (kinds: readonly SpacedKind[], admit: Admit | null = this.admit): string[] {
+    this.admit = admit
+    const ids: string[] = []
+    for (const kind of kinds) {
+      const changed: string[] = []
+      for (const space of this.top(kind).keys()) changed.push(...this.reindexSpace(kind, space, true))
+      ids.push(...changed)
+      this.emit({ kind, ids: changed, local: false })
+    }
+    return ids
+  }
   tasks (): ClaimRecord[] {
     const out: ClaimRecord[] = []
     for (const id of this.byId.tasks.keys()) out.push(...this.taskClaims(id))
     return out
   }
 
-  counts (): { nodes: number, jobs: number, tasks: number, spaces: number, invalid: number } {
+  counts (): { nodes: number, jobs: number, tasks: number, access: number, spaces: number, invalid: number } {
     return {
       nodes: this.nodeIndex.size,
       jobs: this.byId.jobs.size,
       tasks: [...this.byId.tasks.values()].reduce((n, claims) => n + claims.size, 0),
-      spaces: this.top('jobs').size + this.top('tasks').size,
+      access: [...this.byId.access.values()].reduce((n, records) => n + records.size, 0),
+      spaces: this.top('jobs').size + this.top('tasks').size + this.top('access').size,
       invalid: this.invalidCount,
     }
   }
@@ -275,6 +313,16 @@ export class ClusterState {
 
   putJob (record: JobRecord): void { this.put('jobs', this.checked('jobs', record)) }
   removeJob (id: string): boolean { return this.removeOwn('jobs', id) }
+
+  /** Writes one of this node's access records (a statement it stores, its row of quota shares). */
+  putAccess (record: AccessRecord): void {
+    const value = this.checked('access', record)
+    const problem = accessKeyProblem(value)
+    if (problem !== null) throw new StateError('INVALID_RECORD', `invalid access record: ${problem}`)
+    this.put('access', value)
+  }
+
+  removeAccess (id: string): boolean { return this.removeOwn('access', id) }
 
   /** Writes this node's claim of a task instance; `record.node` must be this node. */
   putTask (record: ClaimRecord): void {
@@ -457,7 +505,10 @@ export class ClusterState {
         report.adoptedJobs++
       }
     }
+    // Access spaces stay: the statements in them outlive the node that stored them, and so
+    // do the quota shares it holds (placement/escrow.ts: they return with it, or never).
     for (const kind of SPACED) {
+      if (kind === 'access') continue
       for (const key of [...this.top(kind).keys()]) {
         const owner = parseSpaceKey(key)?.node
         if (owner !== undefined && gone.has(owner)) {
@@ -830,6 +881,11 @@ export class ClusterState {
     }
     if (kind === 'tasks' && (parsed.data as ClaimRecord).node !== owner) {
       this.invalid({ kind, key: id, space, reason: `claims node ${(parsed.data as ClaimRecord).node} but is in the space of ${owner}` })
+      return undefined
+    }
+    const problem = kind === 'access' ? accessKeyProblem(parsed.data as AccessRecord) : this.admit?.(kind, parsed.data, owner) ?? null
+    if (problem !== null) {
+      this.invalid({ kind, key: id, space, reason: problem })
       return undefined
     }
     return parsed.data

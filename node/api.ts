@@ -17,9 +17,12 @@ import type { LogChunk, LogStream } from './executor/logs.ts'
 import type { TaskUser } from './executor/executor.ts'
 import type { Isolation, AttemptInfo } from './executor/types.ts'
 import { type JobService, redactAttempt, redactJobRecord } from './jobs/service.ts'
+import { permits } from '../access/verify.ts'
 import type { PoolStatus } from './jobs/types.ts'
 import type { JobRecord, ClaimRecord } from '../crdt/schema.ts'
 import type { LogsAnswer } from './rpc.ts'
+import { type Caller, RequestAuth } from './auth.ts'
+import type { UsersBackend } from './users.ts'
 
 /** What the API serves; node.ts provides it. */
 export interface ApiBackend {
@@ -52,6 +55,12 @@ export interface ApiBackend {
   /** The records behind a state change, for the event stream. */
   jobRecord: (id: string) => JobRecord | undefined
   taskRecords: (id: string) => ClaimRecord[]
+  /** Checks who signed each request; null on a node without users (no root key: every caller may do everything). */
+  auth: RequestAuth | null
+  /** Users, namespaces and quotas (the /v1/users and /v1/namespaces routes). */
+  users: () => UsersBackend
+  /** The namespace of a job, if this node knows the job (for filtering what a caller may read). */
+  namespaceOfJob: (job: string) => string | undefined
   /** Testnet fault rules; only a node started with --fault-injection has them (and the /v1/admin routes). */
   faults?: {
     get: () => FaultsView
@@ -61,12 +70,15 @@ export interface ApiBackend {
 }
 
 const tasksQuery = z.object({
+  namespace: z.string().min(1).max(63).optional(),
   job: z.string().min(1).max(256).optional(),
   node: z.string().min(1).max(128).optional(),
   all: z.enum(['0', '1', 'true', 'false']).optional(),
 }).strict()
 
-const jobsQuery = z.object({ all: z.enum(['0', '1', 'true', 'false']).optional() }).strict()
+const namespaceParam = z.string().min(1).max(63).regex(/^([a-z0-9]([a-z0-9-]*[a-z0-9])?|\*)$/, "a namespace is a DNS label (a-z, 0-9, '-'), or '*' for every namespace you may read")
+const jobsQuery = z.object({ all: z.enum(['0', '1', 'true', 'false']).optional(), namespace: namespaceParam.optional() }).strict()
+const nsQuery = z.object({ namespace: namespaceParam.optional() }).strict()
 
 const logsQuery = z.object({
   stream: z.enum(['stdout', 'stderr']).default('stdout'),
@@ -137,6 +149,14 @@ export const API_LIMITS = Object.freeze({
   eventBufferBytesMax: 1_048_576,
 })
 
+/** Bodies as sent, and the callers of requests, while the requests last. */
+const rawBodies = new WeakMap<FastifyRequest, Buffer>()
+const callers = new WeakMap<FastifyRequest, Caller>()
+
+function headerText (value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value
+}
+
 export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   const app = Fastify({
     loggerInstance: log.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: API_LIMITS.bodyBytesMax,
@@ -150,6 +170,45 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   /** Log follows end with their task; a closing API ends them first. */
   const logFollows = new Set<AbortController>()
   app.addHook('onRequest', guard(backend.apiHost, log))
+  // JSON bodies are kept as sent as well: a signed request's signature covers their bytes.
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body: Buffer, done) => {
+    rawBodies.set(request, body)
+    if (body.length === 0) { done(null, undefined); return }
+    try {
+      done(null, JSON.parse(body.toString('utf8')) as unknown)
+    } catch {
+      done(new InputError('BAD_JSON', 'the body is not JSON; send a JSON document with Content-Type: application/json'), undefined)
+    }
+  })
+  const auth = backend.auth
+  if (auth !== null) {
+    app.addHook('preHandler', async (request) => {
+      if (request.routeOptions.url === '/v1/health') return
+      callers.set(request, auth.check({
+        method: request.method,
+        url: request.url,
+        host: request.headers.host,
+        localPort: request.raw.socket.localPort,
+        authorization: request.headers.authorization,
+        grantHeader: headerText(request.headers['murmur-grant']),
+        body: rawBodies.get(request),
+      }))
+    })
+  }
+  /** The caller of a request (null on a node without users). */
+  const callerOf = (request: FastifyRequest): Caller | null => auth === null ? null : callers.get(request) ?? null
+  const need = (request: FastifyRequest, op: 'read' | 'operate' | 'admin' | 'submit', namespace?: string): Caller | null => {
+    const caller = callerOf(request)
+    RequestAuth.need(caller, op, namespace)
+    return caller
+  }
+  /** Whether the caller may read what is in a namespace (a node's tasks and events show only those). */
+  const mayRead = (caller: Caller | null, job: string): boolean => {
+    if (caller === null) return true
+    const ns = backend.namespaceOfJob(job)
+    return ns !== undefined && permits(caller.grant, 'read', ns) === null
+  }
   app.addHook('preClose', async () => {
     for (const end of [...eventStreams]) end()
     for (const follow of [...logFollows]) follow.abort()
@@ -211,8 +270,9 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   })
 
   app.get('/v1/health', async () => ({ ok: true, id: backend.id }))
-  app.get('/v1/node', async () => backend.self())
-  app.get('/v1/members', async (): Promise<MembersResponse> => {
+  app.get('/v1/node', async (request) => { need(request, 'read'); return backend.self() })
+  app.get('/v1/members', async (request): Promise<MembersResponse> => {
+    need(request, 'read')
     const now = Date.now()
     const self = backend.id
     const members = backend.members()
@@ -225,13 +285,15 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
       .sort((a, b) => a.id.localeCompare(b.id))
     return { self, members }
   })
-  app.post('/v1/node/leave', async (_request, reply) => {
+  app.post('/v1/node/leave', async (request, reply) => {
+    need(request, 'operate')
     backend.leave()
     return await reply.code(202).send({ leaving: true })
   })
-  app.get('/v1/state', async () => backend.state())
-  app.get('/v1/state/nodes', async () => ({ nodes: backend.stateNodes() }))
+  app.get('/v1/state', async (request) => { need(request, 'read'); return backend.state() })
+  app.get('/v1/state/nodes', async (request) => { need(request, 'read'); return { nodes: backend.stateNodes() } })
   app.get<{ Params: { peer: string } }>('/v1/state/compare/:peer', async (request) => {
+    need(request, 'read')
     const peer = request.params.peer
     if (!/^[1-9A-HJ-NP-Za-km-z]{40,128}$/.test(peer) || peer === backend.id) {
       throw new InputError('BAD_PEER', `'${peer}' is not the peer id of another node; see 'murmur members' for the ids`)
@@ -239,6 +301,7 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     return await backend.compareState(peer)
   })
   app.patch('/v1/node/labels', async (request) => {
+    need(request, 'operate')
     const parsed = labelsBody.safeParse(request.body ?? {})
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!
@@ -250,14 +313,21 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
     }
     return { labels: await backend.updateLabels(parsed.data.set, parsed.data.remove) }
   })
-  app.get('/v1/node/tasks', async () => ({ tasks: backend.tasks().map(redactAttempt) }))
+  app.get('/v1/node/tasks', async (request) => {
+    const caller = need(request, 'read')
+    return { tasks: backend.tasks().filter((t) => mayRead(caller, t.job)).map(redactAttempt) }
+  })
   app.get<{ Params: { id: string } }>('/v1/node/tasks/:id', async (request) => {
-    const task = backend.tasks().find((t) => t.id === request.params.id)
+    const caller = need(request, 'read')
+    const task = backend.tasks().find((t) => t.id === request.params.id && mayRead(caller, t.job))
     if (task === undefined) throw new MurmurError('NO_SUCH_TASK', `no task ${request.params.id} on this node; 'murmur ps' lists the tasks`, 1, 404)
     return redactAttempt(task)
   })
   // The bytes as written; the logical range in headers, so a reader can go on from `x-log-end`.
   app.get<{ Params: { id: string } }>('/v1/node/tasks/:id/logs', async (request, reply) => {
+    const caller = need(request, 'read')
+    const task = backend.tasks().find((t) => t.id === request.params.id)
+    if (task !== undefined && !mayRead(caller, task.job)) throw new MurmurError('NO_SUCH_TASK', `no task ${request.params.id} on this node; 'murmur ps' lists the tasks`, 1, 404)
     return await serveLogs(request.params.id, request.query, request.raw, reply, async (q, signal) => {
       if (q.follow) return { follow: backend.followTaskLogs(request.params.id, q.stream, { offset: q.offset, tail: q.tail, signal }) }
       const { data, ...range } = await backend.readTaskLogs(request.params.id, q.stream, { offset: q.offset, length: q.length, tail: q.tail, signal })
@@ -266,36 +336,52 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   })
 
   // --- jobs and tasks of the cluster ---------------------------------------------
-  app.post('/v1/jobs', async (request, reply) => await reply.code(201).send(await backend.jobs().submit(request.body)))
+  // Jobs live in namespaces (`?namespace=`, 'default' when absent); each call checks the caller's grant for the job's.
+  const nsOf = (request: FastifyRequest): string | undefined => parseQuery(nsQuery, request.query, 'namespace=<namespace>').namespace
+  app.post('/v1/jobs', async (request, reply) => await reply.code(201).send(await backend.jobs().submit(request.body, callerOf(request), nsOf(request))))
   app.get('/v1/jobs', async (request) => {
-    const q = parseQuery(jobsQuery, request.query, 'all=1')
-    return { jobs: backend.jobs().jobs(q.all === '1' || q.all === 'true') }
+    const q = parseQuery(jobsQuery, request.query, 'all=1, namespace=<namespace> or *')
+    return { jobs: backend.jobs().jobs(q.all === '1' || q.all === 'true', callerOf(request), q.namespace) }
   })
-  app.get<{ Params: { ref: string } }>('/v1/jobs/:ref', async (request) => backend.jobs().job(request.params.ref))
-  app.post<{ Params: { ref: string } }>('/v1/jobs/:ref/stop', async (request) => await backend.jobs().stop(request.params.ref))
-  app.post<{ Params: { ref: string }, Body: { count?: unknown } | undefined }>('/v1/jobs/:ref/scale', async (request) => await backend.jobs().scale(request.params.ref, request.body?.count))
-  app.get<{ Params: { ref: string } }>('/v1/jobs/:ref/history', async (request) => backend.jobs().history(request.params.ref))
+  app.get<{ Params: { ref: string } }>('/v1/jobs/:ref', async (request) => backend.jobs().job(request.params.ref, callerOf(request), nsOf(request)))
+  app.post<{ Params: { ref: string } }>('/v1/jobs/:ref/stop', async (request) => await backend.jobs().stop(request.params.ref, callerOf(request), nsOf(request)))
+  app.post<{ Params: { ref: string }, Body: { count?: unknown } | undefined }>('/v1/jobs/:ref/scale', async (request) => await backend.jobs().scale(request.params.ref, request.body?.count, callerOf(request), nsOf(request)))
+  app.get<{ Params: { ref: string } }>('/v1/jobs/:ref/history', async (request) => backend.jobs().history(request.params.ref, callerOf(request), nsOf(request)))
   app.get('/v1/tasks', async (request) => {
-    const q = parseQuery(tasksQuery, request.query, 'job=<job>, node=<node id or its end>, all=1')
-    return { tasks: await backend.jobs().tasks({ job: q.job, node: q.node, all: q.all === '1' || q.all === 'true' }) }
+    const q = parseQuery(tasksQuery, request.query, 'job=<job>, node=<node id or its end>, all=1, namespace=<namespace> or *')
+    return { tasks: await backend.jobs().tasks({ job: q.job, node: q.node, all: q.all === '1' || q.all === 'true', namespace: q.namespace }, callerOf(request)) }
   })
-  app.get<{ Params: { id: string } }>('/v1/tasks/:id', async (request) => backend.jobs().task(request.params.id))
-  app.post<{ Params: { id: string } }>('/v1/tasks/:id/kill', async (request) => await backend.jobs().kill(request.params.id))
-  app.get<{ Params: { id: string } }>('/v1/tasks/:id/explain', async (request) => await backend.jobs().explain(request.params.id))
+  app.get<{ Params: { id: string } }>('/v1/tasks/:id', async (request) => backend.jobs().task(request.params.id, callerOf(request)))
+  app.post<{ Params: { id: string } }>('/v1/tasks/:id/kill', async (request) => await backend.jobs().kill(request.params.id, callerOf(request)))
+  app.get<{ Params: { id: string } }>('/v1/tasks/:id/explain', async (request) => await backend.jobs().explain(request.params.id, callerOf(request)))
   app.get<{ Params: { id: string } }>('/v1/tasks/:id/logs', async (request, reply) => {
+    const caller = callerOf(request)
+    backend.jobs().task(request.params.id, caller)
     return await serveLogs(request.params.id, request.query, request.raw, reply, async (q, signal) =>
       await backend.jobs().logs(request.params.id, { stream: q.stream, offset: q.offset, length: q.length, tail: q.tail, follow: q.follow }, signal))
   })
-  app.get('/v1/status', async () => await backend.status())
+  app.get('/v1/status', async (request) => { need(request, 'read'); return await backend.status() })
+
+  // --- users, namespaces and quotas ---------------------------------------------------
+  app.get('/v1/whoami', async (request) => backend.users().whoami(callerOf(request)))
+  app.get('/v1/users', async (request) => { need(request, 'admin'); return backend.users().list() })
+  app.post('/v1/users', async (request, reply) => { need(request, 'admin'); return await reply.code(201).send(await backend.users().add(request.body)) })
+  app.post('/v1/users/revocations', async (request, reply) => { need(request, 'admin'); return await reply.code(201).send(await backend.users().revoke(request.body)) })
+  app.get('/v1/namespaces', async (request) => backend.users().namespaces(callerOf(request)))
+  app.put<{ Params: { ns: string } }>('/v1/namespaces/:ns/quota', async (request) => {
+    need(request, 'admin')
+    return await backend.users().setQuota(request.params.ns, request.body)
+  })
 
   // --- testnet only: network faults (node/faults.ts) ---------------------------------
   const faults = backend.faults
   if (faults !== undefined) {
-    app.get('/v1/admin/faults', async () => faults.get())
-    app.put('/v1/admin/faults', async (request) => faults.set(parseFaultRules(request.body, 'faults')))
+    app.get('/v1/admin/faults', async (request) => { need(request, 'admin'); return faults.get() })
+    app.put('/v1/admin/faults', async (request) => { need(request, 'admin'); return faults.set(parseFaultRules(request.body, 'faults')) })
   }
 
   app.get('/v1/events', async (request, reply) => {
+    const caller = need(request, 'read')
     if (eventStreams.size >= API_LIMITS.eventStreamsMax) {
       return await reply.code(429).send(errorBody('TOO_MANY_STREAMS', `at most ${API_LIMITS.eventStreamsMax} event streams at once; close one and retry`))
     }
@@ -310,8 +396,8 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
       backend.onStateChange((change) => {
         send('state', change)
         // The records themselves for jobs and tasks, so a client can follow them without asking back.
-        if (change.kind === 'jobs') for (const id of change.ids.slice(0, 1_000)) { const job = backend.jobRecord(id); if (job !== undefined) send('job', redactJobRecord(job)) }
-        if (change.kind === 'tasks') for (const id of change.ids.slice(0, 1_000)) for (const task of backend.taskRecords(id)) send('task', task)
+        if (change.kind === 'jobs') for (const id of change.ids.slice(0, 1_000)) { const job = backend.jobRecord(id); if (job !== undefined && mayRead(caller, job.id)) send('job', redactJobRecord(job)) }
+        if (change.kind === 'tasks') for (const id of change.ids.slice(0, 1_000)) for (const task of backend.taskRecords(id)) if (mayRead(caller, task.job)) send('task', task)
       }),
     ]
     const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), API_LIMITS.eventKeepAliveMs)

@@ -1,7 +1,7 @@
 // A node's configuration: raw strings from flags in, one validated NodeConfig
 // out, or a one-line InputError naming the flag. Defaults are here, with why.
 
-import { closeSync, fchmodSync, fstatSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs'
+import { closeSync, fchmodSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { cpus, homedir, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -9,6 +9,7 @@ import { generateKey } from '@libp2p/pnet'
 import { multiaddr } from '@multiformats/multiaddr'
 import { type MembershipConfig, PRESETS, membershipConfig } from '../membership/config.ts'
 import { DEFAULT_TASK_UIDS, type UidRange, parseUidRange } from './executor/uids.ts'
+import { KEY_PREFIX, parsePublicKey } from '../access/keys.ts'
 import { InputError } from './errors.ts'
 import { type FaultRules, parseFaultRules } from './faults.ts'
 import type { ReconcileConfig } from './reconcile/config.ts'
@@ -58,6 +59,12 @@ export interface NodeConfig {
   clusterKeyFile: string | null
   /** Started without a cluster key on purpose: anyone who reaches the port can join. */
   insecureOpenCluster: boolean
+  /**
+   * The cluster's root public key ('ed25519:…'): users and their grants are
+   * checked against it (access/). Null only in an open cluster: then the API
+   * has no users, and whoever reaches it may do everything.
+   */
+  rootKey: string | null
 }
 
 /** The shared state: how it spreads, and how long what is over is kept. */
@@ -102,12 +109,16 @@ export interface RawNodeOptions {
   faultRules?: string
   clusterKey?: string
   insecureOpenCluster?: boolean
+  /** The root public key ('ed25519:…'), or a file holding it ('murmur cluster init' writes root.pub). */
+  rootKey?: string
   /** Allows an --api-host that is not loopback: only for a testnet whose nodes sit in network namespaces of one machine. */
   insecureApiHost?: boolean
 }
 
 /** Where the cluster key comes from when no flag names it. */
 export const CLUSTER_KEY_ENV = 'MURMUR_CLUSTER_KEY_FILE'
+/** Where the root public key comes from when no flag names it. */
+export const ROOT_KEY_ENV = 'MURMUR_ROOT_KEY'
 
 export const DEFAULTS = Object.freeze({
   // Root's home is closed to other users, and a root node's tasks run as other users: they
@@ -155,7 +166,8 @@ export function nodeConfig (raw: RawNodeOptions, env: Record<string, string | un
   if (cpuMillis <= 0 || cpuMillis > LIMITS.cpuMillisMax) throw new InputError('BAD_FLAG', `--cpu must be more than 0 and at most ${LIMITS.cpuMillisMax / 1000} cores`)
   if (memoryBytes <= 0 || memoryBytes > LIMITS.memoryBytesMax) throw new InputError('BAD_FLAG', '--memory must be more than 0 and at most 1P')
   if (raw.host !== undefined && isIP(raw.host) === 0) throw new InputError('BAD_FLAG', `--host must be an IP address such as 127.0.0.1 or 0.0.0.0, got '${raw.host}'`)
-  if (raw.apiHost !== undefined) apiHost(raw.apiHost, raw.insecureApiHost === true)
+  const rootKey = readRootKey(raw, env)
+  if (raw.apiHost !== undefined) apiHost(raw.apiHost, raw.insecureApiHost === true || rootKey !== null)
   for (const addr of raw.join ?? []) {
     flag('--join', () => {
       const ma = multiaddr(addr)
@@ -169,6 +181,9 @@ export function nodeConfig (raw: RawNodeOptions, env: Record<string, string | un
   if (raw.faultRules !== undefined && raw.faultInjection !== true) throw new InputError('BAD_FLAG', '--fault-rules needs --fault-injection (testnets only)')
   // Last: a typo in another flag is worth hearing about before a missing key.
   const clusterKeyFile = clusterKey(raw, env)
+  if (clusterKeyFile !== null && rootKey === null) {
+    throw new InputError('NO_ROOT_KEY', `a closed cluster has users: give the root public key with --root-key <file> (or ${ROOT_KEY_ENV}); 'murmur cluster init' wrote root.pub beside the cluster key`)
+  }
   return {
     isolation,
     taskUids: raw.taskUids === undefined ? DEFAULT_TASK_UIDS : parseUidRange(raw.taskUids),
@@ -199,18 +214,39 @@ export function nodeConfig (raw: RawNodeOptions, env: Record<string, string | un
     faultRules: raw.faultRules === undefined ? null : faultRules(raw.faultRules),
     clusterKeyFile,
     insecureOpenCluster: clusterKeyFile === null,
+    rootKey,
   }
 }
 
+/** The root public key: given as it is ('ed25519:…'), or the file that holds it. */
+function readRootKey (raw: RawNodeOptions, env: Record<string, string | undefined>): string | null {
+  const fromEnv = env[ROOT_KEY_ENV]
+  const [name, value] = raw.rootKey !== undefined ? ['--root-key', raw.rootKey] : [ROOT_KEY_ENV, fromEnv === '' ? undefined : fromEnv]
+  if (value === undefined) return null
+  if (value.startsWith(KEY_PREFIX)) return flag(name, () => parsePublicKey(value, name))
+  let text: string
+  try {
+    const stat = statSync(value)
+    if (!stat.isFile() || stat.size > 1_024) throw new InputError('BAD_ROOT_KEY', `${name} ${value} is not a root public key file; give the root.pub 'murmur cluster init' wrote`)
+    text = readFileSync(value, 'utf8')
+  } catch (err) {
+    if (err instanceof InputError) throw err
+    const code = (err as NodeJS.ErrnoException).code
+    throw new InputError('BAD_ROOT_KEY', `${name} ${value}: ${code === 'ENOENT' ? 'no such file' : code ?? (err as Error).message}; give the root.pub 'murmur cluster init' wrote, or the key itself (ed25519:…)`)
+  }
+  return flag(name, () => parsePublicKey(text, `${name} ${value}`))
+}
+
 /**
- * The API has no authentication yet: whoever reaches it can run commands on this
- * machine. Loopback only (127.0.0.0/8, ::1, localhost), so that reaching it takes
- * a login here (or an ssh tunnel).
+ * A node with users (a root key) checks every request's signature, and may listen
+ * on any address. One without (an open cluster) answers whoever reaches it:
+ * loopback only (127.0.0.0/8, ::1, localhost), so that reaching it takes a login
+ * here (or an ssh tunnel).
  */
-function apiHost (value: string, insecure: boolean): void {
-  if (value !== 'localhost' && isIP(value) === 0) throw new InputError('BAD_FLAG', `--api-host must be a loopback address such as 127.0.0.1, ::1 or localhost, got '${value}'`)
-  if (insecure || isLoopback(value)) return
-  throw new InputError('BAD_FLAG', `--api-host ${value} would let anyone who reaches it run commands on this machine (the API has no authentication yet); keep it on 127.0.0.1 and reach it over ssh (ssh -L 7947:127.0.0.1:7947 <host>)`)
+function apiHost (value: string, allowed: boolean): void {
+  if (value !== 'localhost' && isIP(value) === 0) throw new InputError('BAD_FLAG', `--api-host must be an IP address such as 127.0.0.1 or 0.0.0.0, or localhost, got '${value}'`)
+  if (allowed || isLoopback(value)) return
+  throw new InputError('BAD_FLAG', `--api-host ${value} would let anyone who reaches it run commands on this machine (an open cluster has no users to check); keep it on 127.0.0.1, or run a closed cluster (--cluster-key and --root-key)`)
 }
 
 export function isLoopback (host: string): boolean {

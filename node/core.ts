@@ -6,6 +6,13 @@
 // how the task RPC reaches other nodes.
 
 import type { Logger } from 'pino'
+import { REQUEST_WINDOW_MS, ReplayCache, type Proof } from '../access/request.ts'
+import { permits, proofProblem } from '../access/verify.ts'
+import type { AccessBook } from './access.ts'
+import type { Caller } from './auth.ts'
+import { MurmurError } from './errors.ts'
+import { jobProblem } from './jobs/records.ts'
+import type { JobRecord } from '../crdt/schema.ts'
 import type { ClusterState } from '../crdt/state.ts'
 import type { Member } from '../membership/types.ts'
 import type { Clock } from './clock.ts'
@@ -33,6 +40,8 @@ export interface CoreParts {
   reconciler: Reconciler
   rpc: TaskRpcPart
   jobs: JobService
+  /** Users, grants and quotas; null on a node without users (no root key). */
+  access: AccessBook | null
 }
 
 export interface CoreInit {
@@ -52,11 +61,34 @@ export interface CoreInit {
   reconcile: Partial<ReconcileConfig>
   /** The world's task RPC. */
   rpc: TaskRpcPart
+  /**
+   * The users of the cluster, checked against its root public key (built on
+   * `loaded`): with it, every job must carry its users' signed requests. Null: a
+   * cluster without users.
+   */
+  access: AccessBook | null
 }
 
 /** Builds and starts the core parts in order; each is stopped in reverse by `parts`. */
 export async function startCore (parts: Lifecycle<CoreParts>, init: CoreInit): Promise<CoreParts> {
   const { self, log, clock } = init
+  const access = init.access
+  /** Kill requests other nodes forwarded, each taken once while fresh. */
+  const killReplays = new ReplayCache(REQUEST_WINDOW_MS, 100_000)
+  if (access !== null) {
+    // From now on a job is a job only if its users signed it (node/jobs/records.ts); again whenever a revocation arrives.
+    const admit = (kind: string, record: unknown): string | null => kind === 'jobs' ? jobProblem(record as JobRecord, access.trust) : null
+    const started = performance.now()
+    init.loaded.readmit(['jobs'], admit)
+    access.revocationsChanged()
+    log.info({ jobs: init.loaded.jobIds().length, ms: Math.round(performance.now() - started) }, 'job signatures checked')
+    init.loaded.onChange((change) => {
+      if (change.kind === 'access' && access.revocationsChanged()) {
+        const changed = init.loaded.readmit(['jobs'])
+        log.info({ jobs: changed.length }, 'a revocation arrived: jobs checked again')
+      }
+    })
+  }
   const state = new StateService({
     state: init.loaded,
     storage: init.storage,
@@ -85,11 +117,34 @@ export async function startCore (parts: Lifecycle<CoreParts>, init: CoreInit): P
     await rpc.start({
       logs: async (req, signal) => await local.logs(req, signal),
       usage: (tasks) => local.usage(tasks),
-      kill: async (task) => { reconciler.kill(task) },
+      kill: async (task, proof) => {
+        if (access !== null) killCheck(task, proof)
+        reconciler.kill(task)
+      },
       willRun: (instances) => reconciler.answer(instances),
       isMember: (peer) => isLive(init.members.stateOf(peer)),
     })
   }, async () => { await rpc.stop() })
-  const jobs = await parts.add('jobs', new JobService({ self, state, reconciler, local, peers: rpc, log: log.child({ component: 'jobs' }), clock, newId: init.newId }))
-  return { state, reconciler, rpc, jobs }
+  const jobs = await parts.add('jobs', new JobService({
+    self, state, reconciler, local, peers: rpc, log: log.child({ component: 'jobs' }), clock, newId: init.newId, access,
+    killOn: async (node: string, task: string, caller: Caller | null) => { await rpc.kill(node, task, caller?.proof ?? undefined) },
+  }))
+  return { state, reconciler, rpc, jobs, access }
+
+  /**
+   * A kill another node asks for on behalf of a user: this node checks the user's
+   * signed request itself (a member cannot kill a task no user asked to kill), and
+   * each request once, while it is fresh.
+   */
+  function killCheck (task: string, proof: Proof | undefined): void {
+    const refuse = (why: string): never => { throw new MurmurError('FORBIDDEN', `kill of ${task} refused: ${why}`, 1, 403) }
+    if (proof === undefined) refuse('no signed request from a user comes with it')
+    const problem = proofProblem(proof!, access!.trust)
+    if (problem !== null) refuse(problem)
+    if (proof!.m !== 'POST' || proof!.p !== `/v1/tasks/${encodeURIComponent(task)}/kill`) refuse(`the signed request is ${proof!.m} ${proof!.p}, not a kill of this task`)
+    if (Math.abs(proof!.t - clock.now()) > REQUEST_WINDOW_MS) refuse('the signed request is not fresh')
+    if (killReplays.admit(proof!.key, proof!.n, proof!.t, clock.now()) !== 'ok') refuse('the signed request was used before')
+    const denied = permits(proof!.grant, 'submit', jobs.namespaceOfTask(task))
+    if (denied !== null) refuse(denied)
+  }
 }

@@ -26,6 +26,10 @@ import { MembershipService } from './membership.ts'
 import type { Reconciler } from './reconcile/loop.ts'
 import { TaskRpc } from './rpc.ts'
 import { nodeKeys } from './keys.ts'
+import { AccessBook } from './access.ts'
+import { RequestAuth } from './auth.ts'
+import { namespaceOf } from './jobs/records.ts'
+import { learnGrant, usersBackend } from './users.ts'
 import { type StateService, loadState } from './state.ts'
 import { StateStore, resetState } from './state-store.ts'
 import { Libp2pStateTransport } from './state-transport.ts'
@@ -115,6 +119,12 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
       // One set of keys for all the node signs and checks: its records and its membership statements.
       const keys = nodeKeys(dataDir.privateKey)
       const loaded = await loadState({ self, keys, storage, log: log.child({ component: 'state' }), random: Math.random, where: stateDir })
+      // Users: grants checked against the root key, jobs against their users' signatures (access/).
+      const access = config.rootKey === null ? null : new AccessBook(loaded, config.rootKey)
+      if (access === null) log.warn('no users (no --root-key): whoever reaches this node\'s API may do everything; run a closed cluster with --cluster-key and --root-key')
+      const auth = access === null
+        ? null
+        : new RequestAuth({ book: access, now: () => systemClock.now(), log: log.child({ component: 'auth' }), learn: async (grant) => { await learnGrant(parts.get('state'), access, grant) } })
       const executor = await parts.add('executor', Executor.open({
         nodeId: self,
         dir: join(dataDir.path, 'tasks'),
@@ -167,6 +177,9 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         },
         jobRecord: (id) => loaded.job(id),
         taskRecords: (id) => loaded.taskClaims(id),
+        auth,
+        users: () => usersBackend({ self, book: access, state: parts.get('state'), clock: systemClock, log: log.child({ component: 'users' }), usage: () => parts.get('jobs').usage() }),
+        namespaceOfJob: (job) => { const record = loaded.job(job); return record === undefined ? undefined : namespaceOf(record) },
         faults: faults === undefined ? undefined : {
           get: () => faults.view(),
           set: (rules: FaultRules) => {
@@ -216,6 +229,7 @@ export class MurmurNode extends EventEmitter<{ leave: [] }> {
         state: config.state,
         reconcile: reconcileConfig({ deadRetentionMs: config.membership.deadRetentionMs, taskRetentionMs: config.state.taskRetentionMs }, config.reconcile),
         rpc: new TaskRpc(host, log.child({ component: 'rpc' }), faults),
+        access,
       })
       state.on('change', (change) => { events.emit('state', change) })
       const node = await parts.add('node', new MurmurNode({ config, log, dataDir, parts, apiUrl }))

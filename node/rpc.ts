@@ -11,6 +11,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { Logger } from 'pino'
 import { z } from 'zod'
+import { type Proof, proofSchema } from '../access/request.ts'
 import { MurmurError } from './errors.ts'
 import type { LogChunk } from './executor/logs.ts'
 import type { ClaimAnswer } from './reconcile/decide.ts'
@@ -50,7 +51,8 @@ export const rpcRequestSchema = z.discriminatedUnion('op', [
     follow: z.boolean().optional(),
   }).strict(),
   z.object({ op: z.literal('usage'), tasks: z.array(id).max(RPC_LIMITS.usageTasksMax) }).strict(),
-  z.object({ op: z.literal('kill'), task: id }).strict(),
+  /** `proof`: the user's signed request, which the node that runs the task checks itself (a cluster with users). */
+  z.object({ op: z.literal('kill'), task: id, proof: proofSchema.optional() }).strict(),
   z.object({ op: z.literal('will-run'), tasks: z.array(id).max(RPC_LIMITS.willRunTasksMax) }).strict(),
 ])
 export type RpcRequest = z.infer<typeof rpcRequestSchema>
@@ -75,7 +77,7 @@ export const willRunAnswerSchema = z.record(id, claimAnswerSchema)
 export interface RpcHandlers {
   logs: (req: LogsRequest, signal: AbortSignal) => Promise<LogsAnswer>
   usage: (tasks: string[]) => Record<string, TaskUsage | null>
-  kill: (task: string) => Promise<void>
+  kill: (task: string, proof?: Proof) => Promise<void>
   /** Whether this node will run each instance (the reconciler's `answer`); without it the op is refused. */
   willRun?: (tasks: string[]) => Record<string, ClaimAnswer>
   /** Whether a peer is a member (alive or suspect): only members are answered. */
@@ -119,8 +121,8 @@ export class TaskRpc {
     return await this.ask(peer, { op: 'usage', tasks }, signal) as Record<string, TaskUsage | null>
   }
 
-  async kill (peer: string, task: string): Promise<void> {
-    await this.ask(peer, { op: 'kill', task })
+  async kill (peer: string, task: string, proof?: Proof): Promise<void> {
+    await this.ask(peer, { op: 'kill', task, ...(proof === undefined ? {} : { proof }) })
   }
 
   /**
@@ -237,7 +239,7 @@ export class TaskRpc {
       const req = parsed.data
       try {
         if (req.op === 'usage') await sendJson(lp, 'J', handlers.usage(req.tasks), signal)
-        else if (req.op === 'kill') { await handlers.kill(req.task); await sendJson(lp, 'J', { ok: true }, signal) } else if (req.op === 'will-run') {
+        else if (req.op === 'kill') { await handlers.kill(req.task, req.proof as Proof | undefined); await sendJson(lp, 'J', { ok: true }, signal) } else if (req.op === 'will-run') {
           if (handlers.willRun === undefined) throw new MurmurError('NOT_SUPPORTED', 'this node does not answer will-run questions', 1, 501)
           await sendJson(lp, 'J', handlers.willRun(req.tasks), signal)
         } else await this.serveLogs(handlers, lp, req, signal)

@@ -16,12 +16,20 @@ import type { LogsAnswer, LogsRequest, TaskRpc } from '../rpc.ts'
 import type { StateService } from '../state.ts'
 import { attemptId, instanceId, jobOfInstance, latestTick, tickOf } from './instances.ts'
 import { type LocalTasks, noTask } from './local.ts'
-import { newJobRecord, scaledJob, stoppedJob } from './records.ts'
+import { DEFAULT_NAMESPACE, jobProblem, namespaceOf, newJobRecord, scaledJob, stoppedJob } from './records.ts'
+import { mayRunAs, permits } from '../../access/verify.ts'
+import type { AccessBook } from '../access.ts'
+import { type Caller, RequestAuth } from '../auth.ts'
+import type { Amount, Limit } from '../../placement/escrow.ts'
+import { bytesText, cpuText } from '../../placement/reasons.ts'
 import { JobSpecError, type JobSpec, normalizeJob, readSpec } from './spec.ts'
 import type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from './types.ts'
 
 /** What the service asks of the nodes that run tasks: the task RPC on a node, the simulated network in testnet/sim. */
 export type TaskPeers = Pick<TaskRpc, 'usage' | 'kill' | 'logs'>
+
+/** What a caller names a namespace with: absent is the default one, '*' every one the caller may read. */
+export type NamespaceRef = string | undefined
 
 export interface JobServiceInit {
   self: string
@@ -34,6 +42,10 @@ export interface JobServiceInit {
   clock?: Clock
   /** A fresh job id suffix (8 hex digits). */
   newId?: () => string
+  /** The users, grants and quotas; null on a node without users (no root key). */
+  access?: AccessBook | null
+  /** Asks the node that runs a task to kill it, with the caller's signed request (node/rpc.ts). */
+  killOn?: (node: string, task: string, caller: Caller | null) => Promise<void>
 }
 
 const RUNNING_LIKE = new Set(['claimed', 'starting', 'running'])
@@ -47,8 +59,12 @@ export class JobService {
   private readonly log: Logger
   private readonly clock: Clock
   private readonly newId: () => string
+  private readonly access: AccessBook | null
+  private readonly killOn: (node: string, task: string, caller: Caller | null) => Promise<void>
 
   constructor (init: JobServiceInit) {
+    this.access = init.access ?? null
+    this.killOn = init.killOn ?? (async (node, task) => { await init.peers.kill(node, task) })
     this.self = init.self
     this.state = init.state
     this.reconciler = init.reconciler
@@ -61,8 +77,14 @@ export class JobService {
 
   // --- jobs ------------------------------------------------------------------
 
-  /** Validates and stores a job; resolves once it is on this node's disk. */
-  async submit (input: unknown): Promise<JobView> {
+  /**
+   * Validates and stores a job; resolves once it is on this node's disk. With a
+   * caller (a node with users), the record carries the caller's signed request,
+   * which every node checks before it runs the job.
+   */
+  async submit (input: unknown, caller: Caller | null = null, namespaceRef?: NamespaceRef): Promise<JobView> {
+    const namespace = this.namespace(namespaceRef)
+    RequestAuth.need(caller, 'submit', namespace)
     let job
     try {
       job = normalizeJob(input)
@@ -70,12 +92,77 @@ export class JobService {
       if (err instanceof JobSpecError) throw new InputError('BAD_JOB_SPEC', err.message)
       throw err
     }
+    if (caller !== null && job.spec.runAs !== undefined && !mayRunAs(caller.grant, job.spec.runAs)) {
+      throw new MurmurError('FORBIDDEN', `user ${caller.name} may not run tasks as uid ${job.spec.runAs}${caller.grant.runAs.length > 0 ? ` (only as ${caller.grant.runAs.join(', ')})` : ''}; leave runAs out to run as an unprivileged uid of the node's own, or an admin grants it: murmur user add ${caller.name} --run-as ${job.spec.runAs} …`, 1, 403)
+    }
     this.checkFits(job.spec)
-    const record = newJobRecord(job, this.self, this.clock.now(), this.newId())
+    this.checkQuota(namespace, job.spec, job.spec.count)
+    const taken = this.state.records.jobs().find((j) => j.name === job.name && namespaceOf(j) === namespace && j.desired === 'running' && j.finishedAt === undefined)
+    if (taken !== undefined) {
+      throw new MurmurError('NAME_TAKEN', `job ${job.name} already runs in namespace ${namespace} (${taken.id}); stop it first ('murmur job stop ${job.name}') or give the new one another name`, 2, 409)
+    }
+    const signed = caller?.proof == null ? undefined : { namespace, proof: { ...caller.proof, body: caller.body } }
+    const record = newJobRecord(job, this.self, this.clock.now(), this.newId(), signed)
+    if (signed === undefined && namespace !== DEFAULT_NAMESPACE) record.namespace = namespace
+    this.checkSigned(record)
     await this.state.write((s) => { s.putJob(record) })
     this.reconciler.schedule()
-    this.log.info({ job: record.id, type: record.type, count: job.spec.count }, 'job submitted')
-    return this.view(record)
+    this.log.info({ job: record.id, type: record.type, count: job.spec.count, namespace, user: caller?.name }, 'job submitted')
+    return this.view(record, caller)
+  }
+
+  /** A namespace a caller named, or the default one. */
+  private namespace (ref: NamespaceRef): string {
+    if (ref === undefined || ref === '') return DEFAULT_NAMESPACE
+    if (ref === '*') throw new InputError('BAD_NAMESPACE', "'*' names every namespace, and a job lives in one; give --namespace <name>")
+    return ref
+  }
+
+  /** A record this node is about to write passes the checks every node will make (a mismatch here is a bug, not the caller's). */
+  private checkSigned (record: JobRecord): void {
+    const problem = jobProblem(record, this.access?.trust ?? null)
+    if (problem !== null) throw new MurmurError('UNSIGNABLE', `the job record would be refused by the other nodes: ${problem}`, 1, 500)
+  }
+
+  /**
+   * A job that could never run within its namespace's quota, even alone, is refused
+   * now, naming the quota and the use; one that fits the quota but not what the
+   * namespace runs now waits (placement holds it: node/reconcile/decide.ts).
+   */
+  private checkQuota (namespace: string, spec: JobSpec, count: number): void {
+    const limit = this.access?.limit(namespace) ?? null
+    if (limit === null) return
+    const ask: Amount = { cpuMillis: spec.cpuMillis * count, memoryBytes: spec.memoryBytes * count, instances: count }
+    const over: string[] = []
+    if (limit.cpuMillis !== null && ask.cpuMillis > limit.cpuMillis) over.push(`cpu ${cpuText(ask.cpuMillis)} (${count} × ${cpuText(spec.cpuMillis)}) of ${cpuText(limit.cpuMillis)}`)
+    if (limit.memoryBytes !== null && ask.memoryBytes > limit.memoryBytes) over.push(`memory ${bytesText(ask.memoryBytes)} (${count} × ${bytesText(spec.memoryBytes)}) of ${bytesText(limit.memoryBytes)}`)
+    if (limit.instances !== null && ask.instances > limit.instances) over.push(`${count} instances of ${limit.instances}`)
+    if (over.length === 0) return
+    const use = this.usage().get(namespace)?.use ?? { cpuMillis: 0, memoryBytes: 0, instances: 0 }
+    throw new MurmurError('OVER_QUOTA', `namespace ${namespace} could never run this job: it asks for ${over.join(', ')} (quota ${limitText(limit)}; in use now ${amountText(use)}); ask for less, or an admin raises the quota: murmur namespace quota ${namespace} …`, 2, 403)
+  }
+
+  /** Every namespace with jobs: how many, and what their active instances hold, cluster-wide as this node sees it. */
+  usage (): Map<string, { jobs: number, use: Amount }> {
+    const out = new Map<string, { jobs: number, use: Amount }>()
+    const jobs = new Map<string, JobRecord>()
+    for (const j of this.state.records.jobs()) {
+      jobs.set(j.id, j)
+      const ns = namespaceOf(j)
+      let entry = out.get(ns)
+      if (entry === undefined) out.set(ns, entry = { jobs: 0, use: { cpuMillis: 0, memoryBytes: 0, instances: 0 } })
+      entry.jobs++
+    }
+    for (const t of this.state.records.tasks()) {
+      if (!isActiveState(t.state)) continue
+      const job = jobs.get(t.job)
+      const spec = job === undefined ? null : readSpec(job.spec)
+      if (job === undefined || spec === null) continue
+      const entry = out.get(namespaceOf(job))!
+      const use = entry.use
+      entry.use = { cpuMillis: use.cpuMillis + spec.cpuMillis, memoryBytes: use.memoryBytes + spec.memoryBytes, instances: use.instances + 1 }
+    }
+    return out
   }
 
   /** A request no node could ever hold is refused now, with the reason, instead of pending for ever. */
@@ -93,67 +180,95 @@ export class JobService {
     throw new InputError('UNSCHEDULABLE', `no node could ever run this job: it asks for ${asks.join(' and ')}; ask for less`)
   }
 
-  jobs (all: boolean): JobSummary[] {
+  /** The jobs of a namespace (the default one unless named; '*': every one the caller may read). */
+  jobs (all: boolean, caller: Caller | null = null, namespaceRef?: NamespaceRef): JobSummary[] {
+    const every = namespaceRef === '*'
+    const namespace = every ? undefined : this.namespace(namespaceRef)
+    if (namespace !== undefined) RequestAuth.need(caller, 'read', namespace)
     const out: JobSummary[] = []
     for (const record of this.state.records.jobs()) {
+      const ns = namespaceOf(record)
+      if (namespace !== undefined ? ns !== namespace : !this.mayRead(caller, ns)) continue
       const view = this.view(record)
       if (!all && (view.status === 'stopped' || view.status === 'completed' || view.status === 'failed')) continue
-      out.push({ id: view.id, name: view.name, type: view.type, desired: view.desired, status: view.status, submittedAt: view.submittedAt, counts: view.counts, count: view.spec?.count ?? 0 })
+      out.push({ id: view.id, name: view.name, namespace: ns, type: view.type, desired: view.desired, status: view.status, submittedAt: view.submittedAt, counts: view.counts, count: view.spec?.count ?? 0 })
     }
     return out.sort((a, b) => b.submittedAt - a.submittedAt || a.id.localeCompare(b.id))
   }
 
-  /** A job by id, or by name: the latest job of that name still wanted running, else the latest. */
-  find (ref: string): JobRecord {
-    const byId = this.state.records.job(ref)
-    if (byId !== undefined) return byId
-    const named = this.state.records.jobs().filter((j) => j.name === ref)
-      .sort((a, b) => Number(b.desired === 'running') - Number(a.desired === 'running') || b.submittedAt - a.submittedAt)
-    if (named[0] !== undefined) return named[0]
-    throw new MurmurError('NO_SUCH_JOB', `no job '${ref}'; 'murmur job list --all' lists the jobs`, 2, 404)
+  /**
+   * A job by id, or by name within a namespace: the latest job of that name still
+   * wanted running, else the latest. With a caller, only a job it may read.
+   */
+  find (ref: string, caller: Caller | null = null, namespaceRef?: NamespaceRef): JobRecord {
+    const found = this.lookup(ref, namespaceRef)
+    if (found !== undefined && this.mayRead(caller, namespaceOf(found))) return found
+    throw new MurmurError('NO_SUCH_JOB', `no job '${ref}'${namespaceRef === undefined || namespaceRef === '*' ? '' : ` in namespace ${namespaceRef}`} that you may see; 'murmur job list --all' lists the jobs`, 2, 404)
   }
 
-  job (ref: string): JobView { return this.view(this.find(ref)) }
+  private lookup (ref: string, namespaceRef: NamespaceRef): JobRecord | undefined {
+    const byId = this.state.records.job(ref)
+    if (byId !== undefined) return byId
+    const namespace = namespaceRef === '*' ? undefined : this.namespace(namespaceRef)
+    const named = this.state.records.jobs().filter((j) => j.name === ref && (namespace === undefined || namespaceOf(j) === namespace))
+      .sort((a, b) => Number(b.desired === 'running') - Number(a.desired === 'running') || b.submittedAt - a.submittedAt)
+    return named[0]
+  }
+
+  /** Whether a caller may read a namespace's jobs (every caller on a node without users). */
+  private mayRead (caller: Caller | null, namespace: string): boolean {
+    return caller === null || permits(caller.grant, 'read', namespace) === null
+  }
+
+  job (ref: string, caller: Caller | null = null, namespaceRef?: NamespaceRef): JobView { return this.view(this.find(ref, caller, namespaceRef), caller) }
 
   /** Stops a job everywhere: a higher version with desired 'stopped', which no older record can undo. */
-  async stop (ref: string): Promise<JobView> {
-    const record = this.find(ref)
-    if (record.desired === 'stopped') return this.view(record)
-    const stopped = stoppedJob(record, this.clock.now())
+  async stop (ref: string, caller: Caller | null = null, namespaceRef?: NamespaceRef): Promise<JobView> {
+    const record = this.find(ref, caller, namespaceRef)
+    RequestAuth.need(caller, 'submit', namespaceOf(record))
+    if (record.desired === 'stopped') return this.view(record, caller)
+    const stopped = stoppedJob(record, this.clock.now(), caller?.proof ?? undefined)
+    this.checkSigned(stopped)
     await this.state.write((s) => { s.putJob(stopped) })
     this.reconciler.schedule()
-    this.log.info({ job: record.id }, 'job stopped')
-    return this.view(stopped)
+    this.log.info({ job: record.id, user: caller?.name }, 'job stopped')
+    return this.view(stopped, caller)
   }
 
   /** A service with a new instance count: new instances are placed, those past the count stopped, everywhere. */
-  async scale (ref: string, count: unknown): Promise<JobView> {
-    const record = this.find(ref)
+  async scale (ref: string, count: unknown, caller: Caller | null = null, namespaceRef?: NamespaceRef): Promise<JobView> {
+    const record = this.find(ref, caller, namespaceRef)
+    RequestAuth.need(caller, 'submit', namespaceOf(record))
     let scaled: JobRecord
     try {
       if (typeof count !== 'number') throw new JobSpecError(`count must be a number, got ${count === undefined ? 'nothing' : JSON.stringify(count)}; send {"count": 3}`)
-      scaled = scaledJob(record, count, this.clock.now())
+      scaled = scaledJob(record, count, this.clock.now(), caller?.proof == null ? undefined : { ...caller.proof, body: caller.body })
     } catch (err) {
       if (err instanceof JobSpecError) throw new InputError('BAD_SCALE', err.message)
       throw err
     }
     const spec = readSpec(scaled.spec)!
     this.checkFits(spec)
+    this.checkQuota(namespaceOf(record), spec, spec.count)
+    this.checkSigned(scaled)
     await this.state.write((s) => { s.putJob(scaled) })
     this.reconciler.schedule()
-    this.log.info({ job: record.id, from: readSpec(record.spec)?.count, to: spec.count }, 'job scaled')
-    return this.view(scaled)
+    this.log.info({ job: record.id, from: readSpec(record.spec)?.count, to: spec.count, user: caller?.name }, 'job scaled')
+    return this.view(scaled, caller)
   }
 
-  history (ref: string): HistoryView {
-    const record = this.find(ref)
+  history (ref: string, caller: Caller | null = null, namespaceRef?: NamespaceRef): HistoryView {
+    const record = this.find(ref, caller, namespaceRef)
     const tasks = this.state.records.taskIdsOf(record.id).flatMap((id) => this.state.records.taskClaims(id))
       .sort((a, b) => (a.startedAt ?? a.since) - (b.startedAt ?? b.since) || a.id.localeCompare(b.id) || a.generation - b.generation)
-    return { job: this.view(record), tasks }
+    return { job: this.view(record, caller), tasks }
   }
 
-  /** A job with the state of each of its instances, as this node sees the cluster. */
-  view (record: JobRecord): JobView {
+  /**
+   * A job with the state of each of its instances, as this node sees the cluster.
+   * Env values are shown to the user who submitted the job and to admins only.
+   */
+  view (record: JobRecord, caller: Caller | null = null): JobView {
     const spec = readSpec(record.spec)
     const live = this.liveness()
     const ids = new Set<string>(this.state.records.taskIdsOf(record.id))
@@ -188,12 +303,20 @@ export class JobService {
       submittedAt: record.submittedAt,
       submittedBy: record.submittedBy,
       finishedAt: record.finishedAt ?? null,
-      spec: spec === null ? null : { ...spec, env: redactEnv(spec.env) },
+      namespace: namespaceOf(record),
+      submittedByUser: record.proof?.grant.name ?? null,
+      spec: spec === null ? null : { ...spec, env: this.mayReadEnv(caller, record) ? spec.env : redactEnv(spec.env) },
       counts,
       instances,
       nextRun,
       exitCode: status === 'completed' ? 0 : status === 'failed' ? (failedExit?.code != null && failedExit.code !== 0 ? failedExit.code : 1) : null,
     }
+  }
+
+  /** The job's own user and admins see its env values; nobody on a node without users (it cannot tell who asks). */
+  private mayReadEnv (caller: Caller | null, record: JobRecord): boolean {
+    if (caller === null) return false
+    return caller.grant.role === 'admin' || (record.proof !== undefined && record.proof.grant.name === caller.name && record.proof.grant.key === caller.grant.key)
   }
 
   private instance (id: string, live: (node: string) => boolean, stopped = false): InstanceView {
@@ -222,13 +345,26 @@ export class JobService {
   // --- tasks -----------------------------------------------------------------
 
   /** The holder's claim of every instance (live ones, or all with `all`), with use from the nodes that run them. */
-  async tasks (filter: { job?: string | undefined, node?: string | undefined, all?: boolean }): Promise<TaskView[]> {
-    const jobId = filter.job === undefined ? undefined : this.find(filter.job).id
+  async tasks (filter: { job?: string | undefined, node?: string | undefined, all?: boolean, namespace?: NamespaceRef }, caller: Caller | null = null): Promise<TaskView[]> {
+    const jobId = filter.job === undefined ? undefined : this.find(filter.job, caller, filter.namespace).id
+    const namespace = filter.namespace === undefined || filter.namespace === '*' ? undefined : filter.namespace
+    if (namespace !== undefined) RequestAuth.need(caller, 'read', namespace)
     const live = this.liveness()
     const ids = jobId !== undefined ? this.state.records.taskIdsOf(jobId) : new Set(this.state.records.tasks().map((t) => t.id))
     const out: TaskView[] = []
+    const readable = new Map<string, boolean>()
     for (const id of ids) {
       const claims = this.state.records.taskClaims(id)
+      const job = claims[0]?.job
+      if (job !== undefined && jobId === undefined) {
+        let ok = readable.get(job)
+        if (ok === undefined) {
+          const record = this.state.records.job(job)
+          const ns = record === undefined ? DEFAULT_NAMESPACE : namespaceOf(record)
+          readable.set(job, ok = (namespace === undefined || ns === namespace) && this.mayRead(caller, ns))
+        }
+        if (!ok) continue
+      }
       const outcome = resolveClaims(id, claims.map(claimOf), live)
       const shown = filter.all === true ? claims : claims.filter((c) => outcome.kind === 'held' && c.node === outcome.holder.node)
       for (const c of shown) {
@@ -268,25 +404,39 @@ export class JobService {
     }))
   }
 
-  task (id: string): TaskDetail {
+  task (id: string, caller: Caller | null = null): TaskDetail {
     const claims = this.state.records.taskClaims(id)
     if (claims.length === 0) throw noTask(id)
+    if (!this.mayRead(caller, this.namespaceOfTask(id))) throw noTask(id)
     const outcome = resolveClaims(id, claims.map(claimOf), this.liveness())
     const holder = outcome.kind === 'held' ? outcome.holder.node : outcome.kind === 'finished' ? outcome.by.node : latest(claims)!.node
     const record = claims.find((c) => c.node === holder)!
     return { ...this.taskView(record), claims, attempt: attemptId(id, record.restarts) }
   }
 
-  async kill (id: string): Promise<{ task: string, node: string }> {
-    const task = this.task(id)
+  /** The namespace of the job an instance belongs to, as this node knows the job (the default one if not). */
+  namespaceOfTask (id: string): string {
+    const job = this.state.records.taskClaims(id)[0]?.job ?? jobOfInstance(id)
+    const record = this.state.records.job(job)
+    return record === undefined ? DEFAULT_NAMESPACE : namespaceOf(record)
+  }
+
+  /**
+   * Kills an instance where it runs. The node that runs it checks the caller's
+   * signed request itself (node/rpc.ts) before it stops anything.
+   */
+  async kill (id: string, caller: Caller | null = null): Promise<{ task: string, node: string }> {
+    const task = this.task(id, caller)
+    RequestAuth.need(caller, 'submit', this.namespaceOfTask(id))
     if (!isActiveState(task.state)) throw new MurmurError('TASK_NOT_RUNNING', `task ${id} is not running (it is ${task.state} on ${task.node})`, 2, 409)
     if (task.node === this.self) this.reconciler.kill(id)
-    else await this.peers.kill(task.node, id)
-    this.log.info({ task: id, node: task.node }, 'task killed on request')
+    else await this.killOn(task.node, id, caller)
+    this.log.info({ task: id, node: task.node, user: caller?.name }, 'task killed on request')
     return { task: id, node: task.node }
   }
 
-  async explain (id: string): Promise<ExplainView> {
+  async explain (id: string, caller: Caller | null = null): Promise<ExplainView> {
+    if (caller !== null) this.task(id, caller)
     const claims = this.state.records.taskClaims(id)
     const record = this.state.records.job(claims[0]?.job ?? jobOfInstance(id))
     const spec = record === undefined ? null : readSpec(record.spec)
@@ -446,3 +596,15 @@ function sum (values: number[]): number {
   return values.reduce((a, b) => a + b, 0)
 }
 
+
+function limitText (limit: Limit): string {
+  const parts: string[] = []
+  if (limit.cpuMillis !== null) parts.push(`cpu ${cpuText(limit.cpuMillis)}`)
+  if (limit.memoryBytes !== null) parts.push(`memory ${bytesText(limit.memoryBytes)}`)
+  if (limit.instances !== null) parts.push(`${limit.instances} instances`)
+  return parts.join(', ')
+}
+
+function amountText (a: Amount): string {
+  return `cpu ${cpuText(a.cpuMillis)}, memory ${bytesText(a.memoryBytes)}, ${a.instances} instances`
+}

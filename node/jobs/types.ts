@@ -40,7 +40,11 @@ export interface JobView {
   status: JobStatus
   version: number
   submittedAt: number
+  /** The node that took the submission. */
   submittedBy: string
+  /** The user who submitted it (null in a cluster without users). */
+  submittedByUser: string | null
+  namespace: string
   finishedAt: number | null
   spec: JobSpec | null
   /** Instances by state (running, pending, restarting, exited, failed, …). */
@@ -55,6 +59,7 @@ export interface JobView {
 export interface JobSummary {
   id: string
   name: string
+  namespace: string
   type: JobType
   desired: JobRecord['desired']
   status: JobStatus

@@ -13,6 +13,7 @@ import type { NodeView } from '../../placement/types.ts'
 import { type Clock, type Timer, systemClock } from '../clock.ts'
 import { MurmurError } from '../errors.ts'
 import type { TaskExit, AttemptInfo, TaskRunner, AttemptSpec } from '../executor/types.ts'
+import { finishedJob } from '../jobs/records.ts'
 import { attemptId, instanceId, jobOfInstance, parseAttempt } from '../jobs/instances.ts'
 import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
 import type { StateService } from '../state.ts'
@@ -495,6 +496,7 @@ export class Reconciler {
       workdir: spec.workdir,
       cpuMillis: spec.cpuMillis,
       memoryBytes: spec.memoryBytes,
+      ...(spec.runAs === undefined ? {} : { runAs: spec.runAs }),
     }
     l.phase = 'starting'
     this.stats.starts++
@@ -625,8 +627,7 @@ export class Reconciler {
 
   private markFinished (job: JobRecord): void {
     if (job.finishedAt !== undefined || this.jobOutbox.has(job.id)) return
-    const now = this.clock.now()
-    this.jobOutbox.set(job.id, { ...job, version: job.version + 1, updatedAt: now, finishedAt: now })
+    this.jobOutbox.set(job.id, finishedJob(job, this.clock.now()))
     this.outboxTimer ??= this.clock.setTimeout(() => { void this.flush() }, 0)
   }
 

@@ -169,7 +169,7 @@ describe('--wait', () => {
   })
   const job = (more: Partial<JobView>): JobView => ({
     id: 'web-1a2b3c4d', name: 'web', type: 'service', desired: 'running', status: 'pending', version: 1, submittedAt: 0,
-    submittedBy: '12D3KooWsubmitter', finishedAt: null, spec: null, counts: {}, instances: [], nextRun: null, exitCode: null, ...more,
+    submittedBy: '12D3KooWsubmitter', submittedByUser: null, namespace: 'default', finishedAt: null, spec: null, counts: {}, instances: [], nextRun: null, exitCode: null, ...more,
   })
 
   it('shows running of the count, then the rest with the first reason', () => {

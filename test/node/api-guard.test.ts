@@ -39,6 +39,9 @@ function backend (): ApiBackend {
     onStateChange: () => () => {},
     updateLabels: async (set) => set,
     tasks: () => [attempt],
+    auth: null,
+    users: unused,
+    namespaceOfJob: () => 'default',
     readTaskLogs: unused,
     // A quiet task: no bytes until the client goes away.
     followTaskLogs: (_id, _stream, opts) => ({

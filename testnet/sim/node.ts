@@ -120,6 +120,7 @@ export class SimNode implements SimApp {
       state,
       reconcile: reconcileConfig({ deadRetentionMs: init.stableWindowMs, taskRetentionMs: state.taskRetentionMs }, init.reconcile),
       rpc,
+      access: null,
     })
     if (this.closed) return
     const core = this.core

@@ -10,6 +10,7 @@ import { MurmurError } from '../../node/errors.ts'
 import type { TaskUsage } from '../../node/executor/types.ts'
 import type { ClaimAnswer } from '../../node/reconcile/decide.ts'
 import { type LogsAnswer, type LogsRequest, NOT_A_MEMBER, RPC_LIMITS, type RpcHandlers, type RpcRequest, rpcRequestSchema, willRunAnswerSchema } from '../../node/rpc.ts'
+import type { Proof } from '../../access/request.ts'
 
 const KIND = { request: 1, reply: 2 } as const
 
@@ -49,8 +50,8 @@ export class SimTaskRpc implements TaskRpcPart {
     return await this.request(peer, { op: 'usage', tasks }) as Record<string, TaskUsage | null>
   }
 
-  async kill (peer: string, task: string): Promise<void> {
-    await this.request(peer, { op: 'kill', task })
+  async kill (peer: string, task: string, proof?: Proof): Promise<void> {
+    await this.request(peer, { op: 'kill', task, ...(proof === undefined ? {} : { proof }) })
   }
 
   async willRun (peer: string, instances: readonly string[]): Promise<Record<string, ClaimAnswer>> {
@@ -134,7 +135,7 @@ function encode (kind: number, body: unknown): Uint8Array {
 async function dispatch (handlers: RpcHandlers, req: RpcRequest): Promise<unknown> {
   switch (req.op) {
     case 'usage': return handlers.usage(req.tasks)
-    case 'kill': await handlers.kill(req.task); return null
+    case 'kill': await handlers.kill(req.task, req.proof as Proof | undefined); return null
     case 'will-run':
       if (handlers.willRun === undefined) throw new MurmurError('NOT_SUPPORTED', 'this node does not answer will-run questions', 1, 501)
       return handlers.willRun(req.tasks)
