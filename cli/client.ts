@@ -9,6 +9,13 @@ import type { AttemptInfo } from '../node/executor/types.ts'
 import type { MemberEvent } from '../membership/types.ts'
 import type { ExplainView, HistoryView, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from '../node/jobs/types.ts'
 import type { JobRecord, ClaimRecord } from '../crdt/schema.ts'
+import { readFileSync, statSync } from 'node:fs'
+import { type UserKey, parseUserKey } from '../access/keys.ts'
+import { signRequest } from '../access/request.ts'
+import type { Grant, Quota, Revocation } from '../access/statements.ts'
+import type { UserView } from '../node/access.ts'
+import type { NamespaceView, WhoAmI } from '../node/users.ts'
+import { resolveTarget } from './context.ts'
 
 export type { MembersResponse, MemberView, NodeInfo, StateComparison } from '../node/api.ts'
 export type { StateInfo, PeerSync } from '../node/state.ts'
@@ -19,6 +26,10 @@ export type { MemberEvent, MemberState } from '../membership/types.ts'
 export type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from '../node/jobs/types.ts'
 export type { JobInput, JobSpec } from '../node/jobs/spec.ts'
 export type { JobRecord, ClaimRecord } from '../crdt/schema.ts'
+export type { UserKey } from '../access/keys.ts'
+export type { Grant, Quota, Revocation } from '../access/statements.ts'
+export type { UserView } from '../node/access.ts'
+export type { NamespaceView, WhoAmI } from '../node/users.ts'
 
 export type ClusterEvent =
   | { type: 'member', data: MemberEvent }
@@ -48,6 +59,14 @@ export class ApiError extends Error {
 export interface ClientOptions {
   /** Per-request limit; a node that does not answer by then is reported as down. */
   timeoutMs?: number
+  /**
+   * The user key every request is signed with: a key, the path of a key file, or
+   * null to send requests unsigned (a node without users). Absent: MURMUR_USER_KEY,
+   * else the key of the CLI context that lists this API (cli/context.ts).
+   */
+  key?: UserKey | string | null
+  /** The namespace of job calls that name none: else MURMUR_NAMESPACE, the context's, or 'default'. */
+  namespace?: string
 }
 
 export interface Client {
@@ -71,20 +90,24 @@ export interface Client {
   /** Follows the cluster's events until the signal aborts; resolves when the stream ends. */
   events: (onEvent: (event: ClusterEvent) => void, signal: AbortSignal) => Promise<void>
 
+  /** The namespace job calls use when they name none. */
+  namespace: string
+  /** The user key requests are signed with, or null. */
+  key: UserKey | null
   /** Submits a job (the spec as a user writes it: see README.md, "Job spec"); resolves once it is stored, with its id. */
-  submitJob: (spec: unknown) => Promise<JobView>
-  /** The jobs of the cluster; finished and stopped ones only with `all`. */
-  jobs: (opts?: { all?: boolean }) => Promise<{ jobs: JobSummary[] }>
-  /** One job, by id or by name (the latest job of that name). */
-  job: (ref: string) => Promise<JobView>
+  submitJob: (spec: unknown, opts?: NamespaceOption) => Promise<JobView>
+  /** The jobs of a namespace ('*': every one the caller may read); finished and stopped ones only with `all`. */
+  jobs: (opts?: { all?: boolean } & NamespaceOption) => Promise<{ jobs: JobSummary[] }>
+  /** One job, by id or by name (the latest job of that name in the namespace). */
+  job: (ref: string, opts?: NamespaceOption) => Promise<JobView>
   /** Stops every instance of a job on every node; resolves once the stop is stored. */
-  stopJob: (ref: string) => Promise<JobView>
+  stopJob: (ref: string, opts?: NamespaceOption) => Promise<JobView>
   /** A service with a new instance count. */
-  scaleJob: (ref: string, count: number) => Promise<JobView>
+  scaleJob: (ref: string, count: number, opts?: NamespaceOption) => Promise<JobView>
   /** Every claim of every instance of a job, oldest first. */
-  jobHistory: (ref: string) => Promise<HistoryView>
+  jobHistory: (ref: string, opts?: NamespaceOption) => Promise<HistoryView>
   /** The task instances of the cluster: live ones, or with `all` also finished and given-up ones. */
-  tasks: (opts?: { job?: string, node?: string, all?: boolean }) => Promise<{ tasks: TaskView[] }>
+  tasks: (opts?: { job?: string, node?: string, all?: boolean } & NamespaceOption) => Promise<{ tasks: TaskView[] }>
   task: (id: string) => Promise<TaskDetail>
   /** Stops a task where it runs: a service instance gets a replacement, a batch instance counts as failed. */
   killTask: (id: string) => Promise<{ task: string, node: string }>
@@ -96,24 +119,78 @@ export interface Client {
   logs: (id: string, opts?: LogOptions) => Promise<TaskLogRange>
   /** Follows a task's logs from wherever it runs until it ends or the signal aborts. */
   followLogs: (id: string, opts: Omit<LogOptions, 'length'>, onData: (data: Buffer) => void, signal: AbortSignal) => Promise<void>
+
+  /** Who the node takes the caller for: user, role, namespaces, and the grant. */
+  whoami: () => Promise<WhoAmI>
+  /** Every grant in the cluster (admins only). */
+  users: () => Promise<{ users: UserView[] }>
+  /** Stores a grant an admin signed (access/statements.ts, signGrant). */
+  addUser: (grant: Grant) => Promise<{ user: UserView }>
+  /** Stores a revocation an admin signed. */
+  revokeUser: (revocation: Revocation) => Promise<{ revoked: string, grants: number }>
+  /** The namespaces the caller may read, with their quotas and use. */
+  namespaces: () => Promise<{ namespaces: NamespaceView[] }>
+  /** Stores a quota an admin signed. */
+  setQuota: (quota: Quota) => Promise<NamespaceView>
 }
+
+export interface NamespaceOption { namespace?: string }
 
 export interface TaskLogRange { data: Buffer, start: number, end: number, first: number, last: number }
 
-export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, options: ClientOptions = {}): Client {
-  const base = url.replace(/\/+$/, '')
-  if (!/^https?:\/\/[^/]+$/.test(base) || !URL.canParse(base)) {
-    throw new ApiError('BAD_API_URL', `--api / MURMUR_API must be a URL such as http://127.0.0.1:7947, got '${url}'`, 400)
+/** Reads a user key file: the owner's alone, like an ssh key; one-line errors name the file and the fix. */
+export function readUserKey (file: string): UserKey {
+  let text: string
+  try {
+    const stat = statSync(file)
+    if (!stat.isFile() || stat.size > 256 * 1024) throw new ApiError('BAD_KEY', `${file} is not a user key file; give the file 'murmur user add' or 'murmur testnet up' wrote`, null)
+    if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
+      throw new ApiError('BAD_KEY', `${file} is open to other users (mode ${(stat.mode & 0o777).toString(8).padStart(4, '0')}): anyone on this machine could act as its user; run 'chmod 600 ${file}'`, null)
+    }
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    if (err instanceof ApiError) throw err
+    const code = (err as NodeJS.ErrnoException).code
+    throw new ApiError('BAD_KEY', `user key ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message}; give --key <file> or MURMUR_USER_KEY, or start a testnet ('murmur testnet up' makes one)`, null)
   }
+  try {
+    return parseUserKey(text, file)
+  } catch (err) {
+    throw new ApiError('BAD_KEY', (err as Error).message, null)
+  }
+}
+
+export function connect (url?: string, options: ClientOptions = {}): Client {
+  // What is not given comes from the environment and the CLI's contexts, as the CLI's own flags do.
+  const target = url === undefined || options.key === undefined || options.namespace === undefined ? resolveTarget(url === undefined ? {} : { api: url }) : null
+  const api = url ?? target!.api
+  const base = api.replace(/\/+$/, '')
+  if (!/^https?:\/\/[^/]+$/.test(base) || !URL.canParse(base)) {
+    throw new ApiError('BAD_API_URL', `--api / MURMUR_API must be a URL such as http://127.0.0.1:7947, got '${api}'`, 400)
+  }
+  const host = new URL(base).host
   const timeoutMs = options.timeoutMs ?? 5_000
+  const keyOption = options.key === undefined ? target!.key : options.key
+  const key = keyOption === null ? null : typeof keyOption === 'string' ? readUserKey(keyOption) : keyOption
+  const namespace = options.namespace ?? target!.namespace
+  /** `?namespace=` for a job call: the one asked for, else the client's. */
+  const ns = (opts?: NamespaceOption): string => `namespace=${encodeURIComponent(opts?.namespace ?? namespace)}`
+
+  /** The headers of a request: signed by the user's key when there is one. */
+  function headers (method: string, path: string, body: string | undefined): Record<string, string> {
+    const out: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' }
+    if (key !== null) Object.assign(out, signRequest(key, { method, host, path, body: body ?? '' }, Date.now()))
+    return out
+  }
 
   async function request<T> (method: string, path: string, body?: unknown): Promise<T> {
     let response: Response
+    const sent = body === undefined ? undefined : JSON.stringify(body)
     try {
       response = await fetch(`${base}${path}`, {
         method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: headers(method, path, sent),
+        body: sent,
         signal: AbortSignal.timeout(timeoutMs),
       })
     } catch (err) {
@@ -154,7 +231,7 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
       const timer = setTimeout(() => { timedOut = true; controller.abort() }, timeoutMs)
       let response: Response
       try {
-        response = await fetch(`${base}/v1/events`, { signal: controller.signal })
+        response = await fetch(`${base}/v1/events`, { headers: headers('GET', '/v1/events', undefined), signal: controller.signal })
       } catch (err) {
         signal.removeEventListener('abort', abort)
         if (signal.aborted) return
@@ -183,13 +260,15 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
         if (!signal.aborted) throw err
       }
     },
-    submitJob: async (spec) => await request('POST', '/v1/jobs', spec),
-    jobs: async (opts = {}) => await request('GET', `/v1/jobs${opts.all === true ? '?all=1' : ''}`),
-    job: async (ref) => await request('GET', `/v1/jobs/${encodeURIComponent(ref)}`),
-    stopJob: async (ref) => await request('POST', `/v1/jobs/${encodeURIComponent(ref)}/stop`),
-    scaleJob: async (ref, count) => await request('POST', `/v1/jobs/${encodeURIComponent(ref)}/scale`, { count }),
-    jobHistory: async (ref) => await request('GET', `/v1/jobs/${encodeURIComponent(ref)}/history`),
-    tasks: async (opts = {}) => await request('GET', `/v1/tasks?${query({ job: opts.job, node: opts.node, all: opts.all === true ? 1 : undefined })}`),
+    namespace,
+    key,
+    submitJob: async (spec, opts) => await request('POST', `/v1/jobs?${ns(opts)}`, spec),
+    jobs: async (opts = {}) => await request('GET', `/v1/jobs?${ns(opts)}${opts.all === true ? '&all=1' : ''}`),
+    job: async (ref, opts) => await request('GET', `/v1/jobs/${encodeURIComponent(ref)}?${ns(opts)}`),
+    stopJob: async (ref, opts) => await request('POST', `/v1/jobs/${encodeURIComponent(ref)}/stop?${ns(opts)}`),
+    scaleJob: async (ref, count, opts) => await request('POST', `/v1/jobs/${encodeURIComponent(ref)}/scale?${ns(opts)}`, { count }),
+    jobHistory: async (ref, opts) => await request('GET', `/v1/jobs/${encodeURIComponent(ref)}/history?${ns(opts)}`),
+    tasks: async (opts = {}) => await request('GET', `/v1/tasks?${query({ job: opts.job, node: opts.node, all: opts.all === true ? 1 : undefined, namespace: opts.namespace ?? (opts.job === undefined ? undefined : namespace) })}`),
     task: async (id) => await request('GET', `/v1/tasks/${encodeURIComponent(id)}`),
     killTask: async (id) => await request('POST', `/v1/tasks/${encodeURIComponent(id)}/kill`),
     explainTask: async (id) => await request('GET', `/v1/tasks/${encodeURIComponent(id)}/explain`),
@@ -205,7 +284,7 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
       try {
         let response: Response
         try {
-          response = await fetch(`${base}${path}`, { signal: controller.signal })
+          response = await fetch(`${base}${path}`, { headers: headers('GET', path, undefined), signal: controller.signal })
         } catch (err) {
           if (signal.aborted) return
           throw unreachable(base, controller.signal.aborted ? Object.assign(new Error('timeout'), { name: 'TimeoutError' }) : err as Error, timeoutMs)
@@ -222,13 +301,19 @@ export function connect (url: string = process.env.MURMUR_API ?? DEFAULT_API, op
         signal.removeEventListener('abort', abort)
       }
     },
+    whoami: async () => await request('GET', '/v1/whoami'),
+    users: async () => await request('GET', '/v1/users'),
+    addUser: async (grant) => await request('POST', '/v1/users', { grant }),
+    revokeUser: async (revocation) => await request('POST', '/v1/users/revocations', { revocation }),
+    namespaces: async () => await request('GET', '/v1/namespaces'),
+    setQuota: async (quota) => await request('PUT', `/v1/namespaces/${encodeURIComponent(quota.namespace)}/quota`, { quota }),
   }
 
   async function readLogs (path: string, opts: LogOptions): Promise<TaskLogRange> {
     const url = `${path}?${query({ ...opts })}`
     let response: Response
     try {
-      response = await fetch(`${base}${url}`, { signal: AbortSignal.timeout(timeoutMs) })
+      response = await fetch(`${base}${url}`, { headers: headers('GET', url, undefined), signal: AbortSignal.timeout(timeoutMs) })
     } catch (err) {
       throw unreachable(base, err as Error, timeoutMs)
     }

@@ -10,6 +10,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { fileURLToPath } from 'node:url'
 import type { FaultRules } from '../../node/faults.ts'
 import { statFields } from '../../node/proc.ts'
+import { clusterFilesBeside } from '../../cli/cluster-files.ts'
 
 export const CLI_PATH = resolve(fileURLToPath(new URL('../../cli/bin/murmur.ts', import.meta.url)))
 
@@ -21,7 +22,10 @@ export interface SpawnInit {
   join: string[]
   labels: Record<string, string>
   extraArgs?: string[]
-  /** The cluster key file every node of the testnet shares; null starts the node with --insecure-open-cluster. */
+  /**
+   * The cluster key file every node of the testnet shares, with root.pub beside it
+   * (cli/cluster-files.ts); null starts the node with --insecure-open-cluster.
+   */
   clusterKeyFile: string | null
   /** Testnets: the node takes fault rules on its admin endpoint, starting with these. */
   faultInjection?: boolean
@@ -46,7 +50,8 @@ export function spawnNode (init: SpawnInit): number {
     // In a network namespace the API must be on the node's bridge address for the CLI to reach it:
     // a bridge on this machine only, but not loopback, so the node has to be told that it is meant.
     ...(init.host === undefined ? [] : ['--api-host', init.host, '--insecure-api-host']),
-    ...(init.clusterKeyFile === null ? ['--insecure-open-cluster'] : ['--cluster-key', init.clusterKeyFile]),
+    // A testnet's root public key lies beside its cluster key (cli/cluster-files.ts).
+    ...(init.clusterKeyFile === null ? ['--insecure-open-cluster'] : ['--cluster-key', init.clusterKeyFile, '--root-key', clusterFilesBeside(init.clusterKeyFile).rootPub]),
     '--api-port', String(init.apiPort),
     '--profile', 'local',
     ...init.join.flatMap((a) => ['--join', a]),
