@@ -6,6 +6,7 @@
 import { Command, CommanderError, Option } from 'commander'
 import { ApiError, DEFAULT_API, connect } from '../client.ts'
 import { registerCluster } from '../cluster.ts'
+import { applyTarget } from '../context.ts'
 import { registerJobs } from '../jobs.ts'
 import { printMembers, watchMembers } from '../members.ts'
 import { parseLabelArgs, printState } from '../state.ts'
@@ -13,12 +14,29 @@ import { registerTestnet } from '../testnet.ts'
 
 const program = new Command('murmur')
   .description('a data-center operating system without a master')
-  .addOption(new Option('--api <url>', "the node's HTTP API").env('MURMUR_API').default(DEFAULT_API))
+  // No defaults here: what is not given comes from the context (cli/context.ts, resolveTarget).
+  .addOption(new Option('--api <url>', `the node's HTTP API (default: the context's first, else ${DEFAULT_API})`).env('MURMUR_API'))
+  .addOption(new Option('--key <file>', "your user key file (default: the context's)").env('MURMUR_USER_KEY'))
+  .addOption(new Option('--context <name>', 'use this context of the CLI config, not the current one').env('MURMUR_CONTEXT'))
+  // Before a command that talks to a node runs: api, key, namespace and context resolved into program.opts().
+  .hook('preAction', (_program, command) => { if (talksToNode(command)) applyTarget(program) })
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride()
   .configureOutput({ writeErr: (text) => { process.stderr.write(text) } })
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value]
+
+/**
+ * Every command but these talks to a node's API. These do not, and must work
+ * whatever the CLI config holds (a broken one included): they never read it.
+ */
+const OWN_TARGETS = ['node start', 'cluster', 'testnet']
+function talksToNode (command: Command): boolean {
+  const path: string[] = []
+  for (let c: Command | null = command; c !== null && c !== program; c = c.parent) path.unshift(c.name())
+  const name = path.join(' ')
+  return !OWN_TARGETS.some((prefix) => name === prefix || name.startsWith(`${prefix} `))
+}
 
 const node = program.command('node').description('run and manage the node on this machine')
 node.command('start')

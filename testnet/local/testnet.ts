@@ -11,9 +11,10 @@
 // node gets its own again at start, and a paused one when it resumes.
 
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { connect } from '../../cli/client.ts'
+import { loadConfig, removeContext, saveContext } from '../../cli/context.ts'
 import { writeClusterKey } from '../../node/config.ts'
 import { putRules } from './admin.ts'
 import { STOP_GRACE_MS, teardown, terminate } from './down.ts'
@@ -58,6 +59,48 @@ export function clusterKeyFile (dir: string = DEFAULT_DIR): string {
   return join(resolve(dir), CLUSTER_KEY_NAME)
 }
 
+/** The testnet's admin user key: the `key` of its CLI context (made by the access control, not here). */
+export function adminKeyFile (dir: string = DEFAULT_DIR): string {
+  return join(resolve(dir), 'admin.key')
+}
+
+/**
+ * The name of the testnet's context in the user's CLI config (cli/context.ts):
+ * `testnet` for the default dir, `testnet-<dir name>` for any other.
+ */
+export function contextName (dir: string = DEFAULT_DIR): string {
+  const root = resolve(dir)
+  return root === resolve(DEFAULT_DIR) ? 'testnet' : `testnet-${basename(root)}`
+}
+
+/**
+ * Writes the testnet's context: every node's API, the admin key; with `makeCurrent`,
+ * commands go there from now on. Without, only a context that is this testnet's or
+ * missing: another testnet's of the same name stays.
+ */
+function writeContext (state: TestnetState, makeCurrent: boolean, progress: (m: string) => void): void {
+  const name = contextName(state.dir)
+  const key = adminKeyFile(state.dir)
+  try {
+    const existing = loadConfig().contexts[name]
+    if (!makeCurrent && existing !== undefined && existing.key !== key) return
+    saveContext(name, { api: state.nodes.map((n) => n.apiUrl), key, namespace: existing?.namespace ?? 'default' }, makeCurrent)
+    if (makeCurrent) progress(`CLI context '${name}' is current: murmur commands reach this testnet without --api`)
+  } catch (err) {
+    // The testnet runs all the same; commands then need --api.
+    progress(`could not write the CLI context: ${(err as Error).message}`)
+  }
+}
+
+/** Removes the testnet's context, if it is still this testnet's (another testnet may have taken the name since). */
+function dropContext (dir: string, progress: (m: string) => void): void {
+  try {
+    removeContext(contextName(dir), (ctx) => ctx.key === adminKeyFile(dir))
+  } catch (err) {
+    progress(`could not remove the CLI context '${contextName(dir)}': ${(err as Error).message}`)
+  }
+}
+
 export interface NodeStatus extends TestnetNode {
   process: ProcessStatus
 }
@@ -76,6 +119,7 @@ export async function up (options: UpOptions): Promise<TestnetState> {
     }
     // What an earlier testnet left here (data dirs, logs, namespaces, a state file) goes first.
     await teardown(dir, existing, { keepData: false, progress })
+    dropContext(dir, progress)
     await mkdir(dir, { recursive: true })
     writeClusterKey(clusterKeyFile(dir), true)
     const state: TestnetState = { version: 1, dir, createdAt: new Date().toISOString(), nodes: [], faults: { ...NO_NETWORK_FAULTS }, netns: null }
@@ -96,10 +140,13 @@ export async function up (options: UpOptions): Promise<TestnetState> {
       const results = await Promise.allSettled(state.nodes.slice(1).map(async (node) => { await startNode(state, node, seed, options.extraArgs) }))
       const failed = results.find((r) => r.status === 'rejected')
       if (failed !== undefined) throw failed.reason
+      // Before the wait: every API URL is known now, and a client that asks the nodes goes with the context's key.
+      writeContext(state, true, progress)
       await waitForConvergence(state, options.nodes, deadline, progress)
     } catch (err) {
       progress(`start failed; stopping what was started (logs kept in ${dir})`)
       await teardown(dir, state, { keepData: true, progress })
+      dropContext(dir, progress)
       throw err
     }
     return state
@@ -225,8 +272,15 @@ export interface DownOptions {
 export async function down (options: DownOptions = {}): Promise<{ stopped: number, killed: number }> {
   const dir = resolve(options.dir ?? DEFAULT_DIR)
   const progress = options.onProgress ?? (() => {})
-  if (!await exists(dir)) return { stopped: 0, killed: 0 }
-  return await withStateLock(dir, async () => await teardown(dir, await readStateOrStale(dir, progress), { keepData: options.keepData === true, progress }))
+  if (!await exists(dir)) {
+    dropContext(dir, progress)
+    return { stopped: 0, killed: 0 }
+  }
+  return await withStateLock(dir, async () => {
+    const result = await teardown(dir, await readStateOrStale(dir, progress), { keepData: options.keepData === true, progress })
+    dropContext(dir, progress)
+    return result
+  })
 }
 
 /**
@@ -343,6 +397,8 @@ export async function add (dir: string, extraArgs?: string[]): Promise<TestnetNo
     await startNode(state, node, seeds, extraArgs)
     // The others can name it in their rules only now that its peer id is known.
     if (hasFaults(state.faults)) await applyFaults(state, state.nodes.filter((n) => n !== node))
+    // Its API joins the context's list; which context is current stays as it is.
+    writeContext(state, false, () => {})
     return node
   })
 }
