@@ -6,6 +6,7 @@
 import type { JobRecord, ClaimRecord, ClaimState } from '../../crdt/schema.ts'
 import { type Claim, type ClaimStatus, nextGeneration, resolveClaims } from '../../placement/claims.ts'
 import { plan, type PendingSummary } from '../../placement/place.ts'
+import { type Amount, type Limit, type ShareRow, type Want, ESCROW_DEFAULTS, ZERO, add, demandOf as quotaDemand, fits, giftsOf, quotaMessage, rightsOf, sub, transfers } from '../../placement/escrow.ts'
 import type { Allocation, NodeView, InstanceDemand } from '../../placement/types.ts'
 import { instanceId, jobOfInstance, latestTick } from '../jobs/instances.ts'
 import { RECONCILE_CONFIG } from './config.ts'
@@ -76,6 +77,30 @@ export interface ReconcileInput {
   claimBoundMs?: number
   cronDeadlineMs?: number
   cronCatchUpMs?: number
+  /**
+   * Namespace quotas (placement/README.md, "Quotas: escrow"). Absent: no quota anywhere, and
+   * a pass is what it was before quotas. Present: in a namespace with a limit this node
+   * claims (as the chosen node or a backup) only within the rights it holds, and emits
+   * `share` actions that move its spare rights to the nodes that need them.
+   */
+  quota?: QuotaInput
+}
+
+export interface QuotaInput {
+  /** The namespace's quota as this node's state holds it; null: none (nothing is checked). */
+  limit: (namespace: string) => Limit | null
+  /**
+   * The namespace's ledger, each node's latest row once. This node's own row must be
+   * current: every `share` it emitted before applied, as its claims are (the loop's outbox).
+   */
+  rows: (namespace: string) => readonly ShareRow[]
+  /** How long an instance waits for a share before any node with spare gives it (`ESCROW_DEFAULTS.stuckMs`). */
+  stuckMs?: number
+}
+
+/** A job's namespace: records written before namespaces have none, and are in 'default'. */
+export function namespaceOf (record: Pick<JobRecord, 'namespace'>): string {
+  return record.namespace ?? 'default'
 }
 
 /**
@@ -113,6 +138,8 @@ export type Action =
   /** Our claim is live in the state but nothing runs here: the node lost it (a crash between claim and start, a restart). */
   | { kind: 'lost', instance: string, job: string }
   | { kind: 'finish-job', job: string }
+  /** Give `amount` of this node's rights in `namespace` to `to`: add it to `given[to]` of this node's row, before the next pass. */
+  | { kind: 'share', namespace: string, to: string, amount: Amount }
 
 export interface Decisions {
   actions: Action[]
@@ -198,16 +225,22 @@ export function decide (input: ReconcileInput): Decisions {
   const claimsOf = new Map<string, Claim[]>()
   /** This node's live claims and local tasks, by instance: each must be wanted, or it stops. */
   const mine = new Map<string, string>()
+  const books = new Books(self, input.quota)
+  const byId = new Map(input.jobs.map((j) => [j.record.id, j]))
 
   for (const job of input.jobs) {
     const { record, spec } = job
     try {
+      books.watch(record)
       // Every live claim holds its demand on its node, whatever the job's state, until its node stops it.
       for (const id of input.claimedInstances(record.id)) {
         const records = input.claims(id)
         for (const r of records) {
           if (!isActiveState(r.state)) continue
-          if (spec !== null) allocations.push({ task: demandOf(id, record.id, spec), node: r.node })
+          if (spec !== null) {
+            allocations.push({ task: demandOf(id, record.id, spec), node: r.node })
+            books.charge(record, spec, r.node, id)
+          }
           if (r.node === self) mine.set(id, record.id)
         }
       }
@@ -263,6 +296,11 @@ export function decide (input: ReconcileInput): Decisions {
   }
 
   for (const id of input.local) if (!mine.has(id)) mine.set(id, wanted.get(id) ?? jobOfInstance(id))
+  // A local task counts against its namespace's quota until it has stopped, whatever its claim says.
+  for (const id of input.local) {
+    const entry = byId.get(wanted.get(id) ?? jobOfInstance(id))
+    if (entry?.spec != null) books.charge(entry.record, entry.spec, self, id)
+  }
   for (const [id, job] of mine) {
     if (wanted.has(id)) continue
     const record = input.jobs.find((j) => j.record.id === job)?.record
@@ -280,20 +318,36 @@ export function decide (input: ReconcileInput): Decisions {
   } catch (err) {
     errors.push({ job: '', message: `placement: ${(err as Error).message}` })
   }
+  /** Why `node` cannot or will not run `instance`, if this node has evidence of it. */
+  const evidence = (node: string, instance: string): string | undefined => {
+    if (!isLive(node)) return `${node} is dead or left in this view`
+    const answer = input.answers?.(node, instance)
+    // It says it holds the instance: whatever else this node sees, a claim now would be a second copy.
+    if (answer?.kind === 'mine') return undefined
+    if (answer !== undefined && refuses(answer)) return `${node} answered ${describeAnswer(answer)}`
+    if (declinedBy(node, input.claims(instance))) return `${node} recorded that it declined it`
+    if (input.suspect?.has(node) === true) return `${node} has been suspect for long`
+    return undefined
+  }
+  if (input.quota !== undefined) {
+    // Who is to claim each open instance next, in this view: the first node placement ranks that
+    // this node has no evidence against (the backups' rule). Their needs decide where spare rights go.
+    const wants: Array<{ record: JobRecord, want: Want }> = []
+    const stuckMs = input.quota.stuckMs ?? ESCROW_DEFAULTS.stuckMs
+    for (const p of placed.placements) {
+      const claimant = [p.node, ...p.candidates].find((n) => evidence(n, p.task) === undefined)
+      if (claimant === undefined || (claimant === self && (input.holdOff?.has(p.task) === true || input.local.has(p.task)))) continue
+      const record = byId.get(wanted.get(p.task)!)!.record
+      const d = demands.get(p.task)!
+      wants.push({ record, want: { node: claimant, demand: quotaDemand(d.cpuMillis, d.memoryBytes), stuck: now - (input.openSince(p.task) ?? now) >= stuckMs } })
+    }
+    const reachable = [...alive].filter((n) => input.suspect?.has(n) !== true)
+    for (const a of books.settle(wants, reachable)) actions.push(a)
+    for (const e of books.errors) errors.push(e)
+  }
   if (placed.placements.length + placed.pending.length > 0) {
     const timeout = input.claimTimeoutMs ?? RECONCILE_CONFIG.claimTimeoutMs
     const bound = input.claimBoundMs ?? RECONCILE_CONFIG.claimBoundMs
-    /** Why `node` cannot or will not run `instance`, if this node has evidence of it. */
-    const evidence = (node: string, instance: string): string | undefined => {
-      if (!isLive(node)) return `${node} is dead or left in this view`
-      const answer = input.answers?.(node, instance)
-      // It says it holds the instance: whatever else this node sees, a claim now would be a second copy.
-      if (answer?.kind === 'mine') return undefined
-      if (answer !== undefined && refuses(answer)) return `${node} answered ${describeAnswer(answer)}`
-      if (declinedBy(node, input.claims(instance))) return `${node} recorded that it declined it`
-      if (input.suspect?.has(node) === true) return `${node} has been suspect for long`
-      return undefined
-    }
     const joining = [...(input.joining ?? [])].sort()
     // What this node may still take on as a backup: placement counted those instances against their chosen node, not this one.
     const me = input.nodes.find((n) => n.id === self)
@@ -336,7 +390,12 @@ export function decide (input: ReconcileInput): Decisions {
       }
       const due = (k === 0 && joining.length === 0) || backup !== undefined
       // A local copy means this node holds it already (its claim may not be recorded yet): never a second start.
-      if (due && input.holdOff?.has(p.task) !== true && !input.local.has(p.task)) {
+      const may = due && input.holdOff?.has(p.task) !== true && !input.local.has(p.task)
+      // Within this node's rights in the job's namespace, or not at all: it waits for a share.
+      const short = may ? books.admit(byId.get(job)!.record, d) : undefined
+      if (short !== undefined) {
+        pending.set(p.task, { job, message: short })
+      } else if (may) {
         if (k > 0) { freeCpu -= d.cpuMillis; freeMem -= d.memoryBytes }
         actions.push({ kind: 'claim', instance: p.task, job, generation: nextGeneration(claimsOf.get(p.task)!), ...(backup === undefined ? {} : { backup }) })
       } else if (k === 0 && joining.length > 0) {
@@ -348,6 +407,104 @@ export function decide (input: ReconcileInput): Decisions {
     for (const p of placed.pending) pending.set(p.task, { job: wanted.get(p.task)!, message: p.why.message, why: p.why })
   }
   return { actions, open, pending, errors, roles }
+}
+
+/**
+ * The quota books of one pass (placement/README.md, "Quotas: escrow"): for every
+ * namespace with a limit, what each node runs of it, from its live claims (this
+ * node's local tasks too: they hold their share until they have stopped, whatever
+ * their claims say), and, once settled, the rights this node has left after the
+ * gifts it makes in this pass. The claims it makes are charged as they are admitted,
+ * so one pass never spends a right twice. Without quota input it admits everything.
+ */
+class Books {
+  readonly errors: Array<{ job: string, message: string }> = []
+  private readonly self: string
+  private readonly quota: QuotaInput | undefined
+  private readonly limits = new Map<string, Limit | null>()
+  /** Namespace → node → what the node runs of it. */
+  private readonly usage = new Map<string, Map<string, Amount>>()
+  /** Instances charged to this node already: a live claim and a local task of one instance count once. */
+  private readonly charged = new Set<string>()
+  /** Namespace → this node's rights after its gifts, or why nothing of it may start here. */
+  private readonly rights = new Map<string, Amount | string>()
+
+  constructor (self: string, quota: QuotaInput | undefined) {
+    this.self = self
+    this.quota = quota
+  }
+
+  /** The namespace's quota, looked up once a pass; null: none, or no quota input at all. */
+  watch (record: JobRecord): Limit | null {
+    if (this.quota === undefined) return null
+    const ns = namespaceOf(record)
+    let limit = this.limits.get(ns)
+    if (limit === undefined) this.limits.set(ns, limit = this.quota.limit(ns))
+    return limit
+  }
+
+  /** `node` runs `instance` of this job (a live claim; for this node, a local task too). */
+  charge (record: JobRecord, spec: JobSpec, node: string, instance: string): void {
+    if (this.watch(record) === null) return
+    if (node === this.self) {
+      if (this.charged.has(instance)) return
+      this.charged.add(instance)
+    }
+    this.add(namespaceOf(record), node, quotaDemand(spec.cpuMillis, spec.memoryBytes))
+  }
+
+  /**
+   * Plans the moves of rights in every namespace with a limit, from this node's view,
+   * and returns this node's part of them; what it gives is no longer its own to spend.
+   */
+  settle (wants: ReadonlyArray<{ record: JobRecord, want: Want }>, reachable: readonly string[]): Action[] {
+    const actions: Action[] = []
+    if (this.quota === undefined) return actions
+    for (const [ns, limit] of [...this.limits].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      if (limit === null) continue
+      try {
+        const all = rightsOf(this.quota.rows(ns))
+        const plan = transfers({
+          limit, rights: all, usage: this.usage.get(ns) ?? new Map(), reachable, self: this.self,
+          wants: wants.filter((w) => namespaceOf(w.record) === ns).map((w) => w.want),
+        })
+        let mine = all.get(this.self) ?? ZERO
+        for (const gift of giftsOf(this.self, plan)) {
+          mine = sub(mine, gift.amount)
+          actions.push({ kind: 'share', namespace: ns, to: gift.to, amount: gift.amount })
+        }
+        this.rights.set(ns, mine)
+      } catch (err) {
+        // Rows that break the ledger's rules (a peer's bug): nothing of the namespace starts here until they are fixed.
+        const message = `namespace ${ns}: its quota ledger cannot be read (${(err as Error).message}); nothing of it starts on this node`
+        this.rights.set(ns, message)
+        this.errors.push({ job: '', message })
+      }
+    }
+    return actions
+  }
+
+  /** Charges this node with an instance of the job if its rights allow it; otherwise says why it waits. */
+  admit (record: JobRecord, demand: InstanceDemand): string | undefined {
+    const limit = this.watch(record)
+    if (limit === null) return undefined
+    const ns = namespaceOf(record)
+    const rights = this.rights.get(ns)
+    // Not settled (no quota pass ran): a right not counted is not spent.
+    if (rights === undefined) return `namespace ${ns}: this node's share of the quota is not known yet`
+    if (typeof rights === 'string') return rights
+    const usage = this.usage.get(ns)?.get(this.self) ?? ZERO
+    const d = quotaDemand(demand.cpuMillis, demand.memoryBytes)
+    if (!fits(limit, rights, usage, d)) return quotaMessage(ns, limit, rights, usage, d)
+    this.add(ns, this.self, d)
+    return undefined
+  }
+
+  private add (ns: string, node: string, a: Amount): void {
+    let byNode = this.usage.get(ns)
+    if (byNode === undefined) this.usage.set(ns, byNode = new Map())
+    byNode.set(node, add(byNode.get(node) ?? ZERO, a))
+  }
 }
 
 /**

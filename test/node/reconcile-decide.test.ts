@@ -20,7 +20,8 @@ import { waitUntil } from '../helpers/wait.ts'
 import { type JobRecord, type ClaimRecord, taskRecordSchema } from '../../crdt/schema.ts'
 import { normalizeJob } from '../../node/jobs/spec.ts'
 import { RECONCILE_CONFIG } from '../../node/reconcile/config.ts'
-import { answerFor, decide, declinedBy, demandOf, desiredInstances, isActiveState, majority, type Action, type AnswerView, type ClaimAnswer, type Decisions, type JobEntry, type ReconcileInput } from '../../node/reconcile/decide.ts'
+import { answerFor, decide, declinedBy, demandOf, desiredInstances, isActiveState, majority, type Action, type AnswerView, type ClaimAnswer, type Decisions, type JobEntry, type QuotaInput, type ReconcileInput } from '../../node/reconcile/decide.ts'
+import { type Amount, type Limit, type ShareRow, amount, withGift, withMint } from '../../placement/escrow.ts'
 import { type PendingSummary, plan, type Plan } from '../../placement/place.ts'
 import type { NodeView } from '../../placement/types.ts'
 
@@ -63,6 +64,7 @@ interface World {
   claimTimeoutMs?: number
   cronDeadlineMs?: number
   cronCatchUpMs?: number
+  quota?: QuotaInput
 }
 
 function inputOf (w: World, self: string): ReconcileInput {
@@ -82,6 +84,7 @@ function inputOf (w: World, self: string): ReconcileInput {
     ...(w.claimTimeoutMs !== undefined ? { claimTimeoutMs: w.claimTimeoutMs } : {}),
     ...(w.cronDeadlineMs !== undefined ? { cronDeadlineMs: w.cronDeadlineMs } : {}),
     ...(w.cronCatchUpMs !== undefined ? { cronCatchUpMs: w.cronCatchUpMs } : {}),
+    ...(w.quota !== undefined ? { quota: w.quota } : {}),
   }
 }
 
@@ -907,5 +910,159 @@ describe('Reconciler: refusals recorded, questions asked', () => {
     } finally {
       await reconciler.close()
     }
+  })
+})
+
+describe('decide: namespace quotas (escrow)', () => {
+  // Placement on a, b, c (checked below): web.0 → c (backups a, b), web.1 → b (a, c),
+  // web.2 → a (c, b), web.3 → c (b, a).
+  const web = job('web', { count: 4, cpu: 0.5 }, { namespace: 'web' })
+  const nodes = [node('a'), node('b'), node('c')]
+  const instances = ['web.0', 'web.1', 'web.2', 'web.3']
+  const inst = (n: number): Amount => amount(0, 0, n)
+  const TWO: Limit = { cpuMillis: null, memoryBytes: null, instances: 2 }
+  const quota = (limits: Record<string, Limit>, rows: ShareRow[]): QuotaInput =>
+    ({ limit: (ns) => limits[ns] ?? null, rows: (ns) => ns === 'web' || ns === 'default' ? rows : [] })
+  const only = (kind: Action['kind']) => (d: Decisions): Action[] => d.actions.filter((a) => a.kind === kind)
+  const claims = only('claim')
+  const shares = only('share')
+  const waitingFor = (share: string): string => `namespace web: this node's share of the quota (${share}) is in use; waiting for a share from another node`
+
+  it('the placement the scenarios below assume', () => {
+    expect(planOf({ nodes, jobs: [web] }, instances, web).placements.map((p) => [p.task, p.node, ...p.candidates]))
+      .toEqual([['web.0', 'c', 'a', 'b'], ['web.1', 'b', 'a', 'c'], ['web.2', 'a', 'c', 'b'], ['web.3', 'c', 'b', 'a']])
+  })
+
+  it('without quota input, or with no limit on the namespace, a pass is exactly what it was', () => {
+    const worlds: World[] = [
+      { nodes, jobs: [web] },
+      { nodes, jobs: [web], claims: [claim('web.1', 'b'), claim('web.2', 'b', { generation: 2 })] },
+      { nodes, jobs: [web, job('other', { count: 2 })], openSince: LONG_AGO },
+    ]
+    for (const w of worlds) {
+      for (const self of ['a', 'b', 'c']) {
+        const plain = decideAs(w, self)
+        expect(decideAs({ ...w, quota: quota({}, []) }, self)).toEqual(plain)
+        expect(decideAs({ ...w, quota: quota({ api: TWO }, [withMint('a', undefined, inst(0))]) }, self)).toEqual(plain)
+      }
+    }
+  })
+
+  it('a node claims only within its rights; the others wait with a message; the node with spare gives to the chosen node that lacks', () => {
+    // a stored the quota: it holds both rights. It keeps one for web.2 (its own) and gives one to b
+    // (web.1): c wants two too, but b comes first and no right is left.
+    const w: World = { nodes, jobs: [web], quota: quota({ web: TWO }, [withMint('a', undefined, inst(2))]) }
+    const all = decideAll(w)
+    expect(claims(all.get('a')!)).toEqual([claimAction('web.2')])
+    expect(shares(all.get('a')!)).toEqual([{ kind: 'share', namespace: 'web', to: 'b', amount: inst(1) }])
+    expect(claims(all.get('b')!)).toEqual([])
+    expect(all.get('b')!.pending.get('web.1')).toEqual({ job: 'web', message: waitingFor('0 of 2 instances') })
+    expect(claims(all.get('c')!)).toEqual([])
+    expect(all.get('c')!.pending.get('web.0')).toEqual({ job: 'web', message: waitingFor('0 of 2 instances') })
+    for (const self of ['b', 'c']) expect(shares(all.get(self)!)).toEqual([])
+  })
+
+  it('rounds of passes on views that agree: the gift arrives, b claims, and no more than the quota ever runs', () => {
+    const rows = new Map([['a', withMint('a', undefined, inst(2))]])
+    const held: ClaimRecord[] = []
+    for (let round = 0; round < 4; round++) {
+      const all = decideAll({ nodes, jobs: [web], claims: held, quota: quota({ web: TWO }, [...rows.values()]) })
+      for (const [self, d] of all) {
+        for (const a of d.actions) {
+          if (a.kind === 'claim') held.push(claim(a.instance, self, { generation: a.generation }))
+          if (a.kind === 'share') rows.set(self, withGift(self, rows.get(self), { to: a.to, amount: a.amount }))
+        }
+      }
+      expect(held.length).toBeLessThanOrEqual(2)
+    }
+    expect(held.map((c) => [c.id, c.node]).sort()).toEqual([['web.1', 'b'], ['web.2', 'a']])
+  })
+
+  it('one pass never spends a right twice: a node chosen for more than its rights claims what they cover', () => {
+    // c is chosen for web.0 and web.3 and holds one right: it claims web.0 only, and gives nothing.
+    const d = decideAs({ nodes, jobs: [web], quota: quota({ web: TWO }, [withMint('c', undefined, inst(1)), withMint('a', undefined, inst(1))]) }, 'c')
+    expect(claims(d)).toEqual([claimAction('web.0')])
+    expect(d.pending.get('web.3')).toEqual({ job: 'web', message: waitingFor('1 of 2 instances') })
+    expect(shares(d)).toEqual([])
+  })
+
+  it('what a node gives in a pass is no longer its own to claim with', () => {
+    // b holds two rights and is chosen for web.1; a and c lack. b keeps one, gives one (to a, the lower id).
+    const d = decideAs({ nodes, jobs: [web], quota: quota({ web: TWO }, [withMint('b', undefined, inst(2))]) }, 'b')
+    expect(shares(d)).toEqual([{ kind: 'share', namespace: 'web', to: 'a', amount: inst(1) }])
+    expect(claims(d)).toEqual([claimAction('web.1')])
+  })
+
+  it('a gift seen from another node\'s row is a right; the giver\'s own row is what it spends from', () => {
+    const rows = [withGift('a', withMint('a', undefined, inst(2)), { to: 'c', amount: inst(1) })]
+    expect(claims(decideAs({ nodes, jobs: [web], quota: quota({ web: TWO }, rows) }, 'c'))).toEqual([claimAction('web.0')])
+    const a = decideAs({ nodes, jobs: [web], quota: quota({ web: TWO }, rows) }, 'a')
+    expect(claims(a)).toEqual([claimAction('web.2')])
+    expect(shares(a)).toEqual([])
+  })
+
+  it('debts first: a node that runs more than its rights (the quota lowered under it) is repaid before the giver claims', () => {
+    // a gave b two, b runs web.1 and web.3, then lowered the quota from 4 to 2 on b: b holds 0 and runs 2.
+    const rows = [withGift('a', withMint('a', undefined, inst(4)), { to: 'b', amount: inst(2) }), withMint('b', undefined, inst(-2))]
+    const w: World = { nodes, jobs: [web], claims: [claim('web.1', 'b'), claim('web.3', 'b')], quota: quota({ web: TWO }, rows) }
+    const a = decideAs(w, 'a')
+    expect(shares(a)).toEqual([{ kind: 'share', namespace: 'web', to: 'b', amount: inst(2) }])
+    expect(claims(a)).toEqual([])
+    expect(a.pending.get('web.2')).toEqual({ job: 'web', message: waitingFor('0 of 2 instances') })
+    const b = decideAs(w, 'b')
+    expect(b.actions).toEqual([])
+  })
+
+  it('a backup claims on evidence only within its rights too', () => {
+    const rows = [withMint('a', undefined, inst(2))]
+    const w: World = { nodes, jobs: [web], quota: quota({ web: TWO }, rows) }
+    const suspect = { suspect: new Set(['a']) }
+    // a (chosen for web.2) is suspect for long: c, its backup 1, would claim, but holds no right; a, out of reach, gives none.
+    const c = decide({ ...inputOf(w, 'c'), ...suspect })
+    expect(claims(c).map((x) => x.kind === 'claim' && x.instance)).not.toContain('web.2')
+    expect(c.pending.get('web.2')?.message).toMatch(/^namespace web: this node's share of the quota \(0 of 2 instances\)/)
+    expect(claims(decide({ ...inputOf({ ...w, quota: undefined }, 'c'), ...suspect })).map((x) => x.kind === 'claim' && x.instance)).toContain('web.2')
+    // With rights given to it before a was cut off (its own two instances come first), it claims as the backup.
+    const FOUR: Limit = { ...TWO, instances: 4 }
+    const given = [withGift('a', withMint('a', undefined, inst(4)), { to: 'c', amount: inst(3) })]
+    const c2 = decide({ ...inputOf({ ...w, quota: quota({ web: FOUR }, given) }, 'c'), ...suspect })
+    expect(claims(c2)).toEqual([claimAction('web.0'), { ...claimAction('web.2'), backup: 'backup 1: a has been suspect for long' }, claimAction('web.3')])
+  })
+
+  it('a stuck want: after stuckMs any node with spare gives, not only the one with the most', () => {
+    // a holds 3, b 2 (b raised the quota from 3 to 5); c wants two. a has the most spare and gives them;
+    // b gives only once the instances have been open for stuckMs (an over-gift that moves back later).
+    const FIVE: Limit = { ...TWO, instances: 5 }
+    const rows = [withMint('a', undefined, inst(3)), withMint('b', undefined, inst(2))]
+    const w: World = { nodes, jobs: [web], quota: { ...quota({ web: FIVE }, rows), stuckMs: 10_000 } }
+    expect(shares(decideAs(w, 'a'))).toEqual([{ kind: 'share', namespace: 'web', to: 'c', amount: inst(2) }])
+    expect(shares(decideAs({ ...w, openSince: NOW - 9_999 }, 'b'))).toEqual([])
+    expect(shares(decideAs({ ...w, openSince: NOW - 10_000 }, 'b'))).toEqual([{ kind: 'share', namespace: 'web', to: 'c', amount: inst(1) }])
+  })
+
+  it('a local task counts against the quota until it has stopped, whatever its claim says', () => {
+    // api.0 (namespace web, stopped) still runs on a: with a quota of one, a may not start web.2.
+    const api = job('api', {}, { namespace: 'web', desired: 'stopped' })
+    const ONE: Limit = { ...TWO, instances: 1 }
+    const w: World = { nodes, jobs: [web, api], claims: [claim('api.0', 'a', { state: 'killed' })], local: { a: ['api.0'] }, quota: quota({ web: ONE }, [withMint('a', undefined, inst(1))]) }
+    const a = decideAs(w, 'a')
+    expect(claims(a)).toEqual([])
+    expect(a.actions).toContainEqual({ kind: 'stop', instance: 'api.0', job: 'api', why: 'its job was stopped' })
+    expect(claims(decideAs({ ...w, local: { a: [] } }, 'a'))).toEqual([claimAction('web.2')])
+  })
+
+  it('a job without a namespace is in default; a demand larger than the whole quota says so', () => {
+    const plain = job('web', { count: 4, cpu: 0.5 })
+    const CPU: Limit = { cpuMillis: 400, memoryBytes: null, instances: null }
+    const d = decideAs({ nodes, jobs: [plain], quota: quota({ default: CPU }, [withMint('a', undefined, amount(400, 0, 0))]) }, 'a')
+    expect(claims(d)).toEqual([])
+    expect(d.pending.get('web.2')?.message).toBe('namespace default: the task asks for cpu 500m, more than the namespace\'s whole quota (cpu 400m); raise the quota or ask for less')
+  })
+
+  it('a ledger that breaks its rules (two rows of one node) is an error, and nothing of the namespace starts here', () => {
+    const d = decideAs({ nodes, jobs: [web], quota: quota({ web: TWO }, [withMint('a', undefined, inst(2)), withMint('a', undefined, inst(2))]) }, 'a')
+    expect(d.actions).toEqual([])
+    expect(d.errors).toEqual([{ job: '', message: expect.stringMatching(/^namespace web: its quota ledger cannot be read \(two ledger rows of a/) }])
+    expect(d.pending.get('web.2')?.message).toMatch(/^namespace web: its quota ledger cannot be read/)
   })
 })

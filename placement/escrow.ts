@@ -1,0 +1,341 @@
+// Quotas that hold on every side of a partition: escrow (a bounded counter).
+//
+// A namespace's quota is split into rights, and each node may spend only the
+// rights it holds, on its own books, without asking anyone. Rights are created
+// only by a quota change (minted by the node that stores it) and afterwards only
+// move: a node gives some of its own to another by raising a cumulative counter
+// in its own row of the ledger. Since every node starts work only within its own
+// rights, the work running anywhere never adds up to more than the rights that
+// exist, i.e. the quota, whatever the network does (README.md, "Quotas: escrow").
+//
+// Pure and deterministic, like the rest of placement/: rows, usage and wants in,
+// gifts out. node/ writes the rows and carries the gifts out.
+
+import { z } from 'zod'
+import { bytesText } from './reasons.ts'
+import { PlacementError } from './types.ts'
+
+/** What a quota bounds: CPU, memory and the number of instances running. */
+export const DIMS = ['cpuMillis', 'memoryBytes', 'instances'] as const
+export type Dim = typeof DIMS[number]
+
+/** An amount of rights (or of use, or of demand) in every dimension. */
+export type Amount = Readonly<Record<Dim, number>>
+/** A namespace's quota; null: that dimension is unlimited (and its rights are not checked). */
+export type Limit = Readonly<Record<Dim, number | null>>
+
+/**
+ * One node's row of a namespace's ledger, written by that node alone.
+ * `minted`: the sum of the quota changes it stored (negative once it lowered one by more
+ * than it raised). `given[n]`: all it ever gave node `n`, cumulative, so it only grows:
+ * a row of another node that reaches a viewer late (or not at all) can then only
+ * understate what the viewer received, never overstate it.
+ */
+export interface ShareRow {
+  readonly node: string
+  readonly minted: Amount
+  readonly given: Readonly<Record<string, Amount>>
+}
+
+/** One move of rights from this node to `to`. */
+export interface Gift { readonly to: string, readonly amount: Amount }
+
+/** A move in the plan of a whole view: what every node would give if it saw what this node sees. */
+export interface Transfer extends Gift {
+  readonly from: string
+  /** `debt`: repays a node that holds more work than rights (a quota lowered under it); `share`: for an open instance. */
+  readonly why: 'debt' | 'share'
+}
+
+/** An open instance of the namespace that, in this view, `node` is to claim next. */
+export interface Want {
+  readonly node: string
+  readonly demand: Amount
+  /** It has been open so long that the node that should have given rights for it seems not to: anyone may now. */
+  readonly stuck: boolean
+}
+
+export const ZERO: Amount = Object.freeze({ cpuMillis: 0, memoryBytes: 0, instances: 0 })
+
+export const ESCROW_DEFAULTS = Object.freeze({
+  /**
+   * How long an instance waits for rights before every node with spare gives, not only
+   * the one the plan names. The named giver gives on its next pass after it sees the
+   * need (a pass every 250 ms, the state spreading in a second or two), so 10 s means
+   * that one has a different view or is stuck; giving from several nodes at once only
+   * over-gives, which a later move corrects.
+   */
+  stuckMs: 10_000,
+})
+
+export const ESCROW_LIMITS = Object.freeze({
+  /** Nodes one row may name in `given`: every node it ever gave to; a cluster has far fewer. */
+  givenNodesMax: 4096,
+  /**
+   * A quota, and a single amount of rights: whole numbers up to 2⁵⁰ like the resources of
+   * placement. Cumulative counters and their sums must stay below 2⁵³ (exact in a double);
+   * `rightsOf` refuses a ledger whose sums do not.
+   */
+  amountMax: 2 ** 50,
+})
+
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+const signed = z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER)
+const node = z.string().min(1).max(128)
+const bound = z.number().int().min(0).max(ESCROW_LIMITS.amountMax).nullable()
+
+/** A quota as an admin sets it, for the boundary (API, state). */
+export const limitSchema = z.object({ cpuMillis: bound, memoryBytes: bound, instances: bound }).strict()
+export const amountSchema = z.object({ cpuMillis: count, memoryBytes: count, instances: count }).strict()
+/** A ledger row as a peer wrote it: `given` counters never negative, `minted` of either sign. */
+export const shareRowSchema = z.object({
+  node,
+  minted: z.object({ cpuMillis: signed, memoryBytes: signed, instances: signed }).strict(),
+  given: z.record(node, amountSchema).refine((g) => Object.keys(g).length <= ESCROW_LIMITS.givenNodesMax, `at most ${ESCROW_LIMITS.givenNodesMax} nodes`),
+}).strict()
+
+export function amount (cpuMillis: number, memoryBytes: number, instances: number): Amount {
+  return { cpuMillis, memoryBytes, instances }
+}
+
+/** What one instance of a job takes from its namespace's quota while it runs. */
+export function demandOf (cpuMillis: number, memoryBytes: number): Amount {
+  return { cpuMillis, memoryBytes, instances: 1 }
+}
+
+export function add (a: Amount, b: Amount): Amount {
+  return { cpuMillis: a.cpuMillis + b.cpuMillis, memoryBytes: a.memoryBytes + b.memoryBytes, instances: a.instances + b.instances }
+}
+
+export function sub (a: Amount, b: Amount): Amount {
+  return { cpuMillis: a.cpuMillis - b.cpuMillis, memoryBytes: a.memoryBytes - b.memoryBytes, instances: a.instances - b.instances }
+}
+
+export function isZero (a: Amount): boolean {
+  return a.cpuMillis === 0 && a.memoryBytes === 0 && a.instances === 0
+}
+
+/** The dimensions a quota bounds. */
+export function limitedDims (limit: Limit): Dim[] {
+  return DIMS.filter((d) => limit[d] !== null)
+}
+
+/**
+ * The rights the node that stores a quota change creates: the new quota minus all the
+ * rights minted so far in the rows it sees, per dimension, an unlimited dimension
+ * counting as 0. After changes made one after the other, the rights that exist are
+ * the last quota (0 → 10 → 4 → null → 6 mints 10, −6, −4, 6). Counting the mints
+ * rather than the quota record seen before also mends concurrent changes: two sides of
+ * a partition that both change the quota both mint (10 → 20 and 10 → 15 make 25), and
+ * the next change stored by a node that sees both rows brings the total back to the
+ * quota. A change from unlimited mints the whole quota, whatever already runs: the
+ * nodes running that work are then in debt (`transfers`).
+ */
+export function mint (rows: readonly ShareRow[], after: Limit | null): Amount {
+  const so = mintedOf(rows)
+  return { cpuMillis: (after?.cpuMillis ?? 0) - so.cpuMillis, memoryBytes: (after?.memoryBytes ?? 0) - so.memoryBytes, instances: (after?.instances ?? 0) - so.instances }
+}
+
+/** All rights minted in the rows: the quota, once every change has reached every row. */
+export function mintedOf (rows: readonly ShareRow[]): Amount {
+  return rows.reduce((sum, r) => add(sum, r.minted), ZERO)
+}
+
+/** `self`'s row after it minted `amount` (its row as it last wrote it, or none yet). */
+export function withMint (self: string, row: ShareRow | undefined, minted: Amount): ShareRow {
+  if (row !== undefined && row.node !== self) throw new PlacementError(`a node writes only its own row: ${self} was given the row of ${row.node}`)
+  return { node: self, minted: add(row?.minted ?? ZERO, minted), given: row?.given ?? {} }
+}
+
+/** `self`'s row after it gave `gift.amount` to `gift.to`: the cumulative counter grows by it. */
+export function withGift (self: string, row: ShareRow | undefined, gift: Gift): ShareRow {
+  if (row !== undefined && row.node !== self) throw new PlacementError(`a node writes only its own row: ${self} was given the row of ${row.node}`)
+  if (gift.to === self) throw new PlacementError(`${self} cannot give rights to itself`)
+  for (const d of DIMS) {
+    if (!Number.isSafeInteger(gift.amount[d]) || gift.amount[d] < 0) throw new PlacementError(`a gift is a whole number ≥ 0 in every dimension, got ${d} ${gift.amount[d]}`)
+  }
+  const given = new Map(Object.entries(row?.given ?? {}))
+  given.set(gift.to, add(given.get(gift.to) ?? ZERO, gift.amount))
+  // fromEntries defines every key as its own property: a node id such as __proto__ stays a key.
+  return { node: self, minted: row?.minted ?? ZERO, given: Object.fromEntries(given) }
+}
+
+/**
+ * The rights of every node named in the rows: what it minted, plus what every row
+ * says it was given, minus what its own row says it gave. Summed over all nodes, the
+ * gifts cancel: the rights that exist are what was minted. For the viewer's own
+ * rights this is safe on any view: its own row is current (it wrote it), and a stale
+ * row of another node shows a smaller, older `given` (the counters only grow), so it
+ * can only understate what the viewer holds. Other nodes' rights may be off either way:
+ * they only guide gifts.
+ */
+export function rightsOf (rows: readonly ShareRow[]): Map<string, Amount> {
+  const out = new Map<string, Amount>()
+  const credit = (n: string, a: Amount, sign: 1 | -1): void => {
+    const was = out.get(n) ?? ZERO
+    const next = sign === 1 ? add(was, a) : sub(was, a)
+    for (const d of DIMS) if (!Number.isSafeInteger(next[d])) throw new PlacementError(`the rights of ${n} in ${d} are past 2^53: the ledger cannot be summed exactly`)
+    out.set(n, next)
+  }
+  const seen = new Set<string>()
+  for (const row of rows) {
+    if (seen.has(row.node)) throw new PlacementError(`two ledger rows of ${row.node}: the caller must pass each node's latest row once`)
+    seen.add(row.node)
+    credit(row.node, row.minted, 1)
+    for (const [to, a] of Object.entries(row.given)) {
+      credit(to, a, 1)
+      credit(row.node, a, -1)
+    }
+  }
+  return out
+}
+
+/** Whether `demand` fits in `rights` beside `usage`, in every dimension the quota bounds. */
+export function fits (limit: Limit, rights: Amount, usage: Amount, demand: Amount): boolean {
+  return limitedDims(limit).every((d) => usage[d] + demand[d] <= rights[d])
+}
+
+/**
+ * What a node may hand over when it leaves: all its rights beyond what it still runs (a
+ * node leaving gracefully calls it once its tasks have stopped: then all its rights).
+ * Every dimension, limited or not: a dimension that is unlimited now may be limited
+ * again, and then its rights should be with a live node. What it cannot hand over is
+ * its debt: a node whose rights are negative (it lowered a quota) leaves the quota
+ * that much larger unless another node repays it first (README.md, "Quotas: escrow").
+ */
+export function handOver (self: string, rows: readonly ShareRow[], usage: Amount, to: string): Gift {
+  if (to === self) throw new PlacementError(`${self} cannot hand its rights over to itself`)
+  const rights = rightsOf(rows).get(self) ?? ZERO
+  const left = sub(rights, usage)
+  return { to, amount: { cpuMillis: Math.max(0, left.cpuMillis), memoryBytes: Math.max(0, left.memoryBytes), instances: Math.max(0, left.instances) } }
+}
+
+/** What the plan is made from: one namespace's ledger and work, as one node sees them. */
+export interface TransferInput {
+  readonly limit: Limit
+  /** `rightsOf` the rows this node sees. */
+  readonly rights: ReadonlyMap<string, Amount>
+  /** What each node runs of the namespace in this view (its live claims; for the viewer, its local tasks too). */
+  readonly usage: ReadonlyMap<string, Amount>
+  /** The open instances and who is to claim each next, in this view. */
+  readonly wants: readonly Want[]
+  /** The nodes that can give and receive: reachable in this view (alive, not suspect). Rights sent across a partition are out of use until it heals. */
+  readonly reachable: readonly string[]
+  /** The viewer: it goes first for a stuck want. */
+  readonly self: string
+}
+
+/**
+ * Who gives what to whom, as this view sees it; each node carries out the moves it
+ * makes (`from` is itself). Every node computes the same plan from the same view, so
+ * with views that agree exactly one node gives for each need; views that differ may
+ * give twice (a node that then has more than it needs gives it on later) or not yet.
+ *
+ * Per dimension the quota bounds, first debts, then wants:
+ * 1. a node running more than its rights (a quota was lowered or set under its work) is
+ *    repaid from the others' spare, rights − usage: so a lowered quota stops new
+ *    starts anywhere until the work fits it again;
+ * 2. a node short of rights for the open instances it is to claim (usage + wants −
+ *    rights) gets them from the spare that remains beyond what each giver's own wants
+ *    need: a node never gives away what it is about to use.
+ * Needs go in node id order; each is filled from the givers with the most spare
+ * first (ties to the lower id). A want that is stuck puts the viewer first.
+ * Only spare is ever given, so rights move and are never created or lost.
+ */
+export function transfers (input: TransferInput): Transfer[] {
+  const reachable = [...new Set(input.reachable)].sort()
+  const out: Transfer[] = []
+  const wants = new Map<string, { demand: Record<Dim, number>, stuck: boolean }>()
+  for (const w of input.wants) {
+    const was = wants.get(w.node) ?? { demand: { ...ZERO }, stuck: false }
+    for (const d of DIMS) was.demand[d] += w.demand[d]
+    was.stuck ||= w.stuck
+    wants.set(w.node, was)
+  }
+  const moved = new Map<string, Record<Dim, number>>()
+  const move = (from: string, to: string, d: Dim, n: number, why: Transfer['why']): void => {
+    const key = `${from}\u0000${to}\u0000${why}`
+    const m = moved.get(key) ?? { ...ZERO }
+    m[d] += n
+    moved.set(key, m)
+  }
+  for (const d of limitedDims(input.limit)) {
+    const rights = new Map(reachable.map((n) => [n, input.rights.get(n)?.[d] ?? 0]))
+    const spare = new Map<string, number>()
+    const usage = (n: string): number => input.usage.get(n)?.[d] ?? 0
+    const wanted = (n: string): number => wants.get(n)?.demand[d] ?? 0
+    /** Moves up to `need` to `to` from the givers with spare, the most first. */
+    const fill = (to: string, need: number, stuck: boolean, why: Transfer['why']): void => {
+      const first = (g: string): number => (stuck && g === input.self ? 0 : 1)
+      const givers = reachable.filter((g) => g !== to && spare.get(g)! > 0)
+        .sort((a, b) => first(a) - first(b) || spare.get(b)! - spare.get(a)! || (a < b ? -1 : 1))
+      for (const g of givers) {
+        if (need <= 0) break
+        const n = Math.min(need, spare.get(g)!)
+        spare.set(g, spare.get(g)! - n)
+        rights.set(g, rights.get(g)! - n)
+        rights.set(to, rights.get(to)! + n)
+        need -= n
+        move(g, to, d, n, why)
+      }
+    }
+    // 1. Debts, from what each giver does not use now.
+    for (const n of reachable) spare.set(n, Math.max(0, rights.get(n)! - usage(n)))
+    for (const n of reachable) {
+      const debt = usage(n) - rights.get(n)!
+      if (debt > 0) fill(n, debt, false, 'debt')
+    }
+    // 2. Wants, from what each giver needs neither now nor for its own wants.
+    for (const n of reachable) spare.set(n, Math.max(0, rights.get(n)! - usage(n) - wanted(n)))
+    for (const n of reachable) {
+      const short = usage(n) + wanted(n) - rights.get(n)!
+      if (short > 0) fill(n, short, wants.get(n)?.stuck === true, 'share')
+    }
+  }
+  for (const [key, a] of moved) {
+    const [from, to, why] = key.split('\u0000') as [string, string, Transfer['why']]
+    out.push({ from, to, why, amount: a })
+  }
+  return out.sort((x, y) => (x.why === y.why ? 0 : x.why === 'debt' ? -1 : 1) || (x.from < y.from ? -1 : x.from > y.from ? 1 : 0) || (x.to < y.to ? -1 : x.to > y.to ? 1 : 0))
+}
+
+/** The gifts `self` makes in the plan, one per recipient (debts and shares together). */
+export function giftsOf (self: string, plan: readonly Transfer[]): Gift[] {
+  const by = new Map<string, Amount>()
+  for (const t of plan) if (t.from === self) by.set(t.to, add(by.get(t.to) ?? ZERO, t.amount))
+  return [...by].sort(([a], [b]) => (a < b ? -1 : 1)).map(([to, a]) => ({ to, amount: a }))
+}
+
+function dimText (d: Dim, n: number): string {
+  switch (d) {
+    case 'cpuMillis': return `cpu ${n}m`
+    case 'memoryBytes': return `memory ${bytesText(n)}`
+    case 'instances': return `${n} instance${n === 1 ? '' : 's'}`
+  }
+}
+
+function shareText (d: Dim, share: number, limit: number): string {
+  switch (d) {
+    case 'cpuMillis': return `cpu ${share}m of ${limit}m`
+    case 'memoryBytes': return `memory ${bytesText(share)} of ${bytesText(limit)}`
+    case 'instances': return `${share} of ${limit} instances`
+  }
+}
+
+/**
+ * Why an instance of namespace `ns` waits on this node, in one line: its demand is
+ * more than the whole quota; or this node runs more than its rights (the quota was
+ * lowered or set under its work); or its share is in use.
+ */
+export function quotaMessage (ns: string, limit: Limit, rights: Amount, usage: Amount, demand: Amount): string {
+  const short = limitedDims(limit).filter((d) => usage[d] + demand[d] > rights[d])
+  const over = short.filter((d) => demand[d] > limit[d]!)
+  if (over.length > 0) {
+    return `namespace ${ns}: the task asks for ${over.map((d) => dimText(d, demand[d])).join(', ')}, more than the namespace's whole quota (${over.map((d) => dimText(d, limit[d]!)).join(', ')}); raise the quota or ask for less`
+  }
+  const shares = short.map((d) => shareText(d, rights[d], limit[d]!)).join(', ')
+  if (short.some((d) => usage[d] > rights[d])) {
+    return `namespace ${ns}: this node runs more than its share of the quota (${shares}; in use: ${short.map((d) => dimText(d, usage[d])).join(', ')}): the quota is below what runs; waiting for tasks to end or for a share from another node`
+  }
+  return `namespace ${ns}: this node's share of the quota (${shares}) is in use; waiting for a share from another node`
+}
