@@ -4,6 +4,7 @@ import type { Command } from 'commander'
 import { parseDuration } from '../node/units.ts'
 import * as testnet from '../testnet/local/testnet.ts'
 import { DEFAULT_DIR } from '../testnet/local/state.ts'
+import { configPath, loadConfig } from './context.ts'
 import { followLogs } from './logs.ts'
 import { table } from './table.ts'
 
@@ -28,6 +29,9 @@ export function registerTestnet (program: Command): void {
       process.stdout.write(nodeTable(state.nodes.map((n) => ({ ...n, process: 'running' as const }))) + '\n')
       // A node of one's own joins the testnet only with its key.
       process.stdout.write(`\ncluster key: ${testnet.clusterKeyFile(state.dir)} (give it to another node with --cluster-key)\n`)
+      if (isCurrentContext(testnet.contextName(state.dir))) {
+        process.stdout.write(`CLI context: ${testnet.contextName(state.dir)}, now current: murmur commands in any shell reach this testnet without --api (${configPath()})\n`)
+      }
       if (opts.foreground !== true) {
         process.stdout.write(`\nthe nodes run in the background: 'murmur testnet status', 'murmur testnet down'\n`)
         return
@@ -219,6 +223,15 @@ function percent (rate: number): string {
 
 function list (indexes: number[]): string {
   return indexes.length === 0 ? '-' : indexes.join(',')
+}
+
+/** Whether `up` could make the testnet's context current (it says why not in its progress if not). */
+function isCurrentContext (name: string): boolean {
+  try {
+    return loadConfig().current === name
+  } catch {
+    return false
+  }
 }
 
 function nodeTable (nodes: testnet.NodeStatus[]): string {
