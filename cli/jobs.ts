@@ -7,6 +7,7 @@
 import type { Command } from 'commander'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Client, type JobView, connect } from './client.ts'
+import { target } from './context.ts'
 import { InputError, buildJobInput, readJobFile, type RunFlags } from './job-input.ts'
 import {
   liveInstances, plural, progressText, renderExplain, renderHistory, renderJob, renderJobs, renderStatus, renderTasks,
@@ -48,9 +49,24 @@ function show (flags: JsonFlag, value: unknown, text: () => string): void {
   else print(text())
 }
 
+/**
+ * The client of the program's target (cli/context.ts): its API, signed with its
+ * key, in `namespace` if the command names one, else the target's.
+ */
+export function clientOf (program: Command, namespace?: string): Client {
+  const t = target(program)
+  return connect(t.api, { key: t.key, namespace: namespace ?? t.namespace })
+}
+
+interface NamespaceFlags { namespace?: string, allNamespaces?: boolean }
+
 export function registerJobs (program: Command): void {
-  const client = (): Client => connect(program.opts().api as string)
+  const client = (flags: NamespaceFlags = {}): Client => clientOf(program, flags.namespace)
   const json = ['--json', 'print one JSON document'] as const
+  const namespace = ['-n, --namespace <ns>', "the job's namespace (default: MURMUR_NAMESPACE, the context's, else 'default')"] as const
+  const allNamespaces = ['-A, --all-namespaces', 'every namespace you may read'] as const
+  /** The namespace a listing asks for: '*' with -A. */
+  const listed = (flags: NamespaceFlags): string | undefined => flags.allNamespaces === true ? '*' : undefined
 
   program.command('run')
     .description('run a command on the pool: a batch job, a service (--service) or a cron job (--cron)')
@@ -69,9 +85,10 @@ export function registerJobs (program: Command): void {
     .option('--partition <mode>', 'majority: re-placed by the majority side only; both: on every side of a partition')
     .option('--workdir <dir>', 'the working directory on the node')
     .option('--wait', 'wait until every instance runs (a batch: until it ends, exiting with its code)')
+    .option(...namespace)
     .option(...json)
-    .action(async (argv: string[], flags: RunFlags & SubmitFlags) => {
-      await submit(client(), buildJobInput(argv, flags), flags)
+    .action(async (argv: string[], flags: RunFlags & SubmitFlags & NamespaceFlags) => {
+      await submit(client(flags), buildJobInput(argv, flags), flags)
     })
 
   const job = program.command('job').description('submit, look at and stop jobs')
@@ -80,35 +97,41 @@ export function registerJobs (program: Command): void {
     .description('submit the job of a YAML or JSON file (- reads stdin)')
     .argument('<file>', 'file.yaml, file.json, or - for stdin')
     .option('--wait', 'wait until every instance runs (a batch: until it ends, exiting with its code)')
+    .option(...namespace)
     .option(...json)
-    .action(async (file: string, flags: SubmitFlags) => {
-      await submit(client(), await readJobFile(file), flags)
+    .action(async (file: string, flags: SubmitFlags & NamespaceFlags) => {
+      await submit(client(flags), await readJobFile(file), flags)
     })
 
   job.command('list')
     .description('the jobs of the cluster: id, name, type, status, instances, age')
     .option('--all', 'also finished and stopped jobs')
+    .option(...namespace)
+    .option(...allNamespaces)
     .option(...json)
-    .action(async (flags: JsonFlag & { all?: boolean }) => {
-      const response = await client().jobs({ all: flags.all === true })
+    .action(async (flags: JsonFlag & NamespaceFlags & { all?: boolean }) => {
+      const ns = listed(flags)
+      const response = await client(flags).jobs({ all: flags.all === true, ...(ns === undefined ? {} : { namespace: ns }) })
       show(flags, response, () => renderJobs(response.jobs, Date.now(), flags.all === true))
     })
 
   job.command('status')
     .description('a job (by id or name): its spec in short and every instance, where it runs and why not')
     .argument('<job>', 'job id or name')
+    .option(...namespace)
     .option(...json)
-    .action(async (ref: string, flags: JsonFlag) => {
-      const view = await client().job(ref)
+    .action(async (ref: string, flags: JsonFlag & NamespaceFlags) => {
+      const view = await client(flags).job(ref)
       show(flags, view, () => renderJob(view, Date.now()))
     })
 
   job.command('stop')
     .description('stop every instance of a job, on every node')
     .argument('<job>', 'job id or name')
+    .option(...namespace)
     .option(...json)
-    .action(async (ref: string, flags: JsonFlag) => {
-      const view = await client().stopJob(ref)
+    .action(async (ref: string, flags: JsonFlag & NamespaceFlags) => {
+      const view = await client(flags).stopJob(ref)
       show(flags, view, () => `stopping ${view.id} (${plural(liveInstances(view), 'instance')})`)
     })
 
@@ -116,19 +139,21 @@ export function registerJobs (program: Command): void {
     .description("change a service's number of instances: new ones are placed, those past the count stopped")
     .argument('<job>', 'job id or name')
     .argument('<count>', 'the new number of instances')
+    .option(...namespace)
     .option(...json)
-    .action(async (ref: string, count: string, flags: JsonFlag) => {
+    .action(async (ref: string, count: string, flags: JsonFlag & NamespaceFlags) => {
       if (!/^\d+$/.test(count)) throw new InputError(`<count> must be a whole number such as 3, got '${count}'`)
-      const view = await client().scaleJob(ref, Number(count))
+      const view = await client(flags).scaleJob(ref, Number(count))
       show(flags, view, () => `${view.id} now wants ${plural(view.spec?.count ?? Number(count), 'instance')}`)
     })
 
   job.command('history')
     .description('every claim of every instance of a job, oldest first')
     .argument('<job>', 'job id or name')
+    .option(...namespace)
     .option(...json)
-    .action(async (ref: string, flags: JsonFlag) => {
-      const history = await client().jobHistory(ref)
+    .action(async (ref: string, flags: JsonFlag & NamespaceFlags) => {
+      const history = await client(flags).jobHistory(ref)
       show(flags, history, () => renderHistory(history))
     })
 
@@ -137,9 +162,13 @@ export function registerJobs (program: Command): void {
     .option('--job <job>', 'only the instances of this job (id or name)')
     .option('--node <node>', 'only the instances on this node')
     .option('--all', 'also finished and given-up instances')
+    .option(...namespace)
+    .option(...allNamespaces)
     .option(...json)
-    .action(async (flags: JsonFlag & { job?: string, node?: string, all?: boolean }) => {
-      const response = await client().tasks({ job: flags.job, node: flags.node, all: flags.all === true })
+    .action(async (flags: JsonFlag & NamespaceFlags & { job?: string, node?: string, all?: boolean }) => {
+      // Without --job: every namespace you may read, unless one is named.
+      const ns = flags.allNamespaces === true ? '*' : flags.namespace ?? (flags.job === undefined ? '*' : undefined)
+      const response = await client(flags).tasks({ job: flags.job, node: flags.node, all: flags.all === true, ...(ns === undefined ? {} : { namespace: ns }) })
       show(flags, response, () => renderTasks(response.tasks, Date.now(), flags.all === true))
     })
 

@@ -159,9 +159,14 @@ export function resolveJob (records: ReadonlyArray<{ writer: string, record: Job
   return best?.record
 }
 
-/** Amounts of a namespace's quota: signed, since a node that lowered a quota may owe some (placement/escrow.ts). */
-const amount = z.number().int().min(-(2 ** 50)).max(2 ** 50)
-export const amountSchema = z.object({ cpuMillis: amount, memoryBytes: amount, instances: amount }).strict()
+/**
+ * Amounts of a namespace's quota (placement/escrow.ts): what a node minted may be
+ * below zero (it lowered a quota); what it gave only grows from zero.
+ */
+const minted = z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER)
+const given = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+const mintedSchema = z.object({ cpuMillis: minted, memoryBytes: minted, instances: minted }).strict()
+const givenSchema = z.object({ cpuMillis: given, memoryBytes: given, instances: given }).strict()
 
 /**
  * The `access` kind: what says who may do what, and each node's share of the
@@ -179,8 +184,8 @@ export const accessRecordSchema = z.discriminatedUnion('kind', [
     id,
     kind: z.literal('share'),
     namespace: z.string().min(1).max(63),
-    minted: amountSchema,
-    given: z.record(id, amountSchema).refine((given) => Object.keys(given).length <= 4_096, 'at most 4096 nodes'),
+    minted: mintedSchema,
+    given: z.record(id, givenSchema).refine((given) => Object.keys(given).length <= 4_096, 'at most 4096 nodes'),
   }).strict(),
 ])
 export type AccessRecord = z.infer<typeof accessRecordSchema>

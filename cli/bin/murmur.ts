@@ -4,13 +4,14 @@
 // The murmur command. Exit codes: 0 success, 1 the operation failed, 2 the input was wrong.
 
 import { Command, CommanderError, Option } from 'commander'
-import { ApiError, DEFAULT_API, connect } from '../client.ts'
+import { ApiError, DEFAULT_API } from '../client.ts'
 import { registerCluster } from '../cluster.ts'
 import { applyTarget } from '../context.ts'
-import { registerJobs } from '../jobs.ts'
+import { clientOf, registerJobs } from '../jobs.ts'
 import { printMembers, watchMembers } from '../members.ts'
 import { parseLabelArgs, printState } from '../state.ts'
 import { registerTestnet } from '../testnet.ts'
+import { registerUsers } from '../users.ts'
 
 const program = new Command('murmur')
   .description('a data-center operating system without a master')
@@ -49,7 +50,9 @@ node.command('start')
   // MURMUR_CLUSTER_KEY_FILE is read by the node's config, so that its errors name where the file came from.
   .option('--cluster-key <file>', "the cluster key file ('murmur cluster init'), the same on every node (env: MURMUR_CLUSTER_KEY_FILE)")
   .option('--insecure-open-cluster', 'run without a cluster key: anyone who reaches --port can join and run tasks')
-  .option('--api-host <ip>', 'address of the HTTP API, loopback only: 127.0.0.1, ::1 or localhost (default: 127.0.0.1)')
+  // MURMUR_ROOT_KEY likewise.
+  .option('--root-key <file>', "the root public key ('murmur cluster init' writes root.pub), the same on every node; users are checked against it (env: MURMUR_ROOT_KEY)")
+  .option('--api-host <ip>', 'address of the HTTP API (default: 127.0.0.1); any address in a closed cluster, where every request is signed; loopback only in an open one')
   .option('--api-port <port>', 'port of the HTTP API, 0 for any free one (default: 7947)')
   .option('--cpu <cores>', 'CPU to offer, as cores (2) or millicores (1500m) (default: the machine less 0.1)')
   .option('--memory <size>', 'memory to offer, e.g. 4G (default: the machine less a reserve)')
@@ -77,7 +80,7 @@ node.command('start')
 node.command('leave')
   .description('make the node leave the cluster gracefully and stop')
   .action(async () => {
-    const client = connect(program.opts().api as string)
+    const client = clientOf(program)
     const info = await client.node()
     await client.leave()
     process.stdout.write(`node ${info.id} is leaving\n`)
@@ -89,7 +92,7 @@ node.command('label')
   .option('--json', 'print one JSON document')
   .action(async (changes: string[], opts: { json?: boolean }) => {
     const { set, remove } = parseLabelArgs(changes)
-    const { labels } = await connect(program.opts().api as string).updateLabels(set, remove)
+    const { labels } = await clientOf(program).updateLabels(set, remove)
     if (opts.json === true) process.stdout.write(JSON.stringify({ labels }, null, 2) + '\n')
     else process.stdout.write((Object.entries(labels).map(([k, v]) => `${k}=${v}`).join('\n') || '(no labels)') + '\n')
   })
@@ -99,7 +102,7 @@ program.command('state')
   .option('--compare <peer>', "also say whether it equals this peer's copy (exit 1 if not)")
   .option('--json', 'print one JSON document')
   .action(async (opts: { json?: boolean, compare?: string }) => {
-    const equal = await printState(connect(program.opts().api as string), opts.json === true, opts.compare)
+    const equal = await printState(clientOf(program), opts.json === true, opts.compare)
     if (!equal) process.exitCode = 1
   })
 
@@ -108,7 +111,7 @@ program.command('members')
   .option('--json', 'print one JSON document')
   .option('--watch', 'follow changes as they happen (Ctrl-C to stop)')
   .action(async (opts: { json?: boolean, watch?: boolean }) => {
-    const client = connect(program.opts().api as string)
+    const client = clientOf(program)
     if (opts.watch !== true) return await printMembers(client, opts.json === true)
     const controller = new AbortController()
     process.once('SIGINT', () => { controller.abort() })
@@ -117,6 +120,7 @@ program.command('members')
 
 registerCluster(program)
 registerJobs(program)
+registerUsers(program, () => clientOf(program))
 registerTestnet(program)
 
 try {

@@ -15,7 +15,7 @@ import { basename, join, resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { connect } from '../../cli/client.ts'
 import { loadConfig, removeContext, saveContext } from '../../cli/context.ts'
-import { writeClusterKey } from '../../node/config.ts'
+import { ADMIN_KEY_NAME, writeClusterFiles } from '../../cli/cluster-files.ts'
 import { putRules } from './admin.ts'
 import { STOP_GRACE_MS, teardown, terminate } from './down.ts'
 import { TestnetError } from './errors.ts'
@@ -59,9 +59,9 @@ export function clusterKeyFile (dir: string = DEFAULT_DIR): string {
   return join(resolve(dir), CLUSTER_KEY_NAME)
 }
 
-/** The testnet's admin user key: the `key` of its CLI context (made by the access control, not here). */
+/** The testnet's admin user key, made by `up` with its root key (cli/cluster-files.ts): the `key` of its CLI context. */
 export function adminKeyFile (dir: string = DEFAULT_DIR): string {
-  return join(resolve(dir), 'admin.key')
+  return join(resolve(dir), ADMIN_KEY_NAME)
 }
 
 /**
@@ -121,7 +121,8 @@ export async function up (options: UpOptions): Promise<TestnetState> {
     await teardown(dir, existing, { keepData: false, progress })
     dropContext(dir, progress)
     await mkdir(dir, { recursive: true })
-    writeClusterKey(clusterKeyFile(dir), true)
+    // A closed cluster of its own: network key, root key (root.pub for the nodes) and an admin for the CLI.
+    writeClusterFiles(clusterKeyFile(dir), true)
     const state: TestnetState = { version: 1, dir, createdAt: new Date().toISOString(), nodes: [], faults: { ...NO_NETWORK_FAULTS }, netns: null }
     const deadline = Date.now() + (options.timeoutMs ?? 60_000)
     try {
