@@ -37,8 +37,6 @@ export interface NamespaceQuota {
   storedBy: string
 }
 
-const ZERO: Amount = { cpuMillis: 0, memoryBytes: 0, instances: 0 }
-
 /**
  * An index of the access records, rebuilt when they change (they change seldom: a
  * user added, a quota set; quota shares move more often, and are read straight
@@ -143,6 +141,13 @@ export class AccessBook {
     return [...this.quotas.keys()].filter((ns) => this.quota(ns) !== null).sort()
   }
 
+  /** Namespaces with a quota ledger (a row of any node's): those whose rights a leaving node hands over. */
+  ledgers (): string[] {
+    const out = new Set<string>()
+    for (const { record } of this.state.accessRecords()) if (record.kind === 'share') out.add(record.namespace)
+    return [...out].sort()
+  }
+
   /** Every node's row of the quota ledger of a namespace (placement/escrow.ts). */
   rows (namespace: string): ShareRow[] {
     const out: ShareRow[] = []
@@ -155,11 +160,6 @@ export class AccessBook {
     }
     for (const row of byNode.values()) out.push(row)
     return out.sort((a, b) => a.node.localeCompare(b.node))
-  }
-
-  /** This node's own row of a namespace's ledger, as it last wrote it. */
-  ownRow (namespace: string, self: string): ShareRow {
-    return this.rows(namespace).find((r) => r.node === self) ?? { node: self, minted: { ...ZERO }, given: {} }
   }
 
   private refresh (): void {

@@ -111,6 +111,8 @@ export async function startCore (parts: Lifecycle<CoreParts>, init: CoreInit): P
     clock,
     // A backup asks the nodes ranked before it whether they run an instance before it takes it.
     ask: async (node, instances, signal) => await rpc.willRun(node, instances, signal),
+    // Namespace quotas, in a cluster with users: each node spends only its share (placement/escrow.ts).
+    ...(access === null ? {} : { quota: { limit: (ns: string) => access.limit(ns), rows: (ns: string) => access.rows(ns), namespaces: () => access.ledgers() } }),
   }), undefined, async () => { await reconciler.close() })
   const local = new LocalTasks(reconciler, init.executor)
   await parts.add('rpc', rpc, async () => {

@@ -13,7 +13,7 @@ import type { Caller } from './auth.ts'
 import type { Clock } from './clock.ts'
 import { InputError, MurmurError } from './errors.ts'
 import type { StateService } from './state.ts'
-import type { Amount, Limit } from '../placement/escrow.ts'
+import { type Amount, type Limit, ZERO, mint, withMint } from '../placement/escrow.ts'
 
 export interface NamespaceView {
   name: string
@@ -54,8 +54,6 @@ export interface UsersInit {
   usage: () => Map<string, { jobs: number, use: Amount }>
 }
 
-const ZERO: Amount = { cpuMillis: 0, memoryBytes: 0, instances: 0 }
-const DIMENSIONS = ['cpuMillis', 'memoryBytes', 'instances'] as const
 
 export function usersBackend (init: UsersInit): UsersBackend {
   const { self, state, clock, log } = init
@@ -74,7 +72,7 @@ export function usersBackend (init: UsersInit): UsersBackend {
   const view = (namespace: string, usage: Map<string, { jobs: number, use: Amount }>): NamespaceView => {
     const quota = init.book?.quota(namespace) ?? null
     const u = usage.get(namespace)
-    return { name: namespace, quota, use: u?.use ?? { ...ZERO }, jobs: u?.jobs ?? 0 }
+    return { name: namespace, quota, use: u?.use ?? ZERO, jobs: u?.jobs ?? 0 }
   }
 
   return {
@@ -126,13 +124,12 @@ export function usersBackend (init: UsersInit): UsersBackend {
       if (problem !== null) throw new InputError('BAD_QUOTA', `the quota for ${namespace} is refused: ${problem}`)
       const before = b.quota(namespace)
       if (before !== null && before.setAt >= quota.setAt) throw new MurmurError('STALE_QUOTA', `namespace ${namespace} has a quota set at ${new Date(before.setAt).toISOString()}, later than this one; sign it again`, 2, 409)
-      // The rights of the new quota come into being here: the difference to the one this node knew, in its own row.
-      const row = b.ownRow(namespace, self)
-      const minted = { ...row.minted }
-      for (const d of DIMENSIONS) minted[d] += (quota[d] ?? 0) - (before?.limit[d] ?? 0)
+      // The rights of the new quota come into being here, in this node's own row: the quota less all minted so far.
+      const rows = b.rows(namespace)
+      const row = withMint(self, rows.find((r) => r.node === self), mint(rows, { cpuMillis: quota.cpuMillis, memoryBytes: quota.memoryBytes, instances: quota.instances }))
       await state.write((s) => {
         s.putAccess({ id: `q-${namespace}`, kind: 'statement', statement: quota })
-        s.putAccess({ id: `share-${namespace}`, kind: 'share', namespace, minted, given: row.given })
+        s.putAccess({ id: `share-${namespace}`, kind: 'share', namespace, minted: row.minted, given: row.given })
       })
       b.invalidate()
       log.info({ namespace, cpuMillis: quota.cpuMillis, memoryBytes: quota.memoryBytes, instances: quota.instances, by: quota.by?.name ?? 'root' }, 'namespace quota set')

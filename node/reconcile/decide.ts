@@ -9,6 +9,7 @@ import { plan, type PendingSummary } from '../../placement/place.ts'
 import { type Amount, type Limit, type ShareRow, type Want, ESCROW_DEFAULTS, ZERO, add, demandOf as quotaDemand, fits, giftsOf, quotaMessage, rightsOf, sub, transfers } from '../../placement/escrow.ts'
 import type { Allocation, NodeView, InstanceDemand } from '../../placement/types.ts'
 import { instanceId, jobOfInstance, latestTick } from '../jobs/instances.ts'
+import { namespaceOf } from '../jobs/records.ts'
 import { RECONCILE_CONFIG } from './config.ts'
 import type { JobSpec } from '../jobs/spec.ts'
 
@@ -96,11 +97,6 @@ export interface QuotaInput {
   rows: (namespace: string) => readonly ShareRow[]
   /** How long an instance waits for a share before any node with spare gives it (`ESCROW_DEFAULTS.stuckMs`). */
   stuckMs?: number
-}
-
-/** A job's namespace: records written before namespaces have none, and are in 'default'. */
-export function namespaceOf (record: Pick<JobRecord, 'namespace'>): string {
-  return record.namespace ?? 'default'
 }
 
 /**
@@ -244,7 +240,10 @@ export function decide (input: ReconcileInput): Decisions {
           if (r.node === self) mine.set(id, record.id)
         }
       }
-      if (record.desired !== 'running' || spec === null || record.finishedAt !== undefined) continue
+      // A signed batch marked finished is still looked at: no user signs that mark, so a member could
+      // write it to end a batch early; its instances go on until each has finished (jobs/records.ts).
+      const over = record.finishedAt !== undefined && (record.type !== 'batch' || record.proof === undefined)
+      if (record.desired !== 'running' || spec === null || over) continue
       const desired = desiredInstances(job, input, isLive)
       let finished = 0
       let finisher: string | undefined

@@ -14,6 +14,7 @@ import { type Clock, type Timer, systemClock } from '../clock.ts'
 import { MurmurError } from '../errors.ts'
 import type { TaskExit, AttemptInfo, TaskRunner, AttemptSpec } from '../executor/types.ts'
 import { finishedJob } from '../jobs/records.ts'
+import { type Gift, type Limit, type ShareRow, ZERO, handOver, isZero, withGift } from '../../placement/escrow.ts'
 import { attemptId, instanceId, jobOfInstance, parseAttempt } from '../jobs/instances.ts'
 import { type JobSpec, readSpec, restartDelay } from '../jobs/spec.ts'
 import type { StateService } from '../state.ts'
@@ -79,6 +80,18 @@ export interface ReconcilerInit {
    * recorded refusals only, and on the long bound (`claimBoundMs`).
    */
   ask?: AskFn
+  /**
+   * Namespace quotas from the state (node/access.ts): each namespace's limit and
+   * ledger. Without it nothing is held to a quota.
+   */
+  quota?: QuotaBooks
+}
+
+/** What the loop reads of the quotas: limits and every node's latest ledger row, and the namespaces that have any. */
+export interface QuotaBooks {
+  limit: (namespace: string) => Limit | null
+  rows: (namespace: string) => readonly ShareRow[]
+  namespaces: () => readonly string[]
 }
 
 export class Reconciler {
@@ -104,6 +117,9 @@ export class Reconciler {
   private readonly outbox = new Map<string, ClaimRecord>()
   /** Batch jobs to mark finished, written with the claims. */
   private readonly jobOutbox = new Map<string, JobRecord>()
+  /** This node's ledger rows changed by its gifts and not yet stored, by namespace: they count at once. */
+  private readonly shareOutbox = new Map<string, ShareRow>()
+  private readonly quota: QuotaBooks | undefined
   private outboxTimer: Timer | null = null
   private last: Decisions = { actions: [], open: [], pending: new Map(), errors: [], roles: new Map() }
   /** When this node first saw itself a duplicate of each instance: it stops its copy only if that lasts. */
@@ -130,6 +146,7 @@ export class Reconciler {
     this.log = init.log
     this.clock = init.clock ?? systemClock
     this.ask = init.ask
+    this.quota = init.quota
     this.startedAt = this.clock.now()
     this.config = { ...RECONCILE_CONFIG, ...init.config }
   }
@@ -178,6 +195,8 @@ export class Reconciler {
     this.clock.clearInterval(this.timer)
     for (const u of this.unsubscribe) u()
     await Promise.allSettled([...this.local.keys()].map(async (id) => { await this.stop(id, why, 'killed', graceMs) }))
+    // Only once nothing runs here any more: what runs holds its rights.
+    if (this.local.size === 0) this.handOver()
     await this.flush()
   }
 
@@ -333,6 +352,7 @@ export class Reconciler {
       claimBoundMs: this.config.claimBoundMs,
       cronDeadlineMs: this.config.cronDeadlineMs,
       cronCatchUpMs: this.config.cronCatchUpMs,
+      ...(this.quota === undefined ? {} : { quota: { limit: this.quota.limit, rows: (ns: string) => this.rows(ns) } }),
     })
     for (const e of decisions.errors) {
       if (this.reported.has(e.job)) continue
@@ -409,7 +429,40 @@ export class Reconciler {
       case 'finish-job': {
         const record = this.state.records.job(action.job)
         if (record !== undefined) this.markFinished(record)
+        return
       }
+      case 'share':
+        this.log.info({ namespace: action.namespace, to: action.to, ...action.amount }, 'giving quota rights to a node that needs them')
+        this.give(action.namespace, { to: action.to, amount: action.amount })
+    }
+  }
+
+  /** A namespace's ledger with this node's own row as it is now: what it gave counts before it is stored. */
+  private rows (namespace: string): readonly ShareRow[] {
+    const rows = this.quota?.rows(namespace) ?? []
+    const own = this.shareOutbox.get(namespace)
+    return own === undefined ? rows : [...rows.filter((r) => r.node !== this.self), own]
+  }
+
+  private give (namespace: string, gift: Gift): void {
+    const own = this.rows(namespace).find((r) => r.node === this.self)
+    this.shareOutbox.set(namespace, withGift(this.self, own, gift))
+    this.outboxTimer ??= this.clock.setTimeout(() => { void this.flush() }, 0)
+  }
+
+  /**
+   * A node that leaves hands all its quota rights to a live node once its tasks have
+   * stopped: they would otherwise be out of use until it comes back (placement/escrow.ts).
+   */
+  private handOver (): void {
+    if (this.quota === undefined) return
+    const to = this.members().filter((m) => m.id !== this.self && m.state === 'alive').map((m) => m.id).sort()[0]
+    if (to === undefined) return
+    for (const ns of this.quota.namespaces()) {
+      const gift = handOver(this.self, this.rows(ns), ZERO, to)
+      if (isZero(gift.amount)) continue
+      this.log.info({ namespace: ns, to, ...gift.amount }, 'leaving: handing quota rights over')
+      this.give(ns, gift)
     }
   }
 
@@ -654,16 +707,20 @@ export class Reconciler {
 
   private async flush (): Promise<void> {
     this.outboxTimer = null
-    if (this.outbox.size === 0 && this.jobOutbox.size === 0) return
+    if (this.outbox.size === 0 && this.jobOutbox.size === 0 && this.shareOutbox.size === 0) return
     const records = [...this.outbox.values()]
     const jobs = [...this.jobOutbox.values()]
+    const shares = [...this.shareOutbox.entries()]
     // Taken out before the write: a job record written is not written again.
     this.jobOutbox.clear()
     try {
       await this.state.write((s) => {
         for (const r of records) s.putTask(r)
         for (const j of jobs) s.putJob(j)
+        for (const [ns, row] of shares) s.putAccess({ id: `share-${ns}`, kind: 'share', namespace: ns, minted: row.minted, given: row.given })
       })
+      // A row stored is what the state shows from now on; a gift made meanwhile stays queued.
+      for (const [ns, row] of shares) if (this.shareOutbox.get(ns) === row) this.shareOutbox.delete(ns)
       // Whatever a later change queued for the same instance stays queued.
       for (const r of records) if (this.outbox.get(r.id) === r) this.outbox.delete(r.id)
     } catch (err) {
