@@ -528,11 +528,10 @@ export class JobService {
 // --- what the API shows of a job's environment ------------------------------------
 
 /**
- * What every env value reads as in whatever the API shows (job views, job
- * records in the event stream, the executor's tasks): people put passwords
- * there, and the API has no users yet to show them to. The keys are shown;
- * the executor gets the real values from the shared state, never from these
- * views. A later issue shows the values to the job's owner.
+ * What every env value reads as where the API shows it to someone other than the
+ * job's own user or an admin (job views), and everywhere in the event stream's job
+ * records and the executor's tasks: people put passwords there. The keys are shown;
+ * the executor gets the real values from the shared state, never from these views.
  */
 export const REDACTED = '(redacted)'
 
@@ -541,12 +540,15 @@ export function redactEnv (env: Readonly<Record<string, unknown>>): Record<strin
   return Object.fromEntries(Object.keys(env).map((key) => [key, REDACTED]))
 }
 
-/** A job record as the event stream sends it: its raw spec's env redacted (an env of another shape becomes REDACTED whole). */
+/** A job record as the event stream sends it: its raw spec's env redacted (an env of another shape becomes REDACTED whole), and the spec as submitted. */
 export function redactJobRecord (record: JobRecord): JobRecord {
-  if (!('env' in record.spec)) return record
+  // The submission's proof holds the spec as its user sent it, env and all: its body goes too.
+  const proof = record.proof?.body === undefined ? record.proof : { ...record.proof, body: REDACTED }
+  const base = proof === undefined ? record : { ...record, proof }
+  if (!('env' in record.spec)) return base
   const env = record.spec.env
   const redacted = env !== null && typeof env === 'object' && !Array.isArray(env) ? redactEnv(env) : REDACTED
-  return { ...record, spec: { ...record.spec, env: redacted } }
+  return { ...base, spec: { ...record.spec, env: redacted } }
 }
 
 /** An attempt as the executor's view in the API shows it: its env redacted. */
