@@ -206,8 +206,8 @@ export function createApi (backend: ApiBackend, log: Logger): FastifyInstance {
   /** Whether the caller may read what is in a namespace (a node's tasks and events show only those). */
   const mayRead = (caller: Caller | null, job: string): boolean => {
     if (caller === null) return true
-    const ns = backend.namespaceOfJob(job)
-    return ns !== undefined && permits(caller.grant, 'read', ns) === null
+    // A job this node has no record of (gone with retention) is the default namespace's.
+    return permits(caller.grant, 'read', backend.namespaceOfJob(job) ?? 'default') === null
   }
   app.addHook('preClose', async () => {
     for (const end of [...eventStreams]) end()
