@@ -500,7 +500,7 @@ export class JobService {
     }
     const jobs: Record<string, number> = {}
     const degraded: string[] = []
-    for (const j of this.jobs(true)) {
+    for (const j of this.jobs(true, null, '*')) {
       jobs[j.status] = (jobs[j.status] ?? 0) + 1
       if (j.status !== 'degraded') continue
       degraded.push(`job ${j.id}: ${j.counts.running ?? 0} of ${j.count} instances running`)
