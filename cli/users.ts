@@ -51,7 +51,7 @@ export function registerUsers (program: Command, client: ClientOf): void {
       let key: { publicKey: string, privateKey: UserKey['privateKey'] | null }
       if (flags.publicKey !== undefined) {
         if (flags.out !== undefined) throw new InputError('--out writes a new key file; with --public-key the user keeps their own key, and no file is made')
-        key = { publicKey: flag('--public-key', () => parsePublicKey(flags.publicKey!, '--public-key')), privateKey: null }
+        key = { publicKey: asInput(() => parsePublicKey(flags.publicKey!, '--public-key')), privateKey: null }
       } else {
         key = newKeyPair()
       }
@@ -215,6 +215,15 @@ function parseUids (text: string): number[] {
 function wholeNumber (name: string, text: string): number {
   if (!/^\d{1,10}$/.test(text)) throw new InputError(`${name} must be a whole number, got '${text}'`)
   return Number(text)
+}
+
+/** An error whose message already names the flag (parsePublicKey's), as an InputError: no second prefix. */
+function asInput<T> (parse: () => T): T {
+  try {
+    return parse()
+  } catch (err) {
+    throw new InputError((err as Error).message)
+  }
 }
 
 function flag<T> (name: string, parse: () => T): T {

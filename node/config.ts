@@ -223,7 +223,7 @@ function readRootKey (raw: RawNodeOptions, env: Record<string, string | undefine
   const fromEnv = env[ROOT_KEY_ENV]
   const [name, value] = raw.rootKey !== undefined ? ['--root-key', raw.rootKey] : [ROOT_KEY_ENV, fromEnv === '' ? undefined : fromEnv]
   if (value === undefined) return null
-  if (value.startsWith(KEY_PREFIX)) return flag(name, () => parsePublicKey(value, name))
+  if (value.startsWith(KEY_PREFIX)) return rootPublicKey(value, name)
   let text: string
   try {
     const stat = statSync(value)
@@ -234,7 +234,16 @@ function readRootKey (raw: RawNodeOptions, env: Record<string, string | undefine
     const code = (err as NodeJS.ErrnoException).code
     throw new InputError('BAD_ROOT_KEY', `${name} ${value}: ${code === 'ENOENT' ? 'no such file' : code ?? (err as Error).message}; give the root.pub 'murmur cluster init' wrote, or the key itself (ed25519:…)`)
   }
-  return flag(name, () => parsePublicKey(text, `${name} ${value}`))
+  return rootPublicKey(text, `${name} ${value}`)
+}
+
+/** parsePublicKey's refusal already names where the key came from: as an InputError, with no second prefix. */
+function rootPublicKey (text: string, where: string): string {
+  try {
+    return parsePublicKey(text, where)
+  } catch (err) {
+    throw new InputError('BAD_ROOT_KEY', (err as Error).message)
+  }
 }
 
 /**
