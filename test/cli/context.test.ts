@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { DEFAULT_API } from '../../cli/client.ts'
+import { writeClusterFiles } from '../../cli/cluster-files.ts'
 import { ContextError, configPath, loadConfig, removeContext, resolveTarget, saveContext } from '../../cli/context.ts'
 import { DEFAULT_DIR } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
@@ -234,8 +235,10 @@ describe('a testnet’s context', () => {
   })
 
   it('up writes it and makes it current, add lists the new node, the CLI reaches the testnet with no --api, down removes it', async () => {
-    // Another context that stays, and was current before.
-    saveContext('prod', { api: ['http://127.0.0.1:1'], key: '/prod.key' }, true)
+    // Another context that stays, and was current before. Its key is a real one: the
+    // client reads the key before it sends anything.
+    const prodKey = writeClusterFiles(join(dir, 'prod', 'cluster.key')).adminKey
+    saveContext('prod', { api: ['http://127.0.0.1:1'], key: prodKey }, true)
     const net = join(dir, 'net')
     const name = 'testnet-net'
     const progress: string[] = []
