@@ -10,7 +10,7 @@ import {
   accessKeyProblem, accessRecordSchema, jobRecordSchema, nodeRecordSchema, resolveJob, taskRecordSchema,
 } from './schema.ts'
 import { type DecodedUpdate, type Verdict, applyRemote } from './sync.ts'
-import { type Placement, type RecordKeys, type SignatureClaim, asEnvelope, claimKey, clientIdOf, envelopeClaim, envelopeProblem, idText, newNonce, writeSigned } from './signing.ts'
+import { type Envelope, type Placement, type RecordKeys, type SignatureClaim, asEnvelope, claimKey, clientIdOf, envelopeClaim, envelopeProblem, idText, newNonce, writeSigned } from './signing.ts'
 
 export type Kind = 'nodes' | 'jobs' | 'tasks' | 'access'
 /** Kinds whose records live in writer spaces (see README.md). */
@@ -168,6 +168,12 @@ export class ClusterState {
   /** While the constructor indexes a trusted document: signatures are taken as checked. */
   private trustAll = false
   private admit: Admit | null = null
+  /**
+   * What `admit` said of each record, by its writer's signature (one per record and
+   * place): a record is judged once, and `precheck` judges a large update's ahead,
+   * in slices. Cleared when it outgrows the records it could hold.
+   */
+  private readonly admitted = new Map<string, string | null>()
 
   /**
    * `trusted`: the records `doc` holds already were checked before they were
@@ -253,15 +259,27 @@ export class ClusterState {
   accessEntries (id: string): Array<Entry<AccessRecord>> { return this.entries('access', id) }
 
   /**
-   * Sets the check of records' meaning (see Admit) and applies it again to every
-   * record of `kinds` held now: what it admits may change when other records do
-   * (a revocation that arrives after a job its user signed once it was revoked).
-   * Returns the ids whose value as readers see it changed.
+   * Sets the check of records' meaning (see Admit) and applies it again to the
+   * records of `kinds` held now (with `affected`, only to those it says the change
+   * concerns): what it admits may change when other records do (a revocation that
+   * arrives after a job its user signed once it was revoked). Returns the ids whose
+   * value as readers see it changed.
    */
-  readmit (kinds: readonly SpacedKind[], admit: Admit | null = this.admit): string[] {
+  readmit (kinds: readonly SpacedKind[], admit: Admit | null = this.admit, affected?: (record: unknown) => boolean): string[] {
+    if (admit !== this.admit || affected === undefined) this.admitted.clear()
     this.admit = admit
     const ids: string[] = []
     for (const kind of kinds) {
+      // Only the records the change can concern are judged again; the others keep their verdict.
+      if (affected !== undefined) {
+        for (const space of this.top(kind).values()) {
+          if (!(space instanceof Y.Map)) continue
+          for (const raw of space.values()) {
+            const envelope = asEnvelope(raw)
+            if (envelope !== null && affected(envelope.r)) this.admitted.delete(envelope.s)
+          }
+        }
+      }
       const changed: string[] = []
       for (const space of this.top(kind).keys()) changed.push(...this.reindexSpace(kind, space, true))
       ids.push(...changed)
@@ -608,10 +626,10 @@ export class ClusterState {
   }
 
   /** The record in an envelope, if `owner` signed it for the item that holds it; else why not. */
-  private open (map: Y.Map<unknown>, kind: Kind, space: string, key: string, owner: string, raw: unknown): { record: unknown } | string {
+  private open (map: Y.Map<unknown>, kind: Kind, space: string, key: string, owner: string, raw: unknown): { record: unknown, sig: string } | string {
     const envelope = asEnvelope(raw)
     if (envelope === null) return 'is not a signed record'
-    if (this.verified.has(raw as object)) return { record: envelope.r }
+    if (this.verified.has(raw as object)) return { record: envelope.r, sig: envelope.s }
     const item = map._map.get(key)
     if (item === undefined) return 'is not in the document'
     if (item.rightOrigin !== null) return 'is not in an item a record is written in'
@@ -621,7 +639,7 @@ export class ClusterState {
       if (problem !== null) return problem
     }
     this.verified.add(raw as object)
-    return { record: envelope.r }
+    return { record: envelope.r, sig: envelope.s }
   }
 
   /**
@@ -660,16 +678,26 @@ export class ClusterState {
       return out
     }
     const claims: SignatureClaim[] = []
-    this.checkRecords(decoded, new Set(), (claim) => { claims.push(claim); return true })
+    const records: Array<{ kind: SpacedKind, owner: string, envelope: Envelope }> = []
+    this.checkRecords(decoded, new Set(), (claim) => { claims.push(claim); return true }, (kind, owner, envelope) => { if (kind !== 'access') records.push({ kind, owner, envelope }) })
     for (let i = 0; i < claims.length; i++) {
       const claim = claims[i]!
       if (this.keys.verify(claim.writer, claim.bytes, claim.signature)) out.add(claimKey(claim))
       if ((i + 1) % slice === 0) await pause()
     }
+    // The node's own check of what the records mean (a job's users' signatures), ahead too.
+    if (this.admit !== null) {
+      for (let i = 0; i < records.length; i++) {
+        const { kind, owner, envelope } = records[i]!
+        const parsed = SCHEMAS[kind].safeParse(envelope.r)
+        if (parsed.success && !this.admitted.has(envelope.s)) this.admitOnce(kind, parsed.data, owner, envelope.s)
+        if ((i + 1) % slice === 0) await pause()
+      }
+    }
     return out
   }
 
-  private checkRecords (decoded: DecodedUpdate, checked: Set<string>, verify: (claim: SignatureClaim) => boolean): Verdict {
+  private checkRecords (decoded: DecodedUpdate, checked: Set<string>, verify: (claim: SignatureClaim) => boolean, onRecord?: (kind: SpacedKind, owner: string, envelope: Envelope) => void): Verdict {
     const inUpdate = new Map<number, Array<Y.Item | Y.GC>>()
     for (const struct of decoded.structs) {
       if (struct instanceof Y.Skip) continue
@@ -755,6 +783,7 @@ export class ClusterState {
       if (content instanceof Y.ContentDeleted) continue
       const problem = this.checkItem(struct, { kind: space.root, space: space.key!, parent: idText(parent.id), key: where.key, owner: spaceKeyOf.node }, verify)
       if (problem !== null) return refuse('forged')
+      if (onRecord !== undefined) onRecord(space.root as SpacedKind, spaceKeyOf.node, asEnvelope((content as Y.ContentAny).arr[0])!)
       checked.add(idText(struct.id))
       const budgetKey = `${space.root}/${spaceKeyOf.node}`
       const bytes = (added.get(budgetKey) ?? this.writerBytes(space.root as SpacedKind, spaceKeyOf.node)) + (jsonBytes((content as Y.ContentAny).arr[0]) ?? 0)
@@ -883,12 +912,24 @@ export class ClusterState {
       this.invalid({ kind, key: id, space, reason: `claims node ${(parsed.data as ClaimRecord).node} but is in the space of ${owner}` })
       return undefined
     }
-    const problem = kind === 'access' ? accessKeyProblem(parsed.data as AccessRecord) : this.admit?.(kind, parsed.data, owner) ?? null
+    const problem = kind === 'access' ? accessKeyProblem(parsed.data as AccessRecord) : this.admitOnce(kind, parsed.data, owner, opened.sig)
     if (problem !== null) {
       this.invalid({ kind, key: id, space, reason: problem })
       return undefined
     }
     return parsed.data
+  }
+
+  /** The node's check of a record's meaning, once per record (by its writer's signature). */
+  private admitOnce (kind: SpacedKind, record: unknown, owner: string, sig: string): string | null {
+    if (this.admit === null) return null
+    let problem = this.admitted.get(sig)
+    if (problem === undefined) {
+      problem = this.admit(kind, record, owner)
+      if (this.admitted.size >= Math.max(100_000, 2 * (this.byId.jobs.size + this.byId.tasks.size))) this.admitted.clear()
+      this.admitted.set(sig, problem)
+    }
+    return problem
   }
 
   private setIndexed (kind: SpacedKind, space: string, id: string, record: unknown): void {

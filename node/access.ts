@@ -51,8 +51,8 @@ export class AccessBook {
   private grants = new Map<string, Grant>()
   private revocationsByName = new Map<string, Revocation[]>()
   private quotas = new Map<string, Array<{ quota: Quota, writer: string }>>()
-  /** A digest of the revocations: when it changes, what was admitted is checked again. */
-  private revocationDigest = ''
+  /** The revocations of each name, as the last call of revocationsChanged saw them. */
+  private revocationDigests = new Map<string, string>()
 
   constructor (state: ClusterState, rootKey: string) {
     this.state = state
@@ -64,13 +64,20 @@ export class AccessBook {
   /** Marks the index stale: the state's access records changed. */
   invalidate (): void { this.dirty = true }
 
-  /** True when the revocations changed since the last call (a revocation arrived): jobs must be admitted again. */
-  revocationsChanged (): boolean {
+  /**
+   * The names whose revocations changed since the last call (a revocation arrived):
+   * the jobs their users signed must be admitted again. Empty when none did.
+   */
+  revocationsChanged (): Set<string> {
     this.refresh()
-    const digest = [...this.revocationsByName.values()].flat().map((r) => r.sig).sort().join(',')
-    if (digest === this.revocationDigest) return false
-    this.revocationDigest = digest
-    return true
+    const changed = new Set<string>()
+    const now = new Map<string, string>()
+    for (const [name, list] of this.revocationsByName) now.set(name, list.map((r) => r.sig).sort().join(','))
+    for (const name of new Set([...now.keys(), ...this.revocationDigests.keys()])) {
+      if (now.get(name) !== this.revocationDigests.get(name)) changed.add(name)
+    }
+    this.revocationDigests = now
+    return changed
   }
 
   /** The grants of a public key that are in force at `now`, newest first. */

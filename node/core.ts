@@ -11,7 +11,7 @@ import { permits, proofProblem } from '../access/verify.ts'
 import type { AccessBook } from './access.ts'
 import type { Caller } from './auth.ts'
 import { MurmurError } from './errors.ts'
-import { jobProblem } from './jobs/records.ts'
+import { jobProblem, signersOf } from './jobs/records.ts'
 import type { JobRecord } from '../crdt/schema.ts'
 import type { ClusterState } from '../crdt/state.ts'
 import type { Member } from '../membership/types.ts'
@@ -83,10 +83,12 @@ export async function startCore (parts: Lifecycle<CoreParts>, init: CoreInit): P
     access.revocationsChanged()
     log.info({ jobs: init.loaded.jobIds().length, ms: Math.round(performance.now() - started) }, 'job signatures checked')
     init.loaded.onChange((change) => {
-      if (change.kind === 'access' && access.revocationsChanged()) {
-        const changed = init.loaded.readmit(['jobs'])
-        log.info({ jobs: changed.length }, 'a revocation arrived: jobs checked again')
-      }
+      if (change.kind !== 'access') return
+      const names = access.revocationsChanged()
+      if (names.size === 0) return
+      // Only the jobs whose signers' chains name a revoked user can change their verdict.
+      const changed = init.loaded.readmit(['jobs'], admit, (record) => signersOf(record as JobRecord).some((name) => names.has(name)))
+      log.info({ users: [...names], jobs: changed.length }, 'a revocation arrived: the jobs its users signed were checked again')
     })
   }
   const state = new StateService({

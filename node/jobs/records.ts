@@ -126,6 +126,19 @@ export function jobProblem (record: JobRecord, trust: Trust | null): string | nu
   return null
 }
 
+/**
+ * Every user name in the grant chains of a record's signed requests: a revocation
+ * of any of them may change whether the record is admitted (a record that is not
+ * a job's shape names none).
+ */
+export function signersOf (record: Partial<Pick<JobRecord, 'proof' | 'scale' | 'stop'>> | null | undefined): string[] {
+  const out: string[] = []
+  for (const proof of [record?.proof, record?.scale, record?.stop]) {
+    for (let g = proof?.grant ?? null; g !== null && typeof g === 'object'; g = g.by) if (typeof g.name === 'string') out.push(g.name)
+  }
+  return out
+}
+
 /** Why one signed request behind a job is not one its user could make for it, or null. */
 function requestProblem (proof: Proof, what: string, trust: Trust, namespace: string, method: string, pathOk: (path: string) => boolean): string | null {
   const problem = proofProblem(proof, trust)
