@@ -13,7 +13,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
-import { connect } from '../../cli/client.ts'
+import { connect, readUserKey } from '../../cli/client.ts'
 import { loadConfig, removeContext, saveContext } from '../../cli/context.ts'
 import { ADMIN_KEY_NAME, writeClusterFiles } from '../../cli/cluster-files.ts'
 import { putRules } from './admin.ts'
@@ -484,6 +484,8 @@ async function applyFaults (state: TestnetState, nodes: TestnetNode[]): Promise<
     for (const node of nodes) await netns.applyKernelFaults(state.netns, state.faults, node.index, addresses)
   }
   const failures: string[] = []
+  // The fault endpoint is for admins: the rules go signed by the testnet's admin.
+  const admin = readUserKey(adminKeyFile(state.dir))
   await Promise.all(nodes.map(async (node) => {
     if (!isNodeProcess(node.pid, node.dataDir)) return
     if (processState(node.pid!) === 'T') {
@@ -491,7 +493,7 @@ async function applyFaults (state: TestnetState, nodes: TestnetNode[]): Promise<
       return
     }
     try {
-      await putRules(node.apiUrl, nodeRules(state, node.index))
+      await putRules(node.apiUrl, nodeRules(state, node.index), admin)
       node.rulesPending = false
     } catch (err) {
       node.rulesPending = true
