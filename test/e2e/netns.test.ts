@@ -15,6 +15,7 @@ import { NO_IPTABLES, NO_NETEM, namesOf } from '../../testnet/local/netns.ts'
 import { stateFile, type TestnetState } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur } from '../helpers/cli.ts'
+import { adminKey } from '../helpers/signed.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 function works (cmd: string, args: string[]): boolean {
@@ -72,7 +73,7 @@ describe.skipIf(!supported)('a --netns testnet (root)', () => {
     expect(ip('-n', namesOf(net.netns!.id, 2).netns, 'rule', 'show', 'pref', '100')).toContain(`from ${net.nodes[0]!.address} iif eth0 blackhole`)
     for (const i of [0, 1]) await waitUntil(`node ${i} to see node 2 dead`, async () => await views(i, [2]), (v) => v[0] === 'dead')
     // Not the nodes' filter: it has no rule and dropped nothing.
-    const rules = await getRules(net.nodes[2]!.apiUrl)
+    const rules = await getRules(net.nodes[2]!.apiUrl, adminKey(dir))
     expect(rules.rules.blocked).toEqual([])
     expect(rules.stats.refusedConnections + Object.values(rules.stats.dropped).reduce((a, r) => a + r.blocked, 0)).toBe(0)
     await testnet.heal(dir)
@@ -86,10 +87,10 @@ describe.skipIf(!supported)('a --netns testnet (root)', () => {
     const iptables = net.netns!.iptables
     if (iptables === null) {
       expect(result.stdout).toContain(NO_IPTABLES)
-      expect((await getRules(net.nodes[2]!.apiUrl)).rules.lossRate).toBe(0.4)
+      expect((await getRules(net.nodes[2]!.apiUrl, adminKey(dir))).rules.lossRate).toBe(0.4)
     } else {
       expect(result.stdout).not.toContain('note:')
-      expect((await getRules(net.nodes[2]!.apiUrl)).rules.lossRate).toBe(0)
+      expect((await getRules(net.nodes[2]!.apiUrl, adminKey(dir))).rules.lossRate).toBe(0)
       const dropped = (): number => Number(/^\s*(\d+)\s+\d+\s+DROP/m.exec(execFileSync('ip', ['netns', 'exec', namesOf(net.netns!.id, 2).netns, iptables, '-w', '-L', 'murmur-loss', '-v', '-x', '-n'], { encoding: 'utf8' }))?.[1] ?? 0)
       await waitUntil('the kernel to drop packets to node 2', async () => dropped(), (n) => n > 0)
     }
@@ -103,7 +104,7 @@ describe.skipIf(!supported)('a --netns testnet (root)', () => {
       expect(ip('-s', 'qdisc', 'show', 'dev', namesOf(net.netns!.id, 1).hostLink)).toContain('netem')
     } else {
       expect(result.stdout).toContain(`note: ${NO_NETEM}`)
-      expect((await getRules(net.nodes[1]!.apiUrl)).rules.delayMs).toBe(300)
+      expect((await getRules(net.nodes[1]!.apiUrl, adminKey(dir))).rules.delayMs).toBe(300)
     }
     const started = performance.now()
     await client(0).compareState(peerId(1))

@@ -11,6 +11,7 @@ import { getRules } from '../../testnet/local/admin.ts'
 import { stateFile, type TestnetState } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
+import { adminKey, signedFetch } from '../helpers/signed.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -22,7 +23,7 @@ afterAll(async () => { await stopTestnet(dir) }, 60_000)
 
 const client = (i: number): Client => connect(net.nodes[i]!.apiUrl, { timeoutMs: 3_000 })
 const peerId = (i: number): string => net.nodes[i]!.peerId!
-const rulesOf = async (i: number): Promise<FaultsView> => await getRules(net.nodes[i]!.apiUrl)
+const rulesOf = async (i: number): Promise<FaultsView> => await getRules(net.nodes[i]!.apiUrl, adminKey(dir))
 
 /** How node `observer` sees each of `subjects`. */
 async function views (observer: number, subjects: number[]): Promise<Array<MemberState | 'unknown'>> {
@@ -112,7 +113,11 @@ describe('network faults on a 3-node loopback testnet', () => {
 
   it('bad input: one line, a 4xx or exit code 2, and nothing changed', async () => {
     const before = await testnet.faults(dir)
-    const put = await fetch(`${net.nodes[0]!.apiUrl}/v1/admin/faults`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ lossRate: 1 }) })
+    // Unsigned, the rules are not even read: the fault endpoint is for admins.
+    const unsigned = await fetch(`${net.nodes[0]!.apiUrl}/v1/admin/faults`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ lossRate: 0.5 }) })
+    expect(unsigned.status).toBe(401)
+    expect((await rulesOf(0)).rules.lossRate).toBe(0)
+    const put = await signedFetch(adminKey(dir), `${net.nodes[0]!.apiUrl}/v1/admin/faults`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ lossRate: 1 }) })
     expect(put.status).toBe(400)
     const body = await put.json() as { error: { code: string, message: string } }
     expect(body.error.code).toBe('BAD_FAULTS')
