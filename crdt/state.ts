@@ -558,11 +558,16 @@ export class ClusterState {
   }
 
   /**
-   * A record superseded by another node's goes at once. The winning record of a
-   * finished job goes after the retention time, and only once it is the last one:
-   * otherwise an older record (say, "running") would come back into force.
-   * The index still shows this transaction's start: records of nodes removed as
-   * gone in it do not count, and a job adopted in it is left alone until next time.
+   * A node's record of a job that another node's record supersedes (a stop, a scale,
+   * a finish written elsewhere) is replaced by the winner, not deleted: every node
+   * that took the job holds its current record. Deleting it would leave the job to
+   * the other holder alone, and a member could then make a job vanish by copying it
+   * (its signatures are the user's: the copy is valid) and deleting its copy.
+   * The winning record of a finished job goes after the retention time, and only
+   * once every record of it is the same: otherwise an older record (say, "running")
+   * would come back into force. The index still shows this transaction's start:
+   * records of nodes removed as gone in it do not count, and a job adopted in it is
+   * left alone until next time.
    */
   private expireJobs (policy: RetentionPolicy, report: MaintenanceReport, gone: Set<string>, adopted: Set<string>): void {
     for (const [key, space] of this.ownSpaces('jobs')) {
@@ -571,10 +576,14 @@ export class ClusterState {
         const entries = this.entries('jobs', id).filter((e) => !gone.has(e.writer))
         const mine = record as JobRecord
         const winner = resolveJob(entries)!
-        const superseded = winner !== mine && entries.some((e) => e.writer !== this.self && e.record === winner)
+        if (winner !== mine && !sameJson(winner, mine)) {
+          this.setSigned(space, 'jobs', key, id, winner)
+          report.adoptedJobs++
+          continue
+        }
         const expired = mine.finishedAt !== undefined && mine.finishedAt + policy.jobRetentionMs <= policy.now &&
-          entries.every((e) => e.writer === this.self)
-        if (superseded || expired) {
+          entries.every((e) => e.writer === this.self || sameJson(e.record, mine))
+        if (expired) {
           space.delete(id)
           report.removedJobs++
         }

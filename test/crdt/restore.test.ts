@@ -49,14 +49,15 @@ describe('records removed by a peer are written back by their owner', () => {
     toB()
     expect(b.tasks()).toHaveLength(5)
     expect(b.node('A')).toEqual(nodeRecord('A'))
-    // Both hold j1 now (same version): one copy wins on both, and the loser's writer drops it.
+    // Both hold j1 now, the same record: both keep it (every node that took a job holds its current record).
     expect(a.jobRecords('j1')).toHaveLength(2)
     a.maintain({ now: 20, taskRetentionMs: 1_000, jobRetentionMs: 1_000, isGone: () => false })
     b.maintain({ now: 20, taskRetentionMs: 1_000, jobRetentionMs: 1_000, isGone: () => false })
     toA()
     toB()
-    expect(a.jobRecords('j1')).toHaveLength(1)
+    expect(a.jobRecords('j1')).toHaveLength(2)
     expect(b.jobRecords('j1')).toEqual(a.jobRecords('j1'))
+    expect(a.job('j1')).toEqual(jobRecord('j1', 'A'))
   })
 
   it('removals this node made itself are not undone, and a record written again since is not overwritten', () => {

@@ -505,30 +505,37 @@ describe('retention (maintain)', () => {
     return { a, b, stop }
   }
 
-  it('removes a superseded own job record at once; the winner stays', () => {
+  it('replaces a superseded own job record with the winner: every node that took the job holds its current record', () => {
     const { a, b, stop } = submittedThenStopped('A', 10)
-    expect(b.maintain(policy()).removedJobs).toBe(0)
-    expect(a.maintain(policy()).removedJobs).toBe(1)
+    expect(b.maintain(policy()).adoptedJobs).toBe(0)
+    const report = a.maintain(policy())
+    expect([report.adoptedJobs, report.removedJobs]).toEqual([1, 0])
     syncAll(a, b)
     for (const s of [a, b]) {
-      expect(s.jobRecords('j1')).toEqual([{ writer: 'B', record: stop }])
+      expect(s.jobRecords('j1').map((e) => [e.writer, e.record])).toEqual([['A', stop], ['B', stop]])
       expect(s.job('j1')).toEqual(stop)
     }
+    // Nothing left to do: the same record is not written again.
+    expect(a.maintain(policy()).adoptedJobs).toBe(0)
+    // The other holder deleting its copy (a member may delete its own records) leaves the job as it is.
+    b.removeJob('j1')
+    syncAll(a, b)
+    for (const s of [a, b]) expect(s.job('j1')).toEqual(stop)
   })
 
-  it('removes a finished job\'s winning record after jobRetentionMs, only once it is the last record', () => {
+  it('removes a finished job\'s winning record after jobRetentionMs, only once every record of it is the same', () => {
     const { a, b, stop } = submittedThenStopped('B', 1_000)
     const p = (now: number): RetentionPolicy => policy({ now, jobRetentionMs: 500 })
     // Retention is over, but B's "running" record would come back into force.
     expect(a.maintain(p(10_000)).removedJobs).toBe(0)
     expect(a.job('j1')).toEqual(stop)
-    // B drops its superseded record; now A's is the last one.
-    expect(b.maintain(p(10_000)).removedJobs).toBe(1)
+    // B replaces its superseded record with the stop; now every record of j1 is the same.
+    expect(b.maintain(p(1_000)).adoptedJobs).toBe(1)
     syncAll(a, b)
-    expect(a.jobRecords('j1')).toHaveLength(1)
-    expect(a.maintain(p(1_499)).removedJobs).toBe(0)
+    expect(a.jobRecords('j1').map((e) => e.record)).toEqual([stop, stop])
+    for (const s of [a, b]) expect(s.maintain(p(1_499)).removedJobs).toBe(0)
     expect(a.job('j1')).toEqual(stop)
-    expect(a.maintain(p(1_500)).removedJobs).toBe(1)
+    for (const s of [a, b]) expect(s.maintain(p(1_500)).removedJobs).toBe(1)
     syncAll(a, b)
     for (const s of [a, b]) {
       expect(s.job('j1')).toBeUndefined()
