@@ -4,9 +4,11 @@
 // client does (access/request.ts, signRequest: method, Host, path with its query,
 // the body's digest, the time and a nonce).
 
-import { readFileSync } from 'node:fs'
-import { type UserKey, parseUserKey } from '../../access/keys.ts'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { type UserKey, encodeUserKey, newKeyPair, parseUserKey } from '../../access/keys.ts'
 import { signRequest } from '../../access/request.ts'
+import { type Role, signGrant } from '../../access/statements.ts'
+import { connect } from '../../cli/client.ts'
 import { adminKeyFile } from '../../testnet/local/testnet.ts'
 import { type RawTarget, rawRequest } from './http.ts'
 
@@ -37,4 +39,18 @@ export async function signedFetch (key: UserKey, url: string, init: RequestInit 
 export async function signedRawRequest (key: UserKey, target: RawTarget, method: string, path: string, headers: Record<string, string> = {}, body?: string, timeoutMs?: number): Promise<{ status: number, body: string }> {
   const host = headers.host ?? target.host
   return await rawRequest(target, method, path, { ...headers, ...signedHeaders(key, method, host, path, body ?? '') }, body, timeoutMs)
+}
+
+/**
+ * A new user granted by `admin` (never expiring), stored through the node at
+ * `apiUrl`; with `file`, its key file (mode 0600, as 'murmur user add' writes it)
+ * for the CLI's --key.
+ */
+export async function newUser (apiUrl: string, admin: UserKey, user: { name: string, role: Role, namespaces: string[] }, file?: string): Promise<UserKey> {
+  const pair = newKeyPair()
+  const grant = signGrant({ ...user, key: pair.publicKey, runAs: [], issuedAt: Date.now(), expiresAt: null }, { privateKey: admin.privateKey, grant: admin.grant })
+  await connect(apiUrl, { key: admin }).addUser(grant)
+  const key: UserKey = { name: user.name, publicKey: pair.publicKey, privateKey: pair.privateKey, grant }
+  if (file !== undefined) writeFileSync(file, encodeUserKey(key), { mode: 0o600 })
+  return key
 }
