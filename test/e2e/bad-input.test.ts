@@ -16,22 +16,25 @@ import { MEMBERSHIP_PROTOCOL } from '../../node/membership.ts'
 import { freePorts } from '../../testnet/local/process.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import type { TestnetState } from '../../testnet/local/state.ts'
+import { clusterFilesBeside } from '../../cli/cluster-files.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
+import { adminKey, signedFetch } from '../helpers/signed.ts'
 import { tempClusterKey, testnetKey } from '../helpers/cluster-key.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 let dir: string
 let keyFile: string
+let rootPub: string
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'murmur-bad-'))
-  keyFile = (await tempClusterKey(dir)).file
+  ;({ file: keyFile, rootPub } = await tempClusterKey(dir))
 })
 afterAll(async () => { await rm(dir, { recursive: true, force: true }) })
 
 /** Starts a node that must fail, and checks it said one line and exited with `code`. */
 async function failsToStart (args: string[], code: number, message: RegExp): Promise<void> {
-  const result = await murmur(['node', 'start', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--log-level', 'error', '--cluster-key', keyFile, ...args])
+  const result = await murmur(['node', 'start', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--log-level', 'error', '--cluster-key', keyFile, '--root-key', rootPub, ...args])
   expect(result.code, result.stderr).toBe(code)
   const lines = userLines(result.stderr)
   expect(lines, result.stderr).toHaveLength(1)
@@ -51,7 +54,7 @@ describe('bad input from users', () => {
     await failsToStart(['--data-dir', join(dir, 'label'), '--label', 'novalue'], 2, /^murmur: --label 'novalue' must be key=value/)
     await failsToStart(['--data-dir', join(dir, 'join'), '--join', 'not-a-multiaddr'], 2, /^murmur: --join: /)
     await failsToStart(['--data-dir', join(dir, 'huge'), '--cpu', '1000000000'], 2, /^murmur: --cpu must be more than 0 and at most 100000 cores/)
-    await failsToStart(['--data-dir', join(dir, 'host'), '--api-host', 'localhost:80'], 2, /^murmur: --api-host must be a loopback address/)
+    await failsToStart(['--data-dir', join(dir, 'host'), '--api-host', 'localhost:80'], 2, /^murmur: --api-host must be an IP address/)
     await failsToStart(['--data-dir', join(dir, 'level'), '--log-level', 'loud'], 2, /^murmur: --log-level must be one of/)
   })
 
@@ -120,9 +123,11 @@ describe('bad input to a running node', () => {
   afterAll(async () => { await testnet.down({ dir: net }) }, 60_000)
 
   it('unknown endpoints get a 404 with an error body', async () => {
-    const res = await fetch(`${state.nodes[0]!.apiUrl}/v1/nope`)
+    const res = await signedFetch(adminKey(net), `${state.nodes[0]!.apiUrl}/v1/nope`)
     expect(res.status).toBe(404)
     expect(await res.json()).toEqual({ error: { code: 'NOT_FOUND', message: 'no such endpoint: GET /v1/nope' } })
+    // Unsigned, the signature is what is wrong: a stranger learns nothing of which endpoints there are.
+    expect((await fetch(`${state.nodes[0]!.apiUrl}/v1/nope`)).status).toBe(401)
   })
 
   it('bad label changes and state comparisons: one line, exit 2, nothing stored', async () => {
@@ -144,8 +149,8 @@ describe('bad input to a running node', () => {
   })
 
   it('a second node on the same data dir is refused', async () => {
-    const result = await murmur(['node', 'start', '--data-dir', state.nodes[0]!.dataDir, '--port', '0', '--api-port', '0', '--cluster-key', testnet.clusterKeyFile(net)])
-    expect(result.code).toBe(1)
+    const result = await murmur(['node', 'start', '--data-dir', state.nodes[0]!.dataDir, '--port', '0', '--api-port', '0', '--cluster-key', testnet.clusterKeyFile(net), '--root-key', clusterFilesBeside(testnet.clusterKeyFile(net)).rootPub])
+    expect(result.code, result.stderr).toBe(1)
     expect(userLines(result.stderr)[0]).toMatch(/is in use by another murmur node \(pid \d+\)/)
   })
 

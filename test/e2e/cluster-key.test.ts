@@ -94,7 +94,7 @@ describe('a cluster key', () => {
   it('a node with another key cannot join: it exits with one line, and no member ever lists it', async () => {
     const other = await tempClusterKey(scratch)
     const result = await murmur(['node', 'start', '--data-dir', join(scratch, 'other'), '--host', '127.0.0.1', '--port', '0', '--api-port', '0',
-      '--profile', 'local', '--log-level', 'error', '--join-timeout', '3s', '--cluster-key', other.file, '--join', net.nodes[0]!.addrs[0]!])
+      '--profile', 'local', '--log-level', 'error', '--join-timeout', '3s', '--cluster-key', other.file, '--root-key', other.rootPub, '--join', net.nodes[0]!.addrs[0]!])
     await other.remove()
     expect(result.code, result.stderr).toBe(1)
     expect(userLines(result.stderr)).toHaveLength(1)

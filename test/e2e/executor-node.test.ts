@@ -13,6 +13,7 @@ import type { AttemptSpec } from '../../node/executor/types.ts'
 import type { TestnetNode } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur } from '../helpers/cli.ts'
+import { adminKey, signedFetch } from '../helpers/signed.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
@@ -114,7 +115,7 @@ describe('the executor in a node', () => {
     // Their logs, through the API: a range, a follow that ends with the task, and bad queries refused.
     const range = await client(1).taskLogs('left-1', { stream: 'stdout', offset: 0 })
     expect(range).toMatchObject({ start: 0, end: 0, first: 0, last: 0 })
-    const follow = await fetch(`${net.nodes[1]!.apiUrl}/v1/node/tasks/left-1/logs?follow=1`, { signal: AbortSignal.timeout(10_000) })
+    const follow = await signedFetch(adminKey(dir), `${net.nodes[1]!.apiUrl}/v1/node/tasks/left-1/logs?follow=1`, { signal: AbortSignal.timeout(10_000) })
     expect(follow.status).toBe(200)
     expect((await follow.arrayBuffer()).byteLength).toBe(0)
     for (const [query, status, message] of [
@@ -122,7 +123,7 @@ describe('the executor in a node', () => {
       ['offset=1&tail=5', 400, /offset or tail, not both/],
       ['offset=-1', 400, /offset/],
     ] as const) {
-      const response = await fetch(`${net.nodes[1]!.apiUrl}/v1/node/tasks/left-1/logs?${query}`)
+      const response = await signedFetch(adminKey(dir), `${net.nodes[1]!.apiUrl}/v1/node/tasks/left-1/logs?${query}`)
       expect(response.status).toBe(status)
       expect(((await response.json()) as { error: { message: string } }).error.message).toMatch(message)
     }

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Client, connect } from '../../cli/client.ts'
 import type { TestnetNode } from '../../testnet/local/state.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
+import { clusterFilesBeside } from '../../cli/cluster-files.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
 import { waitUntil } from '../helpers/wait.ts'
@@ -107,7 +108,7 @@ describe('the shared state on a 5-node testnet', () => {
     const stateDir = join(node.dataDir, 'state')
     for (const file of await readdir(stateDir)) if (/^(CURRENT|MANIFEST-.*|.*\.(ldb|log))$/.test(file)) await writeFile(join(stateDir, file), 'garbage')
 
-    const failed = await murmur(['node', 'start', '--data-dir', node.dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--log-level', 'error', '--cluster-key', testnet.clusterKeyFile(dir)])
+    const failed = await murmur(['node', 'start', '--data-dir', node.dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--log-level', 'error', '--cluster-key', testnet.clusterKeyFile(dir), '--root-key', clusterFilesBeside(testnet.clusterKeyFile(dir)).rootPub])
     expect(failed.code, failed.stderr).toBe(2)
     const lines = userLines(failed.stderr)
     expect(lines).toHaveLength(1)
