@@ -10,6 +10,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it, vi } from 'vitest'
 import type { StoreDamage } from '../../node/state-store.ts'
+import { clusterFilesBeside } from '../../cli/cluster-files.ts'
 import * as testnet from '../../testnet/local/testnet.ts'
 import { murmur, userLines } from '../helpers/cli.ts'
 import { resultRow, SCENARIO_MS, useCluster } from './harness.ts'
@@ -19,7 +20,7 @@ const t = useCluster('corrupt', 5)
 
 /** Starts a node on `dataDir` outside the testnet, as an operator would; it must refuse. */
 async function startRefused (dataDir: string): Promise<{ code: number | null, lines: string[], stderr: string }> {
-  const result = await murmur(['node', 'start', '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--profile', 'local', '--log-level', 'error', '--cluster-key', t.cluster.clusterKeyFile], { timeoutMs: 30_000 })
+  const result = await murmur(['node', 'start', '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--profile', 'local', '--log-level', 'error', '--cluster-key', t.cluster.clusterKeyFile, '--root-key', clusterFilesBeside(t.cluster.clusterKeyFile).rootPub], { timeoutMs: 30_000 })
   return { code: result.code, lines: userLines(result.stderr), stderr: result.stderr }
 }
 
