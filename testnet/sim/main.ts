@@ -155,6 +155,19 @@ function report (results: RunResult[], wallMs: number, json: boolean): void {
     crashDetections: results.reduce((a, r) => a + r.crashChecks, 0),
     slowestDetectionMs: Math.max(0, ...results.map((r) => r.slowestDetectionMs)),
     cleanAfterHealMs: clean.length === 0 ? null : { median: clean[Math.floor(clean.length / 2)], max: clean[clean.length - 1] },
+    quota: {
+      seedsWithUsers: results.filter((r) => r.quota.starts > 0 || r.quota.changes > 0 || r.quota.forged > 0).length,
+      startsChecked: results.reduce((a, r) => a + r.quota.starts, 0),
+      startsAtFull: results.reduce((a, r) => a + r.quota.full, 0),
+      peak: Math.round(Math.max(0, ...results.map((r) => r.quota.peak)) * 1000) / 1000,
+      overshoots: results.reduce((a, r) => a + r.violations.filter((v) => v.invariant === 'quota').length, 0),
+      changes: results.reduce((a, r) => a + r.quota.changes, 0),
+      changesSkipped: results.reduce((a, r) => a + r.quota.skipped, 0),
+      overAfterLowering: results.reduce((a, r) => a + r.quota.overAfterLowering, 0),
+      waitingAtEnd: results.reduce((a, r) => a + r.quota.waiting, 0),
+      forgedJobs: results.reduce((a, r) => a + r.quota.forged, 0),
+      forgedRuns: results.reduce((a, r) => a + r.violations.filter((v) => v.invariant === 'forged').length, 0),
+    },
   }
   if (json) {
     process.stdout.write(JSON.stringify({ summary, results }, null, 1) + '\n')
@@ -163,6 +176,8 @@ function report (results: RunResult[], wallMs: number, json: boolean): void {
   process.stdout.write(`\n${summary.seeds} seed(s), ${failed.length} failed${failed.length > 0 ? ` (${summary.failed.slice(0, 20).join(', ')})` : ''}; ${summary.simulatedHours} simulated hours in ${summary.wallSeconds} s\n`)
   process.stdout.write(`faults injected: ${summary.faultsInjected} (${Object.entries(faults).sort().map(([k, n]) => `${k} ${n}`).join(', ')})\n`)
   process.stdout.write(`jobs acknowledged ${summary.acknowledgedJobs}, task runs ${summary.taskRuns}, runs while another copy ran ${summary.duplicateRuns}, batch instances run twice ${summary.batchRunTwice} (${summary.batchRunTwiceInQuietSeeds} in the ${summary.quietSeeds} seeds with no fault); crashes timed ${summary.crashDetections}, slowest detection ${summary.slowestDetectionMs} ms; clean after the heal: ${summary.cleanAfterHealMs === null ? '-' : `median ${summary.cleanAfterHealMs.median} ms, max ${summary.cleanAfterHealMs.max} ms`}\n`)
+  const q = summary.quota
+  process.stdout.write(`quotas: ${q.startsChecked} starts checked in ${q.seedsWithUsers} seeds with users (${q.startsAtFull} at a full quota, peak use ${q.peak} of the bound), ${q.overshoots} overshoots; ${q.changes} quota changes mid-run (${q.changesSkipped} not made: the node had not seen the one before), ${q.overAfterLowering} starts above a lowered quota before it settled; ${q.waitingAtEnd} instances waiting on a full quota at the end; ${q.forgedJobs} forged jobs, ${q.forgedRuns} of their tasks run\n`)
   for (const r of failed.slice(0, 5)) {
     for (const v of r.violations.slice(0, 3)) process.stdout.write(`  seed ${r.seed}: ${v.invariant} at ${(v.atMs / 1000).toFixed(2)} s: ${v.detail}\n`)
   }

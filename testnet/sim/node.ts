@@ -6,12 +6,16 @@
 // task runner, whose tasks outlive a crash of the node process (as a node's do).
 // It boots with node/boot.ts: join, sync, write its record, judge what its
 // previous life left running, reconcile. Users' requests go to the jobs service,
-// as the API's do.
+// as the API's do: signed by a user (users.ts) and checked by the node's own
+// RequestAuth in a cluster with users (a root key), unsigned in one without.
 
 import pino, { type Logger } from 'pino'
-import type { NodeRecord } from '../../crdt/schema.ts'
+import type { Quota, Grant } from '../../access/statements.ts'
+import type { JobRecord, NodeRecord } from '../../crdt/schema.ts'
 import { derivedKeys } from '../../crdt/signing.ts'
 import type { MemberEvent, MemberMeta } from '../../membership/types.ts'
+import { AccessBook } from '../../node/access.ts'
+import { type Caller, RequestAuth } from '../../node/auth.ts'
 import { boot, reconcileConfig } from '../../node/boot.ts'
 import { stateConfig } from '../../node/config.ts'
 import { type CoreParts, startCore } from '../../node/core.ts'
@@ -21,11 +25,13 @@ import { Lifecycle } from '../../node/lifecycle.ts'
 import type { ReconcileConfig } from '../../node/reconcile/config.ts'
 import type { Reconciler } from '../../node/reconcile/loop.ts'
 import { loadState, type StateService } from '../../node/state.ts'
+import { learnGrant, type NamespaceView, type UsersBackend, usersBackend } from '../../node/users.ts'
 import type { StateConfig } from '../../node/config.ts'
 import type { AppContext, SimApp } from './cluster.ts'
 import { SimTaskRpc } from './rpc.ts'
 import type { SimRunner } from './runner.ts'
 import { type SimDisk, SimStateTransport, SimStorage } from './transport.ts'
+import { SIM_HOST, type SignedRequest } from './users.ts'
 
 /** What outlives the node process: its disk, and the tasks running on the machine. */
 export interface SimMachine {
@@ -50,6 +56,8 @@ export interface SimNodeInit {
   reconcile?: Partial<ReconcileConfig>
   /** pino's level for the node's logs (default silent; SIM_LOG=info shows them). */
   logLevel?: string
+  /** The cluster's root public key (users.ts): the node runs with users, as with --root-key. Absent: a cluster without users. */
+  rootKey?: string
 }
 
 export class SimNode implements SimApp {
@@ -61,6 +69,8 @@ export class SimNode implements SimApp {
   private readonly parts = new Lifecycle<CoreParts>()
   private readonly transport: SimStateTransport
   private core: CoreParts | null = null
+  private auth: RequestAuth | null = null
+  private users: UsersBackend | null = null
   private rpc: SimTaskRpc | null = null
   private readonly memberListeners = new Set<(event: MemberEvent) => void>()
   private closed = false
@@ -90,6 +100,7 @@ export class SimNode implements SimApp {
   get state (): StateService | undefined { return this.core?.state }
   get reconciler (): Reconciler | undefined { return this.core?.reconciler }
   get jobs (): JobService | undefined { return this.core?.jobs }
+  get access (): AccessBook | null | undefined { return this.core?.access }
 
   private async start (init: SimNodeInit, sendRpc: (to: string, bytes: Uint8Array) => void): Promise<void> {
     const { clock, id, rng, swim } = this.context
@@ -102,6 +113,8 @@ export class SimNode implements SimApp {
     const ids = rng.fork('ids')
     const alive = (): string[] => swim.list().filter((m) => m.id !== id && m.state === 'alive').map((m) => m.id)
     const rpc = this.rpc = new SimTaskRpc({ self: id, clock, send: sendRpc })
+    // With a root key, as a node started with --root-key: every job must carry its users' signed requests.
+    const access = init.rootKey === undefined ? null : new AccessBook(loaded, init.rootKey)
     this.core = await startCore(this.parts, {
       self: id,
       log: this.log,
@@ -120,10 +133,14 @@ export class SimNode implements SimApp {
       state,
       reconcile: reconcileConfig({ deadRetentionMs: init.stableWindowMs, taskRetentionMs: state.taskRetentionMs }, init.reconcile),
       rpc,
-      access: null,
+      access,
     })
     if (this.closed) return
     const core = this.core
+    if (access !== null) {
+      this.auth = new RequestAuth({ book: access, now: () => clock.now(), log: this.log, learn: async (grant) => { await learnGrant(core.state, access, grant) } })
+    }
+    this.users = usersBackend({ self: id, book: access, state: core.state, clock, log: this.log, usage: () => core.jobs.usage() })
     await boot({
       self: id,
       log: this.log,
@@ -169,6 +186,51 @@ export class SimNode implements SimApp {
 
   private ready (): JobService {
     return this.parts.get('jobs')
+  }
+
+  /** The user behind a signed request, checked as the API checks it (node/auth.ts): a MurmurError if it does not pass. */
+  private caller (req: SignedRequest): Caller {
+    if (this.auth === null) throw new Error(`${this.id} runs without users (or has not built its parts yet)`)
+    return this.auth.check({
+      method: req.method, url: req.path, host: SIM_HOST, localPort: undefined,
+      authorization: req.authorization, grantHeader: req.grantHeader, body: Buffer.from(req.body),
+    })
+  }
+
+  /** POST /v1/jobs?namespace=<ns>, signed by a user. */
+  async submitSigned (req: SignedRequest, namespace: string): Promise<JobView> {
+    const jobs = this.ready()
+    return await jobs.submit(JSON.parse(req.body), this.caller(req), namespace)
+  }
+
+  /** POST /v1/jobs/<ref>/stop?namespace=<ns>, signed by a user. */
+  async stopSigned (req: SignedRequest, ref: string, namespace: string): Promise<JobView> {
+    const jobs = this.ready()
+    return await jobs.stop(ref, this.caller(req), namespace)
+  }
+
+  /** POST /v1/jobs/<ref>/scale?namespace=<ns>, signed by a user. */
+  async scaleSigned (req: SignedRequest, ref: string, count: number, namespace: string): Promise<JobView> {
+    const jobs = this.ready()
+    return await jobs.scale(ref, count, this.caller(req), namespace)
+  }
+
+  /** PUT /v1/namespaces/<ns>/quota: stores an admin's quota, minting its rights in this node's row. */
+  async setQuota (namespace: string, quota: Quota): Promise<NamespaceView> {
+    if (this.users === null) throw new Error(`${this.id} has not built its parts yet`)
+    return await this.users.setQuota(namespace, { quota })
+  }
+
+  /** POST /v1/users: stores a grant an admin signed. */
+  async addUser (grant: Grant): Promise<void> {
+    if (this.users === null) throw new Error(`${this.id} has not built its parts yet`)
+    await this.users.add({ grant })
+  }
+
+  /** A member writes a job record straight into its state, as a compromised node could: no user signed it. */
+  async forge (record: JobRecord): Promise<void> {
+    const state = this.parts.get('state')
+    await state.write((s) => { s.putJob(record) })
   }
 
   receive (from: string, bytes: Uint8Array): void {

@@ -118,6 +118,11 @@ export class SimRunner extends EventEmitter<{ exit: [AttemptInfo] }> implements 
     return [...this.tasks.values()].map((t) => ({ ...t }))
   }
 
+  /** The tasks not ended (starting, running or stopping), as they are: for the simulator's checks, not to be changed. */
+  * live (): Iterable<Readonly<AttemptInfo>> {
+    for (const t of this.tasks.values()) if (t.phase !== 'ended') yield t
+  }
+
   /** Tasks whose process runs now (started, not yet ended), by id. */
   running (): string[] {
     const out: string[] = []

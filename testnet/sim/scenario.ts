@@ -3,6 +3,11 @@
 // shrunk step by step (world.ts) and printed as the trace that shows the failure.
 // Every step makes sense on its own, whatever was removed before it: a resume of
 // a member that is not paused, or a stop of a job never submitted, does nothing.
+//
+// With users (the default), the cluster runs with a root key: every request is
+// signed by a user into a namespace, some namespaces have a quota the admin sets
+// before the first step, and, among the faults, the admin sometimes changes one
+// on some node, and a member sometimes writes a job no user signed (forge).
 
 import { Rng } from './rng.ts'
 
@@ -19,9 +24,23 @@ export interface JobInput {
   restart?: { attempts: number, delay: string }
 }
 
+/** A namespace's quota: each dimension a bound or null (unlimited), as `murmur namespace quota` sets it. */
+export interface QuotaLimit { cpuMillis: number | null, memoryBytes: number | null, instances: number | null }
+
+/** The cluster's users (testnet/sim/users.ts), and the quotas the admin sets before the first step. */
+export interface ScenarioUsers {
+  /** Namespace → its quota; namespaces not named have none. */
+  quotas: Record<string, QuotaLimit>
+}
+
+/** The namespaces the simulated users submit into: `default` has no quota, so the other invariants keep their meaning there. */
+export const SIM_NAMESPACES = ['default', 'alpha', 'beta'] as const
+export const QUOTA_NAMESPACES = ['alpha', 'beta'] as const
+
 /** Members are named by index (n0, n1, …); jobs by the unique name they were submitted with. */
 export type Step =
-  | { atMs: number, kind: 'submit', node: number, job: JobInput }
+  /** A user submits a job into `namespace` (absent: default) through node n<node>. */
+  | { atMs: number, kind: 'submit', node: number, job: JobInput, namespace?: string }
   | { atMs: number, kind: 'stop', node: number, job: string }
   | { atMs: number, kind: 'scale', node: number, job: string, count: number }
   /** The node process dies (SIGKILL); with `machine`, its machine too, and the tasks on it. */
@@ -35,6 +54,10 @@ export type Step =
   | { atMs: number, kind: 'link', node: number, delayMs: number, jitterMs: number, lossRate: number }
   | { atMs: number, kind: 'unlink', node: number }
   | { atMs: number, kind: 'network', lossRate: number, duplicateRate: number }
+  /** The admin changes a namespace's quota, through n<node> (which mints the difference in its row of the ledger). */
+  | { atMs: number, kind: 'quota', node: number, namespace: string, limit: QuotaLimit }
+  /** Member n<node> writes a job record into its state that no user signed: no node may run it. */
+  | { atMs: number, kind: 'forge', node: number, job: JobInput }
 
 export type StepKind = Step['kind']
 export const FAULT_KINDS: ReadonlySet<StepKind> = new Set(['crash', 'restart', 'pause', 'resume', 'partition', 'cut', 'heal', 'link', 'unlink', 'network'])
@@ -52,6 +75,8 @@ export interface ScenarioOptions {
    * seed, where every batch instance must run exactly once (0: none).
    */
   quietEvery: number
+  /** A cluster with users, namespaces and quotas (else one without a root key, as before users existed). */
+  users: boolean
 }
 
 export const SCENARIO_DEFAULTS: Readonly<Omit<ScenarioOptions, 'nodes'>> = Object.freeze({
@@ -59,6 +84,7 @@ export const SCENARIO_DEFAULTS: Readonly<Omit<ScenarioOptions, 'nodes'>> = Objec
   meanGapMs: 1_500,
   faults: true,
   quietEvery: 8,
+  users: true,
 })
 
 export interface Scenario {
@@ -67,6 +93,8 @@ export interface Scenario {
   /** Each member's clock skew at the start. */
   skewsMs: number[]
   steps: Step[]
+  /** Absent: a cluster without users (traces saved before users existed replay as they did). */
+  users?: ScenarioUsers
 }
 
 /** Draws a scenario from a seed: the same seed, the same scenario. */
@@ -142,7 +170,47 @@ export function generate (seed: number, options: Partial<ScenarioOptions> & { no
       later.push({ atMs: t + rng.between(2_000, 20_000), kind: 'network', lossRate: 0, duplicateRate: 0 })
     }
   }
-  return { seed, nodes: n, skewsMs, steps }
+  if (!o.users) return { seed, nodes: n, skewsMs, steps }
+  return { seed, nodes: n, skewsMs, steps, users: addUsers(new Rng(seed).fork('users'), steps, o) }
+}
+
+/**
+ * Users, namespaces and quotas, drawn from their own stream so that the steps
+ * above stay those of a cluster without users: each submission goes to a
+ * namespace; quotas small enough to bind (a few instances, a few cores, a GiB or
+ * two); with faults, a few quota changes on some node (up or down) and sometimes
+ * a forged job.
+ */
+function addUsers (rng: Rng, steps: Step[], o: ScenarioOptions): ScenarioUsers {
+  const quotas: Record<string, QuotaLimit> = {}
+  for (const ns of QUOTA_NAMESPACES) quotas[ns] = randomLimit(rng, null)
+  for (const step of steps) {
+    if (step.kind === 'submit') step.namespace = rng.pick(['default', 'alpha', 'alpha', 'beta', 'beta'])
+  }
+  if (!o.faults) return { quotas }
+  const insert = (step: Step): void => {
+    let at = steps.length
+    while (at > 0 && steps[at - 1]!.atMs > step.atMs) at--
+    steps.splice(at, 0, step)
+  }
+  const changes = rng.between(0, 3)
+  for (let i = 0; i < changes; i++) {
+    const namespace = rng.pick(QUOTA_NAMESPACES)
+    insert({ atMs: rng.between(1_000, o.chaosMs - 1), kind: 'quota', node: rng.int(o.nodes), namespace, limit: randomLimit(rng, quotas[namespace]!) })
+  }
+  if (rng.chance(0.3)) insert({ atMs: rng.between(1_000, o.chaosMs - 1), kind: 'forge', node: rng.int(o.nodes), job: { ...randomJob(rng, steps.length), name: `forged${steps.length}` } })
+  return { quotas }
+}
+
+/** A quota that binds the jobs randomJob draws; a change keeps the dimensions the namespace's first quota bounds. */
+function randomLimit (rng: Rng, like: QuotaLimit | null): QuotaLimit {
+  let dims = like === null ? [rng.chance(0.6), rng.chance(0.6), rng.chance(0.7)] : [like.cpuMillis !== null, like.memoryBytes !== null, like.instances !== null]
+  if (!dims.some(Boolean)) dims = [false, false, true]
+  return {
+    cpuMillis: dims[0] ? rng.pick([1_000, 1_500, 2_000, 3_000]) : null,
+    memoryBytes: dims[1] ? rng.pick([512, 1_024, 1_536]) * 1024 ** 2 : null,
+    instances: dims[2] ? rng.between(2, 6) : null,
+  }
 }
 
 function randomJob (rng: Rng, index: number): JobInput {
@@ -167,7 +235,7 @@ function randomJob (rng: Rng, index: number): JobInput {
 export function describeStep (step: Step, index: number): string {
   const at = `${(step.atMs / 1000).toFixed(3).padStart(8)} s  #${index}`
   switch (step.kind) {
-    case 'submit': return `${at} submit on n${step.node}: ${step.job.type} ${step.job.name} ×${step.job.count} (${step.job.args.join(' ')}, ${step.job.cpu}, ${step.job.memory}${step.job.partition === 'both' ? ', partition: both' : ''})`
+    case 'submit': return `${at} submit on n${step.node}${step.namespace === undefined ? '' : ` into ${step.namespace}`}: ${step.job.type} ${step.job.name} ×${step.job.count} (${step.job.args.join(' ')}, ${step.job.cpu}, ${step.job.memory}${step.job.partition === 'both' ? ', partition: both' : ''})`
     case 'stop': return `${at} stop ${step.job} on n${step.node}`
     case 'scale': return `${at} scale ${step.job} to ${step.count} on n${step.node}`
     case 'crash': return `${at} crash n${step.node}${step.machine === true ? ' and its machine (its tasks end)' : ' (its tasks go on)'}`
@@ -180,5 +248,12 @@ export function describeStep (step: Step, index: number): string {
     case 'link': return `${at} link of n${step.node}: +${step.delayMs} ms ±${step.jitterMs} ms, ${Math.round(step.lossRate * 100)} % loss`
     case 'unlink': return `${at} link of n${step.node} healthy again`
     case 'network': return `${at} network: ${Math.round(step.lossRate * 100)} % loss, ${Math.round(step.duplicateRate * 100)} % duplicated`
+    case 'quota': return `${at} quota of ${step.namespace} set to ${limitText(step.limit)} on n${step.node}`
+    case 'forge': return `${at} n${step.node} forges job ${step.job.name} (no user signed it)`
   }
+}
+
+export function limitText (l: QuotaLimit): string {
+  const parts = [l.cpuMillis === null ? null : `cpu ${l.cpuMillis}m`, l.memoryBytes === null ? null : `memory ${Math.round(l.memoryBytes / 1024 ** 2)}Mi`, l.instances === null ? null : `${l.instances} instances`]
+  return parts.filter((p) => p !== null).join(', ') || 'unlimited'
 }
