@@ -4,7 +4,21 @@
 // with "met" or "missed"; never fails on time. Usage:
 //   npm run bench:jobs -- [--only latency,throughput,sigkill,sigstop] [--quick] [--json]
 //                         [--submissions 200] [--seconds 20] [--inflight 10] [--trials 3]
+//   npm run bench:jobs -- --compare-users [--variants users,open] [--rounds 1]
+//                         [--only latency,throughput] [the sizes above]
 //
+//   --compare-users  what users cost: the parts (latency and throughput) on a closed
+//               testnet with users, as `murmur testnet up` starts it (every request
+//               signed by its admin key, every job record carrying the signed
+//               submission every node checks), then, with the same sizes, on an
+//               otherwise identical testnet without users (`open`: the same node
+//               processes and flags but --insecure-open-cluster and no --root-key,
+//               requests unsigned; it has no cluster key either); each testnet taken
+//               down before the next. Prints each run's tables, then the figures side
+//               by side with their ratio. --variants adds `open-users`
+//               (--insecure-open-cluster with --root-key: users without the cluster
+//               key, to tell the two apart); --rounds repeats the whole in the order
+//               A B, B A, … (a round of users and open: about 2 minutes)
 //   latency     submit → running: a service `sleep 30` (cpu 10m, memory 16M) submitted
 //               on a random node, timed from just before submitJob until that node's
 //               event stream shows a claim of it `running`; one job at a time, each
@@ -50,22 +64,30 @@
 // the testnet down and removes its temp dir (BENCH_KEEP_DIR=1 keeps it, with the
 // nodes' data dirs and logs, to look into a figure).
 
-import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { cpus, loadavg, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { ApiError, type Client, type ClusterEvent, type JobView, type MemberEvent, type ClaimRecord, connect } from '../cli/client.ts'
+import { ApiError, type Client, type ClientOptions, type ClusterEvent, type JobView, type MemberEvent, type ClaimRecord, connect } from '../cli/client.ts'
+import { writeClusterFiles } from '../cli/cluster-files.ts'
 import { table } from '../cli/table.ts'
 import { PRESETS } from '../membership/config.ts'
 import { detectHierarchies } from '../node/executor/cgroups.ts'
 import { parseAttempt } from '../node/jobs/instances.ts'
 import { isActiveState } from '../node/reconcile/decide.ts'
-import { cpuTicks } from '../testnet/local/process.ts'
-import type { TestnetNode } from '../testnet/local/state.ts'
+import { NO_NETWORK_FAULTS } from '../testnet/local/faults.ts'
+import { cpuTicks, freePorts, isNodeProcess, readRuntime, spawnNode } from '../testnet/local/process.ts'
+import { type TestnetNode, type TestnetState, writeState } from '../testnet/local/state.ts'
 import * as testnet from '../testnet/local/testnet.ts'
 import { COMMON_OPTIONS, Report, log, machineTimes, ownCpuMs, percentile, rootCpuMs, selectParts } from './report.ts'
+
+// testnet.up writes a CLI context (cli/context.ts) into the user's config, and makes it current: this run's
+// contexts go to a config of its own, removed when the process exits, so ~/.config is never touched.
+const configDir = mkdtempSync(join(tmpdir(), 'murmur-bench-config-'))
+process.env.MURMUR_CONFIG = join(configDir, 'config.json')
+process.on('exit', () => { rmSync(configDir, { recursive: true, force: true }) })
 
 const PARTS = ['latency', 'throughput', 'sigkill', 'sigstop'] as const
 type Part = typeof PARTS[number]
@@ -129,15 +151,21 @@ type MemberListener = (event: MemberEvent, observer: number, atMs: number) => vo
 class Streams {
   /** Streams that ended while followed (the node cut off a slow reader, or went): events in the gap were missed. */
   reconnects = 0
+  /** How the streams' requests are made: signed with the cluster's admin key, or unsigned. */
+  private readonly client: ClientOptions
   private readonly followed = new Map<number, AbortController>()
   private readonly taskListeners = new Set<TaskListener>()
   private readonly memberListeners = new Set<MemberListener>()
+
+  constructor (client: ClientOptions) {
+    this.client = client
+  }
 
   follow (node: TestnetNode): void {
     this.unfollow(node.index)
     const controller = new AbortController()
     this.followed.set(node.index, controller)
-    void this.run(connect(node.apiUrl), node.index, controller.signal)
+    void this.run(connect(node.apiUrl, this.client), node.index, controller.signal)
   }
 
   unfollow (index: number): void {
@@ -228,7 +256,10 @@ function later (a: ClaimRecord, b: ClaimRecord): boolean {
 
 interface Cluster {
   dir: string
+  variant: Variant
   nodes: TestnetNode[]
+  /** How every request to this cluster is made: `key` the admin's (signed), or null (unsigned). */
+  client: ClientOptions
   clients: Client[]
   streams: Streams
   /** performance.now() from which no other node counts a node as a newcomer. */
@@ -586,7 +617,7 @@ async function throughput (c: Cluster, seconds: number, inflight: number): Promi
     log(`throughput: ${s.toFixed(0)} s, ${count(answered.size)} submitted, ${count(started.size)} started, ${count([...refused.values()].reduce((a, b) => a + b, 0))} refused`)
   }, 2_000)
   const worker = async (w: number): Promise<void> => {
-    const client = connect(c.nodes[w % NODES]!.apiUrl, { timeoutMs: 10_000 })
+    const client = connect(c.nodes[w % NODES]!.apiUrl, { ...c.client, timeoutMs: 10_000 })
     while (!interrupted && performance.now() < end) {
       const a = performance.now()
       try {
@@ -910,7 +941,7 @@ async function heal (c: Cluster, fault: Fault, victim: number): Promise<void> {
   } else {
     const node = await testnet.restart(c.dir, victim)
     c.nodes[victim] = node
-    c.clients[victim] = connect(node.apiUrl)
+    c.clients[victim] = connect(node.apiUrl, c.client)
     c.streams.follow(node)
   }
   c.settledAt[victim] = performance.now() + NEWCOMER_GRACE_MS
@@ -955,25 +986,230 @@ async function resumeAndResolve (c: Cluster, victim: number, victimId: string, i
   if (!resolved && !interrupted) log(`sigstop: some instances still have several live claims ${ms(LIMITS.failoverWaitMs)} after SIGCONT`)
 }
 
+// ---- the clusters: with users, and without ---------------------------------------------------
+
+/**
+ * `users`: a closed testnet as `murmur testnet up` starts it (cluster key, root key, an admin whose key
+ * signs every request; every job record carries its signed submission, checked by every node). `open`:
+ * the same nodes with --insecure-open-cluster and no root key (no users: requests unsigned, records
+ * without proofs, and no cluster key). `open-users`: --insecure-open-cluster with --root-key (users
+ * without the cluster key), to tell the cost of users from the cost of the cluster key.
+ */
+const VARIANTS = ['users', 'open', 'open-users'] as const
+type Variant = typeof VARIANTS[number]
+const VARIANT_TEXT: Readonly<Record<Variant, string>> = {
+  users: 'closed, with users: cluster key and root key, requests signed by the admin key, job records carry their signed submissions',
+  open: 'open, without users: --insecure-open-cluster, no root key, requests unsigned, job records without proofs',
+  'open-users': 'open, with users: --insecure-open-cluster with --root-key (no cluster key), requests signed, proofs checked',
+}
+
+interface Started { nodes: TestnetNode[], client: ClientOptions }
+
+async function startCluster (variant: Variant, dir: string): Promise<Started> {
+  const progress = (m: string): void => { log(`testnet: ${m}`) }
+  if (variant === 'users') {
+    const state = await testnet.up({ nodes: NODES, dir, timeoutMs: 120_000, onProgress: progress })
+    return { nodes: [...state.nodes], client: { key: testnet.adminKeyFile(dir), namespace: 'default' } }
+  }
+  return await upOpen(dir, variant === 'open-users', progress)
+}
+
+/**
+ * An open testnet (testnet.up starts only closed ones): the same node processes, flags and layout
+ * (<dir>/node-<i>, testnet.json, so testnet.down takes it down), but --insecure-open-cluster instead of
+ * --cluster-key and --root-key; with `users`, --root-key still (the admin key made as testnet.up makes it).
+ */
+async function upOpen (dir: string, users: boolean, progress: (m: string) => void): Promise<Started> {
+  // The cluster key written beside root.pub is given to no node.
+  const files = users ? writeClusterFiles(testnet.clusterKeyFile(dir), true) : null
+  const extraArgs = files === null ? [] : ['--root-key', files.rootPub]
+  const ports = await freePorts(NODES * 2)
+  const state: TestnetState = { version: 1, dir, createdAt: new Date().toISOString(), nodes: [], faults: { ...NO_NETWORK_FAULTS }, netns: null }
+  for (let i = 0; i < NODES; i++) {
+    const [port, apiPort] = [ports[2 * i]!, ports[2 * i + 1]!]
+    state.nodes.push({ index: i, pid: null, port, apiPort, dataDir: join(dir, `node-${i}`), logFile: join(dir, `node-${i}.log`), peerId: null, addrs: [], apiUrl: `http://127.0.0.1:${apiPort}`, rulesPending: false, netns: null, address: null })
+  }
+  await writeState(state)
+  const client: ClientOptions = files === null ? { key: null, namespace: 'default' } : { key: files.adminKey, namespace: 'default' }
+  progress(`starting node 0 of ${NODES} (open cluster${users ? ' with --root-key' : ', no users'})`)
+  await startOpenNode(state, state.nodes[0]!, [], extraArgs)
+  progress(`starting nodes 1–${NODES - 1}, joining through node 0`)
+  await Promise.all(state.nodes.slice(1).map(async (node) => { await startOpenNode(state, node, state.nodes[0]!.addrs, extraArgs) }))
+  const deadline = performance.now() + 120_000
+  let last = -1
+  while (!interrupted) {
+    const views = await Promise.all(state.nodes.map(async (n) => await connect(n.apiUrl, { ...client, timeoutMs: 2_000 }).members()
+      .then(({ members }) => members.filter((m) => m.state === 'alive').length, () => -1)))
+    const done = views.filter((v) => v === NODES).length
+    if (done !== last) progress(`${done}/${NODES} nodes see all ${NODES} alive`)
+    last = done
+    if (done === NODES) break
+    if (performance.now() > deadline) throw new Error(`the open testnet's nodes did not all see each other within 120 s; logs in ${dir}`)
+    await sleep(100)
+  }
+  return { nodes: state.nodes, client }
+}
+
+/** As testnet.ts startNode, with clusterKeyFile null (spawnNode's --insecure-open-cluster). */
+async function startOpenNode (state: TestnetState, node: TestnetNode, seeds: string[], extraArgs: string[]): Promise<void> {
+  await mkdir(node.dataDir, { recursive: true })
+  node.pid = spawnNode({
+    dataDir: node.dataDir, logFile: node.logFile, port: node.port, apiPort: node.apiPort, join: seeds,
+    labels: { 'testnet.index': String(node.index) }, extraArgs, clusterKeyFile: null, faultInjection: true, faultRules: null,
+  })
+  await writeState(state)
+  const deadline = performance.now() + 30_000
+  while (performance.now() < deadline) {
+    const runtime = await readRuntime(node.dataDir)
+    if (runtime !== null && runtime.pid === node.pid) {
+      node.peerId = runtime.peerId
+      node.addrs = runtime.addrs
+      node.apiUrl = runtime.apiUrl
+      await writeState(state)
+      return
+    }
+    if (!isNodeProcess(node.pid, node.dataDir)) throw new Error(`node ${node.index} exited during start (log: ${node.logFile})`)
+    await sleep(50)
+  }
+  throw new Error(`node ${node.index} did not start within 30 s (log: ${node.logFile})`)
+}
+
 // ---- main ----------------------------------------------------------------------------------
 
 let cleaning: Promise<{ stopped: number, killed: number, dirRemoved: boolean }> | null = null
 let dir: string | null = null
 
+/** Takes the current testnet down and removes its dir (BENCH_KEEP_DIR=1 keeps both). */
+async function downCurrent (): Promise<{ stopped: number, killed: number, dirRemoved: boolean }> {
+  cluster?.streams.stop()
+  const d = dir
+  if (d === null) return { stopped: 0, killed: 0, dirRemoved: true }
+  const keep = process.env.BENCH_KEEP_DIR === '1'
+  const down = await testnet.down({ dir: d, keepData: keep }).catch((err: Error) => { log(`cleanup: testnet down failed: ${err.message}`); return { stopped: 0, killed: 0 } })
+  const dirRemoved = keep ? false : await rm(d, { recursive: true, force: true }).then(() => true, () => false)
+  if (keep) log(`kept ${d}`)
+  if (dir === d) dir = null
+  return { ...down, dirRemoved }
+}
+
 async function cleanup (): Promise<{ stopped: number, killed: number, dirRemoved: boolean }> {
   cleaning ??= (async () => {
     interrupted = true
-    cluster?.streams.stop()
-    if (dir === null) return { stopped: 0, killed: 0, dirRemoved: true }
-    const down = await testnet.down({ dir, keepData: process.env.BENCH_KEEP_DIR === '1' }).catch((err: Error) => { log(`cleanup: testnet down failed: ${err.message}`); return { stopped: 0, killed: 0 } })
-    const dirRemoved = process.env.BENCH_KEEP_DIR === '1' ? false : await rm(dir, { recursive: true, force: true }).then(() => true, () => false)
-    return { ...down, dirRemoved }
+    return await downCurrent()
   })()
   return await cleaning
 }
 
 function cleanupLine (c: { stopped: number, killed: number, dirRemoved: boolean }): string {
   return `cleanup: testnet down (${c.stopped} nodes stopped, ${c.killed} killed after the grace), temp dir ${c.dirRemoved ? 'removed' : 'NOT removed'}`
+}
+
+interface Machine { node: string, cores: number, cpu: string, kernel: string, loadavg: number[] }
+
+interface ClusterRun {
+  variant: Variant
+  round: number
+  upMs: number
+  loadavg: number[]
+  results: Record<string, unknown>
+  logs: NodeLogs | null
+  reconnects: number
+  down: { stopped: number, killed: number, dirRemoved: boolean } | null
+}
+
+/** One testnet of `variant`: up, the parts in RUN_ORDER, its logs read, down (unless interrupted: then cleanup() has it). */
+async function runCluster (variant: Variant, round: number, parts: ReadonlySet<Part>, opts: { submissions: number, seconds: number, inflight: number, trials: number }, machine: Machine, compare: boolean): Promise<ClusterRun> {
+  for (const k of Object.keys(summary.results)) delete summary.results[k]
+  const figuresFrom = summary.figures.length
+  dir = await mkdtemp(join(tmpdir(), `murmur-bench-jobs-${variant}-`))
+  const load = loadavg().map(r1)
+  log(`testnet: ${NODES} nodes in ${dir}${compare ? `: ${VARIANT_TEXT[variant]}` : ''}`)
+  const upFrom = performance.now()
+  const started = await startCluster(variant, dir)
+  const upMs = performance.now() - upFrom
+  cluster = {
+    dir,
+    variant,
+    nodes: [...started.nodes],
+    client: started.client,
+    clients: started.nodes.map((n) => connect(n.apiUrl, started.client)),
+    streams: new Streams(started.client),
+    settledAt: started.nodes.map(() => performance.now() + NEWCOMER_GRACE_MS),
+  }
+  for (const node of cluster.nodes) cluster.streams.follow(node)
+  // The streams' answers have no event of their own: give them a moment to open.
+  await sleep(500)
+  log(`testnet: up in ${ms(upMs)}`)
+  if (compare) summary.print(`\n==== ${variant}${round > 0 ? ` (round ${round + 1})` : ''}: ${VARIANT_TEXT[variant]}; testnet up in ${ms(upMs)}, load average ${load.join(' ')} ====\n`)
+  else summary.print(`jobs on a ${NODES}-node loopback testnet, Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}; testnet up in ${ms(upMs)}\n`)
+  for (const part of RUN_ORDER) {
+    if (!parts.has(part) || interrupted) continue
+    try {
+      if (part === 'latency') await latency(cluster, opts.submissions)
+      else if (part === 'throughput') await throughput(cluster, opts.seconds, opts.inflight)
+      else await failover(cluster, part, opts.trials)
+    } catch (err) {
+      if (interrupted) break
+      // One part that could not finish (a node that never came back, a job that never ran) leaves the others their run.
+      log(`${part}: failed: ${(err as Error).stack ?? (err as Error).message}`)
+      summary.figure(part, 'the part did not complete', (err as Error).message.slice(0, 120), 'completes', false)
+    }
+  }
+  const logs = interrupted ? null : nodeLogs(cluster)
+  const reconnects = cluster.streams.reconnects
+  if (compare) for (const f of summary.figures.slice(figuresFrom)) f.part = `${variant}${round > 0 ? ` #${round + 1}` : ''}: ${f.part}`
+  if (logs !== null) printLogs(logs)
+  if (reconnects > 0) summary.print(`event streams followed again after ending: ${reconnects} (events in the gaps were missed)\n`)
+  const results = { ...summary.results }
+  const down = interrupted ? null : await downCurrent()
+  if (down !== null) log(cleanupLine(down))
+  return { variant, round, upMs: Math.round(upMs), loadavg: load, results, logs, reconnects, down }
+}
+
+function printLogs (logs: NodeLogs): void {
+  const top = Object.entries(logs.byMessage).filter(([k]) => !k.startsWith('info: ') || /stopping|restart|could not|duplicate/.test(k)).sort((a, b) => b[1] - a[1]).slice(0, 8)
+  summary.print(`\nthe nodes' logs: ${logs.duplicateStops} tasks stopped as duplicates (in ${logs.duplicateStopLines} lines), ${logs.refusedStarts} starts refused; executor start() p50 ${ms(logs.taskStart.p50)}, p99 ${ms(logs.taskStart.p99)} over ${logs.taskStart.n} starts\n`)
+  summary.print(`${top.length === 0 ? 'no warnings' : top.map(([k, v]) => `${v} × "${k}"`).join('; ')}\n`)
+}
+
+/**
+ * The figures the comparison shows, each read from one run's results; a ratio is with ÷ without. Not the
+ * latency phases: a signed job's submittedAt is its request's signing time, not when the node took it.
+ */
+const COMPARED: ReadonlyArray<{ what: string, unit: 'ms' | '/s' | 'ms CPU' | '%', get: (r: Record<string, any>) => number | undefined }> = [
+  { what: 'latency: submit → running seen, p50', unit: 'ms', get: (r) => r.latency?.total?.p50 },
+  { what: 'latency: submit → running seen, p99', unit: 'ms', get: (r) => r.latency?.total?.p99 },
+  { what: 'latency: submitJob answered (one at a time), p50', unit: 'ms', get: (r) => r.latency?.answered?.p50 },
+  { what: 'latency: submitJob answered (one at a time), p99', unit: 'ms', get: (r) => r.latency?.answered?.p99 },
+  { what: 'throughput: tasks started per second', unit: '/s', get: (r) => r.throughput?.startsPerSecond },
+  { what: 'throughput: submissions answered per second', unit: '/s', get: (r) => r.throughput?.submitsPerSecond },
+  { what: 'throughput: submitJob under load, p50', unit: 'ms', get: (r) => r.throughput?.submit?.p50 },
+  { what: 'throughput: submitJob under load, p99', unit: 'ms', get: (r) => r.throughput?.submit?.p99 },
+  { what: 'throughput: answered → started, p50', unit: 'ms', get: (r) => r.throughput?.answeredToStarted?.p50 },
+  { what: 'throughput: answered → started, p99', unit: 'ms', get: (r) => r.throughput?.answeredToStarted?.p99 },
+  { what: 'throughput: node CPU per start (5 nodes summed)', unit: 'ms CPU', get: (r) => r.throughput?.nodeCpuMsPerStart },
+  { what: 'throughput: the bench process\'s CPU (clients, signing)', unit: '%', get: (r) => r.throughput?.ownCpuPct },
+  { what: 'throughput: machine busy', unit: '%', get: (r) => r.throughput?.machineBusyPct },
+  { what: 'throughput: other processes on the machine (% of a core)', unit: '%', get: (r) => r.throughput?.otherCpuPct },
+]
+
+function compareText (runs: readonly ClusterRun[], variants: readonly Variant[]): { text: string, rows: Array<Record<string, unknown>> } {
+  const base = variants.includes('open') ? 'open' : variants[variants.length - 1]!
+  const fmt = (x: number, unit: string): string => Number.isNaN(x) ? '-' : unit === 'ms' ? ms(x) : unit === '/s' ? perSecond(x) : unit === '%' ? pct(x) : `${x.toFixed(1)} ms`
+  const rows: Array<Record<string, unknown>> = []
+  const cells = COMPARED.map((f) => {
+    const by = variants.map((v) => runs.filter((r) => r.variant === v).map((r) => f.get(r.results)).filter((x): x is number => typeof x === 'number'))
+    if (by.every((xs) => xs.length === 0)) return null
+    // The middle value, or the mean of the middle two (percentile's nearest rank would take the lower of two runs).
+    const mid = (xs: readonly number[]): number => { const s = [...xs].sort((a, b) => a - b); const h = s.length >> 1; return s.length === 0 ? NaN : s.length % 2 === 1 ? s[h]! : (s[h - 1]! + s[h]!) / 2 }
+    const medians = by.map((xs) => mid(xs))
+    const baseMedian = medians[variants.indexOf(base)]!
+    rows.push({ what: f.what, unit: f.unit, ...Object.fromEntries(variants.map((v, i) => [v, by[i]])), base })
+    return [f.what, ...by.map((xs, i) => xs.length <= 1 ? fmt(medians[i]!, f.unit) : `${fmt(medians[i]!, f.unit)} (${xs.map((x) => fmt(x, f.unit)).join(', ')})`),
+      ...variants.filter((v) => v !== base).map((v) => { const m = medians[variants.indexOf(v)]!; return Number.isNaN(m) || !(baseMedian > 0) ? '-' : `${(m / baseMedian).toFixed(2)}×` })]
+  }).filter((c): c is string[] => c !== null)
+  const header = ['FIGURE', ...variants.map((v) => v.toUpperCase()), ...variants.filter((v) => v !== base).map((v) => `${v.toUpperCase()} ÷ ${base.toUpperCase()}`)]
+  return { text: table(header, cells), rows }
 }
 
 async function main (): Promise<void> {
@@ -984,22 +1220,42 @@ async function main (): Promise<void> {
       seconds: { type: 'string' },
       inflight: { type: 'string' },
       trials: { type: 'string' },
+      'compare-users': { type: 'boolean', default: false },
+      variants: { type: 'string' },
+      rounds: { type: 'string' },
     },
   })
   const quick = values.quick
+  const compare = values['compare-users']
   summary.json = values.json
-  const { selected: parts, unknown } = selectParts(values.only, PARTS)
+  const { selected: parts, unknown } = selectParts(values.only ?? (compare ? 'latency,throughput' : undefined), PARTS)
   const submissions = Number(values.submissions ?? (quick ? 40 : 200))
   const seconds = Number(values.seconds ?? (quick ? 5 : 20))
   const inflight = Number(values.inflight ?? 10)
   const trials = Number(values.trials ?? (quick ? 1 : 3))
+  const rounds = Number(values.rounds ?? 1)
+  const variantNames = (values.variants ?? 'users,open').split(',').map((v) => v.trim())
+  const variants = variantNames.filter((v): v is Variant => (VARIANTS as readonly string[]).includes(v))
   const whole = (n: number, lo: number, hi: number): boolean => Number.isInteger(n) && n >= lo && n <= hi
-  if (unknown.length > 0 || !whole(submissions, 1, 10_000) || !whole(seconds, 1, 600) || !whole(inflight, 1, 200) || !whole(trials, 1, 50)) {
-    process.stderr.write(`bench: --only takes parts from ${PARTS.join(',')}; --submissions 1–10000, --seconds 1–600, --inflight 1–200, --trials 1–50 (whole numbers)\n`)
+  if (unknown.length > 0 || !whole(submissions, 1, 10_000) || !whole(seconds, 1, 600) || !whole(inflight, 1, 200) || !whole(trials, 1, 50) || !whole(rounds, 1, 20)) {
+    process.stderr.write(`bench: --only takes parts from ${PARTS.join(',')}; --submissions 1–10000, --seconds 1–600, --inflight 1–200, --trials 1–50, --rounds 1–20 (whole numbers)\n`)
+    process.exit(2)
+  }
+  if (!compare && (values.variants !== undefined || values.rounds !== undefined)) {
+    process.stderr.write('bench: --variants and --rounds go with --compare-users\n')
+    process.exit(2)
+  }
+  if (compare && (variants.length !== variantNames.length || variants.length < 2 || new Set(variants).size !== variants.length)) {
+    process.stderr.write(`bench: --variants takes two or more of ${VARIANTS.join(',')}, each once (default users,open)\n`)
+    process.exit(2)
+  }
+  if (compare && (parts.has('sigkill') || parts.has('sigstop'))) {
+    // A failover part restarts a node through testnet.restart, which starts only closed nodes.
+    process.stderr.write('bench: --compare-users runs latency and throughput only\n')
     process.exit(2)
   }
   const started = performance.now()
-  const machine = { node: process.version, cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release(), loadavg: loadavg().map(r1) }
+  const machine: Machine = { node: process.version, cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release(), loadavg: loadavg().map(r1) }
   log(`Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}`)
 
   let bySignal = false
@@ -1018,40 +1274,21 @@ async function main (): Promise<void> {
     void cleanup().then((c) => { log(cleanupLine(c)) }, (e: Error) => { log(`cleanup failed: ${e.message}`) }).finally(() => process.exit(1))
   })
 
-  let report: Awaited<ReturnType<typeof cleanup>>
-  let logs: NodeLogs | null = null
+  // Back to back, and with more rounds in the order ABBA…, so that a slow stretch of the machine hits every variant.
+  const order: Array<{ variant: Variant, round: number }> = compare
+    ? Array.from({ length: rounds }, (_, r) => (r % 2 === 0 ? variants : [...variants].reverse()).map((variant) => ({ variant, round: r }))).flat()
+    : [{ variant: 'users', round: 0 }]
+  if (compare) {
+    summary.print(`jobs with and without users on ${NODES}-node loopback testnets, one after the other (${order.map((o) => o.variant).join(', ')}), Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}\n`)
+    for (const v of variants) summary.print(`  ${v}: ${VARIANT_TEXT[v]}\n`)
+  }
+  const runs: ClusterRun[] = []
+  let report: Awaited<ReturnType<typeof cleanup>> | undefined
   try {
-    dir = await mkdtemp(join(tmpdir(), 'murmur-bench-jobs-'))
-    log(`testnet: ${NODES} nodes in ${dir}`)
-    const upFrom = performance.now()
-    const state = await testnet.up({ nodes: NODES, dir, timeoutMs: 120_000, onProgress: (m) => { log(`testnet: ${m}`) } })
-    const upMs = performance.now() - upFrom
-    cluster = {
-      dir,
-      nodes: [...state.nodes],
-      clients: state.nodes.map((n) => connect(n.apiUrl)),
-      streams: new Streams(),
-      settledAt: state.nodes.map(() => performance.now() + NEWCOMER_GRACE_MS),
+    for (const { variant, round } of order) {
+      if (interrupted) break
+      runs.push(await runCluster(variant, round, parts, { submissions, seconds, inflight, trials }, machine, compare))
     }
-    for (const node of cluster.nodes) cluster.streams.follow(node)
-    // The streams' answers have no event of their own: give them a moment to open.
-    await sleep(500)
-    log(`testnet: up in ${ms(upMs)}`)
-    summary.print(`jobs on a ${NODES}-node loopback testnet, Node ${machine.node}, ${machine.cores} cores (${machine.cpu}), Linux ${machine.kernel}, load average ${machine.loadavg.join(' ')}; testnet up in ${ms(upMs)}\n`)
-    for (const part of RUN_ORDER) {
-      if (!parts.has(part) || interrupted) continue
-      try {
-        if (part === 'latency') await latency(cluster, submissions)
-        else if (part === 'throughput') await throughput(cluster, seconds, inflight)
-        else await failover(cluster, part, trials)
-      } catch (err) {
-        if (interrupted) break
-        // One part that could not finish (a node that never came back, a job that never ran) leaves the others their run.
-        log(`${part}: failed: ${(err as Error).stack ?? (err as Error).message}`)
-        summary.figure(part, 'the part did not complete', (err as Error).message.slice(0, 120), 'completes', false)
-      }
-    }
-    if (!interrupted) logs = nodeLogs(cluster)
   } catch (err) {
     if (!bySignal) throw err
   } finally {
@@ -1059,24 +1296,26 @@ async function main (): Promise<void> {
   }
   if (bySignal) return
   const elapsed = performance.now() - started
-  const reconnects = cluster?.streams.reconnects ?? 0
-  log(cleanupLine(report!))
+  const last = runs[runs.length - 1]
+  const final = last?.down ?? report!
+  log(cleanupLine(final))
+  const comparison = compare ? compareText(runs, variants) : null
   if (summary.json) {
-    process.stdout.write(JSON.stringify({
-      bench: 'jobs', ...machine, quick, nodes: NODES, elapsedMs: Math.round(elapsed), targets: TARGETS, results: summary.results, summary: summary.figures,
-      streamReconnects: reconnects, nodeLogs: logs, cleanup: report!,
-    }, null, 2) + '\n')
+    process.stdout.write(JSON.stringify(compare
+      ? { bench: 'jobs', mode: 'compare-users', ...machine, quick, nodes: NODES, elapsedMs: Math.round(elapsed), variants: Object.fromEntries(variants.map((v) => [v, VARIANT_TEXT[v]])), comparison: comparison!.rows, runs, summary: summary.figures }
+      : {
+          bench: 'jobs', ...machine, quick, nodes: NODES, elapsedMs: Math.round(elapsed), targets: TARGETS, results: last?.results ?? {}, summary: summary.figures,
+          streamReconnects: last?.reconnects ?? 0, nodeLogs: last?.logs ?? null, cleanup: final,
+        }, null, 2) + '\n')
     return
   }
-  if (logs !== null) {
-    const top = Object.entries(logs.byMessage).filter(([k]) => !k.startsWith('info: ') || /stopping|restart|could not|duplicate/.test(k)).sort((a, b) => b[1] - a[1]).slice(0, 8)
-    summary.print(`\nthe nodes' logs: ${logs.duplicateStops} tasks stopped as duplicates (in ${logs.duplicateStopLines} lines), ${logs.refusedStarts} starts refused; executor start() p50 ${ms(logs.taskStart.p50)}, p99 ${ms(logs.taskStart.p99)} over ${logs.taskStart.n} starts\n`)
-    summary.print(`${top.length === 0 ? 'no warnings' : top.map(([k, v]) => `${v} × "${k}"`).join('; ')}\n`)
-  }
-  if (reconnects > 0) summary.print(`event streams followed again after ending: ${reconnects} (events in the gaps were missed)\n`)
   summary.print(`\nsummary${quick ? ' (--quick: smaller runs, the targets are for the full run)' : ''}, ${NODES} nodes on Node ${machine.node}, ${machine.cores} cores, ${ms(elapsed)} in all\n`)
   summary.print(table(['PART', 'FIGURE', 'MEASURED', 'TARGET', ''], summary.rows()) + '\n')
-  summary.print(`${cleanupLine(report!)}\n`)
+  if (comparison !== null) {
+    summary.print(`\nwith and without users (${rounds === 1 ? 'one run each' : `median of ${rounds} runs each, the runs in brackets`}; same sizes: ${parts.has('latency') ? `${submissions} latency jobs, ` : ''}${parts.has('throughput') ? `${seconds} s of throughput with ${inflight} in flight` : ''})\n`)
+    summary.print(comparison.text + '\n')
+  }
+  summary.print(`${cleanupLine(final)}\n`)
 }
 
 await main()
