@@ -558,16 +558,15 @@ export class ClusterState {
   }
 
   /**
-   * A node's record of a job that another node's record supersedes (a stop, a scale,
-   * a finish written elsewhere) is replaced by the winner, not deleted: every node
-   * that took the job holds its current record. Deleting it would leave the job to
-   * the other holder alone, and a member could then make a job vanish by copying it
-   * (its signatures are the user's: the copy is valid) and deleting its copy.
-   * The winning record of a finished job goes after the retention time, and only
-   * once every record of it is the same: otherwise an older record (say, "running")
-   * would come back into force. The index still shows this transaction's start:
-   * records of nodes removed as gone in it do not count, and a job adopted in it is
-   * left alone until next time.
+   * A node's record of a job goes at once when another node holds a newer one (a
+   * higher version, a stop, a finish mark): that one is in force wherever it goes.
+   * Not for a tie: a member could copy a user's job (the copy is valid, its
+   * signatures are the user's), win the tie by its greater id, wait for this node
+   * to drop its record, then delete its copy, and the job would be gone everywhere.
+   * The records of a finished job go after the retention time, once every record of
+   * it is the same: otherwise an older record (say, "running") would come back into
+   * force. The index still shows this transaction's start: records of nodes removed
+   * as gone in it do not count, and a job adopted in it is left alone until next time.
    */
   private expireJobs (policy: RetentionPolicy, report: MaintenanceReport, gone: Set<string>, adopted: Set<string>): void {
     for (const [key, space] of this.ownSpaces('jobs')) {
@@ -575,15 +574,10 @@ export class ClusterState {
         if (adopted.has(id)) continue
         const entries = this.entries('jobs', id).filter((e) => !gone.has(e.writer))
         const mine = record as JobRecord
-        const winner = resolveJob(entries)!
-        if (winner !== mine && !sameJson(winner, mine)) {
-          this.setSigned(space, 'jobs', key, id, winner)
-          report.adoptedJobs++
-          continue
-        }
+        const superseded = entries.some((e) => e.writer !== this.self && newerJob(e.record, mine))
         const expired = mine.finishedAt !== undefined && mine.finishedAt + policy.jobRetentionMs <= policy.now &&
           entries.every((e) => e.writer === this.self || sameJson(e.record, mine))
-        if (expired) {
+        if (superseded || expired) {
           space.delete(id)
           report.removedJobs++
         }
@@ -986,6 +980,13 @@ export class ClusterState {
     if (claims === undefined) this.byId[kind].set(id, claims = new Map())
     claims.set(space, record)
   }
+}
+
+/** Whether job record `a` is in force over `b` for another reason than its writer's id (see resolveJob). */
+function newerJob (a: JobRecord, b: JobRecord): boolean {
+  if ((a.desired === 'stopped') !== (b.desired === 'stopped')) return a.desired === 'stopped'
+  if (a.version !== b.version) return a.version > b.version
+  return a.finishedAt !== undefined && b.finishedAt === undefined
 }
 
 /** The name of a top-level type of a document. */

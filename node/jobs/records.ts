@@ -92,12 +92,8 @@ export function jobProblem (record: JobRecord, trust: Trust | null): string | nu
   const namespace = namespaceOf(record)
   const problem = requestProblem(submit, 'submission', trust, namespace, 'POST', (path) => path === '/v1/jobs')
   if (problem !== null) return problem
-  let job: NormalJob
-  try {
-    job = normalizeJob(JSON.parse(submit.body ?? ''))
-  } catch (err) {
-    return `submission: its spec cannot be read (${err instanceof JobSpecError ? err.message : 'not JSON'})`
-  }
+  const job = submittedJob(submit)
+  if (typeof job === 'string') return job
   if (record.id !== jobIdOf(job.name, submit)) return `its id ${record.id} is not the one its submission gives (${jobIdOf(job.name, submit)})`
   if (record.name !== job.name || record.type !== job.type) return 'its name or type differ from what its user submitted'
   if (record.submittedAt !== submit.t) return 'its submission time differs from its signed request'
@@ -113,7 +109,8 @@ export function jobProblem (record: JobRecord, trust: Trust | null): string | nu
     if (count === null || record.type !== 'service') return 'scale: its signed request does not give a count for a service'
     spec = { ...job.spec, count }
   }
-  if (canonicalJson(spec) !== canonicalJson(record.spec)) return 'its spec differs from what its users signed'
+  const signedSpec = scale === undefined ? canonicalOf(submit, spec) : canonicalJson(spec)
+  if (signedSpec !== canonicalJson(record.spec)) return 'its spec differs from what its users signed'
   const stop = record.stop
   if (stop !== undefined) {
     const refers = refersTo(record, stop.t)
@@ -137,6 +134,40 @@ export function signersOf (record: Partial<Pick<JobRecord, 'proof' | 'scale' | '
     for (let g = proof?.grant ?? null; g !== null && typeof g === 'object'; g = g.by) if (typeof g.name === 'string') out.push(g.name)
   }
   return out
+}
+
+/**
+ * The job a submission's body gives, in normal form, or why it gives none; and its
+ * spec's canonical JSON. Kept by the request's signature: the same submission comes
+ * back in every copy of its record (a finish mark, a scale, other nodes' spaces),
+ * and normalizing it is most of what checking one costs after its signature.
+ */
+const SUBMISSIONS_MAX = 16_384
+const submissions = new Map<string, { body: string, job: NormalJob | string, canonical: string }>()
+
+function submission (proof: Proof): { job: NormalJob | string, canonical: string } {
+  const known = submissions.get(proof.s)
+  if (known !== undefined && known.body === proof.body) return known
+  let job: NormalJob | string
+  try {
+    job = normalizeJob(JSON.parse(proof.body ?? ''))
+  } catch (err) {
+    job = `submission: its spec cannot be read (${err instanceof JobSpecError ? err.message : 'not JSON'})`
+  }
+  const entry = { body: proof.body ?? '', job, canonical: typeof job === 'string' ? '' : canonicalJson(job.spec) }
+  if (submissions.size >= SUBMISSIONS_MAX) submissions.delete(submissions.keys().next().value!)
+  submissions.set(proof.s, entry)
+  return entry
+}
+
+function submittedJob (proof: Proof): NormalJob | string {
+  return submission(proof).job
+}
+
+/** The canonical JSON of a submission's spec (its normal form, as signed). */
+function canonicalOf (proof: Proof, spec: unknown): string {
+  const known = submission(proof)
+  return typeof known.job === 'string' ? canonicalJson(spec) : known.canonical
 }
 
 /** Why one signed request behind a job is not one its user could make for it, or null. */

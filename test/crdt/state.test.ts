@@ -505,22 +505,27 @@ describe('retention (maintain)', () => {
     return { a, b, stop }
   }
 
-  it('replaces a superseded own job record with the winner: every node that took the job holds its current record', () => {
+  it('removes a superseded own job record at once; the winner stays; a tie is kept by both', () => {
     const { a, b, stop } = submittedThenStopped('A', 10)
-    expect(b.maintain(policy()).adoptedJobs).toBe(0)
-    const report = a.maintain(policy())
-    expect([report.adoptedJobs, report.removedJobs]).toEqual([1, 0])
+    expect(b.maintain(policy()).removedJobs).toBe(0)
+    expect(a.maintain(policy()).removedJobs).toBe(1)
     syncAll(a, b)
     for (const s of [a, b]) {
-      expect(s.jobRecords('j1').map((e) => [e.writer, e.record])).toEqual([['A', stop], ['B', stop]])
+      expect(s.jobRecords('j1')).toEqual([{ writer: 'B', record: stop }])
       expect(s.job('j1')).toEqual(stop)
     }
-    // Nothing left to do: the same record is not written again.
-    expect(a.maintain(policy()).adoptedJobs).toBe(0)
-    // The other holder deleting its copy (a member may delete its own records) leaves the job as it is.
-    b.removeJob('j1')
-    syncAll(a, b)
-    for (const s of [a, b]) expect(s.job('j1')).toEqual(stop)
+    // A copy of the same record held by another (a member copying a user's job) wins the tie by its
+    // greater id, but is nothing newer: the writer keeps its own, and the copy's deletion changes nothing.
+    const c = replica('C', 3)
+    c.putJob(jobRecord('j2', 'A'))
+    send(c, a)
+    a.putJob(jobRecord('j2', 'A'))
+    send(a, c)
+    expect(a.jobRecords('j2')).toHaveLength(2)
+    expect(a.maintain(policy()).removedJobs).toBe(0)
+    c.removeJob('j2')
+    send(c, a)
+    expect(a.job('j2')).toEqual(jobRecord('j2', 'A'))
   })
 
   it('removes a finished job\'s winning record after jobRetentionMs, only once every record of it is the same', () => {
@@ -529,13 +534,13 @@ describe('retention (maintain)', () => {
     // Retention is over, but B's "running" record would come back into force.
     expect(a.maintain(p(10_000)).removedJobs).toBe(0)
     expect(a.job('j1')).toEqual(stop)
-    // B replaces its superseded record with the stop; now every record of j1 is the same.
-    expect(b.maintain(p(1_000)).adoptedJobs).toBe(1)
+    // B drops its superseded record; now A's is the last one.
+    expect(b.maintain(p(10_000)).removedJobs).toBe(1)
     syncAll(a, b)
-    expect(a.jobRecords('j1').map((e) => e.record)).toEqual([stop, stop])
-    for (const s of [a, b]) expect(s.maintain(p(1_499)).removedJobs).toBe(0)
+    expect(a.jobRecords('j1')).toHaveLength(1)
+    expect(a.maintain(p(1_499)).removedJobs).toBe(0)
     expect(a.job('j1')).toEqual(stop)
-    for (const s of [a, b]) expect(s.maintain(p(1_500)).removedJobs).toBe(1)
+    expect(a.maintain(p(1_500)).removedJobs).toBe(1)
     syncAll(a, b)
     for (const s of [a, b]) {
       expect(s.job('j1')).toBeUndefined()
