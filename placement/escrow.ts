@@ -196,6 +196,26 @@ export function fits (limit: Limit, rights: Amount, usage: Amount, demand: Amoun
 }
 
 /**
+ * What the nodes other than `self` owe the quota, per dimension: each node's use
+ * beyond its rights (a quota lowered under its work, or below zero by the lowering
+ * itself), whether it can be reached or not. A node spends and gives only beyond
+ * it: the rights it holds over its own use are the quota plus these debts, and until
+ * they are repaid the quota is what is left. Without this, a debt nobody repays (its
+ * node is cut off) would let the others spend the quota and the debt: a raise after a
+ * lowering mints the new quota less the minted total, the debt included.
+ */
+export function debtsBeyond (self: string, rights: ReadonlyMap<string, Amount>, usage: ReadonlyMap<string, Amount>): Amount {
+  const out: Record<Dim, number> = { ...ZERO }
+  for (const n of new Set([...rights.keys(), ...usage.keys()])) {
+    if (n === self) continue
+    const r = rights.get(n) ?? ZERO
+    const u = usage.get(n) ?? ZERO
+    for (const d of DIMS) out[d] += Math.max(0, u[d] - r[d])
+  }
+  return out
+}
+
+/**
  * What a node may hand over when it leaves: all its rights beyond what it still runs (a
  * node leaving gracefully calls it once its tasks have stopped: then all its rights).
  * Every dimension, limited or not: a dimension that is unlimited now may be limited
@@ -285,8 +305,11 @@ export function transfers (input: TransferInput): Transfer[] {
       const debt = usage(n) - rights.get(n)!
       if (debt > 0) fill(n, debt, false, 'debt')
     }
-    // 2. Wants, from what each giver needs neither now nor for its own wants.
-    for (const n of reachable) spare.set(n, Math.max(0, rights.get(n)! - usage(n) - wanted(n)))
+    // 2. Wants, from what each giver needs neither now nor for its own wants, nor holds
+    // against the debts that remain (of nodes cut off too: see debtsBeyond).
+    const after = new Map(input.rights)
+    for (const n of reachable) after.set(n, { ...(after.get(n) ?? ZERO), [d]: rights.get(n)! })
+    for (const n of reachable) spare.set(n, Math.max(0, rights.get(n)! - usage(n) - wanted(n) - debtsBeyond(n, after, input.usage)[d]))
     for (const n of reachable) {
       const short = usage(n) + wanted(n) - rights.get(n)!
       if (short > 0) fill(n, short, wants.get(n)?.stuck === true, 'share')

@@ -6,7 +6,7 @@
 import type { JobRecord, ClaimRecord, ClaimState } from '../../crdt/schema.ts'
 import { type Claim, type ClaimStatus, nextGeneration, resolveClaims } from '../../placement/claims.ts'
 import { plan, type PendingSummary } from '../../placement/place.ts'
-import { type Amount, type Limit, type ShareRow, type Want, ESCROW_DEFAULTS, ZERO, add, demandOf as quotaDemand, fits, giftsOf, quotaMessage, rightsOf, sub, transfers } from '../../placement/escrow.ts'
+import { type Amount, type Limit, type ShareRow, type Want, ESCROW_DEFAULTS, ZERO, add, debtsBeyond, demandOf as quotaDemand, fits, giftsOf, quotaMessage, rightsOf, sub, transfers } from '../../placement/escrow.ts'
 import type { Allocation, NodeView, InstanceDemand } from '../../placement/types.ts'
 import { instanceId, jobOfInstance, latestTick } from '../jobs/instances.ts'
 import { namespaceOf } from '../jobs/records.ts'
@@ -97,6 +97,8 @@ export interface QuotaInput {
   rows: (namespace: string) => readonly ShareRow[]
   /** How long an instance waits for a share before any node with spare gives it (`ESCROW_DEFAULTS.stuckMs`). */
   stuckMs?: number
+  /** Namespaces with a ledger: their debts are planned for even when no job of theirs is in this pass. */
+  namespaces?: () => readonly string[]
 }
 
 /**
@@ -425,7 +427,7 @@ class Books {
   private readonly usage = new Map<string, Map<string, Amount>>()
   /** Instances charged to this node already: a live claim and a local task of one instance count once. */
   private readonly charged = new Set<string>()
-  /** Namespace → this node's rights after its gifts, or why nothing of it may start here. */
+  /** Namespace → this node's rights after its gifts, less what it holds against others' debts; or why nothing of it may start here. */
   private readonly rights = new Map<string, Amount | string>()
 
   constructor (self: string, quota: QuotaInput | undefined) {
@@ -459,6 +461,8 @@ class Books {
   settle (wants: ReadonlyArray<{ record: JobRecord, want: Want }>, reachable: readonly string[]): Action[] {
     const actions: Action[] = []
     if (this.quota === undefined) return actions
+    // Namespaces without a job in this pass too: a debt there is repaid all the same.
+    for (const ns of this.quota.namespaces?.() ?? []) if (!this.limits.has(ns)) this.limits.set(ns, this.quota.limit(ns))
     for (const [ns, limit] of [...this.limits].sort(([a], [b]) => (a < b ? -1 : 1))) {
       if (limit === null) continue
       try {
@@ -468,11 +472,15 @@ class Books {
           wants: wants.filter((w) => namespaceOf(w.record) === ns).map((w) => w.want),
         })
         let mine = all.get(this.self) ?? ZERO
+        const after = new Map(all)
         for (const gift of giftsOf(this.self, plan)) {
           mine = sub(mine, gift.amount)
+          after.set(gift.to, add(after.get(gift.to) ?? ZERO, gift.amount))
           actions.push({ kind: 'share', namespace: ns, to: gift.to, amount: gift.amount })
         }
-        this.rights.set(ns, mine)
+        // What others owe stays unspent here until it is repaid (gifts others plan are not counted: they may not come).
+        after.set(this.self, mine)
+        this.rights.set(ns, sub(mine, debtsBeyond(this.self, after, this.usage.get(ns) ?? new Map())))
       } catch (err) {
         // Rows that break the ledger's rules (a peer's bug): nothing of the namespace starts here until they are fixed.
         const message = `namespace ${ns}: its quota ledger cannot be read (${(err as Error).message}); nothing of it starts on this node`

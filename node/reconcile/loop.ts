@@ -352,7 +352,7 @@ export class Reconciler {
       claimBoundMs: this.config.claimBoundMs,
       cronDeadlineMs: this.config.cronDeadlineMs,
       cronCatchUpMs: this.config.cronCatchUpMs,
-      ...(this.quota === undefined ? {} : { quota: { limit: this.quota.limit, rows: (ns: string) => this.rows(ns) } }),
+      ...(this.quota === undefined ? {} : { quota: { limit: this.quota.limit, rows: (ns: string) => this.rows(ns), namespaces: this.quota.namespaces } }),
     })
     for (const e of decisions.errors) {
       if (this.reported.has(e.job)) continue
