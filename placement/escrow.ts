@@ -251,27 +251,27 @@ export interface TransferInput {
  * with views that agree exactly one node gives for each need; views that differ may
  * give twice (a node that then has more than it needs gives it on later) or not yet.
  *
- * Per dimension the quota bounds, first debts, then wants:
- * 1. a node running more than its rights (a quota was lowered or set under its work) is
- *    repaid from the others' spare, rights − usage: so a lowered quota stops new
- *    starts anywhere until the work fits it again;
- * 2. a node short of rights for the open instances it is to claim (usage + wants −
- *    rights) gets them from the spare that remains beyond what each giver's own wants
- *    need: a node never gives away what it is about to use.
- * Needs go in node id order; each is filled from the givers with the most spare
- * first (ties to the lower id). A want that is stuck puts the viewer first.
+ * First debts, per dimension the quota bounds: a node running more than its rights (a
+ * quota was lowered or set under its work) is repaid from the others' spare, rights −
+ * usage: so a lowered quota stops new starts anywhere until the work fits it again.
+ *
+ * Then wants, whole instances at a time (`served`): an instance is served only if it can
+ * be met in every limited dimension at once, by its node's own rights or by the spare of
+ * the others, and only served wants hold rights back or receive any. First every want
+ * that fits in its node's own rights beyond its usage (and the debts of the others): a
+ * node never gives away what it is about to claim; then the others, in node id order,
+ * each served if the spare left can still meet every served want. A served want's node
+ * gets what it lacks from the spare beyond each giver's served wants (and debts held),
+ * the most spare first (ties to the lower id); a want that is stuck puts the viewer
+ * first. Holding rights back per dimension for a want that cannot be met (n1 kept its
+ * spare memory for an instance it lacked the instance right for, n3 kept its spare
+ * instance right for one it lacked the memory for) left both waiting for good.
  * Only spare is ever given, so rights move and are never created or lost.
  */
 export function transfers (input: TransferInput): Transfer[] {
   const reachable = [...new Set(input.reachable)].sort()
+  const dims = limitedDims(input.limit)
   const out: Transfer[] = []
-  const wants = new Map<string, { demand: Record<Dim, number>, stuck: boolean }>()
-  for (const w of input.wants) {
-    const was = wants.get(w.node) ?? { demand: { ...ZERO }, stuck: false }
-    for (const d of DIMS) was.demand[d] += w.demand[d]
-    was.stuck ||= w.stuck
-    wants.set(w.node, was)
-  }
   const moved = new Map<string, Record<Dim, number>>()
   const move = (from: string, to: string, d: Dim, n: number, why: Transfer['why']): void => {
     const key = `${from}\u0000${to}\u0000${why}`
@@ -279,40 +279,77 @@ export function transfers (input: TransferInput): Transfer[] {
     m[d] += n
     moved.set(key, m)
   }
-  for (const d of limitedDims(input.limit)) {
-    const rights = new Map(reachable.map((n) => [n, input.rights.get(n)?.[d] ?? 0]))
-    const spare = new Map<string, number>()
-    const usage = (n: string): number => input.usage.get(n)?.[d] ?? 0
-    const wanted = (n: string): number => wants.get(n)?.demand[d] ?? 0
-    /** Moves up to `need` to `to` from the givers with spare, the most first. */
-    const fill = (to: string, need: number, stuck: boolean, why: Transfer['why']): void => {
-      const first = (g: string): number => (stuck && g === input.self ? 0 : 1)
-      const givers = reachable.filter((g) => g !== to && spare.get(g)! > 0)
-        .sort((a, b) => first(a) - first(b) || spare.get(b)! - spare.get(a)! || (a < b ? -1 : 1))
-      for (const g of givers) {
-        if (need <= 0) break
-        const n = Math.min(need, spare.get(g)!)
-        spare.set(g, spare.get(g)! - n)
-        rights.set(g, rights.get(g)! - n)
-        rights.set(to, rights.get(to)! + n)
-        need -= n
-        move(g, to, d, n, why)
-      }
+  const rights = new Map<string, Record<Dim, number>>(reachable.map((n) => [n, { ...(input.rights.get(n) ?? ZERO) }]))
+  const usage = (n: string, d: Dim): number => input.usage.get(n)?.[d] ?? 0
+  /** Moves up to `need` of `d` to `to` from the givers with spare, the most first. */
+  const fill = (d: Dim, spare: Map<string, number>, to: string, need: number, stuck: boolean, why: Transfer['why']): void => {
+    const first = (g: string): number => (stuck && g === input.self ? 0 : 1)
+    const givers = reachable.filter((g) => g !== to && spare.get(g)! > 0)
+      .sort((a, b) => first(a) - first(b) || spare.get(b)! - spare.get(a)! || (a < b ? -1 : 1))
+    for (const g of givers) {
+      if (need <= 0) break
+      const n = Math.min(need, spare.get(g)!)
+      spare.set(g, spare.get(g)! - n)
+      rights.get(g)![d] -= n
+      rights.get(to)![d] += n
+      need -= n
+      move(g, to, d, n, why)
     }
-    // 1. Debts, from what each giver does not use now.
-    for (const n of reachable) spare.set(n, Math.max(0, rights.get(n)! - usage(n)))
+  }
+  // 1. Debts, from what each giver does not use now.
+  for (const d of dims) {
+    const spare = new Map(reachable.map((n) => [n, Math.max(0, rights.get(n)![d] - usage(n, d))]))
     for (const n of reachable) {
-      const debt = usage(n) - rights.get(n)!
-      if (debt > 0) fill(n, debt, false, 'debt')
+      const debt = usage(n, d) - rights.get(n)![d]
+      if (debt > 0) fill(d, spare, n, debt, false, 'debt')
     }
-    // 2. Wants, from what each giver needs neither now nor for its own wants, nor holds
-    // against the debts that remain (of nodes cut off too: see debtsBeyond).
-    const after = new Map(input.rights)
-    for (const n of reachable) after.set(n, { ...(after.get(n) ?? ZERO), [d]: rights.get(n)! })
-    for (const n of reachable) spare.set(n, Math.max(0, rights.get(n)! - usage(n) - wanted(n) - debtsBeyond(n, after, input.usage)[d]))
-    for (const n of reachable) {
-      const short = usage(n) + wanted(n) - rights.get(n)!
-      if (short > 0) fill(n, short, wants.get(n)?.stuck === true, 'share')
+  }
+  // 2. Wants. What each node may spend: its rights beyond its usage and beyond the debts that remain
+  // (of nodes cut off too: see debtsBeyond), the rule it claims by.
+  const after = new Map(input.rights)
+  for (const n of reachable) after.set(n, rights.get(n)!)
+  const free = new Map(reachable.map((n) => [n, sub(sub(rights.get(n)!, input.usage.get(n) ?? ZERO), debtsBeyond(n, after, input.usage))]))
+  /** The wants served, by node: their demand in all, and whether one of them is stuck. */
+  const served = new Map<string, { demand: Amount, stuck: boolean }>()
+  /** What node `n` lacks of `d`, and has of it to spare, with `w` of it served (undefined: nothing; then it lacks nothing). */
+  const stand = (n: string, d: Dim, w: number | undefined): { short: number, spare: number } =>
+    ({ short: w === undefined ? 0 : Math.max(0, w - free.get(n)![d]), spare: Math.max(0, free.get(n)![d] - (w ?? 0)) })
+  /** What the served wants lack and what spare is left beside them, in all, per dimension. */
+  const totals = new Map(dims.map((d) => [d, { short: 0, spare: reachable.reduce((a, n) => a + stand(n, d, undefined).spare, 0) }]))
+  /** The totals if `w` were served too; `serve` keeps them. */
+  const withWant = (w: Want): Map<Dim, { short: number, spare: number }> => {
+    const was = served.get(w.node)?.demand
+    return new Map(dims.map((d) => {
+      const t = totals.get(d)!
+      const before = stand(w.node, d, was?.[d])
+      const next = stand(w.node, d, (was?.[d] ?? 0) + w.demand[d])
+      return [d, { short: t.short - before.short + next.short, spare: t.spare - before.spare + next.spare }]
+    }))
+  }
+  const serve = (w: Want, next: Map<Dim, { short: number, spare: number }>): void => {
+    const was = served.get(w.node)
+    served.set(w.node, { demand: add(was?.demand ?? ZERO, w.demand), stuck: (was?.stuck ?? false) || w.stuck })
+    for (const [d, t] of next) totals.set(d, t)
+  }
+  const order = (a: Want, b: Want): number => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0) || DIMS.reduce((c, d) => c || a.demand[d] - b.demand[d], 0)
+  const wants = input.wants.filter((w) => rights.has(w.node)).sort(order)
+  // First what fits in its node's own rights (it lacks nothing, so the totals still balance); then, in order,
+  // each want whose node the spare left can still make up for, beside every want served before it.
+  const later: Want[] = []
+  for (const w of wants) {
+    const own = served.get(w.node)?.demand ?? ZERO
+    if (dims.every((d) => own[d] + w.demand[d] <= free.get(w.node)![d])) serve(w, withWant(w))
+    else later.push(w)
+  }
+  for (const w of later) {
+    const next = withWant(w)
+    if ([...next.values()].every((t) => t.short <= t.spare)) serve(w, next)
+  }
+  for (const d of dims) {
+    const spare = new Map(reachable.map((n) => [n, stand(n, d, served.get(n)?.demand[d]).spare]))
+    for (const [n, s] of [...served].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const short = stand(n, d, s.demand[d]).short
+      if (short > 0) fill(d, spare, n, short, s.stuck, 'share')
     }
   }
   for (const [key, a] of moved) {

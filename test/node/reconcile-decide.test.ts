@@ -1040,6 +1040,27 @@ describe('decide: namespace quotas (escrow)', () => {
     expect(shares(decideAs({ ...w, openSince: NOW - 10_000 }, 'b'))).toEqual([{ kind: 'share', namespace: 'web', to: 'c', amount: inst(1) }])
   })
 
+  it('rights held back in one dimension for a want short in another move on: each node gives what it cannot use (found by the simulator, seed 2)', () => {
+    // Quota: 1000m, 2 instances. a runs web.2 (500m, 1). b holds 500m and no instance, c an instance and no CPU:
+    // b is chosen for web.1 and c for web.0 and web.3, and each lacks what the other holds. Planning each
+    // dimension apart, b kept its CPU for web.1 and c its instance for web.0, and neither ever started.
+    const LIMIT: Limit = { cpuMillis: 1000, memoryBytes: null, instances: 2 }
+    const rows = new Map([['a', withGift('a', withGift('a', withMint('a', undefined, amount(1000, 0, 2)), { to: 'b', amount: amount(500, 0, 0) }), { to: 'c', amount: amount(0, 0, 1) })]])
+    const held: ClaimRecord[] = [claim('web.2', 'a')]
+    for (let round = 0; round < 4; round++) {
+      const all = decideAll({ nodes, jobs: [web], claims: held, quota: quota({ web: LIMIT }, [...rows.values()]) })
+      for (const [self, d] of all) {
+        for (const a of d.actions) {
+          if (a.kind === 'claim') held.push(claim(a.instance, self, { generation: a.generation }))
+          if (a.kind === 'share') rows.set(self, withGift(self, rows.get(self), { to: a.to, amount: a.amount }))
+        }
+      }
+      expect(held.length).toBeLessThanOrEqual(2)
+    }
+    expect(held.map((c) => [c.id, c.node]).sort()).toEqual([['web.1', 'b'], ['web.2', 'a']])
+    expect(rows.get('c')?.given).toEqual({ b: amount(0, 0, 1) })
+  })
+
   it('a local task counts against the quota until it has stopped, whatever its claim says', () => {
     // api.0 (namespace web, stopped) still runs on a: with a quota of one, a may not start web.2.
     const api = job('api', {}, { namespace: 'web', desired: 'stopped' })

@@ -29,6 +29,21 @@ const contested: Scenario = { seed: 31, nodes: 5, skewsMs: [0, 0, 0, 0, 0], user
   { atMs: 15_000, kind: 'heal' },
 ] }
 
+/**
+ * Simulator seed 2, shrunk: no fault at all. svc8 and svc20 want more than alpha's quota holds (1 GiB);
+ * after svc9 stops, one more svc20 instance fits, but n1 held the spare memory and n3 the spare instance,
+ * each for its own svc20 instance, and neither started (placement/escrow.ts, transfers).
+ */
+const twoDims: Scenario = { seed: 2, nodes: 5, skewsMs: [0, 0, -417, 0, 0], users: { quotas: { alpha: { cpuMillis: 3000, memoryBytes: 2 ** 30, instances: 5 }, beta: instances(6) } }, steps: [
+  { atMs: 9, kind: 'submit', node: 1, job: { name: 'batch0', type: 'batch', command: 'sim', args: ['run', '2386', '0'], cpu: '1000m', memory: '128Mi', count: 3, restart: { attempts: 1, delay: '200ms' }, partition: 'both' }, namespace: 'beta' },
+  { atMs: 14_106, kind: 'submit', node: 1, job: { name: 'svc8', type: 'service', command: 'sim', args: ['serve'], cpu: '100m', memory: '256Mi', count: 2 }, namespace: 'alpha' },
+  { atMs: 14_135, kind: 'submit', node: 1, job: { name: 'svc9', type: 'service', command: 'sim', args: ['serve'], cpu: '250m', memory: '256Mi', count: 3 }, namespace: 'alpha' },
+  { atMs: 14_933, kind: 'scale', node: 1, job: 'svc8', count: 4 },
+  { atMs: 22_479, kind: 'scale', node: 3, job: 'svc9', count: 3 },
+  { atMs: 24_891, kind: 'submit', node: 2, job: service('svc20', 3), namespace: 'alpha' },
+  { atMs: 58_254, kind: 'stop', node: 4, job: 'svc9' },
+] }
+
 describe('the cluster simulator with users and quotas', () => {
   it('keeps every invariant, the quota first, through 8 seeds of signed requests, quota changes, partitions and crashes', async () => {
     const results = await sweep({ from: 101, seeds: 8, scenario: { nodes: 5, chaosMs: 30_000 }, world: {} })
@@ -51,6 +66,12 @@ describe('the cluster simulator with users and quotas', () => {
     expect(result.quota.waiting).toBeGreaterThan(0)
     expect(result.quota.forged).toBe(1)
     expect(result.acknowledged).toBe(2)
+  }, 30_000)
+
+  it('moves rights held in one dimension for an instance short in another: what fits the quota starts (seed 2, no fault)', async () => {
+    const result = await runScenario(twoDims)
+    expect(result.violations, explain(result)).toEqual([])
+    expect(result.quota.full).toBeGreaterThan(0)
   }, 30_000)
 
   it('catches a node that spends rights no quota created (planted)', async () => {
