@@ -298,9 +298,12 @@ export function decide (input: ReconcileInput): Decisions {
 
   for (const id of input.local) if (!mine.has(id)) mine.set(id, wanted.get(id) ?? jobOfInstance(id))
   // A local task counts against its namespace's quota until it has stopped, whatever its claim says.
+  // One whose job this node does not know (gone, or not admitted) could be any namespace's, of any size:
+  // until it has stopped, nothing of a namespace with a quota starts here.
   for (const id of input.local) {
     const entry = byId.get(wanted.get(id) ?? jobOfInstance(id))
     if (entry?.spec != null) books.charge(entry.record, entry.spec, self, id)
+    else books.unknown(id)
   }
   for (const [id, job] of mine) {
     if (wanted.has(id)) continue
@@ -429,6 +432,8 @@ class Books {
   private readonly charged = new Set<string>()
   /** Namespace → this node's rights after its gifts, less what it holds against others' debts; or why nothing of it may start here. */
   private readonly rights = new Map<string, Amount | string>()
+  /** Local tasks of jobs this node does not know: their use cannot be charged to a namespace. */
+  private readonly unknowns: string[] = []
 
   constructor (self: string, quota: QuotaInput | undefined) {
     this.self = self
@@ -491,11 +496,17 @@ class Books {
     return actions
   }
 
+  /** A local task whose job this node does not know: it may hold any namespace's rights until it stops. */
+  unknown (instance: string): void {
+    this.unknowns.push(instance)
+  }
+
   /** Charges this node with an instance of the job if its rights allow it; otherwise says why it waits. */
   admit (record: JobRecord, demand: InstanceDemand): string | undefined {
     const limit = this.watch(record)
     if (limit === null) return undefined
     const ns = namespaceOf(record)
+    if (this.unknowns.length > 0) return `namespace ${ns}: this node still stops ${this.unknowns.length} task(s) of jobs it does not know (${this.unknowns.slice(0, 3).join(', ')}), whose use could be this namespace's; it waits until they have stopped`
     const rights = this.rights.get(ns)
     // Not settled (no quota pass ran): a right not counted is not spent.
     if (rights === undefined) return `namespace ${ns}: this node's share of the quota is not known yet`
