@@ -140,8 +140,9 @@ export function parseRootKey (text: string, where: string): RootKey {
 export function parsePublicKey (text: string, where: string): string {
   const key = text.trim()
   if (isPublicKeyText(key)) return key
-  const shown = key.length > 24 ? `${key.slice(0, 24)}…` : key
-  throw new AccessError('bad-public-key', `${where}: "${shown}" is not a murmur public key; give one as printed by its owner, like ${KEY_PREFIX}<43 base64url characters>`)
+  // Quoted as JSON: a file given by mistake (a private key file) shows its first characters on the same line.
+  const shown = JSON.stringify(key.length > 24 ? `${key.slice(0, 24)}…` : key)
+  throw new AccessError('bad-public-key', `${where}: ${shown} is not a murmur public key; give one as printed by its owner, like ${KEY_PREFIX}<43 base64url characters>`)
 }
 
 function keyFileObject (text: string, where: string, format: string, fields: string[]): Record<string, unknown> {

@@ -7,6 +7,7 @@
 // by a command that raced) leaves nothing behind. A data dir is removed only once
 // its process is known to be gone: "cannot tell" stops the teardown instead.
 
+import { ADMIN_KEY_NAME, ROOT_KEY_NAME, ROOT_PUB_NAME } from '../../cli/cluster-files.ts'
 import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { purgeTasks } from '../../node/executor/executor.ts'
@@ -48,7 +49,8 @@ export async function teardown (dir: string, state: TestnetState | null, options
       await rm(`${dataDir}.log`, { force: true })
     }
     for (const node of state?.nodes ?? []) if (isInside(node.logFile, dir)) await rm(node.logFile, { force: true })
-    await rm(join(dir, CLUSTER_KEY_NAME), { force: true })
+    // The testnet's closed cluster: its network key, root key pair and admin key (cli/cluster-files.ts).
+    for (const name of [CLUSTER_KEY_NAME, ROOT_PUB_NAME, ROOT_KEY_NAME, ADMIN_KEY_NAME]) await rm(join(dir, name), { force: true })
   }
   // Namespaces (with their veths, rules, chains and qdiscs) and the bridge: recorded, or found by the testnet's prefix.
   const removed = await removeNetwork(dir, state?.netns ?? null)

@@ -15,7 +15,7 @@ import { basename, join, resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { connect, readUserKey } from '../../cli/client.ts'
 import { loadConfig, removeContext, saveContext } from '../../cli/context.ts'
-import { ADMIN_KEY_NAME, writeClusterFiles } from '../../cli/cluster-files.ts'
+import { ADMIN_KEY_NAME, ROOT_KEY_NAME, ROOT_PUB_NAME, writeClusterFiles } from '../../cli/cluster-files.ts'
 import { putRules } from './admin.ts'
 import { STOP_GRACE_MS, teardown, terminate } from './down.ts'
 import { TestnetError } from './errors.ts'
@@ -234,7 +234,8 @@ async function startNode (state: TestnetState, node: TestnetNode, seeds: string[
 async function waitForConvergence (state: TestnetState, expected: number, deadline: number, progress: (m: string) => void): Promise<void> {
   let last = -1
   while (Date.now() < deadline) {
-    const views = await aliveCounts(state.nodes.map((n) => n.apiUrl))
+    // As its own admin: a MURMUR_USER_KEY in the shell is some other cluster's user.
+    const views = await aliveCounts(state.nodes.map((n) => n.apiUrl), adminKeyFile(state.dir))
     const done = views.filter((v) => v === expected).length
     if (done !== last) {
       progress(`${done}/${state.nodes.length} nodes see all ${expected} alive`)
@@ -246,11 +247,14 @@ async function waitForConvergence (state: TestnetState, expected: number, deadli
   throw new TestnetError(`the nodes did not all see each other in time; see the logs in ${state.dir}`)
 }
 
-/** How many members each node lists as alive (-1 for a node that does not answer). */
-export async function aliveCounts (apiUrls: string[]): Promise<number[]> {
+/**
+ * How many members each node lists as alive (-1 for a node that does not answer),
+ * asked with `key` (a testnet's admin key file); without it, the key the client finds.
+ */
+export async function aliveCounts (apiUrls: string[], key?: string): Promise<number[]> {
   return await Promise.all(apiUrls.map(async (url) => {
     try {
-      const { members } = await connect(url, { timeoutMs: 2_000 }).members()
+      const { members } = await connect(url, { timeoutMs: 2_000, ...(key === undefined ? {} : { key }) }).members()
       return members.filter((m) => m.state === 'alive').length
     } catch {
       return -1
@@ -291,7 +295,7 @@ export async function down (options: DownOptions = {}): Promise<{ stopped: numbe
 export async function leftovers (dir: string = DEFAULT_DIR): Promise<{ processes: number[], network: string[], files: string[] }> {
   const root = resolve(dir)
   const network = await netns.networkOf(root, null)
-  const files = (await readdir(root).catch(() => [] as string[])).filter((f) => NODE_DIR.test(f.replace(/\.log$/, '')) || f === 'testnet.json' || f === CLUSTER_KEY_NAME)
+  const files = (await readdir(root).catch(() => [] as string[])).filter((f) => NODE_DIR.test(f.replace(/\.log$/, '')) || f === 'testnet.json' || [CLUSTER_KEY_NAME, ROOT_PUB_NAME, ROOT_KEY_NAME, ADMIN_KEY_NAME].includes(f))
   return { processes: findNodeProcesses(root).map((p) => p.pid), network: network === null ? [] : [...network.namespaces, ...network.links], files }
 }
 
