@@ -78,7 +78,7 @@ import { detectHierarchies } from '../node/executor/cgroups.ts'
 import { parseAttempt } from '../node/jobs/instances.ts'
 import { isActiveState } from '../node/reconcile/decide.ts'
 import { NO_NETWORK_FAULTS } from '../testnet/local/faults.ts'
-import { cpuTicks, freePorts, isNodeProcess, readRuntime, spawnNode } from '../testnet/local/process.ts'
+import { cpuTicks, freePorts, spawnNode } from '../testnet/local/process.ts'
 import { type TestnetNode, type TestnetState, writeState } from '../testnet/local/state.ts'
 import * as testnet from '../testnet/local/testnet.ts'
 import { COMMON_OPTIONS, Report, log, machineTimes, ownCpuMs, percentile, rootCpuMs, selectParts } from './report.ts'
@@ -1057,21 +1057,7 @@ async function startOpenNode (state: TestnetState, node: TestnetNode, seeds: str
     dataDir: node.dataDir, logFile: node.logFile, port: node.port, apiPort: node.apiPort, join: seeds,
     labels: { 'testnet.index': String(node.index) }, extraArgs, clusterKeyFile: null, faultInjection: true, faultRules: null,
   })
-  await writeState(state)
-  const deadline = performance.now() + 30_000
-  while (performance.now() < deadline) {
-    const runtime = await readRuntime(node.dataDir)
-    if (runtime !== null && runtime.pid === node.pid) {
-      node.peerId = runtime.peerId
-      node.addrs = runtime.addrs
-      node.apiUrl = runtime.apiUrl
-      await writeState(state)
-      return
-    }
-    if (!isNodeProcess(node.pid, node.dataDir)) throw new Error(`node ${node.index} exited during start (log: ${node.logFile})`)
-    await sleep(50)
-  }
-  throw new Error(`node ${node.index} did not start within 30 s (log: ${node.logFile})`)
+  await testnet.awaitRuntime(state, node)
 }
 
 // ---- main ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import { type UserKey, isPublicKeyText, newKeyPair, encodeUserKey, parsePublicKe
 import { makeToken, TOKEN_TTL_MS_MAX } from '../access/request.ts'
 import { type Grant, NAME_RE, NAMESPACE_RE, ROLES, type Role, type Signer, signGrant, signQuota, signRevocation } from '../access/statements.ts'
 import { parseCpu, parseDuration, parseSize } from '../node/units.ts'
-import { bytesText, cpuText } from '../placement/reasons.ts'
+import { amountText, limitText } from '../placement/escrow.ts'
 import { ApiError, type Client, type NamespaceView, type UserView } from './client.ts'
 import { writePrivate } from './cluster-files.ts'
 import { InputError } from './job-input.ts'
@@ -177,17 +177,11 @@ export function renderNamespaces (namespaces: readonly NamespaceView[]): string 
 }
 
 function quotaText (n: NamespaceView): string {
-  if (n.quota === null) return 'none'
-  const l = n.quota.limit
-  const parts: string[] = []
-  if (l.cpuMillis !== null) parts.push(`cpu ${cpuText(l.cpuMillis)}`)
-  if (l.memoryBytes !== null) parts.push(`memory ${bytesText(l.memoryBytes)}`)
-  if (l.instances !== null) parts.push(`${l.instances} instances`)
-  return parts.join(', ')
+  return n.quota === null ? 'none' : limitText(n.quota.limit)
 }
 
 function useText (n: NamespaceView): string {
-  return `cpu ${cpuText(n.use.cpuMillis)}, memory ${bytesText(n.use.memoryBytes)}, ${n.use.instances} instances`
+  return amountText(n.use)
 }
 
 function roleText (role: Role): string {

@@ -12,7 +12,7 @@
 // gifts out. node/ writes the rows and carries the gifts out.
 
 import { z } from 'zod'
-import { bytesText } from './reasons.ts'
+import { bytesText, cpuText } from './reasons.ts'
 import { PlacementError } from './types.ts'
 
 /** What a quota bounds: CPU, memory and the number of instances running. */
@@ -380,6 +380,20 @@ function shareText (d: Dim, share: number, limit: number): string {
     case 'memoryBytes': return `memory ${bytesText(share)} of ${bytesText(limit)}`
     case 'instances': return `${share} of ${limit} instances`
   }
+}
+
+/** A quota in words, its limited dimensions only: "cpu 2, memory 4 GiB, 10 instances". */
+export function limitText (limit: Limit): string {
+  const parts: string[] = []
+  if (limit.cpuMillis !== null) parts.push(`cpu ${cpuText(limit.cpuMillis)}`)
+  if (limit.memoryBytes !== null) parts.push(`memory ${bytesText(limit.memoryBytes)}`)
+  if (limit.instances !== null) parts.push(`${limit.instances} instances`)
+  return parts.join(', ')
+}
+
+/** What a namespace holds, in words, every dimension. */
+export function amountText (a: Amount): string {
+  return `cpu ${cpuText(a.cpuMillis)}, memory ${bytesText(a.memoryBytes)}, ${a.instances} instances`
 }
 
 /**

@@ -20,7 +20,7 @@ import { DEFAULT_NAMESPACE, jobProblem, namespaceOf, newJobRecord, scaledJob, st
 import { mayRunAs, permits } from '../../access/verify.ts'
 import type { AccessBook } from '../access.ts'
 import { type Caller, RequestAuth } from '../auth.ts'
-import type { Amount, Limit } from '../../placement/escrow.ts'
+import { type Amount, amountText, limitText } from '../../placement/escrow.ts'
 import { bytesText, cpuText } from '../../placement/reasons.ts'
 import { JobSpecError, type JobSpec, normalizeJob, readSpec } from './spec.ts'
 import type { ExplainView, HistoryView, InstanceView, JobStatus, JobSummary, JobView, PoolStatus, TaskDetail, TaskView } from './types.ts'
@@ -599,14 +599,3 @@ function sum (values: number[]): number {
 }
 
 
-function limitText (limit: Limit): string {
-  const parts: string[] = []
-  if (limit.cpuMillis !== null) parts.push(`cpu ${cpuText(limit.cpuMillis)}`)
-  if (limit.memoryBytes !== null) parts.push(`memory ${bytesText(limit.memoryBytes)}`)
-  if (limit.instances !== null) parts.push(`${limit.instances} instances`)
-  return parts.join(', ')
-}
-
-function amountText (a: Amount): string {
-  return `cpu ${cpuText(a.cpuMillis)}, memory ${bytesText(a.memoryBytes)}, ${a.instances} instances`
-}

@@ -211,6 +211,11 @@ async function startNode (state: TestnetState, node: TestnetNode, seeds: string[
     ...(node.address === null ? {} : { host: node.address, netns: node.netns }),
   })
   node.rulesPending = false
+  await awaitRuntime(state, node)
+}
+
+/** Records a node just spawned, and waits for its runtime file: its peer id, addresses and API. */
+export async function awaitRuntime (state: TestnetState, node: TestnetNode): Promise<void> {
   await writeState(state)
   const deadline = Date.now() + TESTNET_LIMITS.nodeStartMs
   while (Date.now() < deadline) {
