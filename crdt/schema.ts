@@ -4,7 +4,7 @@
 
 import { z } from 'zod'
 import { proofSchema } from '../access/request.ts'
-import { statementId, statementSchema } from '../access/statements.ts'
+import { NAMESPACE_RE, statementId, statementSchema } from '../access/statements.ts'
 
 export const RECORD_LIMITS = Object.freeze({
   idCharsMax: 128,
@@ -70,7 +70,7 @@ export const jobRecordSchema = z.object({
   desired: z.enum(['running', 'stopped']),
   version: counter.min(1),
   /** The namespace the job lives in (absent in records written before namespaces: 'default'). */
-  namespace: z.string().min(1).max(63).regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/).optional(),
+  namespace: z.string().regex(NAMESPACE_RE).optional(),
   submittedBy: id,
   submittedAt: time,
   updatedAt: time,
@@ -183,7 +183,7 @@ export const accessRecordSchema = z.discriminatedUnion('kind', [
   z.object({
     id,
     kind: z.literal('share'),
-    namespace: z.string().min(1).max(63),
+    namespace: z.string().regex(NAMESPACE_RE),
     minted: mintedSchema,
     given: z.record(id, givenSchema).refine((given) => Object.keys(given).length <= 4_096, 'at most 4096 nodes'),
   }).strict(),

@@ -17,6 +17,7 @@ import type { LogChunk, LogStream } from './executor/logs.ts'
 import type { TaskUser } from './executor/executor.ts'
 import type { Isolation, AttemptInfo } from './executor/types.ts'
 import { type JobService, redactAttempt, redactJobRecord } from './jobs/service.ts'
+import { NAMESPACE_RE } from '../access/statements.ts'
 import { permits } from '../access/verify.ts'
 import type { PoolStatus } from './jobs/types.ts'
 import type { JobRecord, ClaimRecord } from '../crdt/schema.ts'
@@ -76,7 +77,7 @@ const tasksQuery = z.object({
   all: z.enum(['0', '1', 'true', 'false']).optional(),
 }).strict()
 
-const namespaceParam = z.string().min(1).max(63).regex(/^([a-z0-9]([a-z0-9-]*[a-z0-9])?|\*)$/, "a namespace is a DNS label (a-z, 0-9, '-'), or '*' for every namespace you may read")
+const namespaceParam = z.string().refine((ns) => ns === '*' || NAMESPACE_RE.test(ns), "a namespace is a DNS label (a-z, 0-9, '-'), or '*' for every namespace you may read")
 const jobsQuery = z.object({ all: z.enum(['0', '1', 'true', 'false']).optional(), namespace: namespaceParam.optional() }).strict()
 const nsQuery = z.object({ namespace: namespaceParam.optional() }).strict()
 

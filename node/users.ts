@@ -5,7 +5,8 @@
 // its own row of the quota ledger (placement/escrow.ts).
 
 import type { Logger } from 'pino'
-import { type Grant, NAMESPACE_RE, type Quota, grantSchema, quotaSchema, revocationSchema, statementId } from '../access/statements.ts'
+import type { z } from 'zod'
+import { type Grant, NAMESPACE_RE, grantSchema, quotaSchema, revocationSchema, statementId } from '../access/statements.ts'
 import { grantProblem, permits, statementProblem } from '../access/verify.ts'
 import type { AccessRecord } from '../crdt/schema.ts'
 import type { AccessBook, NamespaceQuota, UserView } from './access.ts'
@@ -61,7 +62,7 @@ export function usersBackend (init: UsersInit): UsersBackend {
     if (init.book === null) throw new MurmurError('NO_USERS', "this node runs without users (no root key); start the nodes with --root-key from 'murmur cluster init'", 1, 409)
     return init.book
   }
-  const parse = <T>(schema: { safeParse: (v: unknown) => { success: true, data: T } | { success: false, error: { issues: Array<{ path: PropertyKey[], message: string }> } } }, value: unknown, what: string, usage: string): T => {
+  const parse = <T>(schema: z.ZodType<T>, value: unknown, what: string, usage: string): T => {
     const parsed = schema.safeParse(value)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!
@@ -88,7 +89,7 @@ export function usersBackend (init: UsersInit): UsersBackend {
 
     async add (body) {
       const b = book()
-      const grant = parse(grantSchema, (body as { grant?: unknown } | undefined)?.grant, 'grant', "send { \"grant\": <a grant signed by an admin> } (the CLI does: 'murmur user add')") as Grant
+      const grant = parse(grantSchema, (body as { grant?: unknown } | undefined)?.grant, 'grant', "send { \"grant\": <a grant signed by an admin> } (the CLI does: 'murmur user add')")
       const problem = grantProblem(grant, clock.now(), b.trust)
       if (problem !== null) throw new InputError('BAD_GRANT', `the grant for ${grant.name} is not in force: ${problem}`)
       await store({ id: `g-${statementId(grant)}`, kind: 'statement', statement: grant })
@@ -118,7 +119,7 @@ export function usersBackend (init: UsersInit): UsersBackend {
     async setQuota (namespace, body) {
       const b = book()
       if (!NAMESPACE_RE.test(namespace)) throw new InputError('BAD_NAMESPACE', `'${namespace}' is not a namespace name: a DNS label (a-z, 0-9, '-', at most 63)`)
-      const quota = parse(quotaSchema, (body as { quota?: unknown } | undefined)?.quota, 'quota', "send { \"quota\": <signed by an admin> } (the CLI does: 'murmur namespace quota')") as Quota
+      const quota = parse(quotaSchema, (body as { quota?: unknown } | undefined)?.quota, 'quota', "send { \"quota\": <signed by an admin> } (the CLI does: 'murmur namespace quota')")
       if (quota.namespace !== namespace) throw new InputError('BAD_QUOTA', `the quota is signed for namespace ${quota.namespace}, not ${namespace}`)
       const problem = statementProblem(quota, b.trust)
       if (problem !== null) throw new InputError('BAD_QUOTA', `the quota for ${namespace} is refused: ${problem}`)
