@@ -14,7 +14,7 @@ import { murmur } from '../helpers/cli.ts'
 import { isLive, marker, markedPids, sh } from '../helpers/jobs.ts'
 import { markedRoots } from '../helpers/processes.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
-import { type Answer, addUser, call, setQuota, testnetAdmin } from '../helpers/users.ts'
+import { addUser, call, expectRefused, setQuota, testnetAdmin } from '../helpers/users.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const N = 3
@@ -50,12 +50,6 @@ afterAll(async () => {
   await stopTestnet(dir)
   for (const m of marks) expect(markedPids(m), m).toEqual([])
 }, 60_000)
-
-function expectRefused (a: Answer, status: number, code: string, message: RegExp, what: string): void {
-  expect({ status: a.status, code: a.code }, `${what}: ${a.message ?? JSON.stringify(a.json)}`).toEqual({ status, code })
-  expect(a.message, what).toMatch(message)
-  expect(a.message, what).not.toContain('\n')
-}
 
 async function teamJobs (i: number): Promise<JobSummary[]> {
   return (await call(api(i), admin, 'GET', `/v1/jobs?namespace=${NS}&all=1`)).json.jobs as JobSummary[]

@@ -17,7 +17,7 @@ import { murmur, userLines } from '../helpers/cli.ts'
 import { marker, markedPids, sh } from '../helpers/jobs.ts'
 import { markedRoots } from '../helpers/processes.ts'
 import { startTestnet, stopTestnet } from '../helpers/testnet.ts'
-import { type Answer, addUser, call, revokeUser, send, signed, testnetAdmin } from '../helpers/users.ts'
+import { type Answer, addUser, call, expectRefused, revokeUser, send, signed, testnetAdmin } from '../helpers/users.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const N = 3
@@ -61,13 +61,6 @@ afterAll(async () => {
   if (keysDir !== '') await rm(keysDir, { recursive: true, force: true })
   for (const m of marks) expect(markedPids(m), m).toEqual([])
 }, 60_000)
-
-/** A refusal: the status and code, and one line that matches `message`. */
-function expectRefused (a: Answer, status: number, code: string, message: RegExp, what: string): void {
-  expect({ status: a.status, code: a.code }, `${what}: ${a.message ?? JSON.stringify(a.json)}`).toEqual({ status, code })
-  expect(a.message, what).toMatch(message)
-  expect(a.message, what).not.toContain('\n')
-}
 
 function expectOk (a: Answer, status: number, what: string): void {
   expect(a.status, `${what}: ${a.code ?? ''} ${a.message ?? ''}`).toBe(status)

@@ -4,6 +4,7 @@
 // on its way (body, path, time, host) or send it twice.
 
 import { readFileSync } from 'node:fs'
+import { expect } from 'vitest'
 import { join } from 'node:path'
 import { type UserKey, newKeyPair, parseUserKey } from '../../access/keys.ts'
 import { bodyDigest, proofOf, type Proof, signRequest } from '../../access/request.ts'
@@ -82,6 +83,13 @@ export function signed (apiUrl: string, key: UserKey, method: string, path: stri
 }
 
 /** A node's answer: its status, and its JSON body (with `error.code` and `error.message` when it refused). */
+/** A refusal: the status and code, and one line that matches `message`. */
+export function expectRefused (a: Answer, status: number, code: string, message: RegExp, what: string): void {
+  expect({ status: a.status, code: a.code }, `${what}: ${a.message ?? JSON.stringify(a.json)}`).toEqual({ status, code })
+  expect(a.message, what).toMatch(message)
+  expect(a.message, what).not.toContain('\n')
+}
+
 export interface Answer {
   status: number
   json: any // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -962,11 +962,10 @@ describe('decide: namespace quotas (escrow)', () => {
     for (const self of ['b', 'c']) expect(shares(all.get(self)!)).toEqual([])
   })
 
-  it('rounds of passes on views that agree: the gift arrives, b claims, and no more than the quota ever runs', () => {
-    const rows = new Map([['a', withMint('a', undefined, inst(2))]])
-    const held: ClaimRecord[] = []
+  /** Four rounds in which every node decides on the same view and its claims and gifts land: never more than two held. */
+  function passRounds (rows: Map<string, ShareRow>, held: ClaimRecord[], limit: Limit): void {
     for (let round = 0; round < 4; round++) {
-      const all = decideAll({ nodes, jobs: [web], claims: held, quota: quota({ web: TWO }, [...rows.values()]) })
+      const all = decideAll({ nodes, jobs: [web], claims: held, quota: quota({ web: limit }, [...rows.values()]) })
       for (const [self, d] of all) {
         for (const a of d.actions) {
           if (a.kind === 'claim') held.push(claim(a.instance, self, { generation: a.generation }))
@@ -975,6 +974,12 @@ describe('decide: namespace quotas (escrow)', () => {
       }
       expect(held.length).toBeLessThanOrEqual(2)
     }
+  }
+
+  it('rounds of passes on views that agree: the gift arrives, b claims, and no more than the quota ever runs', () => {
+    const rows = new Map([['a', withMint('a', undefined, inst(2))]])
+    const held: ClaimRecord[] = []
+    passRounds(rows, held, TWO)
     expect(held.map((c) => [c.id, c.node]).sort()).toEqual([['web.1', 'b'], ['web.2', 'a']])
   })
 
@@ -1047,16 +1052,7 @@ describe('decide: namespace quotas (escrow)', () => {
     const LIMIT: Limit = { cpuMillis: 1000, memoryBytes: null, instances: 2 }
     const rows = new Map([['a', withGift('a', withGift('a', withMint('a', undefined, amount(1000, 0, 2)), { to: 'b', amount: amount(500, 0, 0) }), { to: 'c', amount: amount(0, 0, 1) })]])
     const held: ClaimRecord[] = [claim('web.2', 'a')]
-    for (let round = 0; round < 4; round++) {
-      const all = decideAll({ nodes, jobs: [web], claims: held, quota: quota({ web: LIMIT }, [...rows.values()]) })
-      for (const [self, d] of all) {
-        for (const a of d.actions) {
-          if (a.kind === 'claim') held.push(claim(a.instance, self, { generation: a.generation }))
-          if (a.kind === 'share') rows.set(self, withGift(self, rows.get(self), { to: a.to, amount: a.amount }))
-        }
-      }
-      expect(held.length).toBeLessThanOrEqual(2)
-    }
+    passRounds(rows, held, LIMIT)
     expect(held.map((c) => [c.id, c.node]).sort()).toEqual([['web.1', 'b'], ['web.2', 'a']])
     expect(rows.get('c')?.given).toEqual({ b: amount(0, 0, 1) })
   })
